@@ -1,0 +1,49 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Layering (enforced here, see docs/ARCHITECTURE.md):
+//   VirtioSpec      pure Swift: structs, bits, layouts of the virtio 1.x spec
+//   CVirtioAtomics  C: fences, acquire/release loads/stores, volatile MMIO (no OS headers)
+//   VirtioCore      rings, negotiation, device init, Transport + DMA protocols (no OS module)
+//   CVirtioSys      C: VFIO ioctl numbers, non-variadic ioctl, eventfd, uapi layout asserts
+//   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
+//   VirtioSim       test support: a simulated device playing the device side of the rings
+let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
+
+let package = Package(
+  name: "swift-virtio",
+  products: [
+    .library(name: "VirtioCore", targets: ["VirtioCore"]),
+    .library(name: "VirtioVFIO", targets: ["VirtioVFIO"]),
+    .executable(name: "ring-bench", targets: ["ring-bench"]),
+    .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+  ],
+  targets: [
+    .target(name: "VirtioSpec"),
+    .target(name: "CVirtioAtomics"),
+    .target(name: "CVirtioSys"),
+    .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    .target(
+      name: "VirtioVFIO",
+      dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict),
+    .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
+    .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
+    .target(name: "CAllocCounter", path: "Sources/Bench/CAllocCounter"),
+    .executableTarget(
+      name: "ring-bench",
+      dependencies: ["VirtioCore", "VirtioSim", "CRingBaseline", "CAllocCounter"],
+      path: "Sources/Bench/ring-bench", swiftSettings: strict),
+    .executableTarget(
+      name: "vio-guest-check",
+      dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
+      path: "Sources/Tools/vio-guest-check"),
+    .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
+    .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
+    .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
+  ]
+)

@@ -1,0 +1,1 @@
+int placeholder_CRingBaseline(void){return 0;}

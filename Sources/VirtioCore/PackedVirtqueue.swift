@@ -1,0 +1,340 @@
+import VirtioSpec
+
+/// The driver side of a packed virtqueue — virtio 1.2 §2.8.
+///
+/// Buffer IDs, chain lengths and posted lengths live in driver-private shadow
+/// arrays; the device's used descriptors are checked against them (id in range
+/// and in flight, length within what was posted, AVAIL/USED bits consistent
+/// with the wrap counter) and any violation marks the queue broken.
+public struct PackedVirtqueue: ~Copyable, Virtqueue {
+  public let index: UInt16
+  public let size: Int
+  @usableFromInline let features: RingFeatures
+  @usableFromInline let layout: PackedRingLayout
+  @usableFromInline let ring: RingMemory
+  public let descAreaIOVA: UInt64
+  public let driverAreaIOVA: UInt64
+  public let deviceAreaIOVA: UInt64
+
+  @usableFromInline let indirect: RingMemory?
+  @usableFromInline let indirectIOVA: UInt64
+  public let maxIndirect: Int
+
+  // Shadow state (driver-private): per buffer ID, and a FIFO of free IDs
+  // (FIFO keeps IDs in order for IN_ORDER, §2.8.21).
+  @usableFromInline let chains: PrivateArray<ChainState>
+  @usableFromInline let freeIDs: PrivateArray<UInt16>
+  @usableFromInline var freeIDHead: Int = 0
+  @usableFromInline var freeIDCount: Int
+  @usableFromInline var freeSlots: Int
+  @usableFromInline var nextAvail: UInt16 = 0
+  /// §2.8.1: the driver's Driver Ring Wrap Counter, starts at 1.
+  @usableFromInline var availWrap: Bool = true
+  @usableFromInline var usedSlot: UInt16 = 0
+  /// §2.8.1: the driver's copy of the Device Ring Wrap Counter, starts at 1.
+  @usableFromInline var usedWrap: Bool = true
+  /// Ring slots made available since the last publish (event index math counts slots).
+  @usableFromInline var slotsSincePublish: Int = 0
+  @usableFromInline var chainsInFlight: Int = 0
+  @usableFromInline var interruptsOn: Bool = true
+  @usableFromInline var oldestID: UInt16 = 0
+  @usableFromInline var batchEnd: Int32 = -1
+  @usableFromInline var batchEndLength: UInt32 = 0
+  @usableFromInline var broken: BrokenReason? = nil
+
+  public init<A: DMAAllocator & ~Copyable>(
+    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int = 0
+  ) throws(VirtioError) {
+    guard let layout = PackedRingLayout(size: size) else {
+      throw VirtioError(.queueSetup, "queue \(index): packed ring size \(size) is not in 1...32768")
+    }
+    let area = try memory.allocate(byteCount: layout.totalBytes, alignment: 4096)
+    area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: layout.totalBytes)
+    var tables: DMARegion? = nil
+    let perTable = min(maxIndirect, size)
+    if features.indirect && perTable > 1 {
+      let bytes = size * perTable * 16
+      let t = try memory.allocate(byteCount: bytes, alignment: 16)
+      t.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+      tables = t
+    }
+    // Nothing below throws.
+    self.index = index
+    self.size = size
+    self.features = features
+    self.layout = layout
+    self.ring = RingMemory(area.pointer)
+    self.descAreaIOVA = area.iova
+    self.driverAreaIOVA = area.iova + UInt64(layout.driverEventOffset)
+    self.deviceAreaIOVA = area.iova + UInt64(layout.deviceEventOffset)
+    self.indirect = tables.map { RingMemory($0.pointer) }
+    self.indirectIOVA = tables?.iova ?? 0
+    self.maxIndirect = tables == nil ? 0 : perTable
+    self.chains = PrivateArray<ChainState>(count: size, repeating: .idle)
+    let ids = PrivateArray<UInt16>(count: size, repeating: 0)
+    for i in 0..<size { ids[i] = UInt16(i) }
+    self.freeIDs = ids
+    self.freeIDCount = size
+    self.freeSlots = size
+  }
+
+  deinit {
+    chains.free()
+    freeIDs.free()
+  }
+
+  public var freeCount: Int { freeSlots }
+  public var inFlight: Int { chainsInFlight }
+  public var brokenReason: BrokenReason? { broken }
+
+  public mutating func markBroken(_ reason: BrokenReason) {
+    if broken == nil { broken = reason }
+  }
+
+  /// AVAIL/USED bits that make a descriptor available in the current lap (§2.8.1):
+  /// AVAIL = driver wrap counter, USED = its inverse.
+  @inlinable var availFlags: UInt16 {
+    availWrap ? VirtqDescFlags.avail : VirtqDescFlags.used
+  }
+
+  @inlinable mutating func takeID() -> UInt16 {
+    let id = freeIDs[freeIDHead]
+    freeIDHead = freeIDHead &+ 1 == size ? 0 : freeIDHead &+ 1
+    freeIDCount &-= 1
+    return id
+  }
+
+  @inlinable mutating func advanceAvail() {
+    nextAvail &+= 1
+    if Int(nextAvail) == size {
+      nextAvail = 0
+      availWrap.toggle()
+    }
+  }
+
+  // MARK: adding buffers (§2.8.21 "Supplying Buffers to The Device")
+
+  @inlinable public mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult {
+    guard broken == nil else { return .broken }
+    guard segment.length > 0 else { return .invalidChain }
+    guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
+    let id = takeID()
+    let flags = (segment.deviceWritable ? VirtqDescFlags.write : 0) | availFlags
+    let slot = Int(nextAvail) &* 16
+    ring.store64(slot, segment.address)
+    ring.store32(slot &+ 8, segment.length)
+    ring.store16(slot &+ 12, id)
+    // §2.8.21.1: flags last, with release, so the device never sees a half-written descriptor.
+    ring.storeRelease16(slot &+ 14, flags)
+    advanceAvail()
+    freeSlots &-= 1
+    chains[Int(id)] = ChainState(token: token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
+    chainsInFlight &+= 1
+    slotsSincePublish &+= 1
+    return .added
+  }
+
+  @inlinable public mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult {
+    guard broken == nil else { return .broken }
+    let n = chain.count
+    if n == 1 { return add(chain[0], token: token) }
+    guard n > 0 else { return .invalidChain }
+    var writable: UInt32 = 0
+    for i in 0..<n {
+      let s = chain[i]
+      guard s.length > 0 else { return .invalidChain }
+      if s.deviceWritable {
+        let (sum, overflow) = writable.addingReportingOverflow(s.length)
+        guard !overflow else { return .invalidChain }
+        writable = sum
+      }
+    }
+    if let table = indirect, n <= maxIndirect {
+      // §2.8.19: one descriptor with INDIRECT pointing at a table of packed descriptors.
+      guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
+      let id = takeID()
+      let tableOffset = Int(id) &* maxIndirect &* 16
+      for i in 0..<n {
+        let s = chain[i]
+        // §2.8.19: in a table only WRITE is meaningful; the chain is the table order.
+        table.storeDescriptor(
+          tableOffset &+ i &* 16, addr: s.address, len: s.length, word3: 0,
+          word4: s.deviceWritable ? VirtqDescFlags.write : 0)
+      }
+      let slot = Int(nextAvail) &* 16
+      ring.store64(slot, indirectIOVA &+ UInt64(tableOffset))
+      ring.store32(slot &+ 8, UInt32(n &* 16))
+      ring.store16(slot &+ 12, id)
+      ring.storeRelease16(slot &+ 14, VirtqDescFlags.indirect | availFlags)
+      advanceAvail()
+      freeSlots &-= 1
+      chains[Int(id)] = ChainState(token: token, writable: writable, count: 1, inFlight: true)
+      chainsInFlight &+= 1
+      slotsSincePublish &+= 1
+      return .added
+    }
+    guard n <= size else { return .invalidChain }
+    guard n <= freeSlots, freeIDCount > 0 else { return .ringFull }
+    let id = takeID()
+    let headSlot = Int(nextAvail) &* 16
+    let headFlags = (chain[0].deviceWritable ? VirtqDescFlags.write : 0) | VirtqDescFlags.next | availFlags
+    advanceAvail()
+    // §2.8.6: the rest of the chain in the following slots (wrapping), NEXT on all but the last.
+    for i in 1..<n {
+      let s = chain[i]
+      var flags = (s.deviceWritable ? VirtqDescFlags.write : 0) | availFlags
+      if i < n - 1 { flags |= VirtqDescFlags.next }
+      ring.storeDescriptor(Int(nextAvail) &* 16, addr: s.address, len: s.length, word3: id, word4: flags)
+      advanceAvail()
+    }
+    // §2.8.21.1: the head is made available last, after every descriptor it leads to.
+    ring.store64(headSlot, chain[0].address)
+    ring.store32(headSlot &+ 8, chain[0].length)
+    ring.store16(headSlot &+ 12, id)
+    ring.storeRelease16(headSlot &+ 14, headFlags)
+    freeSlots &-= n
+    chains[Int(id)] = ChainState(token: token, writable: writable, count: UInt16(n), inFlight: true)
+    chainsInFlight &+= 1
+    slotsSincePublish &+= n
+    return .added
+  }
+
+  /// §2.8.21.3: after the descriptors, decide whether the device wants a notification.
+  @inlinable public mutating func publish() -> Bool {
+    let added = slotsSincePublish
+    guard added > 0, broken == nil else { return false }
+    slotsSincePublish = 0
+    // Our descriptor stores must be visible before we read the device's event suppression.
+    ringFenceFull()
+    let flags = ring.load16(layout.deviceEventOffset &+ 2)
+    if flags == PackedEventFlags.disable { return false }
+    if flags == PackedEventFlags.desc && features.eventIdx {
+      // §2.8.10: notify when the slot named by off_wrap is among those just made available.
+      let offWrap = ring.load16(layout.deviceEventOffset)
+      let wrap = offWrap >> PackedEventFlags.wrapCounterShift != 0
+      var event = offWrap & 0x7FFF
+      if wrap != availWrap { event &-= UInt16(truncatingIfNeeded: size) }
+      let new = nextAvail
+      let old = nextAvail &- UInt16(truncatingIfNeeded: added)
+      return (new &- event &- 1) < (new &- old)
+    }
+    return true
+  }
+
+  public var notificationValue: UInt32 {
+    features.notificationData
+      ? NotificationData.packed(queue: index, nextOffset: nextAvail, wrap: availWrap) : UInt32(index)
+  }
+
+  // MARK: used buffers (§2.8.22 "Receiving Used Buffers From The Device")
+
+  @inlinable public mutating func nextUsed() -> PollResult {
+    if broken != nil { return .broken }
+    if batchEnd >= 0 { return nextInBatch() }
+    if chainsInFlight == 0 { return .empty }
+    let slot = Int(usedSlot) &* 16
+    // Acquire: the id and length are read after the flags that publish them.
+    let flags = ring.loadAcquire16(slot &+ 14)
+    let avail = flags & VirtqDescFlags.avail != 0
+    let used = flags & VirtqDescFlags.used != 0
+    if avail != used {
+      // Still the driver's descriptor (AVAIL = wrap, USED = !wrap): not used yet.
+      if avail == usedWrap { return .empty }
+      broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
+      return .broken
+    }
+    // §2.8.1: used iff AVAIL == USED == the device wrap counter.
+    guard used == usedWrap else {
+      broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
+      return .broken
+    }
+    let id = ring.load16(slot &+ 12)
+    let len = ring.load32(slot &+ 8)
+    guard Int(id) < size else {
+      broken = .usedIDOutOfRange(id: UInt32(id), queueSize: size)
+      return .broken
+    }
+    let state = chains[Int(id)]
+    guard state.inFlight else {
+      broken = .usedIDNotInFlight(id: UInt32(id))
+      return .broken
+    }
+    guard len <= state.writable else {
+      broken = .usedLengthTooLarge(id: UInt32(id), length: len, posted: state.writable)
+      return .broken
+    }
+    if features.inOrder && id != oldestID {
+      // §2.8.21 (IN_ORDER): one used descriptor for a batch; older buffers are used too.
+      batchEnd = Int32(id)
+      batchEndLength = len
+      return nextInBatch()
+    }
+    return .used(complete(id, length: len))
+  }
+
+  @inlinable mutating func nextInBatch() -> PollResult {
+    let id = oldestID
+    if Int32(id) == batchEnd {
+      batchEnd = -1
+      return .used(complete(id, length: batchEndLength))
+    }
+    let state = chains[Int(id)]
+    guard state.inFlight else {
+      broken = .usedIDNotInFlight(id: UInt32(id))
+      return .broken
+    }
+    return .used(complete(id, length: state.writable))
+  }
+
+  /// Frees buffer `id`: its slots (the device skips a whole chain, §2.8.7) and its ID.
+  @inlinable mutating func complete(_ id: UInt16, length: UInt32) -> UsedBuffer {
+    let state = chains[Int(id)]
+    chains[Int(id)].inFlight = false
+    var next = Int(usedSlot) &+ Int(state.count)
+    if next >= size {
+      next &-= size
+      usedWrap.toggle()
+    }
+    usedSlot = UInt16(truncatingIfNeeded: next)
+    freeSlots &+= Int(state.count)
+    var tail = freeIDHead &+ freeIDCount
+    if tail >= size { tail &-= size }
+    freeIDs[tail] = id
+    freeIDCount &+= 1
+    chainsInFlight &-= 1
+    oldestID = id &+ 1 == UInt16(truncatingIfNeeded: size) ? 0 : id &+ 1
+    if interruptsOn && features.eventIdx { writeDriverEvent() }
+    return UsedBuffer(token: state.token, length: length)
+  }
+
+  /// §2.8.10: driver event suppression = "interrupt me at the slot I poll next".
+  @inlinable func writeDriverEvent() {
+    let offWrap = usedSlot | (usedWrap ? 1 << PackedEventFlags.wrapCounterShift : 0)
+    ring.store16(layout.driverEventOffset, offWrap)
+  }
+
+  // MARK: interrupt suppression (§2.8.10)
+
+  public mutating func disableInterrupts() {
+    interruptsOn = false
+    ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.disable)
+  }
+
+  public mutating func enableInterrupts() -> Bool {
+    interruptsOn = true
+    if features.eventIdx {
+      writeDriverEvent()
+      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.desc)
+    } else {
+      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.enable)
+    }
+    // The request must be visible before we look for work that raced with it.
+    ringFenceFull()
+    if batchEnd >= 0 { return true }
+    if chainsInFlight == 0 { return false }
+    let flags = ring.loadAcquire16(Int(usedSlot) &* 16 &+ 14)
+    let avail = flags & VirtqDescFlags.avail != 0
+    let used = flags & VirtqDescFlags.used != 0
+    return avail == used && used == usedWrap
+  }
+}

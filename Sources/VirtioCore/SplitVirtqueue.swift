@@ -1,0 +1,332 @@
+import VirtioSpec
+
+/// Driver-private record of one chain the device holds, indexed by its head.
+@usableFromInline struct ChainState: BitwiseCopyable, Sendable {
+  @usableFromInline var token: UInt64
+  /// Device-writable bytes posted: the most the device may report as used.
+  @usableFromInline var writable: UInt32
+  /// Descriptors the chain takes in the table/ring (1 when indirect).
+  @usableFromInline var count: UInt16
+  @usableFromInline var inFlight: Bool
+
+  @usableFromInline static let idle = ChainState(token: 0, writable: 0, count: 0, inFlight: false)
+  @inlinable init(token: UInt64, writable: UInt32, count: UInt16, inFlight: Bool) {
+    self.token = token
+    self.writable = writable
+    self.count = count
+    self.inFlight = inFlight
+  }
+}
+
+/// The driver side of a split virtqueue — virtio 1.2 §2.7.
+///
+/// Descriptor bookkeeping lives in driver-private shadow arrays (free list,
+/// chain heads, posted lengths), so nothing read back from the device-writable
+/// rings is trusted: every used id and length is checked against the shadow and
+/// a violation marks the queue broken instead of touching memory out of bounds.
+public struct SplitVirtqueue: ~Copyable, Virtqueue {
+  public let index: UInt16
+  public let size: Int
+  @usableFromInline let mask: UInt16
+  @usableFromInline let features: RingFeatures
+  @usableFromInline let layout: SplitRingLayout
+  @usableFromInline let ring: RingMemory
+  @usableFromInline let availBase: Int
+  @usableFromInline let usedBase: Int
+  public let descAreaIOVA: UInt64
+  public let driverAreaIOVA: UInt64
+  public let deviceAreaIOVA: UInt64
+
+  // Indirect tables: one per head, `maxIndirect` descriptors each (§2.7.5.3).
+  @usableFromInline let indirect: RingMemory?
+  @usableFromInline let indirectIOVA: UInt64
+  public let maxIndirect: Int
+
+  // Shadow state (driver-private).
+  @usableFromInline let nextFree: PrivateArray<UInt16>
+  @usableFromInline let chains: PrivateArray<ChainState>
+  @usableFromInline var freeHead: UInt16 = 0
+  @usableFromInline var freeTail: UInt16
+  @usableFromInline var numFree: Int
+  @usableFromInline var availIdx: UInt16 = 0
+  @usableFromInline var lastPublished: UInt16 = 0
+  @usableFromInline var lastUsed: UInt16 = 0
+  @usableFromInline var usedIdxSeen: UInt16 = 0
+  @usableFromInline var chainsInFlight: Int = 0
+  @usableFromInline var interruptsOn: Bool = true
+  // IN_ORDER (§2.7.9): the oldest head, and a batch the device completed with one entry.
+  @usableFromInline var oldestHead: UInt16 = 0
+  @usableFromInline var batchEnd: Int32 = -1
+  @usableFromInline var batchEndLength: UInt32 = 0
+  @usableFromInline var broken: BrokenReason? = nil
+
+  /// Allocates and zeroes the rings in DMA memory (§2.7: alignment 16/2/4).
+  /// `maxIndirect` > 0 and INDIRECT_DESC negotiated give each head an indirect table.
+  public init<A: DMAAllocator & ~Copyable>(
+    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int = 0
+  ) throws(VirtioError) {
+    guard let layout = SplitRingLayout(size: size) else {
+      throw VirtioError(.queueSetup, "queue \(index): split ring size \(size) is not a power of two in 1...32768")
+    }
+    let area = try memory.allocate(byteCount: layout.totalBytes, alignment: 4096)
+    area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: layout.totalBytes)
+    var tables: DMARegion? = nil
+    let perTable = min(maxIndirect, size)
+    if features.indirect && perTable > 1 {
+      let bytes = size * perTable * 16
+      let t = try memory.allocate(byteCount: bytes, alignment: 16)
+      t.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+      tables = t
+    }
+    // Nothing below throws: a ~Copyable value must be fully built or not at all.
+    self.index = index
+    self.size = size
+    self.mask = UInt16(size - 1)
+    self.features = features
+    self.layout = layout
+    self.ring = RingMemory(area.pointer)
+    self.availBase = layout.availOffset
+    self.usedBase = layout.usedOffset
+    self.descAreaIOVA = area.iova + UInt64(layout.descOffset)
+    self.driverAreaIOVA = area.iova + UInt64(layout.availOffset)
+    self.deviceAreaIOVA = area.iova + UInt64(layout.usedOffset)
+    self.indirect = tables.map { RingMemory($0.pointer) }
+    self.indirectIOVA = tables?.iova ?? 0
+    self.maxIndirect = tables == nil ? 0 : perTable
+    // Free list in ring order 0,1,…,size-1 (§2.7.9: with IN_ORDER the driver
+    // uses descriptors in ring order; a FIFO free list keeps that order).
+    let next = PrivateArray<UInt16>(count: size, repeating: 0)
+    for i in 0..<size { next[i] = UInt16((i + 1) % size) }
+    self.nextFree = next
+    self.chains = PrivateArray<ChainState>(count: size, repeating: .idle)
+    self.freeTail = UInt16(size - 1)
+    self.numFree = size
+  }
+
+  deinit {
+    nextFree.free()
+    chains.free()
+  }
+
+  public var freeCount: Int { numFree }
+  public var inFlight: Int { chainsInFlight }
+  public var brokenReason: BrokenReason? { broken }
+
+  public mutating func markBroken(_ reason: BrokenReason) {
+    if broken == nil { broken = reason }
+  }
+
+  // MARK: adding buffers (§2.7.13 "Supplying Buffers to The Device")
+
+  @inlinable public mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult {
+    guard broken == nil else { return .broken }
+    guard segment.length > 0 else { return .invalidChain }
+    guard numFree > 0 else { return .ringFull }
+    let head = freeHead
+    // §2.7.13.1: place the buffer in a free descriptor.
+    ring.storeDescriptor(
+      Int(head) &* 16, addr: segment.address, len: segment.length,
+      word3: segment.deviceWritable ? VirtqDescFlags.write : 0, word4: 0)
+    freeHead = nextFree[Int(head)]
+    numFree &-= 1
+    chains[Int(head)] = ChainState(
+      token: token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
+    pushAvail(head)
+    return .added
+  }
+
+  @inlinable public mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult {
+    guard broken == nil else { return .broken }
+    let n = chain.count
+    if n == 1 { return add(chain[0], token: token) }
+    guard n > 0 else { return .invalidChain }
+    var writable: UInt32 = 0
+    for i in 0..<n {
+      let s = chain[i]
+      guard s.length > 0 else { return .invalidChain }
+      if s.deviceWritable {
+        let (sum, overflow) = writable.addingReportingOverflow(s.length)
+        guard !overflow else { return .invalidChain }
+        writable = sum
+      }
+    }
+    if let table = indirect, n <= maxIndirect {
+      // §2.7.5.3: one descriptor with INDIRECT pointing at a table of `n` descriptors.
+      guard numFree > 0 else { return .ringFull }
+      let head = freeHead
+      let tableOffset = Int(head) &* maxIndirect &* 16
+      for i in 0..<n {
+        let s = chain[i]
+        var flags: UInt16 = s.deviceWritable ? VirtqDescFlags.write : 0
+        if i < n - 1 { flags |= VirtqDescFlags.next }
+        // §2.7.5.3.1: inside a table, `next` indexes the table itself.
+        table.storeDescriptor(tableOffset &+ i &* 16, addr: s.address, len: s.length, word3: flags, word4: UInt16(i + 1))
+      }
+      ring.storeDescriptor(
+        Int(head) &* 16, addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* 16),
+        word3: VirtqDescFlags.indirect, word4: 0)
+      freeHead = nextFree[Int(head)]
+      numFree &-= 1
+      chains[Int(head)] = ChainState(token: token, writable: writable, count: 1, inFlight: true)
+      pushAvail(head)
+      return .added
+    }
+    // §2.7.5.2: a chain longer than the queue can never be made available.
+    guard n <= size else { return .invalidChain }
+    guard n <= numFree else { return .ringFull }
+    let head = freeHead
+    var cur = head
+    for i in 0..<n {
+      let s = chain[i]
+      let next = nextFree[Int(cur)]
+      var flags: UInt16 = s.deviceWritable ? VirtqDescFlags.write : 0
+      if i < n - 1 { flags |= VirtqDescFlags.next }
+      ring.storeDescriptor(Int(cur) &* 16, addr: s.address, len: s.length, word3: flags, word4: next)
+      if i < n - 1 { cur = next } else { freeHead = next }
+    }
+    numFree &-= n
+    chains[Int(head)] = ChainState(token: token, writable: writable, count: UInt16(n), inFlight: true)
+    pushAvail(head)
+    return .added
+  }
+
+  /// §2.7.13.2: put the head into the next avail ring entry (the index is published later).
+  @inlinable mutating func pushAvail(_ head: UInt16) {
+    ring.store16(availBase &+ SplitRingLayout.availRingOffset &+ Int(availIdx & mask) &* 2, head)
+    availIdx &+= 1
+    chainsInFlight &+= 1
+  }
+
+  /// §2.7.13.3–4: publish the avail index, then decide whether to notify.
+  @inlinable public mutating func publish() -> Bool {
+    let new = availIdx
+    let old = lastPublished
+    guard new != old, broken == nil else { return false }
+    lastPublished = new
+    // §2.7.13.3.1: descriptors and ring entries must be visible before idx (release).
+    ring.storeRelease16(availBase &+ SplitRingLayout.availIdxOffset, new)
+    // §2.7.13.4: the idx store must be visible before we read the device's
+    // suppression state, or a device going to sleep could miss the update.
+    ringFenceFull()
+    if features.eventIdx {
+      // §2.7.10: notify if the new entries cross avail_event.
+      let event = ring.load16(usedBase &+ layout.availEventOffset)
+      return virqNeedEventInline(event: event, new: new, old: old)
+    }
+    // §2.7.7.2: without EVENT_IDX, the device sets NO_NOTIFY to ask for quiet.
+    return ring.load16(usedBase &+ SplitRingLayout.usedFlagsOffset) & VirtqUsedFlags.noNotify == 0
+  }
+
+  @inlinable func virqNeedEventInline(event: UInt16, new: UInt16, old: UInt16) -> Bool {
+    (new &- event &- 1) < (new &- old)
+  }
+
+  public var notificationValue: UInt32 {
+    features.notificationData ? NotificationData.split(queue: index, nextAvailIdx: availIdx) : UInt32(index)
+  }
+
+  // MARK: used buffers (§2.7.14 "Receiving Used Buffers From The Device")
+
+  @inlinable public mutating func nextUsed() -> PollResult {
+    if broken != nil { return .broken }
+    if batchEnd >= 0 { return nextInBatch() }
+    if lastUsed == usedIdxSeen {
+      // Acquire: the used entries the index covers are read after it (§2.7.14).
+      let idx = ring.loadAcquire16(usedBase &+ SplitRingLayout.usedIdxOffset)
+      if idx == lastUsed { return .empty }
+      // The device can never have more used entries than the queue has slots.
+      guard Int(idx &- lastUsed) <= size else {
+        broken = .usedIndexJump(from: lastUsed, to: idx, queueSize: size)
+        return .broken
+      }
+      usedIdxSeen = idx
+    }
+    let entry = usedBase &+ SplitRingLayout.usedRingOffset &+ Int(lastUsed & mask) &* 8
+    let id = ring.load32(entry)
+    let len = ring.load32(entry &+ 4)
+    guard id < UInt32(size) else {
+      broken = .usedIDOutOfRange(id: id, queueSize: size)
+      return .broken
+    }
+    let head = UInt16(truncatingIfNeeded: id)
+    let state = chains[Int(head)]
+    guard state.inFlight else {
+      broken = .usedIDNotInFlight(id: id)
+      return .broken
+    }
+    guard len <= state.writable else {
+      broken = .usedLengthTooLarge(id: id, length: len, posted: state.writable)
+      return .broken
+    }
+    lastUsed &+= 1
+    if interruptsOn && features.eventIdx {
+      // §2.7.10: ask for an interrupt when the device passes what we have consumed.
+      ring.store16(availBase &+ layout.usedEventOffset, lastUsed)
+    }
+    if features.inOrder && head != oldestHead {
+      // §2.7.9: one used entry for a batch: every older buffer is used as well.
+      batchEnd = Int32(head)
+      batchEndLength = len
+      return nextInBatch()
+    }
+    return .used(complete(head, length: len))
+  }
+
+  /// Completes the oldest buffer of an IN_ORDER batch. Buffers before the last
+  /// one report their full device-writable length (the device wrote no entry).
+  @inlinable mutating func nextInBatch() -> PollResult {
+    let head = oldestHead
+    if Int32(head) == batchEnd {
+      batchEnd = -1
+      return .used(complete(head, length: batchEndLength))
+    }
+    let state = chains[Int(head)]
+    guard state.inFlight else {
+      broken = .usedIDNotInFlight(id: UInt32(head))
+      return .broken
+    }
+    return .used(complete(head, length: state.writable))
+  }
+
+  /// Returns the chain at `head` to the free list (FIFO, keeping ring order).
+  @inlinable mutating func complete(_ head: UInt16, length: UInt32) -> UsedBuffer {
+    let state = chains[Int(head)]
+    var last = head
+    var k = 1
+    while k < Int(state.count) {
+      last = nextFree[Int(last)]
+      k &+= 1
+    }
+    if numFree == 0 { freeHead = head } else { nextFree[Int(freeTail)] = head }
+    freeTail = last
+    numFree &+= Int(state.count)
+    chains[Int(head)].inFlight = false
+    chainsInFlight &-= 1
+    oldestHead = (head &+ state.count) & mask
+    return UsedBuffer(token: state.token, length: length)
+  }
+
+  // MARK: interrupt suppression (§2.7.7)
+
+  public mutating func disableInterrupts() {
+    interruptsOn = false
+    if features.eventIdx {
+      // Park used_event half a ring-index space away: the device will not cross it soon.
+      ring.store16(availBase &+ layout.usedEventOffset, lastUsed &+ 0x7FFF)
+    } else {
+      ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, VirtqAvailFlags.noInterrupt)
+    }
+  }
+
+  public mutating func enableInterrupts() -> Bool {
+    interruptsOn = true
+    if features.eventIdx {
+      ring.store16(availBase &+ layout.usedEventOffset, lastUsed)
+    } else {
+      ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, 0)
+    }
+    // The request must be visible before we look for work that raced with it.
+    ringFenceFull()
+    return batchEnd >= 0 || ring.loadAcquire16(usedBase &+ SplitRingLayout.usedIdxOffset) != lastUsed
+  }
+}

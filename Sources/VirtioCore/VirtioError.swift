@@ -1,0 +1,41 @@
+/// The one error type of the driver stack: a code to switch on, the errno when a
+/// system call failed, and a sentence that says what happened and what to do.
+public struct VirtioError: Error, Sendable, CustomStringConvertible, Equatable {
+  public enum Code: String, Sendable {
+    /// FEATURES_OK did not stick, or the device lacks a feature the driver requires.
+    case negotiationFailed
+    /// A required feature is missing from the device's offer.
+    case missingFeatures
+    /// The device did not come out of reset.
+    case resetTimeout
+    /// The device set DEVICE_NEEDS_RESET or FAILED.
+    case deviceFailed
+    /// config_generation kept changing while the driver read the config.
+    case configUnstable
+    /// A queue could not be set up (size 0, too large, already enabled, vector refused).
+    case queueSetup
+    /// A queue stopped trusting its device.
+    case queueBroken
+    /// Out of DMA memory or mapping failed.
+    case dmaAllocation
+    /// A request or argument the caller gave is invalid.
+    case invalidArgument
+    /// The transport could not reach the device (VFIO, mapping, permissions, ...).
+    case transport
+    /// Waiting on the device took longer than allowed.
+    case timeout
+  }
+
+  public var code: Code
+  /// errno of the failed system call, when there was one.
+  public var errno: Int32?
+  public var message: String
+
+  public init(_ code: Code, _ message: String, errno: Int32? = nil) {
+    self.code = code
+    self.message = message
+    self.errno = errno
+  }
+
+  public var description: String { message }
+}

@@ -1,0 +1,1 @@
+int placeholder_CUapiLayouts(void){return 0;}
