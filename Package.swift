@@ -36,7 +36,7 @@ let package = Package(
     .target(name: "CAllocCounter", path: "Sources/Bench/CAllocCounter"),
     .executableTarget(
       name: "ring-bench",
-      dependencies: ["VirtioCore", "VirtioSim", "CRingBaseline", "CAllocCounter"],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim", "CRingBaseline", "CAllocCounter"],
       path: "Sources/Bench/ring-bench", swiftSettings: strict),
     .executableTarget(
       name: "vio-guest-check",

@@ -33,6 +33,14 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline let ring: RingMemory
   @usableFromInline let availBase: Int
   @usableFromInline let usedBase: Int
+  // Offsets precomputed once, so the hot path does no checked arithmetic.
+  @usableFromInline let availIdxOffset: Int
+  @usableFromInline let availRingOffset: Int
+  @usableFromInline let usedEventOffset: Int
+  @usableFromInline let usedIdxOffset: Int
+  @usableFromInline let usedRingOffset: Int
+  @usableFromInline let availEventOffset: Int
+  @usableFromInline let sizeU32: UInt32
   public let descAreaIOVA: UInt64
   public let driverAreaIOVA: UInt64
   public let deviceAreaIOVA: UInt64
@@ -58,7 +66,11 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline var oldestHead: UInt16 = 0
   @usableFromInline var batchEnd: Int32 = -1
   @usableFromInline var batchEndLength: UInt32 = 0
-  @usableFromInline var broken: BrokenReason? = nil
+  @usableFromInline var broken: BrokenReason? = nil {
+    didSet { isBrokenFast = broken != nil }
+  }
+  /// `broken != nil`, as a plain flag for the hot path.
+  @usableFromInline var isBrokenFast = false
 
   /// Allocates and zeroes the rings in DMA memory (§2.7: alignment 16/2/4).
   /// `maxIndirect` > 0 and INDIRECT_DESC negotiated give each head an indirect table.
@@ -87,6 +99,13 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     self.ring = RingMemory(area.pointer)
     self.availBase = layout.availOffset
     self.usedBase = layout.usedOffset
+    self.availIdxOffset = layout.availOffset + SplitRingLayout.availIdxOffset
+    self.availRingOffset = layout.availOffset + SplitRingLayout.availRingOffset
+    self.usedEventOffset = layout.availOffset + layout.usedEventOffset
+    self.usedIdxOffset = layout.usedOffset + SplitRingLayout.usedIdxOffset
+    self.usedRingOffset = layout.usedOffset + SplitRingLayout.usedRingOffset
+    self.availEventOffset = layout.usedOffset + layout.availEventOffset
+    self.sizeU32 = UInt32(size)
     self.descAreaIOVA = area.iova + UInt64(layout.descOffset)
     self.driverAreaIOVA = area.iova + UInt64(layout.availOffset)
     self.deviceAreaIOVA = area.iova + UInt64(layout.usedOffset)
@@ -119,7 +138,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   // MARK: adding buffers (§2.7.13 "Supplying Buffers to The Device")
 
   @inlinable public mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult {
-    guard broken == nil else { return .broken }
+    guard !isBrokenFast else { return .broken }
     guard segment.length > 0 else { return .invalidChain }
     guard numFree > 0 else { return .ringFull }
     let head = freeHead
@@ -136,7 +155,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   }
 
   @inlinable public mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult {
-    guard broken == nil else { return .broken }
+    guard !isBrokenFast else { return .broken }
     let n = chain.count
     if n == 1 { return add(chain[0], token: token) }
     guard n > 0 else { return .invalidChain }
@@ -192,7 +211,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
 
   /// §2.7.13.2: put the head into the next avail ring entry (the index is published later).
   @inlinable mutating func pushAvail(_ head: UInt16) {
-    ring.store16(availBase &+ SplitRingLayout.availRingOffset &+ Int(availIdx & mask) &* 2, head)
+    ring.store16(availRingOffset &+ Int(availIdx & mask) &* 2, head)
     availIdx &+= 1
     chainsInFlight &+= 1
   }
@@ -201,16 +220,16 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @inlinable public mutating func publish() -> Bool {
     let new = availIdx
     let old = lastPublished
-    guard new != old, broken == nil else { return false }
+    guard new != old, !isBrokenFast else { return false }
     lastPublished = new
     // §2.7.13.3.1: descriptors and ring entries must be visible before idx (release).
-    ring.storeRelease16(availBase &+ SplitRingLayout.availIdxOffset, new)
+    ring.storeRelease16(availIdxOffset, new)
     // §2.7.13.4: the idx store must be visible before we read the device's
     // suppression state, or a device going to sleep could miss the update.
     ringFenceFull()
     if features.eventIdx {
       // §2.7.10: notify if the new entries cross avail_event.
-      let event = ring.load16(usedBase &+ layout.availEventOffset)
+      let event = ring.load16(availEventOffset)
       return virqNeedEventInline(event: event, new: new, old: old)
     }
     // §2.7.7.2: without EVENT_IDX, the device sets NO_NOTIFY to ask for quiet.
@@ -227,12 +246,12 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
 
   // MARK: used buffers (§2.7.14 "Receiving Used Buffers From The Device")
 
-  @inlinable public mutating func nextUsed() -> PollResult {
-    if broken != nil { return .broken }
+  @inlinable @inline(__always) public mutating func nextUsed() -> PollResult {
+    if isBrokenFast { return .broken }
     if batchEnd >= 0 { return nextInBatch() }
     if lastUsed == usedIdxSeen {
       // Acquire: the used entries the index covers are read after it (§2.7.14).
-      let idx = ring.loadAcquire16(usedBase &+ SplitRingLayout.usedIdxOffset)
+      let idx = ring.loadAcquire16(usedIdxOffset)
       if idx == lastUsed { return .empty }
       // The device can never have more used entries than the queue has slots.
       guard Int(idx &- lastUsed) <= size else {
@@ -241,10 +260,10 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       }
       usedIdxSeen = idx
     }
-    let entry = usedBase &+ SplitRingLayout.usedRingOffset &+ Int(lastUsed & mask) &* 8
+    let entry = usedRingOffset &+ Int(lastUsed & mask) &* 8
     let id = ring.load32(entry)
     let len = ring.load32(entry &+ 4)
-    guard id < UInt32(size) else {
+    guard id < sizeU32 else {
       broken = .usedIDOutOfRange(id: id, queueSize: size)
       return .broken
     }
@@ -261,7 +280,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     lastUsed &+= 1
     if interruptsOn && features.eventIdx {
       // §2.7.10: ask for an interrupt when the device passes what we have consumed.
-      ring.store16(availBase &+ layout.usedEventOffset, lastUsed)
+      ring.store16(usedEventOffset, lastUsed)
     }
     if features.inOrder && head != oldestHead {
       // §2.7.9: one used entry for a batch: every older buffer is used as well.
@@ -289,7 +308,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   }
 
   /// Returns the chain at `head` to the free list (FIFO, keeping ring order).
-  @inlinable mutating func complete(_ head: UInt16, length: UInt32) -> UsedBuffer {
+  @inlinable @inline(__always) mutating func complete(_ head: UInt16, length: UInt32) -> UsedBuffer {
     let state = chains[Int(head)]
     var last = head
     var k = 1
@@ -312,7 +331,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     interruptsOn = false
     if features.eventIdx {
       // Park used_event half a ring-index space away: the device will not cross it soon.
-      ring.store16(availBase &+ layout.usedEventOffset, lastUsed &+ 0x7FFF)
+      ring.store16(usedEventOffset, lastUsed &+ 0x7FFF)
     } else {
       ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, VirtqAvailFlags.noInterrupt)
     }
@@ -321,12 +340,12 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   public mutating func enableInterrupts() -> Bool {
     interruptsOn = true
     if features.eventIdx {
-      ring.store16(availBase &+ layout.usedEventOffset, lastUsed)
+      ring.store16(usedEventOffset, lastUsed)
     } else {
       ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, 0)
     }
     // The request must be visible before we look for work that raced with it.
     ringFenceFull()
-    return batchEnd >= 0 || ring.loadAcquire16(usedBase &+ SplitRingLayout.usedIdxOffset) != lastUsed
+    return batchEnd >= 0 || ring.loadAcquire16(usedIdxOffset) != lastUsed
   }
 }

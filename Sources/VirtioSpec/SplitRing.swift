@@ -94,9 +94,12 @@ public struct SplitRingLayout: Sendable, Equatable {
   public var availEventOffset: Int { 4 + 8 * size }
 
   /// One contiguous area holding all three parts: desc | avail | pad | used.
+  /// The used ring starts on its own 128-byte block (more than the spec's 4):
+  /// the device writes it while the driver writes the avail ring, and sharing a
+  /// cache line (or an adjacent-line prefetch pair) between them costs both sides.
   public var descOffset: Int { 0 }
   public var availOffset: Int { descTableBytes }
-  public var usedOffset: Int { (availOffset + availRingBytes + 3) & ~3 }
+  public var usedOffset: Int { (availOffset + availRingBytes + 127) & ~127 }
   public var totalBytes: Int { usedOffset + usedRingBytes }
 }
 

@@ -1,0 +1,6 @@
+/* Counts heap allocations made by this process: malloc, calloc, realloc,
+ * posix_memalign, aligned_alloc and memalign are interposed and forwarded to
+ * glibc's implementations. Linked only into benchmark executables. */
+#pragma once
+#include <stdint.h>
+uint64_t alloc_counter_total(void);
