@@ -61,16 +61,23 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline var lastUsed: UInt16 = 0
   @usableFromInline var usedIdxSeen: UInt16 = 0
   @usableFromInline var chainsInFlight: Int = 0
-  @usableFromInline var interruptsOn: Bool = true
   // IN_ORDER (§2.7.9): the oldest head, and a batch the device completed with one entry.
   @usableFromInline var oldestHead: UInt16 = 0
-  @usableFromInline var batchEnd: Int32 = -1
+  @usableFromInline var batchEnd: Int32 = -1 {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
   @usableFromInline var batchEndLength: UInt32 = 0
   @usableFromInline var broken: BrokenReason? = nil {
     didSet { isBrokenFast = broken != nil }
   }
   /// `broken != nil`, as a plain flag for the hot path.
-  @usableFromInline var isBrokenFast = false
+  @usableFromInline var isBrokenFast = false {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
+  /// One flag the poll path tests first: broken, or an IN_ORDER batch pending.
+  @usableFromInline var needsSlowPoll = false
+  /// Interrupts wanted and EVENT_IDX: each consumed entry moves used_event along.
+  @usableFromInline var movesUsedEvent = false
 
   /// Allocates and zeroes the rings in DMA memory (§2.7: alignment 16/2/4).
   /// `maxIndirect` > 0 and INDIRECT_DESC negotiated give each head an indirect table.
@@ -106,6 +113,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     self.usedRingOffset = layout.usedOffset + SplitRingLayout.usedRingOffset
     self.availEventOffset = layout.usedOffset + layout.availEventOffset
     self.sizeU32 = UInt32(size)
+    self.movesUsedEvent = features.eventIdx
     self.descAreaIOVA = area.iova + UInt64(layout.descOffset)
     self.driverAreaIOVA = area.iova + UInt64(layout.availOffset)
     self.deviceAreaIOVA = area.iova + UInt64(layout.usedOffset)
@@ -247,8 +255,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   // MARK: used buffers (§2.7.14 "Receiving Used Buffers From The Device")
 
   @inlinable @inline(__always) public mutating func nextUsed() -> PollResult {
-    if isBrokenFast { return .broken }
-    if batchEnd >= 0 { return nextInBatch() }
+    if needsSlowPoll { return isBrokenFast ? .broken : nextInBatch() }
     if lastUsed == usedIdxSeen {
       // Acquire: the used entries the index covers are read after it (§2.7.14).
       let idx = ring.loadAcquire16(usedIdxOffset)
@@ -278,7 +285,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       return .broken
     }
     lastUsed &+= 1
-    if interruptsOn && features.eventIdx {
+    if movesUsedEvent {
       // §2.7.10: ask for an interrupt when the device passes what we have consumed.
       ring.store16(usedEventOffset, lastUsed)
     }
@@ -328,7 +335,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   // MARK: interrupt suppression (§2.7.7)
 
   public mutating func disableInterrupts() {
-    interruptsOn = false
+    movesUsedEvent = false
     if features.eventIdx {
       // Park used_event half a ring-index space away: the device will not cross it soon.
       ring.store16(usedEventOffset, lastUsed &+ 0x7FFF)
@@ -338,7 +345,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   }
 
   public mutating func enableInterrupts() -> Bool {
-    interruptsOn = true
+    movesUsedEvent = features.eventIdx
     if features.eventIdx {
       ring.store16(usedEventOffset, lastUsed)
     } else {

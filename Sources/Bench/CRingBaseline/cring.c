@@ -204,7 +204,7 @@ cring_device *cring_device_new(void *desc, void *avail, void *used, uint16_t siz
   return d;
 }
 
-uint32_t cring_device_process(cring_device *d) {
+__attribute__((noinline)) uint32_t cring_device_process(cring_device *d) {
   struct ring r;
   r.size = d->size; r.mask = d->size - 1;
   r.desc = d->desc; r.avail = d->avail; r.used = d->used;
