@@ -15,6 +15,7 @@ let package = Package(
   products: [
     .library(name: "VirtioCore", targets: ["VirtioCore"]),
     .library(name: "VirtioVFIO", targets: ["VirtioVFIO"]),
+    .library(name: "VirtioBlk", targets: ["VirtioBlk"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
   ],
@@ -30,6 +31,7 @@ let package = Package(
       name: "VirtioVFIO",
       dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
+    .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
