@@ -24,6 +24,19 @@ public struct VirtioError: Error, Sendable, CustomStringConvertible, Equatable {
     case transport
     /// Waiting on the device took longer than allowed.
     case timeout
+    // Added with the VFIO-PCI transport (issue 3): setup failures a user acts on.
+    /// No IOMMU (no /sys/kernel/iommu_groups, or the function has no group).
+    case noIOMMU
+    /// The vfio / vfio-pci modules are not loaded (/dev/vfio/vfio missing).
+    case vfioUnavailable
+    /// A function of the IOMMU group is bound to a driver other than vfio-pci.
+    case groupNotViable
+    /// The group or device is already in use (EBUSY).
+    case deviceBusy
+    /// The process may not open the VFIO group (EACCES / EPERM).
+    case permissionDenied
+    /// Pinning DMA memory failed against the locked-memory limit.
+    case memlockLimit
   }
 
   public var code: Code

@@ -1,0 +1,191 @@
+import VirtioCore
+import Glibc
+
+/// A PCI function as sysfs shows it (/sys/bus/pci/devices/<BDF>): which driver
+/// holds it, its IOMMU group, and the moves between drivers — unbind, bind to
+/// vfio-pci through `driver_override` + `drivers_probe`, and hand it back to
+/// the kernel's own driver.
+///
+/// A plain value: it names the function and owns nothing. Binding changes
+/// system state, so only call the binding methods on functions you mean to
+/// take (never on the disk or NIC the system runs from).
+public struct PCIFunction: Sendable, CustomStringConvertible {
+  public let address: PCIAddress
+  /// sysfs mount point (tests may point this elsewhere).
+  public let sysfsRoot: String
+
+  public init(_ address: PCIAddress, sysfsRoot: String = "/sys") {
+    self.address = address
+    self.sysfsRoot = sysfsRoot
+  }
+
+  public var description: String { address.description }
+
+  /// /sys/bus/pci/devices/<BDF>.
+  public var path: String { "\(sysfsRoot)/bus/pci/devices/\(address)" }
+  public var exists: Bool { Sys.exists(path) }
+
+  /// Name of the bound driver (`virtio-pci`, `vfio-pci`), or nil when none.
+  public var driver: String? {
+    Sys.readLink(path + "/driver").map { lastComponent($0) }
+  }
+
+  /// The IOMMU group number, or nil when the function has none (no IOMMU).
+  public var iommuGroup: Int? {
+    Sys.readLink(path + "/iommu_group").flatMap { Int(lastComponent($0)) }
+  }
+
+  public var vendorID: UInt16? { Sys.readLine(path + "/vendor").flatMap(Self.parseHex16) }
+  public var deviceID: UInt16? { Sys.readLine(path + "/device").flatMap(Self.parseHex16) }
+
+  /// The current `driver_override` (nil when unset).
+  public var driverOverride: String? {
+    guard let v = Sys.readLine(path + "/driver_override"), v != "(null)", !v.isEmpty else { return nil }
+    return v
+  }
+
+  /// Every device in this function's IOMMU group with its driver (this one included).
+  public func iommuGroupMembers() -> [(device: String, driver: String?)] {
+    guard let group = iommuGroup else { return [] }
+    let dir = "\(sysfsRoot)/kernel/iommu_groups/\(group)/devices"
+    return (Sys.listDirectory(dir) ?? []).map { name in
+      (name, Sys.readLink("\(dir)/\(name)/driver").map { lastComponent($0) })
+    }
+  }
+
+  /// Kernel interfaces the function's virtio driver created: network interfaces
+  /// (`virtio*/net/<ifname>`) and block devices (`virtio*/block/<name>`).
+  public func kernelInterfaces() -> (net: [String], block: [String]) {
+    var net: [String] = []
+    var block: [String] = []
+    for child in Sys.listDirectory(path) ?? [] where child.hasPrefix("virtio") {
+      net += Sys.listDirectory("\(path)/\(child)/net") ?? []
+      block += Sys.listDirectory("\(path)/\(child)/block") ?? []
+    }
+    return (net, block)
+  }
+
+  // MARK: moving between drivers
+
+  /// Releases the function from its current driver (no-op when unbound).
+  public func unbind() throws(VirtioError) {
+    guard let current = driver else { return }
+    do {
+      try Sys.writeText(path + "/driver/unbind", address.description)
+    } catch {
+      throw sysfsError(error, doing: "unbind \(address) from \(current)")
+    }
+  }
+
+  /// Binds the function to vfio-pci: sets `driver_override` so no other driver
+  /// claims it, unbinds the current driver and re-probes. Returns the driver it
+  /// was bound to before (nil when none). The kernel's module must be loaded.
+  @discardableResult
+  public func bindToVFIO(timeoutMilliseconds: Int = 5000) throws(VirtioError) -> String? {
+    try bind(to: "vfio-pci", timeoutMilliseconds: timeoutMilliseconds)
+  }
+
+  /// Binds to `target` through `driver_override` + `drivers_probe`; returns the previous driver.
+  @discardableResult
+  public func bind(to target: String, timeoutMilliseconds: Int = 5000) throws(VirtioError) -> String? {
+    guard exists else {
+      throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(path) does not exist); check the address with `lspci -D`")
+    }
+    let previous = driver
+    if previous == target { return previous }
+    guard Sys.exists("\(sysfsRoot)/bus/pci/drivers/\(target)") else {
+      if target == "vfio-pci" {
+        throw VirtioError(.vfioUnavailable, "the vfio-pci driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/vfio-pci); run `modprobe vfio-pci`")
+      }
+      throw VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module")
+    }
+    do {
+      try Sys.writeText(path + "/driver_override", target)
+    } catch {
+      throw sysfsError(error, doing: "set driver_override of \(address) to \(target)")
+    }
+    try unbind()
+    do {
+      try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)
+    } catch {
+      throw sysfsError(error, doing: "probe \(address) for \(target)")
+    }
+    guard wait(timeoutMilliseconds, until: { driver == target }) else {
+      throw VirtioError(
+        .transport,
+        "\(address) did not bind to \(target) within \(timeoutMilliseconds) ms (driver now: \(driver ?? "none")); see `dmesg` for the driver's complaint")
+    }
+    return previous
+  }
+
+  /// Hands the function back to the kernel: clears `driver_override`, unbinds
+  /// vfio-pci and re-probes, then waits (bounded) until a driver holds it and,
+  /// for virtio functions, its network interface or block device is back.
+  /// Close every VFIO handle on the function first: vfio-pci's unbind waits
+  /// until the device is released.
+  /// Returns the driver that took it (normally `virtio-pci`).
+  @discardableResult
+  public func returnToKernel(timeoutMilliseconds: Int = 10_000, waitForInterface: Bool = true) throws(VirtioError) -> String {
+    do {
+      try Sys.writeText(path + "/driver_override", "\n")
+    } catch {
+      throw sysfsError(error, doing: "clear driver_override of \(address)")
+    }
+    if driver == "vfio-pci" || driver == "pci-stub" { try unbind() }
+    if driver == nil {
+      do {
+        try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)
+      } catch {
+        throw sysfsError(error, doing: "probe \(address) for its kernel driver")
+      }
+    }
+    guard wait(timeoutMilliseconds, until: { driver != nil }) else {
+      throw VirtioError(
+        .timeout, "no kernel driver claimed \(address) within \(timeoutMilliseconds) ms; is its driver (virtio-pci) loaded? try `modprobe virtio_pci`")
+    }
+    let now = driver ?? "none"
+    if waitForInterface && now == "virtio-pci" {
+      let appeared = wait(timeoutMilliseconds) {
+        let i = kernelInterfaces()
+        return !i.net.isEmpty || !i.block.isEmpty
+      }
+      guard appeared else {
+        throw VirtioError(
+          .timeout,
+          "\(address) is back on virtio-pci but no network interface or block device appeared within \(timeoutMilliseconds) ms; see `dmesg` (did the device stay in a failed state?)")
+      }
+    }
+    return now
+  }
+
+  // MARK: helpers
+
+  private func wait(_ timeoutMilliseconds: Int, until done: () -> Bool) -> Bool {
+    let deadline = Sys.monotonicNanoseconds() + UInt64(max(0, timeoutMilliseconds)) * 1_000_000
+    while true {
+      if done() { return true }
+      if Sys.monotonicNanoseconds() >= deadline { return false }
+      Sys.sleep(milliseconds: 20)
+    }
+  }
+
+  private func sysfsError(_ e: SysError, doing what: String) -> VirtioError {
+    switch e.errno {
+    case EACCES, EPERM, EROFS:
+      return VirtioError(.permissionDenied, "cannot \(what): \(e.reason); binding drivers needs root (run as root or through `sudo vio-bind \(address)`)", errno: e.errno)
+    case EBUSY:
+      return VirtioError(.deviceBusy, "cannot \(what): the device is busy; close whatever still uses it and try again", errno: e.errno)
+    default:
+      return VirtioError(.transport, "cannot \(what): \(e.reason) (errno \(e.errno)); see `dmesg`", errno: e.errno)
+    }
+  }
+
+  static func parseHex16(_ s: String) -> UInt16? {
+    UInt16(s.hasPrefix("0x") ? String(s.dropFirst(2)) : s, radix: 16)
+  }
+}
+
+/// The last path component of a sysfs link target (`../../bus/pci/drivers/vfio-pci` → `vfio-pci`).
+func lastComponent(_ path: String) -> String {
+  String(path.split(separator: "/").last ?? Substring(path))
+}

@@ -1,0 +1,182 @@
+import Logging
+import VirtioCore
+import VirtioSpec
+
+extension VFIOPCITransport {
+  /// Opens a virtio-pci function that is bound to vfio-pci:
+  /// container → group (viability checked, naming any device in the way) →
+  /// type1 IOMMU → device fd → VFIO_DEVICE_RESET (when offered) → memory and
+  /// bus-master enable → capability walk → BARs mapped → DMA arena.
+  /// The device is left in whatever virtio state it had; `DeviceInit.begin`
+  /// resets it (§3.1.1 step 1).
+  ///
+  /// Every failure is logged at error level (device, step, reason) and thrown
+  /// as a `VirtioError` whose message says what to do.
+  public static func open(
+    _ address: PCIAddress, options: VFIOPCIOptions = VFIOPCIOptions(), logger base: Logger = Logger(label: "virtio.vfio"),
+    sysfsRoot: String = "/sys"
+  ) throws(VirtioError) -> VFIOPCITransport {
+    var logger = base
+    logger[metadataKey: "pci"] = "\(address)"
+    var step = "sysfs"
+    func failed(_ e: VirtioError) -> VirtioError {
+      logger.error("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
+      return e
+    }
+    do throws(VirtioError) {
+      let function = PCIFunction(address, sysfsRoot: sysfsRoot)
+      guard function.exists else {
+        throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(function.path) does not exist); list functions with `lspci -D`")
+      }
+      let vendor = function.vendorID ?? 0
+      let pciDevice = function.deviceID ?? 0
+      guard vendor == DeviceType.pciVendorID, let type = DeviceType(pciDeviceID: pciDevice) else {
+        throw VirtioError(
+          .invalidArgument,
+          "\(address) is not a virtio device this driver knows (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(pciDevice, radix: 16))); pass a virtio-net or virtio-blk function")
+      }
+      logger.info("opening through VFIO", metadata: ["device": "\(type)", "driver": "\(function.driver ?? "none")"])
+
+      step = "container"
+      var container = try VFIOContainer.open()
+      step = "group"
+      let group = try VFIOGroup.open(for: function)
+      try group.attach(to: container)
+      step = "iommu"
+      let iommuType = try container.setIOMMU()
+      let info = container.iommuInfo()
+      logger.info(
+        "IOMMU set",
+        metadata: [
+          "group": "\(group.number)", "iommu": "\(iommuType)",
+          "page_sizes": "0x\(String(info.pageSizes, radix: 16))",
+          "iova_ranges": "\(info.iovaRanges.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }.joined(separator: ","))",
+          "dma_mappings_available": "\(info.dmaMappingsAvailable.map { String($0) } ?? "?")",
+        ])
+
+      step = "device"
+      let device = try VFIODevice(fd: try group.deviceFD(address), address: address)
+      let vectors = device.msixVectorCount()
+      logger.info(
+        "device fd open",
+        metadata: [
+          "regions": "\(device.regionCount)", "irq_indexes": "\(device.irqCount)", "msix_vectors": "\(vectors)",
+          "function_reset": "\(device.supportsReset)",
+        ])
+      if device.supportsReset && options.functionResetAtOpen {
+        step = "function-reset"
+        do {
+          try device.reset()
+          logger.info("VFIO_DEVICE_RESET done")
+        } catch {
+          // Not fatal: the virtio reset in DeviceInit.begin still follows.
+          logger.warning("VFIO_DEVICE_RESET failed; continuing with the virtio reset", metadata: ["reason": "\(error)"])
+        }
+      }
+
+      step = "pci-command"
+      let cmd = try config(address) { () throws(SysError) in try device.configRead16(PCIConfig.command) }
+      let want = cmd | PCIConfig.commandMemory | PCIConfig.commandBusMaster | PCIConfig.commandINTxDisable
+      if want != cmd {
+        try config(address) { () throws(SysError) in try device.configWrite16(PCIConfig.command, want) }
+      }
+      let now = try config(address) { () throws(SysError) in try device.configRead16(PCIConfig.command) }
+      logger.debug("PCI command", metadata: ["before": "0x\(String(cmd, radix: 16))", "after": "0x\(String(now, radix: 16))"])
+      let memBM = PCIConfig.commandMemory | PCIConfig.commandBusMaster
+      guard now & memBM == memBM else {
+        throw VirtioError(.transport, "\(address): memory space / bus master did not stick in the PCI command register (0x\(String(now, radix: 16)))")
+      }
+
+      step = "capabilities"
+      let snapshot = try config(address) { () throws(SysError) in try device.configBytes(256) }
+      let caps = try VirtioPCICapabilities.parse(config: snapshot)
+      try caps.requireModern(name: "\(type) \(address)")
+      logger.info("capabilities", metadata: ["caps": "\(caps.summary)"])
+      for (off, id, vt) in caps.walked {
+        logger.debug(
+          "capability",
+          metadata: ["offset": "0x\(String(off, radix: 16))", "id": "0x\(String(id, radix: 16))", "cfg_type": "\(vt.map { String($0) } ?? "-")"])
+      }
+
+      step = "bars"
+      var bars = BARMappings()
+      let needed = Set([caps.common!.bar, caps.notify!.bar, caps.isr!.bar, caps.device!.bar])
+      for bar in needed.sorted() {
+        do {
+          let region = try device.barRegion(bar)
+          try bars.map(bar: bar, region: region, deviceFD: device.fd.raw)
+          logger.debug("BAR mapped", metadata: ["bar": "\(bar)", "size": "0x\(String(region.size, radix: 16))"])
+        } catch {
+          throw VirtioError(.transport, "\(address): cannot map BAR\(bar): \(error)", errno: error.errno)
+        }
+      }
+      let common = try carve(bars, caps.common!, "common", address)
+      let isr = try carve(bars, caps.isr!, "ISR", address)
+      let deviceCfg = try carve(bars, caps.device!, "device config", address)
+      let notify = try carve(bars, caps.notify!, "notify", address)
+      let queues = Int(common.read16(CommonCfg.num_queues))
+      logger.debug(
+        "common config",
+        metadata: [
+          "num_queues": "\(queues)", "device_status": "\(DeviceStatus(rawValue: common.read8(CommonCfg.device_status)))",
+          "config_generation": "\(common.read8(CommonCfg.config_generation))",
+        ])
+
+      step = "interrupts"
+      let interrupts: MSIXInterrupts
+      do {
+        interrupts = try MSIXInterrupts(count: 0)
+      } catch {
+        throw VirtioError(.transport, "cannot create an epoll instance: \(error)", errno: error.errno)
+      }
+      let arena = DMAArena(
+        containerFD: container.fd.raw, info: info, policy: options.hugePages, chunkSize: options.dmaChunkSize, logger: logger)
+      return VFIOPCITransport(
+        interrupts: interrupts, bars: bars, dma: arena, device: device, group: group, container: container, address: address,
+        deviceType: type, capabilities: caps, iommuType: iommuType, iommuInfo: info, msixVectorCount: vectors, logger: logger,
+        options: options, common: common, isr: isr, deviceConfig: deviceCfg, notify: notify, queueCount: queues)
+    } catch {
+      throw failed(error)
+    }
+  }
+
+  /// The register window of one virtio structure inside its mapped BAR.
+  static func carve(
+    _ bars: borrowing BARMappings, _ loc: VirtioStructureLocation, _ what: String, _ address: PCIAddress
+  ) throws(VirtioError) -> MMIORegion {
+    guard let r = bars.region(bar: loc.bar, offset: loc.offset, length: loc.length) else {
+      throw VirtioError(.transport, "\(address): the \(what) structure (\(loc)) does not fit in BAR\(loc.bar) (\(bars.size(bar: loc.bar)) bytes)")
+    }
+    return r
+  }
+
+  /// Runs a config-space access, turning its failure into a transport error.
+  static func config<T>(_ address: PCIAddress, _ body: () throws(SysError) -> T) throws(VirtioError) -> T {
+    do {
+      return try body()
+    } catch {
+      throw VirtioError(.transport, "\(address): PCI config space access failed: \(error)", errno: error.errno)
+    }
+  }
+
+  /// VFIO_DEVICE_RESET (when the kernel offers it) followed by the virtio reset
+  /// (§4.1.4.3.2). Returns true when the function-level reset was done.
+  @discardableResult
+  public mutating func resetFunction() throws(VirtioError) -> Bool {
+    var functionReset = false
+    if device.supportsReset {
+      do {
+        try device.reset()
+        functionReset = true
+      } catch {
+        logger.error("VFIO_DEVICE_RESET failed", metadata: ["step": "function-reset", "reason": "\(error)"])
+        throw VirtioError(.transport, "VFIO_DEVICE_RESET of \(address) failed: \(error.reason)", errno: error.errno)
+      }
+    }
+    try reset()
+    for i in 0..<queueVectors.count { queueVectors[i] = virtioMSINoVector }
+    configVector = virtioMSINoVector
+    logger.info("reset", metadata: ["function_reset": "\(functionReset)"])
+    return functionReset
+  }
+}
