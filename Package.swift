@@ -16,6 +16,7 @@ let package = Package(
     .library(name: "VirtioCore", targets: ["VirtioCore"]),
     .library(name: "VirtioVFIO", targets: ["VirtioVFIO"]),
     .library(name: "VirtioBlk", targets: ["VirtioBlk"]),
+    .library(name: "VirtioNet", targets: ["VirtioNet"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
   ],
@@ -32,6 +33,7 @@ let package = Package(
       dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
+    .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),

@@ -1,0 +1,98 @@
+/// A packet or data buffer handed around by value: which buffer of which pool,
+/// where the data starts and how long it is, plus per-packet metadata. No
+/// class, no reference count: copying a handle copies 16 bytes.
+@frozen public struct PacketBuffer: BitwiseCopyable, Equatable, Sendable {
+  /// Index of the buffer in its pool.
+  public var index: UInt32
+  /// Offset of the first data byte inside the buffer.
+  public var offset: UInt16
+  public var length: UInt16
+  /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
+  /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
+  public var flags: UInt8
+  public var reserved: UInt8
+  public var csumStart: UInt16
+  public var csumOffset: UInt16
+  public var pad: UInt16
+
+  /// TX: the device computes the checksum from `csumStart`, storing at `csumStart + csumOffset`.
+  public static let needsChecksum: UInt8 = 1
+  /// RX: the checksum was validated (GUEST_CSUM, VIRTIO_NET_HDR_F_DATA_VALID).
+  public static let checksumValid: UInt8 = 2
+
+  @inlinable public init(index: UInt32, offset: UInt16, length: UInt16) {
+    self.index = index
+    self.offset = offset
+    self.length = length
+    self.flags = 0
+    self.reserved = 0
+    self.csumStart = 0
+    self.csumOffset = 0
+    self.pad = 0
+  }
+}
+
+/// Fixed-size buffers carved from one DMA region, with a LIFO free stack
+/// (the most recently freed buffer is the one still in cache). Owned by one
+/// thread; every queue that thread drives takes from and returns to it, so a
+/// buffer received on one port can be transmitted on another as is.
+public struct BufferPool: ~Copyable {
+  public let region: DMARegion
+  public let bufferSize: Int
+  public let count: Int
+  /// Bytes kept free in front of the data, room for a device header (e.g. virtio_net_hdr).
+  public let headroom: Int
+  @usableFromInline let free: UnsafeMutablePointer<UInt32>
+  @usableFromInline var freeTop: Int
+
+  /// `count` buffers of `bufferSize` bytes (rounded up to 64), from `memory`.
+  public init<A: DMAAllocator & ~Copyable>(
+    count: Int, bufferSize: Int, headroom: Int = 64, memory: inout A
+  ) throws(VirtioError) {
+    guard count > 0, count <= Int(UInt32.max), bufferSize > headroom, bufferSize <= Int(UInt16.max) + 1 else {
+      throw VirtioError(.invalidArgument, "buffer pool: \(count) buffers of \(bufferSize) bytes (headroom \(headroom)) is not a usable shape")
+    }
+    let size = (bufferSize + 63) & ~63
+    let region = try memory.allocate(byteCount: size * count, alignment: 4096)
+    self.region = region
+    self.bufferSize = size
+    self.count = count
+    self.headroom = headroom
+    // SAFETY: a driver-private stack of `count` indices, freed in deinit.
+    free = .allocate(capacity: count)
+    for i in 0..<count { free[i] = UInt32(count - 1 - i) }
+    freeTop = count
+  }
+
+  deinit { free.deallocate() }
+
+  public var available: Int { freeTop }
+
+  /// A fresh buffer with its data starting after the headroom, or nil when empty.
+  @inlinable public mutating func allocate() -> PacketBuffer? {
+    guard freeTop > 0 else { return nil }
+    freeTop &-= 1
+    return PacketBuffer(index: free[freeTop], offset: UInt16(truncatingIfNeeded: headroom), length: 0)
+  }
+
+  /// Returns a buffer. A handle whose index is not from this pool is ignored
+  /// rather than corrupting the stack.
+  @inlinable public mutating func release(_ buffer: PacketBuffer) {
+    guard Int(buffer.index) < count, freeTop < count else { return }
+    free[freeTop] = buffer.index
+    freeTop &+= 1
+  }
+
+  /// Where buffer `index` starts, for the driver and for the device.
+  @inlinable public func pointer(_ b: PacketBuffer) -> UnsafeMutableRawPointer {
+    region.pointer + Int(b.index) &* bufferSize
+  }
+  @inlinable public func iova(_ b: PacketBuffer) -> UInt64 {
+    region.iova &+ UInt64(b.index) &* UInt64(bufferSize)
+  }
+
+  /// The packet's bytes, for reading or writing in place.
+  @inlinable public func data(_ b: PacketBuffer) -> UnsafeMutableRawBufferPointer {
+    UnsafeMutableRawBufferPointer(start: pointer(b) + Int(b.offset), count: Int(b.length))
+  }
+}

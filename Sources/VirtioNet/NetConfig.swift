@@ -1,0 +1,82 @@
+import VirtioCore
+import VirtioSpec
+
+/// What the driver asks of a virtio-net device — §5.1.3. Only VERSION_1 is
+/// required (a legacy-only device goes to the kernel path); everything else
+/// is used when offered.
+public enum NetFeaturePolicy {
+  public static let required = FeatureSet(bits: [VirtioFeature.version1])
+  public static let wanted = FeatureSet(bits: [
+    NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.mrgRxbuf, NetFeature.ctrlVQ, NetFeature.ctrlRx,
+    NetFeature.mq, NetFeature.csum, NetFeature.guestCsum, VirtioFeature.accessPlatform, VirtioFeature.ringPacked,
+    VirtioFeature.indirectDesc, VirtioFeature.eventIdx, VirtioFeature.inOrder,
+  ])
+  public static var policy: FeaturePolicy { FeaturePolicy(required: required, wanted: wanted) }
+}
+
+/// A 48-bit Ethernet address.
+public struct MACAddress: Sendable, Hashable, CustomStringConvertible {
+  public var bytes: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+  public init(_ b: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) { bytes = b }
+  public static func == (a: Self, b: Self) -> Bool {
+    a.bytes.0 == b.bytes.0 && a.bytes.1 == b.bytes.1 && a.bytes.2 == b.bytes.2 && a.bytes.3 == b.bytes.3
+      && a.bytes.4 == b.bytes.4 && a.bytes.5 == b.bytes.5
+  }
+  public func hash(into h: inout Hasher) {
+    for b in [bytes.0, bytes.1, bytes.2, bytes.3, bytes.4, bytes.5] { h.combine(b) }
+  }
+  public var description: String {
+    [bytes.0, bytes.1, bytes.2, bytes.3, bytes.4, bytes.5].map { b in
+      let s = String(b, radix: 16)
+      return s.count == 1 ? "0" + s : s
+    }.joined(separator: ":")
+  }
+}
+
+/// virtio-net device configuration (§5.1.4), one consistent snapshot.
+public struct NetConfig: Sendable, Equatable {
+  /// The device's MAC (MAC feature), else nil: the driver picks one.
+  public var mac: MACAddress?
+  /// Link up (STATUS feature; without it the link is assumed up, §5.1.4.2).
+  public var linkUp: Bool
+  /// The device asks the driver to announce itself (GUEST_ANNOUNCE).
+  public var announce: Bool
+  /// Queue pairs the device has (MQ), else 1.
+  public var maxQueuePairs: Int
+  /// MTU (MTU feature), else nil.
+  public var mtu: Int?
+
+  public init<T: Transport & ~Copyable>(reading transport: borrowing T, features f: FeatureSet) throws(VirtioError) {
+    typealias O = VirtioNetConfig.Offset
+    self = try transport.readConsistentConfig { t in
+      var mac: MACAddress? = nil
+      if f.contains(bit: NetFeature.mac) {
+        mac = MACAddress(
+          (
+            t.readConfig8(O.mac), t.readConfig8(O.mac + 1), t.readConfig8(O.mac + 2), t.readConfig8(O.mac + 3),
+            t.readConfig8(O.mac + 4), t.readConfig8(O.mac + 5)
+          ))
+      }
+      let status = f.contains(bit: NetFeature.status) ? t.readConfig16(O.status) : NetStatus.linkUp
+      return NetConfig(
+        mac: mac, linkUp: status & NetStatus.linkUp != 0, announce: status & NetStatus.announce != 0,
+        maxQueuePairs: f.contains(bit: NetFeature.mq) ? max(Int(t.readConfig16(O.max_virtqueue_pairs)), 1) : 1,
+        mtu: f.contains(bit: NetFeature.mtu) ? Int(t.readConfig16(O.mtu)) : nil)
+    }
+  }
+
+  public init(mac: MACAddress?, linkUp: Bool, announce: Bool, maxQueuePairs: Int, mtu: Int?) {
+    self.mac = mac
+    self.linkUp = linkUp
+    self.announce = announce
+    self.maxQueuePairs = maxQueuePairs
+    self.mtu = mtu
+  }
+
+  /// Queue indices — §5.1.2: receiveq N = 2N, transmitq N = 2N+1, controlq after the last pair.
+  public static func receiveQueue(pair: Int) -> Int { 2 * pair }
+  public static func transmitQueue(pair: Int) -> Int { 2 * pair + 1 }
+  public func controlQueue(features f: FeatureSet) -> Int? {
+    f.contains(bit: NetFeature.ctrlVQ) ? 2 * (f.contains(bit: NetFeature.mq) ? maxQueuePairs : 1) : nil
+  }
+}

@@ -1,0 +1,92 @@
+import VirtioCore
+import VirtioSpec
+
+/// The virtio-net control virtqueue (§5.1.6.5): one command at a time, waited
+/// for. Control path only — never used from a burst.
+public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
+  public var queue: Q
+  @usableFromInline let doorbell: Doorbell
+  /// header (2 bytes) at 0, command data at 16 (up to 48 bytes), ack at 64.
+  let scratch: DMARegion
+  public let features: FeatureSet
+
+  public init<A: DMAAllocator & ~Copyable>(
+    queue: consuming Q, doorbell: Doorbell, features: FeatureSet, memory: inout A
+  ) throws(VirtioError) {
+    let region = try memory.allocate(byteCount: 128, alignment: 64)
+    self.queue = queue
+    self.doorbell = doorbell
+    self.scratch = region
+    self.features = features
+  }
+
+  /// Sends `class`/`command` with `data` and waits for the device's ack.
+  public mutating func send(
+    class cls: UInt8, command: UInt8, data: [UInt8], timeout: Duration = .seconds(5)
+  ) throws(VirtioError) {
+    guard data.count <= 48 else { throw VirtioError(.invalidArgument, "control command data of \(data.count) bytes is too long") }
+    // SAFETY: all offsets below lie inside the 128-byte scratch region.
+    scratch.pointer.storeBytes(of: cls, toByteOffset: 0, as: UInt8.self)
+    scratch.pointer.storeBytes(of: command, toByteOffset: 1, as: UInt8.self)
+    for (i, b) in data.enumerated() { scratch.pointer.storeBytes(of: b, toByteOffset: 16 + i, as: UInt8.self) }
+    scratch.pointer.storeBytes(of: UInt8(0xFF), toByteOffset: 64, as: UInt8.self)
+    var chain = InlineArray<3, BufferSegment>(repeating: .readable(0, 0))
+    chain[0] = .readable(scratch.iova, 2)
+    var n = 1
+    if !data.isEmpty {
+      chain[1] = .readable(scratch.iova + 16, UInt32(data.count))
+      n = 2
+    }
+    chain[n] = .writable(scratch.iova + 64, 1)
+    let added = queue.add(chain.span.extracting(0..<(n + 1)), token: 0)
+    guard added == .added else {
+      throw VirtioError(.queueBroken, "control queue refused the command (\(added)): \(queue.brokenReason?.description ?? "no free descriptors")")
+    }
+    if queue.publish() { doorbell.ring(queue.notificationValue) }
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while true {
+      switch queue.nextUsed() {
+      case .used:
+        let ack = scratch.pointer.load(fromByteOffset: 64, as: UInt8.self)
+        guard ack == NetCtrl.ackOK else {
+          throw VirtioError(.deviceFailed, "the device rejected control command class \(cls) command \(command) (ack \(ack))")
+        }
+        return
+      case .broken:
+        throw VirtioError(.queueBroken, "control queue broke: \(queue.brokenReason?.description ?? "unknown")")
+      case .empty:
+        if clock.now >= deadline {
+          queue.markBroken(.deviceStalled)
+          throw VirtioError(.timeout, "the device did not answer control command class \(cls) command \(command) within \(timeout)")
+        }
+      }
+    }
+  }
+
+  /// VIRTIO_NET_CTRL_RX_PROMISC (needs CTRL_RX).
+  public mutating func setPromiscuous(_ on: Bool) throws(VirtioError) {
+    try requireFeature(NetFeature.ctrlRx, "promiscuous mode")
+    try send(class: NetCtrl.classRx, command: NetCtrl.rxPromisc, data: [on ? 1 : 0])
+  }
+
+  /// VIRTIO_NET_CTRL_RX_ALLMULTI (needs CTRL_RX).
+  public mutating func setAllMulticast(_ on: Bool) throws(VirtioError) {
+    try requireFeature(NetFeature.ctrlRx, "all-multicast mode")
+    try send(class: NetCtrl.classRx, command: NetCtrl.rxAllMulti, data: [on ? 1 : 0])
+  }
+
+  /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (needs MQ): §5.1.6.5.5, the device uses
+  /// only the first `pairs` queue pairs after this.
+  public mutating func setQueuePairs(_ pairs: Int) throws(VirtioError) {
+    try requireFeature(NetFeature.mq, "multiqueue")
+    let v = UInt16(clamping: pairs)
+    try send(class: NetCtrl.classMQ, command: NetCtrl.mqVQPairsSet, data: [UInt8(v & 0xFF), UInt8(v >> 8)])
+  }
+
+  func requireFeature(_ bit: Int, _ what: String) throws(VirtioError) {
+    guard features.contains(bit: bit) else {
+      throw VirtioError(.missingFeatures, "the device did not negotiate \(FeatureNames.name(of: bit, device: .net)), needed for \(what)")
+    }
+  }
+}
