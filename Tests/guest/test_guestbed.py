@@ -1,0 +1,227 @@
+"""Unit tests of the guest test bed's host side (no QEMU, no root needed).
+
+    python3 -m unittest discover -s Tests/guest -v
+"""
+
+import json
+import os
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+
+from guestbed import boot, hostchecks, initramfs, plan, variants  # noqa: E402
+from guestbed.netserver import FrameServer, ethernet_frame  # noqa: E402
+from guestbed.qmp import QMP, QMPError  # noqa: E402
+
+
+class VariantTests(unittest.TestCase):
+    def test_split_is_qemu_defaults(self):
+        v = variants.parse("split")
+        self.assertEqual(v.net_props(), [])
+        self.assertEqual(v.blk_props(), [])
+        self.assertEqual(v.env(2)["GUESTBED_RING"], "split")
+        self.assertEqual(v.env(2)["GUESTBED_BLK_QUEUES"], "2")
+
+    def test_packed_and_modifiers(self):
+        v = variants.parse("packed:event_idx=off:indirect=off:blk-qsize=64:mq=2")
+        self.assertEqual(v.blk_props(), ["packed=on", "event_idx=off", "indirect_desc=off",
+                                         "queue-size=64", "num-queues=2"])
+        self.assertEqual(v.net_props(), ["packed=on", "event_idx=off", "indirect_desc=off",
+                                         "mq=on", "vectors=6"])
+        self.assertEqual(v.name, "packed:event_idx=off:indirect=off:blk-qsize=64:mq=2")
+
+    def test_net_queue_size_sets_rx_and_tx(self):
+        v = variants.parse("split:net-qsize=512")
+        self.assertEqual(v.net_props(), ["rx_queue_size=512", "tx_queue_size=512"])
+
+    def test_defaults_apply_and_spec_wins(self):
+        vs = variants.parse_list("split,packed:event_idx=on", [("event_idx", "off")])
+        self.assertEqual(vs[0].event_idx, False)
+        self.assertEqual(vs[1].event_idx, True)
+
+    def test_rejects_bad_specs(self):
+        for bad in ("ring", "split:qsize=100", "split:net-qsize=128", "split:foo=1",
+                    "split:event_idx=maybe", "split:mq", "split,split"):
+            with self.assertRaises(variants.VariantError, msg=bad):
+                variants.parse_list(bad)
+
+
+class PlanTests(unittest.TestCase):
+    def test_compose_ends_with_plan_done(self):
+        text = plan.compose("echo hi\n")
+        self.assertTrue(text.startswith("#!/bin/sh\n"))
+        self.assertIn(". /lib/guestbed.sh", text)
+        self.assertTrue(text.endswith('echo hi\necho "PLAN DONE"\n'))
+
+    def test_default_plan_runs_programs_with_addresses(self):
+        body = plan.default_plan_body(["vio-guest-check"])
+        self.assertIn('/bin/vio-guest-check --net "$NET" --blk "$BLK"', body)
+        self.assertIn("find_virtio 0x1041", body)
+        self.assertIn("find_virtio 0x1042", body)
+
+    def test_env_file_quotes(self):
+        self.assertEqual(plan.env_file({"B": "x y", "A": "it's"}),
+                         "export A='it'\\''s'\nexport B='x y'\n")
+
+
+class ConsoleParsingTests(unittest.TestCase):
+    def test_check_lines(self):
+        m = boot._CHECK_RE.search("CHECK FAIL net-rx: timeout after 3 s")
+        self.assertEqual(m.groups(), ("FAIL", "net-rx", "timeout after 3 s"))
+        m = boot._CHECK_RE.search("CHECK PASS blk-read")
+        self.assertEqual(m.group(1, 2), ("PASS", "blk-read"))
+        self.assertIsNone(boot._CHECK_RE.search("HOSTCHECK net-rx abcd"))
+
+
+class HostCheckTests(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.img = os.path.join(self.tmp.name, "disk.img")
+        hostchecks.create_disk_image(self.img, size_mib=1)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def ctx(self, frames=()):
+        return hostchecks.BootContext(variants.parse("split"), list(frames), self.img, [],
+                                      self.tmp.name)
+
+    def test_disk_pattern(self):
+        with open(self.img, "rb") as f:
+            f.seek(7 * 512)
+            s = f.read(512)
+        self.assertEqual(s, hostchecks.sector_pattern(7))
+        self.assertEqual(s[:16], b"GUESTBED" + (7).to_bytes(8, "little"))
+        self.assertEqual(os.path.getsize(self.img), 1 << 20)
+
+    def test_blk_checks(self):
+        name, ok, _ = hostchecks.run_requested(self.ctx(), ["blk-pattern", "0", "2048"])
+        self.assertEqual((name, ok), ("host-blk-pattern", True))
+        with open(self.img, "r+b") as f:
+            f.seek(4096)
+            f.write(b"hello")
+        name, ok, _ = hostchecks.run_requested(self.ctx(), ["blk-data", "4096", b"hello".hex(), "w"])
+        self.assertEqual((name, ok), ("host-blk-data-w", True))
+        _, ok, why = hostchecks.run_requested(self.ctx(), ["blk-pattern", "0", "9"])
+        self.assertFalse(ok)
+        self.assertIn("sector 8", why)
+
+    def test_net_rx(self):
+        frames = [ethernet_frame("ff:ff:ff:ff:ff:ff", "52:54:00:00:00:01", 0x88B5, b"xxMARKyy")]
+        self.assertTrue(hostchecks.run_requested(self.ctx(frames), ["net-rx", b"MARK".hex()])[1])
+        self.assertFalse(hostchecks.run_requested(self.ctx(frames), ["net-rx", b"NOPE".hex()])[1])
+
+    def test_bad_requests_fail(self):
+        for req in (["nope"], ["net-rx"], ["net-rx", "zz"], []):
+            self.assertFalse(hostchecks.run_requested(self.ctx(), req)[1], req)
+
+
+class FrameServerTests(unittest.TestCase):
+    def test_round_trip(self):
+        srv = FrameServer().start()
+        try:
+            srv.send(b"early")                       # queued before connect
+            c = socket.create_connection(("127.0.0.1", srv.port))
+            for fr in (b"one", b"two-two"):
+                c.sendall(struct.pack(">I", len(fr)) + fr)
+            self.assertEqual(srv.wait_for(lambda f: f == b"two-two", 5), b"two-two")
+            self.assertEqual(srv.frames, [b"one", b"two-two"])
+            srv.send(b"late", count=2)
+            got = b""
+            while len(got) < 3 * 4 + 5 + 2 * 4:
+                got += c.recv(100)
+            self.assertEqual(got, b"".join(struct.pack(">I", len(x)) + x
+                                           for x in (b"early", b"late", b"late")))
+            self.assertIn("addr.port=%d" % srv.port, srv.netdev_arg())
+            c.close()
+        finally:
+            srv.close()
+
+
+class QMPTests(unittest.TestCase):
+    def test_handshake_events_errors(self):
+        tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(tmp.name, "qmp.sock")
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ls.bind(path)
+        ls.listen(1)
+        seen = []
+
+        def fake_qemu():
+            conn, _ = ls.accept()
+            f = conn.makefile("rwb")
+            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            f.flush()
+            for line in f:
+                cmd = json.loads(line)
+                seen.append(cmd)
+                if cmd["execute"] == "query-status":
+                    f.write(b'{"event": "RESUME", "timestamp": {}}\n')
+                    f.write(b'{"return": {"status": "running", "running": true}}\n')
+                elif cmd["execute"] == "bad":
+                    f.write(b'{"error": {"class": "CommandNotFound", "desc": "no"}}\n')
+                else:
+                    f.write(b'{"return": {}}\n')
+                f.flush()
+            conn.close()
+
+        t = threading.Thread(target=fake_qemu, daemon=True)
+        t.start()
+        with QMP(path, timeout=5) as q:
+            self.assertEqual(q.execute("query-status")["status"], "running")
+            self.assertEqual(q.events[0]["event"], "RESUME")
+            q.execute("set_link", name="net0", up=False)
+            with self.assertRaises(QMPError):
+                q.execute("bad")
+        t.join(5)
+        ls.close()
+        tmp.cleanup()
+        self.assertEqual(seen[0], {"execute": "qmp_capabilities"})
+        self.assertEqual(seen[2], {"execute": "set_link",
+                                   "arguments": {"name": "net0", "up": False}})
+
+
+class ModuleTests(unittest.TestCase):
+    def test_modinfo_of_a_tiny_elf(self):
+        # an ELF64 with sections: null, .shstrtab, .modinfo
+        shstr = b"\0.shstrtab\0.modinfo\0"
+        modinfo = b"license=GPL\0depends=virtio,virtio_ring\0name=x\0"
+        data_off = 64
+        shoff = data_off + len(shstr) + len(modinfo)
+        hdr = bytearray(64)
+        hdr[:6] = b"\x7fELF\x02\x01"
+        struct.pack_into("<Q", hdr, 0x28, shoff)
+        struct.pack_into("<HHH", hdr, 0x3A, 64, 3, 1)
+
+        def sh(name, off, size):
+            s = bytearray(64)
+            struct.pack_into("<I", s, 0, name)
+            struct.pack_into("<QQ", s, 0x18, off, size)
+            return bytes(s)
+
+        elf = (bytes(hdr) + shstr + modinfo + sh(0, 0, 0)
+               + sh(1, data_off, len(shstr)) + sh(11, data_off + len(shstr), len(modinfo)))
+        info = initramfs.modinfo(elf)
+        self.assertEqual(info["depends"], ["virtio,virtio_ring"])
+        self.assertEqual(info["license"], ["GPL"])
+
+    def test_load_order_puts_dependencies_first(self):
+        tree = initramfs.ModuleTree.__new__(initramfs.ModuleTree)
+        tree.moddir, tree.builtin = "/x", {"crc"}
+        deps = {"vfio_pci": ["vfio_pci_core", "vfio"], "vfio_pci_core": ["vfio", "crc"],
+                "vfio": [], "virtio": ["virtio_ring"], "virtio_ring": []}
+        tree.paths = {n: n for n in deps}
+        tree.depends = lambda n: deps[n]
+        self.assertEqual(tree.load_order(["virtio", "vfio_pci", "maybe"], {"maybe"}),
+                         ["virtio_ring", "virtio", "vfio", "vfio_pci_core", "vfio_pci"])
+        with self.assertRaises(initramfs.InitramfsError):
+            tree.load_order(["absent"])
+
+
+if __name__ == "__main__":
+    unittest.main()

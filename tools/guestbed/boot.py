@@ -1,0 +1,283 @@
+"""One QEMU boot of one variant: start, watch the console, collect results.
+
+Per boot, under <workdir>/<variant>/:
+    disk.img        the virtio-blk image (every sector starts with its
+                    initial pattern, see hostchecks.sector_pattern); kept
+    console.log     the guest's serial console, with the host's notes
+    frames.pcap     every frame the guest sent (Wireshark/tcpdump readable)
+    qmp.sock        the QMP socket while QEMU runs
+    qemu-cmd.sh     the exact QEMU command line (rerun it by hand)
+    initrd.cpio     the initramfs of this variant
+"""
+
+import binascii
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import struct
+import subprocess
+import threading
+import time
+
+from . import hostchecks, log
+from .netserver import FrameServer, TapPort
+from .qmp import QMP, QMPError
+
+QEMU = "qemu-system-x86_64"
+KERNEL_CMDLINE = "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"
+NET_MAC = "52:54:00:12:34:56"
+
+_CHECK_RE = re.compile(r"(?:^|[^A-Z])CHECK (PASS|FAIL) ([^\s:]+)(?::\s*(.*))?")
+_HOSTCHECK_RE = re.compile(r"HOSTCHECK\s+(.*)$")
+_HOSTREQ_RE = re.compile(r"HOSTREQ\s+(.*)$")
+
+
+class BootResult:
+    def __init__(self, variant):
+        self.variant = variant
+        self.checks = []            # (name, ok, reason), names without prefix
+        self.console = []           # console lines
+        self.plan_done = False
+        self.guest_checks = 0       # CHECK lines the guest printed
+        self.panic = None           # the "Kernel panic - ..." line
+        self.timed_out = False
+        self.qemu_rc = None
+        self.wall_s = 0.0
+        self.workdir = None
+
+    @property
+    def failed(self):
+        return [c for c in self.checks if not c[1]]
+
+
+def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
+                 mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE):
+    net = ["virtio-net-pci", "id=net0", "netdev=n0", f"mac={NET_MAC}",
+           "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
+    blk = ["virtio-blk-pci", "id=blk0", "drive=d0",
+           "disable-legacy=on", "iommu_platform=on"]
+    return [
+        QEMU, "-accel", "tcg", "-machine", "q35,kernel-irqchip=split",
+        "-smp", str(smp), "-m", str(mem_mib),
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-serial", "stdio", "-monitor", "none", "-no-reboot",
+        "-kernel", kernel.vmlinuz, "-initrd", initrd, "-append", cmdline,
+        # the vIOMMU must come before the devices it translates for
+        "-device", "intel-iommu,intremap=on,caching-mode=on,device-iotlb=on",
+        "-netdev", netdev,
+        "-device", ",".join(net + variant.net_props()),
+        "-drive", f"file={disk},if=none,id=d0,format=raw",
+        "-device", ",".join(blk + variant.blk_props()),
+        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+    ]
+
+
+def _write_pcap(path, frames):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for fr in frames:
+            f.write(struct.pack("<IIII", 0, 0, len(fr), len(fr)) + fr)
+
+
+class _Console:
+    """Reads QEMU's stdout (the serial console) on a thread, line by line."""
+
+    def __init__(self, stream):
+        self.lines = queue.Queue()
+        self._t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        self.lines.put(None)
+
+
+def net_port(variant, backend=None):
+    """The host side of the net device: the TCP frame server, or a tap when
+    the variant wants more than one queue pair (or backend == "tap")."""
+    if backend is None:
+        backend = "tap" if (variant.net_queues or 1) > 1 else "stream"
+    if backend == "tap":
+        return TapPort(queues=variant.net_queues or 1).start()
+    if (variant.net_queues or 1) > 1:
+        raise ValueError(f"{variant.name}: net-queues > 1 needs the tap backend")
+    return FrameServer().start()
+
+
+def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
+         smp=2, echo_console=False, disk_mib=64, net_backend=None):
+    res = BootResult(variant)
+    res.workdir = workdir
+    os.makedirs(workdir, exist_ok=True)
+    disk = hostchecks.create_disk_image(os.path.join(workdir, "disk.img"), disk_mib)
+    qmp_sock = os.path.join(workdir, "qmp.sock")
+    if os.path.exists(qmp_sock):
+        os.unlink(qmp_sock)
+    try:
+        server = net_port(variant, net_backend)
+    except (OSError, ValueError) as e:
+        res.checks.append(("boot", False, f"host side of the net device: {e}"))
+        return res
+    cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,
+                       qmp_sock, mem_mib, smp)
+    with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
+        f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
+                "the host side of the net device:\n#   " + server.manual_hint() + "\n"
+                + " ".join(shlex.quote(c) for c in cmd) + "\n")
+    conlog = open(os.path.join(workdir, "console.log"), "w")
+    hostcheck_requests = []
+
+    def note(text):
+        line = f"[host] {text}"
+        conlog.write(line + "\n")
+        conlog.flush()
+        if echo_console:
+            log(line)
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    console = _Console(proc.stdout)
+    qmp = None
+    eof = False
+    try:
+        # QMP smoke test: the socket exists as soon as QEMU runs (unless
+        # QEMU refused its command line and exited)
+        t_sock = time.monotonic() + 30
+        while (not os.path.exists(qmp_sock) and proc.poll() is None
+               and time.monotonic() < t_sock):
+            time.sleep(0.05)
+        try:
+            if proc.poll() is not None:
+                raise OSError(f"QEMU exited at once with status {proc.returncode}")
+            qmp = QMP(qmp_sock, timeout=30, connect_timeout=30)
+            st = qmp.execute("query-status")
+            ok = st.get("status") in ("running", "prelaunch")
+            res.checks.append(("host-qmp", ok, "" if ok else f"query-status: {st}"))
+            note(f"qmp query-status: {st}")
+        except (OSError, QMPError, RuntimeError, ValueError) as e:
+            res.checks.append(("host-qmp", False, f"QMP: {e}"))
+            qmp = None
+
+        deadline = t0 + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                res.timed_out = True
+                break
+            try:
+                line = console.lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if line is None:
+                eof = True
+                break
+            res.console.append(line)
+            conlog.write(line + "\n")
+            conlog.flush()
+            if echo_console:
+                log("guest| " + line)
+            if "Kernel panic" in line and not res.panic:
+                res.panic = line[line.index("Kernel panic"):].strip()
+            m = _CHECK_RE.search(line)
+            if m:
+                res.checks.append((m.group(2), m.group(1) == "PASS",
+                                   (m.group(3) or "").strip()))
+                res.guest_checks += 1
+                continue
+            m = _HOSTCHECK_RE.search(line)
+            if m:
+                hostcheck_requests.append(m.group(1).split())
+                continue
+            m = _HOSTREQ_RE.search(line)
+            if m:
+                err = _host_request(m.group(1).split(None, 2), server, qmp, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
+            if line.strip() == "PLAN DONE":
+                res.plan_done = True
+    finally:
+        if eof:
+            try:
+                proc.wait(timeout=10)       # the console closed: QEMU is exiting
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            _stop(proc, qmp)
+        if qmp is not None:
+            qmp.close()
+        res.qemu_rc = proc.wait()
+        res.wall_s = time.monotonic() - t0
+        server.close()
+        conlog.close()
+
+    if getattr(server, "error", None):
+        res.checks.append(("host-net", False, server.error))
+    frames = list(server.frames)
+    _write_pcap(os.path.join(workdir, "frames.pcap"), frames)
+    ctx = hostchecks.BootContext(variant, frames, disk, res.console, workdir)
+    for req in hostcheck_requests:
+        res.checks.append(hostchecks.run_requested(ctx, req))
+    res.checks.extend(hostchecks.run_post_boot(ctx))
+    res.checks.append(_boot_verdict(res, timeout_s, len(hostcheck_requests)))
+    return res
+
+
+def _boot_verdict(res, timeout_s, hostcheck_count):
+    if res.timed_out:
+        return ("boot", False, f"timed out after {timeout_s} s")
+    if res.panic:
+        return ("boot", False, res.panic)
+    if not res.plan_done:
+        return ("boot", False, f"no PLAN DONE before the guest stopped (QEMU exit status {res.qemu_rc})")
+    if res.qemu_rc != 0:
+        return ("boot", False, f"QEMU exit status {res.qemu_rc}")
+    if not res.guest_checks and not hostcheck_count:
+        return ("boot", False, "the plan reported no checks")
+    return ("boot", True, f"{res.wall_s:.1f} s")
+
+
+def _host_request(parts, server, qmp, note):
+    """Act on `HOSTREQ <kind> ...`; returns an error text or None."""
+    kind = parts[0] if parts else ""
+    try:
+        if kind == "net-send":
+            frame = binascii.unhexlify(parts[1])
+            count = int(parts[2]) if len(parts) > 2 else 1
+            server.send(frame, count)
+            note(f"sent {count} frame(s) of {len(frame)} bytes to the guest")
+            return None
+        if kind == "qmp":
+            if qmp is None:
+                return "HOSTREQ qmp: no QMP connection"
+            command = parts[1]
+            args = json.loads(parts[2]) if len(parts) > 2 else {}
+            out = qmp.execute(command, **args)
+            note(f"qmp {command} {args} -> {out}")
+            return None
+    except (IndexError, ValueError, binascii.Error, QMPError, OSError) as e:
+        return f"HOSTREQ {' '.join(parts)}: {e}"
+    return f"unknown HOSTREQ kind {kind!r}"
+
+
+def _stop(proc, qmp):
+    """Ask QEMU to quit, then kill it."""
+    if qmp is not None:
+        try:
+            qmp.execute("quit")
+        except (OSError, QMPError, ConnectionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
