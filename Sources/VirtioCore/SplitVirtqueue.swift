@@ -284,26 +284,40 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       broken = .usedLengthTooLarge(id: id, length: len, posted: state.writable)
       return .broken
     }
+    if features.inOrder && head != oldestHead {
+      // §2.7.9: one used entry for a batch: every older buffer is used as well,
+      // and the device moved used idx by the size of the batch, so each buffer
+      // of the batch consumes one used-ring position (see nextInBatch).
+      batchEnd = Int32(head)
+      batchEndLength = len
+      return nextInBatch()
+    }
+    consumeUsedEntry()
+    return .used(complete(head, length: len))
+  }
+
+  /// Moves past one used-ring position.
+  @inlinable @inline(__always) mutating func consumeUsedEntry() {
     lastUsed &+= 1
     if movesUsedEvent {
       // §2.7.10: ask for an interrupt when the device passes what we have consumed.
       ring.store16(usedEventOffset, lastUsed)
     }
-    if features.inOrder && head != oldestHead {
-      // §2.7.9: one used entry for a batch: every older buffer is used as well.
-      batchEnd = Int32(head)
-      batchEndLength = len
-      return nextInBatch()
-    }
-    return .used(complete(head, length: len))
   }
 
   /// Completes the oldest buffer of an IN_ORDER batch. Buffers before the last
   /// one report their full device-writable length (the device wrote no entry).
   @inlinable mutating func nextInBatch() -> PollResult {
+    // Every buffer of the batch lies inside the used idx the device published;
+    // a batch end further on names a buffer the device has not returned.
+    guard lastUsed != usedIdxSeen else {
+      broken = .usedIDNotInFlight(id: UInt32(batchEnd))
+      return .broken
+    }
     let head = oldestHead
     if Int32(head) == batchEnd {
       batchEnd = -1
+      consumeUsedEntry()
       return .used(complete(head, length: batchEndLength))
     }
     let state = chains[Int(head)]
@@ -311,6 +325,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       broken = .usedIDNotInFlight(id: UInt32(head))
       return .broken
     }
+    consumeUsedEntry()
     return .used(complete(head, length: state.writable))
   }
 
