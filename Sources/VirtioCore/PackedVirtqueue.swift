@@ -249,7 +249,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       return .broken
     }
     let id = ring.load16(slot &+ 12)
-    let len = ring.load32(slot &+ 8)
+    // §2.8.3: len is reserved (and ignored) in a used descriptor without WRITE.
+    let len = flags & VirtqDescFlags.write != 0 ? ring.load32(slot &+ 8) : 0
     guard Int(id) < size else {
       broken = .usedIDOutOfRange(id: UInt32(id), queueSize: size)
       return .broken
