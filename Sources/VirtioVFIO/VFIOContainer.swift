@@ -43,17 +43,7 @@ public struct VFIOContainer: ~Copyable {
     do {
       raw = try Sys.open(path, O_RDWR)
     } catch {
-      switch error.errno {
-      case ENOENT, ENODEV, ENXIO:
-        throw VirtioError(
-          .vfioUnavailable, "\(path) does not exist: the vfio modules are not loaded; run `modprobe vfio-pci`", errno: error.errno)
-      case EACCES, EPERM:
-        throw VirtioError(
-          .permissionDenied, "no permission to open \(path): run as root, or allow your user with a udev rule (SUBSYSTEM==\"vfio\", MODE=\"0660\", GROUP=\"<group>\")",
-          errno: error.errno)
-      default:
-        throw VirtioError(.transport, "cannot open \(path): \(error.reason)", errno: error.errno)
-      }
+      throw openError(error, path: path)
     }
     let container = VFIOContainer(fd: OwnedFD(adopting: raw), iommuType: nil)
     let version = (try? Sys.ioctl(raw, VIO_VFIO_GET_API_VERSION, value: 0, "VFIO_GET_API_VERSION")) ?? -1
@@ -65,6 +55,22 @@ public struct VFIOContainer: ~Copyable {
         .noIOMMU, "the VFIO container offers no type1 IOMMU; load vfio_iommu_type1 (`modprobe vfio_iommu_type1`) and make sure an IOMMU is enabled (intel_iommu=on)")
     }
     return container
+  }
+
+  /// What failing to open /dev/vfio/vfio means, and what to do about it.
+  static func openError(_ error: SysError, path: String) -> VirtioError {
+    switch error.errno {
+    case ENOENT, ENODEV, ENXIO:
+      return VirtioError(
+        .vfioUnavailable, "\(path) does not exist: the vfio modules are not loaded; run `modprobe vfio-pci`", errno: error.errno)
+    case EACCES, EPERM:
+      return VirtioError(
+        .permissionDenied,
+        "no permission to open \(path): run as root, or allow your user with a udev rule (SUBSYSTEM==\"vfio\", MODE=\"0660\", GROUP=\"<group>\")",
+        errno: error.errno)
+    default:
+      return VirtioError(.transport, "cannot open \(path): \(error.reason)", errno: error.errno)
+    }
   }
 
   /// VFIO_CHECK_EXTENSION for a type1 model.

@@ -32,28 +32,7 @@ struct VFIOGroup: ~Copyable {
     do {
       raw = try Sys.open(path, O_RDWR)
     } catch {
-      switch error.errno {
-      case EBUSY:
-        throw VirtioError(
-          .deviceBusy,
-          "IOMMU group \(number) (\(address)) is already open: VFIO lets one user hold a group at a time; stop the other process (see `fuser \(path)`) or close the earlier handle, then try again",
-          errno: error.errno)
-      case EACCES, EPERM:
-        throw VirtioError(
-          .permissionDenied,
-          "no permission to open \(path) for \(address): run as root, or let your user open it with a udev rule (SUBSYSTEM==\"vfio\", MODE=\"0660\", GROUP=\"<group>\") and raise its locked-memory limit",
-          errno: error.errno)
-      case ENOENT, ENODEV, ENXIO:
-        if !Sys.exists("/dev/vfio/vfio") {
-          throw VirtioError(.vfioUnavailable, "/dev/vfio/vfio does not exist: the vfio modules are not loaded; run `modprobe vfio-pci`", errno: error.errno)
-        }
-        throw VirtioError(
-          .groupNotViable,
-          "\(path) does not exist: no function of IOMMU group \(number) is bound to vfio-pci; run `vio-bind \(address)` (\(address) is bound to \(function.driver ?? "no driver"))",
-          errno: error.errno)
-      default:
-        throw VirtioError(.transport, "cannot open \(path) for \(address): \(error.reason)", errno: error.errno)
-      }
+      throw openError(error, path: path, group: number, function: function)
     }
     let group = VFIOGroup(fd: OwnedFD(adopting: raw), number: number)
     // The kernel's own verdict (covers members sysfs could not show).
@@ -71,6 +50,33 @@ struct VFIOGroup: ~Copyable {
           "IOMMU group \(number) is not viable (the kernel says a member is bound to another driver); list /sys/kernel/iommu_groups/\(number)/devices and bind each function with `vio-bind <BDF>`")
     }
     return group
+  }
+
+  /// What failing to open /dev/vfio/<N> means, and what to do about it.
+  static func openError(_ error: SysError, path: String, group number: Int, function: PCIFunction) -> VirtioError {
+    let address = function.address
+    switch error.errno {
+    case EBUSY:
+      return VirtioError(
+        .deviceBusy,
+        "IOMMU group \(number) (\(address)) is already open: VFIO lets one user hold a group at a time; stop the other process (see `fuser \(path)`) or close the earlier handle, then try again",
+        errno: error.errno)
+    case EACCES, EPERM:
+      return VirtioError(
+        .permissionDenied,
+        "no permission to open \(path) for \(address): run as root, or let your user open it with a udev rule (SUBSYSTEM==\"vfio\", MODE=\"0660\", GROUP=\"<group>\") and raise its locked-memory limit",
+        errno: error.errno)
+    case ENOENT, ENODEV, ENXIO:
+      if !Sys.exists("/dev/vfio/vfio") {
+        return VirtioError(.vfioUnavailable, "/dev/vfio/vfio does not exist: the vfio modules are not loaded; run `modprobe vfio-pci`", errno: error.errno)
+      }
+      return VirtioError(
+        .groupNotViable,
+        "\(path) does not exist: no function of IOMMU group \(number) is bound to vfio-pci; run `vio-bind \(address)` (\(address) is bound to \(function.driver ?? "no driver"))",
+        errno: error.errno)
+    default:
+      return VirtioError(.transport, "cannot open \(path) for \(address): \(error.reason)", errno: error.errno)
+    }
   }
 
   /// The error naming every member of the group held by a driver other than

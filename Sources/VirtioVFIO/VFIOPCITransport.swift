@@ -253,6 +253,15 @@ public struct VFIOPCITransport: ~Copyable, Transport {
     }
   }
 
+  /// The queue's doorbell as a plain value, for a queue owner on its own
+  /// thread (VirtioCore's `Doorbell`): a 16-bit write of the index, or a
+  /// 32-bit write with NOTIFICATION_DATA. `.none` until the queue is configured.
+  /// Valid while this transport lives (the BAR stays mapped).
+  public func doorbell(queue index: Int) -> Doorbell {
+    guard index >= 0, index < notifyCount, let addr = notifyAddresses[index] else { return .none }
+    return driverFeatureWords[1] & (1 << 6) != 0 ? .mmio32(addr) : .mmio16(addr)
+  }
+
   // MARK: Transport — device configuration (§4.1.4.6)
 
   public func configGeneration() -> UInt8 { common.read8(CommonCfg.config_generation) }

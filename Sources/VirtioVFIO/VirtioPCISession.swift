@@ -30,6 +30,13 @@ public struct VirtioPCISession<Queue: ConstructibleVirtqueue & ~Copyable>: ~Copy
     return true
   }
 
+  /// Hands queue `index` to a driver that runs it on its own; ring it with
+  /// `transport.doorbell(queue:)`. The session (its transport and DMA memory)
+  /// must outlive the queue.
+  public mutating func takeQueue(_ index: Int) -> Queue {
+    queues.take(index)
+  }
+
   /// Waits for queue `index`'s MSI-X interrupt (see `VFIOPCITransport.waitForInterrupt`).
   public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
     transport.waitForQueueInterrupt(index, timeoutMilliseconds: timeoutMilliseconds)
@@ -40,7 +47,7 @@ public struct VirtioPCISession<Queue: ConstructibleVirtqueue & ~Copyable>: ~Copy
   /// reset ran.
   @discardableResult
   public mutating func reset() throws(VirtioError) -> Bool {
-    for i in 0..<queues.count { queues[i].markBroken(.deviceGone) }
+    for i in 0..<queues.count where queues.contains(i) { queues[i].markBroken(.deviceGone) }
     return try transport.resetFunction()
   }
 }

@@ -76,7 +76,10 @@ struct BlockProfile: DeviceProfile {
       let patternOK = Array(bytes[0..<8]) == magic && lba == 0
       let detail =
         "status \(st) (\(st == BlockStatus.ok ? "OK" : "not OK")), used length \(rt.used?.length ?? 0), sector 0 starts \"\(String(decoding: bytes[0..<8], as: UTF8.self))\" LBA \(lba)"
-      report.check("blk-read", st == BlockStatus.ok && rt.used?.length == 513 && patternOK, "3-descriptor READ of sector 0 in \(rt.milliseconds) ms: " + detail)
+      let how = s.features.contains(bit: VirtioFeature.indirectDesc) ? "in an indirect table" : "direct"
+      report.check(
+        "blk-read", st == BlockStatus.ok && rt.used?.length == 513 && patternOK,
+        "3-descriptor READ of sector 0 (\(how)) on queue \(queue) in \(rt.milliseconds) ms: " + detail)
     }
     let taken = rt.vector.map { s.transport.interruptsTaken(vector: $0) } ?? 0
     reportInterrupt(report, "blk-interrupt", rt, taken: taken)

@@ -38,7 +38,8 @@ struct NetProfile: DeviceProfile {
     guard let c = read else { return (false, "config_generation never settled") }
     let mac = c.mac.map { hex2($0) }.joined(separator: ":")
     let link = f.contains(bit: NetFeature.status) ? (c.status & NetStatus.linkUp != 0 ? "up" : "down") : "unknown (no STATUS)"
-    let pairs = "\(c.pairs)\(f.contains(bit: NetFeature.mq) ? "" : " (MQ not negotiated: 1 pair used)")"
+    // §5.1.4: max_virtqueue_pairs exists only with MQ (or RSS).
+    let pairs = f.contains(bit: NetFeature.mq) ? "\(c.pairs)" : "n/a (MQ not negotiated, 1 pair; field reads \(c.pairs))"
     let mtu = f.contains(bit: NetFeature.mtu) ? ", mtu \(c.mtu)" : ""
     let ok = f.contains(bit: NetFeature.mac) ? c.mac != [0, 0, 0, 0, 0, 0] : true
     return (ok, "mac \(mac), link \(link), max_virtqueue_pairs \(pairs)\(mtu)")
