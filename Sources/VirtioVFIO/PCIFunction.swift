@@ -1,5 +1,6 @@
 import VirtioCore
 import Glibc
+import Logging
 
 /// A PCI function as sysfs shows it (/sys/bus/pci/devices/<BDF>): which driver
 /// holds it, its IOMMU group, and the moves between drivers — unbind, bind to
@@ -13,10 +14,14 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
   public let address: PCIAddress
   /// sysfs mount point (tests may point this elsewhere).
   public let sysfsRoot: String
+  /// Driver moves are logged at info, failures at error (label virtio.vfio, metadata pci).
+  public var logger: Logger
 
-  public init(_ address: PCIAddress, sysfsRoot: String = "/sys") {
+  public init(_ address: PCIAddress, sysfsRoot: String = "/sys", logger: Logger = Logger(label: "virtio.vfio")) {
     self.address = address
     self.sysfsRoot = sysfsRoot
+    self.logger = logger
+    self.logger[metadataKey: "pci"] = "\(address)"
   }
 
   public var description: String { address.description }
@@ -73,8 +78,9 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     do {
       try Sys.writeText(path + "/driver/unbind", address.description)
     } catch {
-      throw sysfsError(error, doing: "unbind \(address) from \(current)")
+      throw sysfsError(error, doing: "unbind \(address) from \(current)", step: "unbind")
     }
+    logger.info("unbound", metadata: ["driver": "\(current)"])
   }
 
   /// Binds the function to vfio-pci: sets `driver_override` so no other driver
@@ -89,32 +95,38 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
   @discardableResult
   public func bind(to target: String, timeoutMilliseconds: Int = 5000) throws(VirtioError) -> String? {
     guard exists else {
-      throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(path) does not exist); check the address with `lspci -D`")
+      throw failure(
+        VirtioError(.invalidArgument, "there is no PCI function \(address) (\(path) does not exist); check the address with `lspci -D`"), step: "bind")
     }
     let previous = driver
     if previous == target { return previous }
     guard Sys.exists("\(sysfsRoot)/bus/pci/drivers/\(target)") else {
       if target == "vfio-pci" {
-        throw VirtioError(.vfioUnavailable, "the vfio-pci driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/vfio-pci); run `modprobe vfio-pci`")
+        throw failure(
+          VirtioError(.vfioUnavailable, "the vfio-pci driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/vfio-pci); run `modprobe vfio-pci`"), step: "bind")
       }
-      throw VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module")
+      throw failure(
+        VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module"), step: "bind")
     }
     do {
       try Sys.writeText(path + "/driver_override", target)
     } catch {
-      throw sysfsError(error, doing: "set driver_override of \(address) to \(target)")
+      throw sysfsError(error, doing: "set driver_override of \(address) to \(target)", step: "bind")
     }
     try unbind()
     do {
       try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)
     } catch {
-      throw sysfsError(error, doing: "probe \(address) for \(target)")
+      throw sysfsError(error, doing: "probe \(address) for \(target)", step: "bind")
     }
     guard wait(timeoutMilliseconds, until: { driver == target }) else {
-      throw VirtioError(
-        .transport,
-        "\(address) did not bind to \(target) within \(timeoutMilliseconds) ms (driver now: \(driver ?? "none")); see `dmesg` for the driver's complaint")
+      throw failure(
+        VirtioError(
+          .transport,
+          "\(address) did not bind to \(target) within \(timeoutMilliseconds) ms (driver now: \(driver ?? "none")); see `dmesg` for the driver's complaint"),
+        step: "bind")
     }
+    logger.info("bound", metadata: ["driver": "\(target)", "was": "\(previous ?? "none")"])
     return previous
   }
 
@@ -129,19 +141,21 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     do {
       try Sys.writeText(path + "/driver_override", "\n")
     } catch {
-      throw sysfsError(error, doing: "clear driver_override of \(address)")
+      throw sysfsError(error, doing: "clear driver_override of \(address)", step: "return-to-kernel")
     }
     if driver == "vfio-pci" || driver == "pci-stub" { try unbind() }
     if driver == nil {
       do {
         try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)
       } catch {
-        throw sysfsError(error, doing: "probe \(address) for its kernel driver")
+        throw sysfsError(error, doing: "probe \(address) for its kernel driver", step: "return-to-kernel")
       }
     }
     guard wait(timeoutMilliseconds, until: { driver != nil }) else {
-      throw VirtioError(
-        .timeout, "no kernel driver claimed \(address) within \(timeoutMilliseconds) ms; is its driver (virtio-pci) loaded? try `modprobe virtio_pci`")
+      throw failure(
+        VirtioError(
+          .timeout, "no kernel driver claimed \(address) within \(timeoutMilliseconds) ms; is its driver (virtio-pci) loaded? try `modprobe virtio_pci`"),
+        step: "return-to-kernel")
     }
     let now = driver ?? "none"
     if waitForInterface && now == "virtio-pci" {
@@ -150,11 +164,15 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
         return !i.net.isEmpty || !i.block.isEmpty
       }
       guard appeared else {
-        throw VirtioError(
-          .timeout,
-          "\(address) is back on virtio-pci but no network interface or block device appeared within \(timeoutMilliseconds) ms; see `dmesg` (did the device stay in a failed state?)")
+        throw failure(
+          VirtioError(
+            .timeout,
+            "\(address) is back on virtio-pci but no network interface or block device appeared within \(timeoutMilliseconds) ms; see `dmesg` (did the device stay in a failed state?)"),
+          step: "return-to-kernel")
       }
     }
+    let i = kernelInterfaces()
+    logger.info("returned to the kernel", metadata: ["driver": "\(now)", "interfaces": "\((i.net + i.block).joined(separator: ","))"])
     return now
   }
 
@@ -169,15 +187,23 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     }
   }
 
-  private func sysfsError(_ e: SysError, doing what: String) -> VirtioError {
+  private func sysfsError(_ e: SysError, doing what: String, step: String) -> VirtioError {
+    let error: VirtioError
     switch e.errno {
     case EACCES, EPERM, EROFS:
-      return VirtioError(.permissionDenied, "cannot \(what): \(e.reason); binding drivers needs root (run as root or through `sudo vio-bind \(address)`)", errno: e.errno)
+      error = VirtioError(
+        .permissionDenied, "cannot \(what): \(e.reason); binding drivers needs root (run as root or through `sudo vio-bind \(address)`)", errno: e.errno)
     case EBUSY:
-      return VirtioError(.deviceBusy, "cannot \(what): the device is busy; close whatever still uses it and try again", errno: e.errno)
+      error = VirtioError(.deviceBusy, "cannot \(what): the device is busy; close whatever still uses it and try again", errno: e.errno)
     default:
-      return VirtioError(.transport, "cannot \(what): \(e.reason) (errno \(e.errno)); see `dmesg`", errno: e.errno)
+      error = VirtioError(.transport, "cannot \(what): \(e.reason) (errno \(e.errno)); see `dmesg`", errno: e.errno)
     }
+    return failure(error, step: step)
+  }
+
+  private func failure(_ e: VirtioError, step: String) -> VirtioError {
+    logger.error("driver change failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
+    return e
   }
 
   static func parseHex16(_ s: String) -> UInt16? {

@@ -117,23 +117,23 @@ public struct VFIOContainer: ~Copyable {
     buf.initializeMemory(as: UInt8.self, repeating: 0, count: total)
     buf.storeBytes(of: UInt32(total), as: UInt32.self)
     guard (try? Sys.ioctl(fd.raw, VIO_VFIO_IOMMU_GET_INFO, buf, "VFIO_IOMMU_GET_INFO(caps)")) != nil else { return info }
-    var offset = Int(buf.load(fromByteOffset: 16, as: UInt32.self))  // cap_offset
+    var offset = Int(buf.loadUnaligned(fromByteOffset: 16, as: UInt32.self))  // cap_offset
     var hops = 0
     while offset >= MemoryLayout<vfio_iommu_type1_info>.size, offset + 8 <= total, hops < 32 {
       // vfio_info_cap_header: u16 id, u16 version, u32 next.
-      let id = buf.load(fromByteOffset: offset, as: UInt16.self)
-      let next = Int(buf.load(fromByteOffset: offset + 4, as: UInt32.self))
+      let id = buf.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+      let next = Int(buf.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
       if id == VIO_VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, offset + 16 <= total {
-        let n = Int(buf.load(fromByteOffset: offset + 8, as: UInt32.self))
+        let n = Int(buf.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
         for i in 0..<n {
           let at = offset + 16 + i * 16
           guard at + 16 <= total else { break }
-          let start = buf.load(fromByteOffset: at, as: UInt64.self)
-          let end = buf.load(fromByteOffset: at + 8, as: UInt64.self)
+          let start = buf.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+          let end = buf.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)
           if start <= end { info.iovaRanges.append(start...end) }
         }
       } else if id == VIO_VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, offset + 12 <= total {
-        info.dmaMappingsAvailable = buf.load(fromByteOffset: offset + 8, as: UInt32.self)
+        info.dmaMappingsAvailable = buf.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
       }
       if next == 0 || next <= offset { break }
       offset = next

@@ -24,7 +24,7 @@ extension VFIOPCITransport {
       return e
     }
     do throws(VirtioError) {
-      let function = PCIFunction(address, sysfsRoot: sysfsRoot)
+      let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
       guard function.exists else {
         throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(function.path) does not exist); list functions with `lspci -D`")
       }
@@ -35,7 +35,8 @@ extension VFIOPCITransport {
           .invalidArgument,
           "\(address) is not a virtio device this driver knows (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(pciDevice, radix: 16))); pass a virtio-net or virtio-blk function")
       }
-      logger.info("opening through VFIO", metadata: ["device": "\(type)", "driver": "\(function.driver ?? "none")"])
+      logger[metadataKey: "device"] = "\(type)"
+      logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
 
       step = "container"
       var container = try VFIOContainer.open()

@@ -75,7 +75,7 @@ struct BlockProfile: DeviceProfile {
       let lba = bytes[8..<16].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
       let patternOK = Array(bytes[0..<8]) == magic && lba == 0
       let detail =
-        "status \(st) (\(st == BlockStatus.ok ? "OK" : "not OK")), used length \(rt.used?.length ?? 0), sector 0 starts \"\(String(decoding: bytes[0..<8], as: UTF8.self))\" LBA \(lba)"
+        "status \(st) (\(st == BlockStatus.ok ? "OK" : "not OK")), used length \(rt.used?.length ?? 0) (want 513: data + status), sector 0 starts \"\(String(decoding: bytes[0..<8], as: UTF8.self))\" LBA \(lba)"
       let how = s.features.contains(bit: VirtioFeature.indirectDesc) ? "in an indirect table" : "direct"
       report.check(
         "blk-read", st == BlockStatus.ok && rt.used?.length == 513 && patternOK,

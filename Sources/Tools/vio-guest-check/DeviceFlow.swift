@@ -28,7 +28,7 @@ struct DeviceFlow<Profile: DeviceProfile> {
 
   func run() {
     let k = profile.kind
-    let function = PCIFunction(address)
+    let function = PCIFunction(address, logger: logger)
     guard function.exists else {
       report.fail("\(k)-device", "no PCI function \(address) in /sys/bus/pci/devices")
       return

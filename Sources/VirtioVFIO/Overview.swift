@@ -1,0 +1,25 @@
+// VirtioVFIO — virtio-pci functions driven from a process through VFIO.
+//
+// Layers, bottom up (each file one concept):
+//   Sys.swift, FileDescriptor.swift     syscalls (EINTR, errno → typed SysError), owned fds
+//   PCIAddress.swift, PCIFunction.swift BDF; sysfs: driver, IOMMU group, bind to vfio-pci, hand back
+//   VFIOContainer / VFIOGroup / VFIODevice   the three VFIO handles (~Copyable, close once);
+//                                       open errors turned into sentences that say what to do
+//   PCICapabilities.swift               the virtio vendor capabilities and MSI-X (§4.1.4)
+//   MMIO.swift                          BARs mmap'ed from the device fd; volatile register access
+//   DMAArena.swift                      pinned memory (2 MiB hugetlb or 4 KiB), VFIO_IOMMU_MAP_DMA,
+//                                       IOVA bump allocator — VirtioCore's DMAAllocator
+//   Interrupts.swift                    one eventfd per MSI-X vector, epoll, counters
+//   VFIOPCITransport*.swift             VirtioCore's Transport over all of the above
+//   QueueSet.swift, VirtioPCISession.swift   the opening sequence (§3.1.1): negotiate, pick split
+//                                       or packed once, queues + vectors, DRIVER_OK
+//
+// Typical use (a driver generic over the ring layout):
+//
+//   var t = try VFIOPCITransport.open(PCIAddress("0000:00:02.0")!)      // function on vfio-pci
+//   let features = try VirtioPCI.negotiate(&t, plan: plan)              // §3.1.1 steps 1–6
+//   try VirtioPCI.run(t, features: features, plan: plan, &body)         // queues, DRIVER_OK, body.run(&session)
+//
+// or all three at once with `VirtioPCI.open(address, plan:, &body)`. Dropping the
+// transport (or the session holding it) resets the device, turns MSI-X off,
+// unmaps BARs and DMA, and closes device, group and container, in that order.
