@@ -249,8 +249,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       return .broken
     }
     let id = ring.load16(slot &+ 12)
-    // §2.8.3: len is reserved (and ignored) in a used descriptor without WRITE.
-    let len = flags & VirtqDescFlags.write != 0 ? ring.load32(slot &+ 8) : 0
+    let rawLen = ring.load32(slot &+ 8)
     guard Int(id) < size else {
       broken = .usedIDOutOfRange(id: UInt32(id), queueSize: size)
       return .broken
@@ -260,6 +259,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       broken = .usedIDNotInFlight(id: UInt32(id))
       return .broken
     }
+    // §2.8.3: len is reserved in a used descriptor without WRITE. A buffer with
+    // no device-writable part reports 0 whatever is there; one with a writable
+    // part takes len even without WRITE, since QEMU (hw/virtio/virtio.c,
+    // virtqueue_packed_fill_desc) and Linux set and read it that way. Either
+    // way it is checked against what was posted.
+    let len = state.writable == 0 ? 0 : rawLen
     guard len <= state.writable else {
       broken = .usedLengthTooLarge(id: UInt32(id), length: len, posted: state.writable)
       return .broken
