@@ -1,0 +1,319 @@
+import VirtioCore
+import VirtioSpec
+
+/// The device side of a packed virtqueue — virtio 1.2 §2.8.
+///
+/// Keeps the device's two positions: where the next available descriptor will
+/// appear (with the Driver Ring Wrap Counter it expects there) and where the next
+/// used descriptor goes (with the Device Ring Wrap Counter, §2.8.1). A descriptor
+/// is available when AVAIL equals the expected wrap and USED does not (§2.8.1);
+/// flags are read with acquire before the rest of the descriptor. Used
+/// descriptors are written id and len first, flags last with release; the first
+/// used descriptor of a batch is held back until `publishUsed()` so the driver
+/// never sees part of a batch (as DPDK's vhost does with its shadow used ring).
+public struct PackedDeviceRing: ~Copyable, DeviceRing {
+  public let size: Int
+  let ring: DeviceRingMemory
+  let driverEvent: DeviceRingMemory
+  let deviceEvent: DeviceRingMemory
+  let eventIdx: Bool
+  let indirect: Bool
+  let memory: SimIOMMU
+  public let maxChainLength: Int
+  let scratch: UnsafeMutablePointer<DeviceSegment>
+  /// Slots each Buffer ID's chain took, to skip them when it is used (§2.8.7).
+  let chainSlots: UnsafeMutablePointer<UInt16>
+
+  /// Next slot the driver will make available, and the wrap counter it will carry.
+  public private(set) var nextAvailSlot: UInt16 = 0
+  public private(set) var availWrap: Bool = true
+  /// Next slot the device writes a used descriptor to; the Device Ring Wrap Counter.
+  public private(set) var usedSlot: UInt16 = 0
+  public private(set) var usedWrap: Bool = true
+  /// Slots written since the last publish (for the driver event check).
+  var slotsSincePublish = 0
+  /// A used descriptor whose flags wait for `publishUsed()`, or -1.
+  var heldSlot = -1
+  var heldFlags: UInt16 = 0
+  var lastChainSegments = 0
+  public private(set) var driverBug: DriverBug? = nil
+
+  public init(
+    size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
+    memory: SimIOMMU, maxChainLength: Int? = nil
+  ) throws(DriverBug) {
+    guard let layout = PackedRingLayout(size: size) else { throw .badQueueSize(size) }
+    // §2.8.10.1 alignment: descriptor ring 16, event suppression areas 4.
+    guard descIOVA % UInt64(PackedRingLayout.descAlignment) == 0 else {
+      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: PackedRingLayout.descAlignment)
+    }
+    guard driverIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
+      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: PackedRingLayout.eventAlignment)
+    }
+    guard deviceIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
+      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: PackedRingLayout.eventAlignment)
+    }
+    guard let r = memory.translate(descIOVA, count: layout.descRingBytes) else {
+      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descRingBytes))
+    }
+    guard let dr = memory.translate(driverIOVA, count: 4) else {
+      throw .unknownAddress(area: .driver, iova: driverIOVA, length: 4)
+    }
+    guard let dv = memory.translate(deviceIOVA, count: 4) else {
+      throw .unknownAddress(area: .device, iova: deviceIOVA, length: 4)
+    }
+    let limit = max(1, maxChainLength ?? size)
+    self.size = size
+    self.ring = DeviceRingMemory(r)
+    self.driverEvent = DeviceRingMemory(dr)
+    self.deviceEvent = DeviceRingMemory(dv)
+    self.eventIdx = features.eventIdx
+    self.indirect = features.indirect
+    self.memory = memory
+    self.maxChainLength = limit
+    // SAFETY: device-private tables, freed in deinit.
+    self.scratch = .allocate(capacity: limit)
+    self.chainSlots = .allocate(capacity: size)
+    self.chainSlots.initialize(repeating: 1, count: size)
+  }
+
+  deinit {
+    scratch.deallocate()
+    chainSlots.deallocate()
+  }
+
+  @inline(__always) func isAvailable(_ flags: UInt16, wrap: Bool) -> Bool {
+    (flags & VirtqDescFlags.avail != 0) == wrap && (flags & VirtqDescFlags.used != 0) != wrap
+  }
+
+  @inline(__always) static func advance(_ slot: inout UInt16, _ wrap: inout Bool, by n: Int, size: Int) {
+    var s = Int(slot) &+ n
+    if s >= size {
+      s &-= size
+      wrap.toggle()
+    }
+    slot = UInt16(truncatingIfNeeded: s)
+  }
+
+  // MARK: taking chains (§2.8.21 seen from the device)
+
+  public mutating func nextAvail() -> DeviceChain? {
+    guard driverBug == nil else { return nil }
+    let headOff = Int(nextAvailSlot) &* 16
+    // Acquire: the descriptor (and, for a chain, the ones after it) is read after its flags.
+    let headFlags = ring.loadAcquire16(headOff &+ 14)
+    guard isAvailable(headFlags, wrap: availWrap) else { return nil }
+    var readable: UInt64 = 0
+    var writable: UInt64 = 0
+    var count = 0
+    if headFlags & VirtqDescFlags.indirect != 0 {
+      // §2.8.19: one descriptor naming a table; only WRITE matters inside it.
+      guard indirect else { return fail(.indirectNotNegotiated) }
+      guard headFlags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
+      let addr = ring.load64(headOff)
+      let len = ring.load32(headOff &+ 8)
+      let id = ring.load16(headOff &+ 12)
+      guard len >= 16, len % 16 == 0 else { return fail(.badIndirectTableLength(len)) }
+      let entries = Int(len / 16)
+      guard entries <= maxChainLength else { return fail(.chainTooLong(limit: maxChainLength)) }
+      guard let t = memory.translate(addr, count: Int(len)) else {
+        return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
+      }
+      let table = DeviceRingMemory(t)
+      for i in 0..<entries {
+        let off = i &* 16
+        let flags = table.load16(off &+ 14)
+        guard flags & VirtqDescFlags.indirect == 0 else { return fail(.nestedIndirect) }
+        guard add(addr: table.load64(off), len: table.load32(off &+ 8), flags: flags, at: &count,
+                  readable: &readable, writable: &writable) else { return nil }
+      }
+      lastChainSegments = count
+      record(id: id, slots: 1)
+      Self.advance(&nextAvailSlot, &availWrap, by: 1, size: size)
+      return DeviceChain(
+        id: id, descriptorCount: 1, segmentCount: count, readableBytes: UInt32(readable),
+        writableBytes: UInt32(writable), isIndirect: true)
+    }
+    // §2.8.6: a chain is consecutive slots with NEXT on all but the last; every
+    // descriptor carries the flags of this lap, and the last one the Buffer ID.
+    var slot = nextAvailSlot
+    var wrap = availWrap
+    var flags = headFlags
+    var id: UInt16 = 0
+    while true {
+      let off = Int(slot) &* 16
+      if count > 0 {
+        flags = ring.load16(off &+ 14)
+        guard isAvailable(flags, wrap: wrap) else { return fail(.incompleteChain(slot: Int(slot))) }
+        guard flags & VirtqDescFlags.indirect == 0 else { return fail(.indirectWithNext) }
+      }
+      guard count < maxChainLength, count < size else {
+        return fail(.chainTooLong(limit: min(maxChainLength, size)))
+      }
+      guard add(addr: ring.load64(off), len: ring.load32(off &+ 8), flags: flags, at: &count,
+                readable: &readable, writable: &writable) else { return nil }
+      Self.advance(&slot, &wrap, by: 1, size: size)
+      if flags & VirtqDescFlags.next == 0 {
+        id = ring.load16(off &+ 12)
+        break
+      }
+    }
+    lastChainSegments = count
+    record(id: id, slots: count)
+    nextAvailSlot = slot
+    availWrap = wrap
+    return DeviceChain(
+      id: id, descriptorCount: count, segmentCount: count, readableBytes: UInt32(readable),
+      writableBytes: UInt32(writable), isIndirect: false)
+  }
+
+  @inline(__always) mutating func add(
+    addr: UInt64, len: UInt32, flags: UInt16, at count: inout Int, readable: inout UInt64, writable: inout UInt64
+  ) -> Bool {
+    guard count < maxChainLength else {
+      _ = fail(.chainTooLong(limit: maxChainLength))
+      return false
+    }
+    let isWritable = flags & VirtqDescFlags.write != 0
+    if !isWritable && writable > 0 {
+      _ = fail(.readableAfterWritable)
+      return false
+    }
+    guard let p = memory.translate(addr, count: Int(len)) else {
+      _ = fail(.unknownAddress(area: .buffer, iova: addr, length: UInt64(len)))
+      return false
+    }
+    scratch[count] = DeviceSegment(iova: addr, pointer: p, length: len, isWritable: isWritable)
+    count &+= 1
+    if isWritable { writable &+= UInt64(len) } else { readable &+= UInt64(len) }
+    guard readable &+ writable <= UInt64(UInt32.max) else {
+      _ = fail(.chainTooLarge)
+      return false
+    }
+    return true
+  }
+
+  @inline(__always) func record(id: UInt16, slots: Int) {
+    if Int(id) < size { chainSlots[Int(id)] = UInt16(truncatingIfNeeded: slots) }
+  }
+
+  mutating func fail(_ bug: DriverBug) -> DeviceChain? {
+    if driverBug == nil { driverBug = bug }
+    lastChainSegments = 0
+    return nil
+  }
+
+  public func segment(_ index: Int) -> DeviceSegment {
+    precondition(index >= 0 && index < lastChainSegments, "segment \(index) of a chain with \(lastChainSegments)")
+    return scratch[index]
+  }
+
+  // MARK: returning chains (§2.8.7, §2.8.22)
+
+  public mutating func pushUsed(id: UInt32, len: UInt32) {
+    let id16 = UInt16(truncatingIfNeeded: id)
+    let slots = Int(id16) < size ? Int(chainSlots[Int(id16)]) : 1
+    writeUsed(id: id16, len: len, skip: max(slots, 1))
+  }
+
+  /// §2.8.20 (IN_ORDER): one used descriptor with the last buffer's ID, written
+  /// at the batch's first slot; the device then skips every slot of the batch.
+  public mutating func pushUsedBatch(lastID: UInt32, len: UInt32, buffers: Int, descriptors: Int) {
+    precondition(descriptors >= 1 && descriptors <= size)
+    writeUsed(id: UInt16(truncatingIfNeeded: lastID), len: len, skip: descriptors)
+  }
+
+  mutating func writeUsed(id: UInt16, len: UInt32, skip: Int) {
+    let off = Int(usedSlot) &* 16
+    // §2.8.1: a used descriptor has AVAIL == USED == the Device Ring Wrap Counter;
+    // §2.8.3: WRITE says whether the device wrote anything.
+    var flags: UInt16 = usedWrap ? VirtqDescFlags.avail | VirtqDescFlags.used : 0
+    if len > 0 { flags |= VirtqDescFlags.write }
+    ring.store32(off &+ 8, len)
+    ring.store16(off &+ 12, id)
+    if heldSlot < 0 {
+      heldSlot = Int(usedSlot)
+      heldFlags = flags
+    } else {
+      // Release: id and len are visible before the flags that hand the slot back.
+      ring.storeRelease16(off &+ 14, flags)
+    }
+    Self.advance(&usedSlot, &usedWrap, by: skip, size: size)
+    slotsSincePublish &+= skip
+  }
+
+  public mutating func publishUsed() -> Bool {
+    if heldSlot >= 0 {
+      // Release: every used descriptor of the batch is visible before the first one's flags.
+      ring.storeRelease16(heldSlot &* 16 &+ 14, heldFlags)
+      heldSlot = -1
+    }
+    let written = slotsSincePublish
+    guard written > 0 else { return false }
+    slotsSincePublish = 0
+    // The flags stores are visible before we read the driver's event suppression.
+    deviceFenceFull()
+    let flags = driverEvent.load16(2)
+    if flags == PackedEventFlags.disable { return false }
+    if flags == PackedEventFlags.desc && eventIdx {
+      // §2.8.10: interrupt when the descriptor named by off_wrap is among those just used.
+      let offWrap = driverEvent.load16(0)
+      var event = offWrap & 0x7FFF
+      if (offWrap >> PackedEventFlags.wrapCounterShift != 0) != usedWrap {
+        event &-= UInt16(truncatingIfNeeded: size)
+      }
+      let new = usedSlot
+      let old = usedSlot &- UInt16(truncatingIfNeeded: written)
+      return virtqNeedEvent(eventIdx: event, new: new, old: old)
+    }
+    return true
+  }
+
+  // MARK: available-buffer notification suppression (§2.8.10)
+
+  public mutating func enableNotifications() -> Bool {
+    if eventIdx {
+      // Notify me when you make the descriptor at my next slot available.
+      deviceEvent.store16(0, nextAvailSlot | (availWrap ? 1 << PackedEventFlags.wrapCounterShift : 0))
+      deviceEvent.store16(2, PackedEventFlags.desc)
+    } else {
+      deviceEvent.store16(2, PackedEventFlags.enable)
+    }
+    // The request is visible before we look for descriptors that raced with it.
+    deviceFenceFull()
+    return isAvailable(ring.loadAcquire16(Int(nextAvailSlot) &* 16 &+ 14), wrap: availWrap)
+  }
+
+  public mutating func disableNotifications() {
+    deviceEvent.store16(2, PackedEventFlags.disable)
+  }
+
+  /// Raw control for tests: the device event suppression area (off_wrap, flags).
+  public func setDeviceEvent(offWrap: UInt16, flags: UInt16) {
+    deviceEvent.store16(0, offWrap)
+    deviceEvent.store16(2, flags)
+    deviceFenceFull()
+  }
+
+  /// What the driver asked for: its event suppression area.
+  public var driverEventOffWrap: UInt16 { driverEvent.load16(0) }
+  public var driverEventFlags: UInt16 { driverEvent.load16(2) }
+
+  /// Chains (in slots) made available and not yet taken: whether one is waiting.
+  public var hasPendingAvail: Bool {
+    isAvailable(ring.loadAcquire16(Int(nextAvailSlot) &* 16 &+ 14), wrap: availWrap)
+  }
+
+  // MARK: fault injection
+
+  public mutating func injectUsedIndexJump(by delta: UInt16) -> Bool { false }
+
+  public mutating func injectBadWrapState() -> Bool {
+    // AVAIL = !wrap, USED = wrap: neither "available" (AVAIL = wrap, USED = !wrap)
+    // nor "used" (both = wrap) for the lap the driver polls.
+    let off = Int(usedSlot) &* 16
+    let flags: UInt16 = usedWrap ? VirtqDescFlags.used : VirtqDescFlags.avail
+    ring.storeRelease16(off &+ 14, flags)
+    return true
+  }
+}

@@ -1,0 +1,258 @@
+import VirtioCore
+import VirtioSpec
+
+/// The device side of a split virtqueue — virtio 1.2 §2.7, as a device
+/// implements it (Linux: drivers/vhost/vhost.c, vhost_get_vq_desc / vhost_add_used).
+///
+/// Reads the avail idx with acquire and the ring entries and descriptors after
+/// it; writes used entries, then the used idx with release. Every address the
+/// driver gives is translated through `SimIOMMU`; every index is checked; a
+/// chain walk stops after `maxChainLength` elements. No allocation per chain:
+/// the segments of the last chain live in a scratch table allocated once.
+public struct SplitDeviceRing: ~Copyable, DeviceRing {
+  public let size: Int
+  let mask: UInt16
+  let desc: DeviceRingMemory
+  let avail: DeviceRingMemory
+  let used: DeviceRingMemory
+  let usedEventOffset: Int
+  let availEventOffset: Int
+  let eventIdx: Bool
+  let indirect: Bool
+  let memory: SimIOMMU
+  /// Most elements one chain may have (§2.7.5.3.1: not longer than the queue).
+  public let maxChainLength: Int
+  let scratch: UnsafeMutablePointer<DeviceSegment>
+
+  /// Next avail ring entry the device will take (free-running, mod 2^16).
+  public private(set) var lastAvailIdx: UInt16 = 0
+  var availIdxSeen: UInt16 = 0
+  /// Next used ring entry the device will write (free-running, mod 2^16).
+  public private(set) var usedIdx: UInt16 = 0
+  /// The used idx the driver saw at the last `publishUsed()`.
+  public private(set) var publishedUsedIdx: UInt16 = 0
+  var lastChainSegments = 0
+  public private(set) var driverBug: DriverBug? = nil
+
+  public init(
+    size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
+    memory: SimIOMMU, maxChainLength: Int? = nil
+  ) throws(DriverBug) {
+    guard let layout = SplitRingLayout(size: size) else { throw .badQueueSize(size) }
+    // §2.7 "Virtqueue Part Alignment": 16 / 2 / 4.
+    guard descIOVA % UInt64(SplitRingLayout.descAlignment) == 0 else {
+      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: SplitRingLayout.descAlignment)
+    }
+    guard driverIOVA % UInt64(SplitRingLayout.availAlignment) == 0 else {
+      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: SplitRingLayout.availAlignment)
+    }
+    guard deviceIOVA % UInt64(SplitRingLayout.usedAlignment) == 0 else {
+      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: SplitRingLayout.usedAlignment)
+    }
+    guard let d = memory.translate(descIOVA, count: layout.descTableBytes) else {
+      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descTableBytes))
+    }
+    guard let a = memory.translate(driverIOVA, count: layout.availRingBytes) else {
+      throw .unknownAddress(area: .driver, iova: driverIOVA, length: UInt64(layout.availRingBytes))
+    }
+    guard let u = memory.translate(deviceIOVA, count: layout.usedRingBytes) else {
+      throw .unknownAddress(area: .device, iova: deviceIOVA, length: UInt64(layout.usedRingBytes))
+    }
+    let limit = max(1, maxChainLength ?? size)
+    self.size = size
+    self.mask = UInt16(truncatingIfNeeded: size - 1)
+    self.desc = DeviceRingMemory(d)
+    self.avail = DeviceRingMemory(a)
+    self.used = DeviceRingMemory(u)
+    self.usedEventOffset = layout.usedEventOffset
+    self.availEventOffset = layout.availEventOffset
+    self.eventIdx = features.eventIdx
+    self.indirect = features.indirect
+    self.memory = memory
+    self.maxChainLength = limit
+    // SAFETY: device-private scratch for one chain, freed in deinit.
+    self.scratch = .allocate(capacity: limit)
+  }
+
+  deinit { scratch.deallocate() }
+
+  /// Chains the driver has published that the device has not taken yet.
+  public var pendingAvail: Int {
+    Int(avail.loadAcquire16(SplitRingLayout.availIdxOffset) &- lastAvailIdx)
+  }
+
+  // MARK: taking chains (§2.7.13 seen from the device)
+
+  public mutating func nextAvail() -> DeviceChain? {
+    guard driverBug == nil else { return nil }
+    if lastAvailIdx == availIdxSeen {
+      // Acquire: the ring entries and descriptors the index covers are read after it.
+      let idx = avail.loadAcquire16(SplitRingLayout.availIdxOffset)
+      if idx == lastAvailIdx { return nil }
+      guard Int(idx &- lastAvailIdx) <= size else {
+        return fail(.availIndexJump(from: lastAvailIdx, to: idx, queueSize: size))
+      }
+      availIdxSeen = idx
+    }
+    let head = avail.load16(SplitRingLayout.availRingOffset &+ Int(lastAvailIdx & mask) &* 2)
+    lastAvailIdx &+= 1
+    guard Int(head) < size else { return fail(.headOutOfRange(head: head, queueSize: size)) }
+    return walk(head: head)
+  }
+
+  /// Follows the chain at `head` (§2.7.5), into at most one indirect table (§2.7.5.3).
+  mutating func walk(head: UInt16) -> DeviceChain? {
+    var table = desc
+    var tableSize = size
+    var index = head
+    var count = 0
+    var visited = 0  // descriptors of the current table walked: a loop cannot outlast the table
+    var readable: UInt64 = 0
+    var writable: UInt64 = 0
+    var inIndirect = false
+    var direct = 0
+    while true {
+      guard visited < tableSize else { return fail(.chainTooLong(limit: tableSize)) }
+      visited &+= 1
+      let off = Int(index) &* 16
+      let addr = table.load64(off)
+      let len = table.load32(off &+ 8)
+      let flags = table.load16(off &+ 12)
+      let next = table.load16(off &+ 14)
+      if !inIndirect { direct &+= 1 }
+      if flags & VirtqDescFlags.indirect != 0 {
+        guard indirect else { return fail(.indirectNotNegotiated) }
+        guard !inIndirect else { return fail(.nestedIndirect) }
+        guard flags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
+        guard len >= 16, len % 16 == 0 else { return fail(.badIndirectTableLength(len)) }
+        guard let t = memory.translate(addr, count: Int(len)) else {
+          return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
+        }
+        // §2.7.5.3: the table's first descriptor is entry 0; `next` indexes the table.
+        table = DeviceRingMemory(t)
+        tableSize = Int(len / 16)
+        index = 0
+        visited = 0
+        inIndirect = true
+        continue
+      }
+      guard count < maxChainLength else { return fail(.chainTooLong(limit: maxChainLength)) }
+      let isWritable = flags & VirtqDescFlags.write != 0
+      if !isWritable && writable > 0 { return fail(.readableAfterWritable) }
+      guard let p = memory.translate(addr, count: Int(len)) else {
+        return fail(.unknownAddress(area: .buffer, iova: addr, length: UInt64(len)))
+      }
+      scratch[count] = DeviceSegment(iova: addr, pointer: p, length: len, isWritable: isWritable)
+      count &+= 1
+      if isWritable { writable &+= UInt64(len) } else { readable &+= UInt64(len) }
+      guard readable &+ writable <= UInt64(UInt32.max) else { return fail(.chainTooLarge) }
+      if flags & VirtqDescFlags.next == 0 { break }
+      guard Int(next) < tableSize else { return fail(.nextOutOfRange(next: next, tableSize: tableSize)) }
+      index = next
+    }
+    lastChainSegments = count
+    return DeviceChain(
+      id: head, descriptorCount: direct, segmentCount: count, readableBytes: UInt32(readable),
+      writableBytes: UInt32(writable), isIndirect: inIndirect)
+  }
+
+  mutating func fail(_ bug: DriverBug) -> DeviceChain? {
+    if driverBug == nil { driverBug = bug }
+    lastChainSegments = 0
+    return nil
+  }
+
+  public func segment(_ index: Int) -> DeviceSegment {
+    precondition(index >= 0 && index < lastChainSegments, "segment \(index) of a chain with \(lastChainSegments)")
+    return scratch[index]
+  }
+
+  // MARK: returning chains (§2.7.8)
+
+  public mutating func pushUsed(id: UInt32, len: UInt32) {
+    // §2.7.8.1: len is set before the used idx moves (publishUsed stores it with release).
+    let entry = SplitRingLayout.usedRingOffset &+ Int(usedIdx & mask) &* 8
+    used.store32(entry, id)
+    used.store32(entry &+ 4, len)
+    usedIdx &+= 1
+  }
+
+  /// §2.7.9 (IN_ORDER): one entry at the slot of the batch's first buffer, then
+  /// the used idx moves by the number of buffers in the batch.
+  public mutating func pushUsedBatch(lastID: UInt32, len: UInt32, buffers: Int, descriptors: Int) {
+    precondition(buffers >= 1 && buffers <= size)
+    let entry = SplitRingLayout.usedRingOffset &+ Int(usedIdx & mask) &* 8
+    used.store32(entry, lastID)
+    used.store32(entry &+ 4, len)
+    usedIdx &+= UInt16(truncatingIfNeeded: buffers)
+  }
+
+  public mutating func publishUsed() -> Bool {
+    let new = usedIdx
+    let old = publishedUsedIdx
+    guard new != old else { return false }
+    publishedUsedIdx = new
+    // Release: the used entries are visible before the index that covers them.
+    used.storeRelease16(SplitRingLayout.usedIdxOffset, new)
+    // The idx store is visible before we read the driver's suppression state,
+    // or a driver re-enabling interrupts could miss this update.
+    deviceFenceFull()
+    if eventIdx {
+      // §2.7.7.2: interrupt when the new entries cross used_event.
+      return virtqNeedEvent(eventIdx: avail.load16(usedEventOffset), new: new, old: old)
+    }
+    // §2.7.7.2: without EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT asks for quiet.
+    return avail.load16(SplitRingLayout.availFlagsOffset) & VirtqAvailFlags.noInterrupt == 0
+  }
+
+  // MARK: available-buffer notification suppression (§2.7.10)
+
+  public mutating func enableNotifications() -> Bool {
+    if eventIdx {
+      // Notify me when you make entry `lastAvailIdx` available.
+      used.store16(availEventOffset, lastAvailIdx)
+    } else {
+      used.store16(SplitRingLayout.usedFlagsOffset, 0)
+    }
+    // The request is visible before we look for chains that raced with it.
+    deviceFenceFull()
+    return avail.loadAcquire16(SplitRingLayout.availIdxOffset) != lastAvailIdx
+  }
+
+  public mutating func disableNotifications() {
+    if eventIdx {
+      // Park avail_event on an entry already made available: the driver's idx
+      // will not reach it again for 2^16 entries.
+      used.store16(availEventOffset, lastAvailIdx &- 1)
+    } else {
+      used.store16(SplitRingLayout.usedFlagsOffset, VirtqUsedFlags.noNotify)
+    }
+  }
+
+  /// Raw control for tests: VRING_USED_F_NO_NOTIFY in used.flags.
+  public func setNoNotify(_ on: Bool) {
+    used.store16(SplitRingLayout.usedFlagsOffset, on ? VirtqUsedFlags.noNotify : 0)
+    deviceFenceFull()
+  }
+
+  /// Raw control for tests: avail_event (EVENT_IDX).
+  public func setAvailEvent(_ idx: UInt16) {
+    used.store16(availEventOffset, idx)
+    deviceFenceFull()
+  }
+
+  /// What the driver asked for: used_event (EVENT_IDX) and avail.flags.
+  public var usedEvent: UInt16 { avail.load16(usedEventOffset) }
+  public var availFlags: UInt16 { avail.load16(SplitRingLayout.availFlagsOffset) }
+
+  // MARK: fault injection
+
+  public mutating func injectUsedIndexJump(by delta: UInt16) -> Bool {
+    usedIdx &+= delta
+    publishedUsedIdx = usedIdx
+    used.storeRelease16(SplitRingLayout.usedIdxOffset, usedIdx)
+    return true
+  }
+
+  public mutating func injectBadWrapState() -> Bool { false }
+}

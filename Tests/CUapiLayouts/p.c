@@ -1,1 +1,0 @@
-int placeholder_CUapiLayouts(void){return 0;}
