@@ -17,11 +17,17 @@ let package = Package(
     .library(name: "VirtioVFIO", targets: ["VirtioVFIO"]),
     .library(name: "VirtioBlk", targets: ["VirtioBlk"]),
     .library(name: "VirtioNet", targets: ["VirtioNet"]),
+    .library(name: "BlockIO", targets: ["BlockIO"]),
+    .library(name: "PacketIO", targets: ["PacketIO"]),
+    .executable(name: "vio-fio", targets: ["vio-fio"]),
+    .executable(name: "vio-fwd", targets: ["vio-fwd"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
@@ -34,6 +40,35 @@ let package = Package(
       swiftSettings: strict),
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
+    // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
+    .target(name: "CBlockSys", path: "Sources/Kernel/CBlockSys"),
+    .target(name: "CPacketSys", path: "Sources/Kernel/CPacketSys"),
+    .target(
+      name: "BlockIO",
+      dependencies: [
+        "VirtioBlk", "VirtioVFIO", "VirtioCore", "VirtioSpec", "CBlockSys", .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
+    .target(
+      name: "PacketIO",
+      dependencies: [
+        "VirtioNet", "VirtioVFIO", "VirtioCore", "VirtioSpec", "CPacketSys", .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict),
+    .executableTarget(
+      name: "vio-fio",
+      dependencies: [
+        "BlockIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/Tools/vio-fio"),
+    .executableTarget(
+      name: "vio-fwd",
+      dependencies: [
+        "PacketIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/Tools/vio-fwd"),
     .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),

@@ -1,0 +1,1 @@
+print("vio-fio: not built yet")

@@ -1,0 +1,1 @@
+print("vio-fwd: not built yet")
