@@ -4,8 +4,25 @@ import VirtioSpec
 import XCTest
 
 /// §2.8.3 / §2.8.4: "Element Length is reserved for used descriptors without the
-/// VIRTQ_DESC_F_WRITE flag, and is ignored by drivers."
+/// VIRTQ_DESC_F_WRITE flag, and is ignored by drivers." A buffer with nothing
+/// device-writable reports 0 whatever the device left there; one with a
+/// writable part takes len even without WRITE, as QEMU writes it.
 final class PackedUsedLengthTests: XCTestCase {
+  func testLengthTakenWithoutWriteFlagForWritableBuffers() throws {
+    var r = try PackedRig(size: 8)
+    XCTAssertEqual(r.q.add(.writable(r.iova(0), 64), token: 5), .added)
+    _ = r.q.publish()
+    let c = try XCTUnwrap(r.d.nextAvail())
+    let slot = Int(r.d.usedSlot)
+    r.d.pushUsed(c, len: 40)
+    _ = r.d.publishUsed()
+    // QEMU (virtqueue_packed_fill_desc) leaves WRITE clear in used descriptors.
+    let ring = r.ring(at: r.q.descAreaIOVA, count: 16 * 8)
+    let flags = ring.load(fromByteOffset: slot * 16 + 14, as: UInt16.self)
+    ring.storeBytes(of: flags & ~VirtqDescFlags.write, toByteOffset: slot * 16 + 14, as: UInt16.self)
+    XCTAssertEqual(r.q.nextUsed(), .used(UsedBuffer(token: 5, length: 40)))
+  }
+
   func testLengthIgnoredWithoutWriteFlag() throws {
     var r = try PackedRig(size: 8)
     for round in 0..<20 {

@@ -31,8 +31,7 @@ final class WrapAroundTests: XCTestCase {
     var next: UInt64 = 0  // next token to add
     var expect: UInt64 = 0  // next token to come back
     var published = 0
-    var chains: [Int] = Array(repeating: 0, count: 0)
-    chains.reserveCapacity(Self.total)
+    var expectedLength = [UInt32](repeating: 0, count: Self.total)
     while expect < UInt64(Self.total) {
       // Add a random batch.
       let want = rng.inRange(1...size)
@@ -44,6 +43,8 @@ final class WrapAroundTests: XCTestCase {
           segs.append(.writable(r.iova(Int(next) + k), UInt32(1 + (Int(next) + k) % 64)))
         }
         guard r.q.add(segs, token: next) == .added else { break }
+        // What the device below reports: the writable bytes less one per element.
+        expectedLength[Int(next)] = segs.reduce(0) { $0 + $1.length } - UInt32(n)
         next += 1
         added += 1
       }
@@ -67,8 +68,9 @@ final class WrapAroundTests: XCTestCase {
           if p == .broken { return XCTFail("\(Q.self) size \(size): broken: \(r.q.brokenReason!)") }
           break
         }
-        guard u.token == expect else {
-          return XCTFail("\(Q.self) size \(size): token \(u.token), expected \(expect)")
+        guard u.token == expect, u.length == expectedLength[Int(expect)] else {
+          return XCTFail(
+            "\(Q.self) size \(size): got \(u), expected token \(expect) length \(expectedLength[Int(expect)])")
         }
         expect += 1
       }
