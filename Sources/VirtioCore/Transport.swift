@@ -51,6 +51,9 @@ public protocol Transport: ~Copyable {
   mutating func enableQueue(_ index: Int) throws(VirtioError)
   /// Driver notification (doorbell) for a queue — §4.1.5.2. Hot path: no allocation, no throw.
   func notify(queue index: Int, value: UInt32)
+  /// The same notification as a value a queue's owner keeps on its own thread
+  /// (the transport itself stays with the control path).
+  func doorbell(queue index: Int) -> Doorbell
 
   /// config_generation — §2.5.1 / §4.1.4.3.
   func configGeneration() -> UInt8

@@ -47,6 +47,24 @@ final class SimDeviceCore: @unchecked Sendable {
   var resets = 0
   var badNotifications = 0
   var violations: [String] = []
+  /// Doorbell contexts handed out by `SimTransport.doorbell(queue:)`, freed with the core.
+  var doorbellContexts: [Int: UnsafeMutablePointer<SimDoorbellContext>] = [:]
+
+  func doorbellContext(queue index: Int) -> UnsafeMutablePointer<SimDoorbellContext> {
+    monitor.withLock {
+      if let c = doorbellContexts[index] { return c }
+      // SAFETY: lives until this core's deinit; holds the core unretained (the core outlives it).
+      let c = UnsafeMutablePointer<SimDoorbellContext>.allocate(capacity: 1)
+      c.initialize(to: SimDoorbellContext(core: Unmanaged.passUnretained(self), queue: index))
+      doorbellContexts[index] = c
+      return c
+    }
+  }
+
+  deinit {
+    for c in doorbellContexts.values { c.deallocate() }
+  }
+
   /// Bumped on every change the device thread reacts to (status, queues, doorbells, stop).
   var changes: UInt64 = 0
 
@@ -110,6 +128,8 @@ public struct SimTransport: Transport, Sendable {
   ) {
     core = SimDeviceCore(deviceType: deviceType, deviceFeatures: deviceFeatures, queueSizes: queueSizes, config: config)
   }
+
+  init(core: SimDeviceCore) { self.core = core }
 
   public var deviceType: DeviceType { core.deviceType }
 
@@ -250,6 +270,12 @@ public struct SimTransport: Transport, Sendable {
     }
   }
 
+  /// A doorbell that calls `notify(queue:value:)` through a C function pointer
+  /// and a per-queue context the device core keeps alive.
+  public func doorbell(queue index: Int) -> Doorbell {
+    .function(simRingDoorbell, UnsafeMutableRawPointer(core.doorbellContext(queue: index)))
+  }
+
   // MARK: device configuration (§2.5)
 
   public func configGeneration() -> UInt8 { core.monitor.withLock { core.generation } }
@@ -364,4 +390,15 @@ extension SimTransport {
       c.changed()
     }
   }
+}
+
+struct SimDoorbellContext {
+  let core: Unmanaged<SimDeviceCore>
+  let queue: Int
+}
+
+/// The C-callable side of `SimTransport.doorbell(queue:)`.
+let simRingDoorbell: @convention(c) (UnsafeMutableRawPointer?, UInt32) -> Void = { context, value in
+  guard let c = context?.assumingMemoryBound(to: SimDoorbellContext.self).pointee else { return }
+  SimTransport(core: c.core.takeUnretainedValue()).notify(queue: c.queue, value: value)
 }
