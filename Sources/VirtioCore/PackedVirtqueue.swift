@@ -76,6 +76,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     self.freeIDs = ids
     self.freeIDCount = size
     self.freeSlots = size
+    if features.eventIdx {
+      // §2.8.10: start as split does with used_event 0 — interrupt at the first
+      // used descriptor (slot 0, wrap 1), not after every one (ENABLE).
+      writeDriverEvent()
+      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.desc)
+    }
   }
 
   deinit {
