@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "PacketIO", targets: ["PacketIO"]),
     .executable(name: "vio-fio", targets: ["vio-fio"]),
     .executable(name: "vio-fwd", targets: ["vio-fwd"]),
+    .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
   ],
@@ -69,6 +70,13 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fwd"),
+    // Binding: libpci enumeration, in-use detection, preflight, vfio-pci moves.
+    .target(name: "CLibPCI", path: "Sources/Kernel/CLibPCI", linkerSettings: [.linkedLibrary("pci")]),
+    .target(name: "DeviceBinding", dependencies: ["CLibPCI", "VirtioVFIO", "VirtioCore", "VirtioSpec"]),
+    .executableTarget(
+      name: "vio-bind",
+      dependencies: ["DeviceBinding", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Sources/Tools/vio-bind"),
     .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
@@ -82,6 +90,7 @@ let package = Package(
       dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
+    .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.

@@ -1,0 +1,106 @@
+// vio-bind: safe binding of virtio functions to vfio-pci, and back.
+import ArgumentParser
+import DeviceBinding
+import Foundation
+
+struct VioBind: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vio-bind",
+    abstract: "Show, check, bind and restore virtio PCI functions for userspace drivers (VFIO).",
+    subcommands: [Status.self, Check.self, Bind.self, Restore.self],
+    defaultSubcommand: Status.self)
+}
+
+struct Status: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "List PCI functions (virtio first): driver, IOMMU group, what they back, whether in use.")
+  @Flag(help: "Print JSON.") var json = false
+  @Flag(name: .customLong("all"), help: "Show non-virtio functions too.") var all = false
+
+  func run() throws {
+    let devices = PCIInventory.scan().filter { all || $0.isVirtio }
+    if json {
+      let enc = JSONEncoder()
+      enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+      print(String(decoding: try enc.encode(devices), as: UTF8.self))
+      return
+    }
+    if devices.isEmpty { print(all ? "no PCI functions found" : "no virtio PCI functions (use --all to list every function)") }
+    for d in devices {
+      let id = String(format: "%04x:%04x", d.vendorID, d.deviceID)
+      print("\(d.address)  \(id)  \(d.vendorName) \(d.deviceName)")
+      var group = d.iommuGroup.map { "group \($0)" } ?? "no IOMMU group"
+      if !d.groupPeers.isEmpty { group += " with " + d.groupPeers.map { "\($0.address) (\($0.driver ?? "no driver"))" }.joined(separator: ", ") }
+      print("    driver: \(d.driver ?? "none")   \(group)")
+      let backs = d.netInterfaces.map { "interface \($0)" } + d.blockDevices.map { "block device \($0)" }
+      if !backs.isEmpty { print("    backs: \(backs.joined(separator: ", "))") }
+      print("    in use: " + (d.usage.inUse ? d.usage.reasons.joined(separator: "; ") : "no"))
+    }
+  }
+}
+
+struct Check: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Preflight: IOMMU, vfio modules, /dev/vfio permissions, memlock, hugepages.")
+  @Flag(help: "Print JSON.") var json = false
+
+  func run() throws {
+    let items = Preflight.run()
+    if json {
+      let enc = JSONEncoder()
+      enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+      print(String(decoding: try enc.encode(items), as: UTF8.self))
+    } else {
+      for i in items {
+        print("[\(i.level.rawValue.uppercased())] \(i.name): \(i.detail)")
+        if !i.advice.isEmpty { print("        -> \(i.advice)") }
+      }
+    }
+    if items.contains(where: { $0.level == .failure }) { throw ExitCode(1) }
+  }
+}
+
+struct Bind: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Bind virtio functions to vfio-pci after preflight; refuses devices in use unless --force.")
+  @Flag(help: "Bind even if the device is in use (mounted, routed, open).") var force = false
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
+
+  func validate() throws {
+    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+  }
+
+  func run() throws {
+    do {
+      let previous = try Binder(force: force).bind(addresses)
+      for a in addresses { print("\(a): bound to vfio-pci (was \((previous[a] ?? nil) ?? "unbound"))") }
+    } catch {
+      FileHandle.standardError.write(Data("vio-bind: refused: \(error)\n".utf8))
+      throw ExitCode(1)
+    }
+  }
+}
+
+struct Restore: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Hand functions back to their kernel driver and wait for the interface / block device.")
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
+
+  func validate() throws {
+    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+  }
+
+  func run() throws {
+    do {
+      for (a, what) in try Binder().restore(addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
+    } catch {
+      FileHandle.standardError.write(Data("vio-bind: \(error)\n".utf8))
+      throw ExitCode(1)
+    }
+  }
+}
+
+func isPCIAddress(_ s: String) -> Bool {
+  let parts = s.split(separator: ":")
+  guard parts.count == 3, parts[0].count == 4, parts[1].count == 2 else { return false }
+  let df = parts[2].split(separator: ".")
+  return df.count == 2 && df[0].count == 2 && df[1].count == 1 && (parts[0] + parts[1] + df[0] + df[1]).allSatisfy(\.isHexDigit)
+}
+
+VioBind.main()
