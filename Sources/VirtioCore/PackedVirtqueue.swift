@@ -48,16 +48,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard let layout = PackedRingLayout(size: size) else {
       throw VirtioError(.queueSetup, "queue \(index): packed ring size \(size) is not in 1...32768")
     }
-    let area = try memory.allocate(byteCount: layout.totalBytes, alignment: 4096)
-    area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: layout.totalBytes)
-    var tables: DMARegion? = nil
-    let perTable = min(maxIndirect, size)
-    if features.indirect && perTable > 1 {
-      let bytes = size * perTable * 16
-      let t = try memory.allocate(byteCount: bytes, alignment: 16)
-      t.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-      tables = t
-    }
+    let (area, tables, perTable) = try RingAllocation.allocate(
+      ringBytes: layout.totalBytes, size: size, features: features, maxIndirect: maxIndirect, memory: &memory)
     // Nothing below throws.
     self.index = index
     self.size = size
@@ -69,7 +61,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     self.deviceAreaIOVA = area.iova + UInt64(layout.deviceEventOffset)
     self.indirect = tables.map { RingMemory($0.pointer) }
     self.indirectIOVA = tables?.iova ?? 0
-    self.maxIndirect = tables == nil ? 0 : perTable
+    self.maxIndirect = perTable
     self.chains = PrivateArray<ChainState>(count: size, repeating: .idle)
     let ids = PrivateArray<UInt16>(count: size, repeating: 0)
     for i in 0..<size { ids[i] = UInt16(i) }

@@ -72,3 +72,21 @@ import CVirtioAtomics
 
   func free() { base.deallocate() }
 }
+
+/// The DMA memory both ring layouts need: the ring area (zeroed, page-aligned)
+/// and, with INDIRECT_DESC and `maxIndirect` > 1, one zeroed table of
+/// `min(maxIndirect, size)` descriptors per head / buffer ID.
+enum RingAllocation {
+  static func allocate<A: DMAAllocator & ~Copyable>(
+    ringBytes: Int, size: Int, features: RingFeatures, maxIndirect: Int, memory: inout A
+  ) throws(VirtioError) -> (area: DMARegion, tables: DMARegion?, perTable: Int) {
+    let area = try memory.allocate(byteCount: ringBytes, alignment: 4096)
+    area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: ringBytes)
+    let perTable = min(maxIndirect, size)
+    guard features.indirect && perTable > 1 else { return (area, nil, 0) }
+    let bytes = size * perTable * 16
+    let tables = try memory.allocate(byteCount: bytes, alignment: 16)
+    tables.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+    return (area, tables, perTable)
+  }
+}

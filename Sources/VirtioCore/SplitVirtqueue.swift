@@ -87,16 +87,8 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard let layout = SplitRingLayout(size: size) else {
       throw VirtioError(.queueSetup, "queue \(index): split ring size \(size) is not a power of two in 1...32768")
     }
-    let area = try memory.allocate(byteCount: layout.totalBytes, alignment: 4096)
-    area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: layout.totalBytes)
-    var tables: DMARegion? = nil
-    let perTable = min(maxIndirect, size)
-    if features.indirect && perTable > 1 {
-      let bytes = size * perTable * 16
-      let t = try memory.allocate(byteCount: bytes, alignment: 16)
-      t.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-      tables = t
-    }
+    let (area, tables, perTable) = try RingAllocation.allocate(
+      ringBytes: layout.totalBytes, size: size, features: features, maxIndirect: maxIndirect, memory: &memory)
     // Nothing below throws: a ~Copyable value must be fully built or not at all.
     self.index = index
     self.size = size
@@ -119,7 +111,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     self.deviceAreaIOVA = area.iova + UInt64(layout.usedOffset)
     self.indirect = tables.map { RingMemory($0.pointer) }
     self.indirectIOVA = tables?.iova ?? 0
-    self.maxIndirect = tables == nil ? 0 : perTable
+    self.maxIndirect = perTable
     // Free list in ring order 0,1,…,size-1 (§2.7.9: with IN_ORDER the driver
     // uses descriptors in ring order; a FIFO free list keeps that order).
     let next = PrivateArray<UInt16>(count: size, repeating: 0)
