@@ -192,7 +192,7 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     switch e.errno {
     case EACCES, EPERM, EROFS:
       error = VirtioError(
-        .permissionDenied, "cannot \(what): \(e.reason); binding drivers needs root (run as root or through `sudo vio-bind \(address)`)", errno: e.errno)
+        .permissionDenied, "cannot \(what): \(e.reason); binding drivers needs root (run as root or through `sudo vio-bind bind \(address)`)", errno: e.errno)
     case EBUSY:
       error = VirtioError(.deviceBusy, "cannot \(what): the device is busy; close whatever still uses it and try again", errno: e.errno)
     default:

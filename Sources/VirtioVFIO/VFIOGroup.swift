@@ -47,7 +47,7 @@ struct VFIOGroup: ~Copyable {
       throw notViable(function, group: number)
         ?? VirtioError(
           .groupNotViable,
-          "IOMMU group \(number) is not viable (the kernel says a member is bound to another driver); list /sys/kernel/iommu_groups/\(number)/devices and bind each function with `vio-bind <BDF>`")
+          "IOMMU group \(number) is not viable (the kernel says a member is bound to another driver); list /sys/kernel/iommu_groups/\(number)/devices and bind each function with `vio-bind bind <BDF>`")
     }
     return group
   }
@@ -72,7 +72,7 @@ struct VFIOGroup: ~Copyable {
       }
       return VirtioError(
         .groupNotViable,
-        "\(path) does not exist: no function of IOMMU group \(number) is bound to vfio-pci; run `vio-bind \(address)` (\(address) is bound to \(function.driver ?? "no driver"))",
+        "\(path) does not exist: no function of IOMMU group \(number) is bound to vfio-pci; run `vio-bind bind \(address)` (\(address) is bound to \(function.driver ?? "no driver"))",
         errno: error.errno)
     default:
       return VirtioError(.transport, "cannot open \(path) for \(address): \(error.reason)", errno: error.errno)
@@ -94,7 +94,7 @@ struct VFIOGroup: ~Copyable {
     }
     guard !offenders.isEmpty else { return nil }
     let list = offenders.map { "\($0.0) is bound to \($0.1)" }.joined(separator: ", ")
-    let fix = offenders.map { "`vio-bind \($0.0)`" }.joined(separator: " and ")
+    let fix = offenders.map { "`vio-bind bind \($0.0)`" }.joined(separator: " and ")
     let others = offenders.count > 1 || offenders[0].0 != function.address.description
     return VirtioError(
       .groupNotViable,

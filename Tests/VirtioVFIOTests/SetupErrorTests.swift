@@ -15,7 +15,7 @@ final class SetupErrorTests: XCTestCase {
     let e = VFIOGroup.notViable(PCIFunction(net, sysfsRoot: fs.root), group: 3)
     XCTAssertEqual(e?.code, .groupNotViable)
     XCTAssertTrue(e?.message.contains("0000:00:01.0 is bound to virtio-pci") ?? false, e?.message ?? "")
-    XCTAssertTrue(e?.message.contains("vio-bind 0000:00:01.0") ?? false, e?.message ?? "")
+    XCTAssertTrue(e?.message.contains("vio-bind bind 0000:00:01.0") ?? false, e?.message ?? "")
   }
 
   func testOtherGroupMembersAreNamedWithTheirDrivers() {
@@ -29,7 +29,7 @@ final class SetupErrorTests: XCTestCase {
     let m = e?.message ?? ""
     XCTAssertTrue(m.contains("0000:00:01.1 is bound to e1000e"), m)
     XCTAssertTrue(m.contains("every function in the group"), m)
-    XCTAssertTrue(m.contains("vio-bind 0000:00:01.1"), m)
+    XCTAssertTrue(m.contains("vio-bind bind 0000:00:01.1"), m)
     XCTAssertFalse(m.contains("0000:00:01.2"), m)
     XCTAssertFalse(m.contains("pcieport"), m)
   }

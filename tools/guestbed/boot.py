@@ -54,7 +54,7 @@ class BootResult:
 
 
 def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
-                 mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE):
+                 mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE, scratch=None):
     net = ["virtio-net-pci", "id=net0", "netdev=n0", f"mac={NET_MAC}",
            "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
     blk = ["virtio-blk-pci", "id=blk0", "drive=d0",
@@ -71,6 +71,13 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
         "-device", ",".join(net + variant.net_props()),
         "-drive", f"file={disk},if=none,id=d0,format=raw",
         "-device", ",".join(blk + variant.blk_props()),
+    ] + ([
+        # A small disk nothing else reads, after blk0 (so it gets a later
+        # PCI address): plans may put a filesystem on it (serial vio-scratch).
+        "-drive", f"file={scratch},if=none,id=dscratch,format=raw",
+        "-device", "virtio-blk-pci,id=blkscratch,drive=dscratch,serial=vio-scratch,"
+                   "disable-legacy=on,iommu_platform=on",
+    ] if scratch else []) + [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
     ]
 
@@ -114,6 +121,9 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     res.workdir = workdir
     os.makedirs(workdir, exist_ok=True)
     disk = hostchecks.create_disk_image(os.path.join(workdir, "disk.img"), disk_mib)
+    scratch = os.path.join(workdir, "scratch.img")
+    with open(scratch, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
     qmp_sock = os.path.join(workdir, "qmp.sock")
     if os.path.exists(qmp_sock):
         os.unlink(qmp_sock)
@@ -123,7 +133,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
         return res
     cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,
-                       qmp_sock, mem_mib, smp)
+                       qmp_sock, mem_mib, smp, scratch=scratch)
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
         f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
                 "the host side of the net device:\n#   " + server.manual_hint() + "\n"

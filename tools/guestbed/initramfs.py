@@ -31,6 +31,9 @@ MODULES = [
     "virtio_pci", "failover", "net_failover", "virtio_net", "virtio_blk",
     "irqbypass", "vfio", "vfio_iommu_type1", "vfio_virqfd", "vfio_pci_core",
     "vfio_pci",
+    # a filesystem for plans that mount the scratch disk (vio-bind's in-use checks)
+    # (ext4 asks the crypto API for crc32c at mount time: load it first)
+    "crc32c_generic", "ext4",
 ]
 # Modules that may be absent (merged into vfio.ko from Linux 6.2 on).
 OPTIONAL_MODULES = {"vfio_virqfd"}

@@ -2,6 +2,17 @@
 import ArgumentParser
 import DeviceBinding
 import Foundation
+import Logging
+
+/// Each driver move is logged by the library at info; the tool prints its own
+/// one-line results, so show the library's log only with --verbose (or on warnings).
+func setUpLogging(verbose: Bool) {
+  LoggingSystem.bootstrap { label in
+    var h = StreamLogHandler.standardError(label: label)
+    h.logLevel = verbose ? .debug : .warning
+    return h
+  }
+}
 
 struct VioBind: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -61,6 +72,7 @@ struct Check: ParsableCommand {
 struct Bind: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Bind virtio functions to vfio-pci after preflight; refuses devices in use unless --force.")
   @Flag(help: "Bind even if the device is in use (mounted, routed, open).") var force = false
+  @Flag(help: "Log each step of the move.") var verbose = false
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
@@ -68,6 +80,7 @@ struct Bind: ParsableCommand {
   }
 
   func run() throws {
+    setUpLogging(verbose: verbose)
     do {
       let previous = try Binder(force: force).bind(addresses)
       for a in addresses { print("\(a): bound to vfio-pci (was \((previous[a] ?? nil) ?? "unbound"))") }
@@ -80,6 +93,7 @@ struct Bind: ParsableCommand {
 
 struct Restore: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Hand functions back to their kernel driver and wait for the interface / block device.")
+  @Flag(help: "Log each step of the move.") var verbose = false
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
@@ -87,6 +101,7 @@ struct Restore: ParsableCommand {
   }
 
   func run() throws {
+    setUpLogging(verbose: verbose)
     do {
       for (a, what) in try Binder().restore(addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
     } catch {
