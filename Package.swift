@@ -98,5 +98,7 @@ let package = Package(
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
+    // virtio-blk: request queues against a simulated block device (VirtioSim + a RAM disk).
+    .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioSim"]),
   ]
 )

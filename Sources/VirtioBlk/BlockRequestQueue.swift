@@ -1,111 +1,21 @@
 import VirtioCore
 import VirtioSpec
 
-/// A block operation — §5.2.6 request types.
-@frozen public enum BlockOp: UInt8, Sendable, CustomStringConvertible {
-  case read, write, flush, discard, writeZeroes, getID
-
-  @inlinable var virtioType: UInt32 {
-    switch self {
-    case .read: BlockRequestType.read
-    case .write: BlockRequestType.write
-    case .flush: BlockRequestType.flush
-    case .discard: BlockRequestType.discard
-    case .writeZeroes: BlockRequestType.writeZeroes
-    case .getID: BlockRequestType.getID
-    }
-  }
-
-  public var description: String {
-    switch self {
-    case .read: "read"
-    case .write: "write"
-    case .flush: "flush"
-    case .discard: "discard"
-    case .writeZeroes: "write-zeroes"
-    case .getID: "get-id"
-    }
-  }
-}
-
-/// Outcome of one request, from the status byte the device wrote last (§5.2.6).
-@frozen public enum BlockStatus: Equatable, Sendable, BitwiseCopyable, CustomStringConvertible {
-  case ok
-  /// VIRTIO_BLK_S_IOERR: the device failed the request.
-  case ioError
-  /// VIRTIO_BLK_S_UNSUPP: the device does not support the request.
-  case unsupported
-  /// A status byte the spec does not define (the device misbehaved), or none written.
-  case invalid(UInt8)
-
-  @inlinable public init(byte: UInt8) {
-    switch byte {
-    case VirtioSpec.BlockStatus.ok: self = .ok
-    case VirtioSpec.BlockStatus.ioErr: self = .ioError
-    case VirtioSpec.BlockStatus.unsupp: self = .unsupported
-    default: self = .invalid(byte)
-    }
-  }
-
-  public var description: String {
-    switch self {
-    case .ok: "ok"
-    case .ioError: "I/O error reported by the device"
-    case .unsupported: "request not supported by the device"
-    case .invalid(let b): "device wrote an undefined status byte 0x\(String(b, radix: 16))"
-    }
-  }
-}
-
-@frozen public struct BlockCompletion: Equatable, Sendable, BitwiseCopyable {
-  public var tag: UInt64
-  public var op: BlockOp
-  public var status: BlockStatus
-  /// Data bytes the request moved (0 unless `status == .ok`).
-  public var bytes: UInt32
-
-  @inlinable public init(tag: UInt64, op: BlockOp, status: BlockStatus, bytes: UInt32) {
-    self.tag = tag
-    self.op = op
-    self.status = status
-    self.bytes = bytes
-  }
-}
-
-/// Why a request was refused before anything reached the device.
-@frozen public enum BlockSubmitResult: Equatable, Sendable, BitwiseCopyable {
-  case queued
-  /// Every request slot or descriptor is in use: poll completions first.
-  case queueFull
-  case readOnlyDevice
-  case unsupportedOperation
-  /// Sector range outside the device, or a length not a multiple of 512.
-  case outOfRange
-  case unaligned
-  /// More segments than SEG_MAX, or a segment over SIZE_MAX.
-  case tooManySegments
-  case segmentTooLarge
-  case queueBroken
-}
-
-/// Per-queue counters (read them from the owning thread).
-public struct BlockQueueStats: Sendable, Equatable {
-  public var requests: UInt64 = 0
-  public var bytes: UInt64 = 0
-  public var errors: UInt64 = 0
-  public var notifications: UInt64 = 0
-  /// Submissions refused because the queue was full.
-  public var queueFull: UInt64 = 0
-  public init() {}
-}
-
 /// One virtio-blk request queue, owned by one thread (no locks).
 ///
-/// Each request is a chain (§5.2.6): a 16-byte header the device reads, the
-/// data segments, and a status byte the device writes. Headers and status
-/// bytes live in per-slot DMA memory the queue owns; data segments are the
-/// caller's (addresses from a DMA-capable buffer pool). Submit, `kick()` once
-/// per batch, then poll completions: no allocation, no reference counting.
+/// Each request is a chain (§5.2.6): a 16-byte `virtio_blk_outhdr` the device
+/// reads, the data segments, and a status byte the device writes last. Headers,
+/// discard ranges and status bytes live in per-slot DMA memory the queue owns;
+/// data segments are the caller's (IOVAs from a DMA-capable buffer pool).
+///
+/// A contiguous read or write larger than one request may carry (SEG_MAX
+/// segments of at most SIZE_MAX bytes, and the transfer limit) is split into
+/// several requests that complete as one (`BlockRequestQueue+Split.swift`).
+///
+/// Submit, `kick()` once per batch, then poll completions: no allocation, no
+/// reference counting, no throwing on these paths. Nothing the device wrote is
+/// trusted: the ring core validates used ids and lengths against its shadow
+/// state, and the status byte is mapped, never used as anything else.
 public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   public var queue: Q
   public let config: BlockConfig
@@ -113,202 +23,256 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   @usableFromInline let doorbell: Doorbell
   @usableFromInline let slotArea: DMARegion
   @usableFromInline let slotCount: Int
-  @usableFromInline let tags: UnsafeMutablePointer<UInt64>
-  @usableFromInline let ops: UnsafeMutablePointer<BlockOp>
-  @usableFromInline let lengths: UnsafeMutablePointer<UInt32>
+  @usableFromInline let slots: UnsafeMutablePointer<SlotState>
   @usableFromInline let freeSlots: UnsafeMutablePointer<UInt16>
   @usableFromInline var freeCount: Int
+  @usableFromInline let parents: UnsafeMutablePointer<ParentState>
+  @usableFromInline let freeParents: UnsafeMutablePointer<UInt16>
+  @usableFromInline var freeParentCount: Int
+  /// Scratch space for one chain (header + data segments + status), so building
+  /// a chain never allocates.
+  @usableFromInline let chain: UnsafeMutablePointer<BufferSegment>
+  /// Most data segments in one request: SEG_MAX (1 when not offered, as Linux
+  /// assumes), and never more than the ring can hold with header and status.
+  public let maxDataSegments: Int
+  /// Largest segment (SIZE_MAX, else unlimited).
+  public let maxSegmentBytes: UInt32
+  /// Largest data transfer of one request (a multiple of the logical block size).
+  public let maxRequestBytes: UInt32
+  /// Capacity in sectors used to check ranges; updated by `updateCapacity` after a
+  /// configuration change (§5.2.2: capacity may change).
+  public private(set) var capacitySectors: UInt64
 
-  /// Bytes of per-request memory: header (16), discard/write-zeroes range (16), status (1), padded.
+  /// Per-slot memory: header (16), discard/write-zeroes range (16), status (1), padded.
   public static var slotBytes: Int { 64 }
   @usableFromInline static var headerOffset: Int { 0 }
   @usableFromInline static var rangeOffset: Int { 16 }
   @usableFromInline static var statusOffset: Int { 32 }
+  @usableFromInline static var noParent: UInt16 { 0xFFFF }
+  /// Status byte value before the device answers: not a defined status, so a
+  /// request the device returns without writing one never reads as OK.
+  @usableFromInline static var unwrittenStatus: UInt8 { 0xFF }
 
+  /// - Parameters:
+  ///   - maxTransferBytes: cap on one request's data (rounded down to the block size);
+  ///     larger contiguous I/O is split.
   public init<A: DMAAllocator & ~Copyable>(
-    queue: consuming Q, config: BlockConfig, doorbell: Doorbell, memory: inout A
+    queue: consuming Q, config: BlockConfig, doorbell: Doorbell, memory: inout A, maxTransferBytes: Int = 1 << 20
   ) throws(VirtioError) {
-    let n = min(queue.size, Int(UInt16.max))
+    let size = queue.size
+    guard size >= 3 else {
+      throw VirtioError(
+        .queueSetup,
+        "virtio-blk queue \(queue.index) has \(size) descriptors; a request needs at least 3 (header, data, status — §5.2.6); use a larger queue")
+    }
+    let n = min(size, Int(UInt16.max) - 1)
     let area = try memory.allocate(byteCount: n * Self.slotBytes, alignment: 64)
+    let segMax = max(1, Int(config.segmentsMax ?? 1))
+    let dataSegs = max(1, min(segMax, size - 2))
+    let segBytes = config.segmentSizeMax.map { max($0, 512) } ?? UInt32.max
+    let block = UInt64(max(config.blockSize, 512))
+    var limit = min(UInt64(dataSegs) * UInt64(segBytes), UInt64(max(maxTransferBytes, Int(block))), UInt64(UInt32.max))
+    limit -= limit % block
     self.queue = queue
     self.config = config
     self.doorbell = doorbell
     self.slotArea = area
     self.slotCount = n
-    // SAFETY: driver-private arrays of `n` entries, freed exactly once in deinit.
-    tags = .allocate(capacity: n)
-    tags.initialize(repeating: 0, count: n)
-    ops = .allocate(capacity: n)
-    ops.initialize(repeating: .read, count: n)
-    lengths = .allocate(capacity: n)
-    lengths.initialize(repeating: 0, count: n)
+    self.maxDataSegments = dataSegs
+    self.maxSegmentBytes = segBytes
+    self.maxRequestBytes = UInt32(max(limit, block))
+    self.capacitySectors = config.capacitySectors
+    // SAFETY: driver-private tables of `n` entries (and one chain), freed exactly once in deinit.
+    slots = .allocate(capacity: n)
+    slots.initialize(repeating: SlotState(), count: n)
     freeSlots = .allocate(capacity: n)
-    for i in 0..<n { freeSlots[i] = UInt16(i) }
+    for i in 0..<n { freeSlots[i] = UInt16(n - 1 - i) }
     freeCount = n
+    parents = .allocate(capacity: n)
+    parents.initialize(repeating: ParentState(), count: n)
+    freeParents = .allocate(capacity: n)
+    for i in 0..<n { freeParents[i] = UInt16(n - 1 - i) }
+    freeParentCount = n
+    chain = .allocate(capacity: dataSegs + 2)
+    chain.initialize(repeating: .readable(0, 0), count: dataSegs + 2)
   }
 
   deinit {
-    tags.deallocate()
-    ops.deallocate()
-    lengths.deallocate()
+    slots.deallocate()
     freeSlots.deallocate()
+    parents.deallocate()
+    freeParents.deallocate()
+    chain.deallocate()
   }
 
+  /// virtio requests the device holds.
   public var inFlight: Int { slotCount - freeCount }
+  /// Requests that can still be submitted without splitting.
+  public var freeSlotCount: Int { freeCount }
+  public var depth: Int { slotCount }
   public var brokenReason: BrokenReason? { queue.brokenReason }
+
+  /// A capacity change the device announced (config change interrupt, §5.2.2 / §4.1.4.3).
+  public mutating func updateCapacity(sectors: UInt64) { capacitySectors = sectors }
 
   // MARK: submission
 
-  /// Read or write `segments` at `sector`; or flush / get-id (segments: the GET_ID
-  /// buffer of 20 bytes, none for flush).
+  /// One request with the caller's segments, as given: a read or write of
+  /// `segments` at `sector`, or GET_ID (one 20-byte writable segment). The
+  /// segments must fit SEG_MAX / SIZE_MAX; use `submit(_:sector:address:length:tag:)`
+  /// for I/O that may need splitting.
   @inlinable public mutating func submit(
     _ op: BlockOp, sector: UInt64, segments: Span<BufferSegment>, tag: UInt64
   ) -> BlockSubmitResult {
     var total: UInt64 = 0
     for i in 0..<segments.count {
       let len = segments[i].length
-      if let m = config.segmentSizeMax, len > m { return .segmentTooLarge }
+      if len > maxSegmentBytes { return .segmentTooLarge }
       total &+= UInt64(len)
     }
-    if let check = validate(op, sector: sector, bytes: total, segments: segments.count) { return check }
-    guard freeCount > 0 else {
-      stats.queueFull &+= 1
-      return .queueFull
+    if op == .read || op == .write {
+      if let refused = validateIO(op, sector: sector, bytes: total) { return refused }
+      guard segments.count <= maxDataSegments else { return .tooManySegments }
+    } else if op == .getID {
+      if queue.brokenReason != nil { return .queueBroken }
+      // §5.2.6: GET_ID answers with VIRTIO_BLK_ID_BYTES in one device-writable buffer.
+      guard segments.count == 1, total >= UInt64(BlockRequestType.idBytes) else { return .unaligned }
+    } else {
+      return .unsupportedOperation
     }
+    guard freeCount > 0 else { return refuseFull() }
     let slot = takeSlot()
     let base = Int(slot) &* Self.slotBytes
-    writeHeader(base, type: op.virtioType, sector: op == .flush || op == .getID ? 0 : sector)
-    let headerIOVA = slotArea.iova &+ UInt64(base)
+    writeHeader(base, type: op.virtioType, sector: op == .getID ? 0 : sector)
+    let writable = op.deviceWritesData
+    chain[0] = .readable(headerIOVA(base), 16)
+    for i in 0..<segments.count {
+      var s = segments[i]
+      s.deviceWritable = writable
+      chain[i &+ 1] = s
+    }
     let n = segments.count &+ 2
-    let deviceWrites = op == .read || op == .getID
-    let result = withUnsafeTemporaryAllocation(of: BufferSegment.self, capacity: n) { chain -> AddResult in
-      // §5.2.6: header (device-readable), data, status (device-writable), in that order.
-      chain[0] = .readable(headerIOVA, 16)
-      for i in 0..<segments.count {
-        var s = segments[i]
-        s.deviceWritable = deviceWrites
-        chain[i &+ 1] = s
-      }
-      chain[n &- 1] = .writable(headerIOVA &+ UInt64(Self.statusOffset), 1)
-      return queue.add(Span(_unsafeElements: UnsafeBufferPointer(chain)), token: UInt64(slot))
-    }
-    return finishSubmit(result, slot: slot, op: op, tag: tag, bytes: UInt32(truncatingIfNeeded: total))
+    chain[n &- 1] = .writable(statusIOVA(base), 1)
+    let result = addChain(count: n, slot: slot)
+    return finish(result, slot: slot, state: SlotState(tag: tag, bytes: UInt32(truncatingIfNeeded: total), op: op))
   }
 
-  /// Discard or write-zeroes `sectors` sectors at `sector` (§5.2.6: one range segment).
-  public mutating func submitRange(
-    _ op: BlockOp, sector: UInt64, sectors: UInt32, unmap: Bool = false, tag: UInt64
-  ) -> BlockSubmitResult {
-    guard op == .discard || op == .writeZeroes else { return .unsupportedOperation }
-    if let check = validate(op, sector: sector, bytes: UInt64(sectors) &* 512, segments: 0) { return check }
-    let limit = op == .discard ? config.maxDiscardSectors : config.maxWriteZeroesSectors
-    guard limit == 0 || sectors <= limit else { return .outOfRange }
-    guard freeCount > 0 else {
-      stats.queueFull &+= 1
-      return .queueFull
-    }
+  /// A flush (§5.2.6: VIRTIO_BLK_T_FLUSH; only with VIRTIO_BLK_F_FLUSH): every
+  /// write completed before it is on stable storage when it completes.
+  @inlinable public mutating func submitFlush(tag: UInt64) -> BlockSubmitResult {
+    if queue.brokenReason != nil { return .queueBroken }
+    guard config.supportsFlush else { return .unsupportedOperation }
+    guard freeCount > 0 else { return refuseFull() }
     let slot = takeSlot()
     let base = Int(slot) &* Self.slotBytes
-    writeHeader(base, type: op.virtioType, sector: 0)
-    // §5.2.6 virtio_blk_discard_write_zeroes, little-endian; UNMAP only means something for write-zeroes.
-    // SAFETY: the slot's 16-byte range field lies inside slotArea.
-    let r = slotArea.pointer + base + Self.rangeOffset
-    r.storeBytes(of: sector.littleEndian, toByteOffset: 0, as: UInt64.self)
-    r.storeBytes(of: sectors.littleEndian, toByteOffset: 8, as: UInt32.self)
-    r.storeBytes(of: UInt32(unmap && op == .writeZeroes ? 1 : 0).littleEndian, toByteOffset: 12, as: UInt32.self)
-    let iova = slotArea.iova &+ UInt64(base)
-    var chain = InlineArray<3, BufferSegment>(repeating: .readable(0, 0))
-    chain[0] = .readable(iova, 16)
-    chain[1] = .readable(iova &+ UInt64(Self.rangeOffset), 16)
-    chain[2] = .writable(iova &+ UInt64(Self.statusOffset), 1)
-    let result = queue.add(chain.span, token: UInt64(slot))
-    return finishSubmit(result, slot: slot, op: op, tag: tag, bytes: 0)
+    writeHeader(base, type: BlockRequestType.flush, sector: 0)
+    chain[0] = .readable(headerIOVA(base), 16)
+    chain[1] = .writable(statusIOVA(base), 1)
+    let result = addChain(count: 2, slot: slot)
+    return finish(result, slot: slot, state: SlotState(tag: tag, bytes: 0, op: .flush))
   }
 
-  /// Makes submitted requests visible and rings the doorbell if the device asked.
-  @inlinable public mutating func kick() {
-    if queue.publish() {
-      doorbell.ring(queue.notificationValue)
-      stats.notifications &+= 1
-    }
+  /// Makes submitted requests visible and rings the doorbell if the device
+  /// asked for it (§2.7.13.3–4 / §2.8.21 and EVENT_IDX). Returns true when it rang.
+  @inlinable @discardableResult public mutating func kick() -> Bool {
+    guard queue.publish() else { return false }
+    doorbell.ring(queue.notificationValue)
+    stats.notifications &+= 1
+    return true
   }
 
   // MARK: completion
 
-  /// The next finished request, or nil. A broken queue returns nil; check `brokenReason`.
+  /// The next finished request, or nil when none is ready. A broken queue
+  /// returns nil; check `brokenReason`.
   @inlinable public mutating func nextCompletion() -> BlockCompletion? {
-    guard case .used(let used) = queue.nextUsed() else { return nil }
-    let slot = Int(used.token)
-    let base = slot &* Self.slotBytes
-    // The status byte is device-written: map it, never trust it as anything else.
-    // SAFETY: slot < slotCount (the token is ours, validated by the ring core).
-    let byte = (slotArea.pointer + base + Self.statusOffset).load(as: UInt8.self)
-    // §5.2.6: the device writes status last; a used length of 0 means it wrote nothing.
-    let status = used.length == 0 ? BlockStatus.invalid(0xFF) : BlockStatus(byte: byte)
-    let op = ops[slot]
-    let bytes = status == .ok ? lengths[slot] : 0
-    freeSlots[freeCount] = UInt16(truncatingIfNeeded: slot)
-    freeCount &+= 1
-    if status == .ok { stats.bytes &+= UInt64(bytes) } else { stats.errors &+= 1 }
-    return BlockCompletion(tag: tags[slot], op: op, status: status, bytes: bytes)
+    while true {
+      guard case .used(let used) = queue.nextUsed() else { return nil }
+      // The token is the slot we passed to `add`; the ring core returned it from
+      // its shadow table after checking the used id, so it is ours and in flight.
+      let slot = Int(truncatingIfNeeded: used.token)
+      let base = slot &* Self.slotBytes
+      // §5.2.6: the status byte is the last device-writable byte. A used length
+      // of 0 means the device wrote nothing, so the byte is not an answer.
+      // SAFETY: slot < slotCount, so the status byte lies inside slotArea.
+      let byte = (slotArea.pointer + base + Self.statusOffset).load(as: UInt8.self)
+      let status = used.length == 0 ? BlockStatus.invalid(Self.unwrittenStatus) : BlockStatus(byte: byte)
+      let s = slots[slot]
+      freeSlots[freeCount] = UInt16(truncatingIfNeeded: slot)
+      freeCount &+= 1
+      let moved: UInt32 = s.op == .read || s.op == .write || s.op == .getID ? s.bytes : 0
+      if status == .ok { stats.bytes &+= UInt64(moved) } else { stats.errors &+= 1 }
+      if s.parent == Self.noParent {
+        return BlockCompletion(tag: s.tag, op: s.op, status: status, bytes: status == .ok ? moved : 0)
+      }
+      if let done = partDone(parent: Int(s.parent), status: status, bytes: moved) { return done }
+    }
+  }
+
+  /// Pops up to `max` completions, handing each to `body`. Returns how many.
+  @inlinable public mutating func drainCompletions(max: Int, _ body: (BlockCompletion) -> Void) -> Int {
+    var n = 0
+    while n < max, let c = nextCompletion() {
+      body(c)
+      n &+= 1
+    }
+    return n
   }
 
   // MARK: helpers
+
+  @inlinable func headerIOVA(_ base: Int) -> UInt64 { slotArea.iova &+ UInt64(base &+ Self.headerOffset) }
+  @inlinable func rangeIOVA(_ base: Int) -> UInt64 { slotArea.iova &+ UInt64(base &+ Self.rangeOffset) }
+  @inlinable func statusIOVA(_ base: Int) -> UInt64 { slotArea.iova &+ UInt64(base &+ Self.statusOffset) }
 
   @inlinable mutating func takeSlot() -> UInt16 {
     freeCount &-= 1
     return freeSlots[freeCount]
   }
 
-  @inlinable func writeHeader(_ base: Int, type: UInt32, sector: UInt64) {
-    // SAFETY: the slot's header lies inside slotArea; little-endian per §5.2.6.
-    let p = slotArea.pointer + base
-    p.storeBytes(of: type.littleEndian, toByteOffset: 0, as: UInt32.self)
-    p.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
-    p.storeBytes(of: sector.littleEndian, toByteOffset: 8, as: UInt64.self)
-    // A status the device never wrote must not read as OK.
-    p.storeBytes(of: UInt8(0xFF), toByteOffset: Self.statusOffset, as: UInt8.self)
+  @inlinable mutating func refuseFull() -> BlockSubmitResult {
+    stats.queueFull &+= 1
+    return .queueFull
   }
 
-  @inlinable func validate(_ op: BlockOp, sector: UInt64, bytes: UInt64, segments: Int) -> BlockSubmitResult? {
+  @inlinable mutating func addChain(count n: Int, slot: UInt16) -> AddResult {
+    // SAFETY: `chain` holds maxDataSegments + 2 entries and n never exceeds that.
+    queue.add(Span(_unsafeElements: UnsafeBufferPointer(start: chain, count: n)), token: UInt64(slot))
+  }
+
+  /// virtio_blk_outhdr (§5.2.6): type, reserved (Linux: ioprio), sector — little-endian.
+  @inlinable func writeHeader(_ base: Int, type: UInt32, sector: UInt64) {
+    // SAFETY: the slot's header and status lie inside slotArea (base < slotCount * slotBytes).
+    let p = slotArea.pointer + base
+    p.storeBytes(of: type.littleEndian, toByteOffset: Self.headerOffset, as: UInt32.self)
+    p.storeBytes(of: UInt32(0), toByteOffset: Self.headerOffset &+ 4, as: UInt32.self)
+    p.storeBytes(of: sector.littleEndian, toByteOffset: Self.headerOffset &+ 8, as: UInt64.self)
+    p.storeBytes(of: Self.unwrittenStatus, toByteOffset: Self.statusOffset, as: UInt8.self)
+  }
+
+  /// Checks a read or write of `bytes` at `sector` against the device's geometry.
+  @inlinable func validateIO(_ op: BlockOp, sector: UInt64, bytes: UInt64) -> BlockSubmitResult? {
     if queue.brokenReason != nil { return .queueBroken }
-    switch op {
-    case .read, .write:
-      if op == .write && config.readOnly { return .readOnlyDevice }
-      guard segments > 0, bytes > 0 else { return .unaligned }
-      if bytes % 512 != 0 || bytes % UInt64(config.blockSize) != 0 { return .unaligned }
-      if let m = config.segmentsMax, segments > Int(m) { return .tooManySegments }
-      let sectors = bytes / 512
-      if sector > config.capacitySectors || sectors > config.capacitySectors &- sector { return .outOfRange }
-    case .flush:
-      if !config.supportsFlush { return .unsupportedOperation }
-    case .getID:
-      guard segments == 1, bytes >= UInt64(BlockRequestType.idBytes) else { return .unaligned }
-    case .discard, .writeZeroes:
-      if op == .discard && !config.supportsDiscard { return .unsupportedOperation }
-      if op == .writeZeroes && !config.supportsWriteZeroes { return .unsupportedOperation }
-      if op == .writeZeroes && config.readOnly { return .readOnlyDevice }
-      let sectors = bytes / 512
-      if sector > config.capacitySectors || sectors > config.capacitySectors &- sector { return .outOfRange }
-    }
+    // §5.2.6.2: a driver MUST NOT submit write requests if VIRTIO_BLK_F_RO is negotiated.
+    if op == .write && config.readOnly { return .readOnlyDevice }
+    let block = UInt64(config.blockSize)
+    // §5.2.6: data is a multiple of 512 bytes; BLK_SIZE is the unit the device works in.
+    guard bytes > 0, bytes % 512 == 0, bytes % block == 0 else { return .unaligned }
+    if sector > capacitySectors || bytes / 512 > capacitySectors &- sector { return .outOfRange }
+    guard sector % (block / 512) == 0 else { return .unaligned }
     return nil
   }
 
-  @inlinable mutating func finishSubmit(
-    _ result: AddResult, slot: UInt16, op: BlockOp, tag: UInt64, bytes: UInt32
-  ) -> BlockSubmitResult {
+  @inlinable mutating func finish(_ result: AddResult, slot: UInt16, state: SlotState) -> BlockSubmitResult {
     switch result {
     case .added:
-      tags[Int(slot)] = tag
-      ops[Int(slot)] = op
-      lengths[Int(slot)] = bytes
+      slots[Int(slot)] = state
       stats.requests &+= 1
       return .queued
     case .ringFull:
       freeSlots[freeCount] = slot
       freeCount &+= 1
-      stats.queueFull &+= 1
-      return .queueFull
+      return refuseFull()
     case .invalidChain:
       freeSlots[freeCount] = slot
       freeCount &+= 1
@@ -319,4 +283,33 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
       return .queueBroken
     }
   }
+}
+
+/// Driver-private record of one virtio request in flight.
+@usableFromInline struct SlotState: BitwiseCopyable {
+  /// The caller's tag (no parent), else unused.
+  @usableFromInline var tag: UInt64
+  /// Data bytes of this request.
+  @usableFromInline var bytes: UInt32
+  @usableFromInline var op: BlockOp
+  /// The split request this one is part of, or `noParent`.
+  @usableFromInline var parent: UInt16
+
+  @inlinable init(tag: UInt64 = 0, bytes: UInt32 = 0, op: BlockOp = .read, parent: UInt16 = 0xFFFF) {
+    self.tag = tag
+    self.bytes = bytes
+    self.op = op
+    self.parent = parent
+  }
+}
+
+/// Driver-private record of a request split into several virtio requests.
+@usableFromInline struct ParentState: BitwiseCopyable {
+  @usableFromInline var tag: UInt64 = 0
+  @usableFromInline var bytes: UInt32 = 0
+  @usableFromInline var remaining: UInt16 = 0
+  @usableFromInline var op: BlockOp = .read
+  @usableFromInline var status: BlockStatus = .ok
+
+  @inlinable init() {}
 }
