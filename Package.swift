@@ -81,6 +81,8 @@ let package = Package(
       ],
       path: "Sources/Tools/vio-bind"),
     .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    // Test support for the net driver: the device side of a queue pair, step by step (over VirtioSim's rings).
+    .target(name: "VirtioNetSim", dependencies: ["VirtioNet", "VirtioSim", "VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
     .target(name: "CAllocCounter", path: "Sources/Bench/CAllocCounter"),
@@ -96,6 +98,7 @@ let package = Package(
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
+    .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     // virtio-blk: request queues against a simulated block device (VirtioSim + a RAM disk).

@@ -18,7 +18,12 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
     self.doorbell = doorbell
     self.scratch = region
     self.features = features
+    // Commands are waited for by polling; the device need not interrupt.
+    self.queue.disableInterrupts()
   }
+
+  /// Commands the device answered with VIRTIO_NET_OK.
+  public private(set) var commandsSent = 0
 
   /// Sends `class`/`command` with `data` and waits for the device's ack.
   public mutating func send(
@@ -38,7 +43,8 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
       n = 2
     }
     chain[n] = .writable(scratch.iova + 64, 1)
-    let added = queue.add(chain.span.extracting(0..<(n + 1)), token: 0)
+    // §5.1.6.5: header and data device-readable, the ack device-writable.
+    let added = queue.add(chain.span.extracting(0..<(n + 1)), token: Self.token)
     guard added == .added else {
       throw VirtioError(.queueBroken, "control queue refused the command (\(added)): \(queue.brokenReason?.description ?? "no free descriptors")")
     }
@@ -47,11 +53,22 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
     let deadline = clock.now.advanced(by: timeout)
     while true {
       switch queue.nextUsed() {
-      case .used:
+      case .used(let used):
+        // One command is in flight at a time, so the token can only be ours
+        // (the ring core checked the id); the device must have written the ack byte.
+        guard used.token == Self.token, used.length >= 1 else {
+          queue.markBroken(.usedIDNotInFlight(id: UInt32(truncatingIfNeeded: used.token)))
+          throw VirtioError(
+            .queueBroken,
+            "the device completed control command class \(cls) command \(command) without writing its ack (used length \(used.length)); reset the device")
+        }
         let ack = scratch.pointer.load(fromByteOffset: 64, as: UInt8.self)
         guard ack == NetCtrl.ackOK else {
-          throw VirtioError(.deviceFailed, "the device rejected control command class \(cls) command \(command) (ack \(ack))")
+          throw VirtioError(
+            .deviceFailed,
+            "the device rejected control command class \(cls) command \(command) (ack \(ack), §5.1.6.5); it does not support this setting — run without it")
         }
+        commandsSent += 1
         return
       case .broken:
         throw VirtioError(.queueBroken, "control queue broke: \(queue.brokenReason?.description ?? "unknown")")
@@ -77,12 +94,17 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   }
 
   /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (needs MQ): §5.1.6.5.5, the device uses
-  /// only the first `pairs` queue pairs after this.
-  public mutating func setQueuePairs(_ pairs: Int) throws(VirtioError) {
+  /// only the first `pairs` queue pairs after this (1 ... max_virtqueue_pairs).
+  public mutating func setQueuePairs(_ pairs: Int, maxPairs: Int) throws(VirtioError) {
     try requireFeature(NetFeature.mq, "multiqueue")
-    let v = UInt16(clamping: pairs)
+    guard pairs >= 1, pairs <= maxPairs, pairs <= 0x8000 else {
+      throw VirtioError(.invalidArgument, "cannot use \(pairs) queue pairs: the device has 1...\(maxPairs) (max_virtqueue_pairs)")
+    }
+    let v = UInt16(pairs)
     try send(class: NetCtrl.classMQ, command: NetCtrl.mqVQPairsSet, data: [UInt8(v & 0xFF), UInt8(v >> 8)])
   }
+
+  static var token: UInt64 { 0xC7_1C }
 
   func requireFeature(_ bit: Int, _ what: String) throws(VirtioError) {
     guard features.contains(bit: bit) else {

@@ -1,40 +1,41 @@
 import VirtioCore
 import VirtioSpec
 
-/// Per-queue-pair counters (read them from the owning thread).
-public struct NetQueueStats: Sendable, Equatable {
-  public var rxPackets: UInt64 = 0
-  public var rxBytes: UInt64 = 0
-  /// Frames the device returned that the driver could not accept (too short, spread over several buffers).
-  public var rxErrors: UInt64 = 0
-  /// Times the RX ring could not be refilled because the pool was empty.
-  public var rxNoBuffers: UInt64 = 0
-  public var txPackets: UInt64 = 0
-  public var txBytes: UInt64 = 0
-  /// Packets `transmit` did not take because the TX ring was full.
-  public var txRingFull: UInt64 = 0
-  /// TX packets refused because they had no headroom for the virtio-net header.
-  public var txErrors: UInt64 = 0
-  public var notifications: UInt64 = 0
-  public init() {}
-}
-
 /// One receive queue and one transmit queue of a virtio-net device, driven by
 /// one thread: bursts in, bursts out, buffers from a `BufferPool` by value.
 ///
 /// Every buffer carries the 12-byte virtio_net_hdr_v1 (§5.1.6) in its headroom,
-/// right before the data, so a received buffer can be transmitted as is.
+/// right before the data, so a received buffer can be transmitted as is (zero
+/// copy): the RX header is overwritten by the TX header in place.
+///
+/// Hot path (`receive`, `transmit`, `reclaim`, `refill`): no allocation, no
+/// reference counting, no existential, no throw; every value the device wrote
+/// (used id and length: the ring core; header flags and num_buffers: here) is
+/// checked before it is used.
 public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>: ~Copyable {
   public var rx: RX
   public var tx: TX
   public var stats = NetQueueStats()
   @usableFromInline let rxDoorbell: Doorbell
   @usableFromInline let txDoorbell: Doorbell
+  /// VIRTIO_NET_F_MRG_RXBUF: the header's num_buffers is meaningful (§5.1.6.4).
   @usableFromInline let mergeable: Bool
+  /// VIRTIO_NET_F_CSUM: the device completes checksums the driver leaves partial (§5.1.6.2).
   @usableFromInline let txChecksum: Bool
+  /// VIRTIO_NET_F_GUEST_CSUM: the device may hand over partial checksums / vouch for them (§5.1.6.4).
+  @usableFromInline let rxChecksum: Bool
+  /// Refill the RX ring once this many slots are free (one doorbell per batch).
+  @usableFromInline let refillBatch: Int
+  /// MRG_RXBUF: continuation buffers of a dropped multi-buffer frame still to skip.
+  @usableFromInline var rxSkip: Int = 0
+  /// The last refill ran out of pool buffers (counted once per episode).
+  @usableFromInline var rxStarved = false
+
   /// §5.1.6: with VERSION_1 the header is always virtio_net_hdr_v1 (12 bytes).
   public static var headerSize: Int { 12 }
 
+  /// A pair over two configured queues. Interrupts start disabled on both
+  /// (polling); `armReceiveInterrupt` asks for the next RX one.
   public init(
     rx: consuming RX, tx: consuming TX, rxDoorbell: Doorbell, txDoorbell: Doorbell, features: FeatureSet
   ) {
@@ -44,6 +45,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.txDoorbell = txDoorbell
     self.mergeable = features.contains(bit: NetFeature.mrgRxbuf)
     self.txChecksum = features.contains(bit: NetFeature.csum)
+    self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
+    self.refillBatch = max(1, min(32, self.rx.size / 8))
+    self.rx.disableInterrupts()
+    // TX completions are reclaimed by polling in `transmit`: never interrupt for them.
+    self.tx.disableInterrupts()
   }
 
   @inlinable static func token(_ b: PacketBuffer) -> UInt64 { UInt64(b.index) | UInt64(b.offset) << 32 }
@@ -51,19 +57,27 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     PacketBuffer(index: UInt32(truncatingIfNeeded: token), offset: UInt16(truncatingIfNeeded: token >> 32), length: 0)
   }
 
+  /// Why the pair stopped working, when one of its queues broke (the device
+  /// wrote something it never could have; see `BrokenReason`).
+  public var brokenReason: BrokenReason? { rx.brokenReason ?? tx.brokenReason }
+
   // MARK: receive (§5.1.6.3, §5.1.6.4)
 
-  /// Keeps the RX ring full from `pool` (§5.1.6.3: the driver should keep the
-  /// receive queue populated). Returns how many buffers were posted.
+  /// Fills the RX ring from `pool` (§5.1.6.3.1: the driver should keep the
+  /// receive queue populated; each buffer holds a whole frame, so no frame
+  /// needs MRG_RXBUF). One publish and at most one doorbell. Returns how many
+  /// buffers were posted.
   @inlinable @discardableResult
   public mutating func refill(_ pool: inout BufferPool) -> Int {
     var posted = 0
     while rx.freeCount > 0 {
       guard var b = pool.allocate() else {
-        stats.rxNoBuffers &+= 1
+        if !rxStarved { stats.rxNoBuffers &+= 1 }
+        rxStarved = true
         break
       }
       b.offset = UInt16(truncatingIfNeeded: pool.headroom)
+      // The device writes header + frame from `offset - 12` to the end of the buffer.
       let start = Int(b.offset) &- Self.headerSize
       let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), UInt32(pool.bufferSize &- start))
       guard rx.add(seg, token: Self.token(b)) == .added else {
@@ -72,6 +86,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       }
       posted &+= 1
     }
+    if rx.freeCount == 0 { rxStarved = false }
+    // §2.7.13.3 / §2.8.21.1: publish, then notify only when the device asked (EVENT_IDX / NO_NOTIFY).
     if posted > 0 && rx.publish() {
       rxDoorbell.ring(rx.notificationValue)
       stats.notifications &+= 1
@@ -80,12 +96,22 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   }
 
   /// Takes up to `burst.count` received packets into `burst`; returns how many.
-  /// The caller owns them (transmit them or release them to the pool).
+  /// The caller owns them (transmit them or release them to the pool). Refills
+  /// the ring in batches.
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
+    let capacity = burst.count
     var n = 0
-    while n < burst.count {
+    var bytes: UInt64 = 0
+    while n < capacity {
       guard case .used(let used) = rx.nextUsed() else { break }
       var b = Self.buffer(used.token)
+      if rxSkip > 0 {
+        // The rest of a frame dropped below: these buffers hold frame data, not a header.
+        rxSkip &-= 1
+        pool.release(b)
+        continue
+      }
+      // The ring core checked used.length <= what was posted (the whole buffer).
       let len = Int(used.length)
       guard len >= Self.headerSize else {
         stats.rxErrors &+= 1
@@ -93,37 +119,54 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         continue
       }
       let header = pool.pointer(b) + (Int(b.offset) &- Self.headerSize)
-      // SAFETY: the header lies in the buffer's headroom, inside the pool's region.
+      // SAFETY: the header lies in the buffer's headroom (offset >= 12), inside the pool's region.
       let flags = header.load(fromByteOffset: 0, as: UInt8.self)
       if mergeable {
-        // §5.1.6.4: num_buffers > 1 spreads a frame over several buffers; buffers
-        // are sized for the MTU, so this only happens with a misbehaving device.
-        let numBuffers = UInt16(littleEndian: header.load(fromByteOffset: 10, as: UInt16.self))
-        if numBuffers > 1 {
+        // §5.1.6.4: num_buffers buffers hold this frame. Ours hold a whole frame
+        // each, so a device using more is dropped (with its continuation
+        // buffers), counted; a value the ring cannot hold is capped.
+        let numBuffers = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self)))
+        if numBuffers != 1 {
           stats.rxErrors &+= 1
           pool.release(b)
-          var rest = Int(numBuffers) &- 1
-          while rest > 0, case .used(let more) = rx.nextUsed() {
-            pool.release(Self.buffer(more.token))
-            rest &-= 1
-          }
+          rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
           continue
         }
       }
-      b.length = UInt16(truncatingIfNeeded: len &- Self.headerSize)
-      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+      let dataLength = len &- Self.headerSize
+      b.length = UInt16(truncatingIfNeeded: dataLength)
+      if rxChecksum {
+        // §5.1.6.4.1: DATA_VALID — the device checked it; NEEDS_CSUM — only a
+        // partial checksum, complete it from csum_start (kept as metadata).
+        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+        if flags & VirtioNetHdr.flagNeedsCsum != 0 {
+          let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+          let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+          // Device-written offsets: only kept when the checksum field lies inside the frame.
+          if Int(start) &+ Int(offset) &+ 2 <= dataLength {
+            b.flags |= PacketBuffer.needsChecksum
+            b.csumStart = start
+            b.csumOffset = offset
+          } else {
+            stats.rxErrors &+= 1
+            pool.release(b)
+            continue
+          }
+        }
+      }
       burst[n] = b
       n &+= 1
-      stats.rxBytes &+= UInt64(b.length)
+      bytes &+= UInt64(dataLength)
     }
     stats.rxPackets &+= UInt64(n)
-    if n > 0 { refill(&pool) }
+    stats.rxBytes &+= bytes
+    if rx.freeCount >= refillBatch { refill(&pool) }
     return n
   }
 
   // MARK: transmit (§5.1.6.2)
 
-  /// Returns finished TX buffers to the pool; returns how many.
+  /// Returns every finished TX buffer to the pool; returns how many.
   @inlinable @discardableResult
   public mutating func reclaim(_ pool: inout BufferPool) -> Int {
     var n = 0
@@ -135,41 +178,66 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   }
 
   /// Queues the packets of `burst` in order; returns how many it took (the
-  /// rest stay the caller's: retry or release them). One doorbell at most.
+  /// rest stay the caller's: retry or release them). Stops at the first packet
+  /// it cannot take: ring full (`txRingFull`) or a malformed handle
+  /// (`txErrors`). Reclaims finished buffers first; one doorbell at most.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
     var n = 0
-    while n < burst.count {
+    var bytes: UInt64 = 0
+    let count = burst.count
+    while n < count {
       let b = burst[n]
-      guard Int(b.offset) >= Self.headerSize, b.length > 0 else {
-        // No room for the header: refuse it rather than overwrite the previous buffer.
+      let start = Int(b.offset) &- Self.headerSize
+      // The handle is the caller's: check it names a whole packet inside one
+      // buffer of this pool with room for the header, so nothing outside it is written.
+      guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
         stats.txErrors &+= 1
         break
       }
-      let start = Int(b.offset) &- Self.headerSize
-      let header = pool.pointer(b) + start
-      // §5.1.6.2: virtio_net_hdr_v1 in front of the frame; checksum offload only if CSUM was negotiated.
-      var hdr = VirtioNetHdr()
-      if txChecksum && b.flags & PacketBuffer.needsChecksum != 0 {
-        hdr.flags = VirtioNetHdr.flagNeedsCsum
-        hdr.csum_start = b.csumStart.littleEndian
-        hdr.csum_offset = b.csumOffset.littleEndian
-      }
-      // SAFETY: `start` >= 0 and the header lies in the buffer's headroom.
-      header.storeBytes(of: hdr, as: VirtioNetHdr.self)
-      let seg = BufferSegment.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize))
-      guard tx.add(seg, token: Self.token(b)) == .added else {
-        stats.txRingFull &+= UInt64(burst.count &- n)
+      guard tx.freeCount > 0 else {
+        stats.txRingFull &+= UInt64(count &- n)
         break
       }
-      stats.txBytes &+= UInt64(b.length)
+      let base = pool.pointer(b)
+      // §5.1.6.2: virtio_net_hdr_v1 in front of the frame. A partial checksum
+      // goes to the device with CSUM, else it is completed here.
+      var hdr = VirtioNetHdr()
+      if b.flags & PacketBuffer.needsChecksum != 0 {
+        if txChecksum {
+          hdr.flags = VirtioNetHdr.flagNeedsCsum
+          hdr.csum_start = b.csumStart.littleEndian
+          hdr.csum_offset = b.csumOffset.littleEndian
+        } else {
+          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+        }
+      }
+      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      (base + start).storeBytes(of: hdr, as: VirtioNetHdr.self)
+      let seg = BufferSegment.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize))
+      guard tx.add(seg, token: Self.token(b)) == .added else {
+        // Broken queue (freeCount was checked): leave the rest to the caller.
+        stats.txErrors &+= 1
+        break
+      }
+      bytes &+= UInt64(b.length)
       n &+= 1
     }
     stats.txPackets &+= UInt64(n)
+    stats.txBytes &+= bytes
     if n > 0 && tx.publish() {
       txDoorbell.ring(tx.notificationValue)
       stats.notifications &+= 1
     }
     return n
   }
+
+  // MARK: interrupts (§2.7.7 / §2.8.10)
+
+  /// Asks the device for an interrupt at the next received packet. Returns
+  /// true when packets are already waiting: receive again instead of sleeping.
+  @inlinable public mutating func armReceiveInterrupt() -> Bool { rx.enableInterrupts() }
+
+  /// Back to polling: asks the device not to interrupt for received packets.
+  @inlinable public mutating func disarmReceiveInterrupt() { rx.disableInterrupts() }
 }

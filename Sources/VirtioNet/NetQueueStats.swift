@@ -1,0 +1,49 @@
+/// Per-queue-pair counters. The owning thread updates them in place (plain
+/// adds, no atomics); another thread reads a published copy (PacketIO's stats
+/// board). Never logged from a burst: counted here instead.
+@frozen public struct NetQueueStats: Sendable, Equatable, BitwiseCopyable {
+  public var rxPackets: UInt64 = 0
+  public var rxBytes: UInt64 = 0
+  /// Frames the device returned that the driver could not accept: shorter
+  /// than the virtio-net header, spread over several buffers (MRG_RXBUF with
+  /// num_buffers > 1 although every buffer holds a full frame), or with a
+  /// num_buffers the ring cannot hold.
+  public var rxErrors: UInt64 = 0
+  /// Times the RX ring could not be refilled because the pool was empty.
+  public var rxNoBuffers: UInt64 = 0
+  public var txPackets: UInt64 = 0
+  public var txBytes: UInt64 = 0
+  /// Packets `transmit` did not take because the TX ring was full (the
+  /// caller dropped or retried them).
+  public var txRingFull: UInt64 = 0
+  /// Packets `transmit` refused because the handle was malformed (no room for
+  /// the header, outside its buffer, not from this pool).
+  public var txErrors: UInt64 = 0
+  /// Doorbell writes (available-buffer notifications the device asked for).
+  public var notifications: UInt64 = 0
+  /// Used-buffer interrupts taken (the queue's MSI-X eventfd fired while the
+  /// owner slept on it). Counted by whoever waits: PacketIO.
+  public var interrupts: UInt64 = 0
+  /// Packets dropped by the caller after `transmit` refused them (a
+  /// forwarder's drop counter; the driver itself never drops a TX packet).
+  public var txDropped: UInt64 = 0
+
+  public init() {}
+
+  /// Field-wise sum (to total several queues).
+  public static func + (a: NetQueueStats, b: NetQueueStats) -> NetQueueStats {
+    var s = NetQueueStats()
+    s.rxPackets = a.rxPackets &+ b.rxPackets
+    s.rxBytes = a.rxBytes &+ b.rxBytes
+    s.rxErrors = a.rxErrors &+ b.rxErrors
+    s.rxNoBuffers = a.rxNoBuffers &+ b.rxNoBuffers
+    s.txPackets = a.txPackets &+ b.txPackets
+    s.txBytes = a.txBytes &+ b.txBytes
+    s.txRingFull = a.txRingFull &+ b.txRingFull
+    s.txErrors = a.txErrors &+ b.txErrors
+    s.notifications = a.notifications &+ b.notifications
+    s.interrupts = a.interrupts &+ b.interrupts
+    s.txDropped = a.txDropped &+ b.txDropped
+    return s
+  }
+}
