@@ -68,3 +68,26 @@ extension VFIOPCITransport {
   /// Interrupts taken on `vector` since MSI-X was enabled.
   public func interruptsTaken(vector: UInt16) -> UInt64 { interrupts.taken(vector: Int(vector)) }
 }
+
+extension VFIOPCITransport {
+  /// The eventfd MSI-X vector `vector` signals (nil: not enabled). Borrowed:
+  /// valid while this transport lives and MSI-X stays enabled; never close it.
+  ///
+  /// For a queue owner that sleeps on its own queue's interrupt on its own
+  /// thread (poll(2) on this fd, then read(2) its 8-byte count). Do not mix
+  /// with `waitForInterrupt` on the same transport: that call drains every
+  /// vector that fired, including ones another thread is waiting for.
+  public func interruptEventFD(vector: UInt16) -> Int32? {
+    Int(vector) < interrupts.count ? interrupts.eventfds[Int(vector)] : nil
+  }
+
+  /// The eventfd of the vector assigned to queue `index` (nil: the queue has none).
+  public func interruptEventFD(queue index: Int) -> Int32? {
+    vector(ofQueue: index).flatMap { interruptEventFD(vector: $0) }
+  }
+
+  /// The eventfd of the configuration-change vector (§4.1.5.1.2), nil when none.
+  public var configInterruptEventFD: Int32? {
+    configVector == virtioMSINoVector ? nil : interruptEventFD(vector: configVector)
+  }
+}

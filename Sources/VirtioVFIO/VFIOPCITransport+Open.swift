@@ -12,9 +12,13 @@ extension VFIOPCITransport {
   ///
   /// Every failure is logged at error level (device, step, reason) and thrown
   /// as a `VirtioError` whose message says what to do.
+  ///
+  /// `sharing`: open the function in another transport's `dmaSpace` (its
+  /// group joins that container), so both devices reach the same DMA memory
+  /// at the same IOVAs. nil: a container and arena of its own.
   public static func open(
     _ address: PCIAddress, options: VFIOPCIOptions = VFIOPCIOptions(), logger base: Logger = Logger(label: "virtio.vfio"),
-    sysfsRoot: String = "/sys"
+    sysfsRoot: String = "/sys", sharing shared: VFIODMASpace? = nil
   ) throws(VirtioError) -> VFIOPCITransport {
     var logger = base
     logger[metadataKey: "pci"] = "\(address)"
@@ -38,22 +42,9 @@ extension VFIOPCITransport {
       logger[metadataKey: "device"] = "\(type)"
       logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
 
-      step = "container"
-      var container = try VFIOContainer.open()
-      step = "group"
-      let group = try VFIOGroup.open(for: function)
-      try group.attach(to: container)
-      step = "iommu"
-      let iommuType = try container.setIOMMU()
-      let info = container.iommuInfo()
-      logger.info(
-        "IOMMU set",
-        metadata: [
-          "group": "\(group.number)", "iommu": "\(iommuType)",
-          "page_sizes": "0x\(String(info.pageSizes, radix: 16))",
-          "iova_ranges": "\(info.iovaRanges.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }.joined(separator: ","))",
-          "dma_mappings_available": "\(info.dmaMappingsAvailable.map { String($0) } ?? "?")",
-        ])
+      let joined = try joinSpace(function, shared: shared, options: options, logger: logger, step: &step)
+      let space = joined.space
+      let group = joined.group
 
       step = "device"
       let device = try VFIODevice(fd: try group.deviceFD(address), address: address)
@@ -130,14 +121,52 @@ extension VFIOPCITransport {
       } catch {
         throw VirtioError(.transport, "cannot create an epoll instance: \(error)", errno: error.errno)
       }
-      let arena = DMAArena(
-        containerFD: container.fd.raw, info: info, policy: options.hugePages, chunkSize: options.dmaChunkSize, logger: logger)
+      space.members.append(address)
       return VFIOPCITransport(
-        interrupts: interrupts, bars: bars, dma: arena, device: device, group: group, container: container, address: address,
-        deviceType: type, capabilities: caps, iommuType: iommuType, iommuInfo: info, msixVectorCount: vectors, logger: logger,
+        interrupts: interrupts, bars: bars, space: space, device: device, group: group, address: address,
+        deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: logger,
         options: options, common: common, isr: isr, deviceConfig: deviceCfg, notify: notify, queueCount: queues)
     } catch {
       throw failed(error)
+    }
+  }
+
+  /// The function's IOMMU group, attached to a container: `shared`'s, or a
+  /// new one (IOMMU model set, DMA arena created).
+  static func joinSpace(
+    _ function: PCIFunction, shared: VFIODMASpace?, options: VFIOPCIOptions, logger: Logger, step: inout String
+  ) throws(VirtioError) -> GroupInSpace {
+    if let shared {
+      // Another function's container: join its IOMMU address space (the
+      // IOMMU model is already set; type1 replays its mappings for this group).
+      step = "group"
+      let group = try VFIOGroup.open(for: function)
+      step = "container"
+      try group.attach(to: shared.container)
+      logger.info(
+        "joined a shared DMA space",
+        metadata: ["group": "\(group.number)", "iommu": "\(shared.iommuType)", "with": "\(shared.members.map { "\($0)" }.joined(separator: ","))"])
+      return GroupInSpace(group: group, space: shared)
+    } else {
+      step = "container"
+      var container = try VFIOContainer.open()
+      step = "group"
+      let group = try VFIOGroup.open(for: function)
+      try group.attach(to: container)
+      step = "iommu"
+      let iommuType = try container.setIOMMU()
+      let info = container.iommuInfo()
+      logger.info(
+        "IOMMU set",
+        metadata: [
+          "group": "\(group.number)", "iommu": "\(iommuType)",
+          "page_sizes": "0x\(String(info.pageSizes, radix: 16))",
+          "iova_ranges": "\(info.iovaRanges.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }.joined(separator: ","))",
+          "dma_mappings_available": "\(info.dmaMappingsAvailable.map { String($0) } ?? "?")",
+        ])
+      let arena = DMAArena(
+        containerFD: container.fd.raw, info: info, policy: options.hugePages, chunkSize: options.dmaChunkSize, logger: logger)
+      return GroupInSpace(group: group, space: VFIODMASpace(arena: arena, container: container, iommuType: iommuType, iommuInfo: info))
     }
   }
 
@@ -180,4 +209,10 @@ extension VFIOPCITransport {
     logger.info("reset", metadata: ["function_reset": "\(functionReset)"])
     return functionReset
   }
+}
+
+/// An IOMMU group attached to the container of a DMA space.
+struct GroupInSpace: ~Copyable {
+  let group: VFIOGroup
+  let space: VFIODMASpace
 }

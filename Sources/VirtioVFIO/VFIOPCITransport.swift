@@ -29,15 +29,26 @@ public struct VFIOPCIOptions: Sendable {
 public struct VFIOPCITransport: ~Copyable, Transport {
   // Release order: Swift destroys stored properties in declaration order after
   // `deinit` has run. deinit resets the device (no more DMA, no interrupts) and
-  // turns MSI-X off; then eventfds, BAR mappings, DMA mappings (the arena needs
-  // the container fd, declared after it), the device, group and container fds go.
+  // turns MSI-X off; then eventfds, BAR mappings, this transport's hold on the
+  // DMA space (the last holder unmaps the arena, then closes the container),
+  // the device and group fds go.
   var interrupts: MSIXInterrupts
   let bars: BARMappings
-  /// DMA memory mapped into this function's IOMMU domain: rings and buffers come from here.
-  public var dma: DMAArena
+  let space: VFIODMASpace
   let device: VFIODevice
   let group: VFIOGroup
-  let container: VFIOContainer
+
+  /// DMA memory mapped into this function's IOMMU domain: rings and buffers
+  /// come from here. Shared with every function opened in the same
+  /// `dmaSpace`. Control path only (an exclusive access to a shared arena).
+  public var dma: DMAArena {
+    _read { yield space.arena }
+    _modify { yield &space.arena }
+  }
+
+  /// The container and DMA arena this function lives in; pass it to
+  /// `open(_:sharing:)` to open another function in the same IOVA space.
+  public var dmaSpace: VFIODMASpace { space }
 
   public let address: PCIAddress
   public let deviceType: DeviceType
@@ -69,18 +80,17 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   public internal(set) var configVector: UInt16 = virtioMSINoVector
 
   init(
-    interrupts: consuming MSIXInterrupts, bars: consuming BARMappings, dma: consuming DMAArena, device: consuming VFIODevice,
-    group: consuming VFIOGroup, container: consuming VFIOContainer, address: PCIAddress, deviceType: DeviceType,
+    interrupts: consuming MSIXInterrupts, bars: consuming BARMappings, space: VFIODMASpace, device: consuming VFIODevice,
+    group: consuming VFIOGroup, address: PCIAddress, deviceType: DeviceType,
     capabilities: VirtioPCICapabilities, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo, msixVectorCount: Int,
     logger: Logger, options: VFIOPCIOptions, common: MMIORegion, isr: MMIORegion, deviceConfig: MMIORegion,
     notify: MMIORegion, queueCount: Int
   ) {
     self.interrupts = interrupts
     self.bars = bars
-    self.dma = dma
+    self.space = space
     self.device = device
     self.group = group
-    self.container = container
     self.address = address
     self.deviceType = deviceType
     self.capabilities = capabilities
