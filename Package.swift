@@ -24,6 +24,7 @@ let package = Package(
     .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
+    .library(name: "VirtioVhostUser", targets: ["VirtioVhostUser"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
@@ -94,6 +95,12 @@ let package = Package(
       name: "vio-guest-check",
       dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
+    // vhost-user transport (issue 7): the same drivers against DPDK's vhost and qemu-storage-daemon, no VM.
+    .target(name: "CVhostSys", path: "Sources/Kernel/CVhostSys"),
+    .target(
+      name: "VirtioVhostUser",
+      dependencies: ["VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),

@@ -11,8 +11,10 @@
 //                                       IOVA bump allocator — VirtioCore's DMAAllocator
 //   Interrupts.swift                    one eventfd per MSI-X vector, epoll, counters
 //   VFIOPCITransport*.swift             VirtioCore's Transport over all of the above
-//   QueueSet.swift, VirtioPCISession.swift   the opening sequence (§3.1.1): negotiate, pick split
+//   VirtioPCISession.swift              the opening sequence (§3.1.1): negotiate, pick split
 //                                       or packed once, queues + vectors, DRIVER_OK
+//                                       (QueueSet and ConstructibleVirtqueue live in VirtioCore,
+//                                       shared with the vhost-user transport)
 //
 // Typical use (a driver generic over the ring layout):
 //
@@ -23,3 +25,7 @@
 // or all three at once with `VirtioPCI.open(address, plan:, &body)`. Dropping the
 // transport (or the session holding it) resets the device, turns MSI-X off,
 // unmaps BARs and DMA, and closes device, group and container, in that order.
+
+// VirtioCore's names (QueueSet, ConstructibleVirtqueue, RingLayout, Virtqueue, …)
+// come with `import VirtioVFIO`, as they did when QueueSet lived here.
+@_exported import VirtioCore

@@ -1,4 +1,4 @@
-import VirtioCore
+import VirtioSpec
 
 /// Ring layout a device negotiated: split (§2.7) or packed (§2.8, VIRTIO_F_RING_PACKED).
 public enum RingLayout: Sendable, CustomStringConvertible {
@@ -7,23 +7,56 @@ public enum RingLayout: Sendable, CustomStringConvertible {
   public var description: String { self == .split ? "split" : "packed" }
 }
 
-/// A virtqueue type the opening sequence can build in DMA memory. Split and
+/// A place in a ring where a device taking the ring over starts (§2.7.2 /
+/// §2.8.1): for a split ring the free-running used index, for a packed ring
+/// the slot and the Device Ring Wrap Counter. vhost-user carries it in
+/// SET_VRING_BASE; a reset device needs the initial one.
+@frozen public struct RingPosition: Sendable, Equatable, BitwiseCopyable, CustomStringConvertible {
+  /// Split: used index (free-running). Packed: slot, 0..<size.
+  public var index: UInt16
+  /// Packed: the wrap counter at `index` (starts at 1, §2.8.1). Split: unused (true).
+  public var wrap: Bool
+
+  @inlinable public init(index: UInt16, wrap: Bool) {
+    self.index = index
+    self.wrap = wrap
+  }
+
+  /// Where a fresh ring starts: index 0, wrap counter 1.
+  public static let start = RingPosition(index: 0, wrap: true)
+
+  public var description: String { "\(index)/wrap \(wrap ? 1 : 0)" }
+}
+
+/// A virtqueue type an opening sequence can build in DMA memory. Split and
 /// packed queues both conform; a driver written against this protocol is
 /// compiled once per layout, and the layout is chosen once, when the device
-/// has negotiated (no `if packed` below that point).
+/// has negotiated (no `if packed` below that point). Every transport's opening
+/// sequence (VFIO-PCI, vhost-user) builds its queues through it.
 public protocol ConstructibleVirtqueue: Virtqueue & ~Copyable {
   static var layout: RingLayout { get }
   init<A: DMAAllocator & ~Copyable>(
     index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int
   ) throws(VirtioError)
+  /// Where a new device instance must resume this ring: the position the
+  /// driver reads its next used buffer from. Taken after every used buffer the
+  /// old device returned has been drained (`nextUsed` until `.empty`), it is
+  /// also the old device's own position, and the buffers still in flight are
+  /// the ones a device processing in order had not finished — it will process
+  /// them again. (vhost-user backend restart; see VirtioVhostUser.)
+  var deviceResumePosition: RingPosition { get }
 }
 
 extension SplitVirtqueue: ConstructibleVirtqueue {
   public static var layout: RingLayout { .split }
+  /// §2.7.8: the used index the driver has consumed up to.
+  public var deviceResumePosition: RingPosition { RingPosition(index: lastUsed, wrap: true) }
 }
 
 extension PackedVirtqueue: ConstructibleVirtqueue {
   public static var layout: RingLayout { .packed }
+  /// §2.8.1: the slot of the next used descriptor and the driver's copy of the Device Ring Wrap Counter.
+  public var deviceResumePosition: RingPosition { RingPosition(index: usedSlot, wrap: usedWrap) }
 }
 
 /// A fixed set of noncopyable queues, indexed like the device's queues.
@@ -36,7 +69,7 @@ public struct QueueSet<Queue: ~Copyable>: ~Copyable {
   public let capacity: Int
   public private(set) var count: Int = 0
 
-  init(capacity: Int) {
+  public init(capacity: Int) {
     // SAFETY: room for `capacity` queues; slot i is initialised by append and
     // deinitialised exactly once — by take (move out) or by deinit.
     base = .allocate(capacity: max(capacity, 1))
@@ -45,7 +78,7 @@ public struct QueueSet<Queue: ~Copyable>: ~Copyable {
     self.capacity = capacity
   }
 
-  mutating func append(_ queue: consuming Queue) {
+  public mutating func append(_ queue: consuming Queue) {
     precondition(count < capacity, "QueueSet is full")
     (base + count).initialize(to: queue)
     present[count] = true
