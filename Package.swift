@@ -25,6 +25,7 @@ let package = Package(
     .executable(name: "ring-bench", targets: ["ring-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
     .library(name: "VirtioVhostUser", targets: ["VirtioVhostUser"]),
+    .executable(name: "vio-vhost-check", targets: ["vio-vhost-check"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
@@ -101,6 +102,12 @@ let package = Package(
       name: "VirtioVhostUser",
       dependencies: ["VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
+    .executableTarget(
+      name: "vio-vhost-check",
+      dependencies: [
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),

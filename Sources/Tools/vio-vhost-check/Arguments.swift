@@ -1,0 +1,90 @@
+import VirtioVhostUser
+
+/// `vio-vhost-check <command> --socket PATH [options]`; see `usage`.
+struct Arguments {
+  var command = ""
+  var endpoint: VhostUserEndpoint = .client("")
+  var layout = "split"
+  var frames = 10_000
+  var frameSize = 64
+  var burst = 32
+  var queueSize = 256
+  var timeoutMilliseconds = 20_000
+  var reconnectTimeoutMilliseconds = 60_000
+  var blocks = 64
+  var blockSize = 4096
+  var seed: UInt64 = 7
+  var mode = "loopback"
+  var seconds = 5.0
+  var queueDepth = 1
+  var memoryMiB = 64
+  var pages: SharedMemoryPages = .hugePreferred
+  var verbose = false
+
+  static let usage = """
+    usage: vio-vhost-check <command> --socket PATH [--server] [options]
+      net            send --frames frames through the backend (testpmd io forwarding loops them back), count both ways
+      net-reconnect  as net, then wait for the backend to go away, reconnect, and send --frames more
+      blk            write a pattern to --blocks blocks, flush, read back and compare; prints the sectors for a host-side check
+      bench-net      --mode txonly|rxonly|loopback for --seconds; prints Mpps
+      bench-blk      4 KiB random reads at --qd for --seconds; prints IOPS
+    options: --layout split|packed  --frames N  --frame-size B  --burst N  --queue-size N  --timeout-ms MS
+             --reconnect-timeout-ms MS  --blocks N  --block-size B  --seed N  --mode M  --seconds S  --qd N
+             --memory-mib N  --pages huge|small  --verbose
+    """
+
+  init(_ argv: [String]) throws(UsageError) {
+    var it = argv.makeIterator()
+    guard let c = it.next() else { throw UsageError("no command") }
+    command = c
+    var socket: String? = nil
+    var server = false
+    func value(_ name: String) throws(UsageError) -> String {
+      guard let v = it.next() else { throw UsageError("\(name) needs a value") }
+      return v
+    }
+    func int(_ name: String) throws(UsageError) -> Int {
+      let v = try value(name)
+      guard let n = Int(v), n >= 0 else { throw UsageError("\(name) takes a number, not \(v)") }
+      return n
+    }
+    while let a = it.next() {
+      switch a {
+      case "--socket": socket = try value(a)
+      case "--server": server = true
+      case "--layout":
+        layout = try value(a)
+        guard layout == "split" || layout == "packed" else { throw UsageError("--layout is split or packed") }
+      case "--frames": frames = try int(a)
+      case "--frame-size": frameSize = try int(a)
+      case "--burst": burst = max(1, min(64, try int(a)))
+      case "--queue-size": queueSize = try int(a)
+      case "--timeout-ms": timeoutMilliseconds = try int(a)
+      case "--reconnect-timeout-ms": reconnectTimeoutMilliseconds = try int(a)
+      case "--blocks": blocks = try int(a)
+      case "--block-size": blockSize = try int(a)
+      case "--seed": seed = UInt64(try int(a))
+      case "--mode": mode = try value(a)
+      case "--seconds":
+        let v = try value(a)
+        guard let s = Double(v), s > 0 else { throw UsageError("--seconds takes a positive number") }
+        seconds = s
+      case "--qd": queueDepth = max(1, try int(a))
+      case "--memory-mib": memoryMiB = max(2, try int(a))
+      case "--pages":
+        let v = try value(a)
+        pages = v == "small" ? .small : v == "huge" ? .hugeRequired : .hugePreferred
+      case "--verbose": verbose = true
+      default: throw UsageError("unknown option \(a)")
+      }
+    }
+    guard let s = socket else { throw UsageError("--socket PATH is required") }
+    endpoint = server ? .server(s) : .client(s)
+    guard frameSize >= 60, frameSize <= 1514 else { throw UsageError("--frame-size is 60...1514") }
+  }
+}
+
+struct UsageError: Error {
+  var message: String
+  init(_ m: String) { message = m }
+}
