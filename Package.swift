@@ -115,7 +115,9 @@ let package = Package(
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
-    // virtio-blk: request queues against a simulated block device (VirtioSim + a RAM disk).
-    .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioSim"]),
+    // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).
+    .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
+    // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.
+    .testTarget(name: "BlockIOTests", dependencies: ["BlockIO"]),
   ]
 )

@@ -1,0 +1,106 @@
+import Logging
+import VirtioBlk
+import VirtioCore
+import VirtioSpec
+import VirtioVFIO
+
+/// An open block device: a virtio-blk PCI function driven from this process
+/// over VFIO, or a kernel block device / file through io_uring — the same API
+/// either way.
+///
+///     var dev = try BlockDevice.open("pci:0000:00:03.0")     // or "/dev/vdb"
+///     var q = try dev.makeQueue(0)                          // one per thread
+///     var pool = try dev.makeBufferPool(count: 32, bufferSize: 4096)
+///     let b = pool.allocate()!
+///     _ = q.read(into: b, at: 0, tag: 1); q.kick()
+///     while q.poll() == nil { _ = q.wait(timeoutMilliseconds: 1000) }
+///
+/// Queues and pools keep the device open; it is closed (a virtio device reset
+/// and handed back to VFIO, or the file closed) when the last of them and
+/// this value are gone.
+public struct BlockDevice: ~Copyable {
+  let host: any BlockHost
+
+  package init(host: any BlockHost) { self.host = host }
+
+  /// Opens `target`. Errors say what to do (bind the function to vfio-pci,
+  /// raise the memlock limit, use another file system for O_DIRECT, ...).
+  public static func open(
+    _ target: BlockTarget, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
+  ) throws(BlockIOError) -> BlockDevice {
+    switch target {
+    case .path(let p):
+      return BlockDevice(host: try KernelBlockHost.open(p, options: options))
+    case .pci(let a):
+      return BlockDevice(host: try openVFIO(a, options: options, logger: logger))
+    }
+  }
+
+  /// `pci:DDDD:BB:DD.F` or a path.
+  public static func open(
+    _ target: String, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
+  ) throws(BlockIOError) -> BlockDevice {
+    try open(BlockTarget(parsing: target), options: options, logger: logger)
+  }
+
+  /// Geometry and capabilities (the capacity as last read; see `refreshGeometry`).
+  public var info: BlockDeviceInfo { host.info }
+
+  /// Queue `index` (0..<info.queueCount), for one thread. Each index once (virtio).
+  public func makeQueue(_ index: Int = 0) throws(BlockIOError) -> BlockQueue { try host.makeQueue(index) }
+
+  /// `count` buffers of `bufferSize` bytes (rounded up to 4 KiB) the device can
+  /// reach: IOMMU-mapped DMA memory on VFIO, page-aligned memory for O_DIRECT.
+  public func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
+    try host.makeBufferPool(count: count, bufferSize: bufferSize)
+  }
+
+  /// Re-reads the geometry after the device announced a configuration change
+  /// (virtio: the config MSI-X vector, §4.1.5.1.2, e.g. a resize); queues see a
+  /// new capacity from their next `kick()`. Returns the new info when the capacity changed.
+  public func refreshGeometry() -> BlockDeviceInfo? { host.refreshGeometry() }
+
+  /// Closes this handle (the device closes when its queues and pools are gone too).
+  public consuming func close() {}
+
+  // MARK: VFIO
+
+  /// §3.1.1 over VFIO with the virtio-blk policy (§5.2.3), then the queues in
+  /// the negotiated layout: the one place split and packed part ways.
+  static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(BlockIOError) -> any BlockHost {
+    var vfio = VFIOPCIOptions()
+    vfio.hugePages = options.hugePages
+    do throws(VirtioError) {
+      var transport = try VFIOPCITransport.open(address, options: vfio, logger: logger)
+      guard transport.deviceType == .block else {
+        throw VirtioError(.invalidArgument, "\(address) is a \(transport.deviceType), not virtio-blk; give a block function")
+      }
+      var plan = VirtioOpenPlan(policy: BlockFeaturePolicy.policy)
+      plan.options = vfio
+      plan.maxQueueSize = max(3, min(options.queueDepth, 32768))
+      plan.maxIndirect = options.maxIndirect
+      plan.interrupts = options.interrupts
+      let wanted = options.queues
+      // §5.2.2: num_queues request queues with VIRTIO_BLK_F_MQ, else one.
+      plan.queueCount = { f, t in
+        let n = f.contains(bit: BlockFeature.mq) ? max(1, Int(t.readConfig16(VirtioBlkConfig.Offset.num_queues))) : 1
+        return min(n, max(1, wanted ?? n))
+      }
+      let features = try VirtioPCI.negotiate(&transport, plan: plan)
+      let config = try BlockConfig(reading: transport, features: features)
+      if features.contains(bit: VirtioFeature.ringPacked) {
+        let s = try VirtioPCI.setUp(PackedVirtqueue.self, transport: transport, features: features, plan: plan)
+        let host = VFIOBlockHost(session: s, config: config, options: options, logger: logger)
+        host.start()
+        return host
+      } else {
+        let s = try VirtioPCI.setUp(SplitVirtqueue.self, transport: transport, features: features, plan: plan)
+        let host = VFIOBlockHost(session: s, config: config, options: options, logger: logger)
+        host.start()
+        return host
+      }
+    } catch {
+      throw BlockIOError(error)
+    }
+  }
+}

@@ -1,0 +1,60 @@
+/// Which driver moves the blocks.
+public enum BlockBackendKind: String, Sendable, Equatable {
+  /// This process's virtio-blk driver over VFIO (or a simulated device in tests).
+  case virtio
+  /// The kernel's block layer, through io_uring.
+  case kernel
+}
+
+/// Geometry and capabilities of an open device, the same for both paths.
+public struct BlockDeviceInfo: Sendable, Equatable {
+  public var target: String
+  public var backend: BlockBackendKind
+  public var capacityBytes: UInt64
+  /// The unit of every offset and length (512 or more).
+  public var logicalBlockSize: Int
+  public var physicalBlockSize: Int
+  /// The device's preferred I/O size in bytes (0: none given).
+  public var optimalIOSize: Int
+  /// Largest transfer one request carries before BlockIO splits it.
+  public var maxTransferBytes: Int
+  /// Queues that can be made (`BlockDevice.makeQueue(0..<queueCount)`).
+  public var queueCount: Int
+  /// Requests one queue holds at once.
+  public var queueDepth: Int
+  public var readOnly: Bool
+  public var supportsFlush: Bool
+  public var supportsDiscard: Bool
+  public var supportsWriteZeroes: Bool
+  /// A volatile write cache: data is durable only after a flush.
+  public var writebackCache: Bool
+  /// Serial number (virtio GET_ID, or the kernel's), when known.
+  public var serial: String?
+  /// One line on how the device is driven (ring layout, features, interrupts; or O_DIRECT, io_uring).
+  public var details: String
+
+  public init(
+    target: String, backend: BlockBackendKind, capacityBytes: UInt64, logicalBlockSize: Int, physicalBlockSize: Int,
+    optimalIOSize: Int, maxTransferBytes: Int, queueCount: Int, queueDepth: Int, readOnly: Bool, supportsFlush: Bool,
+    supportsDiscard: Bool, supportsWriteZeroes: Bool, writebackCache: Bool, serial: String?, details: String
+  ) {
+    self.target = target
+    self.backend = backend
+    self.capacityBytes = capacityBytes
+    self.logicalBlockSize = logicalBlockSize
+    self.physicalBlockSize = physicalBlockSize
+    self.optimalIOSize = optimalIOSize
+    self.maxTransferBytes = maxTransferBytes
+    self.queueCount = queueCount
+    self.queueDepth = queueDepth
+    self.readOnly = readOnly
+    self.supportsFlush = supportsFlush
+    self.supportsDiscard = supportsDiscard
+    self.supportsWriteZeroes = supportsWriteZeroes
+    self.writebackCache = writebackCache
+    self.serial = serial
+    self.details = details
+  }
+
+  public var blockCount: UInt64 { capacityBytes / UInt64(logicalBlockSize) }
+}

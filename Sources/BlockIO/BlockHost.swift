@@ -1,0 +1,61 @@
+import Glibc
+import VirtioVFIO
+
+/// What an open device is behind a `BlockDevice`: the VFIO transport, the
+/// kernel file, or (in tests) a simulated device. Control path only — the
+/// data path never sees this existential; its queues hold concrete backends.
+package protocol BlockHost: AnyObject, Sendable {
+  var info: BlockDeviceInfo { get }
+  func makeQueue(_ index: Int) throws(BlockIOError) -> BlockQueue
+  func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool
+  /// Re-reads the geometry after a configuration change; the new info when the capacity changed.
+  func refreshGeometry() -> BlockDeviceInfo?
+}
+
+/// How to open a device.
+public struct BlockOpenOptions: Sendable {
+  /// Requests one queue holds: the virtio ring size (the device's maximum when
+  /// smaller; a power of two on split rings) or the io_uring size.
+  public var queueDepth: Int = 256
+  /// Queues to set up (virtio: at most the device's num_queues; nil: all of them;
+  /// kernel path: how many io_urings may be made, default 16).
+  public var queues: Int? = nil
+  /// Route the queues' MSI-X vectors to eventfds so queues can sleep (VFIO).
+  public var interrupts: Bool = true
+  /// O_DIRECT on the kernel path (bypass the page cache).
+  public var directIO: Bool = true
+  /// Refuse every write, whatever the device allows.
+  public var readOnly: Bool = false
+  /// Largest data transfer of one device request; larger I/O is split.
+  public var maxTransferBytes: Int = 1 << 20
+  /// Indirect descriptor table entries per request (virtio, when INDIRECT_DESC is offered).
+  public var maxIndirect: Int = 16
+  /// Pages behind the VFIO DMA memory.
+  public var hugePages: HugePagePolicy = .preferred
+  /// Per-request time limit for the blocking helpers (GET_ID at open).
+  public var setupTimeoutMilliseconds: Int = 10_000
+
+  public init() {}
+}
+
+/// A pthread mutex for the hosts' control-path state (no Foundation).
+final class HostLock: @unchecked Sendable {
+  private let m: UnsafeMutablePointer<pthread_mutex_t>
+
+  init() {
+    // SAFETY: one mutex, initialised here and destroyed in deinit.
+    m = .allocate(capacity: 1)
+    pthread_mutex_init(m, nil)
+  }
+
+  deinit {
+    pthread_mutex_destroy(m)
+    m.deallocate()
+  }
+
+  func withLock<R: ~Copyable, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    pthread_mutex_lock(m)
+    defer { pthread_mutex_unlock(m) }
+    return try body()
+  }
+}

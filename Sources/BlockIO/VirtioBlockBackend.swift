@@ -1,0 +1,114 @@
+import CBlockSys
+import Glibc
+import VirtioBlk
+import VirtioCore
+
+/// The userspace path of a `BlockQueue`: a virtio-blk request queue (split or
+/// packed, fixed at compile time per instantiation) plus the eventfd its MSI-X
+/// vector signals. Owned by one thread.
+@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable {
+  @usableFromInline var requests: BlockRequestQueue<Q>
+  /// The queue's own MSI-X eventfd (borrowed from the transport), or -1: no interrupts.
+  @usableFromInline let eventFD: Int32
+  @usableFromInline var interrupts: UInt64 = 0
+  @usableFromInline var interruptsOn = true
+  /// A completion taken while spinning in `wait`, handed out by the next poll.
+  @usableFromInline var stash: BlockIOCompletion? = nil
+  @usableFromInline unowned(unsafe) let geometry: SharedGeometry
+
+  package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry) {
+    self.requests = requests
+    self.eventFD = eventFD
+    self.geometry = geometry
+  }
+
+  @inlinable var inFlight: Int { requests.inFlight }
+
+  /// One request; offsets and lengths in bytes (multiples of 512, checked against BLK_SIZE below).
+  @inlinable mutating func submit(
+    _ op: BlockOperation, offset: UInt64, length: Int, buffer: BlockBuffer?, tag: UInt64
+  ) -> BlockSubmitResult {
+    guard offset & 511 == 0 else { return .unaligned }
+    let sector = offset >> 9
+    switch op {
+    case .read, .write:
+      guard let b = buffer else { return .unaligned }
+      return requests.submit(op, sector: sector, address: b.deviceAddress, length: length, tag: tag)
+    case .flush:
+      return requests.submitFlush(tag: tag)
+    case .discard, .writeZeroes:
+      guard length & 511 == 0 else { return .unaligned }
+      return requests.submitRange(op, sector: sector, sectors: UInt64(length) >> 9, unmap: op == .writeZeroes, tag: tag)
+    case .getID:
+      guard let b = buffer, b.capacity >= 20 else { return .unaligned }
+      let seg = InlineArray<1, BufferSegment>(repeating: .writable(b.deviceAddress, 20))
+      return requests.submit(.getID, sector: 0, segments: seg.span, tag: tag)
+    }
+  }
+
+  /// Publishes the batch (one doorbell when the device wants it). Picks up a
+  /// capacity change first, once per batch.
+  @inlinable mutating func kick() {
+    let cap = geometry.sectors
+    if cap != requests.capacitySectors { requests.updateCapacity(sectors: cap) }
+    requests.kick()
+  }
+
+  @inlinable mutating func next() -> BlockIOCompletion? {
+    if let s = stash {
+      stash = nil
+      return s
+    }
+    guard let c = requests.nextCompletion() else { return nil }
+    return BlockIOCompletion(tag: c.tag, op: c.op, status: BlockIOStatus(c.status), bytes: Int(c.bytes))
+  }
+
+  /// Interrupt suppression to match the wait mode (§2.7.7 / §2.8.10): off while polling.
+  mutating func setInterrupts(_ on: Bool) {
+    interruptsOn = on
+    if on { _ = requests.queue.enableInterrupts() } else { requests.queue.disableInterrupts() }
+  }
+
+  mutating func wait(_ mode: BlockWaitMode, timeoutMilliseconds: Int) -> BlockWaitResult {
+    if requests.brokenReason != nil { return .broken }
+    if stash != nil { return .ready }
+    switch mode {
+    case .polling:
+      return .ready
+    case .interrupts:
+      return sleep(timeoutMilliseconds)
+    case .hybrid(let spin):
+      let deadline = monotonicNanoseconds() &+ UInt64(max(spin, 0)) &* 1000
+      var n = 0
+      while true {
+        if let c = next() {
+          stash = c
+          return .ready
+        }
+        if requests.brokenReason != nil { return .broken }
+        n &+= 1
+        if n & 63 == 0 && monotonicNanoseconds() >= deadline { break }
+      }
+      let r = sleep(timeoutMilliseconds)
+      // Back to quiet for the next spin phase.
+      requests.queue.disableInterrupts()
+      interruptsOn = false
+      return r
+    }
+  }
+
+  /// §2.7.7.2 / §2.8.10: ask for an interrupt, look once more (a used buffer may
+  /// have raced the request), then sleep on the eventfd.
+  mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
+    guard eventFD >= 0 else { return .ready }
+    interruptsOn = true
+    if requests.queue.enableInterrupts() { return .ready }
+    let r = vio_wait_readable(eventFD, Int32(clamping: timeoutMilliseconds))
+    if r < 0 { return .failed(errno: -r) }
+    if r == 0 { return .timedOut }
+    var count: UInt64 = 0
+    // SAFETY: an 8-byte read of the eventfd counter into a local.
+    if read(eventFD, &count, 8) == 8 { interrupts &+= count }
+    return .ready
+  }
+}
