@@ -43,7 +43,7 @@ struct NetTraffic: ~Copyable {
 
   mutating func exchange<Q: ConstructibleVirtqueue & ~Copyable>(
     _ range: Range<UInt64>, pair: inout NetQueuePair<Q, Q>, pool: inout BufferPool, session: borrowing VhostUserSession<Q>,
-    timeoutMilliseconds: Int, stopWhenSent: Bool = false
+    timeoutMilliseconds: Int, paceNanoseconds: UInt64 = 0
   ) -> PhaseEnd {
     var next = range.lowerBound
     var phaseReceived: UInt64 = 0
@@ -51,10 +51,14 @@ struct NetTraffic: ~Copyable {
     var inb = InlineArray<64, PacketBuffer>(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
     let start = monotonicNanoseconds()
     var idle = 0
+    var lastSend: UInt64 = 0
     while true {
       var progress = false
+      // Paced phases send one burst per `paceNanoseconds` (a clock check, no sleep).
+      let due = paceNanoseconds == 0 || monotonicNanoseconds() &- lastSend >= paceNanoseconds
       // Send while the window allows.
-      if next < range.upperBound && next - range.lowerBound - phaseReceived < window {
+      if due && next < range.upperBound && next - range.lowerBound - phaseReceived < window {
+        lastSend = monotonicNanoseconds()
         let room = Int(min(UInt64(burst), range.upperBound - next, window - (next - range.lowerBound - phaseReceived)))
         var k = 0
         while k < room, var b = pool.allocate() {
@@ -94,7 +98,6 @@ struct NetTraffic: ~Copyable {
       if got > 0 { progress = true }
       if let why = pair.brokenReason { return .broken("\(why)") }
       if phaseReceived == UInt64(range.count) { return .complete }
-      if stopWhenSent && next == range.upperBound { return .complete }
       if progress {
         idle = 0
         continue
@@ -128,7 +131,9 @@ struct NetCheckBody: VhostUserSessionBody {
     pair.refill(&pool)
     let n = UInt64(args.frames)
     let mac = s.transport.options.mac
-    var traffic = NetTraffic(capacity: Int(3 * n + 4096), frameSize: args.frameSize, burst: args.burst, mac: mac, window: args.queueSize / 2)
+    // The gap phase runs until the backend dies: one burst per millisecond, ~32k frames/s.
+    let gapCapacity: UInt64 = 1 << 22
+    var traffic = NetTraffic(capacity: Int(2 * n + gapCapacity), frameSize: args.frameSize, burst: args.burst, mac: mac, window: args.queueSize / 2)
 
     // Phase 1: every frame out and back.
     let start = monotonicNanoseconds()
@@ -147,8 +152,9 @@ struct NetCheckBody: VhostUserSessionBody {
 
     // Gap: keep frames in flight until the backend goes away (the test kills it now).
     report.emit("PHASE1 DONE")
-    let gap = n..<(2 * n)
-    let endGap = traffic.exchange(gap, pair: &pair, pool: &pool, session: s, timeoutMilliseconds: args.reconnectTimeoutMilliseconds)
+    let gap = n..<(n + gapCapacity)
+    let endGap = traffic.exchange(
+      gap, pair: &pair, pool: &pool, session: s, timeoutMilliseconds: args.reconnectTimeoutMilliseconds, paceNanoseconds: 1_000_000)
     report.check("net-backend-gone", endGap == .backendGone, "the data loop saw the backend hang up (\(endGap)) after \(traffic.counters.sent - c1.sent) more frames")
     guard endGap == .backendGone else { return }
     let sentBefore = traffic.counters.sent
@@ -182,7 +188,7 @@ struct NetCheckBody: VhostUserSessionBody {
     }
 
     // Phase 2: a fresh range, every frame out and back through the new backend.
-    let phase2 = (2 * n)..<(3 * n)
+    let phase2 = (n + gapCapacity)..<(2 * n + gapCapacity)
     let end2 = traffic.exchange(phase2, pair: &pair, pool: &pool, session: s, timeoutMilliseconds: args.timeoutMilliseconds)
     let c = traffic.counters
     let phase2Back = traffic.seen.count(in: phase2)
