@@ -27,6 +27,10 @@
   /// Packets dropped by the caller after `transmit` refused them (a
   /// forwarder's drop counter; the driver itself never drops a TX packet).
   public var txDropped: UInt64 = 0
+  /// Frames lost before the driver saw them because the RX ring was full:
+  /// the kernel path's PACKET_STATISTICS tp_drops (a virtio-net device does
+  /// not report its own, §5.1: back-pressure or a silent drop in the device).
+  public var rxDropped: UInt64 = 0
 
   public init() {}
 
@@ -44,6 +48,7 @@
     s.notifications = a.notifications &+ b.notifications
     s.interrupts = a.interrupts &+ b.interrupts
     s.txDropped = a.txDropped &+ b.txDropped
+    s.rxDropped = a.rxDropped &+ b.rxDropped
     return s
   }
 }

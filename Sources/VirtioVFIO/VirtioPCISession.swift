@@ -63,6 +63,8 @@ public struct VirtioOpenPlan: Sendable {
   public var requireAccessPlatform: Bool = true
   /// Largest ring to set up (the device's maximum when smaller).
   public var maxQueueSize: Int = 256
+  /// Per-queue limit instead of `maxQueueSize` (e.g. different RX and TX ring sizes), when set.
+  public var queueSizeLimit: (@Sendable (Int) -> Int)? = nil
   /// Indirect table entries per descriptor when INDIRECT_DESC is negotiated (0: no indirect tables).
   public var maxIndirect: Int = 8
   /// Route MSI-X vectors to eventfds (vector 0: config changes, then one per queue).
@@ -166,7 +168,7 @@ public enum VirtioPCI {
       let ring = RingFeatures(negotiated: features)
       var queues = QueueSet<Q>(capacity: n)
       for i in 0..<n {
-        var size = min(transport.maxQueueSize(i), plan.maxQueueSize)
+        var size = min(transport.maxQueueSize(i), plan.queueSizeLimit?(i) ?? plan.maxQueueSize)
         if Q.layout == .split {
           // §2.7: a split ring's size is a power of two.
           while size & (size - 1) != 0 { size &= size - 1 }

@@ -1,0 +1,241 @@
+internal import CPacketSys
+import Logging
+import VirtioCore
+import VirtioNet
+import VirtioSpec
+import VirtioVFIO
+
+/// A set of ports opened together: every VFIO function in one IOMMU
+/// container (one `VFIODMASpace`), so a buffer pool made here serves all of
+/// them and a packet received on one can be transmitted on another as is.
+///
+/// The main thread owns the group: it opens the ports, hands one `PortQueue`
+/// per (port, queue) to worker threads, makes their pools, watches link state
+/// (`pollEvents`) and reads counters (`stats`). Join the workers — drop their
+/// queues and pools — before the group goes: it resets the devices and
+/// releases the DMA memory their rings and buffers live in.
+public struct PortGroup: ~Copyable {
+  let backends: [PortBackend]
+  /// What each port is, in the order given.
+  public let ports: [PortInfo]
+  public let queuesPerPort: Int
+  /// Bytes per pool buffer: headroom + the largest frame any port's MTU allows.
+  public let bufferSize: Int
+  let board: StatsBoard
+  var host: HostMemory
+  let space: VFIODMASpace?
+  var taken: [Bool]
+  /// Kernel path: the socket of each taken queue, for PACKET_STATISTICS.
+  var kernelFDs: [Int32]
+  var kernelDrops: [UInt64]
+  var linkUp: [Bool]
+  var needsReset: [Bool]
+  let logger: Logger
+  /// Headroom in front of every packet (room for the virtio-net header, §5.1.6).
+  public static let headroom = 64
+
+  public static func open(_ addresses: [PortAddress], options: PortOptions) throws(VirtioError) -> PortGroup {
+    guard !addresses.isEmpty else { throw VirtioError(.invalidArgument, "no port given; name at least one (pci:BDF or an interface)") }
+    guard options.queues >= 1, options.queues <= 32 else {
+      throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
+    }
+    guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
+      throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
+    }
+    for (i, a) in addresses.enumerated() where addresses[..<i].contains(a) {
+      throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
+    }
+    var backends: [PortBackend] = []
+    var infos: [PortInfo] = []
+    var space: VFIODMASpace? = nil
+    do throws(VirtioError) {
+      for a in addresses {
+        switch a {
+        case .pci(let bdf):
+          let (b, info, s) = try VirtioNetOpen.open(bdf, options: options, sharing: space, logger: options.logger)
+          backends.append(b)
+          infos.append(info)
+          space = s
+        case .interface(let name):
+          let (k, info) = try KernelPort.open(name, options: options, bufferFrameBytes: 0, logger: options.logger)
+          backends.append(.kernel(k))
+          infos.append(info)
+        }
+        let i = infos[infos.count - 1]
+        options.logger.info(
+          "port open",
+          metadata: [
+            "port": "\(a)", "path": "\(i.path)", "mac": "\(i.mac.map { "\($0)" } ?? "-")", "mtu": "\(i.mtu)", "queues": "\(i.queues)",
+            "rx_ring": "\(i.rxRingSize)", "tx_ring": "\(i.txRingSize)", "link": "\(i.linkUp ? "up" : "down")", "detail": "\(i.detail)",
+          ])
+      }
+    } catch {
+      // Later ports failed: release the earlier ones (reset, unmap, close).
+      for b in backends.reversed() { b.destroy() }
+      throw error
+    }
+    let frame = infos.map { PortOptions.frameBytes(mtu: $0.mtu) }.max() ?? 1518
+    let slots = addresses.count * options.queues
+    return PortGroup(
+      backends: backends, ports: infos, queuesPerPort: options.queues,
+      bufferSize: max(2048, (headroom + frame + 63) & ~63), board: StatsBoard(slots: slots), host: HostMemory(), space: space,
+      taken: Array(repeating: false, count: slots), kernelFDs: Array(repeating: -1, count: slots),
+      kernelDrops: Array(repeating: 0, count: slots), linkUp: infos.map(\.linkUp), needsReset: infos.map { _ in false },
+      logger: options.logger)
+  }
+
+  init(
+    backends: [PortBackend], ports: [PortInfo], queuesPerPort: Int, bufferSize: Int, board: consuming StatsBoard,
+    host: consuming HostMemory, space: VFIODMASpace?, taken: [Bool], kernelFDs: [Int32], kernelDrops: [UInt64], linkUp: [Bool],
+    needsReset: [Bool], logger: Logger
+  ) {
+    self.backends = backends
+    self.ports = ports
+    self.queuesPerPort = queuesPerPort
+    self.bufferSize = bufferSize
+    self.board = board
+    self.host = host
+    self.space = space
+    self.taken = taken
+    self.kernelFDs = kernelFDs
+    self.kernelDrops = kernelDrops
+    self.linkUp = linkUp
+    self.needsReset = needsReset
+    self.logger = logger
+  }
+
+  deinit {
+    for b in backends.reversed() { b.destroy() }
+  }
+
+  public var count: Int { backends.count }
+
+  /// Queue `queue` of port `port`, for the worker that will own it (each
+  /// once). VFIO: its RX ring is not filled until `PortQueue.start(pool:)`.
+  public mutating func takeQueue(port: Int, queue: Int) -> PortQueue {
+    precondition(port >= 0 && port < count && queue >= 0 && queue < queuesPerPort, "no queue \(queue) on port \(port)")
+    let slot = port * queuesPerPort + queue
+    precondition(!taken[slot], "queue \(queue) of port \(port) was taken already")
+    taken[slot] = true
+    switch backends[port] {
+    case .split(let p):
+      let pair = p.pointee.takePair(queue)
+      return PortQueue(
+        backend: .split(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
+        wakeIsEventFD: true)
+    case .packed(let p):
+      let pair = p.pointee.takePair(queue)
+      return PortQueue(
+        backend: .packed(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
+        wakeIsEventFD: true)
+    case .kernel(let k):
+      let q = PacketSocketQueue(k.pointee.takeSocket(queue))
+      let fd = q.fd
+      kernelFDs[slot] = fd
+      return PortQueue(backend: .kernel(box(q)), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd, wakeIsEventFD: false)
+    }
+  }
+
+  /// The eventfd a worker may sleep on for receiveq `queue`: only when no
+  /// other receive queue shares its MSI-X vector (a shared eventfd drained by
+  /// one worker would swallow another's wake-up).
+  func wakeFD<Q: ConstructibleVirtqueue & ~Copyable>(_ p: borrowing VirtioNetPort<Q>, _ port: Int, _ queue: Int) -> Int32 {
+    guard let v = p.receiveVector(queue), let fd = p.receiveEventFD(queue) else { return -1 }
+    for other in 0..<queuesPerPort where other != queue && p.receiveVector(other) == v {
+      logger.warning(
+        "receive queues share an MSI-X vector: hybrid/interrupt mode polls them instead",
+        metadata: ["port": "\(ports[port].address)", "queues": "\(queue),\(other)", "vector": "\(v)"])
+      return -1
+    }
+    return fd
+  }
+
+  /// A pool of `buffers` packet buffers for one worker, in memory every port
+  /// of the group can use (the shared VFIO DMA space, or host memory).
+  public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool {
+    for b in backends {
+      switch b {
+      case .split(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
+      case .packed(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
+      case .kernel: continue
+      }
+    }
+    return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &host)
+  }
+
+  /// Buffers a worker serving one queue of every port needs: every ring full,
+  /// a few bursts in hand, and slack.
+  public func poolSize(burst: Int) -> Int {
+    ports.reduce(0) { $0 + $1.rxRingSize + $1.txRingSize } + 4 * burst * ports.count + 256
+  }
+
+  // MARK: link state and counters (main thread)
+
+  /// Sleeps up to `timeoutMilliseconds` on the ports' configuration-change
+  /// interrupts (and the stop fd), then checks every port: DEVICE_NEEDS_RESET
+  /// and the link (VFIO: §5.1.4 status after the config interrupt; kernel:
+  /// carrier). Returns what changed since the last call.
+  public mutating func pollEvents(timeoutMilliseconds: Int) -> [PortEvent] {
+    var fds: [Int32] = [StopSignal.fd]
+    for b in backends {
+      switch b {
+      case .split(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
+      case .packed(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
+      case .kernel: break
+      }
+    }
+    var ready = [UInt8](repeating: 0, count: fds.count)
+    _ = fds.withUnsafeBufferPointer { f in
+      ready.withUnsafeMutableBufferPointer { vio_pkt_poll_in(f.baseAddress, Int32(f.count), Int32(timeoutMilliseconds), $0.baseAddress) }
+    }
+    var events: [PortEvent] = []
+    for (i, b) in backends.enumerated() {
+      var up = linkUp[i]
+      var reset = false
+      switch b {
+      case .split(let p): (up, reset) = p.pointee.check()
+      case .packed(let p): (up, reset) = p.pointee.check()
+      case .kernel(let k): up = k.pointee.check()
+      }
+      if reset && !needsReset[i] {
+        needsReset[i] = true
+        events.append(.needsReset(port: i))
+      }
+      if up != linkUp[i] {
+        linkUp[i] = up
+        events.append(up ? .linkUp(port: i) : .linkDown(port: i))
+      }
+    }
+    for s in 0..<kernelFDs.count where kernelFDs[s] >= 0 {
+      var packets: UInt32 = 0
+      var drops: UInt32 = 0
+      if vio_pkt_statistics(kernelFDs[s], &packets, &drops) == 0 { kernelDrops[s] &+= UInt64(drops) }
+    }
+    return events
+  }
+
+  /// The link as last seen by `pollEvents` (or at open).
+  public func isLinkUp(port: Int) -> Bool { linkUp[port] }
+
+  /// Configuration-change interrupts port `port` took (VFIO; 0 on the kernel path).
+  public func configInterrupts(port: Int) -> UInt64 {
+    switch backends[port] {
+    case .split(let p): p.pointee.configInterrupts
+    case .packed(let p): p.pointee.configInterrupts
+    case .kernel: 0
+    }
+  }
+
+  /// Counters of one queue as its worker last published them.
+  public func stats(port: Int, queue: Int) -> NetQueueStats {
+    let slot = port * queuesPerPort + queue
+    var s = board.slot(slot).read()
+    s.rxDropped &+= kernelDrops[slot]
+    return s
+  }
+
+  /// Counters of every queue of a port, summed.
+  public func stats(port: Int) -> NetQueueStats {
+    (0..<queuesPerPort).reduce(NetQueueStats()) { $0 + stats(port: port, queue: $1) }
+  }
+}

@@ -1,0 +1,41 @@
+import VirtioNet
+
+/// What a port turned out to be once open.
+public struct PortInfo: Sendable {
+  public var address: PortAddress
+  /// `vfio` or `kernel`.
+  public var path: String
+  /// Split / packed ring and the negotiated features (VFIO), or the socket setup (kernel).
+  public var detail: String
+  public var mac: MACAddress?
+  public var mtu: Int
+  public var queues: Int
+  public var rxRingSize: Int
+  public var txRingSize: Int
+  public var linkUp: Bool
+  /// The largest burst either ring can take at once.
+  public var maxBurst: Int { min(rxRingSize, txRingSize) }
+}
+
+/// A change a port reported (configuration-change interrupt, carrier change).
+public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
+  case linkUp(port: Int)
+  case linkDown(port: Int)
+  /// §2.1.2: the device set DEVICE_NEEDS_RESET; its queues stopped.
+  case needsReset(port: Int)
+
+  /// The port the event is about.
+  public var port: Int {
+    switch self {
+    case .linkUp(let p), .linkDown(let p), .needsReset(let p): p
+    }
+  }
+
+  public var description: String {
+    switch self {
+    case .linkUp(let p): "port \(p): link up"
+    case .linkDown(let p): "port \(p): link down"
+    case .needsReset(let p): "port \(p): the device needs a reset (DEVICE_NEEDS_RESET); restart the forwarder"
+    }
+  }
+}

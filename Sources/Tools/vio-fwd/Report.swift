@@ -1,0 +1,131 @@
+import Glibc
+import PacketIO
+import VirtioNet
+
+/// Live lines, the stats file, and the final summary (text and JSON).
+enum Report {
+  static func fmt(_ x: Double, _ digits: Int) -> String {
+    if digits == 0 { return x.isFinite && abs(x) < 9e18 ? String(Int(x.rounded())) : "0" }
+    var p = 1.0
+    for _ in 0..<digits { p *= 10 }
+    let v = (x * p).rounded() / p
+    var s = String(v)
+    if let dot = s.firstIndex(of: ".") {
+      let decimals = s.distance(from: dot, to: s.endIndex) - 1
+      if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
+    } else if digits > 0 {
+      s += "." + String(repeating: "0", count: digits)
+    }
+    return s
+  }
+
+  /// Frames vio-fwd took in and did not send on (tx ring full after retries,
+  /// malformed) plus frames lost before it saw them (kernel RX ring full).
+  static func drops(_ s: NetQueueStats) -> UInt64 { s.txDropped &+ s.rxErrors &+ s.rxDropped }
+
+  /// One line per period: per port RX/TX Mpps, TX Gbit/s (frame bytes), drops, link.
+  static func live(_ g: borrowing PortGroup, _ now: [NetQueueStats], _ before: [NetQueueStats], seconds: Double, elapsed: Double) -> String {
+    var parts: [String] = []
+    let dt = max(seconds, 1e-9)
+    for p in 0..<now.count {
+      let rx = Double(now[p].rxPackets &- before[p].rxPackets) / dt / 1e6
+      let tx = Double(now[p].txPackets &- before[p].txPackets) / dt / 1e6
+      let gbit = Double(now[p].txBytes &- before[p].txBytes) * 8 / dt / 1e9
+      parts.append(
+        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isLinkUp(port: p) ? "up" : "down")")
+    }
+    return "\(fmt(elapsed, 1))s " + parts.joined(separator: " | ")
+  }
+
+  /// key=value lines, written to a temporary file and renamed over `path` (readers never see half a file).
+  static func writeStatsFile(_ path: String, _ g: borrowing PortGroup, _ stats: [NetQueueStats], elapsed: Double) {
+    var lines = ["elapsed=\(fmt(elapsed, 3))"]
+    for (p, s) in stats.enumerated() {
+      for (k, v) in fields(s) { lines.append("port\(p).\(k)=\(v)") }
+      lines.append("port\(p).drops=\(drops(s))")
+      lines.append("port\(p).link=\(g.isLinkUp(port: p) ? "up" : "down")")
+    }
+    let text = lines.joined(separator: "\n") + "\n"
+    let tmp = path + ".tmp"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { return }
+    var bytes = Array(text.utf8)
+    _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+    rename(tmp, path)
+  }
+
+  static func fields(_ s: NetQueueStats) -> [(String, UInt64)] {
+    [
+      ("rx_packets", s.rxPackets), ("rx_bytes", s.rxBytes), ("tx_packets", s.txPackets), ("tx_bytes", s.txBytes),
+      ("tx_dropped", s.txDropped), ("tx_ring_full", s.txRingFull), ("tx_errors", s.txErrors), ("rx_errors", s.rxErrors),
+      ("rx_no_buffers", s.rxNoBuffers), ("rx_dropped", s.rxDropped), ("notifications", s.notifications),
+      ("interrupts", s.interrupts),
+    ]
+  }
+
+  struct Summary {
+    var settings: Settings
+    var elapsed: Double
+    var ports: [PortInfo]
+    var stats: [NetQueueStats]
+    var configInterrupts: [UInt64]
+    var links: [Bool]
+    var linkEvents: [Int]
+    var events: [String]
+    var cpuNanoseconds: UInt64
+    var sleeps: UInt64
+
+    /// Packets that left: TX of every port (rxonly: what was received).
+    var forwarded: UInt64 {
+      settings.mode == .rxonly ? stats.reduce(0) { $0 &+ $1.rxPackets } : stats.reduce(0) { $0 &+ $1.txPackets }
+    }
+    var dropped: UInt64 { stats.reduce(0) { $0 &+ Report.drops($1) } }
+    var cpuPerPacket: Double { forwarded == 0 ? 0 : Double(cpuNanoseconds) / Double(forwarded) }
+
+    func text() -> [String] {
+      var out = [
+        "summary: \(Report.fmt(elapsed, 1)) s, mode \(settings.mode.rawValue), burst \(settings.burst), wait \(settings.wait.rawValue)"
+      ]
+      for (p, s) in stats.enumerated() {
+        out.append(
+          "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
+            + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
+            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))")
+      }
+      let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
+      out.append(
+        "  total: \(forwarded) pkts out, \(dropped) dropped, \(Report.fmt(mpps, 4)) Mpps average, worker CPU \(Report.fmt(Double(cpuNanoseconds) / 1e9, 3)) s = \(Report.fmt(cpuPerPacket, 0)) ns/pkt, \(sleeps) sleeps")
+      return out
+    }
+
+    func json() -> String {
+      func q(_ s: String) -> String {
+        var o = "\""
+        for c in s.unicodeScalars {
+          switch c {
+          case "\"": o += "\\\""
+          case "\\": o += "\\\\"
+          case "\n": o += "\\n"
+          default: o += c.value < 0x20 ? "?" : String(c)
+          }
+        }
+        return o + "\""
+      }
+      var ps: [String] = []
+      for (p, s) in stats.enumerated() {
+        var kv = [
+          "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)",
+          "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
+          "\"drops\":\(Report.drops(s))",
+        ]
+        for (k, v) in Report.fields(s) { kv.append("\"\(k)\":\(v)") }
+        ps.append("{" + kv.joined(separator: ",") + "}")
+      }
+      return "{\"mode\":\(q(settings.mode.rawValue)),\"wait\":\(q(settings.wait.rawValue)),\"burst\":\(settings.burst),"
+        + "\"elapsed_s\":\(Report.fmt(elapsed, 3)),\"forwarded\":\(forwarded),\"dropped\":\(dropped),"
+        + "\"cpu_ns\":\(cpuNanoseconds),\"cpu_ns_per_packet\":\(Report.fmt(cpuPerPacket, 1)),\"sleeps\":\(sleeps),"
+        + "\"events\":[\(events.map(q).joined(separator: ","))],\"ports\":[\(ps.joined(separator: ","))]}"
+    }
+  }
+}

@@ -1,0 +1,112 @@
+import Glibc
+import PacketIO
+import VirtioCore
+import VirtioNet
+
+/// The main thread's part: start one worker per queue pair, watch links and
+/// print live lines until the duration is over or a stop is requested, then
+/// join the workers and report.
+struct Run {
+  let settings: Settings
+
+  func execute(_ group: inout PortGroup) throws -> Int32 {
+    let s = settings
+    let portCount = group.count
+    let peers = (0..<portCount).map { p in s.mode == .io || s.mode == .macswap ? ((p ^ 1) < portCount ? p ^ 1 : p) : p }
+    let templates = group.ports.enumerated().map { (i, p) in Self.template(port: i, mac: p.mac, size: s.pktSize) }
+    var boxes: [WorkerBox] = []
+    for q in 0..<group.queuesPerPort {
+      var queues = WorkerQueues(capacity: portCount)
+      for p in 0..<portCount { queues.append(group.takeQueue(port: p, queue: q)) }
+      if s.wait != .poll && !queues.canSleep {
+        Console.note("worker \(q): a queue has no interrupt of its own; it polls (--wait \(s.wait.rawValue) needs one MSI-X vector per receive queue)")
+      }
+      let pool: BufferPool
+      do throws(VirtioError) {
+        pool = try group.makePool(buffers: group.poolSize(burst: s.burst))
+      } catch {
+        Console.error(error.message)
+        return 1
+      }
+      boxes.append(WorkerBox(queues: queues, pool: pool, plan: WorkerPlan(index: q, settings: s, peers: peers, templates: templates)))
+    }
+    var threads = OwnedArray<WorkerThread>(capacity: boxes.count)
+    let start = Clock.monotonicNanoseconds
+    for (i, box) in boxes.enumerated() {
+      do throws(VirtioError) {
+        threads.append(try WorkerThread { box.run() })
+      } catch {
+        Console.error("worker \(i): \(error.message)")
+        StopSignal.request()
+        return 1
+      }
+    }
+    let desc = group.ports.enumerated().map { (i, p) in
+      "port \(i) \(p.address) (\(p.path), \(p.detail.split(separator: ";").first ?? ""), mac \(p.mac.map { "\($0)" } ?? "-"), mtu \(p.mtu), rings \(p.rxRingSize)/\(p.txRingSize), link \(p.linkUp ? "up" : "down"))"
+    }
+    Console.note(
+      "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue); "
+        + desc.joined(separator: "; "))
+
+    var events: [String] = []
+    var linkEvents = [Int](repeating: 0, count: portCount)
+    var exitCode: Int32 = 0
+    let period = s.statsPeriod > 0 ? UInt64(s.statsPeriod * 1e9) : UInt64.max
+    var nextStats = start &+ period
+    var last = (0..<portCount).map { group.stats(port: $0) }
+    var lastTime = start
+    let end = s.duration > 0 ? start &+ UInt64(s.duration * 1e9) : UInt64.max
+    while !StopSignal.requested {
+      let now = Clock.monotonicNanoseconds
+      if now >= end { break }
+      let wake = min(nextStats, end, now &+ 100_000_000)
+      let timeout = Int((wake &- min(wake, now)) / 1_000_000)
+      for e in group.pollEvents(timeoutMilliseconds: max(timeout, 1)) {
+        let text = "\(e) (\(group.ports[e.port].address))"
+        events.append(text)
+        Console.note(text)
+        linkEvents[e.port] += 1
+        if case .needsReset = e { exitCode = 1 }
+      }
+      if exitCode != 0 { break }
+      let t = Clock.monotonicNanoseconds
+      if t >= nextStats {
+        let current = (0..<portCount).map { group.stats(port: $0) }
+        Console.note(Report.live(group, current, last, seconds: Double(t &- lastTime) / 1e9, elapsed: Double(t &- start) / 1e9))
+        if let f = s.statsFile { Report.writeStatsFile(f, group, current, elapsed: Double(t &- start) / 1e9) }
+        last = current
+        lastTime = t
+        nextStats = t &+ period
+      }
+    }
+    StopSignal.request()
+    _ = consume threads  // joins every worker (WorkerThread's deinit); their queues and pools go with them
+    let elapsed = Double(Clock.monotonicNanoseconds &- start) / 1e9
+    let results = boxes.map(\.result)
+    for r in results { for b in r.broken { Console.error("queue broken: \(b)"); exitCode = 1 } }
+    let totals = (0..<portCount).map { group.stats(port: $0) }
+    if let f = s.statsFile { Report.writeStatsFile(f, group, totals, elapsed: elapsed) }
+    let summary = Report.Summary(
+      settings: s, elapsed: elapsed, ports: group.ports, stats: totals, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
+      links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents, events: events,
+      cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps })
+    for line in summary.text() { Console.note(line) }
+    if s.json { Console.out(summary.json()) }
+    return exitCode
+  }
+
+  /// txonly's frame for a port: to 02:00:00:00:00:<port>, from the port's MAC
+  /// (or a local one), EtherType 0x88B5 (local experimental), "vio-fwd",
+  /// then the sequence number at 22 and zero padding.
+  static func template(port: Int, mac: MACAddress?, size: Int) -> [UInt8] {
+    var f = [UInt8](repeating: 0, count: size)
+    let dst: [UInt8] = [0x02, 0, 0, 0, 0, UInt8(truncatingIfNeeded: port)]
+    let src: [UInt8] = mac.map { [$0.bytes.0, $0.bytes.1, $0.bytes.2, $0.bytes.3, $0.bytes.4, $0.bytes.5] } ?? [0x02, 0, 0, 0, 1, UInt8(truncatingIfNeeded: port)]
+    f.replaceSubrange(0..<6, with: dst)
+    f.replaceSubrange(6..<12, with: src)
+    f[12] = 0x88
+    f[13] = 0xB5
+    f.replaceSubrange(14..<21, with: Array("vio-fwd".utf8))
+    return f
+  }
+}

@@ -1,0 +1,177 @@
+// vio-fwd: a packet forwarder in the manner of DPDK's testpmd, over PacketIO.
+// Ports are virtio-net functions over VFIO (pci:BDF) or kernel interfaces
+// (AF_PACKET); one worker thread per queue pair owns queue q of every port.
+//
+//   vio-fwd --port pci:0000:00:03.0 --port pci:0000:00:04.0            # io: A <-> B
+//   vio-fwd --port eth1 --mode macswap                                  # back out of eth1
+//   vio-fwd --port pci:0000:00:03.0 --mode txonly --pkt-size 64 --duration 10
+//
+// Exit status: 0 done, 1 a port failed at run time, 64 bad usage (unknown
+// port, not virtio-net, burst 0 or larger than a ring, ...).
+import ArgumentParser
+import Glibc
+import Logging
+import PacketIO
+import VirtioCore
+import VirtioNet
+
+enum Mode: String, ExpressibleByArgument, CaseIterable {
+  /// Port 2k <-> port 2k+1; an odd last port sends back out of itself.
+  case io
+  /// As io, swapping source and destination MAC.
+  case macswap
+  /// Receive and free.
+  case rxonly
+  /// Generate --pkt-size frames on every port.
+  case txonly
+}
+
+enum WaitMode: String, ExpressibleByArgument, CaseIterable {
+  /// Busy polling.
+  case poll
+  /// Poll while there is traffic; after --idle-polls empty polls, re-arm and sleep on the queues' interrupts.
+  case hybrid
+  /// Sleep after every empty poll (hybrid with --idle-polls 1).
+  case interrupt
+}
+
+@main
+struct VioFwd: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vio-fwd",
+    abstract: "Forward packets between ports: virtio-net over VFIO (pci:BDF) or kernel interfaces (AF_PACKET).",
+    discussion: """
+      Ports pair up in the order given (0<->1, 2<->3); an odd last port sends back out of itself.
+      One worker thread per queue pair serves queue q of every port, with one buffer pool:
+      a packet received on a VFIO port is transmitted on the other without a copy.
+      Live line per --stats-period on stderr; final summary on stderr, or one JSON line on stdout with --json.
+      Exit status: 0 done, 1 a port failed, 64 bad usage.
+      """)
+
+  @Option(name: .customLong("port"), help: "A port: pci:DDDD:BB:DD.F (virtio-net over VFIO) or an interface name. Repeatable.")
+  var ports: [String] = []
+  @Option(help: "Forwarding mode: \(Mode.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var mode: Mode = .io
+  @Option(help: "Queue pairs per port, one worker thread each.")
+  var queues: Int = 1
+  @Option(help: "Packets per receive/transmit burst (1 ... the smallest ring).")
+  var burst: Int = 32
+  @Option(help: "RX ring size (descriptors / frames).")
+  var rxd: Int = 256
+  @Option(help: "TX ring size (descriptors / frames).")
+  var txd: Int = 256
+  @Option(name: .customLong("pkt-size"), help: "Frame size in bytes for txonly (60 ... the MTU + 14).")
+  var pktSize: Int = 64
+  @Option(help: "Seconds to run (0: until SIGINT/SIGTERM).")
+  var duration: Double = 0
+  @Option(name: .customLong("stats-period"), help: "Seconds between live lines (0: none).")
+  var statsPeriod: Double = 1
+  @Flag(help: "Print the final summary as one JSON object on stdout.")
+  var json = false
+  @Option(help: "How workers wait for packets: \(WaitMode.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var wait: WaitMode = .poll
+  @Option(name: .customLong("idle-polls"), help: "hybrid: empty polls in a row before sleeping.")
+  var idlePolls: Int = 1024
+  @Option(name: .customLong("tx-retries"), help: "Times to retry the unsent rest of a burst on a full TX ring before dropping it (counted).")
+  var txRetries: Int = 64
+  @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
+  var noPromisc = false
+  @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
+  var statsFile: String?
+  @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
+  var logLevel: String = "warning"
+
+  func validate() throws {
+    guard !ports.isEmpty else { throw ValidationError("give at least one --port (pci:BDF or an interface name)") }
+    for p in ports {
+      do throws(VirtioError) {
+        _ = try PortAddress(parsing: p)
+      } catch {
+        throw ValidationError(error.message)
+      }
+    }
+    guard queues >= 1 && queues <= 32 else { throw ValidationError("--queues \(queues): use 1 to 32") }
+    guard burst >= 1 && burst <= 1024 else { throw ValidationError("--burst \(burst): use 1 to 1024 (and at most the ring size)") }
+    guard rxd >= 1 && rxd <= 32768, txd >= 1 && txd <= 32768 else { throw ValidationError("--rxd/--txd: use 1 to 32768") }
+    guard burst <= rxd && burst <= txd else {
+      throw ValidationError("--burst \(burst) is larger than the rings (--rxd \(rxd), --txd \(txd)); a burst must fit in one ring")
+    }
+    guard pktSize >= 60 && pktSize <= 9216 + 18 else { throw ValidationError("--pkt-size \(pktSize): use 60 to 9234 bytes") }
+    guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period are seconds >= 0") }
+    guard idlePolls >= 1, txRetries >= 0 else { throw ValidationError("--idle-polls >= 1 and --tx-retries >= 0") }
+    guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical") }
+  }
+
+  func run() throws {
+    let level = Logger.Level(rawValue: logLevel) ?? .warning
+    LoggingSystem.bootstrap { label in
+      var h = StreamLogHandler.standardError(label: label)
+      h.logLevel = level
+      return h
+    }
+    StopSignal.install()
+    var options = PortOptions()
+    options.queues = queues
+    options.rxDescriptors = rxd
+    options.txDescriptors = txd
+    options.promiscuous = !noPromisc
+    options.logger = Logger(label: "vio-fwd")
+    let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above
+
+    var group: PortGroup
+    do throws(VirtioError) {
+      group = try PortGroup.open(addresses, options: options)
+    } catch {
+      Console.error(error.message)
+      throw ExitCode(error.code == .invalidArgument ? 64 : 1)
+    }
+    // A burst must fit in every ring, as opened (a device may have smaller rings than asked).
+    for p in group.ports where burst > p.maxBurst {
+      Console.error("--burst \(burst) is larger than port \(p.address)'s rings (RX \(p.rxRingSize), TX \(p.txRingSize)); use --burst \(p.maxBurst) or less")
+      throw ExitCode(64)
+    }
+    if mode == .txonly, let p = group.ports.first(where: { pktSize > PortOptions.frameBytes(mtu: $0.mtu) - 4 }) {
+      Console.error("--pkt-size \(pktSize) is larger than port \(p.address)'s MTU \(p.mtu) allows (\(p.mtu + 14)); use a smaller --pkt-size")
+      throw ExitCode(64)
+    }
+    let code = try Run(settings: settings).execute(&group)
+    if code != 0 { throw ExitCode(code) }
+  }
+
+  var settings: Settings {
+    Settings(
+      mode: mode, burst: burst, pktSize: pktSize, duration: duration, statsPeriod: statsPeriod, json: json, wait: wait,
+      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile)
+  }
+}
+
+/// What the run needs from the command line.
+struct Settings: Sendable {
+  var mode: Mode
+  var burst: Int
+  var pktSize: Int
+  var duration: Double
+  var statsPeriod: Double
+  var json: Bool
+  var wait: WaitMode
+  var idlePolls: Int
+  var txRetries: Int
+  var statsFile: String?
+}
+
+enum Console {
+  static func error(_ s: String) { line("vio-fwd: error: \(s)", fd: 2) }
+  static func note(_ s: String) { line("vio-fwd: \(s)", fd: 2) }
+  static func out(_ s: String) { line(s, fd: 1) }
+
+  /// One write(2) per line, so lines from threads and the log never interleave mid-line.
+  static func line(_ s: String, fd: Int32) {
+    var bytes = Array((s + "\n").utf8)
+    var off = 0
+    while off < bytes.count {
+      let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+      if n <= 0 { if errno == EINTR { continue } else { return } }
+      off += n
+    }
+  }
+}

@@ -1,0 +1,180 @@
+import PacketIO
+import VirtioCore
+import VirtioNet
+
+/// What a worker does, fixed before it starts.
+struct WorkerPlan: Sendable {
+  var index: Int
+  var settings: Settings
+  /// io / macswap: the port each port's packets go out of.
+  var peers: [Int]
+  /// txonly: a frame per port (dst, src = the port's MAC, EtherType 0x88B5, payload).
+  var templates: [[UInt8]]
+}
+
+/// What a worker reports when it ends.
+struct WorkerResult: Sendable {
+  var cpuNanoseconds: UInt64 = 0
+  var loops: UInt64 = 0
+  var sleeps: UInt64 = 0
+  var broken: [String] = []
+}
+
+/// A worker's state while it travels to its thread (moved out once there).
+final class WorkerBox: @unchecked Sendable {
+  var queues: WorkerQueues?
+  var pool: BufferPool?
+  let plan: WorkerPlan
+  var result = WorkerResult()
+
+  init(queues: consuming WorkerQueues, pool: consuming BufferPool, plan: WorkerPlan) {
+    self.queues = consume queues
+    self.pool = consume pool
+    self.plan = plan
+  }
+
+  /// The thread body: takes the queues and pool into locals (no class access
+  /// on the data path), runs the mode's loop until a stop is requested.
+  func run() {
+    var queues = self.queues.take()!
+    var pool = self.pool.take()!
+    let cpu0 = Clock.threadCPUNanoseconds
+    var r = WorkerResult()
+    Forwarder.loop(&queues, &pool, plan, &r)
+    for i in 0..<queues.count {
+      queues[i].publishStats()
+      if let why = queues[i].brokenReason { r.broken.append("port \(queues[i].port) queue \(queues[i].queue): \(why)") }
+    }
+    r.cpuNanoseconds = Clock.threadCPUNanoseconds &- cpu0
+    r.sleeps = queues.sleeps
+    result = r
+    // Queues and pool go here, on their own thread, before the main thread closes the ports.
+  }
+}
+
+enum Forwarder {
+  /// One worker's loop. Per burst: receive into `burst`, transmit a prefix,
+  /// retry the rest a bounded number of times, release and count what is left.
+  static func loop(_ queues: inout WorkerQueues, _ pool: inout BufferPool, _ plan: WorkerPlan, _ r: inout WorkerResult) {
+    let s = plan.settings
+    let burst = UnsafeMutableBufferPointer<PacketBuffer>.allocate(capacity: s.burst)
+    defer { burst.deallocate() }
+    burst.initialize(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
+    for i in 0..<queues.count { queues[i].start(pool: &pool) }
+    let ports = queues.count
+    // Peers and templates as plain memory: no array (no reference count) on the data path.
+    let peers = UnsafeMutablePointer<Int>.allocate(capacity: ports)
+    defer { peers.deallocate() }
+    for p in 0..<ports { peers[p] = p < plan.peers.count ? plan.peers[p] : p }
+    let stride = plan.templates.map(\.count).max() ?? 0
+    let templates = UnsafeMutableRawPointer.allocate(byteCount: max(stride * ports, 1), alignment: 64)
+    defer { templates.deallocate() }
+    let templateLength = UnsafeMutablePointer<Int>.allocate(capacity: ports)
+    defer { templateLength.deallocate() }
+    for p in 0..<ports {
+      let t = p < plan.templates.count ? plan.templates[p] : []
+      templateLength[p] = t.count
+      t.withUnsafeBytes { if !$0.isEmpty { (templates + p * stride).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+    }
+    let sleepy = s.wait != .poll && queues.canSleep
+    var idle = 0
+    var seq: UInt64 = 0
+    while !StopSignal.requested {
+      r.loops &+= 1
+      var moved = 0
+      for p in 0..<ports {
+        switch s.mode {
+        case .io, .macswap:
+          var span = burst.mutableSpan
+          let n = queues[p].receive(into: &span, pool: &pool)
+          if n == 0 { continue }
+          moved &+= n
+          if s.mode == .macswap { swapMACs(burst, n, pool) }
+          send(&queues, peers[p], burst, n, &pool, retries: s.txRetries)
+        case .rxonly:
+          var span = burst.mutableSpan
+          let n = queues[p].receive(into: &span, pool: &pool)
+          for i in 0..<n { pool.release(burst[i]) }
+          moved &+= n
+        case .txonly:
+          let n = fill(burst, templates + p &* stride, templateLength[p], &pool, &seq)
+          if n > 0 {
+            send(&queues, p, burst, n, &pool, retries: 0)
+            moved &+= n
+          }
+        }
+      }
+      for i in 0..<ports { queues[i].publishStats() }
+      if moved > 0 {
+        idle = 0
+        continue
+      }
+      idle &+= 1
+      if sleepy && idle >= s.idlePolls {
+        for i in 0..<ports { queues[i].flush(pool: &pool) }
+        if !queues.sleep() { break }
+        idle = 0
+      }
+    }
+  }
+
+  /// Transmits burst[0..<n] on `port`, retrying the unsent rest; what stays
+  /// unsent goes back to the pool and is counted as dropped on that queue.
+  @inline(__always)
+  static func send(
+    _ queues: inout WorkerQueues, _ port: Int, _ burst: UnsafeMutableBufferPointer<PacketBuffer>, _ n: Int, _ pool: inout BufferPool,
+    retries: Int
+  ) {
+    var sent = 0
+    var tries = 0
+    while sent < n {
+      let k = queues[port].transmit(UnsafeBufferPointer(burst).span.extracting(sent..<n), pool: &pool)
+      sent &+= k
+      if k == 0 {
+        tries &+= 1
+        if tries > retries { break }
+      }
+    }
+    if sent < n {
+      for i in sent..<n { pool.release(burst[i]) }
+      queues[port].countDropped(n &- sent)
+    }
+  }
+
+  /// Swaps destination and source MAC of burst[0..<n] in place.
+  @inline(__always)
+  static func swapMACs(_ burst: UnsafeMutableBufferPointer<PacketBuffer>, _ n: Int, _ pool: borrowing BufferPool) {
+    for i in 0..<n where burst[i].length >= 12 {
+      let d = pool.pointer(burst[i]) + Int(burst[i].offset)
+      // SAFETY: the frame has at least 12 bytes (checked) inside its buffer.
+      let dst = d.loadUnaligned(as: UInt32.self)
+      let dst2 = d.loadUnaligned(fromByteOffset: 4, as: UInt16.self)
+      let src = d.loadUnaligned(fromByteOffset: 6, as: UInt32.self)
+      let src2 = d.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+      d.storeBytes(of: src, as: UInt32.self)
+      d.storeBytes(of: src2, toByteOffset: 4, as: UInt16.self)
+      d.storeBytes(of: dst, toByteOffset: 6, as: UInt32.self)
+      d.storeBytes(of: dst2, toByteOffset: 10, as: UInt16.self)
+    }
+  }
+
+  /// txonly: up to a burst of fresh frames from the template, each with its sequence number.
+  @inline(__always)
+  static func fill(
+    _ burst: UnsafeMutableBufferPointer<PacketBuffer>, _ template: UnsafeRawPointer, _ length: Int, _ pool: inout BufferPool,
+    _ seq: inout UInt64
+  ) -> Int {
+    var n = 0
+    while n < burst.count, var b = pool.allocate() {
+      b.length = UInt16(length)
+      let d = pool.pointer(b) + Int(b.offset)
+      // SAFETY: the pool's buffers hold the largest frame of any port; pkt-size was checked against the MTU.
+      d.copyMemory(from: template, byteCount: length)
+      d.storeBytes(of: seq.bigEndian, toByteOffset: 22, as: UInt64.self)
+      seq &+= 1
+      burst[n] = b
+      n &+= 1
+    }
+    return n
+  }
+}

@@ -1,1 +1,0 @@
-print("vio-fwd: not built yet")
