@@ -70,7 +70,7 @@ struct KernelPort: ~Copyable {
     var frameSize = 2048
     while frameSize < 128 + max(bufferFrameBytes, PortOptions.frameBytes(mtu: Int(mtu))) { frameSize <<= 1 }
     // One fanout group per interface and process (ids are per network namespace).
-    let group = UInt16(truncatingIfNeeded: (Int(getpid()) &* 31 &+ Int(index)) & 0x7FFF | 1)
+    let group = UInt16(1 + (Int(getpid()) &* 64 &+ Int(index)) % 0xFFFE)
     var sockets = OwnedArray<PacketSocket?>(capacity: options.queues)
     for _ in 0..<options.queues {
       let s = try PacketSocket(

@@ -202,6 +202,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=120.0, help="recv: stop after this long in all")
     ap.add_argument("--ready", help="recv: create this file once the socket is open")
     ap.add_argument("--out", help="recv: write the result here as JSON")
+    ap.add_argument("--macswap", action="store_true", help="recv: frames come back with source and destination MAC swapped")
     a = ap.parse_args(argv)
     frames = plan(a.run_id, a.count, a.flows, a.jumbo)
     if a.role == "send":
@@ -225,6 +226,8 @@ def main(argv=None):
             continue
         if addr[2] == 4:                 # PACKET_OUTGOING: not ours to judge
             continue
+        if a.macswap and len(fr) >= 12:
+            fr = fr[6:12] + fr[0:6] + fr[12:]
         if v.feed(fr):
             last = time.monotonic()
             if v.received >= len(frames) and not v.corrupt:

@@ -69,6 +69,8 @@ enum Report {
     var elapsed: Double
     var ports: [PortInfo]
     var stats: [NetQueueStats]
+    /// Per port, per queue.
+    var queues: [[NetQueueStats]]
     var configInterrupts: [UInt64]
     var links: [Bool]
     var linkEvents: [Int]
@@ -120,6 +122,10 @@ enum Report {
           "\"drops\":\(Report.drops(s))",
         ]
         for (k, v) in Report.fields(s) { kv.append("\"\(k)\":\(v)") }
+        let qs = queues[p].map { q in
+          "{\"rx_packets\":\(q.rxPackets),\"tx_packets\":\(q.txPackets),\"tx_dropped\":\(q.txDropped),\"interrupts\":\(q.interrupts),\"notifications\":\(q.notifications)}"
+        }
+        kv.append("\"queues\":[\(qs.joined(separator: ","))]")
         ps.append("{" + kv.joined(separator: ",") + "}")
       }
       return "{\"mode\":\(q(settings.mode.rawValue)),\"wait\":\(q(settings.wait.rawValue)),\"burst\":\(settings.burst),"

@@ -87,7 +87,8 @@ struct Run {
     let totals = (0..<portCount).map { group.stats(port: $0) }
     if let f = s.statsFile { Report.writeStatsFile(f, group, totals, elapsed: elapsed) }
     let summary = Report.Summary(
-      settings: s, elapsed: elapsed, ports: group.ports, stats: totals, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
+      settings: s, elapsed: elapsed, ports: group.ports, stats: totals,
+      queues: (0..<portCount).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents, events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps })
     for line in summary.text() { Console.note(line) }
