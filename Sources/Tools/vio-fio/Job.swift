@@ -1,0 +1,344 @@
+import BlockIO
+import Glibc
+import Histogram
+import Synchronization
+
+/// What one job does: its range, its mix, its limits. Everything the job's
+/// thread needs, decided (and validated) before anything is submitted.
+struct JobSpec: Sendable {
+  var index: Int
+  var name: String
+  var workload: Workload
+  var readPercent: Int
+  /// Byte range [start, start + length), a multiple of `blockSize`.
+  var start: UInt64
+  var length: UInt64
+  var blockSize: Int
+  var depth: Int
+  var timeBased: Bool
+  /// 0: no time limit.
+  var runtimeNanoseconds: UInt64
+  var verify: VerifyKind
+  var pattern: UInt8
+  var readBack: Bool
+  var endFsync: Bool
+  var seed: UInt64
+  var waitMode: BlockWaitMode
+  var stallNanoseconds: UInt64
+
+  var blocks: UInt64 { length / UInt64(blockSize) }
+}
+
+/// Completed I/O of one direction (read, write or trim), as fio reports it.
+struct DirectionStats {
+  var ios: UInt64 = 0
+  var bytes: UInt64 = 0
+  var errors: UInt64 = 0
+  /// Completion latency in nanoseconds (submission to completion seen).
+  var clat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+}
+
+/// What a job found. Written by the job's thread, read after it is joined
+/// (the progress counters are atomics the main thread reads while it runs).
+final class JobResult: @unchecked Sendable {
+  var read = DirectionStats()
+  var write = DirectionStats()
+  var trim = DirectionStats()
+  var runtimeNanoseconds: UInt64 = 0
+  var verifiedBlocks: UInt64 = 0
+  var badBlocks: [(offset: UInt64, why: String)] = []
+  var badBlockCount: UInt64 = 0
+  var failedRequests: [(op: BlockOperation, offset: UInt64, length: Int, status: BlockIOStatus)] = []
+  var queueStats = BlockQueueStats()
+  var queueIndex = 0
+  var notes: [String] = []
+  /// Why the job stopped early (a broken or stalled queue).
+  var fatal: String? = nil
+  let doneIOs = Atomic<UInt64>(0)
+  let doneBytes = Atomic<UInt64>(0)
+  let finished = Atomic<Bool>(false)
+
+  static let listLimit = 32
+
+  var failed: Bool { fatal != nil || badBlockCount > 0 || read.errors + write.errors + trim.errors > 0 }
+}
+
+/// One job on its own thread with its own queue and buffers: keep `depth`
+/// requests in flight, record each completion's latency, verify what it reads.
+/// The loop allocates nothing: slot tables and buffers are made up front.
+final class JobRunner: @unchecked Sendable {
+  let spec: JobSpec
+  let result = JobResult()
+  private var queue: BlockQueue?
+  private var pool: BlockBufferPool?
+  private var thread = pthread_t()
+
+  init(spec: JobSpec, queue: consuming BlockQueue, pool: consuming BlockBufferPool) {
+    self.spec = spec
+    self.result.queueIndex = queue.index
+    self.queue = consume queue
+    self.pool = consume pool
+  }
+
+  func start() {
+    let ctx = Unmanaged.passRetained(self).toOpaque()
+    pthread_create(&thread, nil, { raw in
+      let me = Unmanaged<JobRunner>.fromOpaque(raw!).takeRetainedValue()
+      me.run()
+      return nil
+    }, ctx)
+  }
+
+  func join() { pthread_join(thread, nil) }
+
+  private func run() {
+    var q = queue.take()!
+    let pool = self.pool.take()!
+    var mode = spec.waitMode
+    if mode != .polling && !q.hasInterrupts {
+      result.notes.append("queue \(q.index) has no interrupt of its own; polling instead")
+      mode = .polling
+    }
+    q.setWaitMode(mode)
+    // Buffers of plain writes carry a fixed, non-zero pattern.
+    for i in 0..<pool.count {
+      let b = pool.buffer(i)
+      for j in stride(from: 0, to: b.capacity, by: 8) {
+        b.pointer.storeBytes(of: UInt64(j &* 0x9E37_79B9 &+ i) | 1, toByteOffset: j, as: UInt64.self)
+      }
+    }
+    var loop = IOLoop(spec: spec, depth: spec.depth)
+    let t0 = monotonicNanoseconds()
+    loop.run(&q, pool, result, verifyPass: false)
+    result.runtimeNanoseconds = monotonicNanoseconds() &- t0
+    if result.fatal == nil && spec.verify == .crc32c && spec.workload.writes && spec.readBack {
+      var check = IOLoop(spec: spec, depth: spec.depth)
+      check.run(&q, pool, result, verifyPass: true)
+    }
+    if result.fatal == nil && spec.endFsync { flush(&q) }
+    result.queueStats = q.stats
+    loop.free()
+    result.finished.store(true, ordering: .releasing)
+  }
+
+  private func flush(_ q: inout BlockQueue) {
+    guard q.flush(tag: UInt64.max) == .queued else {
+      result.notes.append("end_fsync: the device does not support flush")
+      return
+    }
+    q.kick()
+    let deadline = monotonicNanoseconds() &+ spec.stallNanoseconds
+    while monotonicNanoseconds() < deadline {
+      if let c = q.poll() {
+        if c.status != .ok { result.failedRequests.append((.flush, 0, 0, c.status)) }
+        result.write.errors &+= c.status == .ok ? 0 : 1
+        return
+      }
+      if q.wait(timeoutMilliseconds: 100) == .broken { break }
+    }
+    result.fatal = "end_fsync: the flush did not complete within \(spec.stallNanoseconds / 1_000_000_000) s"
+  }
+}
+
+/// The submit/complete loop of one pass over the job's range.
+struct IOLoop {
+  let spec: JobSpec
+  let depth: Int
+  let offsets: UnsafeMutablePointer<UInt64>
+  let starts: UnsafeMutablePointer<UInt64>
+  let ops: UnsafeMutablePointer<BlockOperation>
+  let freeSlots: UnsafeMutablePointer<Int>
+  var freeCount: Int
+  let completions: UnsafeMutableBufferPointer<BlockIOCompletion>
+  var issued: UInt64 = 0
+  /// An I/O the queue refused as full, to submit first next time.
+  var pending: (op: BlockOperation, offset: UInt64)? = nil
+  var rng: UInt64
+  /// The multiplier of the block permutation (coprime with the block count).
+  let step: UInt64
+
+  init(spec: JobSpec, depth: Int) {
+    self.spec = spec
+    self.depth = depth
+    offsets = .allocate(capacity: depth)
+    starts = .allocate(capacity: depth)
+    ops = .allocate(capacity: depth)
+    ops.initialize(repeating: .read, count: depth)
+    freeSlots = .allocate(capacity: depth)
+    for i in 0..<depth { freeSlots[i] = depth - 1 - i }
+    freeCount = depth
+    completions = .allocate(capacity: depth)
+    rng = spec.seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    let n = max(spec.blocks, 1)
+    var a = (spec.seed &* 0x9E37_79B9_7F4A_7C15 | 1) % n
+    if a == 0 { a = 1 }
+    while gcd(a, n) != 1 { a = a % n + 1 }
+    step = a
+  }
+
+  func free() {
+    offsets.deallocate()
+    starts.deallocate()
+    ops.deallocate()
+    freeSlots.deallocate()
+    completions.deallocate()
+  }
+
+  /// Block i of the pass: in order, or through a fixed permutation (each block once per pass).
+  func block(_ i: UInt64) -> UInt64 {
+    let n = spec.blocks
+    let k = i % n
+    return spec.workload.isRandom ? (k &* step &+ spec.seed) % n : k
+  }
+
+  mutating func nextRandom() -> UInt64 {
+    rng ^= rng >> 12
+    rng ^= rng << 25
+    rng ^= rng >> 27
+    return rng &* 0x2545_F491_4F6C_DD1D
+  }
+
+  mutating func next(verifyPass: Bool, now: UInt64, deadline: UInt64) -> (op: BlockOperation, offset: UInt64)? {
+    if let p = pending {
+      pending = nil
+      return p
+    }
+    if verifyPass || !spec.timeBased {
+      guard issued < spec.blocks else { return nil }
+    }
+    if deadline != 0 && now >= deadline && !verifyPass { return nil }
+    let b = verifyPass ? issued : block(issued)
+    issued &+= 1
+    let offset = spec.start &+ b &* UInt64(spec.blockSize)
+    if verifyPass { return (.read, offset) }
+    switch spec.workload {
+    case .read, .randread: return (.read, offset)
+    case .write, .randwrite: return (.write, offset)
+    case .trim, .randtrim: return (.discard, offset)
+    case .zero: return (.writeZeroes, offset)
+    case .randrw, .readwrite, .rw:
+      return (Int(nextRandom() % 100) < spec.readPercent ? .read : .write, offset)
+    }
+  }
+
+  mutating func run(_ q: inout BlockQueue, _ pool: borrowing BlockBufferPool, _ r: JobResult, verifyPass: Bool) {
+    let bs = spec.blockSize
+    let begin = monotonicNanoseconds()
+    let deadline = spec.runtimeNanoseconds == 0 || verifyPass ? 0 : begin &+ spec.runtimeNanoseconds
+    var lastProgress = begin
+    var now = begin
+    var exhausted = false
+    while true {
+      // Issue until the depth is reached, the range is done, or the queue is full.
+      var submitted = 0
+      while freeCount > 0 && !exhausted {
+        guard let io = next(verifyPass: verifyPass, now: now, deadline: deadline) else {
+          exhausted = true
+          break
+        }
+        let slot = freeSlots[freeCount &- 1]
+        let buffer = pool.buffer(slot)
+        if io.op == .write && spec.verify == .crc32c {
+          VerifyHeader.fill(buffer.pointer, length: bs, offset: io.offset, seed: spec.seed)
+        }
+        let needsBuffer = io.op == .read || io.op == .write
+        let res = q.submit(BlockRequest(op: io.op, offset: io.offset, length: bs, buffer: needsBuffer ? buffer : nil, tag: UInt64(slot)))
+        if res == .queueFull {
+          pending = io
+          break
+        }
+        guard res == .queued else {
+          r.fatal = "\(io.op) of \(bs) bytes at offset \(io.offset) refused: \(res)"
+          exhausted = true
+          break
+        }
+        freeCount &-= 1
+        offsets[slot] = io.offset
+        starts[slot] = now
+        ops[slot] = io.op
+        submitted &+= 1
+      }
+      if submitted > 0 { q.kick() }
+      let inFlight = depth &- freeCount
+      if exhausted && inFlight == 0 { break }
+
+      let n = q.poll(into: completions)
+      now = monotonicNanoseconds()
+      if n > 0 {
+        lastProgress = now
+        for i in 0..<n {
+          complete(completions[i], now: now, pool, r, verifyPass: verifyPass)
+        }
+        continue
+      }
+      if let why = q.brokenReason {
+        r.fatal = "the device queue broke with \(inFlight) request(s) in flight: \(why)"
+        return
+      }
+      if inFlight > 0 && now &- lastProgress > spec.stallNanoseconds {
+        q.markStalled()
+        r.fatal = "no completion for \(spec.stallNanoseconds / 1_000_000_000) s with \(inFlight) request(s) in flight: the device stopped answering"
+        return
+      }
+      if inFlight > 0 {
+        switch q.wait(timeoutMilliseconds: 100) {
+        case .failed(let e): r.notes.append("wait failed (errno \(e)); polling")
+        default: break
+        }
+        now = monotonicNanoseconds()
+      }
+    }
+  }
+
+  mutating func complete(
+    _ c: BlockIOCompletion, now: UInt64, _ pool: borrowing BlockBufferPool, _ r: JobResult, verifyPass: Bool
+  ) {
+    let slot = Int(c.tag)
+    guard slot >= 0 && slot < depth else { return }
+    let offset = offsets[slot]
+    let op = ops[slot]
+    freeSlots[freeCount] = slot
+    freeCount &+= 1
+    let latency = now &- starts[slot]
+    if c.status != .ok {
+      if op == .read { r.read.errors &+= 1 } else if op == .write { r.write.errors &+= 1 } else { r.trim.errors &+= 1 }
+      if r.failedRequests.count < JobResult.listLimit { r.failedRequests.append((op, offset, spec.blockSize, c.status)) }
+      return
+    }
+    r.doneIOs.add(1, ordering: .relaxed)
+    r.doneBytes.add(UInt64(spec.blockSize), ordering: .relaxed)
+    if op == .read && (verifyPass || spec.verify != .none) {
+      let p = pool.buffer(slot).pointer
+      let bad = spec.verify == .pattern
+        ? VerifyHeader.checkPattern(p, length: spec.blockSize, pattern: spec.pattern)
+        : VerifyHeader.check(p, length: spec.blockSize, offset: offset)
+      if let why = bad {
+        r.badBlockCount &+= 1
+        if r.badBlocks.count < JobResult.listLimit { r.badBlocks.append((offset, why)) }
+      } else {
+        r.verifiedBlocks &+= 1
+      }
+    }
+    if verifyPass { return }
+    switch op {
+    case .read:
+      r.read.ios &+= 1
+      r.read.bytes &+= UInt64(c.bytes)
+      r.read.clat.record(latency)
+    case .write:
+      r.write.ios &+= 1
+      r.write.bytes &+= UInt64(c.bytes)
+      r.write.clat.record(latency)
+    default:
+      r.trim.ios &+= 1
+      r.trim.bytes &+= UInt64(spec.blockSize)
+      r.trim.clat.record(latency)
+    }
+  }
+}
+
+func gcd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+  var (x, y) = (a, b)
+  while y != 0 { (x, y) = (y, x % y) }
+  return x
+}

@@ -1,0 +1,170 @@
+import ArgumentParser
+import BlockIO
+
+/// fio's `--rw` values (plus `zero`, vio-fio's WRITE_ZEROES job).
+enum Workload: String, ExpressibleByArgument, CaseIterable {
+  case read, write, randread, randwrite, randrw
+  case readwrite, rw
+  case trim, randtrim
+  case zero
+
+  var isRandom: Bool { self == .randread || self == .randwrite || self == .randrw || self == .randtrim }
+  var writes: Bool { self != .read && self != .randread }
+  var mixes: Bool { self == .randrw || self == .readwrite || self == .rw }
+}
+
+enum VerifyKind: String, ExpressibleByArgument, CaseIterable {
+  case none = "0"
+  case crc32c
+  case pattern
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+  case normal, json
+}
+
+enum Eta: String, ExpressibleByArgument, CaseIterable {
+  case auto, always, never
+}
+
+/// The command line, with fio's option names (`--name=value` or `--name value`).
+struct Options: ParsableArguments {
+  @Option(name: .customLong("name"), help: "Job name.")
+  var name = "vio-fio"
+
+  @Option(
+    name: .customLong("filename"),
+    help: "pci:DDDD:BB:DD.F (virtio-blk over VFIO, bound to vfio-pci) or a block device / file (kernel path, io_uring).")
+  var filename: String
+
+  @Option(name: .customLong("rw"), help: "read|write|randread|randwrite|randrw|readwrite|trim|randtrim, or zero (WRITE_ZEROES).")
+  var rw: Workload = .read
+
+  @Option(name: .customLong("rwmixread"), help: "Percentage of reads in a mixed workload.")
+  var rwmixread = 50
+
+  @Option(name: .customLong("bs"), help: "Block size (4k, 64k, 1m ...).")
+  var bs = "4k"
+
+  @Option(name: .customLong("iodepth"), help: "Requests in flight per job.")
+  var iodepth = 1
+
+  @Option(name: .customLong("numjobs"), help: "Jobs, each on its own thread and device queue.")
+  var numjobs = 1
+
+  @Option(name: .customLong("size"), help: "Bytes each job covers (default: the device from --offset).")
+  var size: String?
+
+  @Option(name: .customLong("offset"), help: "Start offset in bytes.")
+  var offset = "0"
+
+  @Option(name: .customLong("offset_increment"), help: "Job i starts at offset + i × offset_increment.")
+  var offsetIncrement = "0"
+
+  @Option(name: .customLong("runtime"), help: "Stop after this long (seconds, or 500ms, 2m).")
+  var runtime: String?
+
+  @Flag(name: .customLong("time_based"), help: "Run for --runtime, wrapping around the range.")
+  var timeBased = false
+
+  @Option(name: .customLong("verify"), help: "0|crc32c|pattern: check what is read (writes carry a header per block).")
+  var verify: VerifyKind = .none
+
+  @Option(name: .customLong("verify_pattern"), help: "Byte for --verify=pattern (0x00 ... 0xff).")
+  var verifyPattern: String?
+
+  @Option(name: .customLong("do_verify"), help: "With --verify on a write job, read everything back and verify (1, default) or not (0).")
+  var doVerify = 1
+
+  @Option(name: .customLong("direct"), help: "Kernel path: O_DIRECT (1, default) or the page cache (0).")
+  var direct = 1
+
+  @Option(name: .customLong("end_fsync"), help: "Flush when the job ends (1) so its writes are durable.")
+  var endFsync = 0
+
+  @Option(name: .customLong("randseed"), help: "Seed of the random offsets and the verify payload.")
+  var randseed: UInt64 = 0x5EED
+
+  @Option(name: .customLong("ioengine"), help: "Accepted for fio compatibility: vio (the target picks the path), io_uring, libaio, psync.")
+  var ioengine: String?
+
+  @Option(name: .customLong("output-format"), help: "normal|json.")
+  var outputFormat: OutputFormat = .normal
+
+  @Option(name: .customLong("eta"), help: "Live progress line on stderr: auto (when a terminal), always, never.")
+  var eta: Eta = .auto
+
+  @Flag(name: .customLong("interrupts"), help: "Sleep on the queue's interrupt instead of polling.")
+  var interrupts = false
+
+  @Option(name: .customLong("hybrid"), help: "Poll for this many microseconds, then sleep on the interrupt.")
+  var hybrid: Int?
+
+  @Option(name: .customLong("queue_size"), help: "Device queue size (virtio ring / io_uring entries).")
+  var queueSize = 256
+
+  @Option(name: .customLong("stall_timeout"), help: "Seconds without any completion before the device counts as stalled.")
+  var stallTimeout = 30
+
+  @Option(name: .customLong("log-level"), help: "Driver log level (trace, debug, info, notice, warning, error).")
+  var logLevel = "warning"
+
+  /// Checks that need no device.
+  mutating func validate() throws {
+    guard let b = Units.size(bs), b >= 512, b <= 64 << 20, b % 512 == 0 else {
+      throw ValidationError("--bs=\(bs): want a multiple of 512 bytes up to 64m (e.g. 4k)")
+    }
+    guard iodepth >= 1, iodepth <= 4096 else { throw ValidationError("--iodepth=\(iodepth): want 1...4096") }
+    guard numjobs >= 1, numjobs <= 64 else { throw ValidationError("--numjobs=\(numjobs): want 1...64") }
+    guard rwmixread >= 0, rwmixread <= 100 else { throw ValidationError("--rwmixread=\(rwmixread): want 0...100") }
+    guard Units.size(offset) != nil else { throw ValidationError("--offset=\(offset): not a size") }
+    guard Units.size(offsetIncrement) != nil else { throw ValidationError("--offset_increment=\(offsetIncrement): not a size") }
+    if let s = size { guard let v = Units.size(s), v > 0 else { throw ValidationError("--size=\(s): not a positive size") } }
+    if let r = runtime { guard Units.duration(r) != nil else { throw ValidationError("--runtime=\(r): want seconds, or 500ms, 2m") } }
+    if timeBased && runtime == nil { throw ValidationError("--time_based needs --runtime") }
+    if verify == .pattern {
+      guard let p = verifyPattern, parsePattern(p) != nil else { throw ValidationError("--verify=pattern needs --verify_pattern=0xNN (one byte)") }
+    }
+    if verify == .crc32c && (rw.mixes || rw == .trim || rw == .randtrim || rw == .zero) {
+      throw ValidationError("--verify=crc32c works with read, randread, write and randwrite jobs")
+    }
+    if verify == .crc32c && rw.writes && timeBased {
+      throw ValidationError("--verify=crc32c on a write job writes each block once; drop --time_based")
+    }
+    if verify == .pattern && rw.writes { throw ValidationError("--verify=pattern checks reads; use a read job (after --rw=zero or --rw=trim)") }
+    guard [0, 1].contains(direct), [0, 1].contains(endFsync), [0, 1].contains(doVerify) else {
+      throw ValidationError("--direct, --end_fsync and --do_verify take 0 or 1")
+    }
+    if let h = hybrid { guard h >= 0, h <= 1_000_000 else { throw ValidationError("--hybrid=\(h): microseconds, 0...1000000") } }
+    if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
+    guard queueSize >= 4, queueSize <= 32768 else { throw ValidationError("--queue_size=\(queueSize): want 4...32768") }
+    guard stallTimeout >= 1 else { throw ValidationError("--stall_timeout must be at least 1 second") }
+    if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
+      throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, a path → io_uring)")
+    }
+    _ = try BlockTarget(parsingForValidation: filename)
+  }
+
+  var blockSize: Int { Int(Units.size(bs)!) }
+
+  var waitMode: BlockWaitMode {
+    if interrupts { return .interrupts }
+    if let h = hybrid { return .hybrid(spinMicroseconds: h) }
+    return .polling
+  }
+
+  func parsePattern(_ text: String) -> UInt8? {
+    if text.hasPrefix("0x") || text.hasPrefix("0X") { return UInt8(text.dropFirst(2), radix: 16) }
+    return UInt8(text)
+  }
+}
+
+extension BlockTarget {
+  init(parsingForValidation text: String) throws {
+    do {
+      try self.init(parsing: text)
+    } catch {
+      throw ValidationError("--filename=\(text): \(error.message)")
+    }
+  }
+}

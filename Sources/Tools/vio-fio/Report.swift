@@ -1,0 +1,252 @@
+import BlockIO
+import Histogram
+
+/// fio's percentile list (its default `percentile_list`).
+let percentileList: [Double] = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99]
+
+/// The human summary, shaped like fio's (per job: IOPS, bandwidth, clat
+/// percentiles), plus vio-fio's queue counters and verify results.
+enum NormalReport {
+  static func render(_ jobs: [(JobSpec, JobResult)], info: BlockDeviceInfo) -> String {
+    var out = ""
+    for (spec, r) in jobs {
+      let err = r.failed ? 5 : 0  // EIO, as fio reports a job that saw I/O errors
+      out += "\(spec.name): (groupid=0, jobs=1): err=\(err): job=\(spec.index): \(spec.workload.rawValue), bs=\(spec.blockSize), iodepth=\(spec.depth)\n"
+      for (label, d) in [("read", r.read), ("write", r.write), ("trim", r.trim)] where d.ios > 0 || d.errors > 0 {
+        out += direction(label, d, runtime: r.runtimeNanoseconds)
+      }
+      let s = r.queueStats
+      out +=
+        "  vio: queue=\(r.queueIndex) backend=\(info.backend.rawValue) requests=\(s.requests) reads=\(s.reads) writes=\(s.writes) "
+        + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
+        + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
+        + "splits=\(s.splits)\n"
+      if spec.verify != .none {
+        out += "  verify: \(r.verifiedBlocks) blocks ok, \(r.badBlockCount) bad\n"
+        for b in r.badBlocks { out += "  verify: bad block at offset \(b.offset) (\(Units.hex(b.offset))): \(b.why)\n" }
+        if r.badBlockCount > UInt64(r.badBlocks.count) { out += "  verify: ... and \(r.badBlockCount - UInt64(r.badBlocks.count)) more\n" }
+      }
+      for f in r.failedRequests {
+        out += "  error: \(f.op) of \(f.length) bytes at offset \(f.offset) (\(Units.hex(f.offset))) failed: \(f.status)\n"
+      }
+      let errors = r.read.errors + r.write.errors + r.trim.errors
+      if errors > UInt64(r.failedRequests.count) { out += "  error: ... and \(errors - UInt64(r.failedRequests.count)) more failed requests\n" }
+      for n in r.notes { out += "  note: \(n)\n" }
+      if let f = r.fatal { out += "  fatal: \(f)\n" }
+    }
+    out += "\nRun status group 0 (all jobs):\n"
+    for (label, pick) in [("READ", \JobResult.read), ("WRITE", \JobResult.write), ("TRIM", \JobResult.trim)] {
+      let bytes = jobs.reduce(UInt64(0)) { $0 + $1.1[keyPath: pick].bytes }
+      guard bytes > 0 else { continue }
+      let run = jobs.map(\.1.runtimeNanoseconds).max() ?? 1
+      let bw = Double(bytes) / (Double(max(run, 1)) / 1e9)
+      out += "  \(label): bw=\(Units.bandwidth(bw)), io=\(Units.bytes(bytes)), run=\(run / 1_000_000)msec\n"
+    }
+    out += "\nDisk: \(info.target) (\(info.details))\n"
+    return out
+  }
+
+  static func direction(_ label: String, _ d: DirectionStats, runtime: UInt64) -> String {
+    let secs = Double(max(runtime, 1)) / 1e9
+    let iops = Double(d.ios) / secs
+    let bw = Double(d.bytes) / secs
+    var s = "  \(label): IOPS=\(Units.count(iops)), BW=\(Units.bandwidth(bw))(\(Units.bytes(d.bytes))/\(runtime / 1_000_000)msec)"
+    s += d.errors > 0 ? ", errors=\(d.errors)\n" : "\n"
+    guard d.clat.totalCount > 0 else { return s }
+    let h = d.clat
+    s += "    clat (nsec): min=\(h.min), max=\(h.max), avg=\(Units.fixed(h.mean, 2)), stdev=\(Units.fixed(h.stdDeviation, 2))\n"
+    s += "    clat percentiles (nsec):\n"
+    var line = "     |"
+    for (i, p) in percentileList.enumerated() {
+      let key = Units.fixed(p, 2) + "th"
+      let item = " \(key)=[\(pad(h.valueAtPercentile(p), 7))]"
+      line += item + (i == percentileList.count - 1 ? "" : ",")
+      if (i + 1) % 4 == 0 || i == percentileList.count - 1 {
+        s += line + "\n"
+        line = "     |"
+      }
+    }
+    return s
+  }
+
+  static func pad(_ v: UInt64, _ w: Int) -> String {
+    let t = String(v)
+    return String(repeating: " ", count: max(0, w - t.count)) + t
+  }
+}
+
+/// `--output-format=json`, shaped like fio's so fio tooling reads it:
+/// jobs[].read/write/trim with io_bytes, bw (KiB/s), bw_bytes, iops, runtime,
+/// total_ios and clat_ns { min, max, mean, stddev, N, percentile { "99.000000": ns } }.
+/// vio-fio's own numbers sit in jobs[].vio.
+enum JSONReport {
+  static func render(_ jobs: [(JobSpec, JobResult)], info: BlockDeviceInfo, timestamp: Int) -> String {
+    var j = JSON()
+    j.open("{")
+    j.key("fio version"); j.string("vio-fio-0.1")
+    j.key("timestamp"); j.int(timestamp)
+    j.key("global options"); j.open("{")
+    j.key("filename"); j.string(info.target)
+    j.close("}")
+    j.key("jobs"); j.open("[")
+    for (spec, r) in jobs {
+      j.open("{")
+      j.key("jobname"); j.string(spec.name)
+      j.key("groupid"); j.int(0)
+      j.key("error"); j.int(r.failed ? 5 : 0)
+      j.key("job_runtime"); j.int(Int(r.runtimeNanoseconds / 1_000_000))
+      j.key("job options"); j.open("{")
+      j.key("rw"); j.string(spec.workload.rawValue)
+      j.key("bs"); j.string(String(spec.blockSize))
+      j.key("iodepth"); j.string(String(spec.depth))
+      j.key("offset"); j.string(String(spec.start))
+      j.key("size"); j.string(String(spec.length))
+      j.close("}")
+      for (label, d) in [("read", r.read), ("write", r.write), ("trim", r.trim)] {
+        direction(&j, label, d, runtime: r.runtimeNanoseconds)
+      }
+      let s = r.queueStats
+      j.key("vio"); j.open("{")
+      j.key("queue"); j.int(r.queueIndex)
+      j.key("backend"); j.string(info.backend.rawValue)
+      j.key("requests"); j.uint(s.requests)
+      j.key("notifications"); j.uint(s.notifications)
+      j.key("interrupts"); j.uint(s.interrupts)
+      j.key("queue_full_events"); j.uint(s.queueFullEvents)
+      j.key("queue_full_ns"); j.uint(s.queueFullNanoseconds)
+      j.key("splits"); j.uint(s.splits)
+      j.key("errors"); j.uint(s.errors)
+      j.key("verify"); j.open("{")
+      j.key("blocks_ok"); j.uint(r.verifiedBlocks)
+      j.key("blocks_bad"); j.uint(r.badBlockCount)
+      j.key("bad_offsets"); j.open("[")
+      for b in r.badBlocks { j.uint(b.offset) }
+      j.close("]")
+      j.close("}")
+      j.key("failed_requests"); j.open("[")
+      for f in r.failedRequests {
+        j.open("{")
+        j.key("op"); j.string("\(f.op)")
+        j.key("offset"); j.uint(f.offset)
+        j.key("length"); j.int(f.length)
+        j.key("status"); j.string("\(f.status)")
+        j.close("}")
+      }
+      j.close("]")
+      if let f = r.fatal { j.key("fatal"); j.string(f) }
+      j.close("}")
+      j.close("}")
+    }
+    j.close("]")
+    j.key("disk_util"); j.open("[")
+    j.close("]")
+    j.close("}")
+    return j.text + "\n"
+  }
+
+  static func direction(_ j: inout JSON, _ label: String, _ d: DirectionStats, runtime: UInt64) {
+    let secs = Double(max(runtime, 1)) / 1e9
+    let bw = Double(d.bytes) / secs
+    j.key(label); j.open("{")
+    j.key("io_bytes"); j.uint(d.bytes)
+    j.key("io_kbytes"); j.uint(d.bytes / 1024)
+    j.key("bw_bytes"); j.uint(UInt64(bw))
+    j.key("bw"); j.uint(UInt64(bw / 1024))
+    j.key("iops"); j.double(Double(d.ios) / secs)
+    j.key("runtime"); j.uint(d.ios > 0 ? runtime / 1_000_000 : 0)
+    j.key("total_ios"); j.uint(d.ios)
+    j.key("short_ios"); j.int(0)
+    j.key("drop_ios"); j.int(0)
+    j.key("errors"); j.uint(d.errors)
+    for name in ["clat_ns", "lat_ns"] {
+      j.key(name); j.open("{")
+      let h = d.clat
+      let empty = h.totalCount == 0
+      j.key("min"); j.uint(empty ? 0 : h.min)
+      j.key("max"); j.uint(empty ? 0 : h.max)
+      j.key("mean"); j.double(empty ? 0 : h.mean)
+      j.key("stddev"); j.double(empty ? 0 : h.stdDeviation)
+      j.key("N"); j.uint(h.totalCount)
+      if !empty && name == "clat_ns" {
+        j.key("percentile"); j.open("{")
+        for p in percentileList { j.key(Units.fixed(p, 6)); j.uint(h.valueAtPercentile(p)) }
+        j.close("}")
+      }
+      j.close("}")
+    }
+    j.close("}")
+  }
+}
+
+/// A small JSON writer (no Foundation): keys, scalars, nesting, commas.
+struct JSON {
+  var text = ""
+  var needComma = [false]
+  var afterKey = false
+
+  mutating func separator() {
+    if afterKey {
+      afterKey = false
+      return
+    }
+    if needComma[needComma.count - 1] { text += ", " }
+    needComma[needComma.count - 1] = true
+  }
+
+  mutating func key(_ k: String) {
+    separator()
+    text += quote(k) + ": "
+    afterKey = true
+  }
+
+  mutating func open(_ bracket: String) {
+    separator()
+    text += bracket
+    needComma.append(false)
+  }
+
+  mutating func close(_ bracket: String) {
+    needComma.removeLast()
+    text += bracket
+  }
+
+  mutating func string(_ s: String) {
+    separator()
+    text += quote(s)
+  }
+
+  mutating func int(_ v: Int) {
+    separator()
+    text += String(v)
+  }
+
+  mutating func uint(_ v: UInt64) {
+    separator()
+    text += String(v)
+  }
+
+  mutating func double(_ v: Double) {
+    separator()
+    text += v.isFinite ? Units.fixed(v, 6) : "0"
+  }
+
+  func quote(_ s: String) -> String {
+    var o = "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": o += "\\\""
+      case "\\": o += "\\\\"
+      case "\n": o += "\\n"
+      case "\t": o += "\\t"
+      default:
+        if u.value < 0x20 {
+          let h = String(u.value, radix: 16)
+          o += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+        } else {
+          o.unicodeScalars.append(u)
+        }
+      }
+    }
+    return o + "\""
+  }
+}

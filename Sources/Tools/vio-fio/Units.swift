@@ -1,0 +1,95 @@
+/// fio's number syntax: sizes with k/m/g/t suffixes in base 1024 (fio's default
+/// kb_base), times in seconds with optional s/ms/us/m/h.
+enum Units {
+  /// `4096`, `4k`, `4K`, `4KiB`, `1m`, `2g` → bytes; nil when malformed.
+  static func size(_ text: String) -> UInt64? {
+    var s = Substring(text)
+    if s.hasSuffix("B") || s.hasSuffix("b") { s = s.dropLast() }
+    if s.hasSuffix("i") { s = s.dropLast() }
+    var shift: UInt64 = 0
+    if let last = s.last, !last.isNumber {
+      switch last.lowercased() {
+      case "k": shift = 10
+      case "m": shift = 20
+      case "g": shift = 30
+      case "t": shift = 40
+      default: return nil
+      }
+      s = s.dropLast()
+    }
+    guard !s.isEmpty, s.allSatisfy(\.isNumber), let n = UInt64(s) else { return nil }
+    let (v, overflow) = n.multipliedReportingOverflow(by: 1 << shift)
+    return overflow ? nil : v
+  }
+
+  /// `10`, `10s`, `500ms`, `2m`, `1h` → nanoseconds; plain numbers are seconds (fio's --runtime).
+  static func duration(_ text: String) -> UInt64? {
+    let units: [(String, UInt64)] = [("ms", 1_000_000), ("us", 1000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+      guard let n = UInt64(text.dropLast(suffix.count)) else { return nil }
+      return n * scale
+    }
+    return UInt64(text).map { $0 * 1_000_000_000 }
+  }
+
+  /// 4096 → "4096B"? No: fio style, `4KiB`, `1MiB`, `1.5GiB`.
+  static func bytes(_ v: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var x = Double(v)
+    var i = 0
+    while x >= 1024 && i < units.count - 1 {
+      x /= 1024
+      i += 1
+    }
+    if i == 0 { return "\(v)B" }
+    return x == x.rounded() ? "\(Int(x))\(units[i])" : "\(fixed(x, 2))\(units[i])"
+  }
+
+  /// Bandwidth in fio's form: `48.0MiB/s (50.3MB/s)`.
+  static func bandwidth(_ bytesPerSecond: Double) -> String {
+    "\(binary(bytesPerSecond))/s (\(decimal(bytesPerSecond))/s)"
+  }
+
+  static func binary(_ v: Double) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"]
+    var x = v
+    var i = 0
+    while x >= 1024 && i < units.count - 1 {
+      x /= 1024
+      i += 1
+    }
+    return "\(fixed(x, x < 10 ? 2 : 1))\(units[i])"
+  }
+
+  static func decimal(_ v: Double) -> String {
+    let units = ["B", "kB", "MB", "GB"]
+    var x = v
+    var i = 0
+    while x >= 1000 && i < units.count - 1 {
+      x /= 1000
+      i += 1
+    }
+    return "\(fixed(x, x < 10 ? 2 : 1))\(units[i])"
+  }
+
+  /// IOPS in fio's form: `987`, `12.3k`.
+  static func count(_ v: Double) -> String {
+    if v < 1000 { return "\(Int(v.rounded()))" }
+    if v < 1_000_000 { return "\(fixed(v / 1000, 1))k" }
+    return "\(fixed(v / 1_000_000, 2))M"
+  }
+
+  /// `x` with `digits` decimals (no Foundation).
+  static func fixed(_ x: Double, _ digits: Int) -> String {
+    guard x.isFinite else { return "0" }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let n = (abs(x) * scale).rounded()
+    let whole = Int(n / scale)
+    var frac = String(Int(n.truncatingRemainder(dividingBy: scale)))
+    while frac.count < digits { frac = "0" + frac }
+    return (x < 0 ? "-" : "") + (digits == 0 ? "\(whole)" : "\(whole).\(frac)")
+  }
+
+  static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+}

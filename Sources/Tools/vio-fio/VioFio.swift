@@ -1,0 +1,186 @@
+import ArgumentParser
+import BlockIO
+import Glibc
+import Logging
+
+/// vio-fio: fio's job options over BlockIO — a virtio-blk function driven
+/// from this process over VFIO (`--filename=pci:…`) or a kernel block device
+/// or file through io_uring (`--filename=/dev/vdb`).
+///
+/// Order of work (nothing reaches the device before every check passed):
+/// parse and check the options → open the device → check the options against
+/// its geometry (usage errors exit 64) and capabilities (read-only, discard)
+/// → make one queue and buffer pool per job → run the jobs on their threads
+/// → report like fio → exit 0, or 1 when any request failed, any block did
+/// not verify, or a queue broke.
+@main
+struct VioFio: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vio-fio",
+    abstract: "fio-style block I/O through the userspace virtio-blk driver (VFIO) or the kernel path (io_uring).",
+    discussion: """
+      Examples:
+        vio-fio --filename=pci:0000:00:03.0 --rw=randread --bs=4k --iodepth=32 --runtime=10 --time_based
+        vio-fio --filename=pci:0000:00:03.0 --rw=write --bs=64k --size=16m --verify=crc32c
+        vio-fio --filename=pci:0000:00:03.0 --rw=read --bs=64k --size=16m --verify=crc32c   # re-verify later
+        vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
+      The PCI function must be bound to vfio-pci (vio-bind). Exit status: 0 ok, 1 I/O errors,
+      verify failures or a device that broke, 64 bad options.
+      """)
+
+  @OptionGroup var o: Options
+
+  mutating func run() throws {
+    let level = Logger.Level(rawValue: o.logLevel) ?? .warning
+    LoggingSystem.bootstrap { label in
+      var h = StreamLogHandler.standardError(label: label)
+      h.logLevel = level
+      return h
+    }
+    let target = try BlockTarget(parsingForValidation: o.filename)
+    var open = BlockOpenOptions()
+    open.queueDepth = o.queueSize
+    open.directIO = o.direct == 1
+    open.interrupts = true
+    if !target.isUserspace { open.queues = o.numjobs }
+    let device: BlockDevice
+    do {
+      device = try BlockDevice.open(target, options: open, logger: Logger(label: "vio-fio"))
+    } catch {
+      fail("cannot open \(target): \(error.message)")
+    }
+    let info = device.info
+    let specs = try plan(info)
+    try checkCapabilities(info)
+
+    var runners: [JobRunner] = []
+    for spec in specs {
+      do {
+        let q = try device.makeQueue(target.isUserspace ? spec.index : spec.index)
+        let pool = try device.makeBufferPool(count: spec.depth, bufferSize: spec.blockSize)
+        runners.append(JobRunner(spec: spec, queue: q, pool: pool))
+      } catch {
+        fail("job \(spec.index): \(error.message)")
+      }
+    }
+    for r in runners { r.start() }
+    watch(runners, device: device)
+    for r in runners { r.join() }
+
+    let results = runners.map { ($0.spec, $0.result) }
+    switch o.outputFormat {
+    case .normal: print(NormalReport.render(results, info: info), terminator: "")
+    case .json: print(JSONReport.render(results, info: info, timestamp: time(nil)), terminator: "")
+    }
+    if results.contains(where: { $0.1.failed }) { throw ExitCode(1) }
+  }
+
+  /// The jobs' ranges, checked against the device (usage errors: exit 64).
+  func plan(_ info: BlockDeviceInfo) throws -> [JobSpec] {
+    let bs = o.blockSize
+    let lbs = info.logicalBlockSize
+    let cap = info.capacityBytes
+    guard bs % lbs == 0 else {
+      throw ValidationError("--bs=\(o.bs) is not a multiple of the device's logical block size (\(lbs) bytes)")
+    }
+    let offset = Units.size(o.offset)!
+    let inc = Units.size(o.offsetIncrement)!
+    guard offset % UInt64(lbs) == 0, inc % UInt64(lbs) == 0 else {
+      throw ValidationError("--offset and --offset_increment must be multiples of the logical block size (\(lbs) bytes)")
+    }
+    guard offset < cap else {
+      throw ValidationError("--offset=\(o.offset) lies past the end of \(info.target) (\(cap) bytes)")
+    }
+    let lastStart = offset + UInt64(o.numjobs - 1) * inc
+    guard lastStart < cap else {
+      throw ValidationError("job \(o.numjobs - 1) would start at \(lastStart), past the end of \(info.target) (\(cap) bytes)")
+    }
+    let size: UInt64
+    if let s = o.size {
+      size = Units.size(s)!
+      guard size % UInt64(bs) == 0 else { throw ValidationError("--size=\(s) is not a multiple of --bs=\(o.bs)") }
+      guard lastStart + size <= cap else {
+        throw ValidationError(
+          "--offset=\(o.offset) + --size=\(s)\(o.numjobs > 1 ? " (job \(o.numjobs - 1))" : "") runs past the end of \(info.target) (\(cap) bytes)")
+      }
+    } else {
+      size = (cap - lastStart) / UInt64(bs) * UInt64(bs)
+    }
+    guard size >= UInt64(bs) else { throw ValidationError("the range holds less than one \(o.bs) block") }
+    if info.backend == .virtio && o.numjobs > info.queueCount {
+      throw ValidationError("--numjobs=\(o.numjobs): \(info.target) has \(info.queueCount) queue(s); each job needs its own")
+    }
+    if o.verify == .crc32c && o.numjobs > 1 && inc < size {
+      throw ValidationError("--verify with --numjobs=\(o.numjobs): the jobs' ranges overlap; set --offset_increment to at least --size")
+    }
+    let depth = min(o.iodepth, info.queueDepth)
+    return (0..<o.numjobs).map { i in
+      JobSpec(
+        index: i, name: o.name, workload: o.rw, readPercent: o.rwmixread, start: offset + UInt64(i) * inc, length: size,
+        blockSize: bs, depth: depth, timeBased: o.timeBased, runtimeNanoseconds: o.runtime.flatMap(Units.duration) ?? 0,
+        verify: o.verify, pattern: o.verifyPattern.flatMap(o.parsePattern) ?? 0, readBack: o.doVerify == 1,
+        endFsync: o.endFsync == 1, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
+        stallNanoseconds: UInt64(o.stallTimeout) * 1_000_000_000)
+    }
+  }
+
+  /// Refusals that are not usage errors: the device cannot do what the job asks (exit 1).
+  func checkCapabilities(_ info: BlockDeviceInfo) throws {
+    if o.rw.writes && info.readOnly {
+      fail("\(info.target) is read-only\(info.backend == .virtio ? " (VIRTIO_BLK_F_RO)" : ""): --rw=\(o.rw.rawValue) writes; nothing was submitted")
+    }
+    if (o.rw == .trim || o.rw == .randtrim) && !info.supportsDiscard {
+      fail("\(info.target) does not support discard (VIRTIO_BLK_F_DISCARD / discard_max_bytes); nothing was submitted")
+    }
+    if o.rw == .zero && !info.supportsWriteZeroes {
+      fail("\(info.target) does not support write-zeroes (VIRTIO_BLK_F_WRITE_ZEROES); nothing was submitted")
+    }
+    if o.endFsync == 1 && !info.supportsFlush {
+      fail("\(info.target) does not support flush (VIRTIO_BLK_F_FLUSH): --end_fsync cannot make writes durable; nothing was submitted")
+    }
+  }
+
+  /// While the jobs run: a live progress line (stderr), and configuration
+  /// changes (a resized disk) noticed once a second.
+  func watch(_ runners: [JobRunner], device: borrowing BlockDevice) {
+    let show = o.eta == .always || (o.eta == .auto && isatty(2) != 0)
+    let t0 = monotonicNanoseconds()
+    var lastIOs: UInt64 = 0
+    var lastBytes: UInt64 = 0
+    var last = t0
+    while !runners.allSatisfy({ $0.result.finished.load(ordering: .acquiring) }) {
+      usleep(100_000)
+      let now = monotonicNanoseconds()
+      guard now - last >= 1_000_000_000 else { continue }
+      if let changed = device.refreshGeometry() {
+        eprint("vio-fio: \(changed.target) changed capacity: now \(changed.capacityBytes) bytes")
+      }
+      guard show else {
+        last = now
+        continue
+      }
+      let ios = runners.reduce(UInt64(0)) { $0 + $1.result.doneIOs.load(ordering: .relaxed) }
+      let bytes = runners.reduce(UInt64(0)) { $0 + $1.result.doneBytes.load(ordering: .relaxed) }
+      let dt = Double(now - last) / 1e9
+      let running = runners.filter { !$0.result.finished.load(ordering: .relaxed) }.count
+      let elapsed = (now - t0) / 1_000_000_000
+      let line = "Jobs: \(running) (f=\(running)): [\(o.rw.rawValue)][\(Units.binary(Double(bytes - lastBytes) / dt))/s][\(Units.count(Double(ios - lastIOs) / dt)) IOPS][\(elapsed)s]"
+      eprint("\r" + line, newline: false)
+      lastIOs = ios
+      lastBytes = bytes
+      last = now
+    }
+    if show { eprint("") }
+  }
+}
+
+func eprint(_ s: String, newline: Bool = true) {
+  let t = newline ? s + "\n" : s
+  _ = t.withCString { write(2, $0, strlen($0)) }
+}
+
+/// A refusal or failure that is not a usage error: say so, exit 1.
+func fail(_ message: String) -> Never {
+  eprint("vio-fio: \(message)")
+  exit(1)
+}

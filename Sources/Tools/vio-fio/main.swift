@@ -1,1 +1,0 @@
-print("vio-fio: not built yet")
