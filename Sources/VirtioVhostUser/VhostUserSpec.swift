@@ -44,7 +44,17 @@ public enum VhostUserRequest: UInt32, Sendable, CustomStringConvertible {
   case SET_STATUS = 39
   case GET_STATUS = 40
 
-  public var description: String { "VHOST_USER_\(String(describing: self).split(separator: ".").last ?? "")" }
+  public var description: String { "VHOST_USER_" + (Self.names[rawValue] ?? "\(rawValue)") }
+
+  static let names: [UInt32: String] = [
+    1: "GET_FEATURES", 2: "SET_FEATURES", 3: "SET_OWNER", 4: "RESET_OWNER", 5: "SET_MEM_TABLE", 6: "SET_LOG_BASE",
+    7: "SET_LOG_FD", 8: "SET_VRING_NUM", 9: "SET_VRING_ADDR", 10: "SET_VRING_BASE", 11: "GET_VRING_BASE",
+    12: "SET_VRING_KICK", 13: "SET_VRING_CALL", 14: "SET_VRING_ERR", 15: "GET_PROTOCOL_FEATURES",
+    16: "SET_PROTOCOL_FEATURES", 17: "GET_QUEUE_NUM", 18: "SET_VRING_ENABLE", 19: "SEND_RARP", 20: "NET_SET_MTU",
+    21: "SET_BACKEND_REQ_FD", 22: "IOTLB_MSG", 23: "SET_VRING_ENDIAN", 24: "GET_CONFIG", 25: "SET_CONFIG",
+    31: "GET_INFLIGHT_FD", 32: "SET_INFLIGHT_FD", 34: "RESET_DEVICE", 35: "VRING_KICK", 36: "GET_MAX_MEM_SLOTS",
+    37: "ADD_MEM_REG", 38: "REM_MEM_REG", 39: "SET_STATUS", 40: "GET_STATUS",
+  ]
 }
 
 /// Header `flags` — vhost-user.rst "Header".
