@@ -114,6 +114,7 @@ let package = Package(
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
+    .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioCore"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).

@@ -20,6 +20,10 @@ public struct PortOptions: Sendable {
 
   public init() {}
 
-  /// Largest data length a buffer must hold for an MTU: Ethernet header and one VLAN tag.
-  public static func frameBytes(mtu: Int) -> Int { mtu + 18 }
+  /// Largest data length a buffer must hold for an MTU: Ethernet header and
+  /// one VLAN tag, at most `maxFrameBytes` (larger frames — e.g. loopback's
+  /// 64 KiB MTU — are counted as RX errors, not received).
+  public static func frameBytes(mtu: Int) -> Int { min(mtu + 18, maxFrameBytes) }
+  /// A 9216-byte jumbo MTU's frame.
+  public static let maxFrameBytes = 9216 + 18
 }
