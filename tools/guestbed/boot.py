@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from . import hostchecks, log
+from . import blktest, hostchecks, log
 from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
@@ -134,6 +134,8 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
         return res
     cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,
                        qmp_sock, mem_mib, smp, scratch=scratch)
+    # The block checks' extra drives (blkdebug faults, read-only), before -qmp: tools/guestbed/blktest.py.
+    cmd[cmd.index("-qmp"):cmd.index("-qmp")] = blktest.qemu_args(workdir)
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
         f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
                 "the host side of the net device:\n#   " + server.manual_hint() + "\n"
@@ -204,6 +206,11 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                 hostcheck_requests.append(m.group(1).split())
                 continue
             m = _HOSTREQ_RE.search(line)
+            if m and m.group(1).split(None, 1)[0] in blktest.REQUESTS:
+                err = blktest.handle_request(m.group(1).split(), workdir, qmp, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
             if m:
                 err = _host_request(m.group(1).split(None, 2), server, qmp, note)
                 if err:

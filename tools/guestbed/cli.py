@@ -17,13 +17,13 @@ import sys
 import tempfile
 import time
 
-from . import REPO_ROOT, log
+from . import REPO_ROOT, blktest, log
 from . import boot as bootmod
 from . import deps, initramfs, plan, variants
 from .kernel import fetch_kernel
 
 # Swift products built for the guest (each lands in the initramfs's /bin).
-PRODUCTS = ["vio-guest-check", "vio-bind"]
+PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fio"]
 # Programs the default plan runs with `--net <bdf> --blk <bdf>`.
 RUN_PROGRAMS = ["vio-guest-check"]
 DEFAULT_VARIANTS = "split,packed"
@@ -166,6 +166,7 @@ def main(argv=None):
         if not a.no_build:
             binaries += build_products([p for p in a.products.split(",") if p])
         binaries += [os.path.abspath(b) for b in a.binary]
+        binaries += blktest.host_binaries()      # fio, for the block checks' cross-check
         if a.plan:
             with open(a.plan) as f:
                 body = f.read()

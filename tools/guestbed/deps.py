@@ -16,6 +16,8 @@ HOST_PACKAGES = {
     "qemu-system-x86": "/usr/bin/qemu-system-x86_64",
     "busybox-static": "/bin/busybox",
     "cpio": "/usr/bin/cpio",
+    # the block checks run the real fio (io_uring) in the guest as a cross-check
+    "fio": "/usr/bin/fio",
 }
 
 _updated = False

@@ -175,6 +175,15 @@ def default_plan_body(programs=("vio-guest-check",)):
             f'  check_fail {p}-exit "/bin/{p} is not in the initramfs"',
             'fi',
         ]
+    # vio-fio's block checks (issue 4): the blk drives through VFIO and the
+    # kernel path, host checks of the images; before vio-bind's checks.
+    lines += [
+        'if [ -x /bin/vio-fio ]; then',
+        _plan_file("blk.sh").rstrip("\n"),
+        'else',
+        '  check_fail vio-fio-present "/bin/vio-fio is not in the initramfs"',
+        'fi',
+    ]
     # vio-bind's safety checks go last: they format the scratch disk and
     # move both kinds of device (Tests/guest/plans/bind-safety.sh).
     lines += [

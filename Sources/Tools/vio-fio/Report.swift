@@ -17,7 +17,8 @@ enum NormalReport {
       }
       let s = r.queueStats
       out +=
-        "  vio: queue=\(r.queueIndex) backend=\(info.backend.rawValue) requests=\(s.requests) reads=\(s.reads) writes=\(s.writes) "
+        "  vio: queue=\(r.queueIndex) backend=\(info.backend.rawValue) requests=\(s.requests) completed_ok=\(r.read.ios + r.write.ios + r.trim.ios) "
+        + "reads=\(s.reads) writes=\(s.writes) "
         + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
         + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
         + "splits=\(s.splits)\n"
