@@ -20,6 +20,7 @@ let package = Package(
     .library(name: "BlockIO", targets: ["BlockIO"]),
     .library(name: "PacketIO", targets: ["PacketIO"]),
     .executable(name: "vio-fio", targets: ["vio-fio"]),
+    .executable(name: "block-log", targets: ["block-log"]),
     .executable(name: "vio-fwd", targets: ["vio-fwd"]),
     .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
@@ -121,5 +122,9 @@ let package = Package(
     .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
     // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.
     .testTarget(name: "BlockIOTests", dependencies: ["BlockIO"]),
+    // The example storage app: an append-only checksummed log embedding BlockIO (Examples/BlockLog).
+    .target(name: "BlockLog", dependencies: ["BlockIO"], path: "Examples/BlockLog/Sources/BlockLog"),
+    .executableTarget(name: "block-log", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Sources/block-log"),
+    .testTarget(name: "BlockLogTests", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Tests/BlockLogTests"),
   ]
 )
