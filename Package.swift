@@ -24,6 +24,7 @@ let package = Package(
     .executable(name: "vio-fwd", targets: ["vio-fwd"]),
     .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
+    .executable(name: "blk-bench", targets: ["blk-bench"]),
     .executable(name: "vio-guest-check", targets: ["vio-guest-check"]),
     .library(name: "VirtioVhostUser", targets: ["VirtioVhostUser"]),
     .executable(name: "vio-vhost-check", targets: ["vio-vhost-check"]),
@@ -93,6 +94,11 @@ let package = Package(
       name: "ring-bench",
       dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim", "CRingBaseline", "CAllocCounter"],
       path: "Sources/Bench/ring-bench", swiftSettings: strict),
+    // BlockIO's data path: requests per second and heap allocations per request (must be 0).
+    .executableTarget(
+      name: "blk-bench",
+      dependencies: ["BlockIO", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioSim", "CAllocCounter"],
+      path: "Sources/Bench/blk-bench"),
     .executableTarget(
       name: "vio-guest-check",
       dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],

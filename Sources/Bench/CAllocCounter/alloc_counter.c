@@ -10,9 +10,14 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
 static uint64_t allocations;
+static __thread uint64_t thread_allocations __attribute__((tls_model("initial-exec")));
 
 uint64_t alloc_counter_total(void) { return __atomic_load_n(&allocations, __ATOMIC_RELAXED); }
-static inline void count(void) { __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED); }
+uint64_t alloc_counter_thread(void) { return thread_allocations; }
+static inline void count(void) {
+  __atomic_fetch_add(&allocations, 1, __ATOMIC_RELAXED);
+  thread_allocations++;
+}
 
 void *malloc(size_t n) { count(); return __libc_malloc(n); }
 void *calloc(size_t n, size_t s) { count(); return __libc_calloc(n, s); }

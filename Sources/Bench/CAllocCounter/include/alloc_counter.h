@@ -4,3 +4,6 @@
 #pragma once
 #include <stdint.h>
 uint64_t alloc_counter_total(void);
+/* Allocations made by the calling thread (other threads, e.g. a simulated
+ * device, do not count). */
+uint64_t alloc_counter_thread(void);

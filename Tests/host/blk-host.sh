@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Block checks on the host, no VM: BlockIO's kernel path (io_uring, O_DIRECT)
+# through vio-fio and the example log on a temporary file, and blk-bench's
+# allocation check of the data path (release build: 0 heap allocations per
+# request on the driver thread, virtio through the simulated device and io_uring).
+# The VFIO path runs in the guest (tools/guest-test, Tests/guest/plans/blk.sh).
+# Prints CHECK lines and closes with `blk-host: N passed, M failed`; exit 1 on failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+passed=0 failed=0
+pass() { echo "CHECK PASS $1${2:+: $2}"; passed=$((passed + 1)); }
+fail() { echo "CHECK FAIL $1: $2"; failed=$((failed + 1)); }
+
+swift build --product vio-fio >/dev/null && swift build --product block-log >/dev/null &&
+  swift build -c release --product blk-bench >/dev/null || { echo "blk-host: build failed"; echo "blk-host: 0 passed, 1 failed"; exit 1; }
+bin=$(swift build --show-bin-path)
+fio=$bin/vio-fio
+img=$(mktemp /var/tmp/blk-host-XXXXXX.img)
+trap 'rm -f "$img"' EXIT
+truncate -s 64M "$img"
+
+# run <check> <wanted-exit> <args...>: vio-fio on the image, output in $out
+run() {
+  local c=$1 want=$2
+  shift 2
+  out=$("$fio" --filename="$img" "$@" 2>&1)
+  local rc=$?
+  [ "$rc" -eq "$want" ] && return 0
+  fail "$c" "vio-fio $* exited $rc (want $want): $(echo "$out" | grep -v '^ *|' | tail -n 3 | tr '\n' ' ')"
+  return 1
+}
+expect() { # expect <check> <pattern>...
+  local c=$1 p
+  shift
+  for p in "$@"; do
+    grep -qF -- "$p" <<<"$out" || { fail "$c" "output lacks '$p'"; return 1; }
+  done
+  pass "$c"
+}
+
+run write-verify 0 --rw=write --bs=4k --size=4m --iodepth=16 --verify=crc32c --end_fsync=1 &&
+  expect write-verify "verify: 1024 blocks ok, 0 bad" "flushes=1"
+run reverify 0 --rw=randread --bs=4k --size=4m --iodepth=32 --verify=crc32c --interrupts &&
+  expect reverify "verify: 1024 blocks ok, 0 bad"
+printf 'X' | dd of="$img" bs=1 seek=$((3 * 4096 + 77)) conv=notrunc status=none
+run detects-corruption 1 --rw=read --bs=4k --size=4m --verify=crc32c &&
+  expect detects-corruption "verify: 1023 blocks ok, 1 bad" "bad block at offset 12288"
+run json 0 --rw=randread --bs=4k --size=4m --iodepth=8 --runtime=1 --time_based --output-format=json &&
+  expect json '"jobs": [' '"clat_ns": {' '"percentile": {' '"99.000000": '
+run mq 0 --rw=randwrite --bs=8k --numjobs=2 --offset=8m --offset_increment=4m --size=2m --iodepth=8 --verify=crc32c &&
+  expect mq "vio: queue=0 " "vio: queue=1 " "verify: 256 blocks ok, 0 bad"
+run trim 0 --rw=trim --bs=64k --offset=16m --size=1m && run zero 0 --rw=zero --bs=64k --offset=17m --size=1m &&
+  run zero-readback 0 --rw=read --bs=64k --offset=16m --size=2m --verify=pattern --verify_pattern=0 &&
+  expect zero-readback "verify: 32 blocks ok, 0 bad"
+before=$(md5sum <"$img")
+for args in "--bogus=1" "--offset=1g" "--size=1000" "--offset=100" "--offset=40m --size=64m" "--bs=1000" "--rw=sideways"; do
+  # shellcheck disable=SC2086
+  run "badinput($args)" 64 --rw=write $args && expect "badinput($args)" "Error: "
+done
+[ "$(md5sum <"$img")" = "$before" ] && pass badinput-nothing-written || fail badinput-nothing-written "the image changed"
+
+log=$bin/block-log
+if "$log" "$img" format >/dev/null && "$log" "$img" append alpha beta >/dev/null && "$log" "$img" fill 100 2000 >/dev/null; then
+  listing=$("$log" "$img" list | tr -d '\000')
+  if grep -q "recovered 102 record(s)" <<<"$listing" && grep -q "^2	beta$" <<<"$listing"; then pass block-log
+  else fail block-log "$(head -n 3 <<<"$listing" | tr '\n' ' ')"; fi
+else
+  fail block-log "block-log failed"
+fi
+
+bench=$("$(swift build -c release --show-bin-path)/blk-bench" --ops 20000 --dir /var/tmp 2>&1)
+if [ $? -eq 0 ]; then pass blk-bench-no-allocations "$(grep -c 'allocs/op 0.0' <<<"$bench") loops at 0 allocations per request"
+else fail blk-bench-no-allocations "$(tr '\n' ' ' <<<"$bench")"; fi
+
+echo "blk-host: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
