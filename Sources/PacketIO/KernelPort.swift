@@ -50,12 +50,7 @@ struct KernelPort: ~Copyable {
   static func open(_ name: String, options: PortOptions, bufferFrameBytes: Int, logger: Logger) throws(VirtioError) -> (
     UnsafeMutablePointer<KernelPort>, PortInfo
   ) {
-    let index = name.withCString { vio_pkt_ifindex($0) }
-    guard index > 0 else {
-      throw VirtioError(
-        .invalidArgument, "port \(name): there is no network interface \(name) (see `ip link`); for a PCI function write pci:BDF",
-        errno: -index)
-    }
+    let index = try preflight(name)
     var mac = [UInt8](repeating: 0, count: 6)
     var mtu: Int32 = 0
     var flags: UInt32 = 0
@@ -91,6 +86,18 @@ struct KernelPort: ~Copyable {
       detail: "AF_PACKET TPACKET_V2, \(options.queues) socket(s)\(options.queues > 1 ? " in fanout group \(group) (hash)" : ""), frames of \(frameSize) bytes",
       mac: m, mtu: Int(mtu), queues: options.queues, rxRingSize: rxFrames, txRingSize: txFrames, linkUp: carrier)
     return (box(KernelPort(name: name, ifindex: index, sockets: sockets, carrier: carrier)), info)
+  }
+
+  /// The interface's index; an error naming the interface when there is none.
+  @discardableResult
+  static func preflight(_ name: String) throws(VirtioError) -> Int32 {
+    let index = name.withCString { vio_pkt_ifindex($0) }
+    guard index > 0 else {
+      throw VirtioError(
+        .invalidArgument, "port \(name): there is no network interface \(name) (see `ip link`); for a PCI function write pci:BDF",
+        errno: -index)
+    }
+    return index
   }
 
   /// /sys/class/net/<name>/carrier: 1 up, 0 down (unreadable while the interface is down: down).

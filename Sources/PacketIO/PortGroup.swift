@@ -45,6 +45,14 @@ public struct PortGroup: ~Copyable {
     for (i, a) in addresses.enumerated() where addresses[..<i].contains(a) {
       throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
     }
+    // Every port exists and is what it says before any is opened: a typo in
+    // the last port must not first take the others through VFIO.
+    for a in addresses {
+      switch a {
+      case .pci(let bdf): try VirtioNetOpen.preflight(bdf, logger: options.logger)
+      case .interface(let name): try KernelPort.preflight(name)
+      }
+    }
     var backends: [PortBackend] = []
     var infos: [PortInfo] = []
     var space: VFIODMASpace? = nil

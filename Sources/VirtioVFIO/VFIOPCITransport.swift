@@ -71,7 +71,12 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   let notifyRegion: MMIORegion
   /// Per queue: the notify address (§4.1.4.4), set by configureQueue.
   @usableFromInline let notifyAddresses: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+  /// Entries in the per-queue tables: room for `queueTableCapacity` queues,
+  /// not just num_queues at open — QEMU's virtio-net adds queues when MQ is
+  /// negotiated (num_queues grows from 3 to 2 × pairs + 1 at FEATURES_OK).
   @usableFromInline let notifyCount: Int
+  /// QEMU's VIRTIO_QUEUE_MAX.
+  public static let queueTableCapacity = 1024
   /// The four driver feature words last written (NOTIFICATION_DATA picks the doorbell width).
   @usableFromInline let driverFeatureWords: UnsafeMutablePointer<UInt32>
   /// Per queue: the MSI-X vector the device accepted, or NO_VECTOR.
@@ -103,14 +108,14 @@ public struct VFIOPCITransport: ~Copyable, Transport {
     self.isrRegion = isr
     self.deviceConfig = deviceConfig
     self.notifyRegion = notify
-    let n = max(queueCount, 1)
+    let n = max(queueCount, Self.queueTableCapacity)
     // SAFETY: driver-private tables of `n` entries / 4 words, freed in deinit.
     self.notifyAddresses = .allocate(capacity: n)
     self.notifyAddresses.initialize(repeating: nil, count: n)
-    self.notifyCount = queueCount
+    self.notifyCount = n
     self.driverFeatureWords = .allocate(capacity: FeatureSet.wordCount)
     self.driverFeatureWords.initialize(repeating: 0, count: FeatureSet.wordCount)
-    self.queueVectors = Array(repeating: virtioMSINoVector, count: queueCount)
+    self.queueVectors = Array(repeating: virtioMSINoVector, count: n)
   }
 
   deinit {
@@ -191,7 +196,7 @@ public struct VFIOPCITransport: ~Copyable, Transport {
 
   public mutating func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) {
     guard index >= 0, index < notifyCount else {
-      throw queueError(index, "the device has \(notifyCount) queues")
+      throw queueError(index, "the device has \(queueCount) queues")
     }
     // §4.1.5.1.3 step 1: select the queue.
     common.write16(CommonCfg.queue_select, UInt16(index))

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from . import blktest, hostchecks, log
+from . import blktest, fwdtest, hostchecks, log
 from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
@@ -54,7 +54,7 @@ class BootResult:
 
 
 def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
-                 mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE, scratch=None):
+                 mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE, scratch=None, extra_nets=()):
     net = ["virtio-net-pci", "id=net0", "netdev=n0", f"mac={NET_MAC}",
            "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
     blk = ["virtio-blk-pci", "id=blk0", "drive=d0",
@@ -78,6 +78,14 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
         "-device", "virtio-blk-pci,id=blkscratch,drive=dscratch,serial=vio-scratch,"
                    "disable-legacy=on,iommu_platform=on",
     ] if scratch else []) + [
+        # More virtio-net devices (the forwarder test's, fwdtest.DEVICES), after
+        # the others so their PCI addresses stay put: (id, netdev, mac, props).
+        a for nid, nd, mac, props in extra_nets for a in (
+            "-netdev", nd,
+            "-device", ",".join(["virtio-net-pci", f"id={nid}", f"netdev=n{nid}", f"mac={mac}",
+                                 "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
+                                + variant.net_props() + list(props)))
+    ] + [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
     ]
 
@@ -103,13 +111,13 @@ class _Console:
         self.lines.put(None)
 
 
-def net_port(variant, backend=None):
+def net_port(variant, backend=None, tap_name=None, mtu=None):
     """The host side of the net device: the TCP frame server, or a tap when
     the variant wants more than one queue pair (or backend == "tap")."""
     if backend is None:
         backend = "tap" if (variant.net_queues or 1) > 1 else "stream"
     if backend == "tap":
-        return TapPort(queues=variant.net_queues or 1).start()
+        return TapPort(queues=variant.net_queues or 1, ifname=tap_name, mtu=mtu).start()
     if (variant.net_queues or 1) > 1:
         raise ValueError(f"{variant.name}: net-queues > 1 needs the tap backend")
     return FrameServer().start()
@@ -127,13 +135,21 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     qmp_sock = os.path.join(workdir, "qmp.sock")
     if os.path.exists(qmp_sock):
         os.unlink(qmp_sock)
+    extra_ports = {}                # the forwarder test's devices: id -> host side
     try:
         server = net_port(variant, net_backend)
+        for i, (nid, _, _) in enumerate(fwdtest.DEVICES):
+            extra_ports[nid] = net_port(variant, net_backend, tap_name=f"gbtap{os.getpid() % 1000000}{'abcdefgh'[i]}",
+                                        mtu=9000)
     except (OSError, ValueError) as e:
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
+        for p in extra_ports.values():
+            p.close()
         return res
+    traffic_runs = fwdtest.Runs()
+    extra_nets = [(nid, extra_ports[nid].netdev_arg(f"n{nid}"), mac, props) for nid, mac, props in fwdtest.DEVICES]
     cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,
-                       qmp_sock, mem_mib, smp, scratch=scratch)
+                       qmp_sock, mem_mib, smp, scratch=scratch, extra_nets=extra_nets)
     # The block checks' extra drives (blkdebug faults, read-only), before -qmp: tools/guestbed/blktest.py.
     cmd[cmd.index("-qmp"):cmd.index("-qmp")] = blktest.qemu_args(workdir)
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
@@ -206,6 +222,12 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                 hostcheck_requests.append(m.group(1).split())
                 continue
             m = _HOSTREQ_RE.search(line)
+            if m and m.group(1).split(None, 1)[0] in fwdtest.KINDS:
+                parts = m.group(1).split(None, 3)
+                err = traffic_runs.handle(parts[0], parts[1:], extra_ports, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
             if m and m.group(1).split(None, 1)[0] in blktest.REQUESTS:
                 err = blktest.handle_request(m.group(1).split(), workdir, qmp, note)
                 if err:
@@ -231,13 +253,21 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
         res.qemu_rc = proc.wait()
         res.wall_s = time.monotonic() - t0
         server.close()
+        for p in extra_ports.values():
+            p.close()
         conlog.close()
 
     if getattr(server, "error", None):
         res.checks.append(("host-net", False, server.error))
     frames = list(server.frames)
     _write_pcap(os.path.join(workdir, "frames.pcap"), frames)
+    for nid, p in extra_ports.items():
+        if getattr(p, "error", None):
+            res.checks.append((f"host-{nid}", False, p.error))
+        _write_pcap(os.path.join(workdir, f"frames-{nid}.pcap"), list(p.frames))
     ctx = hostchecks.BootContext(variant, frames, disk, res.console, workdir)
+    ctx.net_ports = extra_ports
+    ctx.traffic_runs = traffic_runs
     for req in hostcheck_requests:
         res.checks.append(hostchecks.run_requested(ctx, req))
     res.checks.extend(hostchecks.run_post_boot(ctx))

@@ -23,7 +23,7 @@ from . import deps, initramfs, plan, variants
 from .kernel import fetch_kernel
 
 # Swift products built for the guest (each lands in the initramfs's /bin).
-PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fio"]
+PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fwd", "vio-fio"]
 # Programs the default plan runs with `--net <bdf> --blk <bdf>`.
 RUN_PROGRAMS = ["vio-guest-check"]
 DEFAULT_VARIANTS = "split,packed"

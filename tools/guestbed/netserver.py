@@ -169,15 +169,17 @@ class FrameServer(_FrameLog):
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
+SIOCSIFMTU = 0x8922
 IFF_UP = 0x1
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
 
 class TapPort(_FrameLog):
-    def __init__(self, queues=1, ifname=None):
+    def __init__(self, queues=1, ifname=None, mtu=None):
         super().__init__()
         self.queues = queues
+        self.mtu = mtu                   # None: the kernel's default (1500)
         self.ifname = ifname or f"gbtap{os.getpid() % 10000000}"
         self._sock = None
         self._pending = []
@@ -209,6 +211,8 @@ class TapPort(_FrameLog):
         except OSError:
             pass
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            if self.mtu:
+                fcntl.ioctl(s, SIOCSIFMTU, struct.pack("16si20x", self.ifname.encode(), self.mtu))
             ifr = struct.pack("16sH22x", self.ifname.encode(), 0)
             flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
             fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", self.ifname.encode(),

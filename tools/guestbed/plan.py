@@ -175,6 +175,14 @@ def default_plan_body(programs=("vio-guest-check",)):
             f'  check_fail {p}-exit "/bin/{p} is not in the initramfs"',
             'fi',
         ]
+    # vio-fwd between the two extra virtio-net devices (fwdtest.py).
+    lines += [
+        'if [ -x /bin/vio-fwd ]; then',
+        _plan_file("net-forward.sh").rstrip("\n"),
+        'else',
+        '  check_fail vio-fwd-present "/bin/vio-fwd is not in the initramfs"',
+        'fi',
+    ]
     # vio-fio's block checks (issue 4): the blk drives through VFIO and the
     # kernel path, host checks of the images; before vio-bind's checks.
     lines += [

@@ -75,7 +75,7 @@ def plan(run, count, flows=4, jumbo=False):
     next_seq = [0] * flows
     for i in range(count):
         f = i % flows
-        length = sizes[(i * 7 + f) % len(sizes)]
+        length = sizes[i % len(sizes)]
         out.append((f, next_seq[f], frame(run, f, next_seq[f], length)))
         next_seq[f] += 1
     return out

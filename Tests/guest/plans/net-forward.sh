@@ -1,0 +1,98 @@
+# vio-fwd end to end (a plan fragment, run by the default plan when
+# /bin/vio-fwd is in the initramfs; see tools/guestbed/fwdtest.py).
+#
+# Two extra virtio-net devices, net1 (MAC ...:61, port A) and net2 (...:62,
+# port B), both MTU 9000, behind host-side sockets (the stream netdev) or
+# multi-queue taps (net-queues > 1). vio-fwd forwards A -> B over VFIO, both
+# functions in one IOMMU container and one buffer pool (zero copy); the host
+# sends numbered, checksummed frames of several flows, 64..9014 bytes, at a
+# bounded rate into net1 and checks on net2 that every frame arrived intact,
+# once, in per-flow order — or that vio-fwd counted each missing one as a
+# drop (HOSTCHECK net-traffic). Per variant: split ring, hybrid wait, and
+# link down/up of net2 from QMP while forwarding; packed ring, interrupt
+# wait; net-queues=2: two queue pairs, two workers. Bad input exits 64.
+
+fwd_dev() {  # fwd_dev <mac>: the virtio-net function with that MAC (on virtio_net)
+  for d in $(find_virtio 0x1041); do
+    for a in /sys/bus/pci/devices/$d/virtio*/net/*/address; do
+      [ "$(cat $a 2>/dev/null)" = "$1" ] && echo $d
+    done
+  done
+  return 0
+}
+FA=$(fwd_dev 52:54:00:12:34:61)
+FB=$(fwd_dev 52:54:00:12:34:62)
+if [ -z "$FA" ] || [ -z "$FB" ]; then
+  check_fail net-fwd-devices "no virtio-net functions with MACs 52:54:00:12:34:61/62 (got '$FA' '$FB')"
+else
+  check_pass net-fwd-devices "port A $FA (net1), port B $FB (net2)"
+  Q=${GUESTBED_NET_QUEUES:-1}
+  WAIT=hybrid
+  [ "$GUESTBED_RING" = packed ] && [ "$Q" -eq 1 ] && WAIT=interrupt
+  FLOWS=4
+  [ "$Q" -gt 1 ] && FLOWS=16
+  COUNT=3000
+  RATE=1500
+
+  # Bad input: a clear message and exit status 64.
+  fwd_usage() {
+    _n=$1; shift
+    _out=$(/bin/vio-fwd "$@" 2>&1 >/dev/null)
+    _rc=$?
+    if [ $_rc -eq 64 ] && [ -n "$_out" ]; then
+      check_pass net-fwd-usage-$_n "$(echo "$_out" | head -n1)"
+    else
+      check_fail net-fwd-usage-$_n "exit $_rc (want 64): $(echo "$_out" | head -n2 | tr '\n' ' ')"
+    fi
+  }
+  fwd_usage not-virtio-net --port pci:$BLK
+  fwd_usage unknown-port --port pci:$FA --port nosuch0
+  fwd_usage burst-0 --port pci:$FA --burst 0
+
+  bind_vfio $FA && bind_vfio $FB || check_fail net-fwd-bind "$FA: $(pci_driver $FA), $FB: $(pci_driver $FB)"
+  # Opens both devices, finds rings of 256 (QEMU's default): a burst of 512 cannot fit.
+  fwd_usage burst-over-ring --port pci:$FA --port pci:$FB --rxd 1024 --txd 1024 --burst 512
+
+  rm -f /tmp/fwd.stats /tmp/fwd.json /tmp/fwd.log
+  /bin/vio-fwd --port pci:$FA --port pci:$FB --mode io --queues $Q --wait $WAIT --stats-period 1 \
+    --stats-file /tmp/fwd.stats --json >/tmp/fwd.json 2>/tmp/fwd.log &
+  FWD=$!
+  if wait_until 120 grep -q "forwarding:" /tmp/fwd.log; then
+    check_pass net-fwd-start "$(grep -m1 'forwarding:' /tmp/fwd.log)"
+  else
+    check_fail net-fwd-start "vio-fwd did not start: $(tail -n3 /tmp/fwd.log | tr '\n' ' ')"
+  fi
+  # fwd_got N: vio-fwd has received N frames on port A (the host's side holds
+  # frames while the RX ring is empty: nothing is lost before the driver).
+  fwd_got() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/fwd.stats 2>/dev/null); [ "${_v:-0}" -ge "$1" ]; }
+  fwd_phase() {  # fwd_phase <name> <count> <json-extra>
+    hostreq net-traffic fwd $1 "{\"from\":\"net1\",\"to\":\"net2\",\"count\":$2,\"rate\":$RATE,\"flows\":$FLOWS,\"jumbo\":true$3}"
+    _total=$(( ${_sofar:-0} + $2 ))
+    wait_until 300 fwd_got $_total || check_fail net-fwd-$1-received "vio-fwd received $(sed -n 's/^port0.rx_packets=//p' /tmp/fwd.stats) of $_total frames"
+    _sofar=$_total
+    hostreq net-traffic-wait fwd $1
+  }
+  fwd_phase p1 $COUNT ""
+  if [ "$GUESTBED_RING" = split ] && [ "$Q" -eq 1 ]; then
+    # Link down / up of port B from QMP while forwarding: reported, and forwarding resumes.
+    hostreq qmp set_link '{"name":"net2","up":false}'
+    wait_until 60 grep -q "port 1: link down" /tmp/fwd.log && check_pass net-fwd-link-down "$(grep -m1 'port 1: link down' /tmp/fwd.log)" \
+      || check_fail net-fwd-link-down "vio-fwd reported no link down on port 1: $(tail -n2 /tmp/fwd.log | tr '\n' ' ')"
+    hostreq qmp set_link '{"name":"net2","up":true}'
+    wait_until 60 grep -q "port 1: link up" /tmp/fwd.log && check_pass net-fwd-link-up "$(grep -m1 'port 1: link up' /tmp/fwd.log)" \
+      || check_fail net-fwd-link-up "vio-fwd reported no link up on port 1: $(tail -n2 /tmp/fwd.log | tr '\n' ' ')"
+    fwd_phase p2 600 ""
+  fi
+  kill -INT $FWD
+  wait $FWD
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    check_pass net-fwd-exit "$(grep 'total:' /tmp/fwd.log)"
+  else
+    check_fail net-fwd-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/fwd.log | tr '\n' ' ')"
+  fi
+  grep -e 'summary:' -e '  port ' /tmp/fwd.log
+  echo "VIOFWD-JSON fwd $(cat /tmp/fwd.json)"
+  hostcheck net-traffic fwd
+  bind_kernel $FA && bind_kernel $FB || check_fail net-fwd-handback "$FA: $(pci_driver $FA), $FB: $(pci_driver $FB)"
+fi

@@ -1,0 +1,174 @@
+"""Host side of the guest's packet-forwarder test (vio-fwd between two extra
+virtio-net devices, net1 -> net2; see Tests/guest/plans/net-forward.sh).
+
+The guest drives it with two host requests and one host check:
+
+    HOSTREQ net-traffic <run> <phase> <json>
+        start sending test frames (traffic.py) into one device's host side
+        in the background; json: {"from": "net1", "to": "net2", "count": N,
+        "rate": R, "flows": F, "jumbo": true|false}
+    HOSTREQ net-traffic-wait <run> <phase>
+        wait (bounded) until the phase's frames arrived on the "to" side, or
+        none came for a while; the guest's following lines wait for this
+    HOSTCHECK net-traffic <run>
+        after poweroff: every phase of <run> arrived whole, once, in per-flow
+        order, or each missing frame is one vio-fwd counted as dropped: the
+        guest prints vio-fwd's --json summary as `VIOFWD-JSON <run> {...}`
+
+The devices' host sides (FrameServer / TapPort, netserver.py) come from
+boot.py, keyed by device id.
+"""
+
+import json
+import random
+import threading
+import time
+
+from . import hostchecks
+from . import traffic
+
+# Extra virtio-net devices of every boot: id, MAC (how the guest tells them
+# apart), QEMU properties on top of the variant's.
+DEVICES = [
+    ("net1", "52:54:00:12:34:61", ["host_mtu=9000"]),
+    ("net2", "52:54:00:12:34:62", ["host_mtu=9000"]),
+]
+KINDS = ("net-traffic", "net-traffic-wait")
+WAIT_IDLE_S = 8.0
+WAIT_MAX_S = 180.0
+
+
+class Phase:
+    def __init__(self, run, name, spec, ports):
+        self.run = run
+        self.name = name
+        self.src = spec["from"]
+        self.dst = spec["to"]
+        if self.src not in ports or self.dst not in ports:
+            raise ValueError(f"net-traffic: unknown device in {spec} (have {', '.join(sorted(ports))})")
+        self.run_id = random.randrange(1, 2**31)
+        self.frames = traffic.plan(self.run_id, int(spec.get("count", 1000)), int(spec.get("flows", 4)),
+                                   bool(spec.get("jumbo", False)))
+        self.rate = float(spec.get("rate", 1000))
+        self.out = ports[self.src]
+        self.inp = ports[self.dst]
+        self.error = None
+        self.sent = 0
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self._send, daemon=True, name=f"traffic-{run}-{name}")
+        self.thread.start()
+
+    def _send(self):
+        try:
+            pacer = traffic.Pacer(self.rate)
+            for _, _, fr in self.frames:
+                self.out.send(fr)
+                self.sent += 1
+                pacer.wait()
+        except OSError as e:
+            self.error = f"sending: {e}"
+
+    def verdict(self):
+        v = traffic.Verdict(self.run_id, self.frames)
+        for fr in self.inp.received(lambda f: True):
+            v.feed(fr)
+        return v
+
+    def wait(self):
+        """Until every frame arrived, or none came for WAIT_IDLE_S after the sender finished."""
+        self.thread.join(WAIT_MAX_S)
+        deadline = time.monotonic() + WAIT_MAX_S
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = self.verdict().received
+            if n >= len(self.frames):
+                return n
+            if n != last_count:
+                last_count, last_change = n, time.monotonic()
+            elif time.monotonic() - last_change > WAIT_IDLE_S:
+                return n
+            time.sleep(0.2)
+        return last_count
+
+
+class Runs:
+    """Every phase the guest started in one boot, by run."""
+
+    def __init__(self):
+        self.phases = {}        # run -> [Phase]
+
+    def handle(self, kind, args, ports, note):
+        """Acts on a HOSTREQ; returns an error text or None."""
+        try:
+            if kind == "net-traffic":
+                run, name, spec = args[0], args[1], json.loads(args[2])
+                p = Phase(run, name, spec, ports)
+                self.phases.setdefault(run, []).append(p)
+                note(f"net-traffic {run}/{name}: sending {len(p.frames)} frames {p.src} -> {p.dst} at {p.rate:g}/s "
+                     f"(run id {p.run_id})")
+                return None
+            if kind == "net-traffic-wait":
+                run, name = args[0], args[1]
+                p = next((p for p in self.phases.get(run, []) if p.name == name), None)
+                if p is None:
+                    return f"net-traffic-wait: no phase {run}/{name} was started"
+                n = p.wait()
+                note(f"net-traffic {run}/{name}: {n}/{len(p.frames)} frames arrived on {p.dst} "
+                     f"({time.monotonic() - p.t0:.1f} s after the start)")
+                return None
+        except (IndexError, ValueError, KeyError) as e:
+            return f"HOSTREQ {kind} {' '.join(args)}: {e}"
+        return f"unknown HOSTREQ kind {kind!r}"
+
+
+def _fwd_summary(console_lines, run):
+    tag = f"VIOFWD-JSON {run} "
+    for line in reversed(console_lines):
+        i = line.find(tag)
+        if i >= 0:
+            return json.loads(line[i + len(tag):])
+    return None
+
+
+@hostchecks.hostcheck("net-traffic", nargs=1)
+def _net_traffic(ctx, args):
+    run = args[0]
+    runs = getattr(ctx, "traffic_runs", None)
+    phases = runs.phases.get(run, []) if runs else []
+    if not phases:
+        return False, f"no traffic was sent for run {run} (no HOSTREQ net-traffic {run} ...)"
+    try:
+        fwd = _fwd_summary(ctx.console_lines, run)
+    except ValueError as e:
+        return False, f"VIOFWD-JSON {run}: not JSON ({e})"
+    if fwd is None:
+        return False, f"the guest printed no `VIOFWD-JSON {run} ...` line (vio-fwd's --json summary)"
+    drops = int(fwd.get("dropped", 0))
+    sent = missing = received = 0
+    problems = []
+    for p in phases:
+        if p.error:
+            problems.append(f"{p.name}: {p.error}")
+        v = p.verdict()
+        ok, text = v.summary(explained_losses=drops)
+        sent += len(p.frames)
+        received += v.received
+        missing += len(v.missing)
+        if not ok:
+            problems.append(f"{p.name}: {text}")
+    if missing > drops:
+        problems.append(f"{missing} frames missing in all, vio-fwd counted {drops} dropped")
+    # Multiqueue: every queue of the receiving port carried some of the flows.
+    queues = (fwd.get("ports") or [{}])[0].get("queues") or []
+    spread = ""
+    if len(queues) > 1:
+        got = [q.get("rx_packets", 0) for q in queues]
+        spread = f", port A queues received {'/'.join(str(g) for g in got)}"
+        if min(got) == 0:
+            problems.append(f"one of {len(queues)} queues received nothing ({got}): the flows did not spread over the queue pairs")
+    sizes = [len(fr) for p in phases for _, _, fr in p.frames]
+    flows = max(len({f for f, _, _ in p.frames}) for p in phases)
+    detail = (f"{received}/{sent} frames ({len(phases)} phase(s), {flows} flows, {min(sizes)}..{max(sizes)} bytes) "
+              f"{phases[0].src}->{phases[0].dst} intact, once, in flow order; {missing} missing, vio-fwd dropped {drops}, "
+              f"forwarded {fwd.get('forwarded')}, wait {fwd.get('wait')}{spread}")
+    return (not problems), ("; ".join(problems) if problems else detail)
