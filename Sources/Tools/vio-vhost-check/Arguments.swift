@@ -20,6 +20,8 @@ struct Arguments {
   var memoryMiB = 64
   var pages: SharedMemoryPages = .hugePreferred
   var verbose = false
+  /// Feature bits not to negotiate (--without event-idx,in-order,...), for benchmarking their cost.
+  var without: [Int] = []
 
   static let usage = """
     usage: vio-vhost-check <command> --socket PATH [--server] [options]
@@ -30,7 +32,7 @@ struct Arguments {
       bench-blk      4 KiB random reads at --qd for --seconds; prints IOPS
     options: --layout split|packed  --frames N  --frame-size B  --burst N  --queue-size N  --timeout-ms MS
              --reconnect-timeout-ms MS  --blocks N  --block-size B  --seed N  --mode M  --seconds S  --qd N
-             --memory-mib N  --pages huge|small  --verbose
+             --memory-mib N  --pages huge|small  --without event-idx,indirect,in-order,mrg-rxbuf,csum  --verbose
     """
 
   init(_ argv: [String]) throws(UsageError) {
@@ -75,6 +77,17 @@ struct Arguments {
         let v = try value(a)
         pages = v == "small" ? .small : v == "huge" ? .hugeRequired : .hugePreferred
       case "--verbose": verbose = true
+      case "--without":
+        for name in try value(a).split(separator: ",") {
+          switch name {
+          case "event-idx": without.append(29)
+          case "indirect": without.append(28)
+          case "in-order": without.append(35)
+          case "mrg-rxbuf": without.append(15)
+          case "csum": without += [0, 1]
+          default: throw UsageError("--without takes event-idx, indirect, in-order, mrg-rxbuf, csum")
+          }
+        }
       default: throw UsageError("unknown option \(a)")
       }
     }

@@ -34,8 +34,18 @@ struct NetBenchBody: VhostUserSessionBody {
     switch args.mode {
     case "txonly":
       while now &- start < duration {
+        iterations &+= 1
+        if iterations & 255 == 0 { now = monotonicNanoseconds() }
+        // Whole bursts only: wait (reclaiming) until the ring has room for one,
+        // rather than building frames the ring then refuses, or trickling
+        // small batches that each cost the backend a pass.
+        if pair.tx.freeCount < burst {
+          pair.reclaim(&pool)
+          if pair.tx.freeCount < burst { continue }
+        }
+        let room = burst
         var k = 0
-        while k < burst, var b = pool.allocate() {
+        while k < room, var b = pool.allocate() {
           b.length = UInt16(truncatingIfNeeded: size)
           (pool.pointer(b) + Int(b.offset)).copyMemory(from: template.pointer, byteCount: size)
           v[k] = b
@@ -48,8 +58,6 @@ struct NetBenchBody: VhostUserSessionBody {
           j &+= 1
         }
         packets &+= UInt64(sent)
-        iterations &+= 1
-        if iterations & 255 == 0 { now = monotonicNanoseconds() }
       }
     case "rxonly":
       while now &- start < duration {

@@ -40,6 +40,7 @@ func netPlan() -> VhostUserOpenPlan {
   // The net driver's own policy; the layout is the test's choice.
   var wanted = NetFeaturePolicy.wanted
   if args.layout == "split" { wanted.remove(FeatureSet(bit: VirtioFeature.ringPacked)) }
+  wanted.remove(FeatureSet(bits: args.without))
   var required = NetFeaturePolicy.required
   if args.layout == "packed" { required.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
   var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: required, wanted: wanted))
@@ -52,6 +53,7 @@ func netPlan() -> VhostUserOpenPlan {
 func blockPlan() -> VhostUserOpenPlan {
   var wanted = BlockFeaturePolicy.wanted
   if args.layout == "split" { wanted.remove(FeatureSet(bit: VirtioFeature.ringPacked)) }
+  wanted.remove(FeatureSet(bits: args.without))
   var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: BlockFeaturePolicy.required, wanted: wanted))
   plan.options = options
   plan.maxQueueSize = args.queueSize
