@@ -122,3 +122,22 @@ public struct SharedMemoryArena: ~Copyable, DMAAllocator {
     return DMARegion(pointer: p, iova: UInt64(UInt(bitPattern: p)), byteCount: n)
   }
 }
+
+/// Shared memory several transports hand to their backends: every backend
+/// maps the same memfd, so a buffer received from one can be transmitted to
+/// another as is (PacketIO forwarding between two vhost-user ports). Open the
+/// first transport normally, then pass `transport.memorySpace` to
+/// `VhostUserTransport.open(_:deviceType:options:logger:sharing:)`. Lives as
+/// long as any transport in it. The vhost-user twin of VirtioVFIO's
+/// `VFIODMASpace`; a class because it has several owners, reached on the
+/// control path only.
+public final class SharedMemorySpace {
+  var arena: SharedMemoryArena
+  /// Endpoints opened over this memory (for messages).
+  public internal(set) var members: [VhostUserEndpoint] = []
+
+  public init(arena: consuming SharedMemoryArena) { self.arena = arena }
+
+  public var byteCount: Int { arena.byteCount }
+  public var usedBytes: Int { arena.usedBytes }
+}

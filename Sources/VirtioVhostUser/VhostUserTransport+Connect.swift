@@ -8,19 +8,27 @@ extension VhostUserTransport {
   /// while the backend starts), then the handshake — GET_FEATURES,
   /// GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_OWNER, GET_CONFIG (blk).
   /// The device is left as after a reset; `DeviceInit.begin` negotiates.
+  /// With `sharing`, the backend is given the memory of another transport
+  /// (`memorySpace`), so buffers move between the two without a copy.
   ///
   /// Every failure is logged at error level and thrown as a `VirtioError`
   /// whose message says what to do.
   public static func open(
     _ endpoint: VhostUserEndpoint, deviceType: DeviceType, options: VhostUserOptions = VhostUserOptions(),
-    logger base: Logger = Logger(label: "virtio.vhost-user")
+    logger base: Logger = Logger(label: "virtio.vhost-user"), sharing shared: SharedMemorySpace? = nil
   ) throws(VirtioError) -> VhostUserTransport {
     var logger = base
     logger[metadataKey: "vhost"] = "\(endpoint)"
     guard deviceType == .net || deviceType == .block else {
       throw VirtioError(.invalidArgument, "the vhost-user transport drives virtio-net and virtio-blk backends, not \(deviceType)")
     }
-    let memory = try SharedMemoryArena(byteCount: options.memoryBytes, pages: options.pages, logger: logger)
+    let space: SharedMemorySpace
+    if let shared {
+      space = shared
+    } else {
+      space = SharedMemorySpace(arena: try SharedMemoryArena(byteCount: options.memoryBytes, pages: options.pages, logger: logger))
+    }
+    space.members.append(endpoint)
     let channel = VhostUserChannel(endpoint: endpoint, logger: logger, replyTimeoutMilliseconds: options.replyTimeoutMilliseconds)
     try channel.connect(timeoutMilliseconds: options.connectTimeoutMilliseconds)
     let state = VhostDeviceState(queueCount: 0)
@@ -37,7 +45,7 @@ extension VhostUserTransport {
         "device": "\(deviceType)", "queues": "\(queues)", "protocol": "\(VhostUserProtocolFeature.names(state.protocolFeatures).joined(separator: ","))",
       ])
     return VhostUserTransport(
-      notifiers: notifiers, dma: memory, channel: channel, state: state, deviceType: deviceType, endpoint: endpoint, options: options,
+      notifiers: notifiers, space: space, channel: channel, state: state, deviceType: deviceType, endpoint: endpoint, options: options,
       logger: logger, queueCount: queues)
   }
 

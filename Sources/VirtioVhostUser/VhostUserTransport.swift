@@ -84,10 +84,10 @@ final class VhostDeviceState {
 /// and DPDK drivers/net/virtio/virtio_user (other frontends).
 public struct VhostUserTransport: ~Copyable, Transport {
   // Release order: deinit stops the rings, then the stored properties go in
-  // declaration order — eventfds, shared memory, the connection.
+  // declaration order — eventfds, shared memory (when no other transport
+  // shares it), the connection.
   let notifiers: QueueNotifiers
-  /// Shared memory: rings and buffers come from here (the name matches VFIO's `dma`).
-  public var dma: SharedMemoryArena
+  let space: SharedMemorySpace
   let channel: VhostUserChannel
   let state: VhostDeviceState
 
@@ -99,11 +99,11 @@ public struct VhostUserTransport: ~Copyable, Transport {
   public let queueCount: Int
 
   init(
-    notifiers: consuming QueueNotifiers, dma: consuming SharedMemoryArena, channel: VhostUserChannel, state: VhostDeviceState,
+    notifiers: consuming QueueNotifiers, space: SharedMemorySpace, channel: VhostUserChannel, state: VhostDeviceState,
     deviceType: DeviceType, endpoint: VhostUserEndpoint, options: VhostUserOptions, logger: Logger, queueCount: Int
   ) {
     self.notifiers = notifiers
-    self.dma = dma
+    self.space = space
     self.channel = channel
     self.state = state
     self.deviceType = deviceType
@@ -118,6 +118,18 @@ public struct VhostUserTransport: ~Copyable, Transport {
     stopRings(reason: "close")
     logger.info("closed", metadata: ["shared_bytes": "\(dma.byteCount)", "used_bytes": "\(dma.usedBytes)"])
   }
+
+  /// Shared memory: rings and buffers come from here (the name matches VFIO's
+  /// `dma`). Shared with every transport opened in the same `memorySpace`.
+  /// Control path only.
+  public var dma: SharedMemoryArena {
+    _read { yield space.arena }
+    _modify { yield &space.arena }
+  }
+
+  /// The shared memory this transport's backend maps; pass it to
+  /// `open(_:sharing:)` to open another backend over the same memory.
+  public var memorySpace: SharedMemorySpace { space }
 
   /// Stops the rings and closes the connection (same as dropping the value).
   public consuming func close() {}

@@ -143,4 +143,24 @@ final class FrontendTests: XCTestCase {
     XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds")
     XCTAssertEqual(b.codes.suffix(2), [11, 11], "closing stops the restarted rings")
   }
+
+  func testTwoBackendsShareOneMemory() throws {
+    let a = FakeBackend(path: dir + "/sa.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    let b = FakeBackend(path: dir + "/sb.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    a.start()
+    b.start()
+    var ta = try VhostUserTransport.open(.client(a.path), deviceType: .net, options: options())
+    var tb = try VhostUserTransport.open(.client(b.path), deviceType: .net, options: options(), sharing: ta.memorySpace)
+    _ = try VhostUser.negotiate(&ta, plan: plan())
+    _ = try VhostUser.negotiate(&tb, plan: plan())
+    // A buffer from A's memory, written by the driver, is where backend B reads it.
+    let r = try ta.dma.allocate(byteCount: 64, alignment: 64)
+    r.pointer.storeBytes(of: 0x5EED_0000_0000_00B0, as: UInt64.self)
+    guard let mb = b.memory else { return XCTFail("backend B never mapped the memory table") }
+    XCTAssertEqual((mb + Int(r.iova - b.guestAddress)).load(as: UInt64.self), 0x5EED_0000_0000_00B0)
+    XCTAssertEqual(a.guestAddress, b.guestAddress, "one region, one address, for both backends")
+    XCTAssertEqual(ta.memorySpace.members.count, 2)
+    _ = consume tb
+    _ = consume ta
+  }
 }

@@ -29,9 +29,12 @@ fail() { FAILED=$((FAILED + 1)); echo "CHECK FAIL $1: $2"; }
 check() { if [[ $2 == 0 ]]; then pass "$1" "$3"; else fail "$1" "$3"; fi; }
 setup_failed() { echo "vhost-user.sh: setup failed: $*" >&2; echo "vhost: $PASSED passed, $((FAILED + 1)) failed"; exit 2; }
 
+HUGEPAGES_BEFORE=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo "")
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
+  # Give back the hugepages this script reserved.
+  [[ -n $HUGEPAGES_BEFORE && -w /proc/sys/vm/nr_hugepages ]] && echo "$HUGEPAGES_BEFORE" >/proc/sys/vm/nr_hugepages 2>/dev/null
   if [[ -n ${VHOST_KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
