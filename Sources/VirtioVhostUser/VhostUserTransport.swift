@@ -259,6 +259,13 @@ public struct VhostUserTransport: ~Copyable, Transport {
     notifiers.wait(queue: index, timeoutMilliseconds: timeoutMilliseconds)
   }
 
+  /// Queue `index`'s call eventfd, for an owner that sleeps on it on its own
+  /// thread (read 8 bytes to clear it); the name matches VFIO's. Owned by the
+  /// transport: do not close it. Nil for a queue the transport does not have.
+  public func interruptEventFD(queue index: Int) -> Int32? {
+    index >= 0 && index < notifiers.count ? notifiers.call[index] : nil
+  }
+
   /// Call signals seen so far on queue `index`.
   public func interruptsTaken(queue index: Int) -> UInt64 {
     index >= 0 && index < notifiers.count ? notifiers.signals[index] : 0
