@@ -32,6 +32,8 @@ public struct BlockDeviceInfo: Sendable, Equatable {
   public var serial: String?
   /// One line on how the device is driven (ring layout, features, interrupts; or O_DIRECT, io_uring).
   public var details: String
+  /// Configuration-change interrupts taken so far (virtio's config MSI-X vector, §4.1.5.1.2).
+  public var configInterrupts: UInt64 = 0
 
   public init(
     target: String, backend: BlockBackendKind, capacityBytes: UInt64, logicalBlockSize: Int, physicalBlockSize: Int,

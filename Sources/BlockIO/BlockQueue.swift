@@ -208,6 +208,17 @@ public struct BlockQueue: ~Copyable {
     }
   }
 
+  /// Counts the interrupts the device signalled that no `wait` consumed yet
+  /// (the queue's eventfd, read without blocking), so `stats.interrupts` is
+  /// complete. Cheap, but a system call: not for every poll.
+  public mutating func collectInterrupts() {
+    switch backend {
+    case .split(let p): p.pointee.collectInterrupts()
+    case .packed(let p): p.pointee.collectInterrupts()
+    case .kernel: break
+    }
+  }
+
   // MARK: state
 
   /// Requests the device holds (parts of split requests count each).

@@ -142,9 +142,11 @@ final class VFIOBlockHost<Q: BlockIOLayout & ~Copyable>: BlockHost, @unchecked S
   /// the config (§2.5.1, consistently) and publish a new capacity to the queues.
   func refreshGeometry() -> BlockDeviceInfo? {
     lock.withLock { () -> BlockDeviceInfo? in
-      if let fd = session.transport.configInterruptEventFD, vio_wait_readable(fd, 0) == 1 {
+      if let fd = session.transport.configInterruptEventFD {
+        // With a config vector, only its interrupt says the config changed.
+        guard vio_wait_readable(fd, 0) == 1 else { return nil }
         var n: UInt64 = 0
-        _ = read(fd, &n, 8)
+        if read(fd, &n, 8) == 8 { currentInfo.configInterrupts &+= n }
       }
       guard let fresh = try? BlockConfig(reading: session.transport, features: session.features) else { return nil }
       guard fresh.capacitySectors != config.capacitySectors else { return nil }

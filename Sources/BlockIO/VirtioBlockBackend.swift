@@ -102,13 +102,24 @@ import VirtioCore
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
     guard eventFD >= 0 else { return .ready }
     interruptsOn = true
-    if requests.queue.enableInterrupts() { return .ready }
+    if requests.queue.enableInterrupts() {
+      // Work raced the request: no sleep, but count what the device did signal.
+      collectInterrupts()
+      return .ready
+    }
     let r = vio_wait_readable(eventFD, Int32(clamping: timeoutMilliseconds))
     if r < 0 { return .failed(errno: -r) }
     if r == 0 { return .timedOut }
+    collectInterrupts()
+    return .ready
+  }
+
+  /// Reads (and so resets) the eventfd's count of MSI-X interrupts; never
+  /// blocks (VFIO's eventfds are non-blocking).
+  mutating func collectInterrupts() {
+    guard eventFD >= 0 else { return }
     var count: UInt64 = 0
     // SAFETY: an 8-byte read of the eventfd counter into a local.
     if read(eventFD, &count, 8) == 8 { interrupts &+= count }
-    return .ready
   }
 }

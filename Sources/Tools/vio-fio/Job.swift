@@ -63,6 +63,9 @@ final class JobResult: @unchecked Sendable {
   var failed: Bool { fatal != nil || badBlockCount > 0 || read.errors + write.errors + trim.errors > 0 }
 }
 
+/// Set by SIGINT / SIGTERM: every job stops issuing and drains.
+let stopRequested = Atomic<Bool>(false)
+
 /// One job on its own thread with its own queue and buffers: keep `depth`
 /// requests in flight, record each completion's latency, verify what it reads.
 /// The loop allocates nothing: slot tables and buffers are made up front.
@@ -116,6 +119,7 @@ final class JobRunner: @unchecked Sendable {
       check.run(&q, pool, result, verifyPass: true)
     }
     if result.fatal == nil && spec.endFsync { flush(&q) }
+    q.collectInterrupts()
     result.queueStats = q.stats
     loop.free()
     result.finished.store(true, ordering: .releasing)
@@ -207,6 +211,8 @@ struct IOLoop {
       guard issued < spec.blocks else { return nil }
     }
     if deadline != 0 && now >= deadline && !verifyPass { return nil }
+    // Ctrl-C / SIGTERM: stop issuing, let what is in flight complete, report (as fio does).
+    if stopRequested.load(ordering: .relaxed) { return nil }
     let b = verifyPass ? issued : block(issued)
     issued &+= 1
     let offset = spec.start &+ b &* UInt64(spec.blockSize)

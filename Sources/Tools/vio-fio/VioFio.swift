@@ -63,6 +63,8 @@ struct VioFio: ParsableCommand {
         fail("job \(spec.index): \(error.message)")
       }
     }
+    // SIGINT / SIGTERM end the run early with a report, like fio's.
+    for sig in [SIGINT, SIGTERM] { signal(sig) { _ in stopRequested.store(true, ordering: .relaxed) } }
     for r in runners { r.start() }
     watch(runners, device: device)
     for r in runners { r.join() }
@@ -153,7 +155,8 @@ struct VioFio: ParsableCommand {
       let now = monotonicNanoseconds()
       guard now - last >= 1_000_000_000 else { continue }
       if let changed = device.refreshGeometry() {
-        eprint("vio-fio: \(changed.target) changed capacity: now \(changed.capacityBytes) bytes")
+        let how = changed.configInterrupts > 0 ? " (config change interrupt \(changed.configInterrupts))" : ""
+        eprint("vio-fio: \(changed.target) changed capacity: now \(changed.capacityBytes) bytes\(how)")
       }
       guard show else {
         last = now

@@ -130,6 +130,26 @@ if [ -n "$FAULTY" ] && bind_vfio $FAULTY; then
   fio_run blk-fio-zero 0 --filename=$F --rw=zero --bs=64k --offset=5m --size=1m && expect blk-fio-zero "write_zeroes=16"
   fio_run blk-fio-zero-readback 0 --filename=$F --rw=read --bs=64k --offset=4m --size=2m --verify=pattern --verify_pattern=0x00 &&
     expect blk-fio-zero-readback "verify: 32 blocks ok, 0 bad"
+  # Capacity change: the host grows the drive (QMP block_resize) while vio-fio
+  # runs; vio-fio notices through the config-change interrupt, keeps going, and
+  # SIGINT ends it with a report (exit 0). A new run then reads past the old end.
+  timeout 120 /bin/vio-fio --filename=$F --rw=randread --bs=4k --offset=6m --size=1m --runtime=100 --time_based \
+    --eta=always > /tmp/blk-fio-resize.out 2>&1 &
+  fio_pid=$!
+  if wait_until 60 grep -q "Jobs:" /tmp/blk-fio-resize.out; then
+    hostreq qmp block_resize '{"node-name":"faulty","size":16777216}'
+    wait_until 60 grep -q "changed capacity" /tmp/blk-fio-resize.out
+  fi
+  kill -INT $fio_pid 2>/dev/null
+  wait $fio_pid
+  rc=$?
+  tr '\r' '\n' < /tmp/blk-fio-resize.out | grep -E "changed capacity|vio:|fatal" | head -n 4
+  if [ $rc -eq 0 ] && grep -q "changed capacity: now 16777216 bytes (config change interrupt" /tmp/blk-fio-resize.out; then
+    check_pass blk-fio-resize
+  else
+    check_fail blk-fio-resize "vio-fio exit $rc; $(tr '\r' '\n' < /tmp/blk-fio-resize.out | grep -v '^ *|' | tail -n 3 | tr '\n' ' ')"
+  fi
+  fio_run blk-fio-after-resize 0 --filename=$F --rw=read --bs=64k --offset=12m --size=1m && expect blk-fio-after-resize "completed_ok=16"
   hostcheck blk-zero $((4 * MIB)) $((2 * MIB)) faulty discard-zeroes
   hostcheck blk-drive-pattern faulty $((6 * 2048)) 4096 after-zeroes
 else
