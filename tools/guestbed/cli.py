@@ -23,10 +23,12 @@ from . import deps, initramfs, plan, variants
 from .kernel import fetch_kernel
 
 # Swift products built for the guest (each lands in the initramfs's /bin).
-PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fwd", "vio-fio"]
+PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fwd", "vio-fio", "block-log"]
 # Programs the default plan runs with `--net <bdf> --blk <bdf>`.
 RUN_PROGRAMS = ["vio-guest-check"]
-DEFAULT_VARIANTS = "split,packed"
+# packed:net-queues=2: the packed ring with two net queue pairs (vio-fwd's two
+# workers; the net devices' host sides are multi-queue taps).
+DEFAULT_VARIANTS = "split,packed:net-queues=2"
 SWIFT_BUILD = ["swift", "build", "-c", "release", "--static-swift-stdlib"]
 
 

@@ -158,6 +158,9 @@ def _net_traffic(ctx, args):
             problems.append(f"{p.name}: {text}")
     if missing > drops:
         problems.append(f"{missing} frames missing in all, vio-fwd counted {drops} dropped")
+        host = sum(getattr(ctx.net_ports.get(p.dst), "capture_drops", 0) for p in phases[:1])
+        if host:
+            problems.append(f"the host's capture socket on {phases[0].dst} overflowed {host} time(s): a test bed loss, not vio-fwd's")
     # Multiqueue: every queue of the receiving port carried some of the flows.
     queues = (fwd.get("ports") or [{}])[0].get("queues") or []
     spread = ""

@@ -173,6 +173,9 @@ SIOCSIFMTU = 0x8922
 IFF_UP = 0x1
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+SO_RCVBUFFORCE = 33
 
 
 class TapPort(_FrameLog):
@@ -184,6 +187,7 @@ class TapPort(_FrameLog):
         self._sock = None
         self._pending = []
         self.error = None
+        self.capture_drops = 0           # frames the capture socket's buffer overflowed on
 
     def netdev_arg(self, netdev_id="n0"):
         return (f"tap,id={netdev_id},ifname={self.ifname},script=no,downscript=no,"
@@ -222,6 +226,11 @@ class TapPort(_FrameLog):
         try:
             self._bring_up()
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # Room for bursts of jumbo frames while this thread waits for the GIL.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
             sock.bind((self.ifname, 0))
             sock.settimeout(0.5)
             with self._cv:
@@ -237,11 +246,19 @@ class TapPort(_FrameLog):
             try:
                 frame, addr = sock.recvfrom(65536)
             except socket.timeout:
+                self._count_drops(sock)
                 continue
             except OSError:
                 return          # the interface went away: QEMU has exited
             if addr[2] != PACKET_OUTGOING:       # not our own injections
                 self._record(frame)
+
+    def _count_drops(self, sock):
+        try:
+            _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            self.capture_drops += drops          # the kernel resets them on read
+        except OSError:
+            pass
 
     def _write(self, frame):
         self._sock.send(frame)
@@ -262,6 +279,7 @@ class TapPort(_FrameLog):
         with self._cv:
             sock = self._sock
         if sock is not None:
+            self._count_drops(sock)
             try:
                 sock.close()
             except OSError:

@@ -10,7 +10,7 @@
 # once, in per-flow order — or that vio-fwd counted each missing one as a
 # drop (HOSTCHECK net-traffic). Per variant: split ring, hybrid wait, and
 # link down/up of net2 from QMP while forwarding; packed ring, interrupt
-# wait; net-queues=2: two queue pairs, two workers. Bad input exits 64.
+# wait; net-queues=N: N queue pairs, N workers. Bad input exits 64.
 
 fwd_dev() {  # fwd_dev <mac>: the virtio-net function with that MAC (on virtio_net)
   for d in $(find_virtio 0x1041); do
@@ -28,7 +28,7 @@ else
   check_pass net-fwd-devices "port A $FA (net1), port B $FB (net2)"
   Q=${GUESTBED_NET_QUEUES:-1}
   WAIT=hybrid
-  [ "$GUESTBED_RING" = packed ] && [ "$Q" -eq 1 ] && WAIT=interrupt
+  [ "$GUESTBED_RING" = packed ] && WAIT=interrupt
   FLOWS=4
   [ "$Q" -gt 1 ] && FLOWS=16
   COUNT=3000
