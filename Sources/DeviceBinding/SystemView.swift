@@ -104,7 +104,7 @@ public struct SystemView: Sendable {
       var host = [CChar](repeating: 0, count: 64)
       let len = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
       if getnameinfo(sa, len, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 {
-        let s = String(cString: host)
+        let s = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if !s.hasPrefix("fe80") { out.append("\(s) on \(ifname)") }
       }
     }
