@@ -90,6 +90,11 @@ let package = Package(
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
     .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
     .target(name: "CAllocCounter", path: "Sources/Bench/CAllocCounter"),
+    // net-bench: the net driver's burst path against a C device loop (issue 5).
+    .target(name: "CNetDevice", path: "Sources/Bench/CNetDevice"),
+    .executableTarget(
+      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "CNetDevice", "CAllocCounter"],
+      path: "Sources/Bench/net-bench", swiftSettings: strict),
     .executableTarget(
       name: "ring-bench",
       dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim", "CRingBaseline", "CAllocCounter"],

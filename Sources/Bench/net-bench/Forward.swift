@@ -1,0 +1,91 @@
+import CAllocCounter
+import CNetDevice
+import Glibc
+import VirtioCore
+import VirtioNet
+import VirtioSpec
+
+struct Result {
+  var packets: UInt64 = 0
+  var nanoseconds: UInt64 = 0
+  var allocations: UInt64 = 0
+  var notifications: UInt64 = 0
+  var txRingFull: UInt64 = 0
+  var broken = false
+
+  var mpps: Double { Double(packets) * 1e3 / Double(max(nanoseconds, 1)) }
+  var allocationsPerPacket: Double { Double(allocations) / Double(max(packets, 1)) }
+  var notificationsPerPacket: Double { Double(notifications) / Double(max(packets, 1)) }
+}
+
+func now() -> UInt64 {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// One measured run: a NetQueuePair forwarding everything it receives back out
+/// (receive burst -> transmit the same buffers, zero copy), against the C
+/// device filling RX buffers with `frame` and consuming TX chains — on its own
+/// CPU (`threaded`) or alternating with the driver on this thread.
+@inline(never)
+func forward<Q: ConstructibleVirtqueue & ~Copyable>(
+  _: Q.Type, packed: Bool, ringSize: Int, burst: Int, packets: UInt64, frame: [UInt8], threaded: Bool
+) -> Result {
+  var dma = BenchDMA()
+  var f = FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.eventIdx])
+  if packed { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+  let ring = RingFeatures(negotiated: f)
+  let rx = try! Q(index: 0, size: ringSize, features: ring, memory: &dma, maxIndirect: 0)
+  let tx = try! Q(index: 1, size: ringSize, features: ring, memory: &dma, maxIndirect: 0)
+  func p(_ iova: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(iova)) }
+  let device = frame.withUnsafeBufferPointer { fr in
+    cnet_dev_new(
+      packed ? 1 : 0, p(rx.descAreaIOVA), p(rx.driverAreaIOVA), p(rx.deviceAreaIOVA), UInt16(ringSize), p(tx.descAreaIOVA),
+      p(tx.driverAreaIOVA), p(tx.deviceAreaIOVA), UInt16(ringSize), fr.baseAddress, UInt32(fr.count))!
+  }
+  defer { cnet_dev_free(device) }
+  // The frame template must outlive the device thread: keep a copy here.
+  var pair = NetQueuePair(rx: rx, tx: tx, rxDoorbell: .none, txDoorbell: .none, features: f)
+  var pool = try! BufferPool(count: 4 * ringSize + 2 * burst, bufferSize: 2048, headroom: 64, memory: &dma)
+  let slots = UnsafeMutableBufferPointer<PacketBuffer>.allocate(capacity: burst)
+  defer { slots.deallocate() }
+  slots.initialize(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
+  pair.refill(&pool)
+
+  var r = Result()
+  var handle: UnsafeMutableRawPointer? = nil
+  if threaded {
+    cnet_pin_self(0)
+    handle = cnet_dev_start(device, 1)
+  }
+  let a0 = alloc_counter_total()
+  let t0 = now()
+  while r.packets < packets {
+    if !threaded { _ = cnet_dev_process(device) }
+    var span = slots.mutableSpan
+    let n = pair.receive(into: &span, pool: &pool)
+    if n == 0 {
+      if pair.brokenReason != nil || cnet_dev_broken(device) != 0 {
+        r.broken = true
+        break
+      }
+      pair.reclaim(&pool)
+      continue
+    }
+    var sent = 0
+    while sent < n {
+      let k = pair.transmit(UnsafeBufferPointer(slots).span.extracting(sent..<n), pool: &pool)
+      sent &+= k
+      if k == 0 && !threaded { _ = cnet_dev_process(device) }
+    }
+    r.packets &+= UInt64(n)
+  }
+  r.nanoseconds = now() &- t0
+  r.allocations = alloc_counter_total() &- a0
+  if let handle { cnet_dev_stop(handle) }
+  r.notifications = pair.stats.notifications
+  r.txRingFull = pair.stats.txRingFull
+  withExtendedLifetime(frame) {}
+  return r
+}

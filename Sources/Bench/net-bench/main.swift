@@ -1,0 +1,85 @@
+// net-bench: the virtio-net driver's burst path (NetQueuePair: receive a
+// burst, transmit the same buffers back out — zero-copy forwarding) against a
+// C device loop that fills RX buffers and consumes TX chains (split and packed
+// rings, EVENT_IDX). Not a test: it prints numbers for docs/PERFORMANCE.md.
+//
+//   net-bench [--mode threaded|single]             table: burst 1, 8, 32, 64; median of --runs
+//   net-bench --single --layout split --burst 32 --packets N     one single-threaded run (callgrind)
+import Glibc
+import VirtioCore
+
+let args = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String, _ fallback: String) -> String {
+  guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
+  return args[i + 1]
+}
+func intOption(_ name: String, _ fallback: Int) -> Int {
+  let s = option(name, String(fallback))
+  guard let v = Int(s), v > 0 else {
+    print("net-bench: \(name) needs a positive integer, got '\(s)'")
+    exit(64)
+  }
+  return v
+}
+
+let ringSize = intOption("--size", 256)
+let runs = intOption("--runs", 5)
+let packets = UInt64(intOption("--packets", 2_000_000))
+let frameLength = intOption("--frame", 64)
+let frame: [UInt8] = (0..<frameLength).map { UInt8(truncatingIfNeeded: $0) }
+
+func run(_ layout: String, burst: Int, threaded: Bool) -> Result {
+  switch layout {
+  case "split": forward(SplitVirtqueue.self, packed: false, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded)
+  default: forward(PackedVirtqueue.self, packed: true, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded)
+  }
+}
+
+if args.contains("--single") {
+  let layout = option("--layout", "split")
+  guard layout == "split" || layout == "packed" else {
+    print("net-bench: --layout must be split or packed")
+    exit(64)
+  }
+  let r = run(layout, burst: intOption("--burst", 32), threaded: false)
+  print("single layout=\(layout) packets=\(r.packets) broken=\(r.broken) allocs/pkt=\(r.allocationsPerPacket)")
+  exit(r.broken ? 1 : 0)
+}
+
+func median(_ xs: [Double]) -> Double {
+  let s = xs.sorted()
+  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+func fmt(_ x: Double, _ digits: Int = 2) -> String {
+  var p = 1.0
+  for _ in 0..<digits { p *= 10 }
+  return String((x * p).rounded() / p)
+}
+
+// --mode threaded (driver on CPU 0, device on CPU 1) or single (both alternating on one thread).
+let threaded = option("--mode", "threaded") != "single"
+print(
+  "net-bench: ring size \(ringSize), \(frameLength)-byte frames, \(packets) packets per run, median of \(runs) runs, "
+    + (threaded ? "driver on CPU 0, device on CPU 1" : "driver and device alternating on one thread")
+)
+print("| burst | split Mpps | packed Mpps | doorbells/pkt split / packed | TX ring full split / packed | allocations/pkt split / packed |")
+print("|---|---|---|---|---|---|")
+for burst in [1, 8, 32, 64] {
+  var s: [Double] = []
+  var p: [Double] = []
+  var last = (Result(), Result())
+  for _ in 0..<runs {
+    let rs = run("split", burst: burst, threaded: threaded)
+    let rp = run("packed", burst: burst, threaded: threaded)
+    if rs.broken || rp.broken {
+      print("net-bench: a queue broke (split \(rs.broken), packed \(rp.broken))")
+      exit(1)
+    }
+    s.append(rs.mpps)
+    p.append(rp.mpps)
+    last = (rs, rp)
+  }
+  print(
+    "| \(burst) | \(fmt(median(s))) | \(fmt(median(p))) | \(fmt(last.0.notificationsPerPacket, 4)) / \(fmt(last.1.notificationsPerPacket, 4)) | \(last.0.txRingFull) / \(last.1.txRingFull) | \(fmt(last.0.allocationsPerPacket, 4)) / \(fmt(last.1.allocationsPerPacket, 4)) |"
+  )
+}
