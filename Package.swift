@@ -117,6 +117,12 @@ let package = Package(
     .executableTarget(
       name: "vio-vhost-check",
       dependencies: [
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
+    .executableTarget(
+      name: "vio-vhost-check",
+      dependencies: [
         "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),

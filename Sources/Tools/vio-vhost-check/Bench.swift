@@ -1,3 +1,4 @@
+import CAllocCounter
 import VirtioBlk
 import VirtioCore
 import VirtioNet
@@ -29,6 +30,7 @@ struct NetBenchBody: VhostUserSessionBody {
     var packets: UInt64 = 0
     var iterations = 0
     let duration = UInt64(args.seconds * 1e9)
+    let allocsBefore = alloc_counter_thread()
     let start = monotonicNanoseconds()
     var now = start
     switch args.mode {
@@ -101,14 +103,16 @@ struct NetBenchBody: VhostUserSessionBody {
       }
     }
     let seconds = Double(monotonicNanoseconds() &- start) / 1e9
+    let allocs = alloc_counter_thread() &- allocsBefore
     let mpps = Double(packets) / seconds / 1e6
     let st = pair.stats
     report.result([
       "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)",
       "seconds": String(format3(seconds)), "mpps": format3(mpps), "tx_ring_full": "\(st.txRingFull)", "rx_no_buffers": "\(st.rxNoBuffers)",
-      "notifications": "\(st.notifications)",
+      "notifications": "\(st.notifications)", "allocations": "\(allocs)",
     ])
     report.check("bench-net", packets > 0 && pair.brokenReason == nil, "\(args.mode) \(s.layout): \(format3(mpps)) Mpps over \(format3(seconds)) s")
+    report.check("bench-net-allocations", allocs == 0, "\(allocs) heap allocations in the loop (\(packets) packets)")
   }
 }
 
@@ -131,6 +135,7 @@ struct BlockBenchBody: VhostUserSessionBody {
     var freeBuf = Array(0..<depth)  // buffer index per free slot, reused; no allocation in the loop
     var freeTop = depth
     let duration = UInt64(args.seconds * 1e9)
+    let allocsBefore = alloc_counter_thread()
     let start = monotonicNanoseconds()
     var now = start
     var iterations = 0
@@ -160,11 +165,13 @@ struct BlockBenchBody: VhostUserSessionBody {
       }
     }
     let seconds = Double(monotonicNanoseconds() &- start) / 1e9
+    let allocs = alloc_counter_thread() &- allocsBefore
     let iops = Double(completed) / seconds
     report.result([
       "bench": "blk", "qd": "\(depth)", "block": "\(bs)", "ios": "\(completed)", "errors": "\(errors)", "seconds": format3(seconds),
-      "iops": String(Int(iops)),
+      "iops": String(Int(iops)), "allocations": "\(allocs)",
     ])
+    report.check("bench-blk-allocations", allocs == 0, "\(allocs) heap allocations in the loop (\(completed) requests)")
     report.check("bench-blk", completed > 0 && errors == 0 && q.brokenReason == nil, "QD\(depth) \(bs) B random read: \(Int(iops)) IOPS")
   }
 }
