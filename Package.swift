@@ -120,12 +120,6 @@ let package = Package(
         "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
-    .executableTarget(
-      name: "vio-vhost-check",
-      dependencies: [
-        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log"),
-      ],
-      path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
     .testTarget(name: "VhostUserTests", dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "CVhostSys"]),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
