@@ -20,6 +20,8 @@ public final class AsyncBlockQueue: @unchecked Sendable {
   public let maxIOBytes: Int
   public let info: BlockDeviceInfo
   private let lock = HostLock()
+  // SAFETY: a condition variable and its mutex, initialised in init, destroyed
+  // and freed in deinit (which runs only after the thread, holding a reference, ended).
   private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
   private let condLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private var incoming: [Pending] = []

@@ -36,6 +36,10 @@ public struct BlockQueue: ~Copyable {
     case kernel(UnsafeMutablePointer<KernelBlockBackend>)
   }
 
+  // SAFETY (every `p.pointee` in this file): `backend` points at the one
+  // backend allocated and initialised in init and deinitialised and freed only
+  // in deinit; the queue is ~Copyable and used by one thread at a time, so no
+  // other reference to that memory exists while a method runs.
   @usableFromInline let backend: Backend
   /// Which device queue this is.
   public let index: Int
@@ -64,6 +68,7 @@ public struct BlockQueue: ~Copyable {
   }
 
   init(kernel: consuming KernelBlockBackend, index: Int, owner: AnyObject) {
+    // SAFETY: as above — moved into its own allocation, freed once in deinit.
     let p = UnsafeMutablePointer<KernelBlockBackend>.allocate(capacity: 1)
     p.initialize(to: kernel)
     self.init(.kernel(p), index: index, owner: owner)

@@ -229,3 +229,32 @@ def host_binaries():
     """Host programs the block checks run in the guest (their shared
     libraries come along): the real fio, when installed."""
     return [p for p in ("/usr/bin/fio",) if os.path.exists(p)]
+
+
+# The example log's format: Examples/BlockLog/Sources/BlockLog/Format.swift.
+LOG_SUPER_MAGIC = 0x31474F4C424F4956   # "VIOBLOG1"
+LOG_RECORD_MAGIC = 0x4345524C          # "LREC"
+
+
+@hostcheck("blk-log", nargs=2)
+def _blk_log(ctx, args):
+    """blk-log <drive> <records>: the drive holds an Examples/BlockLog log whose
+    first <records> records are intact (superblock CRC, consecutive sequence
+    numbers, this log's id, non-decreasing epochs, record CRC-32C)."""
+    path, want = _drive_path(ctx, args[0]), int(args[1], 0)
+    sb = _read(path, 0, SECTOR)
+    magic, version, bs, log_id, _epoch, crc = struct.unpack_from("<QIIQII", sb, 0)
+    if magic != LOG_SUPER_MAGIC or crc != crc32c(sb[:28]):
+        return False, f"{args[0]}: no valid block-log superblock"
+    block, epoch = 1, 0
+    for seq in range(1, want + 1):
+        head = _read(path, block * bs, 32)
+        m, length, lid, s, e, rcrc = struct.unpack_from("<IIQQII", head, 0)
+        if m != LOG_RECORD_MAGIC or lid != log_id or s != seq or e < epoch:
+            return False, f"{args[0]}: record {seq} missing at block {block}"
+        payload = _read(path, block * bs + 32, length)
+        if crc32c(payload, crc32c(head[:28])) != rcrc:
+            return False, f"{args[0]}: record {seq} fails its CRC-32C"
+        epoch = e
+        block += (32 + length + bs - 1) // bs
+    return True, f"{want} records intact, {bs}-byte blocks"
