@@ -193,11 +193,13 @@ perf_line() {  # perf_line <check> <what> <iops> <p99-ns>
 }
 if [ "$GUESTBED_VARIANT" = split ]; then
   for qd in 1 32; do
-    c=blk-perf-vfio-qd$qd
-    fio_run $c 0 --filename=$T --rw=randread --bs=4k --iodepth=$qd --runtime=3 --time_based --offset=32m --size=8m \
-      --output-format=json &&
-      perf_line $c "vio-fio VFIO polling" "$(sed -n 's/.*"read": {[^}]*"iops": \([0-9.]*\).*/\1/p' /tmp/$c.out)" \
-        "$(sed -n 's/.*"99.000000": \([0-9]*\).*/\1/p' /tmp/$c.out)"
+    for mode in polling interrupts; do
+      c=blk-perf-vfio-qd$qd; [ $mode = interrupts ] && c=blk-perf-vfio-irq-qd$qd
+      fio_run $c 0 --filename=$T --rw=randread --bs=4k --iodepth=$qd --runtime=3 --time_based --offset=32m --size=8m \
+        --output-format=json $([ $mode = interrupts ] && echo --interrupts) &&
+        perf_line $c "vio-fio VFIO $mode" "$(sed -n 's/.*"read": {[^}]*"iops": \([0-9.]*\).*/\1/p' /tmp/$c.out)" \
+          "$(sed -n 's/.*"99.000000": \([0-9]*\).*/\1/p' /tmp/$c.out)"
+    done
   done
   if bind_kernel $BLK && wait_until 10 has_kdev $BLK; then
     D=/dev/$(blk_kdev $BLK)
