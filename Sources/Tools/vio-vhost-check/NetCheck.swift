@@ -111,6 +111,38 @@ struct NetTraffic: ~Copyable {
   }
 }
 
+extension NetTraffic {
+  /// Receives (and checks) until nothing has arrived for `quietMilliseconds`
+  /// (at most `limitMilliseconds`): after a reconnect the new backend first
+  /// returns the frames it resumed; the next phase's window starts after them.
+  mutating func settle<Q: ConstructibleVirtqueue & ~Copyable>(
+    pair: inout NetQueuePair<Q, Q>, pool: inout BufferPool, quietMilliseconds: Int, limitMilliseconds: Int
+  ) {
+    var inb = InlineArray<64, PacketBuffer>(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
+    let start = monotonicNanoseconds()
+    var last = start
+    while milliseconds(since: last) < quietMilliseconds && milliseconds(since: start) < limitMilliseconds {
+      pair.reclaim(&pool)
+      var span = inb.mutableSpan
+      let got = pair.receive(into: &span, pool: &pool)
+      if got > 0 { last = monotonicNanoseconds() }
+      for j in 0..<got {
+        if case .ours(let seq, let intact) = Frames.parse(pool.pointer(inb[j]) + Int(inb[j].offset), length: Int(inb[j].length), expectedSize: frameSize) {
+          if seen.insert(seq) {
+            counters.received += 1
+            if !intact { counters.corrupted += 1 }
+          } else {
+            counters.duplicates += 1
+          }
+        } else {
+          counters.foreign += 1
+        }
+        pool.release(inb[j])
+      }
+    }
+  }
+}
+
 /// `net` and `net-reconnect`: open, negotiate the asked layout, exchange
 /// frames with testpmd (io forwarding sends each back), report.
 struct NetCheckBody: VhostUserSessionBody {
@@ -144,12 +176,15 @@ struct NetCheckBody: VhostUserSessionBody {
       "net-roundtrip", end1 == .complete && c1.received == n,
       "\(c1.sent) frames of \(args.frameSize) B sent, \(c1.received) came back in \(ms) ms (\(end1)); duplicates \(c1.duplicates), foreign \(c1.foreign), tx refused \(c1.txRefused)")
     report.check("net-integrity", c1.corrupted == 0 && c1.duplicates == 0, "\(c1.corrupted) corrupted, \(c1.duplicates) duplicated frames")
-    report.result(["phase": "1", "tx": "\(c1.sent)", "rx": "\(c1.received)", "layout": "\(s.layout)"])
     guard reconnect else {
+      let (sentOne, gotOne) = interruptCheck(&pair, pool: &pool, session: s, traffic: &traffic, seq: n)
+      // Everything that went out and came back, the interrupt frame included (testpmd counts it too).
+      report.result(["phase": "1", "tx": "\(c1.sent + sentOne)", "rx": "\(c1.received + gotOne)", "layout": "\(s.layout)"])
       report.check("net-broken", pair.brokenReason == nil, "queue state: \(pair.brokenReason.map { "\($0)" } ?? "healthy")")
       return
     }
 
+    report.result(["phase": "1", "tx": "\(c1.sent)", "rx": "\(c1.received)", "layout": "\(s.layout)"])
     // Gap: keep frames in flight until the backend goes away (the test kills it now).
     report.emit("PHASE1 DONE")
     let gap = n..<(n + gapCapacity)
@@ -187,6 +222,9 @@ struct NetCheckBody: VhostUserSessionBody {
       return
     }
 
+    // The frames still in flight at the kill come back first (the rings resumed).
+    traffic.settle(pair: &pair, pool: &pool, quietMilliseconds: 200, limitMilliseconds: 5000)
+
     // Phase 2: a fresh range, every frame out and back through the new backend.
     let phase2 = (n + gapCapacity)..<(2 * n + gapCapacity)
     let end2 = traffic.exchange(phase2, pair: &pair, pool: &pool, session: s, timeoutMilliseconds: args.timeoutMilliseconds)
@@ -204,5 +242,41 @@ struct NetCheckBody: VhostUserSessionBody {
       lost <= gapSent && traffic.seen.count(in: 0..<n) == Int(n) && phase2Back == Int(n) && c.duplicates == 0 && c.corrupted == 0,
       "sent \(c.sent), received \(c.received), lost \(lost) (all in the gap: \(gapSent) sent while the backend died, \(gapBack) of them came back), duplicates \(c.duplicates), corrupted \(c.corrupted)")
     report.result(["phase": "2", "tx": "\(c.sent - sentBefore)", "rx": "\(phase2Back)", "lost": "\(lost)", "gap_sent": "\(gapSent)"])
+  }
+
+  /// The call eventfd: ask for an RX interrupt, send one frame, sleep on the
+  /// eventfd (epoll) until the backend signals, then take the frame.
+  func interruptCheck<Q: ConstructibleVirtqueue & ~Copyable>(
+    _ pair: inout NetQueuePair<Q, Q>, pool: inout BufferPool, session s: borrowing VhostUserSession<Q>, traffic: inout NetTraffic, seq: UInt64
+  ) -> (sent: UInt64, received: UInt64) {
+    _ = s.waitForInterrupt(queue: 0, timeoutMilliseconds: 0)  // clear what polling left behind
+    let pending = pair.armReceiveInterrupt()
+    guard !pending, var b = pool.allocate() else {
+      report.fail("net-interrupt", "could not arm the RX interrupt (\(pending ? "frames still pending" : "pool empty"))")
+      return (0, 0)
+    }
+    b.length = UInt16(args.frameSize)
+    Frames.write(pool.pointer(b) + Int(b.offset), seq: seq, size: args.frameSize, mac: traffic.mac)
+    var one = InlineArray<1, PacketBuffer>(repeating: b)
+    guard pair.transmit(one.span, pool: &pool) == 1 else {
+      pool.release(b)
+      report.fail("net-interrupt", "the TX ring refused the frame")
+      return (0, 0)
+    }
+    let t0 = monotonicNanoseconds()
+    let wait = s.waitForInterrupt(queue: 0, timeoutMilliseconds: 5000)
+    let us = (monotonicNanoseconds() - t0) / 1000
+    pair.disarmReceiveInterrupt()
+    var got = 0
+    let deadline = monotonicNanoseconds() + 1_000_000_000
+    while got == 0 && monotonicNanoseconds() < deadline {
+      var span = one.mutableSpan
+      got = pair.receive(into: &span, pool: &pool)
+      if got > 0 { pool.release(one[0]) }
+    }
+    report.check(
+      "net-interrupt", wait != .timedOut && got == 1,
+      "call eventfd \(wait) after \(us) µs, frame \(got == 1 ? "received" : "missing"); \(s.transport.interruptsTaken(queue: 0)) signals on queue 0")
+    return (1, UInt64(got))
   }
 }
