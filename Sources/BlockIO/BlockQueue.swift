@@ -213,9 +213,8 @@ public struct BlockQueue: ~Copyable {
     }
   }
 
-  /// Counts the interrupts the device signalled that no `wait` consumed yet
-  /// (the queue's eventfd, read without blocking), so `stats.interrupts` is
-  /// complete. Cheap, but a system call: not for every poll.
+  /// Counts the interrupts the device signalled so far (reads the queue's
+  /// eventfd without blocking; `stats` does this too). A system call: not for every poll.
   public mutating func collectInterrupts() {
     switch backend {
     case .split(let p): p.pointee.collectInterrupts()
@@ -264,15 +263,18 @@ public struct BlockQueue: ~Copyable {
     }
   }
 
-  /// Counters, with the backend's notifications, interrupts and splits.
+  /// Counters, with the backend's notifications, interrupts and splits
+  /// (reading them collects the interrupts the device signalled: one read(2)).
   public var stats: BlockQueueStats {
     var s = counters
     switch backend {
     case .split(let p):
+      p.pointee.collectInterrupts()
       s.notifications = p.pointee.requests.stats.notifications
       s.interrupts = p.pointee.interrupts
       s.splits = p.pointee.requests.stats.splits
     case .packed(let p):
+      p.pointee.collectInterrupts()
       s.notifications = p.pointee.requests.stats.notifications
       s.interrupts = p.pointee.interrupts
       s.splits = p.pointee.requests.stats.splits

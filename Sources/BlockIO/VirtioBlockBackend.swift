@@ -15,11 +15,22 @@ import VirtioCore
   /// A completion taken while spinning in `wait`, handed out by the next poll.
   @usableFromInline var stash: BlockIOCompletion? = nil
   @usableFromInline unowned(unsafe) let geometry: SharedGeometry
+  /// An epoll instance of our own watching `eventFD` edge-triggered, so a
+  /// sleep is one epoll_wait (the eventfd is read only to count, lazily); -1: none.
+  let waiter: Int32
+  /// Sleeps that an interrupt ended.
+  @usableFromInline var wakeups: UInt64 = 0
 
   package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry) {
     self.requests = requests
     self.eventFD = eventFD
     self.geometry = geometry
+    let w = eventFD >= 0 ? vio_edge_waiter_create(eventFD) : -1
+    self.waiter = w >= 0 ? w : -1
+  }
+
+  deinit {
+    if waiter >= 0 { close(waiter) }
   }
 
   @inlinable var inFlight: Int { requests.inFlight }
@@ -102,15 +113,16 @@ import VirtioCore
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
     guard eventFD >= 0 else { return .ready }
     interruptsOn = true
-    if requests.queue.enableInterrupts() {
-      // Work raced the request: no sleep, but count what the device did signal.
-      collectInterrupts()
-      return .ready
-    }
-    let r = vio_wait_readable(eventFD, Int32(clamping: timeoutMilliseconds))
+    if requests.queue.enableInterrupts() { return .ready }
+    // Edge-triggered: an interrupt that fired after enableInterrupts but before
+    // this call is already queued on the epoll instance and ends the wait at once.
+    let r = waiter >= 0
+      ? vio_edge_wait(waiter, Int32(clamping: timeoutMilliseconds))
+      : vio_wait_readable(eventFD, Int32(clamping: timeoutMilliseconds))
     if r < 0 { return .failed(errno: -r) }
     if r == 0 { return .timedOut }
-    collectInterrupts()
+    wakeups &+= 1
+    if waiter < 0 { collectInterrupts() }
     return .ready
   }
 
