@@ -74,20 +74,30 @@ class Phase:
             v.feed(fr)
         return v
 
+    def arrival_rate(self):
+        """Frames per second between the first and the last of this phase's
+        frames to arrive (the host's view of the forwarding rate), or None."""
+        times = [t for fr, t in zip(list(self.inp.frames), list(getattr(self.inp, "times", [])))
+                 if traffic.parse(fr, self.run_id) is not None]
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
     def wait(self):
-        """Until every frame arrived, or none came for WAIT_IDLE_S after the sender finished."""
+        """Until every frame arrived, or — once some have — none came for
+        WAIT_IDLE_S after the sender finished (at most WAIT_MAX_S)."""
         self.thread.join(WAIT_MAX_S)
         deadline = time.monotonic() + WAIT_MAX_S
-        last_count, last_change = -1, time.monotonic()
+        last_count, last_change = 0, time.monotonic()
         while time.monotonic() < deadline:
             n = self.verdict().received
             if n >= len(self.frames):
                 return n
             if n != last_count:
                 last_count, last_change = n, time.monotonic()
-            elif time.monotonic() - last_change > WAIT_IDLE_S:
+            elif n > 0 and time.monotonic() - last_change > WAIT_IDLE_S:
                 return n
-            time.sleep(0.2)
+            time.sleep(0.5)
         return last_count
 
 
@@ -169,9 +179,11 @@ def _net_traffic(ctx, args):
         spread = f", port A queues received {'/'.join(str(g) for g in got)}"
         if min(got) == 0:
             problems.append(f"one of {len(queues)} queues received nothing ({got}): the flows did not spread over the queue pairs")
+    rates = [r for r in (p.arrival_rate() for p in phases) if r]
+    rate = f", arriving at {max(rates):.0f} frames/s" if rates else ""
     sizes = [len(fr) for p in phases for _, _, fr in p.frames]
     flows = max(len({f for f, _, _ in p.frames}) for p in phases)
     detail = (f"{received}/{sent} frames ({len(phases)} phase(s), {flows} flows, {min(sizes)}..{max(sizes)} bytes) "
               f"{phases[0].src}->{phases[0].dst} intact, once, in flow order; {missing} missing, vio-fwd dropped {drops}, "
-              f"forwarded {fwd.get('forwarded')}, wait {fwd.get('wait')}{spread}")
+              f"forwarded {fwd.get('forwarded')}, wait {fwd.get('wait')}{spread}{rate}")
     return (not problems), ("; ".join(problems) if problems else detail)

@@ -33,6 +33,7 @@ class _FrameLog:
 
     def __init__(self):
         self.frames = []                 # frames from the guest, in order
+        self.times = []                  # time.monotonic() of each, when it was read
         self.sent = 0                    # frames written to the guest
         self._cv = threading.Condition()
         self._closed = False
@@ -40,6 +41,7 @@ class _FrameLog:
     def _record(self, frame):
         with self._cv:
             self.frames.append(frame)
+            self.times.append(time.monotonic())
             self._cv.notify_all()
 
     def received(self, predicate):
