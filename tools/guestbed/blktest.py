@@ -14,7 +14,11 @@ Both start with hostchecks.sector_pattern, like disk.img.
 Host requests (while the guest runs):
     HOSTREQ blk-snapshot <label> <offset> <length>
         copies that range of disk.img as it is now (snapshot-<label>.bin)
-        and records QEMU's counters of blk0 (query-blockstats) with it.
+        and records QEMU's counters of blk0 (query-blockstats) with it; then
+        acknowledges by growing vio-faulty to FAULTY_MIB MiB + n sectors (the
+        n-th snapshot), which the guest waits to see (/sys/block/*/size), so
+        the snapshot is taken exactly between what the guest did before and
+        after the request.
 
 Host checks (after poweroff; none trusts the guest's word, only its
 directions):
@@ -98,6 +102,13 @@ def handle_request(parts, workdir, qmp, note):
         json.dump(meta, f)
     note(f"blk-snapshot {label}: {length} bytes at {offset}, blk0 flushes "
          f"{stats.get('flush_operations', '?')}, writes {stats.get('wr_operations', '?')}")
+    # Acknowledge: grow vio-faulty by one sector per snapshot. The guest waits
+    # for its kernel to see the new size, so it never runs ahead of the host.
+    if qmp is not None:
+        n = len([f for f in os.listdir(workdir) if f.startswith("snapshot-") and f.endswith(".json")])
+        size = FAULTY_MIB * 1024 * 1024 + n * SECTOR
+        qmp.execute("block_resize", **{"node-name": "faulty", "size": size})
+        note(f"blk-snapshot {label}: acknowledged (vio-faulty is now {size} bytes)")
     return None
 
 

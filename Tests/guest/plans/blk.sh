@@ -51,7 +51,20 @@ RO=$(blk_by_serial vio-ro)
 [ -n "$RO" ] || check_fail blk-ro-drive "no virtio-blk function with serial vio-ro"
 echo "GUESTBED blk: disk $BLK, faulty ${FAULTY:-none}, read-only ${RO:-none}, queues $GUESTBED_BLK_QUEUES"
 
-hostreq blk-snapshot flush-before 0 $MIB
+# snapshot <label> <offset> <length>: the host copies that range of disk.img now
+# (with QEMU's counters) and acknowledges by growing vio-faulty by a sector;
+# wait for that, so the snapshot sits exactly here in the sequence.
+FDEV=$(blk_kdev "$FAULTY")
+snaps=0
+sectors_are() { [ "$(cat /sys/block/$1/size 2>/dev/null)" = "$2" ]; }
+snapshot() {
+  snaps=$((snaps + 1))
+  hostreq blk-snapshot "$@"
+  wait_until 60 sectors_are "$FDEV" $((8 * 2048 + snaps)) ||
+    check_fail blk-snapshot-$1 "the host did not acknowledge (vio-faulty has $(cat /sys/block/$FDEV/size 2>/dev/null) sectors)"
+}
+
+snapshot flush-before 0 $MIB
 bind_vfio $BLK || check_fail blk-bind-vfio "$BLK is bound to $(pci_driver $BLK), not vfio-pci"
 T=pci:$BLK
 
@@ -61,7 +74,7 @@ T=pci:$BLK
 fio_run blk-fio-write-verify 0 --filename=$T --name=integrity --rw=write --bs=4k --size=1m --iodepth=8 \
   --verify=crc32c --end_fsync=1 &&
   expect blk-fio-write-verify "verify: 256 blocks ok, 0 bad" "flushes=1" "completed_ok=256"
-hostreq blk-snapshot flush-after 0 $MIB
+snapshot flush-after 0 $MIB
 hostcheck blk-flush flush-before flush-after 4096 acked
 hostcheck blk-verify 0 $MIB 4096 integrity
 # A later job re-verifies what the first one wrote.
