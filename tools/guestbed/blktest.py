@@ -68,7 +68,9 @@ def qemu_args(workdir):
     common = "disable-legacy=on,iommu_platform=on"
     return [
         "-blockdev", json.dumps(blockdev, separators=(",", ":")),
-        "-device", f"virtio-blk-pci,id=blkfaulty,drive=faulty,serial=vio-faulty,{common}",
+        # request-merging=off: QEMU would otherwise merge neighbouring requests
+        # and fail all of them together; the checks count exactly one failure.
+        "-device", f"virtio-blk-pci,id=blkfaulty,drive=faulty,serial=vio-faulty,request-merging=off,{common}",
         "-drive", f"file={ro},if=none,id=dro,format=raw,readonly=on",
         "-device", f"virtio-blk-pci,id=blkro,drive=dro,serial=vio-ro,{common}",
     ]
