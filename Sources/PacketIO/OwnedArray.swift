@@ -17,6 +17,7 @@ public struct OwnedArray<Element: ~Copyable>: ~Copyable {
     count += 1
   }
 
+  // SAFETY: the precondition keeps i inside the initialised slots.
   public subscript(i: Int) -> Element {
     unsafeAddress {
       precondition(i >= 0 && i < count, "index \(i) out of 0..<\(count)")

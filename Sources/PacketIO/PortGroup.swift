@@ -125,6 +125,8 @@ public struct PortGroup: ~Copyable {
     let slot = port * queuesPerPort + queue
     precondition(!taken[slot], "queue \(queue) of port \(port) was taken already")
     taken[slot] = true
+    // SAFETY (each `pointee` below): the backend cells live until this group's
+    // deinit, and only the main thread, which owns the group, reaches them.
     switch backends[port] {
     case .split(let p):
       let pair = p.pointee.takePair(queue)

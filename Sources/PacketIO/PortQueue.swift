@@ -4,6 +4,11 @@ import VirtioNet
 
 /// The backend of one queue, in a heap cell reached in place: the burst
 /// functions switch over these three cases once per burst.
+///
+/// SAFETY (every `p.pointee` in this file): the cell was made by `box` when
+/// the queue was taken, is owned by exactly one `PortQueue` (noncopyable, so
+/// one owner and one thread at a time), and is freed only by that queue's
+/// deinit — so the pointer is valid and unaliased whenever a method runs.
 enum QueueBackend {
   case split(UnsafeMutablePointer<NetQueuePair<SplitVirtqueue, SplitVirtqueue>>)
   case packed(UnsafeMutablePointer<NetQueuePair<PackedVirtqueue, PackedVirtqueue>>)

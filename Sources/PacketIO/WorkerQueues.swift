@@ -36,6 +36,7 @@ public struct WorkerQueues: ~Copyable {
   public var count: Int { queues.count }
 
   public subscript(i: Int) -> PortQueue {
+    // SAFETY: `checked` keeps i inside the initialised slots of `queues`, which this value owns.
     unsafeAddress { UnsafePointer(queues.base + checked(i)) }
     unsafeMutableAddress { queues.base + checked(i) }
   }
@@ -62,6 +63,7 @@ public struct WorkerQueues: ~Copyable {
     } else {
       sleeps &+= 1
       fds[n] = StopSignal.fd
+      // SAFETY: fds and ready hold capacity + 1 >= n + 1 entries.
       let rc = vio_pkt_poll_in(fds, Int32(n + 1), -1, ready)
       if rc > 0 {
         for i in 0..<n where ready[i] != 0 { queues[i].acknowledgeWakeup() }

@@ -186,4 +186,4 @@ def _net_traffic(ctx, args):
     detail = (f"{received}/{sent} frames ({len(phases)} phase(s), {flows} flows, {min(sizes)}..{max(sizes)} bytes) "
               f"{phases[0].src}->{phases[0].dst} intact, once, in flow order; {missing} missing, vio-fwd dropped {drops}, "
               f"forwarded {fwd.get('forwarded')}, wait {fwd.get('wait')}{spread}{rate}")
-    return (not problems), ("; ".join(problems) if problems else detail)
+    return (not problems), ("; ".join(problems) + rate if problems else detail)

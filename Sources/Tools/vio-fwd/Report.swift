@@ -23,6 +23,9 @@ enum Report {
   /// malformed) plus frames lost before it saw them (kernel RX ring full).
   static func drops(_ s: NetQueueStats) -> UInt64 { s.txDropped &+ s.rxErrors &+ s.rxDropped }
 
+  /// Packets a port moved out (rxonly: in).
+  static func moved(_ s: NetQueueStats, _ mode: Mode) -> UInt64 { mode == .rxonly ? s.rxPackets : s.txPackets }
+
   /// One line per period: per port RX/TX Mpps, TX Gbit/s (frame bytes), drops, link.
   static func live(_ g: borrowing PortGroup, _ now: [NetQueueStats], _ before: [NetQueueStats], seconds: Double, elapsed: Double) -> String {
     var parts: [String] = []
@@ -77,6 +80,9 @@ enum Report {
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
+    /// Seconds during which packets moved, and the best rate over one sample.
+    var activeSeconds: Double
+    var peakPPS: Double
 
     /// Packets that left: TX of every port (rxonly: what was received).
     var forwarded: UInt64 {
@@ -84,6 +90,8 @@ enum Report {
     }
     var dropped: UInt64 { stats.reduce(0) { $0 &+ Report.drops($1) } }
     var cpuPerPacket: Double { forwarded == 0 ? 0 : Double(cpuNanoseconds) / Double(forwarded) }
+    /// Packets out per second while traffic flowed.
+    var ratePPS: Double { activeSeconds > 0 ? Double(forwarded) / activeSeconds : 0 }
 
     func text() -> [String] {
       var out = [
@@ -97,7 +105,7 @@ enum Report {
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
       out.append(
-        "  total: \(forwarded) pkts out, \(dropped) dropped, \(Report.fmt(mpps, 4)) Mpps average, worker CPU \(Report.fmt(Double(cpuNanoseconds) / 1e9, 3)) s = \(Report.fmt(cpuPerPacket, 0)) ns/pkt, \(sleeps) sleeps")
+        "  total: \(forwarded) pkts out, \(dropped) dropped, \(Report.fmt(mpps, 4)) Mpps average (\(Report.fmt(ratePPS / 1e6, 4)) Mpps over the \(Report.fmt(activeSeconds, 1)) s traffic flowed, peak \(Report.fmt(peakPPS / 1e6, 4))), worker CPU \(Report.fmt(Double(cpuNanoseconds) / 1e9, 3)) s = \(Report.fmt(cpuPerPacket, 0)) ns/pkt, \(sleeps) sleeps")
       return out
     }
 
@@ -130,6 +138,7 @@ enum Report {
       }
       return "{\"mode\":\(q(settings.mode.rawValue)),\"wait\":\(q(settings.wait.rawValue)),\"burst\":\(settings.burst),"
         + "\"elapsed_s\":\(Report.fmt(elapsed, 3)),\"forwarded\":\(forwarded),\"dropped\":\(dropped),"
+        + "\"active_s\":\(Report.fmt(activeSeconds, 3)),\"rate_pps\":\(Report.fmt(ratePPS, 0)),\"peak_pps\":\(Report.fmt(peakPPS, 0)),"
         + "\"cpu_ns\":\(cpuNanoseconds),\"cpu_ns_per_packet\":\(Report.fmt(cpuPerPacket, 1)),\"sleeps\":\(sleeps),"
         + "\"events\":[\(events.map(q).joined(separator: ","))],\"ports\":[\(ps.joined(separator: ","))]}"
     }

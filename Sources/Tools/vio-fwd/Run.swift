@@ -56,6 +56,7 @@ struct Run {
     var last = (0..<portCount).map { group.stats(port: $0) }
     var lastTime = start
     let end = s.duration > 0 ? start &+ UInt64(s.duration * 1e9) : UInt64.max
+    var activity = Activity(start: start)
     while !StopSignal.requested {
       let now = Clock.monotonicNanoseconds
       if now >= end { break }
@@ -70,6 +71,7 @@ struct Run {
       }
       if exitCode != 0 { break }
       let t = Clock.monotonicNanoseconds
+      activity.sample(at: t, packets: (0..<portCount).reduce(UInt64(0)) { $0 &+ Report.moved(group.stats(port: $1), s.mode) })
       if t >= nextStats {
         let current = (0..<portCount).map { group.stats(port: $0) }
         Console.note(Report.live(group, current, last, seconds: Double(t &- lastTime) / 1e9, elapsed: Double(t &- start) / 1e9))
@@ -90,7 +92,8 @@ struct Run {
       settings: s, elapsed: elapsed, ports: group.ports, stats: totals,
       queues: (0..<portCount).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents, events: events,
-      cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps })
+      cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
+      activeSeconds: activity.activeSeconds, peakPPS: activity.peak)
     for line in summary.text() { Console.note(line) }
     if s.json { Console.out(summary.json()) }
     return exitCode
@@ -110,4 +113,31 @@ struct Run {
     f.replaceSubrange(14..<21, with: Array("vio-fwd".utf8))
     return f
   }
+}
+
+/// When packets moved, sampled by the main thread at least every 100 ms: the
+/// forwarding rate over the time traffic flowed (not the whole run), and the
+/// best rate over one sample interval.
+struct Activity {
+  var previous: UInt64
+  var packets: UInt64 = 0
+  var first: UInt64? = nil
+  var last: UInt64 = 0
+  var peak: Double = 0
+
+  init(start: UInt64) { previous = start }
+
+  mutating func sample(at t: UInt64, packets now: UInt64) {
+    defer {
+      previous = t
+      packets = now
+    }
+    guard now != packets else { return }
+    if first == nil { first = previous }
+    last = t
+    let dt = Double(t &- previous) / 1e9
+    if dt >= 0.05 { peak = max(peak, Double(now &- packets) / dt) }
+  }
+
+  var activeSeconds: Double { first.map { Double(last &- $0) / 1e9 } ?? 0 }
 }
