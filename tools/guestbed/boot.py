@@ -111,13 +111,13 @@ class _Console:
         self.lines.put(None)
 
 
-def net_port(variant, backend=None, tap_name=None, mtu=None):
+def net_port(variant, backend=None, tap_name=None, mtu=None, txqueuelen=None):
     """The host side of the net device: the TCP frame server, or a tap when
     the variant wants more than one queue pair (or backend == "tap")."""
     if backend is None:
         backend = "tap" if (variant.net_queues or 1) > 1 else "stream"
     if backend == "tap":
-        return TapPort(queues=variant.net_queues or 1, ifname=tap_name, mtu=mtu).start()
+        return TapPort(queues=variant.net_queues or 1, ifname=tap_name, mtu=mtu, txqueuelen=txqueuelen).start()
     if (variant.net_queues or 1) > 1:
         raise ValueError(f"{variant.name}: net-queues > 1 needs the tap backend")
     return FrameServer().start()
@@ -140,7 +140,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
         server = net_port(variant, net_backend)
         for i, (nid, _, _) in enumerate(fwdtest.DEVICES):
             extra_ports[nid] = net_port(variant, net_backend, tap_name=f"gbtap{os.getpid() % 1000000}{'abcdefgh'[i]}",
-                                        mtu=9000)
+                                        mtu=9000, txqueuelen=20000)
     except (OSError, ValueError) as e:
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
         for p in extra_ports.values():

@@ -171,6 +171,10 @@ def _net_traffic(ctx, args):
         host = sum(getattr(ctx.net_ports.get(p.dst), "capture_drops", 0) for p in phases[:1])
         if host:
             problems.append(f"the host's capture socket on {phases[0].dst} overflowed {host} time(s): a test bed loss, not vio-fwd's")
+        src = ctx.net_ports.get(phases[0].src)
+        tap = src.tx_dropped() if hasattr(src, "tx_dropped") else 0
+        if tap:
+            problems.append(f"the host's tap for {phases[0].src} dropped {tap} frame(s) before QEMU read them: a test bed loss, not vio-fwd's")
     # Multiqueue: every queue of the receiving port carried some of the flows.
     queues = (fwd.get("ports") or [{}])[0].get("queues") or []
     spread = ""

@@ -172,6 +172,7 @@ class FrameServer(_FrameLog):
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFMTU = 0x8922
+SIOCSIFTXQLEN = 0x8943
 IFF_UP = 0x1
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -181,15 +182,17 @@ SO_RCVBUFFORCE = 33
 
 
 class TapPort(_FrameLog):
-    def __init__(self, queues=1, ifname=None, mtu=None):
+    def __init__(self, queues=1, ifname=None, mtu=None, txqueuelen=None):
         super().__init__()
         self.queues = queues
         self.mtu = mtu                   # None: the kernel's default (1500)
+        self.txqueuelen = txqueuelen     # frames queued for QEMU before the tap drops (None: default)
         self.ifname = ifname or f"gbtap{os.getpid() % 10000000}"
         self._sock = None
         self._pending = []
         self.error = None
         self.capture_drops = 0           # frames the capture socket's buffer overflowed on
+        self._tap_tx_dropped = 0
 
     def netdev_arg(self, netdev_id="n0"):
         return (f"tap,id={netdev_id},ifname={self.ifname},script=no,downscript=no,"
@@ -219,6 +222,8 @@ class TapPort(_FrameLog):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             if self.mtu:
                 fcntl.ioctl(s, SIOCSIFMTU, struct.pack("16si20x", self.ifname.encode(), self.mtu))
+            if self.txqueuelen:
+                fcntl.ioctl(s, SIOCSIFTXQLEN, struct.pack("16si20x", self.ifname.encode(), self.txqueuelen))
             ifr = struct.pack("16sH22x", self.ifname.encode(), 0)
             flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
             fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", self.ifname.encode(),
@@ -255,7 +260,17 @@ class TapPort(_FrameLog):
             if addr[2] != PACKET_OUTGOING:       # not our own injections
                 self._record(frame)
 
+    def tx_dropped(self):
+        """Frames the tap dropped on their way to QEMU (its reader was too
+        slow), as last seen while the tap existed."""
+        return self._tap_tx_dropped
+
     def _count_drops(self, sock):
+        try:
+            with open(f"/sys/class/net/{self.ifname}/statistics/tx_dropped") as f:
+                self._tap_tx_dropped = max(self._tap_tx_dropped, int(f.read()))
+        except (OSError, ValueError):
+            pass
         try:
             _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
             self.capture_drops += drops          # the kernel resets them on read
