@@ -102,6 +102,7 @@ struct QueueNotifiers: ~Copyable {
       let left = deadline - Sys.monotonicMilliseconds()
       if left <= 0 { return .timedOut }
       var tokens = [UInt64](repeating: 0, count: 8)
+      // SAFETY: epoll_wait fills at most 8 tokens, the array's size.
       let n = tokens.withUnsafeMutableBufferPointer { vio_vhost_epoll_wait(epoll.raw, $0.baseAddress, 8, Int32(left)) }
       if n < 0 { return .failed(errno) }
       if n == 0 { return .timedOut }

@@ -195,6 +195,8 @@ final class VhostUserChannel {
     var flags = VhostUserHeaderFlags.version
     if wantAck { flags |= VhostUserHeaderFlags.needReply }
     let bytes = VhostUserWire.message(req, flags: flags, payload: payload)
+    // SAFETY: both buffers are borrowed for the duration of the call; the shim
+    // reads `raw.count` bytes and `fds.count` (≤ 8) descriptors from them.
     let n = bytes.withUnsafeBytes { raw in
       fds.withUnsafeBufferPointer { f in vio_vhost_send(socket, raw.baseAddress, raw.count, f.baseAddress, Int32(f.count)) }
     }
@@ -253,6 +255,8 @@ final class VhostUserChannel {
       var fds = [Int32](repeating: -1, count: VhostUserLimits.maxMemoryRegions)
       var nfds: Int32 = 0
       let left = max(0, deadline - Sys.monotonicMilliseconds())
+      // SAFETY: the shim writes at most `total - done` bytes after `done`
+      // inside `buffer`, and at most `fds.count` descriptors into `fds`.
       let n = buffer.withUnsafeMutableBytes { raw in
         fds.withUnsafeMutableBufferPointer { f in
           vio_vhost_recv(socket, raw.baseAddress! + done, total - done, f.baseAddress, Int32(f.count), &nfds, Int32(left))
