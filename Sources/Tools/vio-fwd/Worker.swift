@@ -104,15 +104,19 @@ enum Forwarder {
           }
         }
       }
-      for i in 0..<ports { queues[i].publishStats() }
       if moved > 0 {
+        for i in 0..<ports { queues[i].publishStats() }
         idle = 0
         continue
       }
       idle &+= 1
+      // Idle: counters change only now and then (a refill, a kick); publish them every 64 empty rounds.
+      if idle & 63 == 0 { for i in 0..<ports { queues[i].publishStats() } }
       if sleepy && idle >= s.idlePolls {
         for i in 0..<ports { queues[i].flush(pool: &pool) }
+        for i in 0..<ports { queues[i].publishStats() }
         if !queues.sleep() { break }
+        for i in 0..<ports { queues[i].publishStats() }
         idle = 0
       }
     }
