@@ -32,7 +32,7 @@ public struct BlockDevice: ~Copyable {
     case .path(let p):
       return BlockDevice(host: try KernelBlockHost.open(p, options: options))
     case .pci(let a):
-      return BlockDevice(host: try openVFIO(a, options: options, logger: logger))
+      return BlockDevice(host: try openPCI(a, options: options, logger: logger))
     }
   }
 
@@ -67,10 +67,10 @@ public struct BlockDevice: ~Copyable {
 
   /// §3.1.1 over VFIO with the virtio-blk policy (§5.2.3), then the queues in
   /// the negotiated layout: the one place split and packed part ways.
-  static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(BlockIOError) -> any BlockHost {
+  static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
     var vfio = VFIOPCIOptions()
     vfio.hugePages = options.hugePages
-    do throws(VirtioError) {
+    do {
       var transport = try VFIOPCITransport.open(address, options: vfio, logger: logger)
       guard transport.deviceType == .block else {
         throw VirtioError(.invalidArgument, "\(address) is a \(transport.deviceType), not virtio-blk; give a block function")
@@ -99,8 +99,6 @@ public struct BlockDevice: ~Copyable {
         host.start()
         return host
       }
-    } catch {
-      throw BlockIOError(error)
     }
   }
 }

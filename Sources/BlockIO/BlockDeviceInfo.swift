@@ -1,3 +1,5 @@
+import VirtioVFIO
+
 /// Which driver moves the blocks.
 public enum BlockBackendKind: String, Sendable, Equatable {
   /// This process's virtio-blk driver over VFIO (or a simulated device in tests).
@@ -32,6 +34,9 @@ public struct BlockDeviceInfo: Sendable, Equatable {
   public var serial: String?
   /// One line on how the device is driven (ring layout, features, interrupts; or O_DIRECT, io_uring).
   public var details: String
+  /// Set when a `pci:` target runs on the kernel path because the userspace
+  /// path could not take it: why, and which block device is used instead.
+  public var fallback: KernelFallbackReason? = nil
   /// Configuration-change interrupts taken so far (virtio's config MSI-X vector, §4.1.5.1.2).
   public var configInterrupts: UInt64 = 0
 

@@ -32,6 +32,12 @@ public struct BlockOpenOptions: Sendable {
   public var maxIndirect: Int = 16
   /// Pages behind the VFIO DMA memory.
   public var hugePages: HugePagePolicy = .preferred
+  /// A `pci:` function the userspace path cannot take (no IOMMU, VFIO modules
+  /// missing, function not on vfio-pci, a legacy-only device or one lacking
+  /// ACCESS_PLATFORM) is handed back to the kernel's virtio-blk driver and its
+  /// block device opened instead (io_uring), with the reason logged at warning
+  /// level and in `BlockDeviceInfo.fallback`. false: the open fails instead.
+  public var kernelFallback: Bool = true
   /// Per-request time limit for the blocking helpers (GET_ID at open).
   public var setupTimeoutMilliseconds: Int = 10_000
 

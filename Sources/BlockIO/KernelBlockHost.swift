@@ -1,5 +1,6 @@
 import CBlockSys
 import Glibc
+import VirtioVFIO
 
 /// The kernel path: a block device or file opened with O_DIRECT, one io_uring
 /// per queue. The device stays with its kernel driver (virtio_blk, nvme, ...).
@@ -16,7 +17,8 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
 
   deinit { close(fd) }
 
-  static func open(_ path: String, options: BlockOpenOptions) throws(BlockIOError) -> KernelBlockHost {
+  /// `fallback`: why a `pci:` target ended up here (reported in `info.fallback`).
+  static func open(_ path: String, options: BlockOpenOptions, fallback: KernelFallbackReason? = nil) throws(BlockIOError) -> KernelBlockHost {
     let direct = options.directIO ? VIO_O_DIRECT : 0
     var st = stat()
     if stat(path, &st) == 0 {
@@ -44,7 +46,8 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
       }
     }
     do throws(BlockIOError) {
-      let info = try describe(fd: fd, path: path, readOnly: readOnly, options: options)
+      var info = try describe(fd: fd, path: path, readOnly: readOnly, options: options)
+      info.fallback = fallback
       return KernelBlockHost(fd: fd, info: info, queueLimit: info.queueCount)
     } catch {
       close(fd)

@@ -60,10 +60,10 @@ public struct PortGroup: ~Copyable {
       for a in addresses {
         switch a {
         case .pci(let bdf):
-          let (b, info, s) = try VirtioNetOpen.open(bdf, options: options, sharing: space, logger: options.logger)
+          let (b, info, s) = try VirtioNetOpen.openOrFallBack(bdf, options: options, sharing: space, logger: options.logger)
           backends.append(b)
           infos.append(info)
-          space = s
+          if let s { space = s }
         case .interface(let name):
           let (k, info) = try KernelPort.open(name, options: options, bufferFrameBytes: 0, logger: options.logger)
           backends.append(.kernel(k))

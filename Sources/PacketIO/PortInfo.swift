@@ -1,10 +1,14 @@
 import VirtioNet
+import VirtioVFIO
 
 /// What a port turned out to be once open.
 public struct PortInfo: Sendable {
   public var address: PortAddress
   /// `vfio` or `kernel`.
   public var path: String
+  /// Set when a `pci:` port runs on the kernel path because the userspace
+  /// path could not take it: why, and which interface is used instead.
+  public var fallback: KernelFallbackReason? = nil
   /// Split / packed ring and the negotiated features (VFIO), or the socket setup (kernel).
   public var detail: String
   public var mac: MACAddress?

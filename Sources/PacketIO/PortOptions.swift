@@ -14,6 +14,12 @@ public struct PortOptions: Sendable {
   /// Receive frames addressed to anyone (VFIO: VIRTIO_NET_CTRL_RX_PROMISC when
   /// CTRL_RX is there; kernel path: PACKET_MR_PROMISC).
   public var promiscuous: Bool = true
+  /// A `pci:` port the userspace path cannot take (no IOMMU, VFIO modules
+  /// missing, function not on vfio-pci, a legacy-only device or one lacking
+  /// ACCESS_PLATFORM) is handed back to the kernel's virtio-net driver and
+  /// opened on the kernel path, with the reason logged at warning level and in
+  /// `PortInfo.fallback`. false: such a port fails `PortGroup.open` instead.
+  public var kernelFallback: Bool = true
   /// VFIO details (hugepages, DMA chunk size).
   public var vfio = VFIOPCIOptions()
   public var logger = Logger(label: "packetio")

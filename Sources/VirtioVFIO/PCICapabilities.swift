@@ -79,7 +79,7 @@ public struct VirtioPCICapabilities: Sendable, Equatable {
 
     var caps = VirtioPCICapabilities()
     guard u16(PCIConfig.status) & PCIConfig.statusCapList != 0 else {
-      throw VirtioError(.transport, "the function has no PCI capability list, so it is not a modern virtio-pci device (legacy-only devices are not supported)")
+      throw VirtioError(.missingFeatures, "the function has no PCI capability list, so it is not a modern virtio-pci device (legacy-only devices are not supported)")
     }
     var at = Int(u8(PCIConfig.capabilitiesPointer) & 0xFC)
     var hops = 0
@@ -136,8 +136,9 @@ public struct VirtioPCICapabilities: Sendable, Equatable {
     if isr == nil { missing.append("isr") }
     if device == nil { missing.append("device") }
     guard missing.isEmpty else {
+      // A legacy-only device: VERSION_1 cannot be negotiated (the kernel driver can still drive it).
       throw VirtioError(
-        .transport,
+        .missingFeatures,
         "\(name) lacks the virtio capabilities \(missing.joined(separator: ", ")) (§4.1.4): it is not a modern (virtio 1.x) device; use the kernel driver (a QEMU device needs disable-legacy=on or a modern machine type)")
     }
     if let c = common, c.length < UInt32(CommonCfg.size) {

@@ -107,6 +107,17 @@ enum Sys {
     return String(decoding: bytes, as: UTF8.self)
   }
 
+  /// Up to `count` bytes from the start of a file (PCI config space in sysfs), or nil.
+  static func readBytes(_ path: String, count: Int) -> [UInt8]? {
+    let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { Glibc.close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, count, 0) }
+    guard n >= 0 else { return nil }
+    return Array(bytes[0..<n])
+  }
+
   /// The first line of a file, trimmed.
   static func readLine(_ path: String) -> String? {
     guard let text = readText(path) else { return nil }

@@ -10,8 +10,9 @@ extension VFIOPCITransport {
   /// The device is left in whatever virtio state it had; `DeviceInit.begin`
   /// resets it (§3.1.1 step 1).
   ///
-  /// Every failure is logged at error level (device, step, reason) and thrown
-  /// as a `VirtioError` whose message says what to do.
+  /// Every failure is logged at notice level (device, step, reason: the
+  /// caller may fall back to the kernel driver, so it is not an error yet) and
+  /// thrown as a `VirtioError` whose message says what to do.
   ///
   /// `sharing`: open the function in another transport's `dmaSpace` (its
   /// group joins that container), so both devices reach the same DMA memory
@@ -24,7 +25,7 @@ extension VFIOPCITransport {
     logger[metadataKey: "pci"] = "\(address)"
     var step = "sysfs"
     func failed(_ e: VirtioError) -> VirtioError {
-      logger.error("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
+      logger.notice("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
       return e
     }
     do throws(VirtioError) {

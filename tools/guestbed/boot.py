@@ -59,14 +59,18 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
            "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
     blk = ["virtio-blk-pci", "id=blk0", "drive=d0",
            "disable-legacy=on", "iommu_platform=on"]
+    if not variant.iommu:
+        cmdline = cmdline.replace("intel_iommu=on iommu=pt ", "")
     return [
         QEMU, "-accel", "tcg", "-machine", "q35,kernel-irqchip=split",
         "-smp", str(smp), "-m", str(mem_mib),
         "-nodefaults", "-no-user-config", "-display", "none",
         "-serial", "stdio", "-monitor", "none", "-no-reboot",
         "-kernel", kernel.vmlinuz, "-initrd", initrd, "-append", cmdline,
+    ] + ([
         # the vIOMMU must come before the devices it translates for
         "-device", "intel-iommu,intremap=on,caching-mode=on,device-iotlb=on",
+    ] if variant.iommu else []) + [
         "-netdev", netdev,
         "-device", ",".join(net + variant.net_props()),
         "-drive", f"file={disk},if=none,id=d0,format=raw",
@@ -82,12 +86,20 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
         # the others so their PCI addresses stay put: (id, netdev, mac, props).
         a for nid, nd, mac, props in extra_nets for a in (
             "-netdev", nd,
-            "-device", ",".join(["virtio-net-pci", f"id={nid}", f"netdev=n{nid}", f"mac={mac}",
-                                 "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
-                                + variant.net_props() + list(props)))
+            "-device", ",".join(_extra_net(nid, mac, variant, props)))
     ] + [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
     ]
+
+
+def _extra_net(nid, mac, variant, props):
+    """-device properties of an extra virtio-net device; "legacy" in props: a
+    legacy-only one (no virtio 1.x interface, so no ACCESS_PLATFORM either)."""
+    base = ["virtio-net-pci", f"id={nid}", f"netdev=n{nid}", f"mac={mac}"]
+    if "legacy" in props:
+        return base + ["disable-modern=on", "disable-legacy=off", "romfile="]
+    return (base + ["disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
+            + variant.net_props() + list(props))
 
 
 def _write_pcap(path, frames):
@@ -138,7 +150,10 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     extra_ports = {}                # the forwarder test's devices: id -> host side
     try:
         server = net_port(variant, net_backend)
-        for i, (nid, _, _) in enumerate(fwdtest.DEVICES):
+        for i, (nid, _, props) in enumerate(fwdtest.DEVICES):
+            if "legacy" in props:
+                extra_ports[nid] = FrameServer().start()
+                continue
             extra_ports[nid] = net_port(variant, net_backend, tap_name=f"gbtap{os.getpid() % 1000000}{'abcdefgh'[i]}",
                                         mtu=9000, txqueuelen=20000)
     except (OSError, ValueError) as e:

@@ -26,9 +26,10 @@ from .kernel import fetch_kernel
 PRODUCTS = ["vio-guest-check", "vio-bind", "vio-fwd", "vio-fio", "block-log"]
 # Programs the default plan runs with `--net <bdf> --blk <bdf>`.
 RUN_PROGRAMS = ["vio-guest-check"]
+# split:iommu=off: no vIOMMU, only the fallback checks (plans/fallback-noiommu.sh).
 # packed:net-queues=2: the packed ring with two net queue pairs (vio-fwd's two
 # workers; the net devices' host sides are multi-queue taps).
-DEFAULT_VARIANTS = "split,packed:net-queues=2"
+DEFAULT_VARIANTS = "split,packed:net-queues=2,split:iommu=off"
 SWIFT_BUILD = ["swift", "build", "-c", "release", "--static-swift-stdlib"]
 
 

@@ -29,9 +29,13 @@ from . import traffic
 
 # Extra virtio-net devices of every boot: id, MAC (how the guest tells them
 # apart), QEMU properties on top of the variant's.
+# "legacy": a legacy-only device (disable-modern=on), none of the variant's
+# properties, single-queue host side: the userspace path cannot take it and
+# vio-fwd falls back to the kernel's driver (Tests/guest/plans/fallback-legacy.sh).
 DEVICES = [
     ("net1", "52:54:00:12:34:61", ["host_mtu=9000"]),
     ("net2", "52:54:00:12:34:62", ["host_mtu=9000"]),
+    ("net3", "52:54:00:12:34:63", ["legacy"]),
 ]
 KINDS = ("net-traffic", "net-traffic-wait")
 WAIT_IDLE_S = 8.0

@@ -82,6 +82,17 @@ find_virtio() {
   return 0
 }
 
+# fwd_dev <mac>: the virtio-net function (modern 0x1041 or legacy 0x1000)
+# whose kernel interface has that MAC (only while it is on virtio_net)
+fwd_dev() {
+  for d in $(find_virtio 0x1041) $(find_virtio 0x1000); do
+    for a in /sys/bus/pci/devices/$d/virtio*/net/*/address; do
+      [ "$(cat $a 2>/dev/null)" = "$1" ] && echo $d
+    done
+  done
+  return 0
+}
+
 # pci_driver <bdf>: name of the bound driver, or "none"
 pci_driver() {
   if [ -e /sys/bus/pci/devices/$1/driver ]; then
@@ -152,7 +163,14 @@ def default_plan_body(programs=("vio-guest-check",)):
         /bin/<program> --net <bdf> --blk <bdf>
 
     The addresses are also exported as VIO_NET_BDF / VIO_BLK_BDF."""
+    # A boot without a vIOMMU (variant iommu=off) runs only the fallback
+    # checks: nothing else can use VFIO there.
     lines = [
+        'if [ "$GUESTBED_IOMMU" = off ]; then',
+        _plan_file("fallback-noiommu.sh").rstrip("\n"),
+        'echo "PLAN DONE"',
+        'exit 0',
+        'fi',
         "NET=$(find_virtio 0x1041 | head -n1)",
         "BLK=$(find_virtio 0x1042 | head -n1)",
         '[ -n "$NET" ] || check_fail plan-net-device "no virtio-net-pci function (1af4:1041)"',
@@ -179,6 +197,10 @@ def default_plan_body(programs=("vio-guest-check",)):
     lines += [
         'if [ -x /bin/vio-fwd ]; then',
         _plan_file("net-forward.sh").rstrip("\n"),
+        # The legacy-only device's fallback (fwdtest.DEVICES net3), in the plain split boot.
+        'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ]; then',
+        _plan_file("fallback-legacy.sh").rstrip("\n"),
+        'fi',
         'else',
         '  check_fail vio-fwd-present "/bin/vio-fwd is not in the initramfs"',
         'fi',

@@ -15,6 +15,10 @@ A variant spec is a base name and optional `:key=value` modifiers:
     split:blk-queues=4       blk num-queues only (QEMU's default: one per vCPU)
     split:net-queues=2       net mq=on,vectors=2N+2 and a 2-queue netdev
                              (needs the tap backend: see boot.py)
+    split:iommu=off          no vIOMMU (no intel-iommu device, no
+                             intel_iommu=on): VFIO cannot work, and the
+                             plan checks the fallback to the kernel drivers
+                             (Tests/guest/plans/fallback-noiommu.sh)
 
 Modifiers combine: `packed:event_idx=off:indirect=off:blk-qsize=128`.
 The spec string is the variant's name (the prefix of its check names).
@@ -67,6 +71,7 @@ class Variant:
     net_qsize: int = None
     blk_queues: int = None
     net_queues: int = None
+    iommu: bool = True
     extra: dict = field(default_factory=dict)
 
     def _common(self):
@@ -105,6 +110,7 @@ class Variant:
             "GUESTBED_INDIRECT": "off" if self.indirect is False else "on",
             "GUESTBED_NET_QUEUES": str(self.net_queues or 1),
             "GUESTBED_BLK_QUEUES": str(self.blk_queues or smp),
+            "GUESTBED_IOMMU": "on" if self.iommu else "off",
         }
         if self.blk_qsize:
             e["GUESTBED_BLK_QSIZE"] = str(self.blk_qsize)
@@ -133,6 +139,8 @@ def _apply(v, key, val):
         v.blk_queues = _count(key, val, 1, 16)
     elif key == "net-queues":
         v.net_queues = _count(key, val, 1, 16)
+    elif key == "iommu":
+        v.iommu = _onoff(key, val)
     else:
         raise VariantError(f"unknown variant modifier {key!r}")
 

@@ -161,6 +161,25 @@ out:
   return rc;
 }
 
+int vio_pkt_set_up(const char *name) {
+  if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) s = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  int rc = 0;
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) { rc = -errno; goto out; }
+  if (!(ifr.ifr_flags & IFF_UP)) {
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) rc = -errno;
+  }
+out:
+  close(s);
+  return rc;
+}
+
 int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready) {
   struct pollfd p[64];
   if (count < 0 || count > 64) return -EINVAL;

@@ -94,6 +94,9 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("eta"), help: "Live progress line on stderr: auto (when a terminal), always, never.")
   var eta: Eta = .auto
 
+  @Flag(name: .customLong("no-fallback"), help: "Fail when a pci: target cannot run over VFIO instead of using its kernel block device.")
+  var noFallback = false
+
   @Flag(name: .customLong("interrupts"), help: "Sleep on the queue's interrupt instead of polling.")
   var interrupts = false
 

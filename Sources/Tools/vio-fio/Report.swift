@@ -44,6 +44,7 @@ enum NormalReport {
       out += "  \(label): bw=\(Units.bandwidth(bw)), io=\(Units.bytes(bytes)), run=\(run / 1_000_000)msec\n"
     }
     out += "\nDisk: \(info.target) (\(info.details))\n"
+    if let f = info.fallback { out += "Fallback: kernel path (\(f.kernelName)) because \(f.summary): \(f.message)\n" }
     return out
   }
 
@@ -110,6 +111,14 @@ enum JSONReport {
       j.key("vio"); j.open("{")
       j.key("queue"); j.int(r.queueIndex)
       j.key("backend"); j.string(info.backend.rawValue)
+      j.key("details"); j.string(info.details)
+      if let f = info.fallback {
+        j.key("fallback"); j.open("{")
+        j.key("device"); j.string(f.kernelName)
+        j.key("because"); j.string(f.summary)
+        j.key("reason"); j.string(f.message)
+        j.close("}")
+      }
       j.key("requests"); j.uint(s.requests)
       j.key("notifications"); j.uint(s.notifications)
       j.key("interrupts"); j.uint(s.interrupts)

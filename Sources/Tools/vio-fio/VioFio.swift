@@ -24,7 +24,9 @@ struct VioFio: ParsableCommand {
         vio-fio --filename=pci:0000:00:03.0 --rw=write --bs=64k --size=16m --verify=crc32c
         vio-fio --filename=pci:0000:00:03.0 --rw=read --bs=64k --size=16m --verify=crc32c   # re-verify later
         vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
-      The PCI function must be bound to vfio-pci (vio-bind). Exit status: 0 ok, 1 I/O errors,
+      The PCI function must be bound to vfio-pci (vio-bind); when the userspace path cannot take it (no
+      IOMMU, VFIO unusable, a legacy-only device, a feature missing) its kernel block device is used
+      instead and the reason printed (--no-fallback: fail instead). Exit status: 0 ok, 1 I/O errors,
       verify failures or a device that broke, 64 bad options.
       """)
 
@@ -42,6 +44,7 @@ struct VioFio: ParsableCommand {
     open.queueDepth = o.queueSize
     open.directIO = o.direct == 1
     open.interrupts = true
+    open.kernelFallback = !o.noFallback
     if !target.isUserspace { open.queues = o.numjobs }
     let device: BlockDevice
     do {
@@ -50,6 +53,9 @@ struct VioFio: ParsableCommand {
       fail("cannot open \(target): \(error.message)")
     }
     let info = device.info
+    if let f = info.fallback {
+      eprint("vio-fio: \(target): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)")
+    }
     let specs = try plan(info)
     try checkCapabilities(info)
 

@@ -125,10 +125,13 @@ enum Report {
       var ps: [String] = []
       for (p, s) in stats.enumerated() {
         var kv = [
-          "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)",
+          "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
           "\"drops\":\(Report.drops(s))",
         ]
+        if let f = ports[p].fallback {
+          kv.append("\"fallback\":{\"interface\":\(q(f.kernelName)),\"because\":\(q(f.summary)),\"reason\":\(q(f.message))}")
+        }
         for (k, v) in Report.fields(s) { kv.append("\"\(k)\":\(v)") }
         let qs = queues[p].map { q in
           "{\"rx_packets\":\(q.rxPackets),\"tx_packets\":\(q.txPackets),\"tx_dropped\":\(q.txDropped),\"interrupts\":\(q.interrupts),\"notifications\":\(q.notifications)}"

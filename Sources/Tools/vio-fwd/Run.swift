@@ -44,6 +44,9 @@ struct Run {
     let desc = group.ports.enumerated().map { (i, p) in
       "port \(i) \(p.address) (\(p.path), \(p.detail.split(separator: ";").first ?? ""), mac \(p.mac.map { "\($0)" } ?? "-"), mtu \(p.mtu), rings \(p.rxRingSize)/\(p.txRingSize), link \(p.linkUp ? "up" : "down"))"
     }
+    for (i, p) in group.ports.enumerated() {
+      if let f = p.fallback { Console.note("port \(i) \(p.address): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)") }
+    }
     Console.note(
       "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue); "
         + desc.joined(separator: "; "))

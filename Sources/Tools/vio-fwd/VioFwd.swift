@@ -41,6 +41,9 @@ struct VioFwd: ParsableCommand {
     commandName: "vio-fwd",
     abstract: "Forward packets between ports: virtio-net over VFIO (pci:BDF) or kernel interfaces (AF_PACKET).",
     discussion: """
+      A pci: port the userspace path cannot take (no IOMMU, VFIO unusable, a legacy-only device, a feature
+      missing) is handed back to the kernel's virtio-net driver and forwarded over AF_PACKET; the reason is
+      printed (and in --json). --no-fallback makes that an error instead.
       Ports pair up in the order given (0<->1, 2<->3); an odd last port sends back out of itself.
       One worker thread per queue pair serves queue q of every port, with one buffer pool:
       a packet received on a VFIO port is transmitted on the other without a copy.
@@ -74,6 +77,10 @@ struct VioFwd: ParsableCommand {
   var idlePolls: Int = 1024
   @Option(name: .customLong("tx-retries"), help: "Times to retry the unsent rest of a burst on a full TX ring before dropping it (counted).")
   var txRetries: Int = 64
+  @Flag(
+    name: .customLong("no-fallback"),
+    help: "Fail when a pci: port cannot run over VFIO instead of handing it back to the kernel's virtio-net driver (AF_PACKET).")
+  var noFallback = false
   @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
   var noPromisc = false
   @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
@@ -115,6 +122,7 @@ struct VioFwd: ParsableCommand {
     options.rxDescriptors = rxd
     options.txDescriptors = txd
     options.promiscuous = !noPromisc
+    options.kernelFallback = !noFallback
     options.logger = Logger(label: "vio-fwd")
     let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above
 

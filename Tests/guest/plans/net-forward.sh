@@ -12,14 +12,6 @@
 # link down/up of net2 from QMP while forwarding; packed ring, interrupt
 # wait; net-queues=N: N queue pairs, N workers. Bad input exits 64.
 
-fwd_dev() {  # fwd_dev <mac>: the virtio-net function with that MAC (on virtio_net)
-  for d in $(find_virtio 0x1041); do
-    for a in /sys/bus/pci/devices/$d/virtio*/net/*/address; do
-      [ "$(cat $a 2>/dev/null)" = "$1" ] && echo $d
-    done
-  done
-  return 0
-}
 FA=$(fwd_dev 52:54:00:12:34:61)
 FB=$(fwd_dev 52:54:00:12:34:62)
 if [ -z "$FA" ] || [ -z "$FB" ]; then

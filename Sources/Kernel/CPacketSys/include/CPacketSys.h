@@ -85,6 +85,8 @@ int vio_pkt_statistics(int fd, uint32_t *packets, uint32_t *drops);
 /* Interface facts through a throw-away socket: index, MAC, MTU, IFF_* flags. */
 int vio_pkt_ifindex(const char *name);
 int vio_pkt_ifinfo(const char *name, uint8_t mac[6], int *mtu, unsigned *flags);
+/* Sets IFF_UP on an interface (SIOCSIFFLAGS; needs CAP_NET_ADMIN). 0 or -errno. */
+int vio_pkt_set_up(const char *name);
 
 /* Waits for POLLIN on up to 64 fds; returns the number ready, 0 on timeout,
  * -errno on failure (EINTR is returned, not retried: the caller re-checks its
