@@ -24,10 +24,8 @@ struct VioFio: ParsableCommand {
         vio-fio --filename=pci:0000:00:03.0 --rw=write --bs=64k --size=16m --verify=crc32c
         vio-fio --filename=pci:0000:00:03.0 --rw=read --bs=64k --size=16m --verify=crc32c   # re-verify later
         vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
-      The PCI function must be bound to vfio-pci (vio-bind); when the userspace path cannot take it (no
-      IOMMU, VFIO unusable, a legacy-only device, a feature missing) its kernel block device is used
-      instead and the reason printed (--no-fallback: fail instead). Exit status: 0 ok, 1 I/O errors,
-      verify failures or a device that broke, 64 bad options.
+      The PCI function must be bound to vfio-pci (vio-bind). When the userspace path cannot take it (no IOMMU, VFIO unusable, a legacy-only device, a feature missing), its kernel block device is used instead and the reason printed; --no-fallback makes that an error.
+      Exit status: 0 ok, 1 I/O errors, verify failures or a device that broke, 64 bad options.
       """)
 
   @OptionGroup var o: Options

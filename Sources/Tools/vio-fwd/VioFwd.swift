@@ -41,9 +41,7 @@ struct VioFwd: ParsableCommand {
     commandName: "vio-fwd",
     abstract: "Forward packets between ports: virtio-net over VFIO (pci:BDF) or kernel interfaces (AF_PACKET).",
     discussion: """
-      A pci: port the userspace path cannot take (no IOMMU, VFIO unusable, a legacy-only device, a feature
-      missing) is handed back to the kernel's virtio-net driver and forwarded over AF_PACKET; the reason is
-      printed (and in --json). --no-fallback makes that an error instead.
+      A pci: port the userspace path cannot take (no IOMMU, VFIO unusable, a legacy-only device, a feature missing) is handed back to the kernel's virtio-net driver and forwarded over AF_PACKET; the reason is printed (and in --json). --no-fallback makes that an error instead.
       Ports pair up in the order given (0<->1, 2<->3); an odd last port sends back out of itself.
       One worker thread per queue pair serves queue q of every port, with one buffer pool:
       a packet received on a VFIO port is transmitted on the other without a copy.

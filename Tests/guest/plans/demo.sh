@@ -19,7 +19,7 @@ else
   check_fail demo-bind "vio-bind bind exit $?: $(tail -n3 /tmp/bind.out | tr '\n' ' ')"
 fi
 
-# vio-fwd: host traffic in at net1, forwarded out of net2.
+# vio-fwd: host traffic in at net1, forwarded out of net2 (rate bounded by the host's sender).
 /bin/vio-fwd --port pci:$NA --port pci:$NB --mode io --wait poll --stats-period 1 \
   --stats-file /tmp/demo.stats --json >/tmp/demo-fwd.json 2>/tmp/demo-fwd.log &
 FWD=$!
@@ -33,7 +33,12 @@ kill -INT $FWD
 wait $FWD && check_pass demo-fwd-exit "$(grep 'total:' /tmp/demo-fwd.log)" || check_fail demo-fwd-exit "$(tail -n3 /tmp/demo-fwd.log | tr '\n' ' ')"
 echo "VIOFWD-JSON demo $(cat /tmp/demo-fwd.json)"
 echo "DEMO-JSON fwd $(cat /tmp/demo-fwd.json)"
-hostcheck net-traffic demo
+hostcheck net-traffic demo demo
+# The send rate: 64-byte frames out of net2 for 3 s (the host only counts them).
+timeout 60 /bin/vio-fwd --port pci:$NB --mode txonly --pkt-size 64 --duration 3 --stats-period 0 --json \
+  >/tmp/demo-tx.json 2>/tmp/demo-tx.log && check_pass demo-txonly "$(grep 'total:' /tmp/demo-tx.log)" \
+  || check_fail demo-txonly "$(tail -n3 /tmp/demo-tx.log | tr '\n' ' ')"
+echo "DEMO-JSON txonly $(cat /tmp/demo-tx.json)"
 
 # vio-fio: write + verify (the host checks the image too), then random reads.
 demo_fio() {  # demo_fio <name> <args...>

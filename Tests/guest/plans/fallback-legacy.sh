@@ -60,6 +60,6 @@ else
     check_fail fallback-legacy-json "--json has no fallback for port B: $(head -c 400 /tmp/leg.json)"
   fi
   echo "VIOFWD-JSON legacy $(cat /tmp/leg.json)"
-  hostcheck net-traffic legacy
+  hostcheck net-traffic legacy legacy
   bind_kernel $LA || check_fail fallback-legacy-restore "$LA: $(pci_driver $LA)"
 fi

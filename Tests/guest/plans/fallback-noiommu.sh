@@ -72,7 +72,7 @@ _n=$(grep -o '"path":"kernel"[^{]*"fallback":{"interface":"[a-z0-9]*","because":
 [ "$_n" -eq 2 ] && check_pass noiommu-fwd-json "both ports: path kernel, fallback because no IOMMU" \
   || check_fail noiommu-fwd-json "--json names $_n of 2 ports as fallen back: $(head -c 400 /tmp/nf.json)"
 echo "VIOFWD-JSON noiommu $(cat /tmp/nf.json)"
-hostcheck net-traffic noiommu
+hostcheck net-traffic noiommu noiommu
 
 # vio-fio: fallback forbidden, then write + verify and re-verify on the kernel path.
 _out=$(timeout 120 /bin/vio-fio --filename=pci:$BLK --rw=read --bs=4k --size=64k --no-fallback 2>&1); _rc=$?
