@@ -93,6 +93,46 @@ fwd_dev() {
   return 0
 }
 
+# vio-fwd in the background, by tag: output in /tmp/<tag>.{json,log,stats}.
+# fwd_start <tag> <vio-fwd args...>: starts it (--json, --stats-file, live
+#   line each second) and checks <tag>-start: it printed "forwarding:".
+fwd_start() {
+  _t=$1; shift
+  rm -f /tmp/$_t.stats /tmp/$_t.json /tmp/$_t.log
+  /bin/vio-fwd "$@" --stats-period 1 --stats-file /tmp/$_t.stats --json >/tmp/$_t.json 2>/tmp/$_t.log &
+  FWD_PID=$!
+  if wait_until 120 grep -q "forwarding:" /tmp/$_t.log; then
+    check_pass $_t-start "$(grep -m1 'forwarding:' /tmp/$_t.log | cut -c1-300)"
+  else
+    check_fail $_t-start "vio-fwd did not start: $(tail -n3 /tmp/$_t.log | tr '\n' ' ')"
+  fi
+}
+# fwd_rx <tag>: frames vio-fwd received on port 0 so far
+fwd_rx() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/$1.stats 2>/dev/null); echo "${_v:-0}"; }
+fwd_has_rx() { [ "$(fwd_rx $1)" -ge "$2" ]; }
+# fwd_traffic <tag> <phase> <from> <to> <count> <rate> <flows>: the host sends
+#   <count> test frames (no jumbo) into <from>; waits until vio-fwd received
+#   them and the host saw them arrive (or stopped waiting) on <to>.
+fwd_traffic() {
+  hostreq net-traffic $1 $2 "{\"from\":\"$3\",\"to\":\"$4\",\"count\":$5,\"rate\":$6,\"flows\":$7,\"jumbo\":false}"
+  wait_until 300 fwd_has_rx $1 $5 || check_fail $1-received "vio-fwd received $(fwd_rx $1) of $5 frames"
+  hostreq net-traffic-wait $1 $2
+}
+# fwd_stop <tag>: SIGINT, checks <tag>-exit (status 0), prints the JSON for
+#   the host (VIOFWD-JSON <tag>) and asks it to check the frames of <tag>.
+fwd_stop() {
+  kill -INT $FWD_PID
+  wait $FWD_PID
+  _rc=$?
+  if [ $_rc -eq 0 ]; then
+    check_pass $1-exit "$(grep 'total:' /tmp/$1.log)"
+  else
+    check_fail $1-exit "vio-fwd exit status $_rc: $(tail -n3 /tmp/$1.log | tr '\n' ' ')"
+  fi
+  echo "VIOFWD-JSON $1 $(cat /tmp/$1.json)"
+  hostcheck net-traffic $1 $1
+}
+
 # pci_driver <bdf>: name of the bound driver, or "none"
 pci_driver() {
   if [ -e /sys/bus/pci/devices/$1/driver ]; then

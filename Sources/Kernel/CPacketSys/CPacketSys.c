@@ -141,14 +141,22 @@ int vio_pkt_ifindex(const char *name) {
   return i ? (int)i : -errno;
 }
 
-int vio_pkt_ifinfo(const char *name, uint8_t mac[6], int *mtu, unsigned *flags) {
+/* A throw-away socket for interface ioctls and an ifreq naming `name`:
+ * the socket, or -errno. */
+static int ifreq_socket(const char *name, struct ifreq *ifr) {
   if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) s = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -errno;
+  memset(ifr, 0, sizeof *ifr);
+  strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+  return s;
+}
+
+int vio_pkt_ifinfo(const char *name, uint8_t mac[6], int *mtu, unsigned *flags) {
   struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  int s = ifreq_socket(name, &ifr);
+  if (s < 0) return s;
   int rc = 0;
   if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) { rc = -errno; goto out; }
   memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
@@ -162,13 +170,9 @@ out:
 }
 
 int vio_pkt_set_up(const char *name) {
-  if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) s = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return -errno;
   struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  int s = ifreq_socket(name, &ifr);
+  if (s < 0) return s;
   int rc = 0;
   if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) { rc = -errno; goto out; }
   if (!(ifr.ifr_flags & IFF_UP)) {

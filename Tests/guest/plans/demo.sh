@@ -20,20 +20,10 @@ else
 fi
 
 # vio-fwd: host traffic in at net1, forwarded out of net2 (rate bounded by the host's sender).
-/bin/vio-fwd --port pci:$NA --port pci:$NB --mode io --wait poll --stats-period 1 \
-  --stats-file /tmp/demo.stats --json >/tmp/demo-fwd.json 2>/tmp/demo-fwd.log &
-FWD=$!
-wait_until 120 grep -q "forwarding:" /tmp/demo-fwd.log && check_pass demo-fwd-start "$(grep -m1 'forwarding:' /tmp/demo-fwd.log | cut -c1-240)" \
-  || check_fail demo-fwd-start "$(tail -n3 /tmp/demo-fwd.log | tr '\n' ' ')"
-got() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/demo.stats 2>/dev/null); [ "${_v:-0}" -ge "$1" ]; }
-hostreq net-traffic demo p1 '{"from":"net1","to":"net2","count":6000,"rate":3000,"flows":8,"jumbo":false}'
-wait_until 300 got 6000 || check_fail demo-fwd-received "vio-fwd received $(sed -n 's/^port0.rx_packets=//p' /tmp/demo.stats) of 6000"
-hostreq net-traffic-wait demo p1
-kill -INT $FWD
-wait $FWD && check_pass demo-fwd-exit "$(grep 'total:' /tmp/demo-fwd.log)" || check_fail demo-fwd-exit "$(tail -n3 /tmp/demo-fwd.log | tr '\n' ' ')"
-echo "VIOFWD-JSON demo $(cat /tmp/demo-fwd.json)"
+fwd_start demo-fwd --port pci:$NA --port pci:$NB --mode io --wait poll
+fwd_traffic demo-fwd p1 net1 net2 6000 3000 8
+fwd_stop demo-fwd
 echo "DEMO-JSON fwd $(cat /tmp/demo-fwd.json)"
-hostcheck net-traffic demo demo
 # The send rate: 64-byte frames out of net2 for 3 s (the host only counts them).
 timeout 60 /bin/vio-fwd --port pci:$NB --mode txonly --pkt-size 64 --duration 3 --stats-period 0 --json \
   >/tmp/demo-tx.json 2>/tmp/demo-tx.log && check_pass demo-txonly "$(grep 'total:' /tmp/demo-tx.log)" \

@@ -26,40 +26,22 @@ else
     check_fail fallback-legacy-forbidden "vio-fwd --no-fallback exit $_rc (want 1 and 'legacy-only'): $(echo "$_out" | tail -n2 | tr '\n' ' ')"
   fi
 
-  rm -f /tmp/leg.stats /tmp/leg.json /tmp/leg.log
-  /bin/vio-fwd --port pci:$LA --port pci:$LEG --mode io --wait hybrid --stats-period 1 \
-    --stats-file /tmp/leg.stats --json >/tmp/leg.json 2>/tmp/leg.log &
-  LFWD=$!
-  if wait_until 120 grep -q "forwarding:" /tmp/leg.log; then
-    check_pass fallback-legacy-start "$(grep -m1 'forwarding:' /tmp/leg.log)"
+  fwd_start fallback-legacy --port pci:$LA --port pci:$LEG --mode io --wait hybrid
+  if grep -q "port 1 pci:$LEG: kernel path .* because device lacks a required feature: .*legacy-only" /tmp/fallback-legacy.log; then
+    check_pass fallback-legacy-reason "$(grep -m1 'port 1 pci:' /tmp/fallback-legacy.log)"
   else
-    check_fail fallback-legacy-start "vio-fwd did not start: $(tail -n3 /tmp/leg.log | tr '\n' ' ')"
-  fi
-  if grep -q "port 1 pci:$LEG: kernel path .* because device lacks a required feature: .*legacy-only" /tmp/leg.log; then
-    check_pass fallback-legacy-reason "$(grep -m1 'port 1 pci:' /tmp/leg.log)"
-  else
-    check_fail fallback-legacy-reason "vio-fwd did not say why port 1 is on the kernel path: $(head -n5 /tmp/leg.log | tr '\n' ' ')"
+    check_fail fallback-legacy-reason "vio-fwd did not say why port 1 is on the kernel path: $(head -n5 /tmp/fallback-legacy.log | tr '\n' ' ')"
   fi
   [ "$(pci_driver $LEG)" = virtio-pci ] && check_pass fallback-legacy-handback "$LEG is on virtio-pci: $(ls /sys/bus/pci/devices/$LEG/virtio*/net/)" \
     || check_fail fallback-legacy-handback "$LEG is on $(pci_driver $LEG), want virtio-pci"
   [ "$(pci_driver $LA)" = vfio-pci ] && check_pass fallback-legacy-port-a-vfio "port A stays on the userspace path" \
     || check_fail fallback-legacy-port-a-vfio "$LA is on $(pci_driver $LA)"
-
-  leg_got() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/leg.stats 2>/dev/null); [ "${_v:-0}" -ge "$1" ]; }
-  hostreq net-traffic legacy p1 '{"from":"net1","to":"net3","count":1500,"rate":1000,"flows":4,"jumbo":false}'
-  wait_until 300 leg_got 1500 || check_fail fallback-legacy-received "vio-fwd received $(sed -n 's/^port0.rx_packets=//p' /tmp/leg.stats) of 1500 frames"
-  hostreq net-traffic-wait legacy p1
-  kill -INT $LFWD
-  wait $LFWD
-  rc=$?
-  [ $rc -eq 0 ] && check_pass fallback-legacy-exit "$(grep 'total:' /tmp/leg.log)" \
-    || check_fail fallback-legacy-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/leg.log | tr '\n' ' ')"
-  if grep -q '"path":"kernel","mtu":[0-9]*,.*"fallback":{"interface":"[a-z0-9]*","because":"device lacks a required feature"' /tmp/leg.json; then
+  fwd_traffic fallback-legacy p1 net1 net3 1500 1000 4
+  fwd_stop fallback-legacy
+  if grep -q '"path":"kernel","mtu":[0-9]*,.*"fallback":{"interface":"[a-z0-9]*","because":"device lacks a required feature"' /tmp/fallback-legacy.json; then
     check_pass fallback-legacy-json "port B reported as path kernel with its fallback reason"
   else
-    check_fail fallback-legacy-json "--json has no fallback for port B: $(head -c 400 /tmp/leg.json)"
+    check_fail fallback-legacy-json "--json has no fallback for port B: $(head -c 400 /tmp/fallback-legacy.json)"
   fi
-  echo "VIOFWD-JSON legacy $(cat /tmp/leg.json)"
-  hostcheck net-traffic legacy legacy
   bind_kernel $LA || check_fail fallback-legacy-restore "$LA: $(pci_driver $LA)"
 fi

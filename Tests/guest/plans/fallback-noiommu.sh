@@ -5,7 +5,7 @@
 #
 #   vio-bind:  `check` names the missing IOMMU; `bind` refuses.
 #   vio-fwd:   pci:net1 -> pci:net2 on AF_PACKET; the host checks every frame
-#              it sent into net1 came out of net2 (HOSTCHECK net-traffic noiommu).
+#              it sent into net1 came out of net2 (host-net-traffic-noiommu-fwd).
 #   vio-fio:   pci:blk0 -> /dev/vdX on io_uring: write + verify, re-verify,
 #              and the host checks the image (HOSTCHECK blk-verify).
 #   --no-fallback: both tools fail with the reason (exit 1).
@@ -43,36 +43,19 @@ else
 fi
 
 # vio-fwd end to end on the kernel path.
-rm -f /tmp/nf.stats /tmp/nf.json /tmp/nf.log
-/bin/vio-fwd --port pci:$NA --port pci:$NB --mode io --wait hybrid --stats-period 1 \
-  --stats-file /tmp/nf.stats --json >/tmp/nf.json 2>/tmp/nf.log &
-NFWD=$!
-if wait_until 120 grep -q "forwarding:" /tmp/nf.log; then
-  check_pass noiommu-fwd-start "$(grep -m1 'forwarding:' /tmp/nf.log)"
-else
-  check_fail noiommu-fwd-start "vio-fwd did not start: $(tail -n3 /tmp/nf.log | tr '\n' ' ')"
-fi
+fwd_start noiommu-fwd --port pci:$NA --port pci:$NB --mode io --wait hybrid
 for p in 0 1; do
-  if grep -q "port $p pci:.*: kernel path .* because no IOMMU: " /tmp/nf.log; then
-    check_pass noiommu-fwd-reason-$p "$(grep -m1 "port $p pci:" /tmp/nf.log | cut -c1-240)"
+  if grep -q "port $p pci:.*: kernel path .* because no IOMMU: " /tmp/noiommu-fwd.log; then
+    check_pass noiommu-fwd-reason-$p "$(grep -m1 "port $p pci:" /tmp/noiommu-fwd.log | cut -c1-240)"
   else
-    check_fail noiommu-fwd-reason-$p "vio-fwd did not say why port $p is on the kernel path: $(head -n4 /tmp/nf.log | tr '\n' ' ')"
+    check_fail noiommu-fwd-reason-$p "vio-fwd did not say why port $p is on the kernel path: $(head -n4 /tmp/noiommu-fwd.log | tr '\n' ' ')"
   fi
 done
-nf_got() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/nf.stats 2>/dev/null); [ "${_v:-0}" -ge "$1" ]; }
-hostreq net-traffic noiommu p1 '{"from":"net1","to":"net2","count":1500,"rate":1000,"flows":4,"jumbo":false}'
-wait_until 300 nf_got 1500 || check_fail noiommu-fwd-received "vio-fwd received $(sed -n 's/^port0.rx_packets=//p' /tmp/nf.stats) of 1500 frames"
-hostreq net-traffic-wait noiommu p1
-kill -INT $NFWD
-wait $NFWD
-rc=$?
-[ $rc -eq 0 ] && check_pass noiommu-fwd-exit "$(grep 'total:' /tmp/nf.log)" \
-  || check_fail noiommu-fwd-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/nf.log | tr '\n' ' ')"
-_n=$(grep -o '"path":"kernel"[^{]*"fallback":{"interface":"[a-z0-9]*","because":"no IOMMU"' /tmp/nf.json | wc -l)
+fwd_traffic noiommu-fwd p1 net1 net2 1500 1000 4
+fwd_stop noiommu-fwd
+_n=$(grep -o '"path":"kernel"[^{]*"fallback":{"interface":"[a-z0-9]*","because":"no IOMMU"' /tmp/noiommu-fwd.json | wc -l)
 [ "$_n" -eq 2 ] && check_pass noiommu-fwd-json "both ports: path kernel, fallback because no IOMMU" \
-  || check_fail noiommu-fwd-json "--json names $_n of 2 ports as fallen back: $(head -c 400 /tmp/nf.json)"
-echo "VIOFWD-JSON noiommu $(cat /tmp/nf.json)"
-hostcheck net-traffic noiommu noiommu
+  || check_fail noiommu-fwd-json "--json names $_n of 2 ports as fallen back: $(head -c 400 /tmp/noiommu-fwd.json)"
 
 # vio-fio: fallback forbidden, then write + verify and re-verify on the kernel path.
 _out=$(timeout 120 /bin/vio-fio --filename=pci:$BLK --rw=read --bs=4k --size=64k --no-fallback 2>&1); _rc=$?
