@@ -32,6 +32,10 @@ public struct BlockOpenOptions: Sendable {
   public var maxIndirect: Int = 16
   /// Pages behind the VFIO DMA memory.
   public var hugePages: HugePagePolicy = .preferred
+  /// vhost-user: bytes of the shared memory kept for buffer pools. The backend
+  /// maps that memory once, at open, so it is sized then (rings and request
+  /// headers come on top); `makeBufferPool` fails beyond it.
+  public var bufferMemoryBytes: Int = 64 << 20
   /// Per-request time limit for the blocking helpers (GET_ID at open).
   public var setupTimeoutMilliseconds: Int = 10_000
 

@@ -77,6 +77,8 @@ enum Report {
     var configInterrupts: [UInt64]
     var links: [Bool]
     var linkEvents: [Int]
+    /// vhost-user: backend restarts reconnected, per port.
+    var reconnects: [UInt64]
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
@@ -101,7 +103,8 @@ enum Report {
         out.append(
           "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
-            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))")
+            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
+            + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : ""))
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
       out.append(
@@ -127,7 +130,7 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"drops\":\(Report.drops(s))",
+          "\"reconnects\":\(reconnects[p])", "\"drops\":\(Report.drops(s))",
         ]
         for (k, v) in Report.fields(s) { kv.append("\"\(k)\":\(v)") }
         let qs = queues[p].map { q in
