@@ -47,6 +47,7 @@ enum Report {
       for (k, v) in fields(s) { lines.append("port\(p).\(k)=\(v)") }
       lines.append("port\(p).drops=\(drops(s))")
       lines.append("port\(p).link=\(g.isLinkUp(port: p) ? "up" : "down")")
+      lines.append("port\(p).reconnects=\(g.reconnects(port: p))")
     }
     let text = lines.joined(separator: "\n") + "\n"
     let tmp = path + ".tmp"
