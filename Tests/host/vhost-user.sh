@@ -308,8 +308,13 @@ tx=$(json_port0 "$out" tx_packets)
 check "fwd-reconnect/exit" $? "vio-fwd ran through the backend restart and exited $rc ($(grep -c . "$out.err") log lines; last: $(tail -1 "$out.err"))"
 [[ ${reconnects:-0} == 1 && ${link_events:-0} == 2 ]] && grep -q 'link down' "$out.err" && grep -q 'link up' "$out.err"
 check "fwd-reconnect/link-down-up" $? "reconnects ${reconnects:-?}, link changes ${link_events:-?} (down at the kill, up after the reconnect)"
-[[ -n $tx && ${dropped:-0} -gt 0 && $TP_RX -gt 0 && $TP_RX -le $((tx - ${up_tx:-0} + 1024)) ]]
-check "fwd-reconnect/traffic-after" $? "the restarted testpmd received $TP_RX frames; vio-fwd queued ${tx:-?} in all (${down_tx:-?} when the link went down, ${up_tx:-?} when it came back), ${dropped:-?} counted as dropped"
+# While the backend is away the TX ring is full, so tx_packets stands still at
+# down_tx; the new testpmd gets what was queued after that, plus the ring
+# resumed from where the old one stopped, less what was still queued at the
+# stop: within one ring (256) of tx - down_tx.
+after=$(( ${tx:-0} - ${down_tx:-0} ))
+[[ -n $tx && -n $down_tx && ${dropped:-0} -gt 0 && $TP_RX -gt 0 && $TP_RX -ge $((after - 256)) && $TP_RX -le $((after + 256)) ]]
+check "fwd-reconnect/traffic-after" $? "the restarted testpmd received $TP_RX frames; vio-fwd queued $after after the link went down (${tx:-?} in all, ${down_tx:-?} before), ${dropped:-?} refused by the full ring and counted as dropped"
 
 # ---- blk: qemu-storage-daemon over a raw file ---------------------------------
 TAG="blk/"
@@ -358,7 +363,7 @@ kill "$QSD_PID" 2>/dev/null
 wait_for "! kill -0 $QSD_PID 2>/dev/null" 30
 written=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["jobs"][0]["write"]["io_bytes"])' "$out" 2>/dev/null)
 [[ $rc == 0 && ${written:-0} == $((8 << 20)) ]]
-check "fio-blk/write-verify" $? "vio-fio over vhost-user wrote ${written:-?} bytes and read them back verified (exit $rc; $(grep -o '"details" *: *"[^"]*"' "$out" | head -1))"
+check "fio-blk/write-verify" $? "vio-fio over vhost-user wrote ${written:-?} bytes and read them back verified (exit $rc)"
 line=$(python3 "$ROOT/Tests/host/vio_fio_verify.py" "$img" $((1 << 20)) $((8 << 20)) 4096)
 check "fio-blk/host-file" $? "${line#fio-host-file: }"
 timeout 60 "$FIO" --filename="$img" --rw=read --bs=4k --offset=1m --size=8m --verify=crc32c --direct=0 >"$WORK/fio-reread.out" 2>&1
