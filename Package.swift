@@ -51,13 +51,15 @@ let package = Package(
     .target(
       name: "BlockIO",
       dependencies: [
-        "VirtioBlk", "VirtioVFIO", "VirtioCore", "VirtioSpec", "CBlockSys", .product(name: "Logging", package: "swift-log"),
+        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CBlockSys",
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
     .target(
       name: "PacketIO",
       dependencies: [
-        "VirtioNet", "VirtioVFIO", "VirtioCore", "VirtioSpec", "CPacketSys", .product(name: "Logging", package: "swift-log"),
+        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CPacketSys",
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
     .executableTarget(
@@ -126,13 +128,13 @@ let package = Package(
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
-    .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioCore"]),
+    .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).
     .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
     // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.
-    .testTarget(name: "BlockIOTests", dependencies: ["BlockIO"]),
+    .testTarget(name: "BlockIOTests", dependencies: ["BlockIO", "VirtioVhostUser"]),
     // The example storage app: an append-only checksummed log embedding BlockIO (Examples/BlockLog).
     .target(name: "BlockLog", dependencies: ["BlockIO"], path: "Examples/BlockLog/Sources/BlockLog"),
     .executableTarget(name: "block-log", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Sources/block-log"),

@@ -5,8 +5,9 @@ import VirtioSpec
 import VirtioVFIO
 
 /// An open block device: a virtio-blk PCI function driven from this process
-/// over VFIO, or a kernel block device / file through io_uring — the same API
-/// either way.
+/// over VFIO, a vhost-user-blk backend driven from this process over its unix
+/// socket (`vhost-user:/tmp/blk.sock`), or a kernel block device / file
+/// through io_uring — the same API every way.
 ///
 ///     var dev = try BlockDevice.open("pci:0000:00:03.0")     // or "/dev/vdb"
 ///     var q = try dev.makeQueue(0)                          // one per thread
@@ -33,10 +34,12 @@ public struct BlockDevice: ~Copyable {
       return BlockDevice(host: try KernelBlockHost.open(p, options: options))
     case .pci(let a):
       return BlockDevice(host: try openPCI(a, options: options, logger: logger))
+    case .vhostUser(let e):
+      return BlockDevice(host: try openVhostUser(e, options: options, logger: logger))
     }
   }
 
-  /// `pci:DDDD:BB:DD.F` or a path.
+  /// `pci:DDDD:BB:DD.F`, `vhost-user:/path.sock` or a path.
   public static func open(
     _ target: String, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
   ) throws(BlockIOError) -> BlockDevice {

@@ -38,6 +38,10 @@ public struct BlockOpenOptions: Sendable {
   /// block device opened instead (io_uring), with the reason logged at warning
   /// level and in `BlockDeviceInfo.fallback`. false: the open fails instead.
   public var kernelFallback: Bool = true
+  /// vhost-user: bytes of the shared memory kept for buffer pools. The backend
+  /// maps that memory once, at open, so it is sized then (rings and request
+  /// headers come on top); `makeBufferPool` fails beyond it.
+  public var bufferMemoryBytes: Int = 64 << 20
   /// Per-request time limit for the blocking helpers (GET_ID at open).
   public var setupTimeoutMilliseconds: Int = 10_000
 

@@ -1,13 +1,28 @@
 import VirtioVFIO
+import VirtioVhostUser
 
 /// What to open: a virtio-blk PCI function driven from this process over VFIO,
-/// or a kernel block device / file driven through io_uring with O_DIRECT.
+/// a vhost-user-blk backend (qemu-storage-daemon's export, SPDK) driven from
+/// this process over its unix socket, or a kernel block device / file driven
+/// through io_uring with O_DIRECT.
 public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
   case pci(PCIAddress)
+  case vhostUser(VhostUserEndpoint)
   case path(String)
 
-  /// `pci:0000:00:03.0` (or `pci:00:03.0`) for VFIO; anything else is a path.
+  /// `pci:0000:00:03.0` (or `pci:00:03.0`) for VFIO; `vhost-user:/path.sock`
+  /// (connect to the backend) or `vhost-user-server:/path.sock` (listen; the
+  /// backend connects) for vhost-user; anything else is a path.
   public init(parsing text: String) throws(BlockIOError) {
+    if text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") {
+      guard let e = VhostUserEndpoint(target: text) else {
+        throw BlockIOError(
+          .invalidTarget,
+          "\(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:/tmp/vhost-blk.sock")
+      }
+      self = .vhostUser(e)
+      return
+    }
     if text.hasPrefix("pci:") {
       let bdf = String(text.dropFirst(4))
       guard let a = PCIAddress(bdf) else {
@@ -17,7 +32,8 @@ public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
       return
     }
     guard !text.isEmpty else {
-      throw BlockIOError(.invalidTarget, "empty target; give pci:DDDD:BB:DD.F or the path of a block device or file")
+      throw BlockIOError(
+        .invalidTarget, "empty target; give pci:DDDD:BB:DD.F, vhost-user:/path.sock or the path of a block device or file")
     }
     self = .path(text)
   }
@@ -25,9 +41,11 @@ public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .pci(let a): "pci:\(a)"
+    case .vhostUser(let e): "\(e)"
     case .path(let p): p
     }
   }
 
-  public var isUserspace: Bool { if case .pci = self { true } else { false } }
+  /// Driven by this process's virtio-blk driver (VFIO or vhost-user), not the kernel.
+  public var isUserspace: Bool { if case .path = self { false } else { true } }
 }

@@ -1,14 +1,28 @@
 import VirtioCore
 import VirtioVFIO
+import VirtioVhostUser
 
-/// Where a port is: a virtio-net PCI function driven over VFIO, or a kernel
+/// Where a port is: a virtio-net PCI function driven over VFIO, a vhost-user
+/// net backend (DPDK's vhost) driven over its unix socket, or a kernel
 /// network interface driven through AF_PACKET.
 public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
   case pci(PCIAddress)
+  case vhostUser(VhostUserEndpoint)
   case interface(String)
 
-  /// Parses `pci:0000:00:02.0` (or `pci:00:02.0`) and interface names (`eth1`).
+  /// Parses `pci:0000:00:02.0` (or `pci:00:02.0`), `vhost-user:/path.sock`
+  /// (connect to the backend's socket) or `vhost-user-server:/path.sock`
+  /// (listen; the backend connects), and interface names (`eth1`).
   public init(parsing text: String) throws(VirtioError) {
+    if text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") {
+      guard let e = VhostUserEndpoint(target: text) else {
+        throw VirtioError(
+          .invalidArgument,
+          "port \(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:/tmp/vhost-net.sock")
+      }
+      self = .vhostUser(e)
+      return
+    }
     if text.hasPrefix("pci:") {
       let bdf = String(text.dropFirst(4))
       guard let a = PCIAddress(bdf) else {
@@ -25,7 +39,7 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
       !text.contains(where: { $0 == "/" || $0 == " " || $0 == "\t" || $0 == "\n" || $0 == ":" })
     else {
       throw VirtioError(
-        .invalidArgument, "port '\(text)' is neither pci:BDF nor a network interface name (1 to 15 characters, no '/', ':' or spaces); list interfaces with `ip link`")
+        .invalidArgument, "port '\(text)' is neither pci:BDF, vhost-user:/path.sock nor a network interface name (1 to 15 characters, no '/', ':' or spaces); list interfaces with `ip link`")
     }
     self = .interface(text)
   }
@@ -33,6 +47,7 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .pci(let a): "pci:\(a)"
+    case .vhostUser(let e): "\(e)"
     case .interface(let name): name
     }
   }
@@ -40,6 +55,12 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
   /// True for the userspace (VFIO) path.
   public var isPCI: Bool {
     if case .pci = self { return true }
+    return false
+  }
+
+  /// True for a vhost-user backend.
+  public var isVhostUser: Bool {
+    if case .vhostUser = self { return true }
     return false
   }
 }

@@ -4,10 +4,14 @@ import VirtioCore
 import VirtioNet
 import VirtioSpec
 import VirtioVFIO
+import VirtioVhostUser
 
 /// A set of ports opened together: every VFIO function in one IOMMU
-/// container (one `VFIODMASpace`), so a buffer pool made here serves all of
-/// them and a packet received on one can be transmitted on another as is.
+/// container (one `VFIODMASpace`), every vhost-user backend mapping one
+/// shared memfd (one `SharedMemorySpace`), so a buffer pool made here serves
+/// all of them and a packet received on one can be transmitted on another as
+/// is. Kernel (AF_PACKET) ports copy, so they join either kind of group; a
+/// group does not mix VFIO and vhost-user ports (no memory both can reach).
 ///
 /// The main thread owns the group: it opens the ports, hands one `PortQueue`
 /// per (port, queue) to worker threads, makes their pools, watches link state
@@ -35,7 +39,7 @@ public struct PortGroup: ~Copyable {
   public static let headroom = 64
 
   public static func open(_ addresses: [PortAddress], options: PortOptions) throws(VirtioError) -> PortGroup {
-    guard !addresses.isEmpty else { throw VirtioError(.invalidArgument, "no port given; name at least one (pci:BDF or an interface)") }
+    guard !addresses.isEmpty else { throw VirtioError(.invalidArgument, "no port given; name at least one (pci:BDF, vhost-user:/path.sock or an interface)") }
     guard options.queues >= 1, options.queues <= 32 else {
       throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
     }
@@ -45,25 +49,35 @@ public struct PortGroup: ~Copyable {
     for (i, a) in addresses.enumerated() where addresses[..<i].contains(a) {
       throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
     }
+    try checkMemoryDomains(addresses)
     // Every port exists and is what it says before any is opened: a typo in
     // the last port must not first take the others through VFIO.
     for a in addresses {
       switch a {
       case .pci(let bdf): try VirtioNetOpen.preflight(bdf, logger: options.logger)
+      case .vhostUser: break  // the transport waits for the socket (connectTimeout) and says what is missing
       case .interface(let name): try KernelPort.preflight(name)
       }
     }
     var backends: [PortBackend] = []
     var infos: [PortInfo] = []
     var space: VFIODMASpace? = nil
+    var shared: SharedMemorySpace? = nil
+    let vhostBytes = VhostNetOpen.memoryBytes(for: addresses, options: options)
     do throws(VirtioError) {
-      for a in addresses {
+      for (index, a) in addresses.enumerated() {
         switch a {
         case .pci(let bdf):
           let (b, info, s) = try VirtioNetOpen.openOrFallBack(bdf, options: options, sharing: space, logger: options.logger)
           backends.append(b)
           infos.append(info)
           if let s { space = s }
+        case .vhostUser(let endpoint):
+          let (b, info, s) = try VhostNetOpen.open(
+            endpoint, index: index, options: options, memoryBytes: vhostBytes, sharing: shared, logger: options.logger)
+          backends.append(b)
+          infos.append(info)
+          shared = s
         case .interface(let name):
           let (k, info) = try KernelPort.open(name, options: options, bufferFrameBytes: 0, logger: options.logger)
           backends.append(.kernel(k))
@@ -116,6 +130,17 @@ public struct PortGroup: ~Copyable {
     for b in backends.reversed() { b.destroy() }
   }
 
+  /// Pool buffers must be reachable by every device of the group: VFIO
+  /// functions reach the IOMMU container's memory, vhost-user backends the
+  /// memfd they map; only the kernel path (which copies) takes either. So a
+  /// group is VFIO and kernel ports, or vhost-user and kernel ports.
+  static func checkMemoryDomains(_ addresses: [PortAddress]) throws(VirtioError) {
+    guard let v = addresses.first(where: \.isVhostUser), let p = addresses.first(where: \.isPCI) else { return }
+    throw VirtioError(
+      .invalidArgument,
+      "ports \(p) and \(v) cannot share a group: their buffers would have to be both IOMMU-mapped for VFIO and in the memory the vhost-user backend maps; run one forwarder per kind (a vhost-user port can be grouped with other vhost-user ports and kernel interfaces)")
+  }
+
   public var count: Int { backends.count }
 
   /// Queue `queue` of port `port`, for the worker that will own it (each
@@ -137,6 +162,16 @@ public struct PortGroup: ~Copyable {
       let pair = p.pointee.takePair(queue)
       return PortQueue(
         backend: .packed(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
+        wakeIsEventFD: true)
+    case .vhostSplit(let p):
+      let fd = p.pointee.receiveEventFD(queue)
+      return PortQueue(
+        backend: .vhostSplit(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
+        wakeIsEventFD: true)
+    case .vhostPacked(let p):
+      let fd = p.pointee.receiveEventFD(queue)
+      return PortQueue(
+        backend: .vhostPacked(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
         wakeIsEventFD: true)
     case .kernel(let k):
       let q = PacketSocketQueue(k.pointee.takeSocket(queue))
@@ -161,16 +196,33 @@ public struct PortGroup: ~Copyable {
   }
 
   /// A pool of `buffers` packet buffers for one worker, in memory every port
-  /// of the group can use (the shared VFIO DMA space, or host memory).
+  /// of the group can use (the shared VFIO DMA space, the memory the
+  /// vhost-user backends map, or host memory).
   public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool {
     for b in backends {
       switch b {
       case .split(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
       case .packed(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
+      case .vhostSplit(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
+      case .vhostPacked(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
       case .kernel: continue
       }
     }
     return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &host)
+  }
+
+  /// A pool in vhost-user shared memory, which was sized at open.
+  func vhostPool(_ buffers: Int, _ memory: inout SharedMemoryArena) throws(VirtioError) -> BufferPool {
+    do throws(VirtioError) {
+      return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &memory)
+    } catch {
+      var e = error
+      if e.code == .dmaAllocation {
+        e.message =
+          "no room for a pool of \(buffers) × \(bufferSize) bytes in the \(memory.byteCount >> 20) MiB shared with the vhost-user backends (\(memory.usedBytes >> 10) KiB used); it is sized when the group opens: set PortOptions.vhostMemoryBytes larger, or ask for smaller pools"
+      }
+      throw e
+    }
   }
 
   /// Buffers a worker serving one queue of every port needs: every ring full,
@@ -183,15 +235,17 @@ public struct PortGroup: ~Copyable {
 
   /// Sleeps up to `timeoutMilliseconds` on the ports' configuration-change
   /// interrupts (and the stop fd), then checks every port: DEVICE_NEEDS_RESET
-  /// and the link (VFIO: §5.1.4 status after the config interrupt; kernel:
-  /// carrier). Returns what changed since the last call.
+  /// and the link (VFIO: §5.1.4 status after the config interrupt; vhost-user:
+  /// the backend's socket — a hang-up is link down until the restarted
+  /// backend is reconnected, which happens here, see `VhostNetPort.check`;
+  /// kernel: carrier). Returns what changed since the last call.
   public mutating func pollEvents(timeoutMilliseconds: Int) -> [PortEvent] {
     var fds: [Int32] = [StopSignal.fd]
     for b in backends {
       switch b {
       case .split(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
       case .packed(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
-      case .kernel: break
+      case .vhostSplit, .vhostPacked, .kernel: break
       }
     }
     var ready = [UInt8](repeating: 0, count: fds.count)
@@ -205,6 +259,8 @@ public struct PortGroup: ~Copyable {
       switch b {
       case .split(let p): (up, reset) = p.pointee.check()
       case .packed(let p): (up, reset) = p.pointee.check()
+      case .vhostSplit(let p): (up, reset) = p.pointee.check()
+      case .vhostPacked(let p): (up, reset) = p.pointee.check()
       case .kernel(let k): up = k.pointee.check()
       }
       if reset && !needsReset[i] {
@@ -227,12 +283,21 @@ public struct PortGroup: ~Copyable {
   /// The link as last seen by `pollEvents` (or at open).
   public func isLinkUp(port: Int) -> Bool { linkUp[port] }
 
-  /// Configuration-change interrupts port `port` took (VFIO; 0 on the kernel path).
+  /// Times port `port`'s vhost-user backend was reconnected after a restart (0 on other paths).
+  public func reconnects(port: Int) -> UInt64 {
+    switch backends[port] {
+    case .vhostSplit(let p): p.pointee.reconnects
+    case .vhostPacked(let p): p.pointee.reconnects
+    case .split, .packed, .kernel: 0
+    }
+  }
+
+  /// Configuration-change interrupts port `port` took (VFIO; 0 on the vhost-user and kernel paths).
   public func configInterrupts(port: Int) -> UInt64 {
     switch backends[port] {
     case .split(let p): p.pointee.configInterrupts
     case .packed(let p): p.pointee.configInterrupts
-    case .kernel: 0
+    case .vhostSplit, .vhostPacked, .kernel: 0
     }
   }
 

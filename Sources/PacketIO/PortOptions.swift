@@ -1,14 +1,18 @@
 import Logging
+import VirtioCore
+import VirtioSpec
 import VirtioVFIO
 
 /// How to open the ports of a group.
 public struct PortOptions: Sendable {
   /// Queue pairs per port (one per worker). VFIO: set through the control
-  /// queue (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); kernel path: sockets in one
-  /// PACKET_FANOUT group.
+  /// queue (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); vhost-user: rings enabled with
+  /// VHOST_USER_PROTOCOL_F_MQ (the backend's queues=N); kernel path: sockets
+  /// in one PACKET_FANOUT group.
   public var queues: Int = 1
   /// RX / TX ring sizes (VFIO: capped by the device's queue size, rounded down
-  /// to a power of two for split rings; kernel path: TPACKET frames).
+  /// to a power of two for split rings; vhost-user: both rings get the larger
+  /// of the two; kernel path: TPACKET frames).
   public var rxDescriptors: Int = 256
   public var txDescriptors: Int = 256
   /// Receive frames addressed to anyone (VFIO: VIRTIO_NET_CTRL_RX_PROMISC when
@@ -20,11 +24,33 @@ public struct PortOptions: Sendable {
   /// opened on the kernel path, with the reason logged at warning level and in
   /// `PortInfo.fallback`. false: such a port fails `PortGroup.open` instead.
   public var kernelFallback: Bool = true
-  /// VFIO details (hugepages, DMA chunk size).
+  /// The ring layout to insist on: nil takes packed when the device offers
+  /// VIRTIO_F_RING_PACKED (§2.8), else split; `.split` never negotiates
+  /// packed; `.packed` fails to open a device that does not offer it.
+  public var ringLayout: RingLayout? = nil
+  /// vhost-user: bytes of the memory shared with the backends (rings and every
+  /// worker's buffer pool), sized when the group opens since each backend maps
+  /// it once. Nil: enough for the rings and one `poolSize` pool per queue.
+  public var vhostMemoryBytes: Int? = nil
+  /// VFIO details (hugepages, DMA chunk size); `vfio.hugePages` also picks the
+  /// pages of vhost-user's shared memory.
   public var vfio = VFIOPCIOptions()
   public var logger = Logger(label: "packetio")
 
   public init() {}
+
+  /// `policy` with the ring layout this option asks for.
+  func applyingRingLayout(_ policy: FeaturePolicy) -> FeaturePolicy {
+    var p = policy
+    switch ringLayout {
+    case nil: break
+    case .split?:
+      p.wanted.remove(FeatureSet(bit: VirtioFeature.ringPacked))
+    case .packed?:
+      p.required.formUnion(FeatureSet(bit: VirtioFeature.ringPacked))
+    }
+    return p
+  }
 
   /// Largest data length a buffer must hold for an MTU: Ethernet header and
   /// one VLAN tag, at most `maxFrameBytes` (larger frames — e.g. loopback's

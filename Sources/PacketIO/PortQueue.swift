@@ -3,7 +3,8 @@ import VirtioCore
 import VirtioNet
 
 /// The backend of one queue, in a heap cell reached in place: the burst
-/// functions switch over these three cases once per burst.
+/// functions switch over these cases once per burst (VFIO split / packed,
+/// vhost-user split / packed, AF_PACKET socket).
 ///
 /// SAFETY (every `p.pointee` in this file): the cell was made by `box` when
 /// the queue was taken, is owned by exactly one `PortQueue` (noncopyable, so
@@ -12,11 +13,14 @@ import VirtioNet
 enum QueueBackend {
   case split(UnsafeMutablePointer<NetQueuePair<SplitVirtqueue, SplitVirtqueue>>)
   case packed(UnsafeMutablePointer<NetQueuePair<PackedVirtqueue, PackedVirtqueue>>)
+  case vhostSplit(UnsafeMutablePointer<VhostNetQueue<SplitVirtqueue>>)
+  case vhostPacked(UnsafeMutablePointer<VhostNetQueue<PackedVirtqueue>>)
   case kernel(UnsafeMutablePointer<PacketSocketQueue>)
 }
 
-/// One queue pair of a port (a virtio-net RX/TX queue pair, or one AF_PACKET
-/// socket), owned by one worker thread. Same type for both paths.
+/// One queue pair of a port (a virtio-net RX/TX queue pair over VFIO or
+/// vhost-user, or one AF_PACKET socket), owned by one worker thread. Same type
+/// for every path.
 ///
 /// Burst API: `receive(into:pool:)` fills a span with packet handles and
 /// returns how many; `transmit(_:pool:)` queues a prefix of a span and
@@ -28,7 +32,7 @@ public struct PortQueue: ~Copyable {
   public let port: Int
   public let queue: Int
   let slot: StatsSlot
-  /// What a sleeping worker polls: the RX vector's eventfd (VFIO), the socket (kernel); -1: none.
+  /// What a sleeping worker polls: the RX vector's eventfd (VFIO), the RX call eventfd (vhost-user), the socket (kernel); -1: none.
   public let wakeFD: Int32
   let wakeIsEventFD: Bool
 
@@ -45,6 +49,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): unbox(p)
     case .packed(let p): unbox(p)
+    case .vhostSplit(let p): unbox(p)
+    case .vhostPacked(let p): unbox(p)
     case .kernel(let p): unbox(p)
     }
   }
@@ -54,6 +60,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.refill(&pool)
     case .packed(let p): p.pointee.refill(&pool)
+    case .vhostSplit(let p): p.pointee.pair.refill(&pool)
+    case .vhostPacked(let p): p.pointee.pair.refill(&pool)
     case .kernel: break
     }
   }
@@ -63,6 +71,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.receive(into: &burst, pool: &pool)
     case .packed(let p): p.pointee.receive(into: &burst, pool: &pool)
+    case .vhostSplit(let p): p.pointee.receive(into: &burst, pool: &pool)
+    case .vhostPacked(let p): p.pointee.receive(into: &burst, pool: &pool)
     case .kernel(let p): p.pointee.receive(into: &burst, pool: &pool)
     }
   }
@@ -72,6 +82,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.transmit(burst, pool: &pool)
     case .packed(let p): p.pointee.transmit(burst, pool: &pool)
+    case .vhostSplit(let p): p.pointee.transmit(burst, pool: &pool)
+    case .vhostPacked(let p): p.pointee.transmit(burst, pool: &pool)
     case .kernel(let p): p.pointee.transmit(burst, pool: &pool)
     }
   }
@@ -81,6 +93,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.stats.txDropped &+= UInt64(n)
     case .packed(let p): p.pointee.stats.txDropped &+= UInt64(n)
+    case .vhostSplit(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
+    case .vhostPacked(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
     case .kernel(let p): p.pointee.stats.txDropped &+= UInt64(n)
     }
   }
@@ -91,6 +105,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.reclaim(&pool)
     case .packed(let p): p.pointee.reclaim(&pool)
+    case .vhostSplit(let p): p.pointee.flush(pool: &pool)
+    case .vhostPacked(let p): p.pointee.flush(pool: &pool)
     case .kernel(let p): if p.pointee.kickPending { p.pointee.kick() }
     }
   }
@@ -99,6 +115,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.stats
     case .packed(let p): p.pointee.stats
+    case .vhostSplit(let p): p.pointee.pair.stats
+    case .vhostPacked(let p): p.pointee.pair.stats
     case .kernel(let p): p.pointee.stats
     }
   }
@@ -112,6 +130,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.brokenReason
     case .packed(let p): p.pointee.brokenReason
+    case .vhostSplit(let p): p.pointee.pair.brokenReason
+    case .vhostPacked(let p): p.pointee.pair.brokenReason
     case .kernel: nil
     }
   }
@@ -124,6 +144,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.armReceiveInterrupt()
     case .packed(let p): p.pointee.armReceiveInterrupt()
+    case .vhostSplit(let p): p.pointee.pair.armReceiveInterrupt()
+    case .vhostPacked(let p): p.pointee.pair.armReceiveInterrupt()
     case .kernel(let p): p.pointee.pending()
     }
   }
@@ -132,6 +154,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.disarmReceiveInterrupt()
     case .packed(let p): p.pointee.disarmReceiveInterrupt()
+    case .vhostSplit(let p): p.pointee.pair.disarmReceiveInterrupt()
+    case .vhostPacked(let p): p.pointee.pair.disarmReceiveInterrupt()
     case .kernel: break
     }
   }
@@ -143,6 +167,8 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.stats.interrupts &+= n
     case .packed(let p): p.pointee.stats.interrupts &+= n
+    case .vhostSplit(let p): p.pointee.pair.stats.interrupts &+= n
+    case .vhostPacked(let p): p.pointee.pair.stats.interrupts &+= n
     case .kernel(let p): p.pointee.stats.interrupts &+= n
     }
   }

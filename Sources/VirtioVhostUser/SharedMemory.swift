@@ -70,10 +70,22 @@ public struct SharedMemoryArena: ~Copyable, DMAAllocator {
         throw VirtioError(.dmaAllocation, "cannot create \(size >> 20) MiB of shared memory (memfd_create: \(Sys.errnoText(e)))", errno: e)
       }
     }
-    let owned = OwnedFD(adopting: raw)
+    var owned = OwnedFD(adopting: raw)
     // SAFETY: maps the whole memfd we just sized; owned by this value until deinit.
     // MAP_POPULATE on hugetlb pages reserves them now, so a later fault cannot fail.
-    guard let p = vio_vhost_map_shared(owned.raw, UInt64(size), huge ? 1 : 0) else {
+    var mapped = vio_vhost_map_shared(owned.raw, UInt64(size), huge ? 1 : 0)
+    if mapped == nil && huge && pages == .hugePreferred {
+      // A hugetlb memfd is created even when too few pages are free; only the
+      // populating map fails. Preferred, not required: fall back to 4 KiB pages.
+      logger.notice("too few free 2 MiB pages for the shared memory; using 4 KiB pages", metadata: ["bytes": "\(size)"])
+      let small = vio_vhost_memfd("vio-vhost-user", UInt64(size), 0)
+      if small >= 0 {
+        owned = OwnedFD(adopting: small)
+        huge = false
+        mapped = vio_vhost_map_shared(owned.raw, UInt64(size), 0)
+      }
+    }
+    guard let p = mapped else {
       let e = errno
       throw VirtioError(
         .dmaAllocation,

@@ -5,7 +5,7 @@ import VirtioCore
 internal import CVhostSys
 
 /// Where the backend's unix socket is, and which side listens.
-public enum VhostUserEndpoint: Sendable, Equatable, CustomStringConvertible {
+public enum VhostUserEndpoint: Sendable, Hashable, CustomStringConvertible {
   /// Connect to a backend that listens on `path` (dpdk-testpmd's net_vhost by
   /// default, qemu-storage-daemon's vhost-user-blk export). After a backend
   /// restart the frontend connects again.

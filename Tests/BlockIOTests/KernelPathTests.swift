@@ -1,4 +1,5 @@
 import BlockIO
+import VirtioVhostUser
 import Glibc
 import XCTest
 
@@ -196,6 +197,20 @@ final class KernelPathTests: XCTestCase {
     XCTAssertEqual(try BlockTarget(parsing: "/dev/vdb"), .path("/dev/vdb"))
     XCTAssertThrowsError(try BlockTarget(parsing: ""))
     XCTAssertThrowsError(try BlockTarget(parsing: "pci:0000:00:33.0"))
+    XCTAssertEqual(try BlockTarget(parsing: "vhost-user:/tmp/blk.sock"), .vhostUser(.client("/tmp/blk.sock")))
+    XCTAssertEqual(try BlockTarget(parsing: "vhost-user-server:/tmp/blk.sock"), .vhostUser(.server("/tmp/blk.sock")))
+    XCTAssertEqual(try BlockTarget(parsing: "vhost-user:/tmp/blk.sock").description, "vhost-user:/tmp/blk.sock")
+    XCTAssertTrue(try BlockTarget(parsing: "vhost-user:/tmp/blk.sock").isUserspace)
+    XCTAssertFalse(try BlockTarget(parsing: "/dev/vdb").isUserspace)
+    // A file whose name starts like a target, without the colon, is a path.
+    XCTAssertEqual(try BlockTarget(parsing: "vhost-user.img"), .path("vhost-user.img"))
+    for text in ["vhost-user:", "vhost-user-server:"] {
+      XCTAssertThrowsError(try BlockTarget(parsing: text), text) { e in
+        let err = e as! BlockIOError
+        XCTAssertEqual(err.code, .invalidTarget)
+        XCTAssertTrue(err.message.contains("write vhost-user:/path"), err.message)
+      }
+    }
   }
 
   func testAsyncLayer() async throws {

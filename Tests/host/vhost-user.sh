@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Host checks of the vhost-user transport (issue 7), no VM: the project's
-# net and blk drivers (vio-vhost-check) against DPDK's vhost library
-# (dpdk-testpmd --vdev net_vhost0) and qemu-storage-daemon's vhost-user-blk
-# export. Every count a check relies on comes from the backend itself
+# net and blk drivers (vio-vhost-check), and the tools on top of PacketIO and
+# BlockIO (vio-fwd --port vhost-user:..., vio-fio --filename=vhost-user:...),
+# against DPDK's vhost library (dpdk-testpmd --vdev net_vhost0) and
+# qemu-storage-daemon's vhost-user-blk export. Every count a check relies on comes from the backend itself
 # (testpmd's port statistics) or from the disk image (read by Python), not
 # only from the program under test.
 #
@@ -67,10 +68,14 @@ fi
 say "frontend memory: $PAGES pages ($(free_pages) free 2 MiB pages)"
 
 # ---- build --------------------------------------------------------------------
-say "building vio-vhost-check"
-swift build --scratch-path "$SCRATCH" --product vio-vhost-check >"$WORK/build.log" 2>&1 ||
-  { tail -30 "$WORK/build.log"; setup_failed "swift build --product vio-vhost-check failed"; }
+say "building vio-vhost-check, vio-fwd, vio-fio"
+for product in vio-vhost-check vio-fwd vio-fio; do
+  swift build --scratch-path "$SCRATCH" --product "$product" >"$WORK/build.log" 2>&1 ||
+    { tail -30 "$WORK/build.log"; setup_failed "swift build --product $product failed"; }
+done
 CHECKER="$ROOT/$SCRATCH/debug/vio-vhost-check"
+FWD="$ROOT/$SCRATCH/debug/vio-fwd"
+FIO="$ROOT/$SCRATCH/debug/vio-fio"
 
 # ---- helpers -----------------------------------------------------------------
 # Waits until `cond` (a command) succeeds, at most $2 seconds.
@@ -85,14 +90,14 @@ wait_for() {
 # testpmd with the vhost PMD, forwarding io on one port looped to itself
 # (every frame it receives from us goes back to us). stdin is a FIFO we hold
 # open: a newline makes it print its port statistics and exit.
-# start_testpmd NAME SOCK [extra vdev args]
+# start_testpmd NAME SOCK [extra vdev args] [forward mode, default io]
 start_testpmd() {
-  local name=$1 sock=$2 extra=${3:-}
+  local name=$1 sock=$2 extra=${3:-} mode=${4:-io}
   rm -f "$WORK/$name.fifo"
   mkfifo "$WORK/$name.fifo"
   dpdk-testpmd -l 0-1 --no-pci --no-huge -m 512 --file-prefix "vio-$name" \
     --vdev "net_vhost0,iface=$sock,queues=1$extra" -- \
-    --forward-mode=io --port-topology=loop --nb-cores=1 --total-num-mbufs=8192 --disable-link-check \
+    --forward-mode="$mode" --port-topology=loop --nb-cores=1 --total-num-mbufs=8192 --disable-link-check \
     <"$WORK/$name.fifo" >"$WORK/$name.log" 2>&1 &
   TESTPMD_PID=$!
   PIDS+=("$TESTPMD_PID")
@@ -218,6 +223,99 @@ for variant in $variants; do
   check "reconnect-$variant/testpmd-counts" $? "restarted testpmd received $TP_RX and sent $TP_TX frames; after reconnecting we sent ${p2tx:-?} new frames and got ${p2rx:-?} back (lost in the gap: $(result "$out" lost))"
 done
 
+# ---- vio-fwd: a PacketIO vhost-user port against testpmd, both directions -----
+# Counts come from testpmd's own port statistics. testpmd txonly -> vio-fwd
+# rxonly: every frame testpmd sent reached vio-fwd (vio-fwd takes the last ones
+# before it is stopped). vio-fwd txonly -> testpmd rxonly: testpmd received
+# what vio-fwd queued, less at most one ring still queued when vio-fwd stopped.
+stat() { sed -n "s/^port0\.$2=//p" "$1" 2>/dev/null; }
+json_port0() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["ports"][0][sys.argv[2]])' "$1" "$2" 2>/dev/null; }
+FWD_FRAMES=${VHOST_FWD_FRAMES:-20000}
+for layout in split packed; do
+  TAG="fwd-$layout/"
+  sock="$WORK/fwd-rx-$layout.sock"
+  out="$WORK/fwd-rx-$layout.out"
+  stats="$WORK/fwd-rx-$layout.stats"
+  start_testpmd "fwd-rx-$layout" "$sock" "" txonly
+  "$FWD" --port "vhost-user:$sock" --mode rxonly --ring "$layout" --stats-period 0.2 --stats-file "$stats" --json >"$out" 2>"$out.err" &
+  FWD_PID=$!
+  PIDS+=("$FWD_PID")
+  wait_for "[[ \$(stat '$stats' rx_packets) -ge $FWD_FRAMES ]] 2>/dev/null || ! kill -0 $FWD_PID 2>/dev/null" 60
+  stop_testpmd "fwd-rx-$layout"
+  # testpmd has exited: wait (bounded) until vio-fwd took the frames still in its ring, then stop it.
+  wait_for "[[ \$(stat '$stats' rx_packets) -ge $TP_TX ]] 2>/dev/null || ! kill -0 $FWD_PID 2>/dev/null" 10
+  kill -INT "$FWD_PID" 2>/dev/null
+  wait "$FWD_PID"
+  rc=$?
+  rx=$(json_port0 "$out" rx_packets)
+  grep -q "vhost-user, $layout ring" "$out.err"
+  check "fwd-$layout/ring-layout" $? "vio-fwd's port: $(grep -o 'port 0 vhost-user:[^;]*ring' "$out.err" | head -1)"
+  [[ $rc == 0 && ${rx:-x} == "$TP_TX" && $TP_TX -ge $FWD_FRAMES ]]
+  check "fwd-$layout/testpmd-to-vio-fwd" $? "testpmd (txonly) sent $TP_TX frames, vio-fwd (rxonly) received ${rx:-?}; vio-fwd exit $rc"
+
+  sock="$WORK/fwd-tx-$layout.sock"
+  out="$WORK/fwd-tx-$layout.out"
+  start_testpmd "fwd-tx-$layout" "$sock" "" rxonly
+  timeout 60 "$FWD" --port "vhost-user:$sock" --mode txonly --ring "$layout" --duration 2 --stats-period 0 --json >"$out" 2>"$out.err"
+  rc=$?
+  stop_testpmd "fwd-tx-$layout"
+  tx=$(json_port0 "$out" tx_packets)
+  ring=$(sed -n 's/.*port 0 vhost-user:[^(]*([^,]*, [a-z]* ring[^)]*rings \([0-9]*\)\/\([0-9]*\).*/\2/p' "$out.err" | head -1)
+  [[ $rc == 0 && -n $tx && $TP_RX -gt 0 && $TP_RX -le $tx && $((TP_RX + ${ring:-256})) -ge $tx ]]
+  check "fwd-$layout/vio-fwd-to-testpmd" $? "vio-fwd (txonly) queued ${tx:-?} frames, testpmd (rxonly) received $TP_RX (at most a ring of ${ring:-256} may still be queued at the stop); vio-fwd exit $rc"
+done
+
+# ---- vio-fwd: the backend killed mid-run and restarted -------------------------
+# vio-fwd generates; testpmd is killed (-9) while frames are in flight, a new
+# one starts on the same socket. vio-fwd must report link down, reconnect on
+# its own (link up, reconnects=1), count the frames it could not send, keep
+# sending to the new backend, and exit 0 when stopped.
+TAG="fwd-reconnect/"
+sock="$WORK/fwd-rc.sock"
+out="$WORK/fwd-rc.out"
+stats="$WORK/fwd-rc.stats"
+start_testpmd fwd-rc-1 "$sock" "" rxonly
+"$FWD" --port "vhost-user:$sock" --mode txonly --stats-period 0.2 --stats-file "$stats" --json >"$out" 2>"$out.err" &
+FWD_PID=$!
+PIDS+=("$FWD_PID")
+if wait_for "[[ \$(stat '$stats' tx_packets) -ge $FWD_FRAMES ]] 2>/dev/null || ! kill -0 $FWD_PID 2>/dev/null" 60 && kill -0 "$FWD_PID" 2>/dev/null; then
+  kill -9 "$TESTPMD_PID"
+  exec {TESTPMD_FD}>&-
+  wait_for "! kill -0 $TESTPMD_PID 2>/dev/null" 10
+  rm -f "$sock"
+  wait_for "[[ \$(stat '$stats' link) == down ]] || ! kill -0 $FWD_PID 2>/dev/null" 30
+  down_tx=$(stat "$stats" tx_packets)
+  start_testpmd fwd-rc-2 "$sock" "" rxonly
+  wait_for "[[ \$(stat '$stats' reconnects) -ge 1 ]] || ! kill -0 $FWD_PID 2>/dev/null" 60
+  up_tx=$(stat "$stats" tx_packets)
+  wait_for "[[ \$(stat '$stats' tx_packets) -ge $((${up_tx:-0} + FWD_FRAMES)) ]] 2>/dev/null || ! kill -0 $FWD_PID 2>/dev/null" 60
+  kill -INT "$FWD_PID" 2>/dev/null
+  wait "$FWD_PID"
+  rc=$?
+  stop_testpmd fwd-rc-2
+else
+  kill -INT "$FWD_PID" 2>/dev/null
+  wait "$FWD_PID"
+  rc=$?
+  stop_testpmd fwd-rc-1
+  TP_RX=-1
+fi
+reconnects=$(json_port0 "$out" reconnects)
+link_events=$(json_port0 "$out" link_events)
+dropped=$(json_port0 "$out" tx_dropped)
+tx=$(json_port0 "$out" tx_packets)
+[[ $rc == 0 ]]
+check "fwd-reconnect/exit" $? "vio-fwd ran through the backend restart and exited $rc ($(grep -c . "$out.err") log lines; last: $(tail -1 "$out.err"))"
+[[ ${reconnects:-0} == 1 && ${link_events:-0} == 2 ]] && grep -q 'link down' "$out.err" && grep -q 'link up' "$out.err"
+check "fwd-reconnect/link-down-up" $? "reconnects ${reconnects:-?}, link changes ${link_events:-?} (down at the kill, up after the reconnect)"
+# While the backend is away the TX ring is full, so tx_packets stands still at
+# down_tx; the new testpmd gets what was queued after that, plus the ring
+# resumed from where the old one stopped, less what was still queued at the
+# stop: within one ring (256) of tx - down_tx.
+after=$(( ${tx:-0} - ${down_tx:-0} ))
+[[ -n $tx && -n $down_tx && ${dropped:-0} -gt 0 && $TP_RX -gt 0 && $TP_RX -ge $((after - 256)) && $TP_RX -le $((after + 256)) ]]
+check "fwd-reconnect/traffic-after" $? "the restarted testpmd received $TP_RX frames; vio-fwd queued $after after the link went down (${tx:-?} in all, ${down_tx:-?} before), ${dropped:-?} refused by the full ring and counted as dropped"
+
 # ---- blk: qemu-storage-daemon over a raw file ---------------------------------
 TAG="blk/"
 img="$WORK/disk.raw"
@@ -239,6 +337,37 @@ line=$(python3 "$ROOT/Tests/host/vhost_blk_verify.py" "$img" 7 4096 "${sectors:-
 rc=$?
 detail=${line#*blk-host-file: }
 check "blk/host-file" $rc "$detail"
+
+# ---- vio-fio: BlockIO's vhost-user target, written and verified -------------
+# vio-fio writes 8 MiB with a checked header per block and reads it back
+# (--verify=crc32c), at queue depth 8; then the image file itself is checked
+# here (Tests/host/vio_fio_verify.py), and a second vio-fio run re-verifies it
+# through the kernel path.
+TAG="fio-blk/"
+img="$WORK/fio.raw"
+sock="$WORK/fio-blk.sock"
+truncate -s 64M "$img"
+qemu-storage-daemon \
+  --blockdev "driver=file,node-name=file1,filename=$img" \
+  --blockdev driver=raw,node-name=disk1,file=file1 \
+  --export "type=vhost-user-blk,id=exp1,node-name=disk1,addr.type=unix,addr.path=$sock,writable=on" \
+  >"$WORK/qsd-fio.log" 2>&1 &
+QSD_PID=$!
+PIDS+=("$QSD_PID")
+wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
+out="$WORK/fio-write.out"
+timeout 120 "$FIO" --filename="vhost-user:$sock" --rw=write --bs=4k --offset=1m --size=8m --iodepth=8 --verify=crc32c \
+  --randseed=11 --output-format=json >"$out" 2>"$out.err"
+rc=$?
+kill "$QSD_PID" 2>/dev/null
+wait_for "! kill -0 $QSD_PID 2>/dev/null" 30
+written=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["jobs"][0]["write"]["io_bytes"])' "$out" 2>/dev/null)
+[[ $rc == 0 && ${written:-0} == $((8 << 20)) ]]
+check "fio-blk/write-verify" $? "vio-fio over vhost-user wrote ${written:-?} bytes and read them back verified (exit $rc)"
+line=$(python3 "$ROOT/Tests/host/vio_fio_verify.py" "$img" $((1 << 20)) $((8 << 20)) 4096)
+check "fio-blk/host-file" $? "${line#fio-host-file: }"
+timeout 60 "$FIO" --filename="$img" --rw=read --bs=4k --offset=1m --size=8m --verify=crc32c --direct=0 >"$WORK/fio-reread.out" 2>&1
+check "fio-blk/reread-kernel-path" $? "the image re-verified through the kernel path: $(grep -io 'verif[^,]*' "$WORK/fio-reread.out" | head -1)"
 
 echo "vhost: $PASSED passed, $FAILED failed"
 ((FAILED == 0))

@@ -34,7 +34,9 @@ struct Options: ParsableArguments {
 
   @Option(
     name: .customLong("filename"),
-    help: "pci:DDDD:BB:DD.F (virtio-blk over VFIO, bound to vfio-pci) or a block device / file (kernel path, io_uring).")
+    help:
+      "pci:DDDD:BB:DD.F (virtio-blk over VFIO, bound to vfio-pci), vhost-user:/path.sock (a vhost-user-blk backend; vhost-user-server:/path.sock listens) or a block device / file (kernel path, io_uring)."
+  )
   var filename: String
 
   @Option(name: .customLong("rw"), help: "read|write|randread|randwrite|randrw|readwrite|trim|randtrim, or zero (WRITE_ZEROES).")
@@ -143,7 +145,7 @@ struct Options: ParsableArguments {
     guard queueSize >= 4, queueSize <= 32768 else { throw ValidationError("--queue_size=\(queueSize): want 4...32768") }
     guard stallTimeout >= 1 else { throw ValidationError("--stall_timeout must be at least 1 second") }
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
-      throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, a path → io_uring)")
+      throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }
     _ = try BlockTarget(parsingForValidation: filename)
   }

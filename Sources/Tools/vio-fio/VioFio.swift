@@ -4,8 +4,9 @@ import Glibc
 import Logging
 
 /// vio-fio: fio's job options over BlockIO — a virtio-blk function driven
-/// from this process over VFIO (`--filename=pci:…`) or a kernel block device
-/// or file through io_uring (`--filename=/dev/vdb`).
+/// from this process over VFIO (`--filename=pci:…`), a vhost-user-blk backend
+/// driven from this process over its socket (`--filename=vhost-user:/tmp/blk.sock`),
+/// or a kernel block device or file through io_uring (`--filename=/dev/vdb`).
 ///
 /// Order of work (nothing reaches the device before every check passed):
 /// parse and check the options → open the device → check the options against
@@ -17,14 +18,16 @@ import Logging
 struct VioFio: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vio-fio",
-    abstract: "fio-style block I/O through the userspace virtio-blk driver (VFIO) or the kernel path (io_uring).",
+    abstract: "fio-style block I/O through the userspace virtio-blk driver (VFIO or vhost-user) or the kernel path (io_uring).",
     discussion: """
       Examples:
         vio-fio --filename=pci:0000:00:03.0 --rw=randread --bs=4k --iodepth=32 --runtime=10 --time_based
         vio-fio --filename=pci:0000:00:03.0 --rw=write --bs=64k --size=16m --verify=crc32c
         vio-fio --filename=pci:0000:00:03.0 --rw=read --bs=64k --size=16m --verify=crc32c   # re-verify later
+        vio-fio --filename=vhost-user:/tmp/vhost-blk.sock --rw=write --bs=4k --size=8m --verify=crc32c
         vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
       The PCI function must be bound to vfio-pci (vio-bind). When the userspace path cannot take it (no IOMMU, VFIO unusable, a legacy-only device, a feature missing), its kernel block device is used instead and the reason printed; --no-fallback makes that an error.
+      vhost-user:/path.sock connects to a vhost-user-blk backend listening there (qemu-storage-daemon --export type=vhost-user-blk,addr.type=unix,addr.path=/path.sock,...); vhost-user-server:/path.sock listens instead.
       Exit status: 0 ok, 1 I/O errors, verify failures or a device that broke, 64 bad options.
       """)
 
@@ -44,6 +47,11 @@ struct VioFio: ParsableCommand {
     open.interrupts = true
     open.kernelFallback = !o.noFallback
     if !target.isUserspace { open.queues = o.numjobs }
+    if case .vhostUser = target {
+      // The backend maps the shared memory once: room for every job's buffers (each rounded to 4 KiB).
+      open.queues = o.numjobs
+      open.bufferMemoryBytes = max(o.numjobs * min(o.iodepth, o.queueSize) * ((o.blockSize + 4095) & ~4095), 1 << 20)
+    }
     let device: BlockDevice
     do {
       device = try BlockDevice.open(target, options: open, logger: Logger(label: "vio-fio"))

@@ -47,6 +47,7 @@ enum Report {
       for (k, v) in fields(s) { lines.append("port\(p).\(k)=\(v)") }
       lines.append("port\(p).drops=\(drops(s))")
       lines.append("port\(p).link=\(g.isLinkUp(port: p) ? "up" : "down")")
+      lines.append("port\(p).reconnects=\(g.reconnects(port: p))")
     }
     let text = lines.joined(separator: "\n") + "\n"
     let tmp = path + ".tmp"
@@ -77,6 +78,8 @@ enum Report {
     var configInterrupts: [UInt64]
     var links: [Bool]
     var linkEvents: [Int]
+    /// vhost-user: backend restarts reconnected, per port.
+    var reconnects: [UInt64]
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
@@ -101,7 +104,8 @@ enum Report {
         out.append(
           "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
-            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))")
+            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
+            + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : ""))
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
       out.append(
@@ -127,7 +131,7 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"drops\":\(Report.drops(s))",
+          "\"reconnects\":\(reconnects[p])", "\"drops\":\(Report.drops(s))",
         ]
         if let f = ports[p].fallback {
           kv.append("\"fallback\":{\"interface\":\(q(f.kernelName)),\"because\":\(q(f.summary)),\"reason\":\(q(f.message))}")

@@ -1,10 +1,13 @@
 // vio-fwd: a packet forwarder in the manner of DPDK's testpmd, over PacketIO.
-// Ports are virtio-net functions over VFIO (pci:BDF) or kernel interfaces
-// (AF_PACKET); one worker thread per queue pair owns queue q of every port.
+// Ports are virtio-net functions over VFIO (pci:BDF), vhost-user net backends
+// (vhost-user:/path.sock, e.g. dpdk-testpmd --vdev net_vhost0,iface=/path.sock)
+// or kernel interfaces (AF_PACKET); one worker thread per queue pair owns
+// queue q of every port.
 //
 //   vio-fwd --port pci:0000:00:03.0 --port pci:0000:00:04.0            # io: A <-> B
 //   vio-fwd --port eth1 --mode macswap                                  # back out of eth1
 //   vio-fwd --port pci:0000:00:03.0 --mode txonly --pkt-size 64 --duration 10
+//   vio-fwd --port vhost-user:/tmp/vhost-net.sock --port eth1            # a DPDK vhost port <-> eth1
 //
 // Exit status: 0 done, 1 a port failed at run time, 64 bad usage (unknown
 // port, not virtio-net, burst 0 or larger than a ring, ...).
@@ -26,6 +29,12 @@ enum Mode: String, ExpressibleByArgument, CaseIterable {
   case txonly
 }
 
+enum RingChoice: String, ExpressibleByArgument, CaseIterable {
+  case auto
+  case split
+  case packed
+}
+
 enum WaitMode: String, ExpressibleByArgument, CaseIterable {
   /// Busy polling.
   case poll
@@ -39,17 +48,23 @@ enum WaitMode: String, ExpressibleByArgument, CaseIterable {
 struct VioFwd: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vio-fwd",
-    abstract: "Forward packets between ports: virtio-net over VFIO (pci:BDF) or kernel interfaces (AF_PACKET).",
+    abstract: "Forward packets between ports: virtio-net over VFIO (pci:BDF) or vhost-user (vhost-user:/path.sock), or kernel interfaces (AF_PACKET).",
     discussion: """
       A pci: port the userspace path cannot take (no IOMMU, VFIO unusable, a legacy-only device, a feature missing) is handed back to the kernel's virtio-net driver and forwarded over AF_PACKET; the reason is printed (and in --json). --no-fallback makes that an error instead.
       Ports pair up in the order given (0<->1, 2<->3); an odd last port sends back out of itself.
       One worker thread per queue pair serves queue q of every port, with one buffer pool:
-      a packet received on a VFIO port is transmitted on the other without a copy.
+      a packet received on a VFIO or vhost-user port is transmitted on another of its kind without a copy.
+      A group mixes VFIO ports or vhost-user ports (not both) with kernel interfaces. A vhost-user backend
+      that restarts takes the port's link down until it is back; the forwarder reconnects and goes on.
       Live line per --stats-period on stderr; final summary on stderr, or one JSON line on stdout with --json.
       Exit status: 0 done, 1 a port failed, 64 bad usage.
       """)
 
-  @Option(name: .customLong("port"), help: "A port: pci:DDDD:BB:DD.F (virtio-net over VFIO) or an interface name. Repeatable.")
+  @Option(
+    name: .customLong("port"),
+    help:
+      "A port: pci:DDDD:BB:DD.F (virtio-net over VFIO), vhost-user:/path.sock (connect to a vhost-user backend; vhost-user-server:/path.sock listens) or an interface name. Repeatable."
+  )
   var ports: [String] = []
   @Option(help: "Forwarding mode: \(Mode.allCases.map(\.rawValue).joined(separator: ", ")).")
   var mode: Mode = .io
@@ -79,6 +94,8 @@ struct VioFwd: ParsableCommand {
     name: .customLong("no-fallback"),
     help: "Fail when a pci: port cannot run over VFIO instead of handing it back to the kernel's virtio-net driver (AF_PACKET).")
   var noFallback = false
+  @Option(help: "Ring layout: auto (packed when the device offers it), split or packed.")
+  var ring: RingChoice = .auto
   @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
   var noPromisc = false
   @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
@@ -87,7 +104,7 @@ struct VioFwd: ParsableCommand {
   var logLevel: String = "warning"
 
   func validate() throws {
-    guard !ports.isEmpty else { throw ValidationError("give at least one --port (pci:BDF or an interface name)") }
+    guard !ports.isEmpty else { throw ValidationError("give at least one --port (pci:BDF, vhost-user:/path.sock or an interface name)") }
     for p in ports {
       do throws(VirtioError) {
         _ = try PortAddress(parsing: p)
@@ -121,6 +138,7 @@ struct VioFwd: ParsableCommand {
     options.txDescriptors = txd
     options.promiscuous = !noPromisc
     options.kernelFallback = !noFallback
+    options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil
     options.logger = Logger(label: "vio-fwd")
     let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above
 
