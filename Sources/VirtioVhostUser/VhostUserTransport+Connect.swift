@@ -274,7 +274,10 @@ extension VhostUserTransport {
   public mutating func reconnect(resume: [Int: RingPosition], timeoutMilliseconds: Int? = nil) throws(VirtioError) {
     let wasLive = state.status
     let accepted = state.driverFeatures
-    let ringsToRestart = state.queues.indices.filter { state.queues[$0].addresses != nil && (state.queues[$0].started || wasLive.contains(.driverOK)) }
+    let ringsToRestart =
+      state.ringsAwaitingRestart
+      ?? state.queues.indices.filter { state.queues[$0].addresses != nil && (state.queues[$0].started || wasLive.contains(.driverOK)) }
+    state.ringsAwaitingRestart = ringsToRestart
     for i in state.queues.indices { state.queues[i].started = false }
     channel.disconnect()
     let started = Sys.monotonicMilliseconds()
@@ -305,6 +308,7 @@ extension VhostUserTransport {
         throw state.lastError ?? VirtioError(.deviceFailed, "the restarted backend did not take DRIVER_OK")
       }
       for i in ringsToRestart { notifiers.ring(i) }
+      state.ringsAwaitingRestart = nil
       logger.info(
         "reconnected",
         metadata: [

@@ -57,6 +57,10 @@ final class VhostDeviceState {
   var queues: [VhostQueueState]
   /// The last reason a status write did not stick.
   var lastError: VirtioError? = nil
+  /// Rings a failed reconnect still owes a restart: a failed attempt has
+  /// already cleared `status` and `started`, so the next attempt must not
+  /// re-derive the list from them.
+  var ringsAwaitingRestart: [Int]? = nil
 
   init(queueCount: Int) { queues = Array(repeating: VhostQueueState(), count: queueCount) }
 

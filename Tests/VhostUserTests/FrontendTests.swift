@@ -144,6 +144,41 @@ final class FrontendTests: XCTestCase {
     XCTAssertEqual(b.codes.suffix(2), [11, 11], "closing stops the restarted rings")
   }
 
+  /// A reconnect that fails in the handshake (the new backend refuses the
+  /// features) must not forget the rings: the next attempt restarts them all.
+  func testFailedReconnectStillRestartsEveryRingNextTime() throws {
+    let path = dir + "/r.sock"
+    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    first.start()
+    var third: FakeBackend? = nil
+    var body = Body { s in
+      first.hangUp()
+      let deadline = Date().addingTimeInterval(5)
+      while !s.backendGone() && Date() < deadline {}
+      let refusing = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+      refusing.refuse = 2  // SET_FEATURES
+      refusing.start()
+      do throws(VirtioError) {
+        try s.reconnect(timeoutMilliseconds: 3000)
+        return XCTFail("reconnected to a backend that refused the features")
+      } catch {
+        XCTAssertTrue(error.message.contains("refused VHOST_USER_SET_FEATURES"), error.message)
+      }
+      XCTAssertEqual(refusing.finished.wait(timeout: .now() + 5), .success)
+      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+      next.start()
+      third = next
+      do {
+        try s.reconnect(timeoutMilliseconds: 3000)
+      } catch { return XCTFail("second reconnect: \(error)") }
+      XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
+    }
+    try VhostUser.open(.client(path), deviceType: .net, plan: plan(), &body)
+    guard let b = third else { return XCTFail("no third backend") }
+    XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
+    XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds after the failed attempt")
+  }
+
   func testTwoBackendsShareOneMemory() throws {
     let a = FakeBackend(path: dir + "/sa.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
     let b = FakeBackend(path: dir + "/sb.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
