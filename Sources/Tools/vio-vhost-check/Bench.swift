@@ -14,6 +14,12 @@ struct NetBenchBody: VhostUserSessionBody {
   let args: Arguments
   let report: Report
 
+  // VhostUser.run reaches this through the session-body protocol with Q only
+  // known at run time, so without these the loop runs unspecialized: every
+  // NetQueuePair and ring call goes through witness tables (issue #7: that was
+  // most of the per-packet cost). The generic entry dispatches to these two.
+  @_specialize(where Q == SplitVirtqueue)
+  @_specialize(where Q == PackedVirtqueue)
   mutating func run<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VhostUserSession<Q>) throws(VirtioError) {
     var pool = try BufferPool(count: 4 * args.queueSize + 1024, bufferSize: 2048, headroom: 64, memory: &s.transport.dma)
     var pair = NetQueuePair(
