@@ -69,17 +69,22 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// buffers were posted.
   @inlinable @discardableResult
   public mutating func refill(_ pool: inout BufferPool) -> Int {
+    // Each buffer takes one descriptor / slot and all have the same shape:
+    // the room and the segment's offset and length are computed once.
+    let want = rx.freeCount
+    let offset = UInt16(truncatingIfNeeded: pool.headroom)
+    // The device writes header + frame from `offset - 12` to the end of the buffer.
+    let start = pool.headroom &- Self.headerSize
+    let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     var posted = 0
-    while rx.freeCount > 0 {
+    while posted < want {
       guard var b = pool.allocate() else {
         if !rxStarved { stats.rxNoBuffers &+= 1 }
         rxStarved = true
         break
       }
-      b.offset = UInt16(truncatingIfNeeded: pool.headroom)
-      // The device writes header + frame from `offset - 12` to the end of the buffer.
-      let start = Int(b.offset) &- Self.headerSize
-      let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), UInt32(pool.bufferSize &- start))
+      b.offset = offset
+      let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), length)
       guard rx.add(seg, token: Self.token(b)) == .added else {
         pool.release(b)
         break
