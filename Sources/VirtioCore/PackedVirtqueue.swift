@@ -282,7 +282,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     return .used(complete(id, length: len))
   }
 
-  @inlinable mutating func nextInBatch() -> PollResult {
+  // Always inlined: with IN_ORDER (DPDK's vhost, packed) most buffers complete through here.
+  @inlinable @inline(__always) mutating func nextInBatch() -> PollResult {
     let id = oldestID
     if Int32(id) == batchEnd {
       batchEnd = -1
