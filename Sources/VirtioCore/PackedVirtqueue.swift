@@ -40,7 +40,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline var oldestID: UInt16 = 0
   @usableFromInline var batchEnd: Int32 = -1
   @usableFromInline var batchEndLength: UInt32 = 0
-  @usableFromInline var broken: BrokenReason? = nil
+  @usableFromInline var broken: BrokenReason? = nil {
+    didSet { isBrokenFast = broken != nil }
+  }
+  /// `broken != nil`, as a plain flag for the hot path (the optional enum with
+  /// payloads costs a tag decode per test).
+  @usableFromInline var isBrokenFast = false
 
   public init<A: DMAAllocator & ~Copyable>(
     index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int = 0
@@ -112,8 +117,9 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
 
   // MARK: adding buffers (§2.8.21 "Supplying Buffers to The Device")
 
-  @inlinable public mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult {
-    guard broken == nil else { return .broken }
+  // Always inlined: a call per packet cost as much as the descriptor writes.
+  @inlinable @inline(__always) public mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult {
+    guard !isBrokenFast else { return .broken }
     guard segment.length > 0 else { return .invalidChain }
     guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
     let id = takeID()
@@ -133,7 +139,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   }
 
   @inlinable public mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult {
-    guard broken == nil else { return .broken }
+    guard !isBrokenFast else { return .broken }
     let n = chain.count
     if n == 1 { return add(chain[0], token: token) }
     guard n > 0 else { return .invalidChain }
@@ -200,7 +206,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// §2.8.21.3: after the descriptors, decide whether the device wants a notification.
   @inlinable public mutating func publish() -> Bool {
     let added = slotsSincePublish
-    guard added > 0, broken == nil else { return false }
+    guard added > 0, !isBrokenFast else { return false }
     slotsSincePublish = 0
     // Our descriptor stores must be visible before we read the device's event suppression.
     ringFenceFull()
@@ -226,8 +232,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
 
   // MARK: used buffers (§2.8.22 "Receiving Used Buffers From The Device")
 
-  @inlinable public mutating func nextUsed() -> PollResult {
-    if broken != nil { return .broken }
+  @inlinable @inline(__always) public mutating func nextUsed() -> PollResult {
+    if isBrokenFast { return .broken }
     if batchEnd >= 0 { return nextInBatch() }
     if chainsInFlight == 0 { return .empty }
     let slot = Int(usedSlot) &* 16
@@ -276,7 +282,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     return .used(complete(id, length: len))
   }
 
-  @inlinable mutating func nextInBatch() -> PollResult {
+  // Always inlined: with IN_ORDER (DPDK's vhost, packed) most buffers complete through here.
+  @inlinable @inline(__always) mutating func nextInBatch() -> PollResult {
     let id = oldestID
     if Int32(id) == batchEnd {
       batchEnd = -1
@@ -291,7 +298,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   }
 
   /// Frees buffer `id`: its slots (the device skips a whole chain, §2.8.7) and its ID.
-  @inlinable mutating func complete(_ id: UInt16, length: UInt32) -> UsedBuffer {
+  @inlinable @inline(__always) mutating func complete(_ id: UInt16, length: UInt32) -> UsedBuffer {
     let state = chains[Int(id)]
     chains[Int(id)].inFlight = false
     var next = Int(usedSlot) &+ Int(state.count)

@@ -69,17 +69,22 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// buffers were posted.
   @inlinable @discardableResult
   public mutating func refill(_ pool: inout BufferPool) -> Int {
+    // Each buffer takes one descriptor / slot and all have the same shape:
+    // the room and the segment's offset and length are computed once.
+    let want = rx.freeCount
+    let offset = UInt16(truncatingIfNeeded: pool.headroom)
+    // The device writes header + frame from `offset - 12` to the end of the buffer.
+    let start = pool.headroom &- Self.headerSize
+    let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     var posted = 0
-    while rx.freeCount > 0 {
+    while posted < want {
       guard var b = pool.allocate() else {
         if !rxStarved { stats.rxNoBuffers &+= 1 }
         rxStarved = true
         break
       }
-      b.offset = UInt16(truncatingIfNeeded: pool.headroom)
-      // The device writes header + frame from `offset - 12` to the end of the buffer.
-      let start = Int(b.offset) &- Self.headerSize
-      let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), UInt32(pool.bufferSize &- start))
+      b.offset = offset
+      let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), length)
       guard rx.add(seg, token: Self.token(b)) == .added else {
         pool.release(b)
         break
@@ -186,42 +191,50 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     var bytes: UInt64 = 0
     let count = burst.count
-    while n < count {
+    // Each packet takes one descriptor (split) or one slot (packed): the room
+    // is checked once per burst, not per packet.
+    let room = min(count, tx.freeCount)
+    var malformed = false
+    while n < room {
       let b = burst[n]
       let start = Int(b.offset) &- Self.headerSize
       // The handle is the caller's: check it names a whole packet inside one
       // buffer of this pool with room for the header, so nothing outside it is written.
       guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
-        stats.txErrors &+= 1
-        break
-      }
-      guard tx.freeCount > 0 else {
-        stats.txRingFull &+= UInt64(count &- n)
+        malformed = true
         break
       }
       let base = pool.pointer(b)
-      // §5.1.6.2: virtio_net_hdr_v1 in front of the frame. A partial checksum
-      // goes to the device with CSUM, else it is completed here.
-      var hdr = VirtioNetHdr()
+      // §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
+      // little-endian words (flags, gso_type, hdr_len, gso_size, csum_start |
+      // csum_offset, num_buffers): all zero but for a partial checksum, which
+      // goes to the device with CSUM, else is completed here.
+      var word0: UInt64 = 0
+      var word1: UInt32 = 0
       if b.flags & PacketBuffer.needsChecksum != 0 {
         if txChecksum {
-          hdr.flags = VirtioNetHdr.flagNeedsCsum
-          hdr.csum_start = b.csumStart.littleEndian
-          hdr.csum_offset = b.csumOffset.littleEndian
+          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
+          word1 = UInt32(b.csumOffset)
         } else {
           InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
         }
       }
       // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
-      (base + start).storeBytes(of: hdr, as: VirtioNetHdr.self)
+      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
+      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
       let seg = BufferSegment.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize))
       guard tx.add(seg, token: Self.token(b)) == .added else {
-        // Broken queue (freeCount was checked): leave the rest to the caller.
-        stats.txErrors &+= 1
+        // Broken queue (the room was checked): leave the rest to the caller.
+        malformed = true
         break
       }
       bytes &+= UInt64(b.length)
       n &+= 1
+    }
+    if malformed {
+      stats.txErrors &+= 1
+    } else if n < count {
+      stats.txRingFull &+= UInt64(count &- n)
     }
     stats.txPackets &+= UInt64(n)
     stats.txBytes &+= bytes

@@ -14,6 +14,12 @@ struct NetBenchBody: VhostUserSessionBody {
   let args: Arguments
   let report: Report
 
+  // VhostUser.run reaches this through the session-body protocol with Q only
+  // known at run time, so without these the loop runs unspecialized: every
+  // NetQueuePair and ring call goes through witness tables (issue #7: that was
+  // most of the per-packet cost). The generic entry dispatches to these two.
+  @_specialize(where Q == SplitVirtqueue)
+  @_specialize(where Q == PackedVirtqueue)
   mutating func run<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VhostUserSession<Q>) throws(VirtioError) {
     var pool = try BufferPool(count: 4 * args.queueSize + 1024, bufferSize: 2048, headroom: 64, memory: &s.transport.dma)
     var pair = NetQueuePair(
@@ -28,6 +34,9 @@ struct NetBenchBody: VhostUserSessionBody {
     let template = try s.transport.dma.allocate(byteCount: 2048, alignment: 64)
     Frames.write(template.pointer, seq: 0, size: size, mac: mac)
     var packets: UInt64 = 0
+    // Iterations that moved nothing (ring full / nothing received): reported so
+    // an instruction count per packet can leave the idle polling out.
+    var idle: UInt64 = 0
     var iterations = 0
     let duration = UInt64(args.seconds * 1e9)
     let allocsBefore = alloc_counter_thread()
@@ -43,7 +52,10 @@ struct NetBenchBody: VhostUserSessionBody {
         // small batches that each cost the backend a pass.
         if pair.tx.freeCount < burst {
           pair.reclaim(&pool)
-          if pair.tx.freeCount < burst { continue }
+          if pair.tx.freeCount < burst {
+            idle &+= 1
+            continue
+          }
         }
         let room = burst
         var k = 0
@@ -70,6 +82,7 @@ struct NetBenchBody: VhostUserSessionBody {
           pool.release(v[j])
           j &+= 1
         }
+        if got == 0 { idle &+= 1 }
         packets &+= UInt64(got)
         iterations &+= 1
         if iterations & 255 == 0 { now = monotonicNanoseconds() }
@@ -96,6 +109,7 @@ struct NetBenchBody: VhostUserSessionBody {
           }
         } else {
           pair.reclaim(&pool)
+          idle &+= 1
         }
         packets &+= UInt64(got)
         iterations &+= 1
@@ -107,7 +121,7 @@ struct NetBenchBody: VhostUserSessionBody {
     let mpps = Double(packets) / seconds / 1e6
     let st = pair.stats
     report.result([
-      "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)",
+      "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)", "idle": "\(idle)",
       "seconds": String(format3(seconds)), "mpps": format3(mpps), "tx_ring_full": "\(st.txRingFull)", "rx_no_buffers": "\(st.rxNoBuffers)",
       "notifications": "\(st.notifications)", "allocations": "\(allocs)",
     ])
