@@ -1,5 +1,6 @@
 import Logging
 import VirtioCore
+import VirtioNet
 import VirtioSpec
 import VirtioVFIO
 
@@ -28,6 +29,13 @@ public struct PortOptions: Sendable {
   /// VIRTIO_F_RING_PACKED (§2.8), else split; `.split` never negotiates
   /// packed; `.packed` fails to open a device that does not offer it.
   public var ringLayout: RingLayout? = nil
+  /// Negotiate VIRTIO_NET_F_CSUM / GUEST_CSUM (§5.1.6.2): partial-checksum
+  /// frames travel as such and the device completes them. false: neither is
+  /// asked for (as DPDK's PMD without checksum offload flags), so the device
+  /// hands over and expects complete checksums and skips the per-frame
+  /// offload bookkeeping; a frame marked `needsChecksum` is then completed in
+  /// software before it is sent.
+  public var checksumOffload: Bool = true
   /// vhost-user: bytes of the memory shared with the backends (rings and every
   /// worker's buffer pool), sized when the group opens since each backend maps
   /// it once. Nil: enough for the rings and one `poolSize` pool per queue.
@@ -40,8 +48,11 @@ public struct PortOptions: Sendable {
   public init() {}
 
   /// `policy` with the ring layout this option asks for.
-  func applyingRingLayout(_ policy: FeaturePolicy) -> FeaturePolicy {
-    var p = policy
+  /// The net driver's feature policy with this port's choices applied: the
+  /// ring layout, and checksum offload left out when not wanted.
+  func netFeaturePolicy() -> FeaturePolicy {
+    var p = NetFeaturePolicy.policy
+    if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
     switch ringLayout {
     case nil: break
     case .split?:

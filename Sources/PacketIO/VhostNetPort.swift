@@ -138,7 +138,7 @@ enum VhostNetOpen {
     vhost.mac = [0x02, 0x76, 0x69, 0x6F, 0x00, UInt8(truncatingIfNeeded: index + 1)]
     // The net driver's policy, less ACCESS_PLATFORM: addresses here are this
     // process's own (the shared memfd), there is no IOMMU to go through.
-    var policy = options.applyingRingLayout(NetFeaturePolicy.policy)
+    var policy = options.netFeaturePolicy()
     policy.wanted.remove(FeatureSet(bit: VirtioFeature.accessPlatform))
     policy.required.remove(FeatureSet(bit: VirtioFeature.accessPlatform))
     var plan = VhostUserOpenPlan(policy: policy)

@@ -84,7 +84,7 @@ enum VirtioNetOpen {
     try preflight(address, logger: logger)
     var t = try VFIOPCITransport.open(address, options: options.vfio, logger: logger, sharing: sharing)
     let space = t.dmaSpace
-    let features = try VirtioPCI.negotiate(&t, plan: VirtioOpenPlan(policy: options.applyingRingLayout(NetFeaturePolicy.policy)))
+    let features = try VirtioPCI.negotiate(&t, plan: VirtioOpenPlan(policy: options.netFeaturePolicy()))
     let config = try NetConfig(reading: t, features: features)
     let port = PortAddress.pci(address)
     guard options.queues >= 1, options.queues <= config.maxQueuePairs else {
@@ -98,7 +98,7 @@ enum VirtioNetOpen {
       throw VirtioError(.invalidArgument, "port \(port): \(options.queues) queue pairs need the control queue (VIRTIO_NET_F_CTRL_VQ), which the device does not offer; use --queues 1")
     }
     // Every queue the device has (§5.1.2: the control queue is after the last pair).
-    var plan = VirtioOpenPlan(policy: options.applyingRingLayout(NetFeaturePolicy.policy))
+    var plan = VirtioOpenPlan(policy: options.netFeaturePolicy())
     let ctrl = config.controlQueue(features: features)
     let queueCount = 2 * config.maxQueuePairs + (ctrl == nil ? 0 : 1)
     plan.queueCount = { _, _ in queueCount }

@@ -96,6 +96,8 @@ struct VioFwd: ParsableCommand {
   var noFallback = false
   @Option(help: "Ring layout: auto (packed when the device offers it), split or packed.")
   var ring: RingChoice = .auto
+  @Flag(name: .customLong("no-csum-offload"), help: "Do not negotiate checksum offload (VIRTIO_NET_F_CSUM/GUEST_CSUM); complete checksums in software when needed.")
+  var noCsumOffload = false
   @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
   var noPromisc = false
   @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
@@ -138,6 +140,7 @@ struct VioFwd: ParsableCommand {
     options.txDescriptors = txd
     options.promiscuous = !noPromisc
     options.kernelFallback = !noFallback
+    options.checksumOffload = !noCsumOffload
     options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil
     options.logger = Logger(label: "vio-fwd")
     let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above
