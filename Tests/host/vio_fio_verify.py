@@ -3,48 +3,16 @@
 `bs`-byte block of [offset, offset + length) carries vio-fio's header (magic
 "VIOF", length, its own offset, seed, CRC-32C; layout in
 Sources/Tools/vio-fio/Verify.swift) and its checksum holds. Reads the file
-itself, not through the program under test.
+itself, not through the program under test; the checker is the guest test
+bed's (tools/guestbed/blktest.py), so both read images the same way.
 
     vio_fio_verify.py IMAGE OFFSET LENGTH BS
 Prints one line `fio-host-file: ...`; exits 0 when every block is intact."""
-import struct
+import os
 import sys
 
-MAGIC = 0x464F4956
-
-
-def table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-TABLE = table()
-
-
-def crc32c(data, crc=0):
-    c = crc ^ 0xFFFFFFFF
-    for b in data:
-        c = TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def why_bad(block, offset):
-    magic, length, at, _seed, stored, _pad = struct.unpack_from("<IIQQII", block, 0)
-    if magic != MAGIC:
-        return f"block at {offset}: no vio-fio header (magic 0x{magic:08x})"
-    if length != len(block):
-        return f"block at {offset}: header length {length}, expected {len(block)}"
-    if at != offset:
-        return f"block at {offset}: header names offset {at}"
-    actual = crc32c(block[32:], crc32c(block[:24]))
-    if actual != stored:
-        return f"block at {offset}: crc32c 0x{actual:08x} != stored 0x{stored:08x}"
-    return None
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from guestbed.blktest import verify_range  # noqa: E402
 
 
 def main():
@@ -55,12 +23,9 @@ def main():
     if len(data) != length:
         print(f"fio-host-file: {image} has {len(data)} bytes at {offset}, {length} expected")
         return 1
-    bad = [w for w in (why_bad(data[i:i + bs], offset + i) for i in range(0, length, bs)) if w]
-    if bad:
-        print(f"fio-host-file: {len(bad)} of {length // bs} blocks bad, first: {bad[0]}")
-        return 1
-    print(f"fio-host-file: {length // bs} blocks of {bs} bytes verified in the image file")
-    return 0
+    ok, text = verify_range(data, offset, bs)
+    print(f"fio-host-file: {text.replace('in the image', 'in the image file')}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
