@@ -108,3 +108,14 @@ public struct BlockBufferPool: ~Copyable {
     return BlockBuffer(pointer: base + off, deviceAddress: baseAddress &+ UInt64(off), capacity: bufferSize, index: UInt32(index))
   }
 }
+
+extension BlockBufferPool {
+  /// Bytes per buffer of a pool of `count` × `bufferSize` (rounded up to
+  /// 4 KiB: page-aligned for O_DIRECT and DMA alike), or why not. Every host checks this first.
+  static func checkedBufferSize(count: Int, bufferSize: Int) throws(BlockIOError) -> Int {
+    guard count > 0, bufferSize > 0, count <= 1 << 20 else {
+      throw BlockIOError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")
+    }
+    return (bufferSize + 4095) & ~4095
+  }
+}

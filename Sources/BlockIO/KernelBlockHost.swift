@@ -114,11 +114,8 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
   }
 
   func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
-    guard count > 0, bufferSize > 0, count <= 1 << 20 else {
-      throw BlockIOError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")
-    }
     // O_DIRECT wants memory aligned to the logical block size; pages are.
-    let size = (bufferSize + 4095) & ~4095
+    let size = try BlockBufferPool.checkedBufferSize(count: count, bufferSize: bufferSize)
     return try BlockBufferPool(anonymousBufferSize: size, count: count)
   }
 

@@ -74,23 +74,7 @@ final class VhostUserBlockHost<Q: BlockIOLayout & ~Copyable>: BlockHost, @unchec
     var queue = q
     var serial: String? = nil
     if let region = try? session.transport.dma.allocate(byteCount: 64, alignment: 64) {
-      let b = BlockBuffer(pointer: region.pointer, deviceAddress: region.iova, capacity: 64, index: 0)
-      if queue.submit(BlockRequest(op: .getID, offset: 0, length: 20, buffer: b, tag: 0)) == .queued {
-        queue.kick()
-        let deadline = monotonicNanoseconds() &+ UInt64(options.setupTimeoutMilliseconds) &* 1_000_000
-        while monotonicNanoseconds() < deadline && queue.brokenReason == nil {
-          if let c = queue.poll() {
-            if c.status == .ok {
-              // The backend-written bytes are only ever read as text, up to the first NUL.
-              let raw = UnsafeRawBufferPointer(start: region.pointer, count: 20)
-              let bytes = raw.prefix { $0 != 0 }.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: "?") }
-              serial = String(decoding: bytes, as: UTF8.self)
-            }
-            break
-          }
-          sched_yield()
-        }
-      }
+      serial = VirtioHostSupport.readSerial(&queue, into: region, timeoutMilliseconds: options.setupTimeoutMilliseconds)
     }
     first = consume queue
     lock.withLock { currentInfo = describe(serial: serial) }
@@ -127,10 +111,7 @@ final class VhostUserBlockHost<Q: BlockIOLayout & ~Copyable>: BlockHost, @unchec
   }
 
   func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
-    guard count > 0, bufferSize > 0, count <= 1 << 20 else {
-      throw BlockIOError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")
-    }
-    let size = (bufferSize + 4095) & ~4095
+    let size = try BlockBufferPool.checkedBufferSize(count: count, bufferSize: bufferSize)
     return try lock.withLock { () throws(BlockIOError) -> BlockBufferPool in
       do throws(VirtioError) {
         let region = try session.transport.dma.allocate(byteCount: size * count, alignment: 4096)
