@@ -40,7 +40,7 @@ extension BlockDevice {
     let target = "pci:\(function.address)"
     let names: (net: [String], block: [String])
     do throws(VirtioError) {
-      names = try KernelFallback.handBack(function, logger: logger)
+      names = try KernelFallback.handBack(function)
     } catch {
       var e = BlockIOError(error)
       e.message = "\(target): the userspace path is unusable (\(why.message)), and handing the function back to the kernel's virtio-blk driver failed too: \(error.message)"

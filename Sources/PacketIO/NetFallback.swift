@@ -31,7 +31,7 @@ extension VirtioNetOpen {
     let port = "pci:\(address)"
     let names: (net: [String], block: [String])
     do throws(VirtioError) {
-      names = try KernelFallback.handBack(PCIFunction(address, logger: logger), logger: logger)
+      names = try KernelFallback.handBack(PCIFunction(address, logger: logger))
     } catch {
       throw VirtioError(
         error.code,

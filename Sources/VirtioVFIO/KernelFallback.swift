@@ -1,4 +1,3 @@
-import Logging
 import VirtioCore
 import VirtioSpec
 
@@ -70,11 +69,10 @@ public enum KernelFallback {
   /// Gives `function` back to the kernel's virtio driver (closing every VFIO
   /// handle on it is the caller's job, done before) and returns the names of
   /// the network interfaces and block devices it then has.
-  public static func handBack(_ function: PCIFunction, logger: Logger) throws(VirtioError) -> (net: [String], block: [String]) {
+  public static func handBack(_ function: PCIFunction) throws(VirtioError) -> (net: [String], block: [String]) {
     // Also right when it is on virtio-pci already: waits until its interface exists.
+    // (returnToKernel logs the driver and the interfaces it found.)
     _ = try function.returnToKernel()
-    let names = function.kernelInterfaces()
-    logger.info("function is on the kernel driver", metadata: ["driver": "\(function.driver ?? "none")", "interfaces": "\((names.net + names.block).joined(separator: ","))"])
-    return names
+    return function.kernelInterfaces()
   }
 }
