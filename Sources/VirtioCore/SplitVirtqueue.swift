@@ -289,6 +289,36 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     return .used(complete(head, length: len))
   }
 
+  /// With IN_ORDER (§2.7.9) the device finishes buffers in the order they were
+  /// made available and moves used idx by one per buffer, whether it writes an
+  /// entry per buffer or one per batch; so the used index alone says how many
+  /// of the oldest buffers are done. The entries are not read: a transmit
+  /// queue needs no length, and leaving alone the used-ring lines the device
+  /// keeps writing spares it a cache-line transfer per eight packets. The
+  /// index is checked against the buffers in flight. Without IN_ORDER, or with
+  /// a batch from `nextUsed` pending, this is `nextUsed`.
+  @inlinable @inline(__always) public mutating func nextCompleted() -> PollResult {
+    guard features.inOrder, !needsSlowPoll else { return nextUsed() }
+    if lastUsed == usedIdxSeen {
+      // Acquire: what the device did with the buffers happened before the index moved (§2.7.14).
+      let idx = ring.loadAcquire16(usedIdxOffset)
+      if idx == lastUsed { return .empty }
+      guard Int(idx &- lastUsed) <= chainsInFlight else {
+        broken = .usedIndexBeyondInFlight(from: lastUsed, to: idx, inFlight: chainsInFlight)
+        return .broken
+      }
+      usedIdxSeen = idx
+    }
+    let head = oldestHead
+    // Holds unless nextUsed (which checks the index against the queue size only) read it.
+    guard chains[Int(head)].inFlight else {
+      broken = .usedIDNotInFlight(id: UInt32(head))
+      return .broken
+    }
+    consumeUsedEntry()
+    return .used(complete(head, length: 0))
+  }
+
   /// Moves past one used-ring position.
   @inlinable @inline(__always) mutating func consumeUsedEntry() {
     lastUsed &+= 1

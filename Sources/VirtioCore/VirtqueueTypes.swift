@@ -59,6 +59,8 @@ import VirtioSpec
   case usedIDNotInFlight(id: UInt32)
   case usedLengthTooLarge(id: UInt32, length: UInt32, posted: UInt32)
   case usedIndexJump(from: UInt16, to: UInt16, queueSize: Int)
+  /// IN_ORDER completion by the used index alone: it moved past the buffers the device holds.
+  case usedIndexBeyondInFlight(from: UInt16, to: UInt16, inFlight: Int)
   case packedBadWrapState(slot: Int, flags: UInt16, expectedWrap: Bool)
   /// The device set DEVICE_NEEDS_RESET (§2.1.2).
   case deviceNeedsReset
@@ -77,6 +79,8 @@ import VirtioSpec
       "device wrote \(len) bytes into buffer \(id), which has only \(posted) device-writable bytes"
     case .usedIndexJump(let from, let to, let size):
       "device moved the used index from \(from) to \(to), more than the queue size \(size)"
+    case .usedIndexBeyondInFlight(let from, let to, let inFlight):
+      "device moved the used index from \(from) to \(to), past the \(inFlight) buffers it holds"
     case .packedBadWrapState(let slot, let flags, let wrap):
       "packed descriptor \(slot) has flags 0x\(String(flags, radix: 16)) that match neither a pending nor a used descriptor of wrap counter \(wrap ? 1 : 0)"
     case .deviceNeedsReset:
@@ -139,6 +143,10 @@ public protocol Virtqueue: ~Copyable {
   var notificationValue: UInt32 { get }
   /// Next used buffer, validated against what the driver posted.
   mutating func nextUsed() -> PollResult
+  /// Next finished buffer when the caller has no use for its used length
+  /// (transmit). A layout may skip reading what it does not need; the buffer
+  /// comes back with length 0. The default is `nextUsed`.
+  mutating func nextCompleted() -> PollResult
   /// Asks the device not to interrupt (a hint, §2.7.7 / §2.8.10).
   mutating func disableInterrupts()
   /// Asks the device to interrupt for the next used buffer; returns true when
@@ -150,6 +158,8 @@ public protocol Virtqueue: ~Copyable {
 
 extension Virtqueue where Self: ~Copyable {
   public var isBroken: Bool { brokenReason != nil }
+
+  @inlinable public mutating func nextCompleted() -> PollResult { nextUsed() }
 
   /// Pops up to `max` used buffers, handing each to `body`. Returns how many.
   @inlinable public mutating func drainUsed(max: Int, _ body: (UsedBuffer) -> Void) -> Int {

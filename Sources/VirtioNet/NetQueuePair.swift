@@ -123,9 +123,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         pool.release(b)
         continue
       }
-      let header = pool.pointer(b) + (Int(b.offset) &- Self.headerSize)
       // SAFETY: the header lies in the buffer's headroom (offset >= 12), inside the pool's region.
-      let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+      // It is read only for a feature that gives it meaning: without MRG_RXBUF
+      // and GUEST_CSUM the frame's cache lines stay the device's.
+      let header = pool.pointer(b) + (Int(b.offset) &- Self.headerSize)
       if mergeable {
         // §5.1.6.4: num_buffers buffers hold this frame. Ours hold a whole frame
         // each, so a device using more is dropped (with its continuation
@@ -141,6 +142,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       let dataLength = len &- Self.headerSize
       b.length = UInt16(truncatingIfNeeded: dataLength)
       if rxChecksum {
+        let flags = header.load(fromByteOffset: 0, as: UInt8.self)
         // §5.1.6.4.1: DATA_VALID — the device checked it; NEEDS_CSUM — only a
         // partial checksum, complete it from csum_start (kept as metadata).
         if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
@@ -175,7 +177,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @inlinable @discardableResult
   public mutating func reclaim(_ pool: inout BufferPool) -> Int {
     var n = 0
-    while case .used(let used) = tx.nextUsed() {
+    // The used length of a sent buffer means nothing: the ring may skip reading it.
+    while case .used(let used) = tx.nextCompleted() {
       pool.release(Self.buffer(used.token))
       n &+= 1
     }
