@@ -119,10 +119,13 @@ let package = Package(
     .executableTarget(
       name: "vio-vhost-check",
       dependencies: [
-        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", .product(name: "Logging", package: "swift-log"),
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", "CVirtioAtomics",
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
-    .testTarget(name: "VhostUserTests", dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "CVhostSys"]),
+    .testTarget(
+      name: "VhostUserTests",
+      dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),

@@ -99,7 +99,8 @@ final class VhostUserChannel {
   /// Client: connects, retrying while the socket is missing or refuses (the
   /// backend is still starting) until the deadline. Server: listens (once) and
   /// accepts the backend's connection before the deadline.
-  func connect(timeoutMilliseconds: Int) throws(VirtioError) {
+  /// `logFailure` false: the caller logs (a reconnect loop, rate-limited).
+  func connect(timeoutMilliseconds: Int, logFailure: Bool = true) throws(VirtioError) {
     disconnect()
     let deadline = Sys.monotonicMilliseconds() + timeoutMilliseconds
     switch endpoint {
@@ -115,7 +116,7 @@ final class VhostUserChannel {
         let e = errno
         let retryable = e == ENOENT || e == ECONNREFUSED || e == EAGAIN
         if !retryable || Sys.monotonicMilliseconds() >= deadline {
-          logger.error("connect failed", metadata: ["step": "connect", "socket": "\(path)", "errno": "\(e)", "attempts": "\(attempts)"])
+          if logFailure { logger.error("connect failed", metadata: ["step": "connect", "socket": "\(path)", "errno": "\(e)", "attempts": "\(attempts)"]) }
           throw Self.connectError(path: path, errno: e, waitedMilliseconds: timeoutMilliseconds)
         }
         // The backend creates its socket when it starts: try again shortly,

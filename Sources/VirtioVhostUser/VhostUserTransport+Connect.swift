@@ -282,7 +282,7 @@ extension VhostUserTransport {
     channel.disconnect()
     let started = Sys.monotonicMilliseconds()
     do throws(VirtioError) {
-      try channel.connect(timeoutMilliseconds: timeoutMilliseconds ?? options.connectTimeoutMilliseconds)
+      try channel.connect(timeoutMilliseconds: timeoutMilliseconds ?? options.connectTimeoutMilliseconds, logFailure: false)
       try Self.handshake(channel, state, deviceType: deviceType, options: options, logger: logger)
       let missing = accepted.subtracting(state.offered)
       guard missing.isEmpty else {
@@ -309,14 +309,23 @@ extension VhostUserTransport {
       }
       for i in ringsToRestart { notifiers.ring(i) }
       state.ringsAwaitingRestart = nil
+      let failed = state.reconnectFailures
+      state.reconnectFailures = 0
       logger.info(
         "reconnected",
         metadata: [
           "connection": "\(channel.connections)", "rings": "\(ringsToRestart.count)", "ms": "\(Sys.monotonicMilliseconds() - started)",
+          "failed_attempts": "\(failed)",
           "resume": "\(ringsToRestart.map { "q\($0):\(state.queues[$0].base)" }.joined(separator: " "))",
         ])
     } catch {
-      logger.error("reconnect failed", metadata: ["step": "reconnect", "reason": "\(error.message)"])
+      // An outage can last long and callers retry each poll: log the 1st,
+      // 2nd, 4th, 8th… failure of a run (each says how many so far).
+      state.reconnectFailures += 1
+      let n = state.reconnectFailures
+      logger.log(
+        level: n & (n - 1) == 0 ? .warning : .debug, "reconnect failed",
+        metadata: ["step": "reconnect", "reason": "\(error.message)", "failed_attempts": "\(n)"])
       channel.disconnect()
       throw error
     }

@@ -61,6 +61,9 @@ final class VhostDeviceState {
   /// already cleared `status` and `started`, so the next attempt must not
   /// re-derive the list from them.
   var ringsAwaitingRestart: [Int]? = nil
+  /// Reconnect attempts that failed since the backend was last reached: an
+  /// outage is logged at its 1st, 2nd, 4th, 8th… failure, not once a poll.
+  var reconnectFailures = 0
 
   init(queueCount: Int) { queues = Array(repeating: VhostQueueState(), count: queueCount) }
 

@@ -1,5 +1,6 @@
 import CVhostSys
 import Foundation
+import Logging
 import VirtioCore
 import VirtioSpec
 import XCTest
@@ -179,6 +180,42 @@ final class FrontendTests: XCTestCase {
     XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds after the failed attempt")
   }
 
+  /// A backend that stays away while the caller retries every poll: the
+  /// failures are logged at warning on the 1st, 2nd, 4th and 8th attempt only
+  /// (the rest at debug), and the reconnect says how many attempts failed.
+  func testReconnectFailuresAreLoggedSparsely() throws {
+    let path = dir + "/q.sock"
+    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    first.start()
+    let log = CapturedLog()
+    var reconnected = false
+    var body = Body { s in
+      first.hangUp()
+      let deadline = Date().addingTimeInterval(5)
+      while !s.backendGone() && Date() < deadline {}
+      unlink(path)  // nobody listens: each attempt fails at once
+      for attempt in 1...9 {
+        do throws(VirtioError) {
+          try s.reconnect(timeoutMilliseconds: 1)
+          return XCTFail("attempt \(attempt) reconnected to no backend")
+        } catch {}
+      }
+      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+      next.start()
+      do {
+        try s.reconnect(timeoutMilliseconds: 3000)
+        reconnected = true
+      } catch { XCTFail("reconnect: \(error)") }
+    }
+    try VhostUser.open(.client(path), deviceType: .net, plan: plan(), logger: Logger(label: "t") { _ in log }, &body)
+    XCTAssertTrue(reconnected)
+    let failures = log.entries.filter { $0.message == "reconnect failed" }
+    XCTAssertEqual(failures.count, 9, "every failure is logged, most at debug")
+    XCTAssertEqual(failures.filter { $0.level == .warning }.map { $0.metadata["failed_attempts"] }, ["1", "2", "4", "8"])
+    XCTAssertEqual(log.entries.filter { $0.message == "connect failed" }.count, 0, "the reconnect logs, not the connect inside it")
+    XCTAssertEqual(log.entries.first { $0.message == "reconnected" }?.metadata["failed_attempts"], "9")
+  }
+
   func testTwoBackendsShareOneMemory() throws {
     let a = FakeBackend(path: dir + "/sa.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
     let b = FakeBackend(path: dir + "/sb.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
@@ -197,5 +234,31 @@ final class FrontendTests: XCTestCase {
     XCTAssertEqual(ta.memorySpace.members.count, 2)
     _ = consume tb
     _ = consume ta
+  }
+}
+
+/// A log handler that keeps every entry (all levels), for tests that check what was logged.
+struct CapturedLog: LogHandler {
+  struct Entry {
+    var level: Logger.Level
+    var message: String
+    var metadata: [String: String]
+  }
+  final class Store: @unchecked Sendable {
+    let lock = NSLock()
+    var entries: [Entry] = []
+  }
+  let store = Store()
+  var metadata: Logger.Metadata = [:]
+  var logLevel: Logger.Level = .trace
+  subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    get { metadata[key] }
+    set { metadata[key] = newValue }
+  }
+  var entries: [Entry] { store.lock.withLock { store.entries } }
+  func log(event: LogEvent) {
+    var m: [String: String] = [:]
+    for (k, v) in event.metadata ?? [:] { m[k] = "\(v)" }
+    store.lock.withLock { store.entries.append(Entry(level: event.level, message: "\(event.message)", metadata: m)) }
   }
 }

@@ -16,6 +16,8 @@ struct Arguments {
   var seed: UInt64 = 7
   var mode = "loopback"
   var seconds = 5.0
+  /// PAUSE instructions after a poll that moved nothing (bench-net).
+  var idlePause = 0
   var queueDepth = 1
   var memoryMiB = 64
   var pages: SharedMemoryPages = .hugePreferred
@@ -32,7 +34,7 @@ struct Arguments {
       bench-blk      4 KiB random reads at --qd for --seconds; prints IOPS
     options: --layout split|packed  --frames N  --frame-size B  --burst N  --queue-size N  --timeout-ms MS
              --reconnect-timeout-ms MS  --blocks N  --block-size B  --seed N  --mode M  --seconds S  --qd N
-             --memory-mib N  --pages huge|small  --without event-idx,indirect,in-order,mrg-rxbuf,csum  --verbose
+             --memory-mib N  --pages huge|small  --idle-pause N  --without event-idx,indirect,in-order,mrg-rxbuf,csum  --verbose
     """
 
   init(_ argv: [String]) throws(UsageError) {
@@ -67,6 +69,7 @@ struct Arguments {
       case "--block-size": blockSize = try int(a)
       case "--seed": seed = UInt64(try int(a))
       case "--mode": mode = try value(a)
+      case "--idle-pause": idlePause = try int(a)
       case "--seconds":
         let v = try value(a)
         guard let s = Double(v), s > 0 else { throw UsageError("--seconds takes a positive number") }

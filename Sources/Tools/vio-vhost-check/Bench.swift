@@ -1,4 +1,5 @@
 import CAllocCounter
+import CVirtioAtomics
 import VirtioBlk
 import VirtioCore
 import VirtioNet
@@ -38,6 +39,7 @@ struct NetBenchBody: VhostUserSessionBody {
     // an instruction count per packet can leave the idle polling out.
     var idle: UInt64 = 0
     var iterations = 0
+    let pauses = args.idlePause
     let duration = UInt64(args.seconds * 1e9)
     let allocsBefore = alloc_counter_thread()
     let start = monotonicNanoseconds()
@@ -82,7 +84,14 @@ struct NetBenchBody: VhostUserSessionBody {
           pool.release(v[j])
           j &+= 1
         }
-        if got == 0 { idle &+= 1 }
+        if got == 0 {
+          idle &+= 1
+          var k = 0
+          while k < pauses {
+            vio_cpu_relax()
+            k &+= 1
+          }
+        }
         packets &+= UInt64(got)
         iterations &+= 1
         if iterations & 255 == 0 { now = monotonicNanoseconds() }
