@@ -219,7 +219,7 @@ public struct PortGroup: ~Copyable {
       var e = error
       if e.code == .dmaAllocation {
         e.message =
-          "no room for a pool of \(buffers) × \(BufferPool.stride(bufferSize: bufferSize)) bytes in the \(memory.byteCount >> 20) MiB shared with the vhost-user backends (\(memory.usedBytes >> 10) KiB used); it is sized when the group opens: set PortOptions.vhostMemoryBytes larger, or ask for smaller pools"
+          "no room for a pool of \(buffers) × \(bufferSize) bytes in the \(memory.byteCount >> 20) MiB shared with the vhost-user backends (\(memory.usedBytes >> 10) KiB used); it is sized when the group opens: set PortOptions.vhostMemoryBytes larger, or ask for smaller pools"
       }
       throw e
     }

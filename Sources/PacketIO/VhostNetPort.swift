@@ -117,7 +117,7 @@ enum VhostNetOpen {
     let buffer = max(2048, (PortGroup.headroom + frame + 63) & ~63)
     let burst = min(options.rxDescriptors, options.txDescriptors, 1024)
     let perPool = addresses.count * (options.rxDescriptors + options.txDescriptors + 4 * burst) + 256
-    return rings + options.queues * BufferPool.regionBytes(count: perPool, bufferSize: buffer) + (2 << 20)
+    return rings + options.queues * perPool * buffer + (2 << 20)
   }
 
   /// vhost-user sets every ring to one size: the larger of --rxd/--txd, at most 32768.

@@ -38,30 +38,12 @@
 /// buffer received on one port can be transmitted on another as is.
 public struct BufferPool: ~Copyable {
   public let region: DMARegion
-  /// Usable bytes per buffer (the requested size rounded up to 64).
   public let bufferSize: Int
-  /// Distance between consecutive buffers: `bufferSize`, plus one cache line
-  /// when that is an even number of lines (see `stride(bufferSize:)`).
-  public let stride: Int
   public let count: Int
   /// Bytes kept free in front of the data, room for a device header (e.g. virtio_net_hdr).
   public let headroom: Int
   @usableFromInline let free: UnsafeMutablePointer<UInt32>
   @usableFromInline var freeTop: Int
-
-  /// Buffer spacing for `bufferSize`: an odd number of 64-byte lines. Buffers
-  /// a power-of-two apart (2048 B) all put their header line in the same few
-  /// cache sets — a handful of L1 sets for the hundreds of buffers a ring holds,
-  /// in our cache and in the device's (a vhost-user backend writes and reads
-  /// them on another core) — so they evict each other; an odd stride spreads
-  /// consecutive buffers over every set. Costs one line per buffer.
-  @inlinable public static func stride(bufferSize: Int) -> Int {
-    let size = (bufferSize + 63) & ~63
-    return (size / 64) % 2 == 0 ? size + 64 : size
-  }
-
-  /// DMA bytes a pool of `count` buffers of `bufferSize` takes (to size shared memory up front).
-  public static func regionBytes(count: Int, bufferSize: Int) -> Int { count * stride(bufferSize: bufferSize) }
 
   /// `count` buffers of `bufferSize` bytes (rounded up to 64), from `memory`.
   public init<A: DMAAllocator & ~Copyable>(
@@ -71,11 +53,9 @@ public struct BufferPool: ~Copyable {
       throw VirtioError(.invalidArgument, "buffer pool: \(count) buffers of \(bufferSize) bytes (headroom \(headroom)) is not a usable shape")
     }
     let size = (bufferSize + 63) & ~63
-    let stride = Self.stride(bufferSize: size)
-    let region = try memory.allocate(byteCount: stride * count, alignment: 4096)
+    let region = try memory.allocate(byteCount: size * count, alignment: 4096)
     self.region = region
     self.bufferSize = size
-    self.stride = stride
     self.count = count
     self.headroom = headroom
     // SAFETY: a driver-private stack of `count` indices, freed in deinit.
@@ -105,10 +85,10 @@ public struct BufferPool: ~Copyable {
 
   /// Where buffer `index` starts, for the driver and for the device.
   @inlinable public func pointer(_ b: PacketBuffer) -> UnsafeMutableRawPointer {
-    region.pointer + Int(b.index) &* stride
+    region.pointer + Int(b.index) &* bufferSize
   }
   @inlinable public func iova(_ b: PacketBuffer) -> UInt64 {
-    region.iova &+ UInt64(b.index) &* UInt64(stride)
+    region.iova &+ UInt64(b.index) &* UInt64(bufferSize)
   }
 
   /// The packet's bytes, for reading or writing in place.

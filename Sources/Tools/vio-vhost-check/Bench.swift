@@ -56,6 +56,11 @@ struct NetBenchBody: VhostUserSessionBody {
           pair.reclaim(&pool)
           if pair.tx.freeCount < burst {
             idle &+= 1
+            var k = 0
+            while k < pauses {
+              vio_cpu_relax()
+              k &+= 1
+            }
             continue
           }
         }
