@@ -38,7 +38,9 @@ let package = Package(
     .target(name: "VirtioSpec"),
     .target(name: "CVirtioAtomics"),
     .target(name: "CVirtioSys"),
-    .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    .target(
+      name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict + [.enableExperimentalFeature("SuppressedAssociatedTypes")]),
     .target(
       name: "VirtioVFIO",
       dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],

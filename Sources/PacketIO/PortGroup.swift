@@ -63,7 +63,7 @@ public struct PortGroup: ~Copyable {
     var infos: [PortInfo] = []
     var space: VFIODMASpace? = nil
     var shared: SharedMemorySpace? = nil
-    let vhostBytes = VhostNetOpen.memoryBytes(for: addresses, options: options)
+    let vhostBytes = VirtioNetOpen.memoryBytes(for: addresses, options: options)
     do throws(VirtioError) {
       for (index, a) in addresses.enumerated() {
         switch a {
@@ -73,7 +73,7 @@ public struct PortGroup: ~Copyable {
           infos.append(info)
           if let s { space = s }
         case .vhostUser(let endpoint):
-          let (b, info, s) = try VhostNetOpen.open(
+          let (b, info, s) = try VirtioNetOpen.open(
             endpoint, index: index, options: options, memoryBytes: vhostBytes, sharing: shared, logger: options.logger)
           backends.append(b)
           infos.append(info)
@@ -150,30 +150,12 @@ public struct PortGroup: ~Copyable {
     let slot = port * queuesPerPort + queue
     precondition(!taken[slot], "queue \(queue) of port \(port) was taken already")
     taken[slot] = true
-    // SAFETY (each `pointee` below): the backend cells live until this group's
-    // deinit, and only the main thread, which owns the group, reaches them.
     switch backends[port] {
-    case .split(let p):
-      let pair = p.pointee.takePair(queue)
-      return PortQueue(
-        backend: .split(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
-        wakeIsEventFD: true)
-    case .packed(let p):
-      let pair = p.pointee.takePair(queue)
-      return PortQueue(
-        backend: .packed(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
-        wakeIsEventFD: true)
-    case .vhostSplit(let p):
-      let fd = p.pointee.receiveEventFD(queue)
-      return PortQueue(
-        backend: .vhostSplit(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
-        wakeIsEventFD: true)
-    case .vhostPacked(let p):
-      let fd = p.pointee.receiveEventFD(queue)
-      return PortQueue(
-        backend: .vhostPacked(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
-        wakeIsEventFD: true)
+    case .virtio(let p):
+      let (backend, fd) = p.takeQueue(queue)
+      return PortQueue(backend: backend, port: port, queue: queue, slot: board.slot(slot), wakeFD: fd, wakeIsEventFD: true)
     case .kernel(let k):
+      // SAFETY: the kernel port's cell lives until this group's deinit, and only the main thread, which owns the group, reaches it.
       let q = PacketSocketQueue(k.pointee.takeSocket(queue))
       let fd = q.fd
       kernelFDs[slot] = fd
@@ -181,48 +163,14 @@ public struct PortGroup: ~Copyable {
     }
   }
 
-  /// The eventfd a worker may sleep on for receiveq `queue`: only when no
-  /// other receive queue shares its MSI-X vector (a shared eventfd drained by
-  /// one worker would swallow another's wake-up).
-  func wakeFD<Q: ConstructibleVirtqueue & ~Copyable>(_ p: borrowing VirtioNetPort<Q>, _ port: Int, _ queue: Int) -> Int32 {
-    guard let v = p.receiveVector(queue), let fd = p.receiveEventFD(queue) else { return -1 }
-    for other in 0..<queuesPerPort where other != queue && p.receiveVector(other) == v {
-      logger.warning(
-        "receive queues share an MSI-X vector: hybrid/interrupt mode polls them instead",
-        metadata: ["port": "\(ports[port].address)", "queues": "\(queue),\(other)", "vector": "\(v)"])
-      return -1
-    }
-    return fd
-  }
-
   /// A pool of `buffers` packet buffers for one worker, in memory every port
   /// of the group can use (the shared VFIO DMA space, the memory the
   /// vhost-user backends map, or host memory).
   public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool {
-    for b in backends {
-      switch b {
-      case .split(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
-      case .packed(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
-      case .vhostSplit(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
-      case .vhostPacked(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
-      case .kernel: continue
-      }
+    for case .virtio(let p) in backends {
+      return try p.makePool(buffers: buffers, bufferSize: bufferSize, headroom: Self.headroom)
     }
     return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &host)
-  }
-
-  /// A pool in vhost-user shared memory, which was sized at open.
-  func vhostPool(_ buffers: Int, _ memory: inout SharedMemoryArena) throws(VirtioError) -> BufferPool {
-    do throws(VirtioError) {
-      return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &memory)
-    } catch {
-      var e = error
-      if e.code == .dmaAllocation {
-        e.message =
-          "no room for a pool of \(buffers) × \(bufferSize) bytes in the \(memory.byteCount >> 20) MiB shared with the vhost-user backends (\(memory.usedBytes >> 10) KiB used); it is sized when the group opens: set PortOptions.vhostMemoryBytes larger, or ask for smaller pools"
-      }
-      throw e
-    }
   }
 
   /// Buffers a worker serving one queue of every port needs: every ring full,
@@ -237,17 +185,11 @@ public struct PortGroup: ~Copyable {
   /// interrupts (and the stop fd), then checks every port: DEVICE_NEEDS_RESET
   /// and the link (VFIO: §5.1.4 status after the config interrupt; vhost-user:
   /// the backend's socket — a hang-up is link down until the restarted
-  /// backend is reconnected, which happens here, see `VhostNetPort.check`;
+  /// backend is reconnected, which happens here, see `VirtioNetPort.check`;
   /// kernel: carrier). Returns what changed since the last call.
   public mutating func pollEvents(timeoutMilliseconds: Int) -> [PortEvent] {
     var fds: [Int32] = [StopSignal.fd]
-    for b in backends {
-      switch b {
-      case .split(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
-      case .packed(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
-      case .vhostSplit, .vhostPacked, .kernel: break
-      }
-    }
+    for case .virtio(let p) in backends { if let fd = p.configEventFD { fds.append(fd) } }
     var ready = [UInt8](repeating: 0, count: fds.count)
     _ = fds.withUnsafeBufferPointer { f in
       ready.withUnsafeMutableBufferPointer { vio_pkt_poll_in(f.baseAddress, Int32(f.count), Int32(timeoutMilliseconds), $0.baseAddress) }
@@ -257,10 +199,7 @@ public struct PortGroup: ~Copyable {
       var up = linkUp[i]
       var reset = false
       switch b {
-      case .split(let p): (up, reset) = p.pointee.check()
-      case .packed(let p): (up, reset) = p.pointee.check()
-      case .vhostSplit(let p): (up, reset) = p.pointee.check()
-      case .vhostPacked(let p): (up, reset) = p.pointee.check()
+      case .virtio(let p): (up, reset) = p.check()
       case .kernel(let k): up = k.pointee.check()
       }
       if reset && !needsReset[i] {
@@ -283,22 +222,16 @@ public struct PortGroup: ~Copyable {
   /// The link as last seen by `pollEvents` (or at open).
   public func isLinkUp(port: Int) -> Bool { linkUp[port] }
 
-  /// Times port `port`'s vhost-user backend was reconnected after a restart (0 on other paths).
+  /// Times port `port`'s device came back after going away — a vhost-user backend restart (0 on other paths).
   public func reconnects(port: Int) -> UInt64 {
-    switch backends[port] {
-    case .vhostSplit(let p): p.pointee.reconnects
-    case .vhostPacked(let p): p.pointee.reconnects
-    case .split, .packed, .kernel: 0
-    }
+    if case .virtio(let p) = backends[port] { return p.reconnects }
+    return 0
   }
 
   /// Configuration-change interrupts port `port` took (VFIO; 0 on the vhost-user and kernel paths).
   public func configInterrupts(port: Int) -> UInt64 {
-    switch backends[port] {
-    case .split(let p): p.pointee.configInterrupts
-    case .packed(let p): p.pointee.configInterrupts
-    case .vhostSplit, .vhostPacked, .kernel: 0
-    }
+    if case .virtio(let p) = backends[port] { return p.configInterrupts }
+    return 0
   }
 
   /// Counters of one queue as its worker last published them.

@@ -24,6 +24,8 @@ public struct VirtioError: Error, Sendable, CustomStringConvertible, Equatable {
     case transport
     /// Waiting on the device took longer than allowed.
     case timeout
+    /// The transport or device cannot do what was asked (e.g. reconnect over VFIO).
+    case unsupported
     // Added with the VFIO-PCI transport (issue 3): setup failures a user acts on.
     /// No IOMMU (no /sys/kernel/iommu_groups, or the function has no group).
     case noIOMMU

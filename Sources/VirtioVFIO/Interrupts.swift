@@ -1,15 +1,7 @@
 import Glibc
+import VirtioCore
 
 internal import CVirtioSys
-
-/// What waiting for an interrupt came to.
-public enum InterruptWait: Equatable, Sendable {
-  /// The vector fired `count` times since it was last consumed.
-  case fired(count: UInt64)
-  case timedOut
-  /// epoll_wait failed (errno).
-  case failed(errno: Int32)
-}
 
 /// MSI-X vectors delivered as eventfds (VFIO_DEVICE_SET_IRQS, one eventfd per
 /// vector), watched by one epoll instance. Owns the descriptors.

@@ -13,6 +13,10 @@ public struct VFIOPCIOptions: Sendable {
   public var functionResetAtOpen: Bool = true
   /// How long a virtio reset (device_status ← 0) may take to read back 0.
   public var resetTimeoutMilliseconds: Int = 2000
+  /// Refuse a device that does not offer ACCESS_PLATFORM: without it the device
+  /// would use guest-physical addresses and bypass the IOMMU, so the IOVAs of
+  /// the DMA arena would be meaningless to it.
+  public var requireAccessPlatform: Bool = true
 
   public init() {}
 }

@@ -3,14 +3,6 @@ import VirtioCore
 
 internal import CVhostSys
 
-/// What waiting for a queue's call eventfd found.
-public enum CallWait: Equatable, Sendable {
-  /// The backend signalled the queue (`count` writes since the last wait).
-  case signalled(UInt64)
-  case timedOut
-  case failed(Int32)
-}
-
 /// The eventfds of every queue: `kick` (driver → backend, the doorbell) and
 /// `call` (backend → driver, the interrupt), plus one epoll instance over the
 /// call descriptors. Created once, kept across backend reconnects (the same
@@ -90,21 +82,21 @@ struct QueueNotifiers: ~Copyable {
 
   /// Waits for queue `index`'s call eventfd (signals for other queues are
   /// counted and cleared on the way).
-  func wait(queue index: Int, timeoutMilliseconds: Int) -> CallWait {
-    guard index >= 0, index < count else { return .failed(EINVAL) }
+  func wait(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
+    guard index >= 0, index < count else { return .failed(errno: EINVAL) }
     let deadline = Sys.monotonicMilliseconds() + timeoutMilliseconds
     while true {
       let pending = vio_vhost_eventfd_drain(call[index])
       if pending > 0 {
         signals[index] &+= pending
-        return .signalled(pending)
+        return .fired(count: pending)
       }
       let left = deadline - Sys.monotonicMilliseconds()
       if left <= 0 { return .timedOut }
       var tokens = [UInt64](repeating: 0, count: 8)
       // SAFETY: epoll_wait fills at most 8 tokens, the array's size.
       let n = tokens.withUnsafeMutableBufferPointer { vio_vhost_epoll_wait(epoll.raw, $0.baseAddress, 8, Int32(left)) }
-      if n < 0 { return .failed(errno) }
+      if n < 0 { return .failed(errno: errno) }
       if n == 0 { return .timedOut }
       for t in tokens.prefix(Int(n)) where Int(t) != index && Int(t) < count {
         signals[Int(t)] &+= vio_vhost_eventfd_drain(call[Int(t)])

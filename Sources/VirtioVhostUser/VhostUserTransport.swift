@@ -262,7 +262,7 @@ public struct VhostUserTransport: ~Copyable, Transport {
   public func doorbell(queue index: Int) -> Doorbell { notifiers.doorbell(index) }
 
   /// Waits for queue `index`'s call eventfd (the backend's interrupt).
-  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> CallWait {
+  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
     notifiers.wait(queue: index, timeoutMilliseconds: timeoutMilliseconds)
   }
 

@@ -2,8 +2,8 @@ internal import CPacketSys
 import VirtioCore
 import VirtioNet
 
-/// Where a vhost-user port's main thread and the workers owning its queue
-/// pairs meet when the backend restarts: one request word (the reconnect
+/// Where a virtio-net port's main thread and the workers owning its queue
+/// pairs meet when the device restarts (a vhost-user backend): one request word (the reconnect
 /// epoch, written by the main thread) and per pair an acknowledgement and the
 /// two ring positions the new backend must resume from (written by the
 /// worker). Plain memory, each word on its own cache line group per pair;
@@ -62,15 +62,17 @@ struct ReconnectControl: BitwiseCopyable {
   static func position(_ w: UInt32) -> RingPosition { RingPosition(index: UInt16(truncatingIfNeeded: w), wrap: w & (1 << 16) != 0) }
 }
 
-/// One queue pair of a vhost-user port, owned by one worker: the net driver's
-/// `NetQueuePair` plus the backend-restart handshake. When the main thread
-/// saw the backend hang up it raises the request epoch; the worker, at its
-/// next burst, drains what the old backend returned and publishes where each
-/// ring stopped (`deviceResumePosition`, vhost-user.rst "Inflight I/O
-/// tracking": an in-order backend resumes there), then goes on as before —
-/// the rings keep their buffers, TX refusals while the backend is away are the
-/// caller's counted drops. Hot path cost: one relaxed load per burst.
-struct VhostNetQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
+/// One queue pair of a virtio-net port (any transport), owned by one worker:
+/// the net driver's `NetQueuePair` plus the ring hand-over a device restart
+/// needs. When the main thread saw the device go away (a vhost-user backend
+/// hung up) it raises the request epoch; the worker, at its next burst,
+/// drains what the old device returned and publishes where each ring stopped
+/// (`deviceResumePosition`, vhost-user.rst "Inflight I/O tracking": an
+/// in-order backend resumes there), then goes on as before — the rings keep
+/// their buffers, TX refusals while the device is away are the caller's
+/// counted drops. Hot path cost: one relaxed load per burst, whatever the
+/// transport (a VFIO port's request word never moves).
+struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var pair: NetQueuePair<Q, Q>
   let control: ReconnectControl
   var acknowledged: UInt32 = 0
