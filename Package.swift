@@ -88,7 +88,9 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-bind"),
-    .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    .target(
+      name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict),
     // Test support for the net driver: the device side of a queue pair, step by step (over VirtioSim's rings).
     .target(name: "VirtioNetSim", dependencies: ["VirtioNet", "VirtioSim", "VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
@@ -133,7 +135,8 @@ let package = Package(
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
-    .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore"]),
+    .testTarget(
+      name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSim", "VirtioNetSim"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).

@@ -38,14 +38,10 @@ public struct PortGroup: ~Copyable {
   /// Headroom in front of every packet (room for the virtio-net header, §5.1.6).
   public static let headroom = 64
 
+  /// Opens `addresses` as one group (see the type's comment for what may be grouped).
   public static func open(_ addresses: [PortAddress], options: PortOptions) throws(VirtioError) -> PortGroup {
     guard !addresses.isEmpty else { throw VirtioError(.invalidArgument, "no port given; name at least one (pci:BDF, vhost-user:/path.sock or an interface)") }
-    guard options.queues >= 1, options.queues <= 32 else {
-      throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
-    }
-    guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
-      throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
-    }
+    try check(options)
     for (i, a) in addresses.enumerated() where addresses[..<i].contains(a) {
       throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
     }
@@ -57,6 +53,8 @@ public struct PortGroup: ~Copyable {
       case .pci(let bdf): try VirtioNetOpen.preflight(bdf, logger: options.logger)
       case .vhostUser: break  // the transport waits for the socket (connectTimeout) and says what is missing
       case .interface(let name): try KernelPort.preflight(name)
+      case .device(let name):
+        throw VirtioError(.invalidArgument, "port \(name): a device is opened with PortGroup.open(transport:), not by name")
       }
     }
     var backends: [PortBackend] = []
@@ -82,6 +80,7 @@ public struct PortGroup: ~Copyable {
           let (k, info) = try KernelPort.open(name, options: options, bufferFrameBytes: 0, logger: options.logger)
           backends.append(.kernel(k))
           infos.append(info)
+        case .device: break  // refused above
         }
         let i = infos[infos.count - 1]
         options.logger.info(
@@ -96,34 +95,47 @@ public struct PortGroup: ~Copyable {
       for b in backends.reversed() { b.destroy() }
       throw error
     }
-    let frame = infos.map { PortOptions.frameBytes(mtu: $0.mtu) }.max() ?? 1518
-    let slots = addresses.count * options.queues
-    return PortGroup(
-      backends: backends, ports: infos, queuesPerPort: options.queues,
-      bufferSize: max(2048, (headroom + frame + 63) & ~63), board: StatsBoard(slots: slots), host: HostMemory(), space: space,
-      taken: Array(repeating: false, count: slots), kernelFDs: Array(repeating: -1, count: slots),
-      kernelDrops: Array(repeating: 0, count: slots), linkUp: infos.map(\.linkUp), needsReset: infos.map { _ in false },
-      logger: options.logger)
+    return PortGroup(backends: backends, ports: infos, space: space, options: options)
   }
 
-  init(
-    backends: [PortBackend], ports: [PortInfo], queuesPerPort: Int, bufferSize: Int, board: consuming StatsBoard,
-    host: consuming HostMemory, space: VFIODMASpace?, taken: [Bool], kernelFDs: [Int32], kernelDrops: [UInt64], linkUp: [Bool],
-    needsReset: [Bool], logger: Logger
-  ) {
+  /// A group of one port: the virtio-net device behind `transport`, just
+  /// opened — any transport, a simulated device in tests (the same session,
+  /// port and queues as over VFIO or vhost-user).
+  public static func open<T: SessionTransport & ~Copyable>(transport: consuming T, options: PortOptions = PortOptions()) throws(VirtioError)
+    -> PortGroup
+  {
+    try check(options)
+    let address = PortAddress.device(transport.target)
+    let (port, info) = try VirtioNetOpen.open(
+      transport, address: address, path: "userspace", pairsWithoutControlQueue: 1, options: options, logger: options.logger)
+    return PortGroup(backends: [.virtio(port)], ports: [info], space: nil, options: options)
+  }
+
+  static func check(_ options: PortOptions) throws(VirtioError) {
+    guard options.queues >= 1, options.queues <= 32 else {
+      throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
+    }
+    guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
+      throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
+    }
+  }
+
+  init(backends: [PortBackend], ports infos: [PortInfo], space: VFIODMASpace?, options: PortOptions) {
+    let frame = infos.map { PortOptions.frameBytes(mtu: $0.mtu) }.max() ?? 1518
+    let slots = infos.count * options.queues
     self.backends = backends
-    self.ports = ports
-    self.queuesPerPort = queuesPerPort
-    self.bufferSize = bufferSize
-    self.board = board
-    self.host = host
+    self.ports = infos
+    self.queuesPerPort = options.queues
+    self.bufferSize = max(2048, (Self.headroom + frame + 63) & ~63)
+    self.board = StatsBoard(slots: slots)
+    self.host = HostMemory()
     self.space = space
-    self.taken = taken
-    self.kernelFDs = kernelFDs
-    self.kernelDrops = kernelDrops
-    self.linkUp = linkUp
-    self.needsReset = needsReset
-    self.logger = logger
+    self.taken = Array(repeating: false, count: slots)
+    self.kernelFDs = Array(repeating: -1, count: slots)
+    self.kernelDrops = Array(repeating: 0, count: slots)
+    self.linkUp = infos.map(\.linkUp)
+    self.needsReset = infos.map { _ in false }
+    self.logger = options.logger
   }
 
   deinit {
