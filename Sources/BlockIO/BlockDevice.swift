@@ -29,7 +29,7 @@ public struct BlockDevice: ~Copyable {
   /// raise the memlock limit, use another file system for O_DIRECT, ...).
   public static func open(
     _ target: BlockTarget, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
-  ) throws(BlockIOError) -> BlockDevice {
+  ) throws(VirtioError) -> BlockDevice {
     switch target {
     case .path(let p):
       return BlockDevice(host: try KernelBlockHost.open(p, options: options))
@@ -43,7 +43,7 @@ public struct BlockDevice: ~Copyable {
   /// `pci:DDDD:BB:DD.F`, `vhost-user:/path.sock` or a path.
   public static func open(
     _ target: String, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
-  ) throws(BlockIOError) -> BlockDevice {
+  ) throws(VirtioError) -> BlockDevice {
     try open(BlockTarget(parsing: target), options: options, logger: logger)
   }
 
@@ -51,11 +51,11 @@ public struct BlockDevice: ~Copyable {
   public var info: BlockDeviceInfo { host.info }
 
   /// Queue `index` (0..<info.queueCount), for one thread. Each index once (virtio).
-  public func makeQueue(_ index: Int = 0) throws(BlockIOError) -> BlockQueue { try host.makeQueue(index) }
+  public func makeQueue(_ index: Int = 0) throws(VirtioError) -> BlockQueue { try host.makeQueue(index) }
 
   /// `count` buffers of `bufferSize` bytes (rounded up to 4 KiB) the device can
   /// reach: IOMMU-mapped DMA memory on VFIO, page-aligned memory for O_DIRECT.
-  public func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
+  public func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool {
     try host.makeBufferPool(count: count, bufferSize: bufferSize)
   }
 
@@ -79,7 +79,7 @@ public struct BlockDevice: ~Copyable {
   /// A vhost-user-blk backend. Its shared memory is sized here, once (the
   /// backend maps it at SET_MEM_TABLE): rings, request headers and
   /// `bufferMemoryBytes` for buffer pools.
-  static func openVhostUser(_ endpoint: VhostUserEndpoint, options: BlockOpenOptions, logger: Logger) throws(BlockIOError) -> any BlockHost {
+  static func openVhostUser(_ endpoint: VhostUserEndpoint, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
     let depth = max(3, min(options.queueDepth, 1024))
     var vhost = VhostUserOptions()
     vhost.maxQueueSize = depth
@@ -96,7 +96,7 @@ public struct BlockDevice: ~Copyable {
       let transport = try VhostUserTransport.open(endpoint, deviceType: .block, options: vhost, logger: logger)
       return try openVirtio(transport, options: limited, logger: logger)
     } catch {
-      throw BlockIOError(error)
+      throw error
     }
   }
 }

@@ -25,7 +25,7 @@ import VirtioBlk
   @usableFromInline var interrupts: UInt64 = 0
   @usableFromInline var stash: BlockIOCompletion? = nil
 
-  init(fd: Int32, depth: Int, info: BlockDeviceInfo) throws(BlockIOError) {
+  init(fd: Int32, depth: Int, info: BlockDeviceInfo) throws(VirtioError) {
     let ring = UnsafeMutablePointer<vio_uring>.allocate(capacity: 1)
     let r = vio_uring_init(ring, UInt32(depth))
     guard r == 0 else {
@@ -33,7 +33,7 @@ import VirtioBlk
       let why = -r == ENOSYS || -r == EPERM
         ? "io_uring is not available (disabled by kernel.io_uring_disabled, a seccomp filter, or a kernel before 5.6)"
         : String(cString: strerror(-r))
-      throw BlockIOError(.unsupported, "io_uring_setup(\(depth) entries) failed: \(why); the kernel path needs io_uring", errno: -r)
+      throw VirtioError(.unsupported, "io_uring_setup(\(depth) entries) failed: \(why); the kernel path needs io_uring", errno: -r)
     }
     self.ring = ring
     self.fd = fd

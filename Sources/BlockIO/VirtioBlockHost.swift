@@ -51,7 +51,7 @@ final class VirtioBlockHost<T: SessionTransport & ~Copyable, Q: BlockIOLayout & 
   /// Makes queue 0 and asks the device for its serial (GET_ID, §5.2.6).
   func start() {
     let q: BlockQueue
-    do throws(BlockIOError) {
+    do throws(VirtioError) {
       q = try makeQueueLocked(0)
     } catch {
       logger.warning("could not make queue 0 at open", metadata: ["reason": "\(error.message)"])
@@ -66,21 +66,20 @@ final class VirtioBlockHost<T: SessionTransport & ~Copyable, Q: BlockIOLayout & 
     lock.withLock { currentInfo = describe(serial: serial) }
   }
 
-  func makeQueue(_ index: Int) throws(BlockIOError) -> BlockQueue {
-    try lock.withLock { () throws(BlockIOError) -> BlockQueue in
+  func makeQueue(_ index: Int) throws(VirtioError) -> BlockQueue {
+    try lock.withLock { () throws(VirtioError) -> BlockQueue in
       if index == 0, let q = first.take() { return q }
       return try makeQueueLocked(index)
     }
   }
 
-  private func makeQueueLocked(_ index: Int) throws(BlockIOError) -> BlockQueue {
+  private func makeQueueLocked(_ index: Int) throws(VirtioError) -> BlockQueue {
     guard index >= 0, index < session.queueCount else {
-      throw BlockIOError(
-        .invalidArgument,
+      throw VirtioError(.invalidArgument,
         "queue \(index): \(target) has \(session.queueCount) request queue(s) set up (num_queues with VIRTIO_BLK_F_MQ; qemu-storage-daemon: num-queues=N)")
     }
     guard !taken[index], session.queues.contains(index) else {
-      throw BlockIOError(.busy, "queue \(index) of \(target) was already handed out; each thread makes its own")
+      throw VirtioError(.deviceBusy, "queue \(index) of \(target) was already handed out; each thread makes its own")
     }
     taken[index] = true
     let doorbell = session.transport.doorbell(queue: index)
@@ -92,18 +91,18 @@ final class VirtioBlockHost<T: SessionTransport & ~Copyable, Q: BlockIOLayout & 
         queue: q, config: config, doorbell: doorbell, memory: &session.transport.dma, maxTransferBytes: options.maxTransferBytes)
       return BlockQueue(virtio: requests, eventFD: fd, geometry: geometry, index: index, owner: self)
     } catch {
-      throw BlockIOError(error)
+      throw error
     }
   }
 
-  func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
+  func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool {
     let size = try BlockBufferPool.checkedBufferSize(count: count, bufferSize: bufferSize)
-    return try lock.withLock { () throws(BlockIOError) -> BlockBufferPool in
+    return try lock.withLock { () throws(VirtioError) -> BlockBufferPool in
       do throws(VirtioError) {
         let region = try session.transport.dma.allocate(byteCount: size * count, alignment: 4096)
         return BlockBufferPool(region: region, bufferSize: size, count: count, owner: self)
       } catch {
-        var e = BlockIOError(error)
+        var e = error
         e.message = "\(target): no device memory for a pool of \(count) × \(size) bytes: \(error.message)"
         throw e
       }
@@ -161,11 +160,11 @@ extension BlockDevice {
   /// place split and packed part ways — and GET_ID.
   public static func open<T: SessionTransport & ~Copyable>(
     transport: consuming T, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
-  ) throws(BlockIOError) -> BlockDevice {
+  ) throws(VirtioError) -> BlockDevice {
     do throws(VirtioError) {
       return BlockDevice(host: try openVirtio(transport, options: options, logger: logger))
     } catch {
-      throw BlockIOError(error)
+      throw error
     }
   }
 
