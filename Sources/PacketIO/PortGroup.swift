@@ -178,12 +178,15 @@ public struct PortGroup: ~Copyable {
   /// A pool of `buffers` packet buffers for one worker, in memory every port
   /// of the group can use (the shared VFIO DMA space, the memory the
   /// vhost-user backends map, or host memory).
-  public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool {
+  public mutating func makeBufferPool(count buffers: Int) throws(VirtioError) -> BufferPool {
     for case .virtio(let p) in backends {
       return try p.makePool(buffers: buffers, bufferSize: bufferSize, headroom: Self.headroom)
     }
     return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &host)
   }
+
+  @available(*, deprecated, renamed: "makeBufferPool(count:)")
+  public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool { try makeBufferPool(count: buffers) }
 
   /// Buffers a worker serving one queue of every port needs: every ring full,
   /// a few bursts in hand, and slack.

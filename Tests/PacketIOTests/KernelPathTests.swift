@@ -19,7 +19,7 @@ final class KernelPathTests: XCTestCase {
     XCTAssertEqual(group.ports[0].path, "kernel")
     XCTAssertEqual(group.bufferSize, (64 + PortOptions.maxFrameBytes + 63) & ~63, "loopback's 64 KiB MTU is capped")
     var q = group.takeQueue(port: 0, queue: 0)
-    var pool = try group.makePool(buffers: 256)
+    var pool = try group.makeBufferPool(count: 256)
     q.start(pool: &pool)
     let nonce = UInt32.random(in: 1...UInt32.max)
     let sizes = [60, 61, 200, 1514, 4000]

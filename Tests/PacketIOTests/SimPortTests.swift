@@ -71,7 +71,7 @@ final class SimPortTests: XCTestCase {
       XCTAssertEqual(rig.group.ports[0].path, "userspace")
       XCTAssertTrue(rig.group.ports[0].detail.hasPrefix(packed ? "packed ring" : "split ring"), rig.group.ports[0].detail)
       var q = rig.group.takeQueue(port: 0, queue: 0)
-      var pool = try rig.group.makePool(buffers: rig.group.poolSize(burst: 32))
+      var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
       q.start(pool: &pool)
       let sent = (0..<100).map { Self.frame($0, length: 60 + $0 % 40) }
       rig.wire.send(sent)
@@ -113,7 +113,7 @@ final class SimPortTests: XCTestCase {
     XCTAssertTrue(commands.contains { $0.cls == NetCtrl.classRx && $0.command == NetCtrl.rxPromisc }, "promiscuous by default")
     var q0 = rig.group.takeQueue(port: 0, queue: 0)
     var q1 = rig.group.takeQueue(port: 0, queue: 1)
-    var pool = try rig.group.makePool(buffers: 2 * rig.group.poolSize(burst: 32))
+    var pool = try rig.group.makeBufferPool(count: 2 * rig.group.poolSize(burst: 32))
     q0.start(pool: &pool)
     q1.start(pool: &pool)
     rig.wire.send((0..<10).map { Self.frame($0) }, pair: 1)
@@ -142,7 +142,7 @@ final class SimPortTests: XCTestCase {
   func testBrokenQueue() throws {
     let rig = try Rig(packed: false)
     var q = rig.group.takeQueue(port: 0, queue: 0)
-    var pool = try rig.group.makePool(buffers: rig.group.poolSize(burst: 32))
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
     q.start(pool: &pool)
     rig.device.inject(.usedID(999), queue: 0, afterCompletions: 3)
     rig.wire.send((0..<10).map { Self.frame($0) })

@@ -79,7 +79,8 @@ func loop(_ q: inout BlockQueue, _ pool: borrowing BlockBufferPool, batch: Int, 
       submitted += 1
     }
     if submitted > 0 { q.kick() }
-    let n = q.poll(into: out)
+    var span = out.mutableSpan
+    let n = q.poll(into: &span)
     for i in 0..<n {
       if allocateOnPurpose { withExtendedLifetime([Int](repeating: i, count: 4)) {} }
       if out[i].status != .ok { errors += 1 }

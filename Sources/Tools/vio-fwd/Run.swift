@@ -23,7 +23,7 @@ struct Run {
       }
       let pool: BufferPool
       do throws(VirtioError) {
-        pool = try group.makePool(buffers: group.poolSize(burst: s.burst))
+        pool = try group.makeBufferPool(count: group.poolSize(burst: s.burst))
       } catch {
         Console.error(error.message)
         return 1
