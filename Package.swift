@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "PacketIO", targets: ["PacketIO"]),
     .executable(name: "vio-fio", targets: ["vio-fio"]),
     .executable(name: "block-log", targets: ["block-log"]),
+    .executable(name: "packet-relay", targets: ["packet-relay"]),
     .executable(name: "vio-fwd", targets: ["vio-fwd"]),
     .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
@@ -147,5 +148,11 @@ let package = Package(
     .target(name: "BlockLog", dependencies: ["BlockIO"], path: "Examples/BlockLog/Sources/BlockLog"),
     .executableTarget(name: "block-log", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Sources/block-log"),
     .testTarget(name: "BlockLogTests", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Tests/BlockLogTests"),
+    // The example packet app: a MAC-swapping reflector embedding PacketIO (Examples/PacketRelay); only `import PacketIO`.
+    .target(name: "PacketRelay", dependencies: ["PacketIO"], path: "Examples/PacketRelay/Sources/PacketRelay"),
+    .executableTarget(name: "packet-relay", dependencies: ["PacketRelay", "PacketIO"], path: "Examples/PacketRelay/Sources/packet-relay"),
+    .testTarget(
+      name: "PacketRelayTests", dependencies: ["PacketRelay", "PacketIO", "VirtioNetSim", "VirtioSim", "VirtioSpec"],
+      path: "Examples/PacketRelay/Tests/PacketRelayTests"),
   ]
 )
