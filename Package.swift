@@ -148,6 +148,10 @@ let package = Package(
     .target(name: "BlockLog", dependencies: ["BlockIO"], path: "Examples/BlockLog/Sources/BlockLog"),
     .executableTarget(name: "block-log", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Sources/block-log"),
     .testTarget(name: "BlockLogTests", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Tests/BlockLogTests"),
+    // README's Swift examples, compiled (ReadmeTests checks README shows these files verbatim).
+    .target(name: "ReadmePacketIO", dependencies: ["PacketIO"], path: "Examples/Snippets/PacketIO"),
+    .target(name: "ReadmeBlockIO", dependencies: ["BlockIO"], path: "Examples/Snippets/BlockIO"),
+    .testTarget(name: "ReadmeTests", dependencies: ["ReadmePacketIO", "ReadmeBlockIO"]),
     // The example packet app: a MAC-swapping reflector embedding PacketIO (Examples/PacketRelay); only `import PacketIO`.
     .target(name: "PacketRelay", dependencies: ["PacketIO"], path: "Examples/PacketRelay/Sources/PacketRelay"),
     .executableTarget(name: "packet-relay", dependencies: ["PacketRelay", "PacketIO"], path: "Examples/PacketRelay/Sources/packet-relay"),

@@ -7,8 +7,8 @@ import PacketIO
 /// without copying, count drops, read counters, and catch errors.
 public struct Relay: ~Copyable {
   public var group: PortGroup
-  /// Handles of one burst, allocated once: the loop allocates nothing.
-  var burst: [PacketBuffer]
+  /// One burst of handles, allocated once: the loop allocates nothing.
+  var burst: PacketBurst
   /// Frames received, sent back and dropped (TX ring still full after retries) so far.
   public private(set) var counts = RelayCounts()
 
@@ -23,7 +23,7 @@ public struct Relay: ~Copyable {
   public init(group: consuming PortGroup, burst: Int = 32) {
     let largest = group.ports.map(\.maxBurst).min() ?? burst
     self.group = group
-    self.burst = Array(repeating: PacketBuffer(index: 0, offset: 0, length: 0), count: max(1, min(burst, largest)))
+    self.burst = PacketBurst(capacity: min(burst, largest))
   }
 
   /// Reflects frames until `stop` says so (asked once per round with the
@@ -32,7 +32,7 @@ public struct Relay: ~Copyable {
   public mutating func run(until stop: (RelayCounts) -> Bool) throws(VirtioError) -> [NetQueueStats] {
     var queues = WorkerQueues(capacity: group.count)
     for port in 0..<group.count { queues.append(group.takeQueue(port: port, queue: 0)) }
-    var pool = try group.makeBufferPool(count: group.poolSize(burst: burst.count))
+    var pool = try group.makeBufferPool(count: group.poolSize(burst: burst.capacity))
     for i in 0..<queues.count { queues[i].start(pool: &pool) }
     var rounds = 0
     while !stop(counts) {
@@ -48,10 +48,7 @@ public struct Relay: ~Copyable {
 
   /// One burst: receive, swap the addresses in place, send back what the ring takes, drop the rest.
   mutating func reflect(_ q: inout PortQueue, _ pool: inout BufferPool) throws(VirtioError) {
-    let received = burst.withUnsafeMutableBufferPointer { b in
-      var span = b.mutableSpan
-      return q.receive(into: &span, pool: &pool)
-    }
+    let received = burst.receive(from: &q, pool: &pool)
     if received == 0 {
       if let why = q.brokenReason { throw VirtioError(.queueBroken, "port \(q.port) queue \(q.queue) stopped: \(why)") }
       q.flush(pool: &pool)
@@ -63,13 +60,11 @@ public struct Relay: ~Copyable {
     }
     // A full TX ring gets a few chances to drain (finished buffers reclaimed), as vio-fwd's --tx-retries.
     var sent = 0
-    for _ in 0..<8 where sent < received {
-      sent += burst[sent..<received].withUnsafeBufferPointer { q.transmit($0.span, pool: &pool) }
-      if sent < received { q.flush(pool: &pool) }
+    for _ in 0..<8 where !burst.isEmpty {
+      sent += burst.transmit(to: &q, pool: &pool)
+      if !burst.isEmpty { q.flush(pool: &pool) }
     }
-    // The rest could not be queued: give them back, and count them.
-    for i in sent..<received { pool.release(burst[i]) }
-    if sent < received { q.countDropped(received - sent) }
+    burst.drop(on: &q, pool: &pool)
     counts.received += received
     counts.sent += sent
     counts.dropped += received - sent
