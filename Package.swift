@@ -8,6 +8,8 @@ import PackageDescription
 //   CVirtioSys      C: VFIO ioctl numbers, non-variadic ioctl, eventfd, uapi layout asserts
 //   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
 //   VirtioSim       test support: a simulated device playing the device side of the rings
+// C shims live in Sources/Shims/<what they hold>: VFIO, VhostUser, LibPCI,
+// KernelBlock (io_uring, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
 let package = Package(
@@ -37,7 +39,7 @@ let package = Package(
   targets: [
     .target(name: "VirtioSpec"),
     .target(name: "CVirtioAtomics"),
-    .target(name: "CVirtioSys"),
+    .target(name: "CVirtioSys", path: "Sources/Shims/VFIO"),
     .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     .target(
       name: "VirtioVFIO",
@@ -46,8 +48,8 @@ let package = Package(
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
-    .target(name: "CBlockSys", path: "Sources/Kernel/CBlockSys"),
-    .target(name: "CPacketSys", path: "Sources/Kernel/CPacketSys"),
+    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock"),
+    .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
     .target(
       name: "BlockIO",
       dependencies: [
@@ -77,7 +79,7 @@ let package = Package(
       ],
       path: "Sources/Tools/vio-fwd"),
     // Binding: libpci enumeration, in-use detection, preflight, vfio-pci moves.
-    .target(name: "CLibPCI", path: "Sources/Kernel/CLibPCI", linkerSettings: [.linkedLibrary("pci")]),
+    .target(name: "CLibPCI", path: "Sources/Shims/LibPCI", linkerSettings: [.linkedLibrary("pci")]),
     .target(name: "DeviceBinding", dependencies: ["CLibPCI", "VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     .executableTarget(
       name: "vio-bind",
@@ -111,7 +113,7 @@ let package = Package(
       dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
     // vhost-user transport (issue 7): the same drivers against DPDK's vhost and qemu-storage-daemon, no VM.
-    .target(name: "CVhostSys", path: "Sources/Kernel/CVhostSys"),
+    .target(name: "CVhostSys", path: "Sources/Shims/VhostUser"),
     .target(
       name: "VirtioVhostUser",
       dependencies: ["VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")],
