@@ -5,10 +5,13 @@ import PackageDescription
 //   VirtioSpec      pure Swift: structs, bits, layouts of the virtio 1.x spec
 //   CVirtioAtomics  C: fences, acquire/release loads/stores, volatile MMIO (no OS headers)
 //   VirtioCore      rings, negotiation, device init, Transport + DMA protocols (no OS module)
-//   CVirtioSys      C: VFIO ioctl numbers, non-variadic ioctl, eventfd, uapi layout asserts
+//   VirtioOS        the OS layer: SysError, OwnedFD, Sys (EINTR-retrying calls, sysfs files),
+//                   eventfd, epoll/poll, the monotonic clock, StopSignal, WorkerThread
+//                   (swift-system's FileDescriptor/Errno underneath; C shim CVirtioOS)
+//   CVirtioSys      C: VFIO ioctl numbers, vfio_irq_set, uapi layout asserts
 //   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
 //   VirtioSim       test support: a simulated device playing the device side of the rings
-// C shims live in Sources/Shims/<what they hold>: VFIO, VhostUser, LibPCI,
+// C shims live in Sources/Shims/<what they hold>: OS, VFIO, VhostUser, LibPCI,
 // KernelBlock (io_uring, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
@@ -35,11 +38,17 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
     .target(name: "CVirtioAtomics"),
     .target(name: "CVirtioSys", path: "Sources/Shims/VFIO"),
+    // The OS layer (issue 12): one SysError, one owned descriptor, eventfd/epoll, clock, threads.
+    .target(name: "CVirtioOS", path: "Sources/Shims/OS"),
+    .target(
+      name: "VirtioOS", dependencies: ["CVirtioOS", .product(name: "SystemPackage", package: "swift-system")],
+      swiftSettings: strict),
     .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     .target(
       name: "VirtioVFIO",
