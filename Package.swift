@@ -52,7 +52,7 @@ let package = Package(
     .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
     .target(
       name: "VirtioVFIO",
-      dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioOS", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
@@ -62,14 +62,14 @@ let package = Package(
     .target(
       name: "BlockIO",
       dependencies: [
-        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CBlockSys",
+        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CBlockSys",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
     .target(
       name: "PacketIO",
       dependencies: [
-        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CPacketSys",
+        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CPacketSys",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
@@ -106,7 +106,7 @@ let package = Package(
     // net-bench: the net driver's burst path against a C device loop (issue 5).
     .target(name: "CNetDevice", path: "Sources/Bench/CNetDevice"),
     .executableTarget(
-      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "CNetDevice", "CAllocCounter"],
+      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "VirtioOS", "CNetDevice", "CAllocCounter"],
       path: "Sources/Bench/net-bench", swiftSettings: strict),
     .executableTarget(
       name: "ring-bench",
@@ -119,24 +119,24 @@ let package = Package(
       path: "Sources/Bench/blk-bench"),
     .executableTarget(
       name: "vio-guest-check",
-      dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
     // vhost-user transport (issue 7): the same drivers against DPDK's vhost and qemu-storage-daemon, no VM.
     .target(name: "CVhostSys", path: "Sources/Shims/VhostUser"),
     .target(
       name: "VirtioVhostUser",
-      dependencies: ["VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioOS", "CVhostSys", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
     .executableTarget(
       name: "vio-vhost-check",
       dependencies: [
-        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", "CVirtioAtomics",
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioOS", "CAllocCounter", "CVirtioAtomics",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
     .testTarget(
       name: "VhostUserTests",
-      dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
+      dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
@@ -144,7 +144,7 @@ let package = Package(
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
     .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
-    .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
+    .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec"]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).
     .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
     // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.

@@ -1,5 +1,6 @@
 import Glibc
 import VirtioCore
+import VirtioOS
 import VirtioVFIO
 
 /// What happened to one request put through a queue.
@@ -66,10 +67,4 @@ func reportInterrupt(_ report: Report, _ name: String, _ rt: RoundTrip, taken: U
   case .failed(let e):
     report.fail(name, "epoll_wait failed: \(String(cString: strerror(e)))")
   }
-}
-
-func monotonicMilliseconds() -> Int {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }

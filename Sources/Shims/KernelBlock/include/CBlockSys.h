@@ -149,14 +149,8 @@ int vio_blk_read_only(int fd, int *ro);                   /* BLKROGET */
  * buffers (0 when the kernel or file system does not say). 0 or -errno. */
 int vio_dio_alignment(int fd, uint32_t *offset_align, uint32_t *mem_align);
 
-/* An epoll instance watching `eventfd` edge-triggered (EPOLLIN | EPOLLET): each
- * signal of the eventfd wakes one vio_edge_wait, without the eventfd ever being
- * read — one system call per sleep. Returns the epoll fd or -errno. */
-int vio_edge_waiter_create(int eventfd);
-/* epoll_wait for up to timeout_ms (negative: forever): 1 when the eventfd was
- * signalled since the last wait, 0 on timeout, -errno (EINTR retried). */
-int vio_edge_wait(int epfd, int timeout_ms);
-
+/* TODO(os-layer): migrate — VirtioOS's Poll.readable is the same call; kept only
+ * for VFIOBlockHost.swift until the lead moves it over. */
 /* poll(fd, POLLIN) for up to timeout_ms (negative: forever). Returns 1 when
  * readable, 0 on timeout, -errno on error (EINTR retried). */
 int vio_wait_readable(int fd, int timeout_ms);
