@@ -57,8 +57,8 @@ let package = Package(
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
-    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock"),
-    .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
+    .target(name: "CBlockSys", dependencies: ["CVirtioOS"], path: "Sources/Shims/KernelBlock"),
+    .target(name: "CPacketSys", dependencies: ["CVirtioOS"], path: "Sources/Shims/KernelPacket"),
     .target(
       name: "BlockIO",
       dependencies: [

@@ -64,28 +64,30 @@ package enum Sys {
   /// pread(2) of exactly `count` bytes (short reads are an error for config space).
   package static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: UInt64, _ what: String) throws(SysError) {
     let file = FileDescriptor(rawValue: fd)
-    var done = 0
-    while done < count {
-      let n = try system("pread \(what)") {
-        try file.read(
-          fromAbsoluteOffset: Int64(bitPattern: offset + UInt64(done)),
-          into: UnsafeMutableRawBufferPointer(start: buffer + done, count: count - done))
-      }
-      if n == 0 { throw SysError("pread \(what) (short read)", errno: EIO) }
-      done += n
+    try whole(count, "pread \(what)") { done in
+      try file.read(
+        fromAbsoluteOffset: Int64(bitPattern: offset + UInt64(done)),
+        into: UnsafeMutableRawBufferPointer(start: buffer + done, count: count - done))
     }
   }
 
+  /// pwrite(2) of exactly `count` bytes.
   package static func pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, _ offset: UInt64, _ what: String) throws(SysError) {
     let file = FileDescriptor(rawValue: fd)
+    try whole(count, "pwrite \(what)") { done in
+      try file.write(
+        toAbsoluteOffset: Int64(bitPattern: offset + UInt64(done)),
+        UnsafeRawBufferPointer(start: buffer + done, count: count - done))
+    }
+  }
+
+  /// Repeats `step` (given the bytes moved so far, returns how many more it
+  /// moved) until `count` bytes moved; a step that moves none is a short transfer.
+  private static func whole(_ count: Int, _ call: String, _ step: (Int) throws -> Int) throws(SysError) {
     var done = 0
     while done < count {
-      let n = try system("pwrite \(what)") {
-        try file.write(
-          toAbsoluteOffset: Int64(bitPattern: offset + UInt64(done)),
-          UnsafeRawBufferPointer(start: buffer + done, count: count - done))
-      }
-      if n == 0 { throw SysError("pwrite \(what) (short write)", errno: EIO) }
+      let n = try system(call) { try step(done) }
+      if n == 0 { throw SysError("\(call) (short transfer)", errno: EIO) }
       done += n
     }
   }

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -163,16 +162,6 @@ int vio_dio_alignment(int fd, uint32_t *offset_align, uint32_t *mem_align) {
   }
 #endif
   return 0;
-}
-
-int vio_wait_readable(int fd, int timeout_ms) {
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  for (;;) {
-    int n = poll(&p, 1, timeout_ms);
-    if (n > 0) return 1;
-    if (n == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
 }
 
 /* ---- CRC-32C --------------------------------------------------------------------- */

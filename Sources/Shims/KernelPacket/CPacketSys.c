@@ -7,7 +7,6 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -179,24 +178,3 @@ out:
   close(s);
   return rc;
 }
-
-int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready) {
-  struct pollfd p[64];
-  if (count < 0 || count > 64) return -EINVAL;
-  for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
-  int n = poll(p, (nfds_t)count, timeout_ms);
-  if (n < 0) return -errno;
-  for (int i = 0; i < count; i++) ready[i] = (p[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
-  return n;
-}
-
-uint64_t vio_pkt_eventfd_drain(int fd) {
-  uint64_t v = 0;
-  for (;;) {
-    ssize_t n = read(fd, &v, sizeof v);
-    if (n == (ssize_t)sizeof v) return v;
-    if (n < 0 && errno == EINTR) continue;
-    return 0;
-  }
-}
-

@@ -5,7 +5,7 @@
  *    inline so the Swift hot path compiles them in place;
  *  - block-device ioctls (BLKGETSIZE64, BLKSSZGET, ...: function-like macros),
  *    O_DIRECT and the fallocate modes (behind _GNU_SOURCE), statx DIOALIGN;
- *  - poll() on an eventfd with a timeout (MSI-X interrupts of the VFIO path);
+ *  - (until VFIOBlockHost moves to VirtioOS) a forwarder for poll() on an eventfd;
  *  - CRC32C (SSE4.2 when the CPU has it, else a table).
  *
  * Only BlockIO imports this module; no C type appears in its public API.
@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <linux/io_uring.h>
+
+#include "vio_os.h" /* CVirtioOS: the TODO(os-layer) forwarder below */
 
 /* ---- io_uring ---------------------------------------------------------------- */
 
@@ -149,11 +151,11 @@ int vio_blk_read_only(int fd, int *ro);                   /* BLKROGET */
  * buffers (0 when the kernel or file system does not say). 0 or -errno. */
 int vio_dio_alignment(int fd, uint32_t *offset_align, uint32_t *mem_align);
 
-/* TODO(os-layer): migrate — VirtioOS's Poll.readable is the same call; kept only
- * for VFIOBlockHost.swift until the lead moves it over. */
-/* poll(fd, POLLIN) for up to timeout_ms (negative: forever). Returns 1 when
- * readable, 0 on timeout, -errno on error (EINTR retried). */
-int vio_wait_readable(int fd, int timeout_ms);
+/* TODO(os-layer): migrate — VFIOBlockHost.swift still calls this; it is
+ * VirtioOS's Poll.readable(_:timeoutMilliseconds:), forwarded to the OS shim
+ * until the lead moves that file over, then deleted. poll(fd, POLLIN) for up
+ * to timeout_ms (negative: forever): 1 readable, 0 timeout, -errno (EINTR retried). */
+static inline int vio_wait_readable(int fd, int timeout_ms) { return vio_os_wait_readable(fd, timeout_ms); }
 
 /* ---- checksums ----------------------------------------------------------------- */
 

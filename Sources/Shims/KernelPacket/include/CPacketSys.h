@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vio_os.h" /* CVirtioOS: the TODO(os-layer) forwarders below */
+
 /* ---- tpacket2_hdr (linux/if_packet.h), asserted in CPacketSys.c ---------- */
 enum {
   VIO_TP_STATUS_KERNEL = 0,
@@ -88,15 +90,14 @@ int vio_pkt_ifinfo(const char *name, uint8_t mac[6], int *mtu, unsigned *flags);
 /* Sets IFF_UP on an interface (SIOCSIFFLAGS; needs CAP_NET_ADMIN). 0 or -errno. */
 int vio_pkt_set_up(const char *name);
 
-/* TODO(os-layer): migrate — vio_pkt_poll_in and vio_pkt_eventfd_drain are
- * VirtioOS's Poll.readable and EventFD.drain; kept only for PortGroup.swift,
- * PortQueue.swift and VirtioNetPort.swift until the lead moves them over. */
-/* Waits for POLLIN on up to 64 fds; returns the number ready, 0 on timeout,
- * -errno on failure (EINTR is returned, not retried: the caller re-checks its
- * stop flag). `ready` gets 1 per fd with POLLIN/POLLERR. */
-int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready);
-/* Reads an eventfd's 8-byte counter (non-blocking); 0 when nothing pending. */
-uint64_t vio_pkt_eventfd_drain(int fd);
+/* TODO(os-layer): migrate — PortGroup.swift, PortQueue.swift and
+ * VirtioNetPort.swift still call these two; they are VirtioOS's
+ * Poll.readable(_:count:…) and EventFD.drain, forwarded to the OS shim until
+ * the lead moves those files over, then deleted. */
+static inline int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready) {
+  return vio_os_poll_in(fds, count, timeout_ms, ready);
+}
+static inline uint64_t vio_pkt_eventfd_drain(int fd) { return vio_os_eventfd_drain(fd); }
 
 /* tp_status handshake with the kernel. */
 static inline uint32_t vio_pkt_load_acquire_u32(const void *p) {
