@@ -145,6 +145,9 @@ let package = Package(
     .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec"]),
+    // The OS layer without hardware: eventfd, epoll, poll, owned fds, errors, files, clock, threads.
+    .testTarget(
+      name: "VirtioOSTests", dependencies: ["VirtioOS", .product(name: "SystemPackage", package: "swift-system")]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).
     .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
     // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.
