@@ -65,6 +65,6 @@ func reportInterrupt(_ report: Report, _ name: String, _ rt: RoundTrip, taken: U
   case .timedOut:
     report.fail(name, "no interrupt on MSI-X vector \(v) within the timeout (used buffer \(rt.used == nil ? "not returned" : "returned"))")
   case .failed(let e):
-    report.fail(name, "epoll_wait failed: \(String(cString: strerror(e)))")
+    report.fail(name, "epoll_wait failed: \(Sys.errnoText(e))")
   }
 }
