@@ -63,7 +63,7 @@ public struct BlockBufferPool: ~Copyable {
     guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0), p != MAP_FAILED
     else {
       let e = Glibc.errno
-      throw VirtioError(.dmaAllocation, "cannot map \(length) bytes for \(count) I/O buffers: \(String(cString: strerror(e)))", errno: e)
+      throw VirtioError(.dmaAllocation, "cannot map \(length) bytes for \(count) I/O buffers: \(Sys.errnoText(e))", errno: e)
     }
     self.bufferSize = bufferSize
     self.count = count

@@ -32,7 +32,7 @@ import VirtioBlk
       ring.deallocate()
       let why = -r == ENOSYS || -r == EPERM
         ? "io_uring is not available (disabled by kernel.io_uring_disabled, a seccomp filter, or a kernel before 5.6)"
-        : String(cString: strerror(-r))
+        : Sys.errnoText(-r)
       throw VirtioError(.unsupported, "io_uring_setup(\(depth) entries) failed: \(why); the kernel path needs io_uring", errno: -r)
     }
     self.ring = ring

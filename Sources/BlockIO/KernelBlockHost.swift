@@ -42,7 +42,7 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
       case EINVAL where direct != 0:
         throw VirtioError(.unsupported, "\(path): the file system does not support O_DIRECT (tmpfs?); put the file elsewhere or turn direct I/O off", errno: e)
       case EBUSY: throw VirtioError(.deviceBusy, "\(path) is in use (mounted or opened exclusively)", errno: e)
-      default: throw VirtioError(.system, "cannot open \(path): \(String(cString: strerror(e)))", errno: e)
+      default: throw VirtioError(.system, "cannot open \(path): \(Sys.errnoText(e))", errno: e)
       }
     }
     do throws(VirtioError) {
@@ -59,7 +59,7 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
   static func describe(fd: Int32, path: String, readOnly ro: Bool, options: BlockOpenOptions) throws(VirtioError) -> BlockDeviceInfo {
     var st = stat()
     guard fstat(fd, &st) == 0 else {
-      throw VirtioError(.system, "fstat \(path): \(String(cString: strerror(errno)))", errno: errno)
+      throw VirtioError(.system, "fstat \(path): \(Sys.errnoText(errno))", errno: errno)
     }
     var readOnly = ro
     let depth = max(1, min(options.queueDepth, 4096))

@@ -1,3 +1,4 @@
+import VirtioOS
 import CBlockSys
 import Glibc
 import Logging
@@ -116,7 +117,7 @@ final class VirtioBlockHost<T: SessionTransport & ~Copyable, Q: BlockIOLayout & 
     lock.withLock { () -> BlockDeviceInfo? in
       if let fd = session.transport.configInterruptEventFD {
         // With a config interrupt, only it says the config changed.
-        guard vio_wait_readable(fd, 0) == 1 else { return nil }
+        guard Poll.readable(fd, timeoutMilliseconds: 0) == 1 else { return nil }
         var n: UInt64 = 0
         if read(fd, &n, 8) == 8 { currentInfo.configInterrupts &+= n }
       }

@@ -1,4 +1,5 @@
 internal import CPacketSys
+import VirtioOS
 import Logging
 import VirtioCore
 import VirtioNet
@@ -207,7 +208,7 @@ public struct PortGroup: ~Copyable {
     for case .virtio(let p) in backends { if let fd = p.configEventFD { fds.append(fd) } }
     var ready = [UInt8](repeating: 0, count: fds.count)
     _ = fds.withUnsafeBufferPointer { f in
-      ready.withUnsafeMutableBufferPointer { vio_pkt_poll_in(f.baseAddress, Int32(f.count), Int32(timeoutMilliseconds), $0.baseAddress) }
+      ready.withUnsafeMutableBufferPointer { Poll.readable(f.baseAddress!, count: f.count, timeoutMilliseconds: timeoutMilliseconds, ready: $0.baseAddress!) }
     }
     var events: [PortEvent] = []
     for (i, b) in backends.enumerated() {

@@ -1,4 +1,5 @@
 internal import CPacketSys
+import VirtioOS
 import VirtioCore
 import VirtioNet
 
@@ -140,7 +141,7 @@ public struct PortQueue: ~Copyable {
 
   /// After the wake fd fired: consume the eventfd count, count the interrupts.
   mutating func acknowledgeWakeup() {
-    let n: UInt64 = wakeIsEventFD ? vio_pkt_eventfd_drain(wakeFD) : 1
+    let n: UInt64 = wakeIsEventFD ? EventFD.drain(wakeFD) : 1
     guard n > 0 else { return }
     switch backend {
     case .split(let p): p.pointee.pair.stats.interrupts &+= n

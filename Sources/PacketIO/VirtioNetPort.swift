@@ -1,4 +1,5 @@
 internal import CPacketSys
+import VirtioOS
 import Glibc
 import Logging
 import VirtioCore
@@ -139,7 +140,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   /// config_generation is stable).
   func check() -> (linkUp: Bool, needsReset: Bool) {
     if reconnecting || session.peerGone() { return resume() }
-    if let fd = configEventFD { configInterrupts &+= vio_pkt_eventfd_drain(fd) }
+    if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
     if session.transport.readStatus().contains(.deviceNeedsReset) { return (linkUp, true) }
     if let c = try? NetConfig(reading: session.transport, features: features) { linkUp = c.linkUp }
     return (linkUp, false)
@@ -156,8 +157,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
       // Wake workers asleep on their receive interrupts so they drain and report.
       for q in 0..<pairs where taken[q] {
         guard let fd = session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: q)) else { continue }
-        var one: UInt64 = 1
-        _ = write(fd, &one, 8)
+        _ = EventFD.signal(fd)
       }
     }
     var resume: [Int: RingPosition] = [:]

@@ -1,6 +1,7 @@
 import CVirtioAtomics
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 /// Options for opening a virtio-pci function through VFIO.
@@ -155,9 +156,9 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   /// (the device may take time to finish in-flight work).
   public func reset() throws(VirtioError) {
     common.write8(CommonCfg.device_status, 0)
-    let deadline = Sys.monotonicNanoseconds() + UInt64(options.resetTimeoutMilliseconds) * 1_000_000
+    let deadline = monotonicNanoseconds() + UInt64(options.resetTimeoutMilliseconds) * 1_000_000
     while common.read8(CommonCfg.device_status) != 0 {
-      if Sys.monotonicNanoseconds() > deadline {
+      if monotonicNanoseconds() > deadline {
         let s = readStatus()
         logger.error("reset timed out", metadata: ["step": "reset", "status": "\(s)"])
         throw VirtioError(

@@ -2,6 +2,7 @@ import CVhostSys
 import Foundation
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 import XCTest
 
@@ -70,7 +71,7 @@ final class FrontendTests: XCTestCase {
       s.transport.doorbell(queue: 1).ring(1)
       s.transport.doorbell(queue: 1).ring(1)
       guard let k = backend.kickFD(1) else { return XCTFail("no kick fd for queue 1") }
-      XCTAssertEqual(vio_vhost_eventfd_drain(k), 2)
+      XCTAssertEqual(EventFD.drain(k), 2)
     }
     try VhostUser.open(.client(backend.path), deviceType: .net, options: options(), plan: plan(), &body)
     XCTAssertEqual(backend.finished.wait(timeout: .now() + 5), .success, "the frontend closed the connection")

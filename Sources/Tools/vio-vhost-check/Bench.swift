@@ -3,6 +3,7 @@ import CVirtioAtomics
 import VirtioBlk
 import VirtioCore
 import VirtioNet
+import VirtioOS
 import VirtioVhostUser
 
 /// `bench-net`: one polling thread, --mode

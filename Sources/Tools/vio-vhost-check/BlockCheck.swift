@@ -1,5 +1,6 @@
 import VirtioBlk
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 import VirtioVhostUser
 

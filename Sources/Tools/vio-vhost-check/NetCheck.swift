@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioNet
+import VirtioOS
 import VirtioSpec
 import VirtioVhostUser
 

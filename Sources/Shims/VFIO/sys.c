@@ -4,44 +4,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 
 /* The header spells these as literals so it need not include libc headers
  * that clash with Swift's Glibc module; pin them to the real values here. */
-_Static_assert(RLIMIT_MEMLOCK == 8, "RLIMIT_MEMLOCK");
-_Static_assert(EFD_NONBLOCK == 04000, "EFD_NONBLOCK");
-_Static_assert(EFD_CLOEXEC == 02000000, "EFD_CLOEXEC");
 _Static_assert(MAP_HUGE_SHIFT == 26, "MAP_HUGE_SHIFT (MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT)");
-
-int vio_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
-
-int vio_ioctl_ulong(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
-
-int vio_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
-
-int vio_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
-
-int vio_epoll_add_in(int epfd, int fd, uint64_t token) {
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.u64 = token;
-  return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int vio_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms) {
-  enum { batch = 32 };
-  struct epoll_event evs[batch];
-  if (max > batch) max = batch;
-  if (max <= 0) { errno = EINVAL; return -1; }
-  int n = epoll_wait(epfd, evs, max, timeout_ms);
-  for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
-  return n;
-}
 
 int vio_vfio_set_irq_eventfds(int device_fd, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
   size_t bytes = sizeof(struct vfio_irq_set) + sizeof(int32_t) * (size_t)count;

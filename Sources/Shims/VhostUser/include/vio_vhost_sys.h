@@ -1,8 +1,8 @@
 /* vio_vhost_sys.h — what the vhost-user transport needs from libc that Swift
  * cannot import or call safely: unix sockets with SCM_RIGHTS file descriptor
- * passing (CMSG_* are macros), memfd_create with its hugetlb flags, eventfd,
- * epoll (struct epoll_event is packed on x86-64), poll for a peer hang-up,
- * and the doorbell as a C function (VirtioCore's Doorbell.function).
+ * passing (CMSG_* are macros), memfd_create with its hugetlb flags, poll for a
+ * peer hang-up, and the doorbell as a C function (VirtioCore's
+ * Doorbell.function). eventfd and epoll are the OS layer's (VirtioOS).
  *
  * Only VirtioVhostUser imports this module (`internal import CVhostSys`); no C
  * type appears in a public Swift API. Layout asserts pin the Linux vhost uapi
@@ -59,21 +59,6 @@ int vio_vhost_memfd(const char *name, uint64_t size, int hugetlb);
 
 /* mmap(MAP_SHARED [| MAP_POPULATE]) of the whole memfd. NULL + errno on failure. */
 void *vio_vhost_map_shared(int fd, uint64_t size, int populate);
-
-/* ---- eventfd / epoll ------------------------------------------------------- */
-
-/* eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK). */
-int vio_vhost_eventfd(void);
-/* Adds 1 to the eventfd counter (a kick). Returns 0 or -1 + errno. */
-int vio_vhost_eventfd_signal(int fd);
-/* Reads and clears the eventfd counter: its value, or 0 when it was 0. */
-uint64_t vio_vhost_eventfd_drain(int fd);
-
-int vio_vhost_epoll_create(void);
-/* Watch `fd` for input; `token` comes back from vio_vhost_epoll_wait. */
-int vio_vhost_epoll_add(int epfd, int fd, uint64_t token);
-/* Up to `max` (≤ 32) ready tokens; returns the count, 0 on timeout, -1 + errno. */
-int vio_vhost_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms);
 
 /* ---- the doorbell ----------------------------------------------------------- */
 

@@ -1,24 +1,15 @@
-internal import CPacketSys
-import VirtioCore
+internal import CVirtioOS
 
 /// The process-wide stop request: SIGINT / SIGTERM, or `request()` (e.g. when
-/// --duration is over). Workers test `requested` once per loop; sleeping
-/// workers also poll `PacketIO.stopFD`, which becomes readable at the same time.
+/// a run's duration is over). Workers test `requested` once per loop; sleeping
+/// workers also poll `fd`, which becomes readable at the same time.
 public enum StopSignal {
   /// Installs the SIGINT / SIGTERM handlers (async-signal-safe: a flag and an eventfd write).
-  public static func install() { vio_pkt_install_stop_signals() }
-  public static var requested: Bool { vio_pkt_stop_requested() != 0 }
-  public static func request() { vio_pkt_request_stop() }
-  /// Readable once a stop was requested (never drained).
-  static var fd: Int32 { vio_pkt_stop_fd() }
-}
-
-/// Clocks for rates and CPU cost per packet.
-public enum Clock {
-  public static var monotonicNanoseconds: UInt64 { vio_pkt_monotonic_ns() }
-  /// CPU time of the calling thread.
-  public static var threadCPUNanoseconds: UInt64 { vio_pkt_thread_cpu_ns() }
-  public static var processCPUNanoseconds: UInt64 { vio_pkt_process_cpu_ns() }
+  public static func install() { vio_os_install_stop_signals() }
+  public static var requested: Bool { vio_os_stop_requested() != 0 }
+  public static func request() { vio_os_request_stop() }
+  /// An eventfd, readable once a stop was requested (never drained).
+  package static var fd: Int32 { vio_os_stop_fd() }
 }
 
 /// A joinable worker thread. The body runs once, then the thread ends; `join`
@@ -27,32 +18,32 @@ public struct WorkerThread: ~Copyable {
   let handle: UInt64
 
   /// Starts `body` on a new thread, pinned to `cpu` when given (>= 0).
-  public init(cpu: Int = -1, _ body: @escaping @Sendable () -> Void) throws(VirtioError) {
+  public init(cpu: Int = -1, _ body: @escaping @Sendable () -> Void) throws(SysError) {
     let start = ThreadStart(cpu: cpu, body: body)
     // SAFETY: the +1 reference travels to the thread, which releases it (takeRetainedValue).
     let ctx = Unmanaged.passRetained(start).toOpaque()
     var h: UInt64 = 0
-    let rc = vio_pkt_thread_start(
+    let rc = vio_os_thread_start(
       &h,
       { raw in
         let s = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
-        _ = vio_pkt_pin_self(Int32(s.cpu))
+        _ = vio_os_pin_self(Int32(s.cpu))
         s.body()
         return nil
       }, ctx)
     guard rc == 0 else {
       Unmanaged<ThreadStart>.fromOpaque(ctx).release()
-      throw VirtioError(.invalidArgument, "cannot start a worker thread (errno \(-rc)); use fewer queues")
+      throw SysError("pthread_create", errno: -rc, advice: "use fewer queues or threads")
     }
     handle = h
   }
 
   public consuming func join() {
-    vio_pkt_thread_join(handle)
+    vio_os_thread_join(handle)
     discard self
   }
 
-  deinit { vio_pkt_thread_join(handle) }
+  deinit { vio_os_thread_join(handle) }
 }
 
 final class ThreadStart: @unchecked Sendable {

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+
 /* ---- tpacket2_hdr (linux/if_packet.h), asserted in CPacketSys.c ---------- */
 enum {
   VIO_TP_STATUS_KERNEL = 0,
@@ -88,12 +89,6 @@ int vio_pkt_ifinfo(const char *name, uint8_t mac[6], int *mtu, unsigned *flags);
 /* Sets IFF_UP on an interface (SIOCSIFFLAGS; needs CAP_NET_ADMIN). 0 or -errno. */
 int vio_pkt_set_up(const char *name);
 
-/* Waits for POLLIN on up to 64 fds; returns the number ready, 0 on timeout,
- * -errno on failure (EINTR is returned, not retried: the caller re-checks its
- * stop flag). `ready` gets 1 per fd with POLLIN/POLLERR. */
-int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready);
-/* Reads an eventfd's 8-byte counter (non-blocking); 0 when nothing pending. */
-uint64_t vio_pkt_eventfd_drain(int fd);
 
 /* tp_status handshake with the kernel. */
 static inline uint32_t vio_pkt_load_acquire_u32(const void *p) {
@@ -116,20 +111,4 @@ static inline void vio_pkt_store_relaxed_u32(void *p, uint32_t v) {
   __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
 }
 
-/* A process-wide stop flag: SIGINT/SIGTERM set it (async-signal-safe). */
-void vio_pkt_install_stop_signals(void);
-int vio_pkt_stop_requested(void);
-void vio_pkt_request_stop(void);
-/* An eventfd that becomes readable when a stop is requested (never drained). */
-int vio_pkt_stop_fd(void);
 
-/* CPU time of the calling thread / the process, in nanoseconds. */
-uint64_t vio_pkt_thread_cpu_ns(void);
-uint64_t vio_pkt_process_cpu_ns(void);
-uint64_t vio_pkt_monotonic_ns(void);
-
-/* Starts a joinable thread running body(context); returns 0 or -errno. */
-int vio_pkt_thread_start(uint64_t *handle, void *(*body)(void *), void *context);
-void vio_pkt_thread_join(uint64_t handle);
-/* Pins the calling thread to `cpu` (no-op for cpu < 0); 0 or -errno. */
-int vio_pkt_pin_self(int cpu);

@@ -1,7 +1,7 @@
-/* vio_sys.h — what Swift cannot import from the kernel's VFIO uapi and libc:
- * ioctl request numbers (function-like macros), the variadic ioctl(), eventfd
- * and epoll (whose struct epoll_event is packed on x86-64), and the
- * flexible-array struct vfio_irq_set. Layout asserts pin every uapi struct the
+/* vio_sys.h — what Swift cannot import from the kernel's VFIO uapi: ioctl
+ * request numbers (function-like macros) and the flexible-array struct
+ * vfio_irq_set. (The plain calls — ioctl without varargs, eventfd, epoll —
+ * are the OS layer's: VirtioOS and its shim CVirtioOS.) Layout asserts pin every uapi struct the
  * Swift side fills in, so a header change fails the build instead of the ioctl.
  *
  * Only VirtioVFIO imports this module (`internal import CVirtioSys`); no C type
@@ -68,30 +68,10 @@ static const uint32_t VIO_VFIO_PCI_INTX_IRQ_INDEX = VFIO_PCI_INTX_IRQ_INDEX;
 static const uint32_t VIO_VFIO_PCI_MSI_IRQ_INDEX = VFIO_PCI_MSI_IRQ_INDEX;
 static const uint32_t VIO_VFIO_PCI_MSIX_IRQ_INDEX = VFIO_PCI_MSIX_IRQ_INDEX;
 
-/* getrlimit resource for locked memory (RLIMIT_MEMLOCK is an enum glibc hides from Swift). */
-static const int VIO_RLIMIT_MEMLOCK = 8;
-
 /* mmap flags glibc exposes only as expressions: a 2 MiB hugetlb page. */
 static const int VIO_MAP_HUGE_2MB = 21 << 26; /* MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT */
 
 /* ---- calls ---------------------------------------------------------------- */
-
-/* Non-variadic ioctl(): a pointer argument, or an integer argument. Return
- * ioctl's result; errno is left for the caller. */
-int vio_ioctl_ptr(int fd, unsigned long request, void *arg);
-int vio_ioctl_ulong(int fd, unsigned long request, unsigned long arg);
-
-/* eventfd(2). */
-static const int VIO_EFD_NONBLOCK = 04000;  /* EFD_NONBLOCK == O_NONBLOCK */
-static const int VIO_EFD_CLOEXEC = 02000000; /* EFD_CLOEXEC == O_CLOEXEC */
-int vio_eventfd(unsigned int initval, int flags);
-
-/* epoll with a 64-bit token per fd (struct epoll_event stays in C). */
-int vio_epoll_create(void);
-/* Watch `fd` for input; `token` comes back from vio_epoll_wait. */
-int vio_epoll_add_in(int epfd, int fd, uint64_t token);
-/* Up to `max` ready tokens into `tokens`; returns the count, 0 on timeout, -1 + errno. */
-int vio_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms);
 
 /* VFIO_DEVICE_SET_IRQS with DATA_EVENTFD | ACTION_TRIGGER for vectors
  * [start, start + count) of `index`; fds[i] == -1 de-assigns one vector. */

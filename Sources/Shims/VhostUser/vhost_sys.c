@@ -6,8 +6,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -185,46 +183,6 @@ int vio_vhost_memfd(const char *name, uint64_t size, int hugetlb) {
 void *vio_vhost_map_shared(int fd, uint64_t size, int populate) {
   void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   return p == MAP_FAILED ? NULL : p;
-}
-
-int vio_vhost_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
-
-int vio_vhost_eventfd_signal(int fd) {
-  uint64_t one = 1;
-  ssize_t n;
-  do { n = write(fd, &one, sizeof one); } while (n < 0 && errno == EINTR);
-  return n == (ssize_t)sizeof one ? 0 : -1;
-}
-
-uint64_t vio_vhost_eventfd_drain(int fd) {
-  uint64_t v = 0;
-  ssize_t n;
-  do { n = read(fd, &v, sizeof v); } while (n < 0 && errno == EINTR);
-  return n == (ssize_t)sizeof v ? v : 0;
-}
-
-int vio_vhost_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
-
-int vio_vhost_epoll_add(int epfd, int fd, uint64_t token) {
-  struct epoll_event ev;
-  memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
-  ev.data.u64 = token;
-  return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int vio_vhost_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms) {
-  enum { batch = 32 };
-  struct epoll_event evs[batch];
-  if (max > batch) max = batch;
-  if (max <= 0) {
-    errno = EINVAL;
-    return -1;
-  }
-  int n;
-  do { n = epoll_wait(epfd, evs, max, timeout_ms); } while (n < 0 && errno == EINTR);
-  for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
-  return n;
 }
 
 void vio_vhost_kick(void *context, uint32_t value) {

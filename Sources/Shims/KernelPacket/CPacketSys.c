@@ -7,14 +7,9 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
-#include <poll.h>
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,97 +177,4 @@ int vio_pkt_set_up(const char *name) {
 out:
   close(s);
   return rc;
-}
-
-int vio_pkt_poll_in(const int *fds, int count, int timeout_ms, uint8_t *ready) {
-  struct pollfd p[64];
-  if (count < 0 || count > 64) return -EINVAL;
-  for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
-  int n = poll(p, (nfds_t)count, timeout_ms);
-  if (n < 0) return -errno;
-  for (int i = 0; i < count; i++) ready[i] = (p[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
-  return n;
-}
-
-uint64_t vio_pkt_eventfd_drain(int fd) {
-  uint64_t v = 0;
-  for (;;) {
-    ssize_t n = read(fd, &v, sizeof v);
-    if (n == (ssize_t)sizeof v) return v;
-    if (n < 0 && errno == EINTR) continue;
-    return 0;
-  }
-}
-
-static volatile sig_atomic_t stop_flag;
-static int stop_efd = -1;
-
-int vio_pkt_stop_fd(void) {
-  int fd = __atomic_load_n(&stop_efd, __ATOMIC_ACQUIRE);
-  if (fd >= 0) return fd;
-  int fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  int expected = -1;
-  if (!__atomic_compare_exchange_n(&stop_efd, &expected, fresh, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    close(fresh);
-    return expected;
-  }
-  return fresh;
-}
-
-static void signal_stop_fd(void) {
-  int fd = __atomic_load_n(&stop_efd, __ATOMIC_ACQUIRE);
-  if (fd >= 0) {
-    uint64_t one = 1;
-    ssize_t n = write(fd, &one, sizeof one); /* async-signal-safe */
-    (void)n;
-  }
-}
-
-static void on_stop(int sig) {
-  (void)sig;
-  stop_flag = 1;
-  signal_stop_fd();
-}
-
-void vio_pkt_install_stop_signals(void) {
-  (void)vio_pkt_stop_fd();
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-}
-int vio_pkt_stop_requested(void) { return __atomic_load_n(&stop_flag, __ATOMIC_RELAXED) != 0; }
-void vio_pkt_request_stop(void) {
-  __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
-  (void)vio_pkt_stop_fd();
-  signal_stop_fd();
-}
-
-static uint64_t clock_ns(clockid_t c) {
-  struct timespec ts;
-  clock_gettime(c, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-uint64_t vio_pkt_thread_cpu_ns(void) { return clock_ns(CLOCK_THREAD_CPUTIME_ID); }
-uint64_t vio_pkt_process_cpu_ns(void) { return clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
-uint64_t vio_pkt_monotonic_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
-
-int vio_pkt_thread_start(uint64_t *handle, void *(*body)(void *), void *context) {
-  pthread_t t;
-  int rc = pthread_create(&t, NULL, body, context);
-  if (rc) return -rc;
-  *handle = (uint64_t)t;
-  return 0;
-}
-void vio_pkt_thread_join(uint64_t handle) { pthread_join((pthread_t)handle, NULL); }
-
-int vio_pkt_pin_self(int cpu) {
-  if (cpu < 0) return 0;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-  return -rc;
 }

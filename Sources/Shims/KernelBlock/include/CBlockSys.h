@@ -5,7 +5,7 @@
  *    inline so the Swift hot path compiles them in place;
  *  - block-device ioctls (BLKGETSIZE64, BLKSSZGET, ...: function-like macros),
  *    O_DIRECT and the fallocate modes (behind _GNU_SOURCE), statx DIOALIGN;
- *  - poll() on an eventfd with a timeout (MSI-X interrupts of the VFIO path);
+ *  - (until VFIOBlockHost moves to VirtioOS) a forwarder for poll() on an eventfd;
  *  - CRC32C (SSE4.2 when the CPU has it, else a table).
  *
  * Only BlockIO imports this module; no C type appears in its public API.
@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <linux/io_uring.h>
+
 
 /* ---- io_uring ---------------------------------------------------------------- */
 
@@ -149,17 +150,6 @@ int vio_blk_read_only(int fd, int *ro);                   /* BLKROGET */
  * buffers (0 when the kernel or file system does not say). 0 or -errno. */
 int vio_dio_alignment(int fd, uint32_t *offset_align, uint32_t *mem_align);
 
-/* An epoll instance watching `eventfd` edge-triggered (EPOLLIN | EPOLLET): each
- * signal of the eventfd wakes one vio_edge_wait, without the eventfd ever being
- * read — one system call per sleep. Returns the epoll fd or -errno. */
-int vio_edge_waiter_create(int eventfd);
-/* epoll_wait for up to timeout_ms (negative: forever): 1 when the eventfd was
- * signalled since the last wait, 0 on timeout, -errno (EINTR retried). */
-int vio_edge_wait(int epfd, int timeout_ms);
-
-/* poll(fd, POLLIN) for up to timeout_ms (negative: forever). Returns 1 when
- * readable, 0 on timeout, -errno on error (EINTR retried). */
-int vio_wait_readable(int fd, int timeout_ms);
 
 /* ---- checksums ----------------------------------------------------------------- */
 

@@ -5,10 +5,8 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -164,38 +162,6 @@ int vio_dio_alignment(int fd, uint32_t *offset_align, uint32_t *mem_align) {
   }
 #endif
   return 0;
-}
-
-int vio_edge_waiter_create(int eventfd) {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return -errno;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data = {.u64 = 0}};
-  if (epoll_ctl(ep, EPOLL_CTL_ADD, eventfd, &ev) < 0) {
-    int e = -errno;
-    close(ep);
-    return e;
-  }
-  return ep;
-}
-
-int vio_edge_wait(int epfd, int timeout_ms) {
-  struct epoll_event ev;
-  for (;;) {
-    int n = epoll_wait(epfd, &ev, 1, timeout_ms);
-    if (n > 0) return 1;
-    if (n == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
-}
-
-int vio_wait_readable(int fd, int timeout_ms) {
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  for (;;) {
-    int n = poll(&p, 1, timeout_ms);
-    if (n > 0) return 1;
-    if (n == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
 }
 
 /* ---- CRC-32C --------------------------------------------------------------------- */
