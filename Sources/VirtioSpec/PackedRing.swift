@@ -1,4 +1,7 @@
 // Packed virtqueue layout — virtio 1.2 §2.8; Linux: include/uapi/linux/virtio_ring.h.
+// As for the split ring (SplitRing.swift), these structs are the source of
+// truth: ring memory is addressed through their strides and field offsets,
+// which VirtioSpecTests pin to Linux's uapi headers.
 
 /// pvirtq_desc — §2.8.13; Linux: struct vring_packed_desc. 16 bytes.
 @frozen public struct PackedDesc: BitwiseCopyable, Equatable, Sendable {
@@ -22,6 +25,8 @@
   public var offWrap: UInt16
   /// `PackedEventFlags`.
   public var flags: UInt16
+  /// Bits 0–14 of `offWrap`: desc_event_off, the descriptor ring offset.
+  public static let offsetMask: UInt16 = 0x7FFF
   @inlinable public init(offWrap: UInt16, flags: UInt16) {
     self.offWrap = offWrap
     self.flags = flags
@@ -54,10 +59,10 @@ public struct PackedRingLayout: Sendable, Equatable {
 
   public static let descAlignment = 16
   public static let eventAlignment = 4
-  public var descRingBytes: Int { 16 * size }
+  @inlinable public var descRingBytes: Int { MemoryLayout<PackedDesc>.stride &* size }
   /// Driver event suppression area (written by the driver, read by the device).
-  public var driverEventOffset: Int { descRingBytes }
+  @inlinable public var driverEventOffset: Int { descRingBytes }
   /// Device event suppression area (written by the device, read by the driver).
-  public var deviceEventOffset: Int { descRingBytes + 4 }
-  public var totalBytes: Int { descRingBytes + 8 }
+  @inlinable public var deviceEventOffset: Int { descRingBytes &+ MemoryLayout<PackedDescEvent>.stride }
+  @inlinable public var totalBytes: Int { descRingBytes &+ 2 &* MemoryLayout<PackedDescEvent>.stride }
 }

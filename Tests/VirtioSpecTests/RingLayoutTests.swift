@@ -19,6 +19,20 @@ final class RingLayoutTests: XCTestCase {
     assertUapi("offsetof(struct vring_used_elem, len)", offset(\VirtqUsedElem.len))
   }
 
+  /// The fixed heads of virtq_avail and virtq_used (§2.7.6, §2.7.8): the ring
+  /// code reads idx and flags through these structs.
+  func testVirtqAvailAndUsedHeads() {
+    assertUapi("sizeof(struct vring_avail)", MemoryLayout<VirtqAvail>.size)
+    assertUapi("offsetof(struct vring_avail, flags)", offset(\VirtqAvail.flags))
+    assertUapi("offsetof(struct vring_avail, idx)", offset(\VirtqAvail.idx))
+    assertUapi("sizeof(struct vring_used)", MemoryLayout<VirtqUsed>.size)
+    assertUapi("offsetof(struct vring_used, flags)", offset(\VirtqUsed.flags))
+    assertUapi("offsetof(struct vring_used, idx)", offset(\VirtqUsed.idx))
+    // The used ring's elements sit right after the head, aligned for them.
+    XCTAssertEqual(SplitRingLayout.usedRingOffset % MemoryLayout<VirtqUsedElem>.alignment, 0)
+    XCTAssertEqual(MemoryLayout<SplitRingLayout.AvailEntry>.size, 2, "avail ring entries are le16")
+  }
+
   func testAvailAndUsedRingOffsets() {
     assertUapi("offsetof(struct vring_avail, flags)", SplitRingLayout.availFlagsOffset)
     assertUapi("offsetof(struct vring_avail, idx)", SplitRingLayout.availIdxOffset)
@@ -76,6 +90,8 @@ final class RingLayoutTests: XCTestCase {
     assertUapi("VRING_PACKED_EVENT_FLAG_DISABLE", Int(PackedEventFlags.disable))
     assertUapi("VRING_PACKED_EVENT_FLAG_DESC", Int(PackedEventFlags.desc))
     assertUapi("VRING_PACKED_EVENT_F_WRAP_CTR", Int(PackedEventFlags.wrapCounterShift))
+    // desc_event_off is every bit of off_wrap below the wrap counter.
+    XCTAssertEqual(PackedDescEvent.offsetMask, (1 << PackedEventFlags.wrapCounterShift) - 1)
   }
 
   func testPackedRingLayout() {
@@ -88,6 +104,7 @@ final class RingLayoutTests: XCTestCase {
       XCTAssertEqual(l.driverEventOffset % PackedRingLayout.eventAlignment, 0)
       XCTAssertEqual(l.deviceEventOffset, l.driverEventOffset + 4)
       XCTAssertEqual(l.totalBytes, 16 * size + 8)
+      XCTAssertEqual(l.deviceEventOffset, 16 * size + 4)
     }
     XCTAssertEqual(PackedRingLayout.descAlignment, 16)
   }
