@@ -216,12 +216,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     if flags == PackedEventFlags.desc && features.eventIdx {
       // §2.8.10: notify when the slot named by off_wrap is among those just made available.
       let offWrap = ring.load(\PackedDescEvent.offWrap, at: deviceEventOffset)
-      let wrap = offWrap >> PackedEventFlags.wrapCounterShift != 0
-      var event = offWrap & PackedDescEvent.offsetMask
-      if wrap != availWrap { event &-= UInt16(truncatingIfNeeded: size) }
-      let new = nextAvail
-      let old = nextAvail &- UInt16(truncatingIfNeeded: added)
-      return (new &- event &- 1) < (new &- old)
+      return PackedDescEvent.needEvent(offWrap: offWrap, wrap: availWrap, ringSize: size, new: nextAvail, count: added)
     }
     return true
   }

@@ -237,14 +237,10 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     if features.eventIdx {
       // §2.7.10: notify if the new entries cross avail_event.
       let event = ring.load16(availEventOffset)
-      return virqNeedEventInline(event: event, new: new, old: old)
+      return virtqNeedEvent(eventIdx: event, new: new, old: old)
     }
     // §2.7.7.2: without EVENT_IDX, the device sets NO_NOTIFY to ask for quiet.
     return ring.load(\VirtqUsed.flags, at: usedBase) & VirtqUsedFlags.noNotify == 0
-  }
-
-  @inlinable func virqNeedEventInline(event: UInt16, new: UInt16, old: UInt16) -> Bool {
-    (new &- event &- 1) < (new &- old)
   }
 
   public var notificationValue: UInt32 {

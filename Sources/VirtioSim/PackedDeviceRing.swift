@@ -265,13 +265,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     if flags == PackedEventFlags.desc && eventIdx {
       // §2.8.10: interrupt when the descriptor named by off_wrap is among those just used.
       let offWrap = driverEvent.load(\PackedDescEvent.offWrap, at: 0)
-      var event = offWrap & PackedDescEvent.offsetMask
-      if (offWrap >> PackedEventFlags.wrapCounterShift != 0) != usedWrap {
-        event &-= UInt16(truncatingIfNeeded: size)
-      }
-      let new = usedSlot
-      let old = usedSlot &- UInt16(truncatingIfNeeded: written)
-      return virtqNeedEvent(eventIdx: event, new: new, old: old)
+      return PackedDescEvent.needEvent(offWrap: offWrap, wrap: usedWrap, ringSize: size, new: usedSlot, count: written)
     }
     return true
   }

@@ -33,6 +33,23 @@
   }
 }
 
+extension PackedDescEvent {
+  /// The EVENT_IDX test of a packed ring — §2.8.10 with §2.7.10's arithmetic.
+  /// The other side's `offWrap` (flags DESC) names a descriptor slot and the
+  /// wrap counter of the lap it is in; one side just made `count` slots
+  /// available (driver) or used (device), `new` being the slot after them and
+  /// `wrap` its wrap counter there. Returns whether the named slot is among
+  /// them. A slot named in the other lap is taken as one ring earlier, so the
+  /// modulo-2^16 comparison of `virtqNeedEvent` applies unchanged.
+  @inlinable public static func needEvent(offWrap: UInt16, wrap: Bool, ringSize: Int, new: UInt16, count: Int) -> Bool {
+    var event = offWrap & offsetMask
+    if (offWrap >> PackedEventFlags.wrapCounterShift != 0) != wrap {
+      event &-= UInt16(truncatingIfNeeded: ringSize)
+    }
+    return virtqNeedEvent(eventIdx: event, new: new, old: new &- UInt16(truncatingIfNeeded: count))
+  }
+}
+
 /// Event suppression flags — §2.8.10; Linux: VRING_PACKED_EVENT_FLAG_*.
 public enum PackedEventFlags {
   /// RING_EVENT_FLAGS_ENABLE: notify on every buffer.

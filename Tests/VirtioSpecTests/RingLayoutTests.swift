@@ -148,6 +148,29 @@ final class RingLayoutTests: XCTestCase {
     }
   }
 
+  /// The packed EVENT_IDX test (§2.8.10) against a model in absolute slot
+  /// positions: true iff the slot and wrap counter off_wrap names is one of
+  /// the `count` positions just before `new`. Targets lie within one ring
+  /// either side of `new`, where one wrap bit tells the laps apart.
+  func testPackedNeedEventMatchesModel() {
+    var rng = SplitMix64(seed: 0x9AC)
+    for size in [1, 2, 7, 8, 100, 256, 32767, 32768] {
+      func wrap(_ p: Int) -> Bool { (p / size) % 2 == 0 }  // §2.8.1: the counter starts at 1
+      for _ in 0..<20_000 {
+        let n = size + Int(rng.next() % UInt64(8 * size + 70_000))  // absolute position of `new`
+        let count = 1 + Int(rng.next() % UInt64(size))
+        let target = n - size + Int(rng.next() % UInt64(2 * size))
+        let offWrap = UInt16(target % size) | (wrap(target) ? 1 << PackedEventFlags.wrapCounterShift : 0)
+        let want = (n - count..<n).contains(target)
+        let got = PackedDescEvent.needEvent(
+          offWrap: offWrap, wrap: wrap(n), ringSize: size, new: UInt16(n % size), count: count)
+        if got != want {
+          return XCTFail("size \(size): slots \(n - count)..<\(n), event at \(target): needEvent said \(got)")
+        }
+      }
+    }
+  }
+
   func testNotificationData() {
     // §2.9 / §4.1.5.2: vqn in bits 0-15; split: next_idx in 16-31;
     // packed: next_off in 16-30 and next_wrap in bit 31.
