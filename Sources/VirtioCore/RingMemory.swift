@@ -145,7 +145,8 @@ enum RingAllocation {
     let perTable = min(maxIndirect, size)
     guard features.indirect && perTable > 1 else { return (area, nil, 0) }
     let bytes = size * perTable * MemoryLayout<VirtqDesc>.stride  // = PackedDesc stride
-    let tables = try memory.allocate(byteCount: bytes, alignment: 16)
+    // §2.7.5.3 / §2.8.19: a table of descriptors, aligned as the descriptor table is.
+    let tables = try memory.allocate(byteCount: bytes, alignment: SplitRingLayout.descAlignment)
     tables.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
     return (area, tables, perTable)
   }
