@@ -6,7 +6,7 @@ import VirtioBlk
 /// or file (opened with O_DIRECT), a fixed table of request slots, and the
 /// same validation as the virtio path so both refuse the same requests.
 /// Owned by one thread.
-@usableFromInline package struct KernelBlockBackend: ~Copyable {
+@usableFromInline package struct KernelBlockBackend: ~Copyable, SpinnableBackend {
   @usableFromInline let ring: UnsafeMutablePointer<vio_uring>
   @usableFromInline let fd: Int32
   /// `fd` is the ring's registered file 0 (IOSQE_FIXED_FILE).
@@ -162,17 +162,7 @@ import VirtioBlk
     case .interrupts:
       return sleep(timeoutMilliseconds)
     case .hybrid(let spin):
-      let deadline = monotonicNanoseconds() &+ UInt64(max(spin, 0)) &* 1000
-      var n = 0
-      while true {
-        if let c = next() {
-          stash = c
-          return .ready
-        }
-        n &+= 1
-        if n & 63 == 0 && monotonicNanoseconds() >= deadline { break }
-      }
-      return sleep(timeoutMilliseconds)
+      return self.spin(microseconds: spin) ?? sleep(timeoutMilliseconds)
     }
   }
 
@@ -201,4 +191,9 @@ import VirtioBlk
     self.length = length
     self.op = op
   }
+}
+
+extension KernelBlockBackend {
+  /// io_uring requests do not break: errors come back per request.
+  var isBroken: Bool { false }
 }

@@ -5,7 +5,7 @@ import VirtioOS
 /// The userspace path of a `BlockQueue`: a virtio-blk request queue (split or
 /// packed, fixed at compile time per instantiation) plus the eventfd its MSI-X
 /// vector signals. Owned by one thread.
-@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable {
+@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
   @usableFromInline var requests: BlockRequestQueue<Q>
   /// The queue's own MSI-X eventfd (borrowed from the transport), or -1: no interrupts.
   @usableFromInline let eventFD: Int32
@@ -96,17 +96,7 @@ import VirtioOS
     case .interrupts:
       return sleep(timeoutMilliseconds)
     case .hybrid(let spin):
-      let deadline = monotonicNanoseconds() &+ UInt64(max(spin, 0)) &* 1000
-      var n = 0
-      while true {
-        if let c = next() {
-          stash = c
-          return .ready
-        }
-        if requests.brokenReason != nil { return .broken }
-        n &+= 1
-        if n & 63 == 0 && monotonicNanoseconds() >= deadline { break }
-      }
+      if let r = self.spin(microseconds: spin) { return r }
       let r = sleep(timeoutMilliseconds)
       // Back to quiet for the next spin phase.
       requests.queue.disableInterrupts()
@@ -139,4 +129,8 @@ import VirtioOS
     guard eventFD >= 0 else { return }
     interrupts &+= EventFD.drain(eventFD)
   }
+}
+
+extension VirtioBlockBackend where Q: ~Copyable {
+  var isBroken: Bool { requests.brokenReason != nil }
 }

@@ -35,15 +35,6 @@ public struct PortQueue: ~Copyable {
   public let wakeFD: Int32
   let wakeIsEventFD: Bool
 
-  init(backend: QueueBackend, port: Int, queue: Int, slot: StatsSlot, wakeFD: Int32, wakeIsEventFD: Bool) {
-    self.backend = backend
-    self.port = port
-    self.queue = queue
-    self.slot = slot
-    self.wakeFD = wakeFD
-    self.wakeIsEventFD = wakeIsEventFD
-  }
-
   deinit {
     switch backend {
     case .split(let p): unbox(p)
