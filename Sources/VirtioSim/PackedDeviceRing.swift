@@ -46,25 +46,10 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   ) throws(DriverBug) {
     guard let layout = PackedRingLayout(size: size) else { throw .badQueueSize(size) }
     // §2.8.10.1 alignment: descriptor ring 16, event suppression areas 4.
-    guard descIOVA % UInt64(PackedRingLayout.descAlignment) == 0 else {
-      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: PackedRingLayout.descAlignment)
-    }
-    guard driverIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
-      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: PackedRingLayout.eventAlignment)
-    }
-    guard deviceIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
-      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: PackedRingLayout.eventAlignment)
-    }
-    guard let r = memory.translate(descIOVA, count: layout.descRingBytes) else {
-      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descRingBytes))
-    }
     let eventBytes = MemoryLayout<PackedDescEvent>.size
-    guard let dr = memory.translate(driverIOVA, count: eventBytes) else {
-      throw .unknownAddress(area: .driver, iova: driverIOVA, length: UInt64(eventBytes))
-    }
-    guard let dv = memory.translate(deviceIOVA, count: eventBytes) else {
-      throw .unknownAddress(area: .device, iova: deviceIOVA, length: UInt64(eventBytes))
-    }
+    let r = try memory.ringArea(.descriptors, descIOVA, bytes: layout.descRingBytes, alignment: PackedRingLayout.descAlignment)
+    let dr = try memory.ringArea(.driver, driverIOVA, bytes: eventBytes, alignment: PackedRingLayout.eventAlignment)
+    let dv = try memory.ringArea(.device, deviceIOVA, bytes: eventBytes, alignment: PackedRingLayout.eventAlignment)
     let limit = max(1, maxChainLength ?? size)
     self.size = size
     // SAFETY: each area was translated whole above and checked for the spec's alignment.

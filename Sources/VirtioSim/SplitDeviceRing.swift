@@ -42,24 +42,9 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   ) throws(DriverBug) {
     guard let layout = SplitRingLayout(size: size) else { throw .badQueueSize(size) }
     // §2.7 "Virtqueue Part Alignment": 16 / 2 / 4.
-    guard descIOVA % UInt64(SplitRingLayout.descAlignment) == 0 else {
-      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: SplitRingLayout.descAlignment)
-    }
-    guard driverIOVA % UInt64(SplitRingLayout.availAlignment) == 0 else {
-      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: SplitRingLayout.availAlignment)
-    }
-    guard deviceIOVA % UInt64(SplitRingLayout.usedAlignment) == 0 else {
-      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: SplitRingLayout.usedAlignment)
-    }
-    guard let d = memory.translate(descIOVA, count: layout.descTableBytes) else {
-      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descTableBytes))
-    }
-    guard let a = memory.translate(driverIOVA, count: layout.availRingBytes) else {
-      throw .unknownAddress(area: .driver, iova: driverIOVA, length: UInt64(layout.availRingBytes))
-    }
-    guard let u = memory.translate(deviceIOVA, count: layout.usedRingBytes) else {
-      throw .unknownAddress(area: .device, iova: deviceIOVA, length: UInt64(layout.usedRingBytes))
-    }
+    let d = try memory.ringArea(.descriptors, descIOVA, bytes: layout.descTableBytes, alignment: SplitRingLayout.descAlignment)
+    let a = try memory.ringArea(.driver, driverIOVA, bytes: layout.availRingBytes, alignment: SplitRingLayout.availAlignment)
+    let u = try memory.ringArea(.device, deviceIOVA, bytes: layout.usedRingBytes, alignment: SplitRingLayout.usedAlignment)
     let limit = max(1, maxChainLength ?? size)
     self.size = size
     self.mask = UInt16(truncatingIfNeeded: size - 1)
