@@ -11,16 +11,15 @@
 //                                       IOVA bump allocator — VirtioCore's DMAAllocator
 //   Interrupts.swift                    one eventfd per MSI-X vector, epoll, counters
 //   VFIOPCITransport*.swift             VirtioCore's Transport over all of the above
-//   VirtioPCISession.swift              the opening sequence (§3.1.1): negotiate, pick split
-//                                       or packed once, queues + vectors, DRIVER_OK
-//                                       (QueueSet and ConstructibleVirtqueue live in VirtioCore,
-//                                       shared with the vhost-user transport)
+//   VFIOPCITransport+Session.swift      what VirtioCore's one session needs from VFIO
+//                                       (SessionTransport): ACCESS_PLATFORM, MSI-X vectors,
+//                                       the DMA arena, the function reset; VirtioPCI.open
 //
 // Typical use (a driver generic over the ring layout):
 //
 //   var t = try VFIOPCITransport.open(PCIAddress("0000:00:02.0")!)      // function on vfio-pci
-//   let features = try VirtioPCI.negotiate(&t, plan: plan)              // §3.1.1 steps 1–6
-//   try VirtioPCI.run(t, features: features, plan: plan, &body)         // queues, DRIVER_OK, body.run(&session)
+//   let features = try VirtioDevice.negotiate(&t, plan: plan)           // §3.1.1 steps 1–6
+//   try VirtioDevice.run(t, features: features, plan: plan, &body)      // queues, DRIVER_OK, body.run(&session)
 //
 // or all three at once with `VirtioPCI.open(address, plan:, &body)`. Dropping the
 // transport (or the session holding it) resets the device, turns MSI-X off,

@@ -11,12 +11,14 @@
 //   QueueNotifiers.swift                 kick and call eventfds; the doorbell; waiting for a call
 //   VhostUserTransport*.swift            VirtioCore's Transport: status, features and net config emulated,
 //                                        rings started and stopped, reconnect after a backend restart
-//   VhostUserSession.swift               the opening sequence (§3.1.1), as VirtioVFIO's VirtioPCI does it
+//   VhostUserTransport+Session.swift     what VirtioCore's one session needs from vhost-user
+//                                        (SessionTransport): no IOMMU, call eventfds, shared memory,
+//                                        reconnect; VhostUser.open
 //
 // Typical use (a driver generic over the ring layout):
 //
 //   var t = try VhostUserTransport.open(.client("/tmp/vhost.sock"), deviceType: .net)
-//   let features = try VhostUser.negotiate(&t, plan: plan)
-//   try VhostUser.run(t, features: features, plan: plan, &body)      // body.run(&session)
+//   let features = try VirtioDevice.negotiate(&t, plan: plan)
+//   try VirtioDevice.run(t, features: features, plan: plan, &body)   // body.run(&session)
 //
-// or `VhostUser.open(endpoint, deviceType:, plan:, &body)`.
+// or `VhostUser.open(endpoint, deviceType:, options:, plan:, &body)`.
