@@ -19,7 +19,7 @@ public final class AsyncBlockQueue: @unchecked Sendable {
 
   public let maxIOBytes: Int
   public let info: BlockDeviceInfo
-  private let lock = HostLock()
+  private let lock = DriverLock()
   // SAFETY: a condition variable and its mutex, initialised in init, destroyed
   // and freed in deinit (which runs only after the thread, holding a reference, ended).
   private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)

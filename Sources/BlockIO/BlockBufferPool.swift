@@ -111,7 +111,7 @@ public struct BlockBufferPool: ~Copyable {
 
 extension BlockBufferPool {
   /// Bytes per buffer of a pool of `count` × `bufferSize` (rounded up to
-  /// 4 KiB: page-aligned for O_DIRECT and DMA alike), or why not. Every host checks this first.
+  /// 4 KiB: page-aligned for O_DIRECT and DMA alike), or why not. Every driver checks this first.
   static func checkedBufferSize(count: Int, bufferSize: Int) throws(VirtioError) -> Int {
     guard count > 0, bufferSize > 0, count <= 1 << 20 else {
       throw VirtioError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")

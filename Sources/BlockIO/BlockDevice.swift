@@ -21,9 +21,9 @@ import VirtioVhostUser
 /// and handed back to VFIO, or the file closed) when the last of them and
 /// this value are gone.
 public struct BlockDevice: ~Copyable {
-  let host: any BlockHost
+  let driver: any BlockDriver
 
-  package init(host: any BlockHost) { self.host = host }
+  package init(driver: any BlockDriver) { self.driver = driver }
 
   /// Opens `target`. Errors say what to do (bind the function to vfio-pci,
   /// raise the memlock limit, use another file system for O_DIRECT, ...).
@@ -32,11 +32,11 @@ public struct BlockDevice: ~Copyable {
   ) throws(VirtioError) -> BlockDevice {
     switch target {
     case .path(let p):
-      return BlockDevice(host: try KernelBlockHost.open(p, options: options))
+      return BlockDevice(driver: try KernelBlockDriver.open(p, options: options))
     case .pci(let a):
-      return BlockDevice(host: try openPCI(a, options: options, logger: logger))
+      return BlockDevice(driver: try openPCI(a, options: options, logger: logger))
     case .vhostUser(let e):
-      return BlockDevice(host: try openVhostUser(e, options: options, logger: logger))
+      return BlockDevice(driver: try openVhostUser(e, options: options, logger: logger))
     }
   }
 
@@ -48,21 +48,21 @@ public struct BlockDevice: ~Copyable {
   }
 
   /// Geometry and capabilities (the capacity as last read; see `refreshGeometry`).
-  public var info: BlockDeviceInfo { host.info }
+  public var info: BlockDeviceInfo { driver.info }
 
   /// Queue `index` (0..<info.queueCount), for one thread. Each index once (virtio).
-  public func makeQueue(_ index: Int = 0) throws(VirtioError) -> BlockQueue { try host.makeQueue(index) }
+  public func makeQueue(_ index: Int = 0) throws(VirtioError) -> BlockQueue { try driver.makeQueue(index) }
 
   /// `count` buffers of `bufferSize` bytes (rounded up to 4 KiB) the device can
   /// reach: IOMMU-mapped DMA memory on VFIO, page-aligned memory for O_DIRECT.
   public func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool {
-    try host.makeBufferPool(count: count, bufferSize: bufferSize)
+    try driver.makeBufferPool(count: count, bufferSize: bufferSize)
   }
 
   /// Re-reads the geometry after the device announced a configuration change
   /// (virtio: the config MSI-X vector, §4.1.5.1.2, e.g. a resize); queues see a
   /// new capacity from their next `kick()`. Returns the new info when the capacity changed.
-  public func refreshGeometry() -> BlockDeviceInfo? { host.refreshGeometry() }
+  public func refreshGeometry() -> BlockDeviceInfo? { driver.refreshGeometry() }
 
   /// Closes this handle (the device closes when its queues and pools are gone too).
   public consuming func close() {}
@@ -70,7 +70,7 @@ public struct BlockDevice: ~Copyable {
   // MARK: transports
 
   /// A `pci:` function over VFIO (the fallback to the kernel driver is `openPCI`'s).
-  static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
+  static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockDriver {
     var vfio = VFIOPCIOptions()
     vfio.hugePages = options.hugePages
     return try openVirtio(VFIOPCITransport.open(address, options: vfio, logger: logger), options: options, logger: logger)
@@ -79,7 +79,7 @@ public struct BlockDevice: ~Copyable {
   /// A vhost-user-blk backend. Its shared memory is sized here, once (the
   /// backend maps it at SET_MEM_TABLE): rings, request headers and
   /// `bufferMemoryBytes` for buffer pools.
-  static func openVhostUser(_ endpoint: VhostUserEndpoint, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
+  static func openVhostUser(_ endpoint: VhostUserEndpoint, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockDriver {
     let depth = max(3, min(options.queueDepth, 1024))
     var vhost = VhostUserOptions()
     vhost.maxQueueSize = depth

@@ -10,7 +10,7 @@ extension BlockDevice {
   /// (`KernelFallback.allows`) and `options.kernelFallback` is on — the
   /// function's kernel block device through io_uring, with the reason in
   /// `BlockDeviceInfo.fallback`.
-  static func openPCI(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
+  static func openPCI(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockDriver {
     let function = PCIFunction(address, logger: logger)
     guard function.exists else {
       throw VirtioError(.notFound, "pci:\(address): there is no PCI function \(address) (see `lspci -D`)")
@@ -35,7 +35,7 @@ extension BlockDevice {
   /// Hands the function back to virtio-pci (the failed open closed every VFIO
   /// handle on it) and opens its block device on the kernel path.
   static func fallBack(_ function: PCIFunction, because why: VirtioError, options: BlockOpenOptions, logger: Logger) throws(VirtioError)
-    -> any BlockHost
+    -> any BlockDriver
   {
     let target = "pci:\(function.address)"
     let names: (net: [String], block: [String])
@@ -57,10 +57,10 @@ extension BlockDevice {
       waited += 10
     }
     let reason = KernelFallbackReason(code: why.code, message: why.message, kernelName: "/dev/\(name)")
-    let host = try KernelBlockHost.open("/dev/\(name)", options: options, fallback: reason)
+    let driver = try KernelBlockDriver.open("/dev/\(name)", options: options, fallback: reason)
     logger.warning(
       "userspace path unusable: device runs on the kernel driver",
       metadata: ["target": "\(target)", "device": "/dev/\(name)", "because": "\(reason.summary)", "reason": "\(why.message)"])
-    return host
+    return driver
   }
 }

@@ -3,7 +3,7 @@ import Synchronization
 /// The capacity a device reports now, shared by the device (which re-reads it
 /// after a configuration change, §5.2.2 / §4.1.5.1.2) and its queues (which
 /// check ranges against it on their own threads). Queues hold it unowned: the
-/// device's host keeps it alive as long as any queue.
+/// device's driver keeps it alive as long as any queue.
 @usableFromInline package final class SharedGeometry: Sendable {
   /// Capacity in 512-byte sectors.
   @usableFromInline package let capacitySectors: Atomic<UInt64>

@@ -21,7 +21,7 @@
 //
 // Files, bottom up:
 //   PortAddress, PortOptions, PortInfo      what to open and what it is
-//   HostMemory, OwnedArray, StatsBoard      memory for kernel-only pools, owned arrays, counters shared with the main thread
+//   ProcessMemory, OwnedArray, StatsBoard      memory for kernel-only pools, owned arrays, counters shared with the main thread
 //   VirtioNetPort                           one virtio-net port over any transport: negotiate (§5.1.3), queues,
 //                                           MQ and RX mode (§5.1.6.5), link, NEEDS_RESET, device restarts
 //   VirtioNetOpen+Transports                what differs per transport at open: VFIO (preflight, shared container),

@@ -27,7 +27,7 @@ public struct PortGroup: ~Copyable {
   /// Bytes per pool buffer: headroom + the largest frame any port's MTU allows.
   public let bufferSize: Int
   let board: StatsBoard
-  var host: HostMemory
+  var host: ProcessMemory
   let space: VFIODMASpace?
   var taken: [Bool]
   /// Kernel path: the socket of each taken queue, for PACKET_STATISTICS.
@@ -129,7 +129,7 @@ public struct PortGroup: ~Copyable {
     self.queuesPerPort = options.queues
     self.bufferSize = max(2048, (Self.headroom + frame + 63) & ~63)
     self.board = StatsBoard(slots: slots)
-    self.host = HostMemory()
+    self.host = ProcessMemory()
     self.space = space
     self.taken = Array(repeating: false, count: slots)
     self.kernelFDs = Array(repeating: -1, count: slots)

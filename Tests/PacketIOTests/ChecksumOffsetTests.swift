@@ -7,7 +7,7 @@ import XCTest
 /// kernel left partial (TP_STATUS_CSUMNOTREADY), and the counters' board.
 final class ChecksumOffsetTests: XCTestCase {
   struct Memory: ~Copyable, DMAAllocator {
-    var host = HostMemory()
+    var host = ProcessMemory()
     mutating func allocate(byteCount: Int, alignment: Int) throws(VirtioError) -> DMARegion {
       try host.allocate(byteCount: byteCount, alignment: alignment)
     }

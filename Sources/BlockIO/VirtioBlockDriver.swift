@@ -10,9 +10,9 @@ import VirtioSpec
 /// transport (VFIO, vhost-user, the simulator). Owns the session (transport,
 /// DMA memory, queues not yet handed out); the device is reset and released
 /// when the last queue, pool and `BlockDevice` referring to it are gone.
-final class VirtioBlockHost<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>: BlockHost, @unchecked Sendable {
+final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>: BlockDriver, @unchecked Sendable {
   private var session: VirtioSession<T, Q>
-  private let lock = HostLock()
+  private let lock = DriverLock()
   private var config: BlockConfig
   private var currentInfo: BlockDeviceInfo
   private var taken: [Bool]
@@ -163,14 +163,14 @@ extension BlockDevice {
     transport: consuming T, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
   ) throws(VirtioError) -> BlockDevice {
     do throws(VirtioError) {
-      return BlockDevice(host: try openVirtio(transport, options: options, logger: logger))
+      return BlockDevice(driver: try openVirtio(transport, options: options, logger: logger))
     } catch {
       throw error
     }
   }
 
   static func openVirtio<T: SessionTransport & ~Copyable>(_ transport: consuming T, options: BlockOpenOptions, logger: Logger)
-    throws(VirtioError) -> any BlockHost
+    throws(VirtioError) -> any BlockDriver
   {
     var t = transport
     guard t.deviceType == .block else {
@@ -189,17 +189,17 @@ extension BlockDevice {
     let features = try VirtioDevice.negotiate(&t, plan: plan)
     let config = try BlockConfig(reading: t, features: features)
     if features.contains(bit: VirtioFeature.ringPacked) {
-      return host(try VirtioDevice.setUp(PackedVirtqueue.self, transport: t, features: features, plan: plan), config, options, logger)
+      return driver(try VirtioDevice.setUp(PackedVirtqueue.self, transport: t, features: features, plan: plan), config, options, logger)
     } else {
-      return host(try VirtioDevice.setUp(SplitVirtqueue.self, transport: t, features: features, plan: plan), config, options, logger)
+      return driver(try VirtioDevice.setUp(SplitVirtqueue.self, transport: t, features: features, plan: plan), config, options, logger)
     }
   }
 
-  private static func host<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>(
+  private static func driver<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>(
     _ session: consuming VirtioSession<T, Q>, _ config: BlockConfig, _ options: BlockOpenOptions, _ logger: Logger
-  ) -> any BlockHost {
-    let host = VirtioBlockHost(session: session, config: config, options: options, logger: logger)
-    host.start()
-    return host
+  ) -> any BlockDriver {
+    let driver = VirtioBlockDriver(session: session, config: config, options: options, logger: logger)
+    driver.start()
+    return driver
   }
 }

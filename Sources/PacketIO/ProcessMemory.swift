@@ -4,7 +4,7 @@ import VirtioCore
 /// Plain process memory for buffer pools of groups without a VFIO port (the
 /// kernel path copies into its socket rings, so no device needs an IOVA):
 /// anonymous mappings, "IOVA" = the address. Owns its mappings; unmapped once.
-struct HostMemory: ~Copyable, DMAAllocator {
+struct ProcessMemory: ~Copyable, DMAAllocator {
   private var regions: [(UnsafeMutableRawPointer, Int)] = []
 
   init() {}

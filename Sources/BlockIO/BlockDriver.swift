@@ -4,7 +4,7 @@ import VirtioVFIO
 /// What an open device is behind a `BlockDevice`: the VFIO transport, the
 /// kernel file, or (in tests) a simulated device. Control path only — the
 /// data path never sees this existential; its queues hold concrete backends.
-package protocol BlockHost: AnyObject, Sendable {
+package protocol BlockDriver: AnyObject, Sendable {
   var info: BlockDeviceInfo { get }
   func makeQueue(_ index: Int) throws(VirtioError) -> BlockQueue
   func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool
@@ -48,8 +48,8 @@ public struct BlockOpenOptions: Sendable {
   public init() {}
 }
 
-/// A pthread mutex for the hosts' control-path state (no Foundation).
-final class HostLock: @unchecked Sendable {
+/// A pthread mutex for the drivers' control-path state (no Foundation).
+final class DriverLock: @unchecked Sendable {
   private let m: UnsafeMutablePointer<pthread_mutex_t>
 
   init() {

@@ -4,7 +4,7 @@ import VirtioVFIO
 
 /// The kernel path: a block device or file opened with O_DIRECT, one io_uring
 /// per queue. The device stays with its kernel driver (virtio_blk, nvme, ...).
-final class KernelBlockHost: BlockHost, @unchecked Sendable {
+final class KernelBlockDriver: BlockDriver, @unchecked Sendable {
   let fd: Int32
   let info: BlockDeviceInfo
   let queueLimit: Int
@@ -18,7 +18,7 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
   deinit { close(fd) }
 
   /// `fallback`: why a `pci:` target ended up here (reported in `info.fallback`).
-  static func open(_ path: String, options: BlockOpenOptions, fallback: KernelFallbackReason? = nil) throws(VirtioError) -> KernelBlockHost {
+  static func open(_ path: String, options: BlockOpenOptions, fallback: KernelFallbackReason? = nil) throws(VirtioError) -> KernelBlockDriver {
     let direct = options.directIO ? VIO_O_DIRECT : 0
     var st = stat()
     if stat(path, &st) == 0 {
@@ -48,7 +48,7 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
     do throws(VirtioError) {
       var info = try describe(fd: fd, path: path, readOnly: readOnly, options: options)
       info.fallback = fallback
-      return KernelBlockHost(fd: fd, info: info, queueLimit: info.queueCount)
+      return KernelBlockDriver(fd: fd, info: info, queueLimit: info.queueCount)
     } catch {
       close(fd)
       throw error
