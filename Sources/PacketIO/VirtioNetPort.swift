@@ -231,7 +231,7 @@ enum VirtioNetOpen {
     let names = features.names(device: .net).joined(separator: ",")
     func info(_ transport: String) -> PortInfo {
       PortInfo(
-        address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(names); \(transport)", mac: config.mac,
+        address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(transport); features \(names)", mac: config.mac,
         mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
     }
     if packed {
