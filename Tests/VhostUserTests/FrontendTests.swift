@@ -41,6 +41,22 @@ final class FrontendTests: XCTestCase {
     return p
   }
 
+  /// A listening backend at `path` offering VERSION_1 and PROTOCOL_FEATURES
+  /// (REPLY_ACK, MQ); `refuse` names a request it answers with failure.
+  static func startBackend(_ path: String, refuse: UInt32? = nil) -> FakeBackend {
+    let b = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    b.refuse = refuse
+    b.start()
+    return b
+  }
+
+  /// Hangs `backend` up and waits (5 s at most) for the session to see it gone.
+  static func hangUp(_ backend: FakeBackend, _ s: inout VhostUserSession<SplitVirtqueue>) {
+    backend.hangUp()
+    let deadline = Date().addingTimeInterval(5)
+    while !s.peerGone() && Date() < deadline {}
+  }
+
   /// Runs `check` with the live session, generic over the layout.
   struct Body: VirtioSessionBody {
     typealias Device = VhostUserTransport
@@ -88,9 +104,7 @@ final class FrontendTests: XCTestCase {
   }
 
   func testRefusedFeaturesDoNotStick() throws {
-    let backend = FakeBackend(path: dir + "/b.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    backend.refuse = 2  // SET_FEATURES
-    backend.start()
+    let backend = Self.startBackend(dir + "/b.sock", refuse: 2)  // SET_FEATURES
     var t = try VhostUserTransport.open(.client(backend.path), deviceType: .net, options: options())
     do {
       _ = try VirtioDevice.negotiate(&t, plan: plan())
@@ -115,20 +129,16 @@ final class FrontendTests: XCTestCase {
 
   func testHangUpIsSeenAndTheNextBackendResumesTheRings() throws {
     let path = dir + "/c.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
+    let first = Self.startBackend(path)
     var second: FakeBackend? = nil
     var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
+      Self.hangUp(first, &s)
       XCTAssertTrue(s.peerGone(), "a hang-up is seen by the connection check")
       XCTAssertTrue(s.transport.readStatus().contains(.deviceNeedsReset))
       // Buffers in flight on queue 0; the new backend must resume both rings where they are.
       _ = s.queues[0].add(.writable(s.queues[0].descAreaIOVA, 16), token: 1)
       _ = s.queues[0].publish()
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       second = next
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
@@ -150,16 +160,11 @@ final class FrontendTests: XCTestCase {
   /// features) must not forget the rings: the next attempt restarts them all.
   func testFailedReconnectStillRestartsEveryRingNextTime() throws {
     let path = dir + "/r.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
+    let first = Self.startBackend(path)
     var third: FakeBackend? = nil
     var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
-      let refusing = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      refusing.refuse = 2  // SET_FEATURES
-      refusing.start()
+      Self.hangUp(first, &s)
+      let refusing = Self.startBackend(path, refuse: 2)  // SET_FEATURES
       do throws(VirtioError) {
         try s.reconnect(timeoutMilliseconds: 3000)
         return XCTFail("reconnected to a backend that refused the features")
@@ -167,8 +172,7 @@ final class FrontendTests: XCTestCase {
         XCTAssertTrue(error.message.contains("refused VHOST_USER_SET_FEATURES"), error.message)
       }
       XCTAssertEqual(refusing.finished.wait(timeout: .now() + 5), .success)
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       third = next
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
@@ -186,14 +190,11 @@ final class FrontendTests: XCTestCase {
   /// (the rest at debug), and the reconnect says how many attempts failed.
   func testReconnectFailuresAreLoggedSparsely() throws {
     let path = dir + "/q.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
+    let first = Self.startBackend(path)
     let log = CapturedLog()
     var reconnected = false
     var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
+      Self.hangUp(first, &s)
       unlink(path)  // nobody listens: each attempt fails at once
       for attempt in 1...9 {
         do throws(VirtioError) {
@@ -201,8 +202,7 @@ final class FrontendTests: XCTestCase {
           return XCTFail("attempt \(attempt) reconnected to no backend")
         } catch {}
       }
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
         reconnected = true
@@ -218,10 +218,8 @@ final class FrontendTests: XCTestCase {
   }
 
   func testTwoBackendsShareOneMemory() throws {
-    let a = FakeBackend(path: dir + "/sa.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    let b = FakeBackend(path: dir + "/sb.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    a.start()
-    b.start()
+    let a = Self.startBackend(dir + "/sa.sock")
+    let b = Self.startBackend(dir + "/sb.sock")
     var ta = try VhostUserTransport.open(.client(a.path), deviceType: .net, options: options())
     var tb = try VhostUserTransport.open(.client(b.path), deviceType: .net, options: options(), sharing: ta.memorySpace)
     _ = try VirtioDevice.negotiate(&ta, plan: plan())

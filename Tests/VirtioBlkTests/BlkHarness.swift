@@ -65,9 +65,7 @@ struct BlkRig<Q: BlkTestQueue & ~Copyable>: ~Copyable {
     _ maxIndirect: Int, _ maxTransferBytes: Int
   ) throws -> BlockRequestQueue<Q> {
     let q = try Q(index: UInt16(i), size: size, features: ring, memory: &dma, maxIndirect: maxIndirect)
-    try t.configureQueue(
-      i, QueueAddresses(size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-    try t.enableQueue(i)
+    try t.enableQueue(i, q)
     return try BlockRequestQueue(
       queue: q, config: config, doorbell: t.doorbell(queue: i), memory: &dma, maxTransferBytes: maxTransferBytes)
   }

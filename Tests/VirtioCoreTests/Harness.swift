@@ -93,19 +93,20 @@ extension Virtqueue where Self: ~Copyable {
   }
 }
 
-/// Deterministic generator (SplitMix64), so a failing run reproduces.
-struct SplitMix64 {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
+/// Asserts that `body` fails with a `VirtioError` and hands it to `check`
+/// (XCTAssertThrowsError, typed); `message` says what succeeding would mean.
+func assertFails<R>(
+  _ message: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> R,
+  check: (VirtioError) -> Void = { _ in }
+) {
+  do {
+    _ = try body()
+    XCTFail(message, file: file, line: line)
+  } catch let error as VirtioError {
+    check(error)
+  } catch {
+    XCTFail("\(message): not a VirtioError: \(error)", file: file, line: line)
   }
-  mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-  mutating func inRange(_ r: ClosedRange<Int>) -> Int { r.lowerBound + below(r.count) }
 }
 
 /// Polls `body` until it returns non-nil or `seconds` pass (yielding in between).

@@ -27,9 +27,7 @@ struct ControlRig<Q: TestQueue & ~Copyable>: ~Copyable {
     guard let index = config.controlQueue(features: accepted) else { throw XCTSkip("no control queue negotiated") }
     var dma = try SimDMA()
     let q = try Q(index: UInt16(index), size: 16, features: RingFeatures(negotiated: accepted), memory: &dma, maxIndirect: 4)
-    try t.configureQueue(
-      index, QueueAddresses(size: 16, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-    try t.enableQueue(index)
+    try t.enableQueue(index, q)
     try DeviceInit.finish(&t)
     let responder = ControlResponder(queue: index)
     let ctrl = try NetControlQueue(queue: q, doorbell: t.doorbell(queue: index), features: accepted, memory: &dma)
