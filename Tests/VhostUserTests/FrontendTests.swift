@@ -50,11 +50,22 @@ final class FrontendTests: XCTestCase {
     return b
   }
 
-  /// Hangs `backend` up and waits (5 s at most) for the session to see it gone.
-  static func hangUp(_ backend: FakeBackend, _ s: inout VhostUserSession<SplitVirtqueue>) {
-    backend.hangUp()
-    let deadline = Date().addingTimeInterval(5)
-    while !s.peerGone() && Date() < deadline {}
+  /// Opens a session on a backend at `dir/name`, hangs that backend up, waits
+  /// (5 s at most) for the session to see it gone, then runs `check` with the
+  /// session and the socket path a new backend must listen on.
+  func afterHangUp(
+    _ name: String, logger: Logger = Logger(label: "virtio.vhost-user"),
+    _ check: @escaping (inout VhostUserSession<SplitVirtqueue>, String) -> Void
+  ) throws {
+    let path = dir + "/" + name
+    let first = Self.startBackend(path)
+    var body = Body { s in
+      first.hangUp()
+      let deadline = Date().addingTimeInterval(5)
+      while !s.peerGone() && Date() < deadline {}
+      check(&s, path)
+    }
+    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), logger: logger, &body)
   }
 
   /// Runs `check` with the live session, generic over the layout.
@@ -128,11 +139,8 @@ final class FrontendTests: XCTestCase {
   }
 
   func testHangUpIsSeenAndTheNextBackendResumesTheRings() throws {
-    let path = dir + "/c.sock"
-    let first = Self.startBackend(path)
     var second: FakeBackend? = nil
-    var body = Body { s in
-      Self.hangUp(first, &s)
+    try afterHangUp("c.sock") { s, path in
       XCTAssertTrue(s.peerGone(), "a hang-up is seen by the connection check")
       XCTAssertTrue(s.transport.readStatus().contains(.deviceNeedsReset))
       // Buffers in flight on queue 0; the new backend must resume both rings where they are.
@@ -147,7 +155,6 @@ final class FrontendTests: XCTestCase {
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
       XCTAssertFalse(s.transport.readStatus().contains(.deviceNeedsReset))
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = second else { return XCTFail("no second backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     let bases = b.recorded.filter { $0.code == 10 }.map { $0.payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) } }
@@ -159,11 +166,8 @@ final class FrontendTests: XCTestCase {
   /// A reconnect that fails in the handshake (the new backend refuses the
   /// features) must not forget the rings: the next attempt restarts them all.
   func testFailedReconnectStillRestartsEveryRingNextTime() throws {
-    let path = dir + "/r.sock"
-    let first = Self.startBackend(path)
     var third: FakeBackend? = nil
-    var body = Body { s in
-      Self.hangUp(first, &s)
+    try afterHangUp("r.sock") { s, path in
       let refusing = Self.startBackend(path, refuse: 2)  // SET_FEATURES
       do throws(VirtioError) {
         try s.reconnect(timeoutMilliseconds: 3000)
@@ -179,7 +183,6 @@ final class FrontendTests: XCTestCase {
       } catch { return XCTFail("second reconnect: \(error)") }
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = third else { return XCTFail("no third backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds after the failed attempt")
@@ -189,12 +192,9 @@ final class FrontendTests: XCTestCase {
   /// failures are logged at warning on the 1st, 2nd, 4th and 8th attempt only
   /// (the rest at debug), and the reconnect says how many attempts failed.
   func testReconnectFailuresAreLoggedSparsely() throws {
-    let path = dir + "/q.sock"
-    let first = Self.startBackend(path)
     let log = CapturedLog()
     var reconnected = false
-    var body = Body { s in
-      Self.hangUp(first, &s)
+    try afterHangUp("q.sock", logger: Logger(label: "t") { _ in log }) { s, path in
       unlink(path)  // nobody listens: each attempt fails at once
       for attempt in 1...9 {
         do throws(VirtioError) {
@@ -208,7 +208,6 @@ final class FrontendTests: XCTestCase {
         reconnected = true
       } catch { XCTFail("reconnect: \(error)") }
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), logger: Logger(label: "t") { _ in log }, &body)
     XCTAssertTrue(reconnected)
     let failures = log.entries.filter { $0.message == "reconnect failed" }
     XCTAssertEqual(failures.count, 9, "every failure is logged, most at debug")
