@@ -4,18 +4,13 @@ import VirtioSim
 import VirtioSpec
 import XCTest
 
-/// Both driver queue layouts share this initializer; it lets one generic test
-/// body run against split and packed.
-protocol TestableQueue: Virtqueue, ~Copyable {
-  init<A: DMAAllocator & ~Copyable>(
-    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int
-  ) throws(VirtioError)
+/// Both driver queue layouts (built through `ConstructibleVirtqueue`'s
+/// initializer), so one generic test body runs against split and packed.
+protocol TestableQueue: ConstructibleVirtqueue, ~Copyable {
   var maxIndirect: Int { get }
-  /// Packed descriptors are visible to the device as soon as they are added (§2.8.21).
-  static var isPacked: Bool { get }
 }
-extension SplitVirtqueue: TestableQueue { static var isPacked: Bool { false } }
-extension PackedVirtqueue: TestableQueue { static var isPacked: Bool { true } }
+extension SplitVirtqueue: TestableQueue {}
+extension PackedVirtqueue: TestableQueue {}
 
 /// A driver queue and the device ring over the same memory, driven step by
 /// step from the test thread (no device thread: every outcome is exact).

@@ -21,7 +21,7 @@ struct Live<Q: TestableQueue & ~Copyable>: ~Copyable {
     configure: (SimDevice) -> Void = { _ in }
   ) throws {
     var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
-    if Q.isPacked { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     var t = SimTransport(deviceType: .net, deviceFeatures: offered, queueSizes: [size])
     let accepted = try DeviceInit.begin(&t, policy: FeaturePolicy(required: offered))
     var dma = try SimDMA()
