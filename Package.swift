@@ -144,7 +144,7 @@ let package = Package(
       dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
-    .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
+    .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "VirtioSim", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
     .testTarget(

@@ -41,6 +41,33 @@ final class FrontendTests: XCTestCase {
     return p
   }
 
+  /// A listening backend at `path` offering VERSION_1 and PROTOCOL_FEATURES
+  /// (REPLY_ACK, MQ); `refuse` names a request it answers with failure.
+  static func startBackend(_ path: String, refuse: UInt32? = nil) -> FakeBackend {
+    let b = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
+    b.refuse = refuse
+    b.start()
+    return b
+  }
+
+  /// Opens a session on a backend at `dir/name`, hangs that backend up, waits
+  /// (5 s at most) for the session to see it gone, then runs `check` with the
+  /// session and the socket path a new backend must listen on.
+  func afterHangUp(
+    _ name: String, logger: Logger = Logger(label: "virtio.vhost-user"),
+    _ check: @escaping (inout VhostUserSession<SplitVirtqueue>, String) -> Void
+  ) throws {
+    let path = dir + "/" + name
+    let first = Self.startBackend(path)
+    var body = Body { s in
+      first.hangUp()
+      let deadline = Date().addingTimeInterval(5)
+      while !s.peerGone() && Date() < deadline {}
+      check(&s, path)
+    }
+    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), logger: logger, &body)
+  }
+
   /// Runs `check` with the live session, generic over the layout.
   struct Body: VirtioSessionBody {
     typealias Device = VhostUserTransport
@@ -88,9 +115,7 @@ final class FrontendTests: XCTestCase {
   }
 
   func testRefusedFeaturesDoNotStick() throws {
-    let backend = FakeBackend(path: dir + "/b.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    backend.refuse = 2  // SET_FEATURES
-    backend.start()
+    let backend = Self.startBackend(dir + "/b.sock", refuse: 2)  // SET_FEATURES
     var t = try VhostUserTransport.open(.client(backend.path), deviceType: .net, options: options())
     do {
       _ = try VirtioDevice.negotiate(&t, plan: plan())
@@ -114,21 +139,14 @@ final class FrontendTests: XCTestCase {
   }
 
   func testHangUpIsSeenAndTheNextBackendResumesTheRings() throws {
-    let path = dir + "/c.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
     var second: FakeBackend? = nil
-    var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
+    try afterHangUp("c.sock") { s, path in
       XCTAssertTrue(s.peerGone(), "a hang-up is seen by the connection check")
       XCTAssertTrue(s.transport.readStatus().contains(.deviceNeedsReset))
       // Buffers in flight on queue 0; the new backend must resume both rings where they are.
       _ = s.queues[0].add(.writable(s.queues[0].descAreaIOVA, 16), token: 1)
       _ = s.queues[0].publish()
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       second = next
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
@@ -137,7 +155,6 @@ final class FrontendTests: XCTestCase {
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
       XCTAssertFalse(s.transport.readStatus().contains(.deviceNeedsReset))
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = second else { return XCTFail("no second backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     let bases = b.recorded.filter { $0.code == 10 }.map { $0.payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) } }
@@ -149,17 +166,9 @@ final class FrontendTests: XCTestCase {
   /// A reconnect that fails in the handshake (the new backend refuses the
   /// features) must not forget the rings: the next attempt restarts them all.
   func testFailedReconnectStillRestartsEveryRingNextTime() throws {
-    let path = dir + "/r.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
     var third: FakeBackend? = nil
-    var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
-      let refusing = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      refusing.refuse = 2  // SET_FEATURES
-      refusing.start()
+    try afterHangUp("r.sock") { s, path in
+      let refusing = Self.startBackend(path, refuse: 2)  // SET_FEATURES
       do throws(VirtioError) {
         try s.reconnect(timeoutMilliseconds: 3000)
         return XCTFail("reconnected to a backend that refused the features")
@@ -167,15 +176,13 @@ final class FrontendTests: XCTestCase {
         XCTAssertTrue(error.message.contains("refused VHOST_USER_SET_FEATURES"), error.message)
       }
       XCTAssertEqual(refusing.finished.wait(timeout: .now() + 5), .success)
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       third = next
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
       } catch { return XCTFail("second reconnect: \(error)") }
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = third else { return XCTFail("no third backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds after the failed attempt")
@@ -185,15 +192,9 @@ final class FrontendTests: XCTestCase {
   /// failures are logged at warning on the 1st, 2nd, 4th and 8th attempt only
   /// (the rest at debug), and the reconnect says how many attempts failed.
   func testReconnectFailuresAreLoggedSparsely() throws {
-    let path = dir + "/q.sock"
-    let first = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    first.start()
     let log = CapturedLog()
     var reconnected = false
-    var body = Body { s in
-      first.hangUp()
-      let deadline = Date().addingTimeInterval(5)
-      while !s.peerGone() && Date() < deadline {}
+    try afterHangUp("q.sock", logger: Logger(label: "t") { _ in log }) { s, path in
       unlink(path)  // nobody listens: each attempt fails at once
       for attempt in 1...9 {
         do throws(VirtioError) {
@@ -201,14 +202,12 @@ final class FrontendTests: XCTestCase {
           return XCTFail("attempt \(attempt) reconnected to no backend")
         } catch {}
       }
-      let next = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-      next.start()
+      let next = Self.startBackend(path)
       do {
         try s.reconnect(timeoutMilliseconds: 3000)
         reconnected = true
       } catch { XCTFail("reconnect: \(error)") }
     }
-    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), logger: Logger(label: "t") { _ in log }, &body)
     XCTAssertTrue(reconnected)
     let failures = log.entries.filter { $0.message == "reconnect failed" }
     XCTAssertEqual(failures.count, 9, "every failure is logged, most at debug")
@@ -218,10 +217,8 @@ final class FrontendTests: XCTestCase {
   }
 
   func testTwoBackendsShareOneMemory() throws {
-    let a = FakeBackend(path: dir + "/sa.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    let b = FakeBackend(path: dir + "/sb.sock", features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
-    a.start()
-    b.start()
+    let a = Self.startBackend(dir + "/sa.sock")
+    let b = Self.startBackend(dir + "/sb.sock")
     var ta = try VhostUserTransport.open(.client(a.path), deviceType: .net, options: options())
     var tb = try VhostUserTransport.open(.client(b.path), deviceType: .net, options: options(), sharing: ta.memorySpace)
     _ = try VirtioDevice.negotiate(&ta, plan: plan())

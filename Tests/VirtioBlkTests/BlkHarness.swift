@@ -5,20 +5,10 @@ import VirtioSim
 import VirtioSpec
 import XCTest
 
-/// Both ring layouts behind one initializer, so each test runs on split and packed.
-protocol BlkTestQueue: Virtqueue, ~Copyable {
-  init<A: DMAAllocator & ~Copyable>(
-    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int
-  ) throws(VirtioError)
-  static var isPacked: Bool { get }
-}
-extension SplitVirtqueue: BlkTestQueue { static var isPacked: Bool { false } }
-extension PackedVirtqueue: BlkTestQueue { static var isPacked: Bool { true } }
-
 /// A virtio-blk device simulated on its own thread (`SimDevice` + `SimBlockDisk`),
 /// initialised through §3.1.1 with `BlockFeaturePolicy`, and one
 /// `BlockRequestQueue` per device queue. Stops the device when dropped.
-struct BlkRig<Q: BlkTestQueue & ~Copyable>: ~Copyable {
+struct BlkRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var dma: SimDMA
   var q0: BlockRequestQueue<Q>
   var q1: BlockRequestQueue<Q>?
@@ -35,7 +25,7 @@ struct BlkRig<Q: BlkTestQueue & ~Copyable>: ~Copyable {
     maxIndirect: Int = 0, maxTransferBytes: Int = 1 << 20
   ) throws {
     var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
-    if Q.isPacked { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     var t = SimTransport(
       deviceType: .block, deviceFeatures: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes)
     let accepted = try DeviceInit.begin(&t, policy: BlockFeaturePolicy.policy)
@@ -65,9 +55,7 @@ struct BlkRig<Q: BlkTestQueue & ~Copyable>: ~Copyable {
     _ maxIndirect: Int, _ maxTransferBytes: Int
   ) throws -> BlockRequestQueue<Q> {
     let q = try Q(index: UInt16(i), size: size, features: ring, memory: &dma, maxIndirect: maxIndirect)
-    try t.configureQueue(
-      i, QueueAddresses(size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-    try t.enableQueue(i)
+    try t.enableQueue(i, q)
     return try BlockRequestQueue(
       queue: q, config: config, doorbell: t.doorbell(queue: i), memory: &dma, maxTransferBytes: maxTransferBytes)
   }

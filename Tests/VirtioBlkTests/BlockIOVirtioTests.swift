@@ -15,11 +15,11 @@ final class SimBlockDevice {
   /// The device's registers (config changes from the device side).
   let registers: SimTransport
 
-  init<Q: BlkTestQueue & ~Copyable>(
+  init<Q: ConstructibleVirtqueue & ~Copyable>(
     _: Q.Type, features extra: [Int], config c: SimBlockConfig, queueSize: Int = 32, queueCount: Int = 1
   ) throws {
     var offered = FeatureSet(bits: extra)
-    if Q.isPacked { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     let disk = SimBlockDisk(sectors: Int(c.capacity))
     let t = try SimSessionTransport(
       deviceType: .block, features: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes,
@@ -38,7 +38,7 @@ final class BlockIOVirtioTests: XCTestCase {
     try readWrite(PackedVirtqueue.self)
   }
 
-  func readWrite<Q: BlkTestQueue & BlockIOLayout & ~Copyable>(_: Q.Type) throws {
+  func readWrite<Q: ConstructibleVirtqueue & BlockIOLayout & ~Copyable>(_: Q.Type) throws {
     var c = SimBlockConfig()
     c.segMax = 4
     c.sizeMax = 4096

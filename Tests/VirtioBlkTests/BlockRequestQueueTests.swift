@@ -60,7 +60,7 @@ final class BlockRequestQueueTests: XCTestCase {
     }
   }
 
-  func writeRead<Q: BlkTestQueue & ~Copyable>(_: Q.Type, _ f: [Int]) throws {
+  func writeRead<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type, _ f: [Int]) throws {
     var r = try BlkRig<Q>(features: f + [BlockFeature.segMax], config: SimBlockConfig(segMax: 16), maxIndirect: 8)
     let name = "\(Q.self) \(f)"
     fill(r.pointer(0), 8192, seed: 3)
@@ -88,7 +88,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try batch(PackedVirtqueue.self)
   }
 
-  func batch<Q: BlkTestQueue & ~Copyable>(_: Q.Type) throws {
+  func batch<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var r = try BlkRig<Q>(features: [VirtioFeature.eventIdx], queueSize: 16)
     for round in 0..<50 {
       var n = 0
@@ -116,7 +116,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try vectored(PackedVirtqueue.self)
   }
 
-  func vectored<Q: BlkTestQueue & ~Copyable>(_: Q.Type) throws {
+  func vectored<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var c = SimBlockConfig()
     c.segMax = 3
     c.sizeMax = 4096
@@ -142,7 +142,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try largeSplit(PackedVirtqueue.self, [VirtioFeature.indirectDesc])
   }
 
-  func largeSplit<Q: BlkTestQueue & ~Copyable>(_: Q.Type, _ f: [Int]) throws {
+  func largeSplit<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type, _ f: [Int]) throws {
     var c = SimBlockConfig()
     c.segMax = 4
     c.sizeMax = 4096
@@ -192,7 +192,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try refused(PackedVirtqueue.self)
   }
 
-  func refused<Q: BlkTestQueue & ~Copyable>(_: Q.Type) throws {
+  func refused<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var c = SimBlockConfig()
     c.capacity = 1024
     c.blkSize = 4096
@@ -235,7 +235,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try otherOps(PackedVirtqueue.self)
   }
 
-  func otherOps<Q: BlkTestQueue & ~Copyable>(_: Q.Type) throws {
+  func otherOps<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var c = SimBlockConfig()
     c.maxDiscardSectors = 16
     c.maxWriteZeroesSectors = 64
@@ -283,7 +283,7 @@ final class BlockRequestQueueTests: XCTestCase {
     try statuses(PackedVirtqueue.self)
   }
 
-  func statuses<Q: BlkTestQueue & ~Copyable>(_: Q.Type) throws {
+  func statuses<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var r = try BlkRig<Q>(features: [BlockFeature.flush], queueSize: 32)
     r.disk.with { $0.failing = 40..<48 }
     for i in 0..<8 {

@@ -37,12 +37,7 @@ final class DeviceInitTests: XCTestCase {
     for i in 0..<2 {
       let q = try SplitVirtqueue(
         index: UInt16(i), size: 256, features: RingFeatures(negotiated: accepted), memory: &dma)
-      try t.configureQueue(
-        i,
-        QueueAddresses(
-          size: 256, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA,
-          msixVector: UInt16(i + 1)))
-      try t.enableQueue(i)
+      try t.enableQueue(i, q, msixVector: UInt16(i + 1))
       XCTAssertEqual(t.queueState(i).msixVector, UInt16(i + 1))
       XCTAssertEqual(t.queueState(i).descIOVA, q.descAreaIOVA)
     }
@@ -62,10 +57,9 @@ final class DeviceInitTests: XCTestCase {
   func testFeaturesOKRefused() {
     var t = SimTransport(deviceType: .net, deviceFeatures: offered)
     t.refusesFeaturesOK = true
-    do {
-      _ = try DeviceInit.begin(&t, policy: policy)
-      XCTFail("FEATURES_OK did not stick, yet negotiation succeeded")
-    } catch {
+    assertFails("FEATURES_OK did not stick, yet negotiation succeeded") {
+      try DeviceInit.begin(&t, policy: policy)
+    } check: { error in
       XCTAssertEqual(error.code, .negotiationFailed)
       XCTAssertTrue(error.message.contains("refused"), error.message)
       XCTAssertTrue(error.message.contains("EVENT_IDX"), "the message should name the features: \(error.message)")
@@ -78,10 +72,9 @@ final class DeviceInitTests: XCTestCase {
     var t = SimTransport(deviceType: .net, deviceFeatures: offered)
     let needsPacked = FeaturePolicy(
       required: FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.ringPacked, NetFeature.hostUDPTunnelGSO]))
-    do {
-      _ = try DeviceInit.begin(&t, policy: needsPacked)
-      XCTFail("negotiation succeeded without RING_PACKED")
-    } catch {
+    assertFails("negotiation succeeded without RING_PACKED") {
+      try DeviceInit.begin(&t, policy: needsPacked)
+    } check: { error in
       XCTAssertEqual(error.code, .missingFeatures)
       XCTAssertTrue(error.message.contains("RING_PACKED"), error.message)
       XCTAssertTrue(error.message.contains("HOST_UDP_TUNNEL_GSO"), "bit 67 by name: \(error.message)")
@@ -121,10 +114,9 @@ final class DeviceInitTests: XCTestCase {
     var t = SimTransport(deviceType: .net, deviceFeatures: offered)
     t.failsDriverOK = true
     _ = try DeviceInit.begin(&t, policy: policy)
-    do {
+    assertFails("DRIVER_OK answered with DEVICE_NEEDS_RESET, yet finish succeeded") {
       try DeviceInit.finish(&t)
-      XCTFail("DRIVER_OK answered with DEVICE_NEEDS_RESET, yet finish succeeded")
-    } catch {
+    } check: { error in
       XCTAssertEqual(error.code, .deviceFailed)
       XCTAssertTrue(error.message.contains("DEVICE_NEEDS_RESET"), error.message)
     }
@@ -135,10 +127,9 @@ final class DeviceInitTests: XCTestCase {
     var t = SimTransport(deviceType: .net, deviceFeatures: offered)
     _ = try DeviceInit.begin(&t, policy: policy)
     t.resetNeverCompletes = true
-    do {
-      _ = try DeviceInit.begin(&t, policy: policy)
-      XCTFail("reset never completed, yet init went on")
-    } catch {
+    assertFails("reset never completed, yet init went on") {
+      try DeviceInit.begin(&t, policy: policy)
+    } check: { error in
       XCTAssertEqual(error.code, .resetTimeout)
     }
   }
@@ -171,13 +162,12 @@ final class DeviceInitTests: XCTestCase {
     let t = SimTransport(deviceType: .net, deviceFeatures: offered, config: Self.netConfig)
     t.configAlwaysChanging = true
     var calls = 0
-    do {
-      _ = try t.readConsistentConfig(attempts: 16) { c in
+    assertFails("config kept changing, yet a read was accepted") {
+      try t.readConsistentConfig(attempts: 16) { c in
         calls += 1
         return c.readConfig16(VirtioNetConfig.Offset.mtu)
       }
-      XCTFail("config kept changing, yet a read was accepted")
-    } catch {
+    } check: { error in
       XCTAssertEqual(error.code, .configUnstable)
       XCTAssertTrue(error.message.contains("config_generation"), error.message)
     }

@@ -4,18 +4,13 @@ import VirtioSim
 import VirtioSpec
 import XCTest
 
-/// Both driver queue layouts share this initializer; it lets one generic test
-/// body run against split and packed.
-protocol TestableQueue: Virtqueue, ~Copyable {
-  init<A: DMAAllocator & ~Copyable>(
-    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int
-  ) throws(VirtioError)
+/// Both driver queue layouts (built through `ConstructibleVirtqueue`'s
+/// initializer), so one generic test body runs against split and packed.
+protocol TestableQueue: ConstructibleVirtqueue, ~Copyable {
   var maxIndirect: Int { get }
-  /// Packed descriptors are visible to the device as soon as they are added (§2.8.21).
-  static var isPacked: Bool { get }
 }
-extension SplitVirtqueue: TestableQueue { static var isPacked: Bool { false } }
-extension PackedVirtqueue: TestableQueue { static var isPacked: Bool { true } }
+extension SplitVirtqueue: TestableQueue {}
+extension PackedVirtqueue: TestableQueue {}
 
 /// A driver queue and the device ring over the same memory, driven step by
 /// step from the test thread (no device thread: every outcome is exact).
@@ -93,19 +88,20 @@ extension Virtqueue where Self: ~Copyable {
   }
 }
 
-/// Deterministic generator (SplitMix64), so a failing run reproduces.
-struct SplitMix64 {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
+/// Asserts that `body` fails with a `VirtioError` and hands it to `check`
+/// (XCTAssertThrowsError, typed); `message` says what succeeding would mean.
+func assertFails<R>(
+  _ message: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> R,
+  check: (VirtioError) -> Void = { _ in }
+) {
+  do {
+    _ = try body()
+    XCTFail(message, file: file, line: line)
+  } catch let error as VirtioError {
+    check(error)
+  } catch {
+    XCTFail("\(message): not a VirtioError: \(error)", file: file, line: line)
   }
-  mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-  mutating func inRange(_ r: ClosedRange<Int>) -> Int { r.lowerBound + below(r.count) }
 }
 
 /// Polls `body` until it returns non-nil or `seconds` pass (yielding in between).

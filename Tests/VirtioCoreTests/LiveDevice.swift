@@ -21,16 +21,12 @@ struct Live<Q: TestableQueue & ~Copyable>: ~Copyable {
     configure: (SimDevice) -> Void = { _ in }
   ) throws {
     var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
-    if Q.isPacked { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     var t = SimTransport(deviceType: .net, deviceFeatures: offered, queueSizes: [size])
     let accepted = try DeviceInit.begin(&t, policy: FeaturePolicy(required: offered))
     var dma = try SimDMA()
     let q = try Q(index: 0, size: size, features: RingFeatures(negotiated: accepted), memory: &dma, maxIndirect: maxIndirect)
-    try t.configureQueue(
-      0,
-      QueueAddresses(
-        size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA, msixVector: 0))
-    try t.enableQueue(0)
+    try t.enableQueue(0, q, msixVector: 0)
     try DeviceInit.finish(&t)
     self.buffers = try dma.allocate(byteCount: 1 << 20, alignment: 4096)
     self.device = SimDevice(transport: t, memory: dma.iommu, behaviour: behaviour)

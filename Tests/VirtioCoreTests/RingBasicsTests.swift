@@ -17,7 +17,7 @@ final class RingBasicsTests: XCTestCase {
     XCTAssertEqual(r.q.add(.writable(r.iova(0), 64), token: 7), .added)
     XCTAssertEqual(r.q.freeCount, 7)
     XCTAssertEqual(r.q.inFlight, 1)
-    if !Q.isPacked {
+    if Q.layout == .split {
       // Split: the avail idx publishes; packed: the descriptor's flags already did (§2.8.21).
       XCTAssertNil(r.d.nextAvail(), "\(Q.self): device saw a buffer before publish")
     }

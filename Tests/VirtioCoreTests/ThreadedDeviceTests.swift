@@ -251,9 +251,7 @@ final class ThreadedDeviceTests: XCTestCase {
     }
     let accepted = try DeviceInit.begin(&l.t, policy: FeaturePolicy(required: l.negotiated))
     var q2 = try SplitVirtqueue(index: 0, size: 8, features: RingFeatures(negotiated: accepted), memory: &l.dma)
-    try l.t.configureQueue(
-      0, QueueAddresses(size: 8, descIOVA: q2.descAreaIOVA, driverIOVA: q2.driverAreaIOVA, deviceIOVA: q2.deviceAreaIOVA))
-    try l.t.enableQueue(0)
+    try l.t.enableQueue(0, q2)
     try DeviceInit.finish(&l.t)
     for i in 0..<20 {
       _ = q2.add(.writable(l.iova(i), 8), token: UInt64(100 + i))

@@ -7,7 +7,7 @@ import XCTest
 
 /// A net device with a control queue, set up through §3.1.1 over SimTransport,
 /// with the simulated device thread answering control commands.
-struct ControlRig<Q: TestQueue & ~Copyable>: ~Copyable {
+struct ControlRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var dma: SimDMA
   var ctrl: NetControlQueue<Q>
   let t: SimTransport
@@ -17,7 +17,7 @@ struct ControlRig<Q: TestQueue & ~Copyable>: ~Copyable {
 
   init(offer extra: [Int] = [NetFeature.ctrlVQ, NetFeature.ctrlRx, NetFeature.mq], maxPairs: UInt16 = 4) throws {
     var offered = FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.eventIdx, NetFeature.mac, NetFeature.status] + extra)
-    if Q.name == "packed" { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     let queues = 2 * Int(maxPairs) + 1
     var t = SimTransport(
       deviceType: .net, deviceFeatures: offered, queueSizes: Array(repeating: 64, count: queues),
@@ -27,9 +27,7 @@ struct ControlRig<Q: TestQueue & ~Copyable>: ~Copyable {
     guard let index = config.controlQueue(features: accepted) else { throw XCTSkip("no control queue negotiated") }
     var dma = try SimDMA()
     let q = try Q(index: UInt16(index), size: 16, features: RingFeatures(negotiated: accepted), memory: &dma, maxIndirect: 4)
-    try t.configureQueue(
-      index, QueueAddresses(size: 16, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-    try t.enableQueue(index)
+    try t.enableQueue(index, q)
     try DeviceInit.finish(&t)
     let responder = ControlResponder(queue: index)
     let ctrl = try NetControlQueue(queue: q, doorbell: t.doorbell(queue: index), features: accepted, memory: &dma)
@@ -52,7 +50,7 @@ final class ControlQueueTests: XCTestCase {
     try commands(PackedVirtqueue.self)
   }
 
-  func commands<Q: TestQueue & ~Copyable>(_: Q.Type) throws {
+  func commands<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type) throws {
     var r = try ControlRig<Q>()
     XCTAssertEqual(r.config.maxQueuePairs, 4)
     XCTAssertEqual(r.config.controlQueue(features: r.ctrl.features), 8, "§5.1.2: controlq after 4 pairs")
@@ -65,7 +63,7 @@ final class ControlQueueTests: XCTestCase {
         ControlCommand(cls: NetCtrl.classRx, command: NetCtrl.rxPromisc, data: [1]),
         ControlCommand(cls: NetCtrl.classRx, command: NetCtrl.rxAllMulti, data: [0]),
         ControlCommand(cls: NetCtrl.classMQ, command: NetCtrl.mqVQPairsSet, data: [3, 0]),
-      ], Q.name)
+      ], "\(Q.layout)")
     XCTAssertEqual(r.ctrl.commandsSent, 3)
     XCTAssertEqual(r.device.driverBugs.count, 0, "\(r.device.driverBugs)")
     XCTAssertEqual(r.t.protocolViolations, [])

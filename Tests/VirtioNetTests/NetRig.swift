@@ -5,23 +5,9 @@ import VirtioSim
 import VirtioSpec
 import XCTest
 
-/// Both ring layouts, one generic test body.
-protocol TestQueue: Virtqueue, ~Copyable {
-  init<A: DMAAllocator & ~Copyable>(
-    index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int
-  ) throws(VirtioError)
-  static var name: String { get }
-}
-extension SplitVirtqueue: TestQueue {
-  static var name: String { "split" }
-}
-extension PackedVirtqueue: TestQueue {
-  static var name: String { "packed" }
-}
-
 /// A driver queue pair, its buffer pool and the device side over the same
 /// simulated DMA memory, stepped from the test thread.
-struct NetRig<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>: ~Copyable {
+struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>: ~Copyable {
   var dma: SimDMA
   var pair: NetQueuePair<Q, Q>
   var dev: NetDeviceSide<D>
@@ -31,7 +17,7 @@ struct NetRig<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>: ~Copyable {
 
   init(size: Int, features: [Int] = [VirtioFeature.eventIdx], poolCount: Int = 512, bufferSize: Int = 2048) throws {
     var f = FeatureSet(bits: [VirtioFeature.version1] + features)
-    if Q.name == "packed" { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    if Q.layout == .packed { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     let ring = RingFeatures(negotiated: f)
     var dma = try SimDMA()
     let rx = try Q(index: 0, size: size, features: ring, memory: &dma, maxIndirect: 0)

@@ -12,20 +12,20 @@ final class QueuePairTests: XCTestCase {
     try refill(PackedVirtqueue.self, PackedDeviceRing.self)
   }
 
-  func refill<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+  func refill<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
     var r = try NetRig<Q, D>(size: 16)
-    XCTAssertEqual(r.pair.refill(&r.pool), 16, Q.name)
+    XCTAssertEqual(r.pair.refill(&r.pool), 16, "\(Q.layout)")
     XCTAssertEqual(r.pool.available, 512 - 16)
-    XCTAssertEqual(r.bell.notifications(queue: 0), 1, "\(Q.name): one doorbell for the whole fill")
+    XCTAssertEqual(r.bell.notifications(queue: 0), 1, "\(Q.layout): one doorbell for the whole fill")
     // Each buffer is device-writable from the header (offset - 12) to the end: 2048 - 52 bytes.
     var seen = 0
     while let c = r.dev.takeRXBuffer() {
-      XCTAssertEqual(c.writableBytes, UInt32(2048 - 64 + 12), Q.name)
+      XCTAssertEqual(c.writableBytes, UInt32(2048 - 64 + 12), "\(Q.layout)")
       XCTAssertEqual(c.readableBytes, 0)
       seen += 1
     }
     XCTAssertEqual(seen, 16)
-    XCTAssertEqual(r.pair.refill(&r.pool), 0, "\(Q.name): nothing to refill on a full ring")
+    XCTAssertEqual(r.pair.refill(&r.pool), 0, "\(Q.layout): nothing to refill on a full ring")
   }
 
   func testReceiveDeliversFramesInOrder() throws {
@@ -33,18 +33,18 @@ final class QueuePairTests: XCTestCase {
     try receive(PackedVirtqueue.self, PackedDeviceRing.self)
   }
 
-  func receive<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+  func receive<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
     var r = try NetRig<Q, D>(size: 32)
     r.pair.refill(&r.pool)
     let sizes = [60, 64, 128, 1000, 1514, 1984]
     for (i, n) in sizes.enumerated() { XCTAssertTrue(r.dev.deliver(testFrame(i, length: n))) }
     r.dev.publishRX()
     let got = r.receive()
-    XCTAssertEqual(got.count, sizes.count, Q.name)
+    XCTAssertEqual(got.count, sizes.count, "\(Q.layout)")
     for (i, b) in got.enumerated() {
-      XCTAssertEqual(Int(b.length), sizes[i], "\(Q.name) packet \(i)")
+      XCTAssertEqual(Int(b.length), sizes[i], "\(Q.layout) packet \(i)")
       XCTAssertEqual(b.offset, 64)
-      XCTAssertEqual(r.bytes(b), testFrame(i, length: sizes[i]), "\(Q.name) packet \(i) content")
+      XCTAssertEqual(r.bytes(b), testFrame(i, length: sizes[i]), "\(Q.layout) packet \(i) content")
       XCTAssertEqual(b.flags, 0, "no GUEST_CSUM: no checksum metadata")
     }
     XCTAssertEqual(r.pair.stats.rxPackets, UInt64(sizes.count))
@@ -70,7 +70,7 @@ final class QueuePairTests: XCTestCase {
     try forward(PackedVirtqueue.self, PackedDeviceRing.self, size: 7, features: [], total: 5000)
   }
 
-  func forward<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type, size: Int, features: [Int], total: Int) throws {
+  func forward<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type, size: Int, features: [Int], total: Int) throws {
     // 70 000 packets take the ring indices past 2^16.
     var r = try NetRig<Q, D>(size: size, features: features, poolCount: 64)
     r.pair.refill(&r.pool)
@@ -84,7 +84,7 @@ final class QueuePairTests: XCTestCase {
       r.dev.publishRX()
       let burst = r.receive(max: 5)
       received += burst.count
-      XCTAssertEqual(r.transmit(burst), burst.count, "\(Q.name): TX ring has room")
+      XCTAssertEqual(r.transmit(burst), burst.count, "\(Q.layout): TX ring has room")
       r.dev.collectTX { hdr, frame in
         if hdr != VirtioNetHdr() || frame != testFrame(checked, length: 60 + checked % 1400) { failures += 1 }
         checked += 1
@@ -93,11 +93,11 @@ final class QueuePairTests: XCTestCase {
       r.pair.reclaim(&r.pool)
       if burst.isEmpty && r.pair.rx.freeCount > 0 { r.pair.refill(&r.pool) }
     }
-    XCTAssertEqual(failures, 0, "\(Q.name) size \(size): frame \(checked) changed on the way")
+    XCTAssertEqual(failures, 0, "\(Q.layout) size \(size): frame \(checked) changed on the way")
     XCTAssertEqual(received, total)
     XCTAssertNil(r.pair.brokenReason)
     XCTAssertNil(r.dev.driverBug)
-    XCTAssertEqual(r.pool.available + r.pair.rx.inFlight, 64, "\(Q.name): every buffer is back (pool or RX ring)")
+    XCTAssertEqual(r.pool.available + r.pair.rx.inFlight, 64, "\(Q.layout): every buffer is back (pool or RX ring)")
     XCTAssertEqual(r.pair.stats.txPackets, UInt64(total))
     // Notifications only when the device asked: far fewer than bursts with EVENT_IDX.
     XCTAssertGreaterThan(r.bell.notifications(queue: 1), 0)
@@ -126,11 +126,11 @@ final class QueuePairTests: XCTestCase {
     try ringFull(PackedVirtqueue.self, PackedDeviceRing.self)
   }
 
-  func ringFull<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+  func ringFull<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
     var r = try NetRig<Q, D>(size: 8)
     var packets: [PacketBuffer] = []
     for i in 0..<12 { packets.append(r.packet(testFrame(i, length: 80))) }
-    XCTAssertEqual(r.transmit(packets), 8, Q.name)
+    XCTAssertEqual(r.transmit(packets), 8, "\(Q.layout)")
     XCTAssertEqual(r.pair.stats.txRingFull, 4)
     XCTAssertEqual(r.transmit(Array(packets[8...])), 0, "still full")
     var frames: [[UInt8]] = []
@@ -252,14 +252,14 @@ final class QueuePairTests: XCTestCase {
     try overlong(PackedVirtqueue.self, PackedDeviceRing.self)
   }
 
-  func overlong<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+  func overlong<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
     var r = try NetRig<Q, D>(size: 8)
     r.pair.refill(&r.pool)
     r.dev.deliver(testFrame(0, length: 64), usedLength: 5000)
     r.dev.publishRX()
-    XCTAssertEqual(r.receive(), [], Q.name)
+    XCTAssertEqual(r.receive(), [], "\(Q.layout)")
     guard case .usedLengthTooLarge(_, let len, let posted)? = r.pair.brokenReason else {
-      return XCTFail("\(Q.name): \(String(describing: r.pair.brokenReason))")
+      return XCTFail("\(Q.layout): \(String(describing: r.pair.brokenReason))")
     }
     XCTAssertEqual(len, 5000)
     XCTAssertEqual(posted, UInt32(2048 - 52))
@@ -312,19 +312,19 @@ final class QueuePairTests: XCTestCase {
     try interrupts(PackedVirtqueue.self, PackedDeviceRing.self, features: [])
   }
 
-  func interrupts<Q: TestQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type, features: [Int]) throws {
+  func interrupts<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type, features: [Int]) throws {
     var r = try NetRig<Q, D>(size: 8, features: features)
     r.pair.refill(&r.pool)
     r.dev.deliver(testFrame(0, length: 64))
-    XCTAssertFalse(r.dev.publishRX(), "\(Q.name) \(features): polling — no interrupt wanted")
-    XCTAssertTrue(r.pair.armReceiveInterrupt(), "\(Q.name): a packet is already waiting")
+    XCTAssertFalse(r.dev.publishRX(), "\(Q.layout) \(features): polling — no interrupt wanted")
+    XCTAssertTrue(r.pair.armReceiveInterrupt(), "\(Q.layout): a packet is already waiting")
     XCTAssertEqual(r.receive().count, 1)
-    XCTAssertFalse(r.pair.armReceiveInterrupt(), "\(Q.name): nothing waiting, sleep")
+    XCTAssertFalse(r.pair.armReceiveInterrupt(), "\(Q.layout): nothing waiting, sleep")
     r.dev.deliver(testFrame(1, length: 64))
-    XCTAssertTrue(r.dev.publishRX(), "\(Q.name) \(features): armed — the device interrupts")
+    XCTAssertTrue(r.dev.publishRX(), "\(Q.layout) \(features): armed — the device interrupts")
     r.pair.disarmReceiveInterrupt()
     XCTAssertEqual(r.receive().count, 1)
     r.dev.deliver(testFrame(2, length: 64))
-    XCTAssertFalse(r.dev.publishRX(), "\(Q.name) \(features): disarmed again")
+    XCTAssertFalse(r.dev.publishRX(), "\(Q.layout) \(features): disarmed again")
   }
 }

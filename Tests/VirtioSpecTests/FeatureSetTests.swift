@@ -1,3 +1,4 @@
+import VirtioSim
 import VirtioSpec
 import XCTest
 

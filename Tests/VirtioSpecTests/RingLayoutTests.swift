@@ -1,45 +1,36 @@
 import CUapiLayouts
+import VirtioSim
 import VirtioSpec
 import XCTest
 
 /// Split and packed ring structures against <linux/virtio_ring.h> (virtio 1.2 §2.7, §2.8).
 final class RingLayoutTests: XCTestCase {
   func testVirtqDesc() {
-    assertUapi("sizeof(struct vring_desc)", MemoryLayout<VirtqDesc>.size)
+    assertUapiLayout(
+      VirtqDesc.self, "struct vring_desc", ["addr": \.addr, "len": \.len, "flags": \.flags, "next": \.next])
     XCTAssertEqual(MemoryLayout<VirtqDesc>.stride, 16)
-    assertUapi("offsetof(struct vring_desc, addr)", offset(\VirtqDesc.addr))
-    assertUapi("offsetof(struct vring_desc, len)", offset(\VirtqDesc.len))
-    assertUapi("offsetof(struct vring_desc, flags)", offset(\VirtqDesc.flags))
-    assertUapi("offsetof(struct vring_desc, next)", offset(\VirtqDesc.next))
   }
 
   func testVirtqUsedElem() {
-    assertUapi("sizeof(struct vring_used_elem)", MemoryLayout<VirtqUsedElem>.size)
-    assertUapi("offsetof(struct vring_used_elem, id)", offset(\VirtqUsedElem.id))
-    assertUapi("offsetof(struct vring_used_elem, len)", offset(\VirtqUsedElem.len))
+    assertUapiLayout(VirtqUsedElem.self, "struct vring_used_elem", ["id": \.id, "len": \.len])
   }
 
   /// The fixed heads of virtq_avail and virtq_used (§2.7.6, §2.7.8): the ring
   /// code reads idx and flags through these structs.
   func testVirtqAvailAndUsedHeads() {
-    assertUapi("sizeof(struct vring_avail)", MemoryLayout<VirtqAvail>.size)
-    assertUapi("offsetof(struct vring_avail, flags)", offset(\VirtqAvail.flags))
-    assertUapi("offsetof(struct vring_avail, idx)", offset(\VirtqAvail.idx))
-    assertUapi("sizeof(struct vring_used)", MemoryLayout<VirtqUsed>.size)
-    assertUapi("offsetof(struct vring_used, flags)", offset(\VirtqUsed.flags))
-    assertUapi("offsetof(struct vring_used, idx)", offset(\VirtqUsed.idx))
+    assertUapiLayout(VirtqAvail.self, "struct vring_avail", ["flags": \.flags, "idx": \.idx])
+    assertUapiLayout(VirtqUsed.self, "struct vring_used", ["flags": \.flags, "idx": \.idx])
     // The used ring's elements sit right after the head, aligned for them.
     XCTAssertEqual(SplitRingLayout.usedRingOffset % MemoryLayout<VirtqUsedElem>.alignment, 0)
     XCTAssertEqual(MemoryLayout<SplitRingLayout.AvailEntry>.size, 2, "avail ring entries are le16")
   }
 
   func testAvailAndUsedRingOffsets() {
-    assertUapi("offsetof(struct vring_avail, flags)", SplitRingLayout.availFlagsOffset)
-    assertUapi("offsetof(struct vring_avail, idx)", SplitRingLayout.availIdxOffset)
-    assertUapi("offsetof(struct vring_avail, ring)", SplitRingLayout.availRingOffset)
-    assertUapi("offsetof(struct vring_used, flags)", SplitRingLayout.usedFlagsOffset)
-    assertUapi("offsetof(struct vring_used, idx)", SplitRingLayout.usedIdxOffset)
-    assertUapi("offsetof(struct vring_used, ring)", SplitRingLayout.usedRingOffset)
+    typealias L = SplitRingLayout
+    assertUapiOffsets(
+      "struct vring_avail", ["flags": L.availFlagsOffset, "idx": L.availIdxOffset, "ring": L.availRingOffset])
+    assertUapiOffsets(
+      "struct vring_used", ["flags": L.usedFlagsOffset, "idx": L.usedIdxOffset, "ring": L.usedRingOffset])
     let availRing = Uapi.values["offsetof(struct vring_avail, ring)"]!
     let usedRing = Uapi.values["offsetof(struct vring_used, ring)"]!
     let elem = Uapi.values["sizeof(struct vring_used_elem)"]!
@@ -58,9 +49,9 @@ final class RingLayoutTests: XCTestCase {
       XCTAssertGreaterThanOrEqual(l.usedOffset, l.availOffset + l.availRingBytes)
       XCTAssertEqual(l.totalBytes, l.usedOffset + l.usedRingBytes)
     }
-    assertUapi("VRING_DESC_ALIGN_SIZE", SplitRingLayout.descAlignment)
-    assertUapi("VRING_AVAIL_ALIGN_SIZE", SplitRingLayout.availAlignment)
-    assertUapi("VRING_USED_ALIGN_SIZE", SplitRingLayout.usedAlignment)
+    assertUapi(
+      prefix: "VRING_",
+      ["DESC_ALIGN_SIZE": L.descAlignment, "AVAIL_ALIGN_SIZE": L.availAlignment, "USED_ALIGN_SIZE": L.usedAlignment])
   }
 
   func testSplitRingSizes() {
@@ -75,21 +66,20 @@ final class RingLayoutTests: XCTestCase {
   }
 
   func testPackedDesc() {
-    assertUapi("sizeof(struct vring_packed_desc)", MemoryLayout<PackedDesc>.size)
-    assertUapi("offsetof(struct vring_packed_desc, addr)", offset(\PackedDesc.addr))
-    assertUapi("offsetof(struct vring_packed_desc, len)", offset(\PackedDesc.len))
-    assertUapi("offsetof(struct vring_packed_desc, id)", offset(\PackedDesc.id))
-    assertUapi("offsetof(struct vring_packed_desc, flags)", offset(\PackedDesc.flags))
+    assertUapiLayout(
+      PackedDesc.self, "struct vring_packed_desc", ["addr": \.addr, "len": \.len, "id": \.id, "flags": \.flags])
   }
 
   func testPackedDescEvent() {
-    assertUapi("sizeof(struct vring_packed_desc_event)", MemoryLayout<PackedDescEvent>.size)
-    assertUapi("offsetof(struct vring_packed_desc_event, off_wrap)", offset(\PackedDescEvent.offWrap))
-    assertUapi("offsetof(struct vring_packed_desc_event, flags)", offset(\PackedDescEvent.flags))
-    assertUapi("VRING_PACKED_EVENT_FLAG_ENABLE", Int(PackedEventFlags.enable))
-    assertUapi("VRING_PACKED_EVENT_FLAG_DISABLE", Int(PackedEventFlags.disable))
-    assertUapi("VRING_PACKED_EVENT_FLAG_DESC", Int(PackedEventFlags.desc))
-    assertUapi("VRING_PACKED_EVENT_F_WRAP_CTR", Int(PackedEventFlags.wrapCounterShift))
+    assertUapiLayout(
+      PackedDescEvent.self, "struct vring_packed_desc_event", ["off_wrap": \.offWrap, "flags": \.flags])
+    typealias E = PackedEventFlags
+    assertUapi(
+      prefix: "VRING_PACKED_EVENT_",
+      [
+        "FLAG_ENABLE": Int(E.enable), "FLAG_DISABLE": Int(E.disable), "FLAG_DESC": Int(E.desc),
+        "F_WRAP_CTR": Int(E.wrapCounterShift),
+      ])
     // desc_event_off is every bit of off_wrap below the wrap counter.
     XCTAssertEqual(PackedDescEvent.offsetMask, (1 << PackedEventFlags.wrapCounterShift) - 1)
   }
@@ -110,9 +100,9 @@ final class RingLayoutTests: XCTestCase {
   }
 
   func testDescriptorAndRingFlags() {
-    assertUapi("VRING_DESC_F_NEXT", Int(VirtqDescFlags.next))
-    assertUapi("VRING_DESC_F_WRITE", Int(VirtqDescFlags.write))
-    assertUapi("VRING_DESC_F_INDIRECT", Int(VirtqDescFlags.indirect))
+    typealias F = VirtqDescFlags
+    assertUapi(
+      prefix: "VRING_DESC_F_", ["NEXT": Int(F.next), "WRITE": Int(F.write), "INDIRECT": Int(F.indirect)])
     // Linux defines the packed AVAIL/USED flags as bit numbers.
     assertUapi("VRING_PACKED_DESC_F_AVAIL", VirtqDescFlags.avail.trailingZeroBitCount)
     assertUapi("VRING_PACKED_DESC_F_USED", VirtqDescFlags.used.trailingZeroBitCount)
@@ -178,18 +168,5 @@ final class RingLayoutTests: XCTestCase {
     XCTAssertEqual(NotificationData.packed(queue: 1, nextOffset: 5, wrap: false), 0x0005_0001)
     XCTAssertEqual(NotificationData.packed(queue: 1, nextOffset: 5, wrap: true), 0x8005_0001)
     XCTAssertEqual(NotificationData.packed(queue: 0xFFFF, nextOffset: 0x7FFF, wrap: true), 0xFFFF_FFFF)
-  }
-}
-
-/// A tiny deterministic generator (SplitMix64), so failures reproduce.
-struct SplitMix64 {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }

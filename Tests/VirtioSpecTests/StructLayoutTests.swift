@@ -5,88 +5,65 @@ import XCTest
 /// <linux/virtio_net.h>, <linux/virtio_blk.h> and <linux/pci_regs.h>.
 final class StructLayoutTests: XCTestCase {
   func testVirtioPCICap() {
-    assertUapi("sizeof(struct virtio_pci_cap)", MemoryLayout<VirtioPCICap>.size)
+    assertUapiLayout(
+      VirtioPCICap.self, "struct virtio_pci_cap",
+      [
+        "cap_vndr": \.cap_vndr, "cap_next": \.cap_next, "cap_len": \.cap_len, "cfg_type": \.cfg_type,
+        "bar": \.bar, "id": \.id, "padding": \.padding, "offset": \.offset, "length": \.length,
+      ])
     typealias O = VirtioPCICap.Offset
-    assertUapi("offsetof(struct virtio_pci_cap, cap_vndr)", offset(\VirtioPCICap.cap_vndr))
-    assertUapi("offsetof(struct virtio_pci_cap, cap_next)", offset(\VirtioPCICap.cap_next))
-    assertUapi("offsetof(struct virtio_pci_cap, cap_len)", offset(\VirtioPCICap.cap_len))
-    assertUapi("offsetof(struct virtio_pci_cap, cfg_type)", offset(\VirtioPCICap.cfg_type))
-    assertUapi("offsetof(struct virtio_pci_cap, bar)", offset(\VirtioPCICap.bar))
-    assertUapi("offsetof(struct virtio_pci_cap, id)", offset(\VirtioPCICap.id))
-    assertUapi("offsetof(struct virtio_pci_cap, padding)", offset(\VirtioPCICap.padding))
-    assertUapi("offsetof(struct virtio_pci_cap, offset)", offset(\VirtioPCICap.offset))
-    assertUapi("offsetof(struct virtio_pci_cap, length)", offset(\VirtioPCICap.length))
-    assertUapi("VIRTIO_PCI_CAP_VNDR", O.cap_vndr)
-    assertUapi("VIRTIO_PCI_CAP_NEXT", O.cap_next)
-    assertUapi("VIRTIO_PCI_CAP_LEN", O.cap_len)
-    assertUapi("VIRTIO_PCI_CAP_CFG_TYPE", O.cfg_type)
-    assertUapi("VIRTIO_PCI_CAP_BAR", O.bar)
+    assertUapi(
+      prefix: "VIRTIO_PCI_CAP_",
+      [
+        "VNDR": O.cap_vndr, "NEXT": O.cap_next, "LEN": O.cap_len, "CFG_TYPE": O.cfg_type, "BAR": O.bar,
+        "OFFSET": O.offset, "LENGTH": O.length,
+      ])
     assertUapi("offsetof(struct virtio_pci_cap, id)", O.id)
-    assertUapi("VIRTIO_PCI_CAP_OFFSET", O.offset)
-    assertUapi("VIRTIO_PCI_CAP_LENGTH", O.length)
     assertUapi("VIRTIO_PCI_NOTIFY_CAP_MULT", O.notify_off_multiplier)
     assertUapi("offsetof(struct virtio_pci_notify_cap, notify_off_multiplier)", O.notify_off_multiplier)
     assertUapi("offsetof(struct virtio_pci_cfg_cap, pci_cfg_data)", O.pci_cfg_data)
   }
 
   func testCapTypes() {
-    assertUapi("VIRTIO_PCI_CAP_COMMON_CFG", Int(VirtioPCICapType.common.rawValue))
-    assertUapi("VIRTIO_PCI_CAP_NOTIFY_CFG", Int(VirtioPCICapType.notify.rawValue))
-    assertUapi("VIRTIO_PCI_CAP_ISR_CFG", Int(VirtioPCICapType.isr.rawValue))
-    assertUapi("VIRTIO_PCI_CAP_DEVICE_CFG", Int(VirtioPCICapType.device.rawValue))
-    assertUapi("VIRTIO_PCI_CAP_PCI_CFG", Int(VirtioPCICapType.pciConfigAccess.rawValue))
+    typealias T = VirtioPCICapType
+    assertUapi(
+      prefix: "VIRTIO_PCI_CAP_",
+      [
+        "COMMON_CFG": Int(T.common.rawValue), "NOTIFY_CFG": Int(T.notify.rawValue), "ISR_CFG": Int(T.isr.rawValue),
+        "DEVICE_CFG": Int(T.device.rawValue), "PCI_CFG": Int(T.pciConfigAccess.rawValue),
+      ])
     assertPinned(
-      "VIRTIO_PCI_CAP_SHARED_MEMORY_CFG", Int(VirtioPCICapType.sharedMemory.rawValue), spec: 8, "virtio 1.2 §4.1.4")
-    assertPinned("VIRTIO_PCI_CAP_VENDOR_CFG", Int(VirtioPCICapType.vendor.rawValue), spec: 9, "virtio 1.2 §4.1.4")
+      prefix: "VIRTIO_PCI_CAP_",
+      ["SHARED_MEMORY_CFG": (Int(T.sharedMemory.rawValue), 8), "VENDOR_CFG": (Int(T.vendor.rawValue), 9)],
+      "virtio 1.2 §4.1.4")
   }
 
   func testCommonCfgOffsets() {
     typealias C = CommonCfg
     let s = "struct virtio_pci_common_cfg"
-    assertUapi("offsetof(\(s), device_feature_select)", C.device_feature_select)
-    assertUapi("offsetof(\(s), device_feature)", C.device_feature)
-    assertUapi("offsetof(\(s), guest_feature_select)", C.driver_feature_select)
-    assertUapi("offsetof(\(s), guest_feature)", C.driver_feature)
-    assertUapi("offsetof(\(s), msix_config)", C.config_msix_vector)
-    assertUapi("offsetof(\(s), num_queues)", C.num_queues)
-    assertUapi("offsetof(\(s), device_status)", C.device_status)
-    assertUapi("offsetof(\(s), config_generation)", C.config_generation)
-    assertUapi("offsetof(\(s), queue_select)", C.queue_select)
-    assertUapi("offsetof(\(s), queue_size)", C.queue_size)
-    assertUapi("offsetof(\(s), queue_msix_vector)", C.queue_msix_vector)
-    assertUapi("offsetof(\(s), queue_enable)", C.queue_enable)
-    assertUapi("offsetof(\(s), queue_notify_off)", C.queue_notify_off)
-    assertUapi("offsetof(\(s), queue_desc_lo)", C.queue_desc)
-    assertUapi("offsetof(\(s), queue_desc_hi)", C.queue_desc + 4)
-    assertUapi("offsetof(\(s), queue_avail_lo)", C.queue_driver)
-    assertUapi("offsetof(\(s), queue_avail_hi)", C.queue_driver + 4)
-    assertUapi("offsetof(\(s), queue_used_lo)", C.queue_device)
-    assertUapi("offsetof(\(s), queue_used_hi)", C.queue_device + 4)
+    // Each register by its struct field and by its register-offset macro.
+    let registers: [(field: String, macro: String, offset: Int)] = [
+      ("device_feature_select", "DFSELECT", C.device_feature_select), ("device_feature", "DF", C.device_feature),
+      ("guest_feature_select", "GFSELECT", C.driver_feature_select), ("guest_feature", "GF", C.driver_feature),
+      ("msix_config", "MSIX", C.config_msix_vector), ("num_queues", "NUMQ", C.num_queues),
+      ("device_status", "STATUS", C.device_status), ("config_generation", "CFGGENERATION", C.config_generation),
+      ("queue_select", "Q_SELECT", C.queue_select), ("queue_size", "Q_SIZE", C.queue_size),
+      ("queue_msix_vector", "Q_MSIX", C.queue_msix_vector), ("queue_enable", "Q_ENABLE", C.queue_enable),
+      ("queue_notify_off", "Q_NOFF", C.queue_notify_off),
+      ("queue_desc_lo", "Q_DESCLO", C.queue_desc), ("queue_desc_hi", "Q_DESCHI", C.queue_desc + 4),
+      ("queue_avail_lo", "Q_AVAILLO", C.queue_driver), ("queue_avail_hi", "Q_AVAILHI", C.queue_driver + 4),
+      ("queue_used_lo", "Q_USEDLO", C.queue_device), ("queue_used_hi", "Q_USEDHI", C.queue_device + 4),
+    ]
+    for r in registers {
+      assertUapi("offsetof(\(s), \(r.field))", r.offset)
+      assertUapi("VIRTIO_PCI_COMMON_\(r.macro)", r.offset)
+    }
     assertUapi("sizeof(\(s))", C.size)
-    // The register-offset macros say the same.
-    assertUapi("VIRTIO_PCI_COMMON_DFSELECT", C.device_feature_select)
-    assertUapi("VIRTIO_PCI_COMMON_DF", C.device_feature)
-    assertUapi("VIRTIO_PCI_COMMON_GFSELECT", C.driver_feature_select)
-    assertUapi("VIRTIO_PCI_COMMON_GF", C.driver_feature)
-    assertUapi("VIRTIO_PCI_COMMON_MSIX", C.config_msix_vector)
-    assertUapi("VIRTIO_PCI_COMMON_NUMQ", C.num_queues)
-    assertUapi("VIRTIO_PCI_COMMON_STATUS", C.device_status)
-    assertUapi("VIRTIO_PCI_COMMON_CFGGENERATION", C.config_generation)
-    assertUapi("VIRTIO_PCI_COMMON_Q_SELECT", C.queue_select)
-    assertUapi("VIRTIO_PCI_COMMON_Q_SIZE", C.queue_size)
-    assertUapi("VIRTIO_PCI_COMMON_Q_MSIX", C.queue_msix_vector)
-    assertUapi("VIRTIO_PCI_COMMON_Q_ENABLE", C.queue_enable)
-    assertUapi("VIRTIO_PCI_COMMON_Q_NOFF", C.queue_notify_off)
-    assertUapi("VIRTIO_PCI_COMMON_Q_DESCLO", C.queue_desc)
-    assertUapi("VIRTIO_PCI_COMMON_Q_DESCHI", C.queue_desc + 4)
-    assertUapi("VIRTIO_PCI_COMMON_Q_AVAILLO", C.queue_driver)
-    assertUapi("VIRTIO_PCI_COMMON_Q_AVAILHI", C.queue_driver + 4)
-    assertUapi("VIRTIO_PCI_COMMON_Q_USEDLO", C.queue_device)
-    assertUapi("VIRTIO_PCI_COMMON_Q_USEDHI", C.queue_device + 4)
     // queue_notify_data / queue_reset (NOTIF_CONFIG_DATA, RING_RESET): in Linux 6.1
     // as macros; pinned to the spec for older headers.
-    assertPinned("VIRTIO_PCI_COMMON_Q_NDATA", C.queue_notify_data, spec: 56, "virtio 1.2 §4.1.4.3")
-    assertPinned("VIRTIO_PCI_COMMON_Q_RESET", C.queue_reset, spec: 58, "virtio 1.2 §4.1.4.3")
+    assertPinned(
+      prefix: "VIRTIO_PCI_COMMON_", ["Q_NDATA": (C.queue_notify_data, 56), "Q_RESET": (C.queue_reset, 58)],
+      "virtio 1.2 §4.1.4.3")
     XCTAssertEqual(C.sizeWithReset, C.queue_reset + 2)
   }
 
@@ -98,19 +75,16 @@ final class StructLayoutTests: XCTestCase {
   }
 
   func testPCIConfigRegisters() {
-    assertUapi("PCI_VENDOR_ID", PCIConfig.vendorID)
-    assertUapi("PCI_DEVICE_ID", PCIConfig.deviceID)
-    assertUapi("PCI_COMMAND", PCIConfig.command)
-    assertUapi("PCI_STATUS", PCIConfig.status)
-    assertUapi("PCI_REVISION_ID", PCIConfig.revisionID)
-    assertUapi("PCI_SUBSYSTEM_ID", PCIConfig.subsystemID)
-    assertUapi("PCI_CAPABILITY_LIST", PCIConfig.capabilitiesPointer)
-    assertUapi("PCI_STATUS_CAP_LIST", Int(PCIConfig.statusCapList))
-    assertUapi("PCI_COMMAND_MEMORY", Int(PCIConfig.commandMemory))
-    assertUapi("PCI_COMMAND_MASTER", Int(PCIConfig.commandBusMaster))
-    assertUapi("PCI_COMMAND_INTX_DISABLE", Int(PCIConfig.commandINTxDisable))
-    assertUapi("PCI_CAP_ID_VNDR", Int(PCIConfig.capIDVendor))
-    assertUapi("PCI_CAP_ID_MSIX", Int(PCIConfig.capIDMSIX))
+    typealias P = PCIConfig
+    assertUapi(
+      prefix: "PCI_",
+      [
+        "VENDOR_ID": P.vendorID, "DEVICE_ID": P.deviceID, "COMMAND": P.command, "STATUS": P.status,
+        "REVISION_ID": P.revisionID, "SUBSYSTEM_ID": P.subsystemID, "CAPABILITY_LIST": P.capabilitiesPointer,
+        "STATUS_CAP_LIST": Int(P.statusCapList), "COMMAND_MEMORY": Int(P.commandMemory),
+        "COMMAND_MASTER": Int(P.commandBusMaster), "COMMAND_INTX_DISABLE": Int(P.commandINTxDisable),
+        "CAP_ID_VNDR": Int(P.capIDVendor), "CAP_ID_MSIX": Int(P.capIDMSIX),
+      ])
   }
 
   func testNetConfig() {
@@ -137,55 +111,47 @@ final class StructLayoutTests: XCTestCase {
   }
 
   func testNetHdr() {
-    let s = "struct virtio_net_hdr_v1"
-    assertUapi("sizeof(\(s))", MemoryLayout<VirtioNetHdr>.size)
-    assertUapi("offsetof(\(s), flags)", offset(\VirtioNetHdr.flags))
-    assertUapi("offsetof(\(s), gso_type)", offset(\VirtioNetHdr.gso_type))
-    assertUapi("offsetof(\(s), hdr_len)", offset(\VirtioNetHdr.hdr_len))
-    assertUapi("offsetof(\(s), gso_size)", offset(\VirtioNetHdr.gso_size))
-    assertUapi("offsetof(\(s), csum_start)", offset(\VirtioNetHdr.csum_start))
-    assertUapi("offsetof(\(s), csum_offset)", offset(\VirtioNetHdr.csum_offset))
-    assertUapi("offsetof(\(s), num_buffers)", offset(\VirtioNetHdr.num_buffers))
-    assertUapi("VIRTIO_NET_HDR_F_NEEDS_CSUM", Int(VirtioNetHdr.flagNeedsCsum))
-    assertUapi("VIRTIO_NET_HDR_F_DATA_VALID", Int(VirtioNetHdr.flagDataValid))
-    assertUapi("VIRTIO_NET_HDR_F_RSC_INFO", Int(VirtioNetHdr.flagRSCInfo))
-    assertUapi("VIRTIO_NET_HDR_GSO_NONE", Int(VirtioNetHdr.gsoNone))
+    assertUapiLayout(
+      VirtioNetHdr.self, "struct virtio_net_hdr_v1",
+      [
+        "flags": \.flags, "gso_type": \.gso_type, "hdr_len": \.hdr_len, "gso_size": \.gso_size,
+        "csum_start": \.csum_start, "csum_offset": \.csum_offset, "num_buffers": \.num_buffers,
+      ])
+    typealias H = VirtioNetHdr
+    assertUapi(
+      prefix: "VIRTIO_NET_HDR_",
+      [
+        "F_NEEDS_CSUM": Int(H.flagNeedsCsum), "F_DATA_VALID": Int(H.flagDataValid),
+        "F_RSC_INFO": Int(H.flagRSCInfo), "GSO_NONE": Int(H.gsoNone),
+      ])
   }
 
   func testNetControl() {
-    assertUapi("VIRTIO_NET_CTRL_RX", Int(NetCtrl.classRx))
-    assertUapi("VIRTIO_NET_CTRL_RX_PROMISC", Int(NetCtrl.rxPromisc))
-    assertUapi("VIRTIO_NET_CTRL_RX_ALLMULTI", Int(NetCtrl.rxAllMulti))
-    assertUapi("VIRTIO_NET_CTRL_MAC", Int(NetCtrl.classMAC))
-    assertUapi("VIRTIO_NET_CTRL_MAC_ADDR_SET", Int(NetCtrl.macAddrSet))
-    assertUapi("VIRTIO_NET_CTRL_MQ", Int(NetCtrl.classMQ))
-    assertUapi("VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET", Int(NetCtrl.mqVQPairsSet))
-    assertUapi("VIRTIO_NET_OK", Int(NetCtrl.ackOK))
-    assertUapi("VIRTIO_NET_ERR", Int(NetCtrl.ackErr))
+    assertUapi(
+      prefix: "VIRTIO_NET_",
+      [
+        "CTRL_RX": Int(NetCtrl.classRx), "CTRL_RX_PROMISC": Int(NetCtrl.rxPromisc),
+        "CTRL_RX_ALLMULTI": Int(NetCtrl.rxAllMulti), "CTRL_MAC": Int(NetCtrl.classMAC),
+        "CTRL_MAC_ADDR_SET": Int(NetCtrl.macAddrSet), "CTRL_MQ": Int(NetCtrl.classMQ),
+        "CTRL_MQ_VQ_PAIRS_SET": Int(NetCtrl.mqVQPairsSet), "OK": Int(NetCtrl.ackOK), "ERR": Int(NetCtrl.ackErr),
+      ])
   }
 
   func testBlockConfig() {
     typealias O = VirtioBlkConfig.Offset
     let s = "struct virtio_blk_config"
-    assertUapi("offsetof(\(s), capacity)", O.capacity)
-    assertUapi("offsetof(\(s), size_max)", O.size_max)
-    assertUapi("offsetof(\(s), seg_max)", O.seg_max)
-    assertUapi("offsetof(\(s), geometry.cylinders)", O.geometry_cylinders)
-    assertUapi("offsetof(\(s), geometry.heads)", O.geometry_heads)
-    assertUapi("offsetof(\(s), geometry.sectors)", O.geometry_sectors)
-    assertUapi("offsetof(\(s), blk_size)", O.blk_size)
-    assertUapi("offsetof(\(s), physical_block_exp)", O.physical_block_exp)
-    assertUapi("offsetof(\(s), alignment_offset)", O.alignment_offset)
-    assertUapi("offsetof(\(s), min_io_size)", O.min_io_size)
-    assertUapi("offsetof(\(s), opt_io_size)", O.opt_io_size)
-    assertUapi("offsetof(\(s), wce)", O.writeback)
-    assertUapi("offsetof(\(s), num_queues)", O.num_queues)
-    assertUapi("offsetof(\(s), max_discard_sectors)", O.max_discard_sectors)
-    assertUapi("offsetof(\(s), max_discard_seg)", O.max_discard_seg)
-    assertUapi("offsetof(\(s), discard_sector_alignment)", O.discard_sector_alignment)
-    assertUapi("offsetof(\(s), max_write_zeroes_sectors)", O.max_write_zeroes_sectors)
-    assertUapi("offsetof(\(s), max_write_zeroes_seg)", O.max_write_zeroes_seg)
-    assertUapi("offsetof(\(s), write_zeroes_may_unmap)", O.write_zeroes_may_unmap)
+    assertUapiOffsets(
+      s,
+      [
+        "capacity": O.capacity, "size_max": O.size_max, "seg_max": O.seg_max,
+        "geometry.cylinders": O.geometry_cylinders, "geometry.heads": O.geometry_heads,
+        "geometry.sectors": O.geometry_sectors, "blk_size": O.blk_size, "physical_block_exp": O.physical_block_exp,
+        "alignment_offset": O.alignment_offset, "min_io_size": O.min_io_size, "opt_io_size": O.opt_io_size,
+        "wce": O.writeback, "num_queues": O.num_queues, "max_discard_sectors": O.max_discard_sectors,
+        "max_discard_seg": O.max_discard_seg, "discard_sector_alignment": O.discard_sector_alignment,
+        "max_write_zeroes_sectors": O.max_write_zeroes_sectors, "max_write_zeroes_seg": O.max_write_zeroes_seg,
+        "write_zeroes_may_unmap": O.write_zeroes_may_unmap,
+      ])
     // Secure erase arrived in Linux 6.1 headers; pinned to §5.2.4 for older ones.
     assertPinned("offsetof(\(s), max_secure_erase_sectors)", O.max_secure_erase_sectors, spec: 60, "virtio 1.2 §5.2.4")
     assertPinned("offsetof(\(s), max_secure_erase_seg)", O.max_secure_erase_seg, spec: 64, "virtio 1.2 §5.2.4")
@@ -197,15 +163,11 @@ final class StructLayoutTests: XCTestCase {
   }
 
   func testBlockRequestStructs() {
-    assertUapi("sizeof(struct virtio_blk_outhdr)", MemoryLayout<VirtioBlkOutHdr>.size)
-    assertUapi("offsetof(struct virtio_blk_outhdr, type)", offset(\VirtioBlkOutHdr.type))
-    assertUapi("offsetof(struct virtio_blk_outhdr, ioprio)", offset(\VirtioBlkOutHdr.reserved))
-    assertUapi("offsetof(struct virtio_blk_outhdr, sector)", offset(\VirtioBlkOutHdr.sector))
-    let d = "struct virtio_blk_discard_write_zeroes"
-    assertUapi("sizeof(\(d))", MemoryLayout<VirtioBlkDiscardWriteZeroes>.size)
-    assertUapi("offsetof(\(d), sector)", offset(\VirtioBlkDiscardWriteZeroes.sector))
-    assertUapi("offsetof(\(d), num_sectors)", offset(\VirtioBlkDiscardWriteZeroes.num_sectors))
-    assertUapi("offsetof(\(d), flags)", offset(\VirtioBlkDiscardWriteZeroes.flags))
+    assertUapiLayout(
+      VirtioBlkOutHdr.self, "struct virtio_blk_outhdr", ["type": \.type, "ioprio": \.reserved, "sector": \.sector])
+    assertUapiLayout(
+      VirtioBlkDiscardWriteZeroes.self, "struct virtio_blk_discard_write_zeroes",
+      ["sector": \.sector, "num_sectors": \.num_sectors, "flags": \.flags])
     assertUapi(
       "VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP",
       Int(VirtioBlkDiscardWriteZeroes(sector: 0, numSectors: 0, unmap: true).flags))
@@ -213,17 +175,16 @@ final class StructLayoutTests: XCTestCase {
   }
 
   func testBlockRequestTypesAndStatus() {
-    assertUapi("VIRTIO_BLK_T_IN", Int(BlockRequestType.read))
-    assertUapi("VIRTIO_BLK_T_OUT", Int(BlockRequestType.write))
-    assertUapi("VIRTIO_BLK_T_FLUSH", Int(BlockRequestType.flush))
-    assertUapi("VIRTIO_BLK_T_GET_ID", Int(BlockRequestType.getID))
-    assertPinned("VIRTIO_BLK_T_GET_LIFETIME", Int(BlockRequestType.getLifetime), spec: 10, "virtio 1.2 §5.2.6")
-    assertUapi("VIRTIO_BLK_T_DISCARD", Int(BlockRequestType.discard))
-    assertUapi("VIRTIO_BLK_T_WRITE_ZEROES", Int(BlockRequestType.writeZeroes))
-    assertPinned("VIRTIO_BLK_T_SECURE_ERASE", Int(BlockRequestType.secureErase), spec: 14, "virtio 1.2 §5.2.6")
-    assertUapi("VIRTIO_BLK_ID_BYTES", BlockRequestType.idBytes)
-    assertUapi("VIRTIO_BLK_S_OK", Int(BlockStatus.ok))
-    assertUapi("VIRTIO_BLK_S_IOERR", Int(BlockStatus.ioErr))
-    assertUapi("VIRTIO_BLK_S_UNSUPP", Int(BlockStatus.unsupp))
+    typealias T = BlockRequestType
+    assertUapi(
+      prefix: "VIRTIO_BLK_",
+      [
+        "T_IN": Int(T.read), "T_OUT": Int(T.write), "T_FLUSH": Int(T.flush), "T_GET_ID": Int(T.getID),
+        "T_DISCARD": Int(T.discard), "T_WRITE_ZEROES": Int(T.writeZeroes), "ID_BYTES": T.idBytes,
+        "S_OK": Int(BlockStatus.ok), "S_IOERR": Int(BlockStatus.ioErr), "S_UNSUPP": Int(BlockStatus.unsupp),
+      ])
+    assertPinned(
+      prefix: "VIRTIO_BLK_T_", ["GET_LIFETIME": (Int(T.getLifetime), 10), "SECURE_ERASE": (Int(T.secureErase), 14)],
+      "virtio 1.2 §5.2.6")
   }
 }

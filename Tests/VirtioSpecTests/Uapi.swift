@@ -42,6 +42,42 @@ extension XCTestCase {
     }
   }
 
+  /// `assertUapi` for each entry of one header's table, the C name being
+  /// `prefix` + key; a failure names the entry and points at the table.
+  func assertUapi(
+    prefix: String = "", _ table: KeyValuePairs<String, Int>, file: StaticString = #filePath, line: UInt = #line
+  ) {
+    for (name, swift) in table { assertUapi(prefix + name, swift, file: file, line: line) }
+  }
+
+  /// `assertUapi` of `offsetof(cStruct, field)` for each field of the table.
+  func assertUapiOffsets(
+    _ cStruct: String, _ table: KeyValuePairs<String, Int>, file: StaticString = #filePath, line: UInt = #line
+  ) {
+    for (field, swift) in table { assertUapi("offsetof(\(cStruct), \(field))", swift, file: file, line: line) }
+  }
+
+  /// A Swift struct laid out as the C one: `sizeof(cStruct)` (unless `size` is
+  /// false) and the stored offset of each field against `offsetof(cStruct, field)`.
+  func assertUapiLayout<T>(
+    _ type: T.Type, _ cStruct: String, size: Bool = true, _ fields: KeyValuePairs<String, PartialKeyPath<T>>,
+    file: StaticString = #filePath, line: UInt = #line
+  ) {
+    if size { assertUapi("sizeof(\(cStruct))", MemoryLayout<T>.size, file: file, line: line) }
+    for (field, key) in fields {
+      assertUapi("offsetof(\(cStruct), \(field))", offset(key, file: file, line: line), file: file, line: line)
+    }
+  }
+
+  /// `assertPinned` for each entry, the C name being `prefix` + key and the
+  /// value a (Swift, spec) pair, all pinned for the same reason.
+  func assertPinned(
+    prefix: String = "", _ table: KeyValuePairs<String, (swift: Int, spec: Int)>, _ why: String,
+    file: StaticString = #filePath, line: UInt = #line
+  ) {
+    for (name, v) in table { assertPinned(prefix + name, v.swift, spec: v.spec, why, file: file, line: line) }
+  }
+
   /// Swift field offset by key path.
   func offset<T>(_ key: PartialKeyPath<T>, file: StaticString = #filePath, line: UInt = #line) -> Int {
     guard let o = MemoryLayout<T>.offset(of: key) else {
