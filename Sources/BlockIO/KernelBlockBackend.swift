@@ -154,18 +154,6 @@ import VirtioBlk
     return BlockIOCompletion(tag: s.tag, op: s.op, status: status, bytes: status == .ok ? Int(s.length) : 0)
   }
 
-  mutating func wait(_ mode: BlockWaitMode, timeoutMilliseconds: Int) -> BlockWaitResult {
-    if stash != nil || vio_uring_cq_ready(ring) > 0 { return .ready }
-    switch mode {
-    case .polling:
-      return .ready
-    case .interrupts:
-      return sleep(timeoutMilliseconds)
-    case .hybrid(let spin):
-      return self.spin(microseconds: spin) ?? sleep(timeoutMilliseconds)
-    }
-  }
-
   /// io_uring_enter(GETEVENTS, min_complete 1) with a timeout: the process sleeps
   /// until the device's interrupt has completed a request.
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
@@ -196,4 +184,6 @@ import VirtioBlk
 extension KernelBlockBackend {
   /// io_uring requests do not break: errors come back per request.
   var isBroken: Bool { false }
+  var readyWithoutWaiting: Bool { stash != nil || vio_uring_cq_ready(ring) > 0 }
+  mutating func afterHybridSleep() {}
 }

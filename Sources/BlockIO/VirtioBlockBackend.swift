@@ -87,24 +87,6 @@ import VirtioOS
     if on { _ = requests.queue.enableInterrupts() } else { requests.queue.disableInterrupts() }
   }
 
-  mutating func wait(_ mode: BlockWaitMode, timeoutMilliseconds: Int) -> BlockWaitResult {
-    if requests.brokenReason != nil { return .broken }
-    if stash != nil { return .ready }
-    switch mode {
-    case .polling:
-      return .ready
-    case .interrupts:
-      return sleep(timeoutMilliseconds)
-    case .hybrid(let spin):
-      if let r = self.spin(microseconds: spin) { return r }
-      let r = sleep(timeoutMilliseconds)
-      // Back to quiet for the next spin phase.
-      requests.queue.disableInterrupts()
-      interruptsOn = false
-      return r
-    }
-  }
-
   /// §2.7.7.2 / §2.8.10: ask for an interrupt, look once more (a used buffer may
   /// have raced the request), then sleep on the eventfd.
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
@@ -133,4 +115,10 @@ import VirtioOS
 
 extension VirtioBlockBackend where Q: ~Copyable {
   var isBroken: Bool { requests.brokenReason != nil }
+  var readyWithoutWaiting: Bool { stash != nil }
+  /// Back to quiet for the next spin phase (§2.7.7 / §2.8.10).
+  mutating func afterHybridSleep() {
+    requests.queue.disableInterrupts()
+    interruptsOn = false
+  }
 }

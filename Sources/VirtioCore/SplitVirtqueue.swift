@@ -159,17 +159,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard !isBrokenFast else { return .broken }
     let n = chain.count
     if n == 1 { return add(chain[0], token: token) }
-    guard n > 0 else { return .invalidChain }
-    var writable: UInt32 = 0
-    for i in 0..<n {
-      let s = chain[i]
-      guard s.length > 0 else { return .invalidChain }
-      if s.deviceWritable {
-        let (sum, overflow) = writable.addingReportingOverflow(s.length)
-        guard !overflow else { return .invalidChain }
-        writable = sum
-      }
-    }
+    guard let writable = BufferSegment.writableBytes(of: chain) else { return .invalidChain }
     if let table = indirect, n <= maxIndirect {
       // §2.7.5.3: one descriptor with INDIRECT pointing at a table of `n` descriptors.
       guard numFree > 0 else { return .ringFull }

@@ -19,6 +19,24 @@ import VirtioSpec
   @inlinable public static func writable(_ address: UInt64, _ length: UInt32) -> BufferSegment {
     BufferSegment(address: address, length: length, deviceWritable: true)
   }
+
+  /// The bytes a chain lets the device write, or nil when the chain is not
+  /// one a ring may carry: empty, a zero-length segment, or writable bytes
+  /// past UInt32 (a used length could not report them, §2.7.8 / §2.8.22).
+  @inlinable public static func writableBytes(of chain: Span<BufferSegment>) -> UInt32? {
+    guard chain.count > 0 else { return nil }
+    var writable: UInt32 = 0
+    for i in 0..<chain.count {
+      let s = chain[i]
+      guard s.length > 0 else { return nil }
+      if s.deviceWritable {
+        let (sum, overflow) = writable.addingReportingOverflow(s.length)
+        guard !overflow else { return nil }
+        writable = sum
+      }
+    }
+    return writable
+  }
 }
 
 /// A buffer the device has finished with: the caller's token and the number of

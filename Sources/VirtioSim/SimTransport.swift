@@ -323,43 +323,28 @@ extension SimTransport {
     return c.monitor.withLock { body(c) }
   }
 
-  /// The device leaves FEATURES_OK clear whatever the driver accepts.
-  public var refusesFeaturesOK: Bool {
-    get { locked { $0.refuseFeaturesOK } }
-    nonmutating set { locked { $0.refuseFeaturesOK = newValue } }
-  }
-  /// The device answers DRIVER_OK with DEVICE_NEEDS_RESET.
-  public var failsDriverOK: Bool {
-    get { locked { $0.failDriverOK } }
-    nonmutating set { locked { $0.failDriverOK = newValue } }
-  }
-  /// Writing 0 to device_status never completes the reset.
-  public var resetNeverCompletes: Bool {
-    get { locked { $0.resetStuck } }
-    nonmutating set { locked { $0.resetStuck = newValue } }
-  }
-  /// The device reads back NO_VECTOR for every queue MSI-X vector.
-  public var refusesMSIXVectors: Bool {
-    get { locked { $0.refuseMSIX } }
-    nonmutating set { locked { $0.refuseMSIX = newValue } }
-  }
-  /// The device changes its config (bumps config_generation) during each of
-  /// the next `n` config reads, so `readConsistentConfig` has to retry.
-  public var configChangesDuringReads: Int {
-    get { locked { $0.configChangesLeft } }
-    nonmutating set { locked { $0.configChangesLeft = newValue } }
-  }
-  /// The device changes its config during every config read, forever.
-  public var configAlwaysChanging: Bool {
-    get { locked { $0.configAlwaysChanging } }
-    nonmutating set { locked { $0.configAlwaysChanging = newValue } }
+  /// One of the device's settings, read and written under its lock.
+  private subscript<T>(knob field: ReferenceWritableKeyPath<SimDeviceCore, T>) -> T {
+    get { locked { $0[keyPath: field] } }
+    nonmutating set { locked { $0[keyPath: field] = newValue } }
   }
 
+  /// The device leaves FEATURES_OK clear whatever the driver accepts.
+  public var refusesFeaturesOK: Bool { get { self[knob: \.refuseFeaturesOK] } nonmutating set { self[knob: \.refuseFeaturesOK] = newValue } }
+  /// The device answers DRIVER_OK with DEVICE_NEEDS_RESET.
+  public var failsDriverOK: Bool { get { self[knob: \.failDriverOK] } nonmutating set { self[knob: \.failDriverOK] = newValue } }
+  /// Writing 0 to device_status never completes the reset.
+  public var resetNeverCompletes: Bool { get { self[knob: \.resetStuck] } nonmutating set { self[knob: \.resetStuck] = newValue } }
+  /// The device reads back NO_VECTOR for every queue MSI-X vector.
+  public var refusesMSIXVectors: Bool { get { self[knob: \.refuseMSIX] } nonmutating set { self[knob: \.refuseMSIX] = newValue } }
+  /// The device changes its config (bumps config_generation) during each of
+  /// the next `n` config reads, so `readConsistentConfig` has to retry.
+  public var configChangesDuringReads: Int { get { self[knob: \.configChangesLeft] } nonmutating set { self[knob: \.configChangesLeft] = newValue } }
+  /// The device changes its config during every config read, forever.
+  public var configAlwaysChanging: Bool { get { self[knob: \.configAlwaysChanging] } nonmutating set { self[knob: \.configAlwaysChanging] = newValue } }
+
   /// The features the device offers (set before the driver reads them).
-  public var deviceFeatures: FeatureSet {
-    get { locked { $0.deviceFeatures } }
-    nonmutating set { locked { $0.deviceFeatures = newValue } }
-  }
+  public var deviceFeatures: FeatureSet { get { self[knob: \.deviceFeatures] } nonmutating set { self[knob: \.deviceFeatures] = newValue } }
   /// The features the driver wrote.
   public var driverFeatures: FeatureSet { locked { $0.driverFeatures } }
   /// Every value the driver wrote to device_status, in order.
