@@ -54,11 +54,14 @@ struct Run {
     var events: [String] = []
     var linkEvents = [Int](repeating: 0, count: portCount)
     var exitCode: Int32 = 0
-    let period = s.statsPeriod > 0 ? UInt64(s.statsPeriod * 1e9) : UInt64.max
-    var nextStats = start &+ period
+    // A stats period of 0 means no live lines: the next one is never due.
+    // (Both sums saturate: `start &+ UInt64.max` used to wrap to start - 1, a
+    // live line on every pass of this loop.)
+    let period = s.statsPeriodNanoseconds
+    var nextStats = Self.deadline(start, after: period)
     var last = (0..<portCount).map { group.stats(port: $0) }
     var lastTime = start
-    let end = s.duration > 0 ? start &+ UInt64(s.duration * 1e9) : UInt64.max
+    let end = Self.deadline(start, after: s.durationNanoseconds)
     var activity = Activity(start: start)
     while !StopSignal.requested {
       let now = Clock.monotonicNanoseconds
@@ -81,7 +84,7 @@ struct Run {
         if let f = s.statsFile { Report.writeStatsFile(f, group, current, elapsed: Double(t &- start) / 1e9) }
         last = current
         lastTime = t
-        nextStats = t &+ period
+        nextStats = Self.deadline(t, after: period)
       }
     }
     StopSignal.request()
@@ -101,6 +104,13 @@ struct Run {
     for line in summary.text() { Console.note(line) }
     if s.json { Console.out(summary.json()) }
     return exitCode
+  }
+
+  /// `now + nanoseconds`, or never (UInt64.max) for 0 or a sum past the clock's range.
+  static func deadline(_ now: UInt64, after nanoseconds: UInt64) -> UInt64 {
+    guard nanoseconds > 0 else { return UInt64.max }
+    let (t, overflow) = now.addingReportingOverflow(nanoseconds)
+    return overflow ? UInt64.max : t
   }
 
   /// txonly's frame for a port: to 02:00:00:00:00:<port>, from the port's MAC
