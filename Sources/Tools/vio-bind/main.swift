@@ -57,7 +57,7 @@ struct Check: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F) to check as well (read-only).") var addresses: [String] = []
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
   }
 
   func run() throws {
@@ -87,7 +87,7 @@ struct Bind: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
   }
 
   func run() throws {
@@ -108,7 +108,7 @@ struct Restore: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
   }
 
   func run() throws {
@@ -171,7 +171,9 @@ func isPCIAddress(_ s: String) -> Bool {
   let parts = s.split(separator: ":")
   guard parts.count == 3, parts[0].count == 4, parts[1].count == 2 else { return false }
   let df = parts[2].split(separator: ".")
-  return df.count == 2 && df[0].count == 2 && df[1].count == 1 && (parts[0] + parts[1] + df[0] + df[1]).allSatisfy(\.isHexDigit)
+  // Domain, bus and device in hex; the function is 0-7 (a PCI function number has three bits).
+  return df.count == 2 && df[0].count == 2 && df[1].count == 1 && (parts[0] + parts[1] + df[0]).allSatisfy { $0.isASCII && $0.isHexDigit }
+    && ("0"..."7").contains(df[1].first!) && UInt8(df[0], radix: 16)! < 32
 }
 
 /// An unknown first word is an unknown subcommand, not an argument of the
