@@ -80,7 +80,13 @@ struct VioFio: ParsableCommand {
       }
     }
     // SIGINT / SIGTERM end the run early with a report, like fio's.
-    for sig in [SIGINT, SIGTERM] { signal(sig) { _ in stopRequested.store(true, ordering: .relaxed) } }
+    // An interrupted run says so (summary, JSON) and a verify it cut short exits 1.
+    for sig in [SIGINT, SIGTERM] {
+      signal(sig) { s in
+        stopSignal.store(s, ordering: .relaxed)
+        stopRequested.store(true, ordering: .relaxed)
+      }
+    }
     for r in runners { r.start() }
     watch(runners, device: device)
     for r in runners { r.join() }
