@@ -31,7 +31,7 @@ enum NormalReport {
         + "reads=\(s.reads) writes=\(s.writes) "
         + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
         + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
-        + "splits=\(s.splits)\n"
+        + "splits=\(s.splits) device_requests=\(s.deviceRequests)\n"
       if r.interrupted {
         let done = r.read.ios + r.write.ios + r.trim.ios
         out += "  interrupted: \(stopSignalName) stopped the job after \(done) of \(spec.blocks) blocks\(spec.timeBased ? " (time_based)" : "")"
@@ -145,6 +145,8 @@ enum JSONReport {
       j.key("queue_full_events"); j.uint(s.queueFullEvents)
       j.key("queue_full_ns"); j.uint(s.queueFullNanoseconds)
       j.key("splits"); j.uint(s.splits)
+      j.key("device_requests"); j.uint(s.deviceRequests)
+      j.key("max_transfer_bytes"); j.int(info.maxTransferBytes)
       j.key("errors"); j.uint(s.errors)
       j.key("verify"); j.open("{")
       j.key("blocks_ok"); j.uint(r.verifiedBlocks)
