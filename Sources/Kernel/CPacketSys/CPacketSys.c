@@ -118,6 +118,13 @@ int vio_pkt_kick(int fd) {
   }
 }
 
+int vio_pkt_wait_writable(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+  int n;
+  do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
 int vio_pkt_promisc(int fd, int ifindex, int on) {
   struct packet_mreq mr;
   memset(&mr, 0, sizeof mr);

@@ -29,7 +29,7 @@ struct VioFio: ParsableCommand {
         vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
       The PCI function must be bound to vfio-pci (vio-bind). When the userspace path cannot take it (no IOMMU, VFIO unusable, a legacy-only device, a feature missing), its kernel block device is used instead and the reason printed; --no-fallback makes that an error.
       vhost-user:/path.sock connects to a vhost-user-blk backend listening there (qemu-storage-daemon --export type=vhost-user-blk,addr.type=unix,addr.path=/path.sock,...); vhost-user-server:/path.sock listens instead.
-      Exit status: 0 ok, 1 I/O errors, verify failures or a device that broke, 64 bad options.
+      Exit status: 0 ok; 1 I/O errors, verify failures (or a verify SIGINT/SIGTERM cut short) or a device that broke; 64 bad options or a target that is not there (docs/USAGE.md).
       """)
 
   @OptionGroup var o: Options

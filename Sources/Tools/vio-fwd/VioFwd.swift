@@ -58,7 +58,7 @@ struct VioFwd: ParsableCommand {
       A group mixes VFIO ports or vhost-user ports (not both) with kernel interfaces. A vhost-user backend
       that restarts takes the port's link down until it is back; the forwarder reconnects and goes on.
       Live line per --stats-period on stderr; final summary on stderr, or one JSON line on stdout with --json.
-      Exit status: 0 done, 1 a port failed, 64 bad usage.
+      Exit status: 0 done, 1 a port failed, 64 bad usage or a port that is not there (docs/USAGE.md).
       """)
 
   @Option(
