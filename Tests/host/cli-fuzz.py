@@ -12,7 +12,8 @@ every unit), and checks:
     without a message when it fails.
 
 Nothing here touches a device: every vio-fio target is a path that does not
-exist or a regular file given as a vhost-user socket; every vio-fwd port is an
+exist, a regular file given as a vhost-user socket, or a 1 MiB temporary file
+(the kernel path, so ranges meet a real geometry); every vio-fwd port is an
 interface name that does not exist, a PCI address that does not exist
 (0000:ff:1f.7) or a regular file as a vhost-user socket; vio-bind only runs
 `status`/`check` (read-only) or `bind`/`restore` with malformed addresses,
@@ -159,6 +160,24 @@ def fwd_open_cases(rng, n):
     return cases
 
 
+def fio_file_cases(rng, n, image):
+    """vio-fio on a 1 MiB file (the kernel path, page cache): the ranges are
+    checked against a real geometry — offsets x jobs + size past the end or
+    past 2^64 must be refused (64), small valid ones run (0)."""
+    offsets = ["0", "4k", "512k", "1m", "1020k", "16383p", "8191p", "18446744073709551615", str(2 ** 63), "9223372036854775807"]
+    cases = []
+    for _ in range(n):
+        args = ["--filename=" + image, "--rw=" + rng.choice(["read", "randread", "write"]), "--bs=4k", "--direct=0",
+                "--offset=" + rng.choice(offsets), "--offset_increment=" + rng.choice(offsets + ["0"] * 3),
+                "--numjobs=" + str(rng.choice([1, 2, 3])), "--eta=never"]
+        if rng.random() < 0.7:
+            args.append("--size=" + rng.choice(["4k", "8k", "64k", "1m", "16383p", "18446744073709551615", "0"]))
+        if rng.random() < 0.3:
+            args.append("--runtime=" + rng.choice(["1ns", "1ms", "0.1", "2s", "1e400", "inf", "366d"]))
+        cases.append(Case("vio-fio", args, False))
+    return cases
+
+
 def not_an_address(rng):
     while True:
         s = rng.choice([random_number(rng), "0000:00:03", "00:03.0.1", "0000:zz:03.0", "0000:00:03.8", "1:2:3.4",
@@ -246,7 +265,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="cli-fuzz-") as tmp:
         notsock = os.path.join(tmp, "regular-file.sock")
         open(notsock, "w").close()
-        cases = fio_cases(rng, a.runs, tmp, notsock) + fwd_cases(rng, a.runs, notsock) + bind_cases(rng, a.runs)
+        image = os.path.join(tmp, "disk-1m.img")
+        with open(image, "wb") as f:
+            f.truncate(1 << 20)
+        cases = (fio_cases(rng, a.runs, tmp, notsock) + fio_file_cases(rng, max(a.runs // 4, 6), image)
+                 + fwd_cases(rng, a.runs, notsock) + bind_cases(rng, a.runs))
         if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
             cases += fwd_open_cases(rng, max(a.runs // 4, 6))
         else:

@@ -59,6 +59,8 @@ enum Units {
   /// `x` with `digits` decimals (no Foundation).
   static func fixed(_ x: Double, _ digits: Int) -> String {
     guard x.isFinite else { return "0" }
+    // Beyond what an Int holds after scaling: Swift's own form, never a trap.
+    guard abs(x) < 1e15 else { return "\(x)" }
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }
     let n = (abs(x) * scale).rounded()
@@ -69,4 +71,10 @@ enum Units {
   }
 
   static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+  /// `x` as a UInt64, clamped (NaN and negatives: 0), never a trap.
+  static func clamped(_ x: Double) -> UInt64 {
+    guard x.isFinite, x > 0 else { return x == .infinity ? UInt64.max : 0 }
+    return x >= 18_446_744_073_709_549_568 ? UInt64.max : UInt64(x)
+  }
 }
