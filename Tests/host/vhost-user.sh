@@ -387,9 +387,10 @@ qemu-storage-daemon \
 QSD_PID=$!
 PIDS+=("$QSD_PID")
 wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
-# fio_vio <json> <key>: jobs[0].vio.<key>; fio_ios <json>: write + read I/Os of job 0
+# fio_vio <json> <key>: jobs[0].vio.<key>
 fio_vio() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["vio"][sys.argv[2]])' "$1" "$2" 2>/dev/null; }
-fio_ios() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print(j["write"]["total_ios"] + j["read"]["total_ios"])' "$1" 2>/dev/null; }
+# fio_ios <json>: I/Os job 0 submitted — writes, reads, and the read-back pass's reads (one per verified block)
+fio_ios() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; v=j["vio"]["verify"]; print(j["write"]["total_ios"] + j["read"]["total_ios"] + v["blocks_ok"] + v["blocks_bad"])' "$1" 2>/dev/null; }
 for bs in 1m 4m; do
   out="$WORK/fio-large-$bs.out"
   timeout 120 "$FIO" --filename="vhost-user:$sock" --rw=write --bs=$bs --offset=4m --size=32m --iodepth=4 --verify=crc32c \
