@@ -194,17 +194,21 @@ def bind_cases(rng, n):
         if k == 0:
             word = rng.choice(["frobnicate", "stat", "binds", "unbind", "reset", "checks", "Status", "x", "0", "1e400", "nan"])
             cases.append(Case("vio-bind", [word] + ([random_number(rng)] if rng.random() < 0.5 else []), True))
+        elif k == 2 and rng.random() < 0.5:
+            # bind/restore of a function that is not there: refused before anything is done (64).
+            cases.append(Case("vio-bind", [rng.choice(["bind", "restore"]), MISSING_BDF], True))
         elif k in (1, 2):
             sub = rng.choice(["bind", "restore"])
             args = [sub] + ([rng.choice(["--force", "--verbose"])] if rng.random() < 0.3 else [])
             args += [not_an_address(rng) for _ in range(rng.randrange(1, 3))]
             cases.append(Case("vio-bind", args, True))
         elif k == 3:
-            # check: a malformed address is refused (64); a missing function is a FAILURE line (exit 1).
+            # check: a malformed address or a function that is not there is refused (64).
             if rng.random() < 0.5:
                 cases.append(Case("vio-bind", ["check", not_an_address(rng)], True))
             else:
-                cases.append(Case("vio-bind", ["check", MISSING_BDF] + (["--json"] if rng.random() < 0.5 else []), False))
+                cases.append(Case("vio-bind", ["check", MISSING_BDF] + (["--json"] if rng.random() < 0.5 else []), True))
+
         elif k == 4:
             cases.append(Case("vio-bind", [rng.choice(["status", "check", "bind", "restore"]),
                                            rng.choice(["--bogus", "--all=" + random_number(rng), "--json=1", "-x"])], True))

@@ -57,7 +57,7 @@ struct Check: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F) to check as well (read-only).") var addresses: [String] = []
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
+    try checkAddresses(addresses)
   }
 
   func run() throws {
@@ -87,7 +87,7 @@ struct Bind: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
+    try checkAddresses(addresses)
   }
 
   func run() throws {
@@ -108,7 +108,7 @@ struct Restore: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)") }
+    try checkAddresses(addresses)
   }
 
   func run() throws {
@@ -164,6 +164,17 @@ enum FunctionCheck {
       items.append(PreflightItem(name: "\(name) use", level: .ok, detail: "not in use", advice: ""))
     }
     return items
+  }
+}
+
+/// Usage errors (exit 64): an argument that is not a PCI address, or one no
+/// function on this machine has (read-only: a look in /sys/bus/pci/devices).
+func checkAddresses(_ addresses: [String], sysfsRoot: String = "/sys") throws {
+  for a in addresses where !isPCIAddress(a) {
+    throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)")
+  }
+  for a in addresses where !FileManager.default.fileExists(atPath: "\(sysfsRoot)/bus/pci/devices/\(a.lowercased())") {
+    throw ValidationError("there is no PCI function \(a) on this machine; list them with `vio-bind status --all` (or `lspci -D`)")
   }
 }
 
