@@ -51,6 +51,7 @@ struct Run {
       "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue); "
         + desc.joined(separator: "; "))
 
+    let interfaceDrops = InterfaceDrops(group.ports)
     var events: [String] = []
     var linkEvents = [Int](repeating: 0, count: portCount)
     var exitCode: Int32 = 0
@@ -100,7 +101,7 @@ struct Run {
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents,
       reconnects: (0..<portCount).map { group.reconnects(port: $0) }, events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
-      activeSeconds: activity.activeSeconds, peakPPS: activity.peak)
+      activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
     for line in summary.text() { Console.note(line) }
     if s.json { Console.out(summary.json()) }
     return exitCode
