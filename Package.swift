@@ -5,9 +5,14 @@ import PackageDescription
 //   VirtioSpec      pure Swift: structs, bits, layouts of the virtio 1.x spec
 //   CVirtioAtomics  C: fences, acquire/release loads/stores, volatile MMIO (no OS headers)
 //   VirtioCore      rings, negotiation, device init, Transport + DMA protocols (no OS module)
-//   CVirtioSys      C: VFIO ioctl numbers, non-variadic ioctl, eventfd, uapi layout asserts
+//   VirtioOS        the OS layer: SysError, OwnedFD, Sys (EINTR-retrying calls, sysfs files),
+//                   eventfd, epoll/poll, the monotonic clock, StopSignal, WorkerThread
+//                   (swift-system's FileDescriptor/Errno underneath; C shim CVirtioOS)
+//   CVirtioSys      C: VFIO ioctl numbers, vfio_irq_set, uapi layout asserts
 //   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
 //   VirtioSim       test support: a simulated device playing the device side of the rings
+// C shims live in Sources/Shims/<what they hold>: OS, VFIO, VhostUser, LibPCI,
+// KernelBlock (io_uring, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
 let package = Package(
@@ -21,6 +26,7 @@ let package = Package(
     .library(name: "PacketIO", targets: ["PacketIO"]),
     .executable(name: "vio-fio", targets: ["vio-fio"]),
     .executable(name: "block-log", targets: ["block-log"]),
+    .executable(name: "packet-relay", targets: ["packet-relay"]),
     .executable(name: "vio-fwd", targets: ["vio-fwd"]),
     .executable(name: "vio-bind", targets: ["vio-bind"]),
     .executable(name: "ring-bench", targets: ["ring-bench"]),
@@ -33,32 +39,40 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
     .target(name: "CVirtioAtomics"),
-    .target(name: "CVirtioSys"),
-    .target(name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    .target(name: "CVirtioSys", path: "Sources/Shims/VFIO"),
+    // The OS layer (issue 12): one SysError, one owned descriptor, eventfd/epoll, clock, threads.
+    .target(name: "CVirtioOS", path: "Sources/Shims/OS"),
+    .target(
+      name: "VirtioOS", dependencies: ["CVirtioOS", .product(name: "SystemPackage", package: "swift-system")],
+      swiftSettings: strict),
+    .target(
+      name: "VirtioCore", dependencies: ["VirtioSpec", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict + [.enableExperimentalFeature("SuppressedAssociatedTypes")]),
     .target(
       name: "VirtioVFIO",
-      dependencies: ["VirtioCore", "VirtioSpec", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioOS", "CVirtioSys", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
-    .target(name: "CBlockSys", path: "Sources/Kernel/CBlockSys"),
-    .target(name: "CPacketSys", path: "Sources/Kernel/CPacketSys"),
+    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock"),
+    .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
     .target(
       name: "BlockIO",
       dependencies: [
-        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CBlockSys",
+        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CBlockSys",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
     .target(
       name: "PacketIO",
       dependencies: [
-        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "CPacketSys",
+        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CPacketSys",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
@@ -82,7 +96,7 @@ let package = Package(
       ],
       path: "Sources/Tools/vio-fwd"),
     // Binding: libpci enumeration, in-use detection, preflight, vfio-pci moves.
-    .target(name: "CLibPCI", path: "Sources/Kernel/CLibPCI", linkerSettings: [.linkedLibrary("pci")]),
+    .target(name: "CLibPCI", path: "Sources/Shims/LibPCI", linkerSettings: [.linkedLibrary("pci")]),
     .target(name: "DeviceBinding", dependencies: ["CLibPCI", "VirtioVFIO", "VirtioCore", "VirtioSpec"]),
     .executableTarget(
       name: "vio-bind",
@@ -91,7 +105,9 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-bind"),
-    .target(name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics"], swiftSettings: strict),
+    .target(
+      name: "VirtioSim", dependencies: ["VirtioCore", "VirtioSpec", "CVirtioAtomics", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict),
     // Test support for the net driver: the device side of a queue pair, step by step (over VirtioSim's rings).
     .target(name: "VirtioNetSim", dependencies: ["VirtioNet", "VirtioSim", "VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
@@ -100,7 +116,7 @@ let package = Package(
     // net-bench: the net driver's burst path against a C device loop (issue 5).
     .target(name: "CNetDevice", path: "Sources/Bench/CNetDevice"),
     .executableTarget(
-      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "CNetDevice", "CAllocCounter"],
+      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "VirtioOS", "CNetDevice", "CAllocCounter"],
       path: "Sources/Bench/net-bench", swiftSettings: strict),
     .executableTarget(
       name: "ring-bench",
@@ -113,32 +129,36 @@ let package = Package(
       path: "Sources/Bench/blk-bench"),
     .executableTarget(
       name: "vio-guest-check",
-      dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
     // vhost-user transport (issue 7): the same drivers against DPDK's vhost and qemu-storage-daemon, no VM.
-    .target(name: "CVhostSys", path: "Sources/Kernel/CVhostSys"),
+    .target(name: "CVhostSys", path: "Sources/Shims/VhostUser"),
     .target(
       name: "VirtioVhostUser",
-      dependencies: ["VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioOS", "CVhostSys", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict),
     .executableTarget(
       name: "vio-vhost-check",
       dependencies: [
-        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "CAllocCounter", "CVirtioAtomics",
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioOS", "CAllocCounter", "CVirtioAtomics",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),
     .testTarget(
       name: "VhostUserTests",
-      dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
+      dependencies: ["VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CVhostSys", .product(name: "Logging", package: "swift-log")]),
     .target(name: "CUapiLayouts", path: "Tests/CUapiLayouts"),
     .testTarget(name: "DeviceBindingTests", dependencies: ["DeviceBinding"]),
     .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec", "CUapiLayouts"]),
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
-    .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore"]),
+    .testTarget(
+      name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSim", "VirtioNetSim"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
-    .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioCore", "VirtioSpec"]),
+    .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec"]),
+    // The OS layer without hardware: eventfd, epoll, poll, owned fds, errors, files, clock, threads.
+    .testTarget(
+      name: "VirtioOSTests", dependencies: ["VirtioOS", .product(name: "SystemPackage", package: "swift-system")]),
     // virtio-blk: request queues and BlockIO's virtio path against a simulated block device (VirtioSim + a RAM disk).
     .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec", "VirtioSim"]),
     // BlockIO's kernel path (io_uring, O_DIRECT) on temporary files, CRC32C, the async layer.
@@ -147,5 +167,15 @@ let package = Package(
     .target(name: "BlockLog", dependencies: ["BlockIO"], path: "Examples/BlockLog/Sources/BlockLog"),
     .executableTarget(name: "block-log", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Sources/block-log"),
     .testTarget(name: "BlockLogTests", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Tests/BlockLogTests"),
+    // README's Swift examples, compiled (ReadmeTests checks README shows these files verbatim).
+    .target(name: "ReadmePacketIO", dependencies: ["PacketIO"], path: "Examples/Snippets/PacketIO"),
+    .target(name: "ReadmeBlockIO", dependencies: ["BlockIO"], path: "Examples/Snippets/BlockIO"),
+    .testTarget(name: "ReadmeTests", dependencies: ["ReadmePacketIO", "ReadmeBlockIO"]),
+    // The example packet app: a MAC-swapping reflector embedding PacketIO (Examples/PacketRelay); only `import PacketIO`.
+    .target(name: "PacketRelay", dependencies: ["PacketIO"], path: "Examples/PacketRelay/Sources/PacketRelay"),
+    .executableTarget(name: "packet-relay", dependencies: ["PacketRelay", "PacketIO"], path: "Examples/PacketRelay/Sources/packet-relay"),
+    .testTarget(
+      name: "PacketRelayTests", dependencies: ["PacketRelay", "PacketIO", "VirtioNetSim", "VirtioSim", "VirtioSpec"],
+      path: "Examples/PacketRelay/Tests/PacketRelayTests"),
   ]
 )

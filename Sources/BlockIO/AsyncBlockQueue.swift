@@ -14,7 +14,7 @@ public final class AsyncBlockQueue: @unchecked Sendable {
     var offset: UInt64
     var length: Int
     var data: [UInt8]
-    var done: CheckedContinuation<Result<[UInt8], BlockIOError>, Never>
+    var done: CheckedContinuation<Result<[UInt8], VirtioError>, Never>
   }
 
   public let maxIOBytes: Int
@@ -33,7 +33,7 @@ public final class AsyncBlockQueue: @unchecked Sendable {
 
   /// Takes queue `index` of `device` and starts its thread. Up to `depth`
   /// requests of at most `maxIOBytes` each are in flight at once.
-  public init(device: borrowing BlockDevice, queue index: Int = 0, depth: Int = 32, maxIOBytes: Int = 128 << 10) throws(BlockIOError) {
+  public init(device: borrowing BlockDevice, queue index: Int = 0, depth: Int = 32, maxIOBytes: Int = 128 << 10) throws(VirtioError) {
     self.info = device.info
     self.maxIOBytes = maxIOBytes
     var q = try device.makeQueue(index)
@@ -51,7 +51,7 @@ public final class AsyncBlockQueue: @unchecked Sendable {
     }, ctx)
     guard rc == 0 else {
       Unmanaged<AsyncBlockQueue>.fromOpaque(ctx).release()
-      throw BlockIOError(.system, "cannot start the I/O thread (pthread_create: \(rc))", errno: rc)
+      throw VirtioError(.system, "cannot start the I/O thread (pthread_create: \(rc))", errno: rc)
     }
     thread = tid
   }
@@ -75,33 +75,33 @@ public final class AsyncBlockQueue: @unchecked Sendable {
     }
   }
 
-  public func read(at offset: UInt64, length: Int) async throws(BlockIOError) -> [UInt8] {
+  public func read(at offset: UInt64, length: Int) async throws(VirtioError) -> [UInt8] {
     try await perform(.read, offset, length, [])
   }
 
-  public func write(_ bytes: [UInt8], at offset: UInt64) async throws(BlockIOError) {
+  public func write(_ bytes: [UInt8], at offset: UInt64) async throws(VirtioError) {
     _ = try await perform(.write, offset, bytes.count, bytes)
   }
 
-  public func flush() async throws(BlockIOError) { _ = try await perform(.flush, 0, 0, []) }
+  public func flush() async throws(VirtioError) { _ = try await perform(.flush, 0, 0, []) }
 
-  public func discard(at offset: UInt64, length: Int) async throws(BlockIOError) {
+  public func discard(at offset: UInt64, length: Int) async throws(VirtioError) {
     _ = try await perform(.discard, offset, length, [])
   }
 
-  public func writeZeroes(at offset: UInt64, length: Int) async throws(BlockIOError) {
+  public func writeZeroes(at offset: UInt64, length: Int) async throws(VirtioError) {
     _ = try await perform(.writeZeroes, offset, length, [])
   }
 
-  private func perform(_ op: BlockOperation, _ offset: UInt64, _ length: Int, _ data: [UInt8]) async throws(BlockIOError) -> [UInt8] {
+  private func perform(_ op: BlockOperation, _ offset: UInt64, _ length: Int, _ data: [UInt8]) async throws(VirtioError) -> [UInt8] {
     if (op == .read || op == .write) && (length > maxIOBytes || length <= 0) {
-      throw BlockIOError(.invalidArgument, "\(op) of \(length) bytes: the async queue moves 1...\(maxIOBytes) bytes per call (maxIOBytes)")
+      throw VirtioError(.invalidArgument, "\(op) of \(length) bytes: the async queue moves 1...\(maxIOBytes) bytes per call (maxIOBytes)")
     }
-    let r = await withCheckedContinuation { (c: CheckedContinuation<Result<[UInt8], BlockIOError>, Never>) in
+    let r = await withCheckedContinuation { (c: CheckedContinuation<Result<[UInt8], VirtioError>, Never>) in
       pthread_mutex_lock(condLock)
       if stopping {
         pthread_mutex_unlock(condLock)
-        c.resume(returning: .failure(BlockIOError(.invalidArgument, "the async queue is closed")))
+        c.resume(returning: .failure(VirtioError(.invalidArgument, "the async queue is closed")))
         return
       }
       incoming.append(Pending(op: op, offset: offset, length: length, data: data, done: c))
@@ -145,7 +145,7 @@ public final class AsyncBlockQueue: @unchecked Sendable {
         waiting.removeFirst()
         if r != .queued {
           if let b = buffer { pool.release(b) }
-          p.done.resume(returning: .failure(BlockIOError(.refused, "\(p.op) of \(p.length) bytes at \(p.offset): \(r)")))
+          p.done.resume(returning: .failure(VirtioError(.refused, "\(p.op) of \(p.length) bytes at \(p.offset): \(r)")))
           continue
         }
         inFlight[nextTag] = (p, buffer)
@@ -163,13 +163,13 @@ public final class AsyncBlockQueue: @unchecked Sendable {
         if c.status == .ok {
           p.done.resume(returning: .success(out))
         } else {
-          p.done.resume(returning: .failure(BlockIOError(.ioFailed, "\(p.op) of \(p.length) bytes at offset \(p.offset) failed: \(c.status)")))
+          p.done.resume(returning: .failure(VirtioError(.ioFailed, "\(p.op) of \(p.length) bytes at offset \(p.offset) failed: \(c.status)")))
         }
       }
       if let why = q.brokenReason {
-        for (_, (p, _)) in inFlight { p.done.resume(returning: .failure(BlockIOError(.device, "the device queue broke: \(why)"))) }
+        for (_, (p, _)) in inFlight { p.done.resume(returning: .failure(VirtioError(.deviceFailed, "the device queue broke: \(why)"))) }
         inFlight.removeAll()
-        for p in waiting { p.done.resume(returning: .failure(BlockIOError(.device, "the device queue broke: \(why)"))) }
+        for p in waiting { p.done.resume(returning: .failure(VirtioError(.deviceFailed, "the device queue broke: \(why)"))) }
         waiting.removeAll()
         continue
       }

@@ -57,13 +57,13 @@ public struct BlockBufferPool: ~Copyable {
   }
 
   /// Buffers in fresh page-aligned anonymous memory (kernel path, O_DIRECT).
-  package init(anonymousBufferSize bufferSize: Int, count: Int) throws(BlockIOError) {
+  package init(anonymousBufferSize bufferSize: Int, count: Int) throws(VirtioError) {
     let length = bufferSize * count
     // SAFETY: a private anonymous mapping owned by this pool, unmapped in deinit.
     guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0), p != MAP_FAILED
     else {
       let e = Glibc.errno
-      throw BlockIOError(.noMemory, "cannot map \(length) bytes for \(count) I/O buffers: \(String(cString: strerror(e)))", errno: e)
+      throw VirtioError(.dmaAllocation, "cannot map \(length) bytes for \(count) I/O buffers: \(Sys.errnoText(e))", errno: e)
     }
     self.bufferSize = bufferSize
     self.count = count
@@ -112,9 +112,9 @@ public struct BlockBufferPool: ~Copyable {
 extension BlockBufferPool {
   /// Bytes per buffer of a pool of `count` × `bufferSize` (rounded up to
   /// 4 KiB: page-aligned for O_DIRECT and DMA alike), or why not. Every host checks this first.
-  static func checkedBufferSize(count: Int, bufferSize: Int) throws(BlockIOError) -> Int {
+  static func checkedBufferSize(count: Int, bufferSize: Int) throws(VirtioError) -> Int {
     guard count > 0, bufferSize > 0, count <= 1 << 20 else {
-      throw BlockIOError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")
+      throw VirtioError(.invalidArgument, "buffer pool of \(count) × \(bufferSize) bytes: both must be positive")
     }
     return (bufferSize + 4095) & ~4095
   }

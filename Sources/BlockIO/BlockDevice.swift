@@ -3,6 +3,7 @@ import VirtioBlk
 import VirtioCore
 import VirtioSpec
 import VirtioVFIO
+import VirtioVhostUser
 
 /// An open block device: a virtio-blk PCI function driven from this process
 /// over VFIO, a vhost-user-blk backend driven from this process over its unix
@@ -28,7 +29,7 @@ public struct BlockDevice: ~Copyable {
   /// raise the memlock limit, use another file system for O_DIRECT, ...).
   public static func open(
     _ target: BlockTarget, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
-  ) throws(BlockIOError) -> BlockDevice {
+  ) throws(VirtioError) -> BlockDevice {
     switch target {
     case .path(let p):
       return BlockDevice(host: try KernelBlockHost.open(p, options: options))
@@ -42,7 +43,7 @@ public struct BlockDevice: ~Copyable {
   /// `pci:DDDD:BB:DD.F`, `vhost-user:/path.sock` or a path.
   public static func open(
     _ target: String, options: BlockOpenOptions = BlockOpenOptions(), logger: Logger = Logger(label: "blockio")
-  ) throws(BlockIOError) -> BlockDevice {
+  ) throws(VirtioError) -> BlockDevice {
     try open(BlockTarget(parsing: target), options: options, logger: logger)
   }
 
@@ -50,11 +51,11 @@ public struct BlockDevice: ~Copyable {
   public var info: BlockDeviceInfo { host.info }
 
   /// Queue `index` (0..<info.queueCount), for one thread. Each index once (virtio).
-  public func makeQueue(_ index: Int = 0) throws(BlockIOError) -> BlockQueue { try host.makeQueue(index) }
+  public func makeQueue(_ index: Int = 0) throws(VirtioError) -> BlockQueue { try host.makeQueue(index) }
 
   /// `count` buffers of `bufferSize` bytes (rounded up to 4 KiB) the device can
   /// reach: IOMMU-mapped DMA memory on VFIO, page-aligned memory for O_DIRECT.
-  public func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
+  public func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool {
     try host.makeBufferPool(count: count, bufferSize: bufferSize)
   }
 
@@ -66,42 +67,36 @@ public struct BlockDevice: ~Copyable {
   /// Closes this handle (the device closes when its queues and pools are gone too).
   public consuming func close() {}
 
-  // MARK: VFIO
+  // MARK: transports
 
-  /// §3.1.1 over VFIO with the virtio-blk policy (§5.2.3), then the queues in
-  /// the negotiated layout: the one place split and packed part ways.
+  /// A `pci:` function over VFIO (the fallback to the kernel driver is `openPCI`'s).
   static func openVFIO(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
     var vfio = VFIOPCIOptions()
     vfio.hugePages = options.hugePages
-    do {
-      var transport = try VFIOPCITransport.open(address, options: vfio, logger: logger)
-      guard transport.deviceType == .block else {
-        throw VirtioError(.invalidArgument, "\(address) is a \(transport.deviceType), not virtio-blk; give a block function")
-      }
-      var plan = VirtioOpenPlan(policy: BlockFeaturePolicy.policy)
-      plan.options = vfio
-      plan.maxQueueSize = max(3, min(options.queueDepth, 32768))
-      plan.maxIndirect = options.maxIndirect
-      plan.interrupts = options.interrupts
-      let wanted = options.queues
-      // §5.2.2: num_queues request queues with VIRTIO_BLK_F_MQ, else one.
-      plan.queueCount = { f, t in
-        let n = f.contains(bit: BlockFeature.mq) ? max(1, Int(t.readConfig16(VirtioBlkConfig.Offset.num_queues))) : 1
-        return min(n, max(1, wanted ?? n))
-      }
-      let features = try VirtioPCI.negotiate(&transport, plan: plan)
-      let config = try BlockConfig(reading: transport, features: features)
-      if features.contains(bit: VirtioFeature.ringPacked) {
-        let s = try VirtioPCI.setUp(PackedVirtqueue.self, transport: transport, features: features, plan: plan)
-        let host = VFIOBlockHost(session: s, config: config, options: options, logger: logger)
-        host.start()
-        return host
-      } else {
-        let s = try VirtioPCI.setUp(SplitVirtqueue.self, transport: transport, features: features, plan: plan)
-        let host = VFIOBlockHost(session: s, config: config, options: options, logger: logger)
-        host.start()
-        return host
-      }
+    return try openVirtio(VFIOPCITransport.open(address, options: vfio, logger: logger), options: options, logger: logger)
+  }
+
+  /// A vhost-user-blk backend. Its shared memory is sized here, once (the
+  /// backend maps it at SET_MEM_TABLE): rings, request headers and
+  /// `bufferMemoryBytes` for buffer pools.
+  static func openVhostUser(_ endpoint: VhostUserEndpoint, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
+    let depth = max(3, min(options.queueDepth, 1024))
+    var vhost = VhostUserOptions()
+    vhost.maxQueueSize = depth
+    vhost.pages = options.hugePages == .required ? .hugeRequired : options.hugePages == .disabled ? .small : .hugePreferred
+    // Per queue: ring (16 B descriptors, avail, used), an indirect table and a
+    // request slot per descriptor; at most 64 queues (num_queues) are set up.
+    let queues = min(max(options.queues ?? 64, 1), 64)
+    let perQueue = depth * (16 + 2 + 8 + 16 * max(options.maxIndirect, 1) + 64) + 16 << 10
+    vhost.memoryBytes = options.bufferMemoryBytes + queues * perQueue + (1 << 20)
+    var limited = options
+    limited.queueDepth = depth
+    limited.queues = queues
+    do throws(VirtioError) {
+      let transport = try VhostUserTransport.open(endpoint, deviceType: .block, options: vhost, logger: logger)
+      return try openVirtio(transport, options: limited, logger: logger)
+    } catch {
+      throw error
     }
   }
 }

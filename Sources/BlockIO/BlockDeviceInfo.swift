@@ -1,3 +1,4 @@
+import VirtioBlk
 import VirtioVFIO
 
 /// Which driver moves the blocks.
@@ -64,4 +65,23 @@ public struct BlockDeviceInfo: Sendable, Equatable {
   }
 
   public var blockCount: UInt64 { capacityBytes / UInt64(logicalBlockSize) }
+}
+
+extension BlockDeviceInfo {
+  /// The info of a virtio-blk device from its config snapshot (§5.2.4).
+  package init(
+    virtio c: BlockConfig, target: String, queueCount: Int, queueDepth: Int, maxTransferBytes: Int, serial: String?,
+    details: String
+  ) {
+    var maxTransfer = maxTransferBytes
+    if let segMax = c.segmentsMax, let sizeMax = c.segmentSizeMax {
+      maxTransfer = min(maxTransfer, Int(segMax) * Int(sizeMax))
+    }
+    self.init(
+      target: target, backend: .virtio, capacityBytes: c.capacityBytes, logicalBlockSize: Int(c.blockSize),
+      physicalBlockSize: Int(c.blockSize) << Int(c.physicalBlockExponent), optimalIOSize: Int(c.optIOBlocks) * Int(c.blockSize),
+      maxTransferBytes: maxTransfer, queueCount: queueCount, queueDepth: queueDepth, readOnly: c.readOnly,
+      supportsFlush: c.supportsFlush, supportsDiscard: c.supportsDiscard, supportsWriteZeroes: c.supportsWriteZeroes,
+      writebackCache: c.writeback, serial: serial, details: details)
+  }
 }

@@ -10,16 +10,16 @@ extension BlockDevice {
   /// (`KernelFallback.allows`) and `options.kernelFallback` is on — the
   /// function's kernel block device through io_uring, with the reason in
   /// `BlockDeviceInfo.fallback`.
-  static func openPCI(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(BlockIOError) -> any BlockHost {
+  static func openPCI(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockHost {
     let function = PCIFunction(address, logger: logger)
     guard function.exists else {
-      throw BlockIOError(.notFound, "pci:\(address): there is no PCI function \(address) (see `lspci -D`)")
+      throw VirtioError(.notFound, "pci:\(address): there is no PCI function \(address) (see `lspci -D`)")
     }
     if let vendor = function.vendorID, let device = function.deviceID {
       let type = vendor == DeviceType.pciVendorID ? DeviceType(pciDeviceID: device) : nil
       guard type == .block else {
         let what = type.map { "a \($0) device" } ?? "not a virtio device (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(device, radix: 16)))"
-        throw BlockIOError(.invalidArgument, "pci:\(address) is \(what), not virtio-blk; pick a virtio-blk function (1af4:1042) from `lspci -D -d 1af4:`")
+        throw VirtioError(.invalidArgument, "pci:\(address) is \(what), not virtio-blk; pick a virtio-blk function (1af4:1042) from `lspci -D -d 1af4:`")
       }
     }
     do throws(VirtioError) {
@@ -27,14 +27,14 @@ extension BlockDevice {
       if let legacy = KernelFallback.legacyOnly(function) { throw legacy }
       return try openVFIO(address, options: options, logger: logger)
     } catch {
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw BlockIOError(error) }
+      guard options.kernelFallback, KernelFallback.allows(error) else { throw error }
       return try fallBack(function, because: error, options: options, logger: logger)
     }
   }
 
   /// Hands the function back to virtio-pci (the failed open closed every VFIO
   /// handle on it) and opens its block device on the kernel path.
-  static func fallBack(_ function: PCIFunction, because why: VirtioError, options: BlockOpenOptions, logger: Logger) throws(BlockIOError)
+  static func fallBack(_ function: PCIFunction, because why: VirtioError, options: BlockOpenOptions, logger: Logger) throws(VirtioError)
     -> any BlockHost
   {
     let target = "pci:\(function.address)"
@@ -42,13 +42,12 @@ extension BlockDevice {
     do throws(VirtioError) {
       names = try KernelFallback.handBack(function)
     } catch {
-      var e = BlockIOError(error)
+      var e = error
       e.message = "\(target): the userspace path is unusable (\(why.message)), and handing the function back to the kernel's virtio-blk driver failed too: \(error.message)"
       throw e
     }
     guard let name = names.block.first else {
-      throw BlockIOError(
-        .device, "\(target): the userspace path is unusable (\(why.message)); the kernel's driver took the function but created no block device (see `dmesg`)")
+      throw VirtioError(.deviceFailed, "\(target): the userspace path is unusable (\(why.message)); the kernel's driver took the function but created no block device (see `dmesg`)")
     }
     // devtmpfs makes the node with the sysfs entry; allow it a moment all the same (bounded).
     let node = "/dev/\(name)"

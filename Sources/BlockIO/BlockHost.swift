@@ -6,8 +6,8 @@ import VirtioVFIO
 /// data path never sees this existential; its queues hold concrete backends.
 package protocol BlockHost: AnyObject, Sendable {
   var info: BlockDeviceInfo { get }
-  func makeQueue(_ index: Int) throws(BlockIOError) -> BlockQueue
-  func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool
+  func makeQueue(_ index: Int) throws(VirtioError) -> BlockQueue
+  func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool
   /// Re-reads the geometry after a configuration change; the new info when the capacity changed.
   func refreshGeometry() -> BlockDeviceInfo?
 }

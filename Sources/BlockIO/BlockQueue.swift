@@ -168,8 +168,9 @@ public struct BlockQueue: ~Copyable {
     return c
   }
 
-  /// Fills `out` with finished requests; returns how many. One switch per batch.
-  @inlinable public mutating func poll(into out: UnsafeMutableBufferPointer<BlockIOCompletion>) -> Int {
+  /// Fills `out` with finished requests, from its start; returns how many
+  /// (PacketIO's `receive(into:)` shape). One switch per batch.
+  @inlinable public mutating func poll(into out: inout MutableSpan<BlockIOCompletion>) -> Int {
     var n = 0
     switch backend {
     case .split(let p):
@@ -190,6 +191,12 @@ public struct BlockQueue: ~Copyable {
     }
     for i in 0..<n { account(out[i]) }
     return n
+  }
+
+  @available(*, deprecated, message: "poll into a MutableSpan: `var s = buffer.mutableSpan; q.poll(into: &s)`")
+  @inlinable public mutating func poll(into out: UnsafeMutableBufferPointer<BlockIOCompletion>) -> Int {
+    var span = out.mutableSpan
+    return poll(into: &span)
   }
 
   /// Waits up to `timeoutMilliseconds` for completions, as `waitMode` says

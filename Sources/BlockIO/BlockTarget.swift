@@ -13,11 +13,10 @@ public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
   /// `pci:0000:00:03.0` (or `pci:00:03.0`) for VFIO; `vhost-user:/path.sock`
   /// (connect to the backend) or `vhost-user-server:/path.sock` (listen; the
   /// backend connects) for vhost-user; anything else is a path.
-  public init(parsing text: String) throws(BlockIOError) {
+  public init(parsing text: String) throws(VirtioError) {
     if text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") {
       guard let e = VhostUserEndpoint(target: text) else {
-        throw BlockIOError(
-          .invalidTarget,
+        throw VirtioError(.invalidArgument,
           "\(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:/tmp/vhost-blk.sock")
       }
       self = .vhostUser(e)
@@ -26,14 +25,13 @@ public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
     if text.hasPrefix("pci:") {
       let bdf = String(text.dropFirst(4))
       guard let a = PCIAddress(bdf) else {
-        throw BlockIOError(.invalidTarget, "\(text): not a PCI address; write pci:DDDD:BB:DD.F, e.g. pci:0000:00:03.0 (see `lspci -D`)")
+        throw VirtioError(.invalidArgument, "\(text): not a PCI address; write pci:DDDD:BB:DD.F, e.g. pci:0000:00:03.0 (see `lspci -D`)")
       }
       self = .pci(a)
       return
     }
     guard !text.isEmpty else {
-      throw BlockIOError(
-        .invalidTarget, "empty target; give pci:DDDD:BB:DD.F, vhost-user:/path.sock or the path of a block device or file")
+      throw VirtioError(.invalidArgument, "empty target; give pci:DDDD:BB:DD.F, vhost-user:/path.sock or the path of a block device or file")
     }
     self = .path(text)
   }

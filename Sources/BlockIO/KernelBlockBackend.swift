@@ -6,7 +6,7 @@ import VirtioBlk
 /// or file (opened with O_DIRECT), a fixed table of request slots, and the
 /// same validation as the virtio path so both refuse the same requests.
 /// Owned by one thread.
-@usableFromInline package struct KernelBlockBackend: ~Copyable {
+@usableFromInline package struct KernelBlockBackend: ~Copyable, SpinnableBackend {
   @usableFromInline let ring: UnsafeMutablePointer<vio_uring>
   @usableFromInline let fd: Int32
   /// `fd` is the ring's registered file 0 (IOSQE_FIXED_FILE).
@@ -25,15 +25,15 @@ import VirtioBlk
   @usableFromInline var interrupts: UInt64 = 0
   @usableFromInline var stash: BlockIOCompletion? = nil
 
-  init(fd: Int32, depth: Int, info: BlockDeviceInfo) throws(BlockIOError) {
+  init(fd: Int32, depth: Int, info: BlockDeviceInfo) throws(VirtioError) {
     let ring = UnsafeMutablePointer<vio_uring>.allocate(capacity: 1)
     let r = vio_uring_init(ring, UInt32(depth))
     guard r == 0 else {
       ring.deallocate()
       let why = -r == ENOSYS || -r == EPERM
         ? "io_uring is not available (disabled by kernel.io_uring_disabled, a seccomp filter, or a kernel before 5.6)"
-        : String(cString: strerror(-r))
-      throw BlockIOError(.unsupported, "io_uring_setup(\(depth) entries) failed: \(why); the kernel path needs io_uring", errno: -r)
+        : Sys.errnoText(-r)
+      throw VirtioError(.unsupported, "io_uring_setup(\(depth) entries) failed: \(why); the kernel path needs io_uring", errno: -r)
     }
     self.ring = ring
     self.fd = fd
@@ -162,17 +162,7 @@ import VirtioBlk
     case .interrupts:
       return sleep(timeoutMilliseconds)
     case .hybrid(let spin):
-      let deadline = monotonicNanoseconds() &+ UInt64(max(spin, 0)) &* 1000
-      var n = 0
-      while true {
-        if let c = next() {
-          stash = c
-          return .ready
-        }
-        n &+= 1
-        if n & 63 == 0 && monotonicNanoseconds() >= deadline { break }
-      }
-      return sleep(timeoutMilliseconds)
+      return self.spin(microseconds: spin) ?? sleep(timeoutMilliseconds)
     }
   }
 
@@ -201,4 +191,9 @@ import VirtioBlk
     self.length = length
     self.op = op
   }
+}
+
+extension KernelBlockBackend {
+  /// io_uring requests do not break: errors come back per request.
+  var isBroken: Bool { false }
 }

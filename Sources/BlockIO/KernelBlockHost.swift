@@ -18,13 +18,13 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
   deinit { close(fd) }
 
   /// `fallback`: why a `pci:` target ended up here (reported in `info.fallback`).
-  static func open(_ path: String, options: BlockOpenOptions, fallback: KernelFallbackReason? = nil) throws(BlockIOError) -> KernelBlockHost {
+  static func open(_ path: String, options: BlockOpenOptions, fallback: KernelFallbackReason? = nil) throws(VirtioError) -> KernelBlockHost {
     let direct = options.directIO ? VIO_O_DIRECT : 0
     var st = stat()
     if stat(path, &st) == 0 {
       let kind = st.st_mode & S_IFMT
       guard kind == S_IFBLK || kind == S_IFREG else {
-        throw BlockIOError(.invalidTarget, "\(path) is neither a block device nor a regular file; give a disk (/dev/vdb), a file, or pci:DDDD:BB:DD.F")
+        throw VirtioError(.invalidArgument, "\(path) is neither a block device nor a regular file; give a disk (/dev/vdb), a file, or pci:DDDD:BB:DD.F")
       }
     }
     var readOnly = options.readOnly
@@ -37,15 +37,15 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
     guard fd >= 0 else {
       let e = errno
       switch e {
-      case ENOENT: throw BlockIOError(.notFound, "\(path) does not exist; give a block device (/dev/vdb) or a file, or pci:DDDD:BB:DD.F", errno: e)
-      case EACCES, EPERM: throw BlockIOError(.permissionDenied, "no permission to open \(path); run as root or join the disk group", errno: e)
+      case ENOENT: throw VirtioError(.notFound, "\(path) does not exist; give a block device (/dev/vdb) or a file, or pci:DDDD:BB:DD.F", errno: e)
+      case EACCES, EPERM: throw VirtioError(.permissionDenied, "no permission to open \(path); run as root or join the disk group", errno: e)
       case EINVAL where direct != 0:
-        throw BlockIOError(.unsupported, "\(path): the file system does not support O_DIRECT (tmpfs?); put the file elsewhere or turn direct I/O off", errno: e)
-      case EBUSY: throw BlockIOError(.busy, "\(path) is in use (mounted or opened exclusively)", errno: e)
-      default: throw BlockIOError(.system, "cannot open \(path): \(String(cString: strerror(e)))", errno: e)
+        throw VirtioError(.unsupported, "\(path): the file system does not support O_DIRECT (tmpfs?); put the file elsewhere or turn direct I/O off", errno: e)
+      case EBUSY: throw VirtioError(.deviceBusy, "\(path) is in use (mounted or opened exclusively)", errno: e)
+      default: throw VirtioError(.system, "cannot open \(path): \(Sys.errnoText(e))", errno: e)
       }
     }
-    do throws(BlockIOError) {
+    do throws(VirtioError) {
       var info = try describe(fd: fd, path: path, readOnly: readOnly, options: options)
       info.fallback = fallback
       return KernelBlockHost(fd: fd, info: info, queueLimit: info.queueCount)
@@ -56,10 +56,10 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
   }
 
   /// Geometry from the block-device ioctls and sysfs, or from stat/statx for a file.
-  static func describe(fd: Int32, path: String, readOnly ro: Bool, options: BlockOpenOptions) throws(BlockIOError) -> BlockDeviceInfo {
+  static func describe(fd: Int32, path: String, readOnly ro: Bool, options: BlockOpenOptions) throws(VirtioError) -> BlockDeviceInfo {
     var st = stat()
     guard fstat(fd, &st) == 0 else {
-      throw BlockIOError(.system, "fstat \(path): \(String(cString: strerror(errno)))", errno: errno)
+      throw VirtioError(.system, "fstat \(path): \(Sys.errnoText(errno))", errno: errno)
     }
     var readOnly = ro
     let depth = max(1, min(options.queueDepth, 4096))
@@ -73,7 +73,7 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
       var optimal: UInt32 = 0
       var roFlag: Int32 = 0
       guard vio_blk_size_bytes(fd, &bytes) == 0 else {
-        throw BlockIOError(.system, "\(path): BLKGETSIZE64 failed", errno: errno)
+        throw VirtioError(.system, "\(path): BLKGETSIZE64 failed", errno: errno)
       }
       _ = vio_blk_logical_block_size(fd, &logical)
       _ = vio_blk_physical_block_size(fd, &physical)
@@ -101,19 +101,19 @@ final class KernelBlockHost: BlockHost, @unchecked Sendable {
         readOnly: readOnly, supportsFlush: true, supportsDiscard: true, supportsWriteZeroes: true, writebackCache: true,
         serial: nil, details: "regular file, io_uring, \(how)")
     default:
-      throw BlockIOError(.invalidTarget, "\(path) is neither a block device nor a regular file")
+      throw VirtioError(.invalidArgument, "\(path) is neither a block device nor a regular file")
     }
   }
 
-  func makeQueue(_ index: Int) throws(BlockIOError) -> BlockQueue {
+  func makeQueue(_ index: Int) throws(VirtioError) -> BlockQueue {
     guard index >= 0, index < queueLimit else {
-      throw BlockIOError(.invalidArgument, "queue \(index): this device was opened with \(queueLimit) queues (BlockOpenOptions.queues)")
+      throw VirtioError(.invalidArgument, "queue \(index): this device was opened with \(queueLimit) queues (BlockOpenOptions.queues)")
     }
     let backend = try KernelBlockBackend(fd: fd, depth: info.queueDepth, info: info)
     return BlockQueue(kernel: backend, index: index, owner: self)
   }
 
-  func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
+  func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool {
     // O_DIRECT wants memory aligned to the logical block size; pages are.
     let size = try BlockBufferPool.checkedBufferSize(count: count, bufferSize: bufferSize)
     return try BlockBufferPool(anonymousBufferSize: size, count: count)

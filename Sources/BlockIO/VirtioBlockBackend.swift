@@ -1,12 +1,11 @@
-import CBlockSys
-import Glibc
 import VirtioBlk
 import VirtioCore
+import VirtioOS
 
 /// The userspace path of a `BlockQueue`: a virtio-blk request queue (split or
 /// packed, fixed at compile time per instantiation) plus the eventfd its MSI-X
 /// vector signals. Owned by one thread.
-@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable {
+@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
   @usableFromInline var requests: BlockRequestQueue<Q>
   /// The queue's own MSI-X eventfd (borrowed from the transport), or -1: no interrupts.
   @usableFromInline let eventFD: Int32
@@ -25,12 +24,20 @@ import VirtioCore
     self.requests = requests
     self.eventFD = eventFD
     self.geometry = geometry
-    let w = eventFD >= 0 ? vio_edge_waiter_create(eventFD) : -1
-    self.waiter = w >= 0 ? w : -1
+    self.waiter = eventFD >= 0 ? Self.edgeWaiter(eventFD) : -1
+  }
+
+  /// An epoll instance watching `eventFD` edge-triggered (EPOLLIN | EPOLLET):
+  /// each signal wakes one wait without the eventfd being read. -1 when it
+  /// cannot be made (then `sleep` polls the eventfd itself).
+  private static func edgeWaiter(_ eventFD: Int32) -> Int32 {
+    guard let epoll = try? Epoll() else { return -1 }
+    guard (try? epoll.add(eventFD, token: 0, edgeTriggered: true)) != nil else { return -1 }
+    return epoll.detach()
   }
 
   deinit {
-    if waiter >= 0 { close(waiter) }
+    Sys.close(waiter)
   }
 
   @inlinable var inFlight: Int { requests.inFlight }
@@ -89,17 +96,7 @@ import VirtioCore
     case .interrupts:
       return sleep(timeoutMilliseconds)
     case .hybrid(let spin):
-      let deadline = monotonicNanoseconds() &+ UInt64(max(spin, 0)) &* 1000
-      var n = 0
-      while true {
-        if let c = next() {
-          stash = c
-          return .ready
-        }
-        if requests.brokenReason != nil { return .broken }
-        n &+= 1
-        if n & 63 == 0 && monotonicNanoseconds() >= deadline { break }
-      }
+      if let r = self.spin(microseconds: spin) { return r }
       let r = sleep(timeoutMilliseconds)
       // Back to quiet for the next spin phase.
       requests.queue.disableInterrupts()
@@ -117,9 +114,9 @@ import VirtioCore
     // Edge-triggered: an interrupt that fired after enableInterrupts but before
     // this call is already queued on the epoll instance and ends the wait at once.
     let r = waiter >= 0
-      ? vio_edge_wait(waiter, Int32(clamping: timeoutMilliseconds))
-      : vio_wait_readable(eventFD, Int32(clamping: timeoutMilliseconds))
-    if r < 0 { return .failed(errno: -r) }
+      ? Epoll.wait(waiter, timeoutMilliseconds: timeoutMilliseconds)
+      : Poll.readable(eventFD, timeoutMilliseconds: timeoutMilliseconds)
+    if r < 0 { return .failed(errno: Int32(-r)) }
     if r == 0 { return .timedOut }
     wakeups &+= 1
     if waiter < 0 { collectInterrupts() }
@@ -130,8 +127,10 @@ import VirtioCore
   /// blocks (VFIO's eventfds are non-blocking).
   mutating func collectInterrupts() {
     guard eventFD >= 0 else { return }
-    var count: UInt64 = 0
-    // SAFETY: an 8-byte read of the eventfd counter into a local.
-    if read(eventFD, &count, 8) == 8 { interrupts &+= count }
+    interrupts &+= EventFD.drain(eventFD)
   }
+}
+
+extension VirtioBlockBackend where Q: ~Copyable {
+  var isBroken: Bool { requests.brokenReason != nil }
 }

@@ -18,7 +18,7 @@ struct HostMemory: ~Copyable, DMAAllocator {
     guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0), p != MAP_FAILED
     else {
       let e = errno
-      throw VirtioError(.dmaAllocation, "cannot allocate \(size >> 10) KiB for packet buffers: \(String(cString: strerror(e))); use fewer or smaller buffers", errno: e)
+      throw VirtioError(.dmaAllocation, "cannot allocate \(size >> 10) KiB for packet buffers: \(Sys.errnoText(e)); use fewer or smaller buffers", errno: e)
     }
     regions.append((p, size))
     return DMARegion(pointer: p, iova: UInt64(UInt(bitPattern: p)), byteCount: byteCount)

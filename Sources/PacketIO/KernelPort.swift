@@ -32,7 +32,7 @@ struct PacketSocket: ~Copyable {
         e == EPERM || e == EACCES
         ? "AF_PACKET needs CAP_NET_RAW: run as root (or give the binary cap_net_raw)"
         : e == ENOMEM ? "use smaller rings (--rxd/--txd) or raise the locked-memory limit" : "see `ip link show \(name)`"
-      throw VirtioError(.transport, "port \(name): \(step) failed: \(String(cString: strerror(e))); \(advice)", errno: e)
+      throw VirtioError(.transport, "port \(name): \(step) failed: \(Sys.errnoText(e)); \(advice)", errno: e)
     }
     ring = r
   }
@@ -60,7 +60,7 @@ struct KernelPort: ~Copyable {
     var flags: UInt32 = 0
     let rc = name.withCString { n in mac.withUnsafeMutableBufferPointer { vio_pkt_ifinfo(n, $0.baseAddress, &mtu, &flags) } }
     guard rc == 0 else {
-      throw VirtioError(.transport, "port \(name): cannot read its MAC/MTU: \(String(cString: strerror(-rc)))", errno: -rc)
+      throw VirtioError(.transport, "port \(name): cannot read its MAC/MTU: \(Sys.errnoText(-rc))", errno: -rc)
     }
     if flags & UInt32(IFF_UP) == 0 {
       logger.warning("interface is down; no frames will move until `ip link set \(name) up`", metadata: ["port": "\(name)"])

@@ -24,4 +24,4 @@
 //   PortQueue                               the per-queue burst API
 //   PortGroup                               opening a set of ports, pools, link state, stats
 //   QueueWaiter                             hybrid mode: poll, re-arm, sleep on eventfds / sockets
-//   Threads                                 worker threads, stop flag, CPU clocks
+//   OSLayer                                 re-exports VirtioOS: WorkerThread, StopSignal, the clocks

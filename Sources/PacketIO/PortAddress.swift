@@ -9,6 +9,9 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
   case pci(PCIAddress)
   case vhostUser(VhostUserEndpoint)
   case interface(String)
+  /// A device handed to `PortGroup.open(transport:)` (a simulated one in
+  /// tests), named by its transport.
+  case device(String)
 
   /// Parses `pci:0000:00:02.0` (or `pci:00:02.0`), `vhost-user:/path.sock`
   /// (connect to the backend's socket) or `vhost-user-server:/path.sock`
@@ -49,6 +52,7 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
     case .pci(let a): "pci:\(a)"
     case .vhostUser(let e): "\(e)"
     case .interface(let name): name
+    case .device(let name): name
     }
   }
 

@@ -1,4 +1,5 @@
 internal import CPacketSys
+import VirtioOS
 import Logging
 import VirtioCore
 import VirtioNet
@@ -38,14 +39,10 @@ public struct PortGroup: ~Copyable {
   /// Headroom in front of every packet (room for the virtio-net header, §5.1.6).
   public static let headroom = 64
 
+  /// Opens `addresses` as one group (see the type's comment for what may be grouped).
   public static func open(_ addresses: [PortAddress], options: PortOptions) throws(VirtioError) -> PortGroup {
     guard !addresses.isEmpty else { throw VirtioError(.invalidArgument, "no port given; name at least one (pci:BDF, vhost-user:/path.sock or an interface)") }
-    guard options.queues >= 1, options.queues <= 32 else {
-      throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
-    }
-    guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
-      throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
-    }
+    try check(options)
     for (i, a) in addresses.enumerated() where addresses[..<i].contains(a) {
       throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
     }
@@ -57,13 +54,15 @@ public struct PortGroup: ~Copyable {
       case .pci(let bdf): try VirtioNetOpen.preflight(bdf, logger: options.logger)
       case .vhostUser: break  // the transport waits for the socket (connectTimeout) and says what is missing
       case .interface(let name): try KernelPort.preflight(name)
+      case .device(let name):
+        throw VirtioError(.invalidArgument, "port \(name): a device is opened with PortGroup.open(transport:), not by name")
       }
     }
     var backends: [PortBackend] = []
     var infos: [PortInfo] = []
     var space: VFIODMASpace? = nil
     var shared: SharedMemorySpace? = nil
-    let vhostBytes = VhostNetOpen.memoryBytes(for: addresses, options: options)
+    let vhostBytes = VirtioNetOpen.memoryBytes(for: addresses, options: options)
     do throws(VirtioError) {
       for (index, a) in addresses.enumerated() {
         switch a {
@@ -73,7 +72,7 @@ public struct PortGroup: ~Copyable {
           infos.append(info)
           if let s { space = s }
         case .vhostUser(let endpoint):
-          let (b, info, s) = try VhostNetOpen.open(
+          let (b, info, s) = try VirtioNetOpen.open(
             endpoint, index: index, options: options, memoryBytes: vhostBytes, sharing: shared, logger: options.logger)
           backends.append(b)
           infos.append(info)
@@ -82,6 +81,7 @@ public struct PortGroup: ~Copyable {
           let (k, info) = try KernelPort.open(name, options: options, bufferFrameBytes: 0, logger: options.logger)
           backends.append(.kernel(k))
           infos.append(info)
+        case .device: break  // refused above
         }
         let i = infos[infos.count - 1]
         options.logger.info(
@@ -96,34 +96,47 @@ public struct PortGroup: ~Copyable {
       for b in backends.reversed() { b.destroy() }
       throw error
     }
-    let frame = infos.map { PortOptions.frameBytes(mtu: $0.mtu) }.max() ?? 1518
-    let slots = addresses.count * options.queues
-    return PortGroup(
-      backends: backends, ports: infos, queuesPerPort: options.queues,
-      bufferSize: max(2048, (headroom + frame + 63) & ~63), board: StatsBoard(slots: slots), host: HostMemory(), space: space,
-      taken: Array(repeating: false, count: slots), kernelFDs: Array(repeating: -1, count: slots),
-      kernelDrops: Array(repeating: 0, count: slots), linkUp: infos.map(\.linkUp), needsReset: infos.map { _ in false },
-      logger: options.logger)
+    return PortGroup(backends: backends, ports: infos, space: space, options: options)
   }
 
-  init(
-    backends: [PortBackend], ports: [PortInfo], queuesPerPort: Int, bufferSize: Int, board: consuming StatsBoard,
-    host: consuming HostMemory, space: VFIODMASpace?, taken: [Bool], kernelFDs: [Int32], kernelDrops: [UInt64], linkUp: [Bool],
-    needsReset: [Bool], logger: Logger
-  ) {
+  /// A group of one port: the virtio-net device behind `transport`, just
+  /// opened — any transport, a simulated device in tests (the same session,
+  /// port and queues as over VFIO or vhost-user).
+  public static func open<T: SessionTransport & ~Copyable>(transport: consuming T, options: PortOptions = PortOptions()) throws(VirtioError)
+    -> PortGroup
+  {
+    try check(options)
+    let address = PortAddress.device(transport.target)
+    let (port, info) = try VirtioNetOpen.open(
+      transport, address: address, path: "userspace", pairsWithoutControlQueue: 1, options: options, logger: options.logger)
+    return PortGroup(backends: [.virtio(port)], ports: [info], space: nil, options: options)
+  }
+
+  static func check(_ options: PortOptions) throws(VirtioError) {
+    guard options.queues >= 1, options.queues <= 32 else {
+      throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
+    }
+    guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
+      throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
+    }
+  }
+
+  init(backends: [PortBackend], ports infos: [PortInfo], space: VFIODMASpace?, options: PortOptions) {
+    let frame = infos.map { PortOptions.frameBytes(mtu: $0.mtu) }.max() ?? 1518
+    let slots = infos.count * options.queues
     self.backends = backends
-    self.ports = ports
-    self.queuesPerPort = queuesPerPort
-    self.bufferSize = bufferSize
-    self.board = board
-    self.host = host
+    self.ports = infos
+    self.queuesPerPort = options.queues
+    self.bufferSize = max(2048, (Self.headroom + frame + 63) & ~63)
+    self.board = StatsBoard(slots: slots)
+    self.host = HostMemory()
     self.space = space
-    self.taken = taken
-    self.kernelFDs = kernelFDs
-    self.kernelDrops = kernelDrops
-    self.linkUp = linkUp
-    self.needsReset = needsReset
-    self.logger = logger
+    self.taken = Array(repeating: false, count: slots)
+    self.kernelFDs = Array(repeating: -1, count: slots)
+    self.kernelDrops = Array(repeating: 0, count: slots)
+    self.linkUp = infos.map(\.linkUp)
+    self.needsReset = infos.map { _ in false }
+    self.logger = options.logger
   }
 
   deinit {
@@ -150,30 +163,12 @@ public struct PortGroup: ~Copyable {
     let slot = port * queuesPerPort + queue
     precondition(!taken[slot], "queue \(queue) of port \(port) was taken already")
     taken[slot] = true
-    // SAFETY (each `pointee` below): the backend cells live until this group's
-    // deinit, and only the main thread, which owns the group, reaches them.
     switch backends[port] {
-    case .split(let p):
-      let pair = p.pointee.takePair(queue)
-      return PortQueue(
-        backend: .split(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
-        wakeIsEventFD: true)
-    case .packed(let p):
-      let pair = p.pointee.takePair(queue)
-      return PortQueue(
-        backend: .packed(box(pair)), port: port, queue: queue, slot: board.slot(slot), wakeFD: wakeFD(p.pointee, port, queue),
-        wakeIsEventFD: true)
-    case .vhostSplit(let p):
-      let fd = p.pointee.receiveEventFD(queue)
-      return PortQueue(
-        backend: .vhostSplit(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
-        wakeIsEventFD: true)
-    case .vhostPacked(let p):
-      let fd = p.pointee.receiveEventFD(queue)
-      return PortQueue(
-        backend: .vhostPacked(box(p.pointee.takePair(queue))), port: port, queue: queue, slot: board.slot(slot), wakeFD: fd,
-        wakeIsEventFD: true)
+    case .virtio(let p):
+      let (backend, fd) = p.takeQueue(queue)
+      return PortQueue(backend: backend, port: port, queue: queue, slot: board.slot(slot), wakeFD: fd, wakeIsEventFD: true)
     case .kernel(let k):
+      // SAFETY: the kernel port's cell lives until this group's deinit, and only the main thread, which owns the group, reaches it.
       let q = PacketSocketQueue(k.pointee.takeSocket(queue))
       let fd = q.fd
       kernelFDs[slot] = fd
@@ -181,49 +176,18 @@ public struct PortGroup: ~Copyable {
     }
   }
 
-  /// The eventfd a worker may sleep on for receiveq `queue`: only when no
-  /// other receive queue shares its MSI-X vector (a shared eventfd drained by
-  /// one worker would swallow another's wake-up).
-  func wakeFD<Q: ConstructibleVirtqueue & ~Copyable>(_ p: borrowing VirtioNetPort<Q>, _ port: Int, _ queue: Int) -> Int32 {
-    guard let v = p.receiveVector(queue), let fd = p.receiveEventFD(queue) else { return -1 }
-    for other in 0..<queuesPerPort where other != queue && p.receiveVector(other) == v {
-      logger.warning(
-        "receive queues share an MSI-X vector: hybrid/interrupt mode polls them instead",
-        metadata: ["port": "\(ports[port].address)", "queues": "\(queue),\(other)", "vector": "\(v)"])
-      return -1
-    }
-    return fd
-  }
-
   /// A pool of `buffers` packet buffers for one worker, in memory every port
   /// of the group can use (the shared VFIO DMA space, the memory the
   /// vhost-user backends map, or host memory).
-  public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool {
-    for b in backends {
-      switch b {
-      case .split(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
-      case .packed(let p): return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &p.pointee.session.transport.dma)
-      case .vhostSplit(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
-      case .vhostPacked(let p): return try vhostPool(buffers, &p.pointee.session.transport.dma)
-      case .kernel: continue
-      }
+  public mutating func makeBufferPool(count buffers: Int) throws(VirtioError) -> BufferPool {
+    for case .virtio(let p) in backends {
+      return try p.makePool(buffers: buffers, bufferSize: bufferSize, headroom: Self.headroom)
     }
     return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &host)
   }
 
-  /// A pool in vhost-user shared memory, which was sized at open.
-  func vhostPool(_ buffers: Int, _ memory: inout SharedMemoryArena) throws(VirtioError) -> BufferPool {
-    do throws(VirtioError) {
-      return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: Self.headroom, memory: &memory)
-    } catch {
-      var e = error
-      if e.code == .dmaAllocation {
-        e.message =
-          "no room for a pool of \(buffers) × \(bufferSize) bytes in the \(memory.byteCount >> 20) MiB shared with the vhost-user backends (\(memory.usedBytes >> 10) KiB used); it is sized when the group opens: set PortOptions.vhostMemoryBytes larger, or ask for smaller pools"
-      }
-      throw e
-    }
-  }
+  @available(*, deprecated, renamed: "makeBufferPool(count:)")
+  public mutating func makePool(buffers: Int) throws(VirtioError) -> BufferPool { try makeBufferPool(count: buffers) }
 
   /// Buffers a worker serving one queue of every port needs: every ring full,
   /// a few bursts in hand, and slack.
@@ -237,30 +201,21 @@ public struct PortGroup: ~Copyable {
   /// interrupts (and the stop fd), then checks every port: DEVICE_NEEDS_RESET
   /// and the link (VFIO: §5.1.4 status after the config interrupt; vhost-user:
   /// the backend's socket — a hang-up is link down until the restarted
-  /// backend is reconnected, which happens here, see `VhostNetPort.check`;
+  /// backend is reconnected, which happens here, see `VirtioNetPort.check`;
   /// kernel: carrier). Returns what changed since the last call.
   public mutating func pollEvents(timeoutMilliseconds: Int) -> [PortEvent] {
     var fds: [Int32] = [StopSignal.fd]
-    for b in backends {
-      switch b {
-      case .split(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
-      case .packed(let p): if let fd = p.pointee.configEventFD { fds.append(fd) }
-      case .vhostSplit, .vhostPacked, .kernel: break
-      }
-    }
+    for case .virtio(let p) in backends { if let fd = p.configEventFD { fds.append(fd) } }
     var ready = [UInt8](repeating: 0, count: fds.count)
     _ = fds.withUnsafeBufferPointer { f in
-      ready.withUnsafeMutableBufferPointer { vio_pkt_poll_in(f.baseAddress, Int32(f.count), Int32(timeoutMilliseconds), $0.baseAddress) }
+      ready.withUnsafeMutableBufferPointer { Poll.readable(f.baseAddress!, count: f.count, timeoutMilliseconds: timeoutMilliseconds, ready: $0.baseAddress!) }
     }
     var events: [PortEvent] = []
     for (i, b) in backends.enumerated() {
       var up = linkUp[i]
       var reset = false
       switch b {
-      case .split(let p): (up, reset) = p.pointee.check()
-      case .packed(let p): (up, reset) = p.pointee.check()
-      case .vhostSplit(let p): (up, reset) = p.pointee.check()
-      case .vhostPacked(let p): (up, reset) = p.pointee.check()
+      case .virtio(let p): (up, reset) = p.check()
       case .kernel(let k): up = k.pointee.check()
       }
       if reset && !needsReset[i] {
@@ -283,22 +238,16 @@ public struct PortGroup: ~Copyable {
   /// The link as last seen by `pollEvents` (or at open).
   public func isLinkUp(port: Int) -> Bool { linkUp[port] }
 
-  /// Times port `port`'s vhost-user backend was reconnected after a restart (0 on other paths).
+  /// Times port `port`'s device came back after going away — a vhost-user backend restart (0 on other paths).
   public func reconnects(port: Int) -> UInt64 {
-    switch backends[port] {
-    case .vhostSplit(let p): p.pointee.reconnects
-    case .vhostPacked(let p): p.pointee.reconnects
-    case .split, .packed, .kernel: 0
-    }
+    if case .virtio(let p) = backends[port] { return p.reconnects }
+    return 0
   }
 
   /// Configuration-change interrupts port `port` took (VFIO; 0 on the vhost-user and kernel paths).
   public func configInterrupts(port: Int) -> UInt64 {
-    switch backends[port] {
-    case .split(let p): p.pointee.configInterrupts
-    case .packed(let p): p.pointee.configInterrupts
-    case .vhostSplit, .vhostPacked, .kernel: 0
-    }
+    if case .virtio(let p) = backends[port] { return p.configInterrupts }
+    return 0
   }
 
   /// Counters of one queue as its worker last published them.

@@ -1,25 +1,24 @@
 internal import CPacketSys
+import VirtioOS
 import VirtioCore
 import VirtioNet
 
 /// The backend of one queue, in a heap cell reached in place: the burst
-/// functions switch over these cases once per burst (VFIO split / packed,
-/// vhost-user split / packed, AF_PACKET socket).
+/// functions switch over these cases once per burst — the ring layout of a
+/// virtio-net queue pair (whatever its transport), or an AF_PACKET socket.
 ///
 /// SAFETY (every `p.pointee` in this file): the cell was made by `box` when
 /// the queue was taken, is owned by exactly one `PortQueue` (noncopyable, so
 /// one owner and one thread at a time), and is freed only by that queue's
 /// deinit — so the pointer is valid and unaliased whenever a method runs.
 enum QueueBackend {
-  case split(UnsafeMutablePointer<NetQueuePair<SplitVirtqueue, SplitVirtqueue>>)
-  case packed(UnsafeMutablePointer<NetQueuePair<PackedVirtqueue, PackedVirtqueue>>)
-  case vhostSplit(UnsafeMutablePointer<VhostNetQueue<SplitVirtqueue>>)
-  case vhostPacked(UnsafeMutablePointer<VhostNetQueue<PackedVirtqueue>>)
+  case split(UnsafeMutablePointer<VirtioPortQueue<SplitVirtqueue>>)
+  case packed(UnsafeMutablePointer<VirtioPortQueue<PackedVirtqueue>>)
   case kernel(UnsafeMutablePointer<PacketSocketQueue>)
 }
 
-/// One queue pair of a port (a virtio-net RX/TX queue pair over VFIO or
-/// vhost-user, or one AF_PACKET socket), owned by one worker thread. Same type
+/// One queue pair of a port (a virtio-net RX/TX queue pair over VFIO,
+/// vhost-user or a simulated device, or one AF_PACKET socket), owned by one worker thread. Same type
 /// for every path.
 ///
 /// Burst API: `receive(into:pool:)` fills a span with packet handles and
@@ -36,21 +35,10 @@ public struct PortQueue: ~Copyable {
   public let wakeFD: Int32
   let wakeIsEventFD: Bool
 
-  init(backend: QueueBackend, port: Int, queue: Int, slot: StatsSlot, wakeFD: Int32, wakeIsEventFD: Bool) {
-    self.backend = backend
-    self.port = port
-    self.queue = queue
-    self.slot = slot
-    self.wakeFD = wakeFD
-    self.wakeIsEventFD = wakeIsEventFD
-  }
-
   deinit {
     switch backend {
     case .split(let p): unbox(p)
     case .packed(let p): unbox(p)
-    case .vhostSplit(let p): unbox(p)
-    case .vhostPacked(let p): unbox(p)
     case .kernel(let p): unbox(p)
     }
   }
@@ -58,10 +46,8 @@ public struct PortQueue: ~Copyable {
   /// Fills the ring from `pool` before the first receive (VFIO: §5.1.6.3.1).
   public mutating func start(pool: inout BufferPool) {
     switch backend {
-    case .split(let p): p.pointee.refill(&pool)
-    case .packed(let p): p.pointee.refill(&pool)
-    case .vhostSplit(let p): p.pointee.pair.refill(&pool)
-    case .vhostPacked(let p): p.pointee.pair.refill(&pool)
+    case .split(let p): p.pointee.pair.refill(&pool)
+    case .packed(let p): p.pointee.pair.refill(&pool)
     case .kernel: break
     }
   }
@@ -71,8 +57,6 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.receive(into: &burst, pool: &pool)
     case .packed(let p): p.pointee.receive(into: &burst, pool: &pool)
-    case .vhostSplit(let p): p.pointee.receive(into: &burst, pool: &pool)
-    case .vhostPacked(let p): p.pointee.receive(into: &burst, pool: &pool)
     case .kernel(let p): p.pointee.receive(into: &burst, pool: &pool)
     }
   }
@@ -82,8 +66,6 @@ public struct PortQueue: ~Copyable {
     switch backend {
     case .split(let p): p.pointee.transmit(burst, pool: &pool)
     case .packed(let p): p.pointee.transmit(burst, pool: &pool)
-    case .vhostSplit(let p): p.pointee.transmit(burst, pool: &pool)
-    case .vhostPacked(let p): p.pointee.transmit(burst, pool: &pool)
     case .kernel(let p): p.pointee.transmit(burst, pool: &pool)
     }
   }
@@ -91,22 +73,18 @@ public struct PortQueue: ~Copyable {
   /// Counts `n` packets the caller dropped after `transmit` refused them.
   public mutating func countDropped(_ n: Int) {
     switch backend {
-    case .split(let p): p.pointee.stats.txDropped &+= UInt64(n)
-    case .packed(let p): p.pointee.stats.txDropped &+= UInt64(n)
-    case .vhostSplit(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
-    case .vhostPacked(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
+    case .split(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
+    case .packed(let p): p.pointee.pair.stats.txDropped &+= UInt64(n)
     case .kernel(let p): p.pointee.stats.txDropped &+= UInt64(n)
     }
   }
 
-  /// Returns finished TX buffers to the pool (VFIO) / re-kicks a TX ring the
+  /// Returns finished TX buffers to the pool (virtio) / re-kicks a TX ring the
   /// kernel could not empty (kernel). For idle loops.
   public mutating func flush(pool: inout BufferPool) {
     switch backend {
-    case .split(let p): p.pointee.reclaim(&pool)
-    case .packed(let p): p.pointee.reclaim(&pool)
-    case .vhostSplit(let p): p.pointee.flush(pool: &pool)
-    case .vhostPacked(let p): p.pointee.flush(pool: &pool)
+    case .split(let p): p.pointee.flush(pool: &pool)
+    case .packed(let p): p.pointee.flush(pool: &pool)
     case .kernel(let p): if p.pointee.kickPending { p.pointee.kick() }
     }
   }
@@ -121,10 +99,8 @@ public struct PortQueue: ~Copyable {
 
   public var stats: NetQueueStats {
     switch backend {
-    case .split(let p): p.pointee.stats
-    case .packed(let p): p.pointee.stats
-    case .vhostSplit(let p): p.pointee.pair.stats
-    case .vhostPacked(let p): p.pointee.pair.stats
+    case .split(let p): p.pointee.pair.stats
+    case .packed(let p): p.pointee.pair.stats
     case .kernel(let p): p.pointee.stats
     }
   }
@@ -136,10 +112,8 @@ public struct PortQueue: ~Copyable {
   /// Why the queue stopped (the device wrote something it never could have), if it did.
   public var brokenReason: BrokenReason? {
     switch backend {
-    case .split(let p): p.pointee.brokenReason
-    case .packed(let p): p.pointee.brokenReason
-    case .vhostSplit(let p): p.pointee.pair.brokenReason
-    case .vhostPacked(let p): p.pointee.pair.brokenReason
+    case .split(let p): p.pointee.pair.brokenReason
+    case .packed(let p): p.pointee.pair.brokenReason
     case .kernel: nil
     }
   }
@@ -150,33 +124,27 @@ public struct PortQueue: ~Copyable {
   /// already waiting (receive instead of sleeping).
   mutating func arm() -> Bool {
     switch backend {
-    case .split(let p): p.pointee.armReceiveInterrupt()
-    case .packed(let p): p.pointee.armReceiveInterrupt()
-    case .vhostSplit(let p): p.pointee.pair.armReceiveInterrupt()
-    case .vhostPacked(let p): p.pointee.pair.armReceiveInterrupt()
+    case .split(let p): p.pointee.pair.armReceiveInterrupt()
+    case .packed(let p): p.pointee.pair.armReceiveInterrupt()
     case .kernel(let p): p.pointee.pending()
     }
   }
 
   mutating func disarm() {
     switch backend {
-    case .split(let p): p.pointee.disarmReceiveInterrupt()
-    case .packed(let p): p.pointee.disarmReceiveInterrupt()
-    case .vhostSplit(let p): p.pointee.pair.disarmReceiveInterrupt()
-    case .vhostPacked(let p): p.pointee.pair.disarmReceiveInterrupt()
+    case .split(let p): p.pointee.pair.disarmReceiveInterrupt()
+    case .packed(let p): p.pointee.pair.disarmReceiveInterrupt()
     case .kernel: break
     }
   }
 
   /// After the wake fd fired: consume the eventfd count, count the interrupts.
   mutating func acknowledgeWakeup() {
-    let n: UInt64 = wakeIsEventFD ? vio_pkt_eventfd_drain(wakeFD) : 1
+    let n: UInt64 = wakeIsEventFD ? EventFD.drain(wakeFD) : 1
     guard n > 0 else { return }
     switch backend {
-    case .split(let p): p.pointee.stats.interrupts &+= n
-    case .packed(let p): p.pointee.stats.interrupts &+= n
-    case .vhostSplit(let p): p.pointee.pair.stats.interrupts &+= n
-    case .vhostPacked(let p): p.pointee.pair.stats.interrupts &+= n
+    case .split(let p): p.pointee.pair.stats.interrupts &+= n
+    case .packed(let p): p.pointee.pair.stats.interrupts &+= n
     case .kernel(let p): p.pointee.stats.interrupts &+= n
     }
   }

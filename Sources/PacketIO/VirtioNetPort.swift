@@ -1,33 +1,70 @@
 internal import CPacketSys
+import VirtioOS
+import Glibc
 import Logging
 import VirtioCore
 import VirtioNet
 import VirtioSpec
-import VirtioVFIO
 
-/// A virtio-net function driven over VFIO, after DRIVER_OK, with one ring
-/// layout (fixed by negotiation). Its queue pairs are taken out one by one by
-/// workers; the control queue stays here (control path only).
-struct VirtioNetPort<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
-  var session: VirtioPCISession<Q>
+/// What the port group asks of a virtio-net port, whatever its transport and
+/// ring layout. Control path only (the main thread): the existential stays
+/// off the data path, where each `PortQueue` holds a concrete queue pair.
+protocol VirtioPortControl: AnyObject {
+  /// Queue pair `q` for the worker that will own it, and the descriptor it may sleep on (-1: poll).
+  func takeQueue(_ q: Int) -> (backend: QueueBackend, wakeFD: Int32)
+  /// A pool in memory the device (and every port sharing its memory) reaches.
+  func makePool(buffers: Int, bufferSize: Int, headroom: Int) throws(VirtioError) -> BufferPool
+  /// The descriptor the configuration-change interrupt makes readable, if any.
+  var configEventFD: Int32? { get }
+  /// After a configuration-change interrupt or on a timer: link state and DEVICE_NEEDS_RESET.
+  func check() -> (linkUp: Bool, needsReset: Bool)
+  var reconnects: UInt64 { get }
+  var configInterrupts: UInt64 { get }
+}
+
+/// The ring layouts a `PortQueue` carries (split or packed), each to its case.
+protocol NetLayout: ConstructibleVirtqueue & ~Copyable {
+  static func wrap(_ p: UnsafeMutablePointer<VirtioPortQueue<Self>>) -> QueueBackend
+}
+extension SplitVirtqueue: NetLayout {
+  static func wrap(_ p: UnsafeMutablePointer<VirtioPortQueue<SplitVirtqueue>>) -> QueueBackend { .split(p) }
+}
+extension PackedVirtqueue: NetLayout {
+  static func wrap(_ p: UnsafeMutablePointer<VirtioPortQueue<PackedVirtqueue>>) -> QueueBackend { .packed(p) }
+}
+
+/// A virtio-net device after DRIVER_OK over any transport (VFIO, vhost-user,
+/// the simulator), with one ring layout (fixed by negotiation). Its queue
+/// pairs are taken out one by one by workers; the control queue, link state
+/// and device restarts stay here (main thread).
+final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copyable>: VirtioPortControl {
+  var session: VirtioSession<T, Q>
   var control: NetControlQueue<Q>?
   let features: FeatureSet
   let pairs: Int
+  let board: ReconnectBoard
+  var taken: [Bool]
   var linkUp: Bool
   var configInterrupts: UInt64 = 0
+  /// The device went away; waiting for the workers' ring positions, then for it to come back.
+  var reconnecting = false
+  var epoch: UInt32 = 0
+  var reconnects: UInt64 = 0
+  let address: PortAddress
+  let logger: Logger
+  /// How long one reconnect attempt may wait (the main thread's poll loop waits that long).
+  static var attemptMilliseconds: Int { 1000 }
 
-  /// §3.1.1 steps 7–8 and §5.1.5: queues (and their MSI-X vectors), DRIVER_OK,
-  /// then through the control queue (§5.1.6.5) the number of queue pairs and
-  /// the RX mode.
-  init(
-    transport: consuming VFIOPCITransport, features: FeatureSet, config: NetConfig, plan: VirtioOpenPlan, options: PortOptions,
-    logger: Logger
-  ) throws(VirtioError) {
-    var session = try VirtioPCI.setUp(Q.self, transport: transport, features: features, plan: plan)
+  /// §5.1.5: with the control queue (§5.1.6.5), the number of queue pairs and the RX mode.
+  init(session: consuming VirtioSession<T, Q>, config: NetConfig, options: PortOptions, address: PortAddress, logger: Logger)
+    throws(VirtioError)
+  {
+    var s = session
+    let features = s.features
     var control: NetControlQueue<Q>? = nil
     if let ci = config.controlQueue(features: features) {
-      let q = session.takeQueue(ci)
-      var c = try NetControlQueue(queue: q, doorbell: session.transport.doorbell(queue: ci), features: features, memory: &session.transport.dma)
+      let q = s.takeQueue(ci)
+      var c = try NetControlQueue(queue: q, doorbell: s.transport.doorbell(queue: ci), features: features, memory: &s.transport.dma)
       // §5.1.6.5.5: only the first pair is used until VQ_PAIRS_SET.
       if options.queues > 1 {
         try c.setQueuePairs(options.queues, maxPairs: config.maxQueuePairs)
@@ -39,114 +76,179 @@ struct VirtioNetPort<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
       }
       control = consume c
     }
-    self.session = session
+    self.session = s
     self.control = control
     self.features = features
     self.pairs = options.queues
+    self.board = ReconnectBoard(pairs: options.queues)
+    self.taken = Array(repeating: false, count: options.queues)
     self.linkUp = config.linkUp
+    self.address = address
+    self.logger = logger
   }
 
   /// Queue pair `q` (receiveq q = 2q, transmitq q = 2q+1, §5.1.2), rung from
-  /// the worker's thread through its own doorbells.
-  mutating func takePair(_ q: Int) -> NetQueuePair<Q, Q> {
-    let rx = session.takeQueue(NetConfig.receiveQueue(pair: q))
-    let tx = session.takeQueue(NetConfig.transmitQueue(pair: q))
-    return NetQueuePair(
-      rx: rx, tx: tx, rxDoorbell: session.transport.doorbell(queue: NetConfig.receiveQueue(pair: q)),
-      txDoorbell: session.transport.doorbell(queue: NetConfig.transmitQueue(pair: q)), features: features)
+  /// the worker's thread through its own doorbells. The worker may sleep on
+  /// the receive queue's interrupt only when no other receive queue shares it.
+  func takeQueue(_ q: Int) -> (backend: QueueBackend, wakeFD: Int32) {
+    taken[q] = true
+    let rxIndex = NetConfig.receiveQueue(pair: q)
+    let txIndex = NetConfig.transmitQueue(pair: q)
+    let rx = session.takeQueue(rxIndex)
+    let tx = session.takeQueue(txIndex)
+    let pair = NetQueuePair(
+      rx: rx, tx: tx, rxDoorbell: session.transport.doorbell(queue: rxIndex), txDoorbell: session.transport.doorbell(queue: txIndex),
+      features: features)
+    return (Q.wrap(box(VirtioPortQueue(pair: pair, control: board.control(pair: q)))), wakeFD(q))
   }
 
-  /// The eventfd of receiveq `q`'s MSI-X vector.
-  func receiveEventFD(_ q: Int) -> Int32? { session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: q)) }
-  func receiveVector(_ q: Int) -> UInt16? { session.transport.vector(ofQueue: NetConfig.receiveQueue(pair: q)) }
+  private func wakeFD(_ q: Int) -> Int32 {
+    let receiveQueues = (0..<pairs).map { NetConfig.receiveQueue(pair: $0) }
+    let mine = NetConfig.receiveQueue(pair: q)
+    if let v = session.transport.vector(ofQueue: mine),
+      let other = receiveQueues.first(where: { $0 != mine && session.transport.vector(ofQueue: $0) == v })
+    {
+      logger.warning(
+        "receive queues share an interrupt vector: hybrid/interrupt mode polls them instead",
+        metadata: ["port": "\(address)", "queues": "\(mine),\(other)", "vector": "\(v)"])
+      return -1
+    }
+    return session.transport.interruptEventFD(queue: mine) ?? -1
+  }
+
+  func makePool(buffers: Int, bufferSize: Int, headroom: Int) throws(VirtioError) -> BufferPool {
+    do throws(VirtioError) {
+      return try BufferPool(count: buffers, bufferSize: bufferSize, headroom: headroom, memory: &session.transport.dma)
+    } catch {
+      var e = error
+      if e.code == .dmaAllocation {
+        e.message =
+          "no room for a pool of \(buffers) × \(bufferSize) bytes in the memory \(address) reaches (\(error.message)); ask for smaller pools, or — vhost-user, whose shared memory is sized when the group opens — set PortOptions.vhostMemoryBytes larger"
+      }
+      throw e
+    }
+  }
+
   var configEventFD: Int32? { session.transport.configInterruptEventFD }
 
-  /// After a configuration-change interrupt (or on a timer): §2.1.2
-  /// DEVICE_NEEDS_RESET, and the link state from the config (§5.1.4,
-  /// re-read until config_generation is stable).
-  mutating func check() -> (linkUp: Bool, needsReset: Bool) {
-    if let fd = configEventFD { configInterrupts &+= vio_pkt_eventfd_drain(fd) }
-    let status = session.transport.readStatus()
-    if status.contains(.deviceNeedsReset) { return (linkUp, true) }
+  /// Main thread, every poll. A device that went away and may come back (a
+  /// vhost-user backend hung up): link down, the workers asked for their ring
+  /// positions; once all reported, one reconnect attempt per call (at most
+  /// `attemptMilliseconds`), then link up. Otherwise, after a
+  /// configuration-change interrupt (or on a timer): §2.1.2
+  /// DEVICE_NEEDS_RESET, and the link from the config (§5.1.4, re-read until
+  /// config_generation is stable).
+  func check() -> (linkUp: Bool, needsReset: Bool) {
+    if reconnecting || session.peerGone() { return resume() }
+    if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
+    if session.transport.readStatus().contains(.deviceNeedsReset) { return (linkUp, true) }
     if let c = try? NetConfig(reading: session.transport, features: features) { linkUp = c.linkUp }
     return (linkUp, false)
   }
+
+  private func resume() -> (linkUp: Bool, needsReset: Bool) {
+    if !reconnecting {
+      linkUp = false
+      reconnecting = true
+      epoch = board.requestDrain()
+      logger.warning(
+        "the device went away (\(session.transport.target) hung up): link down; waiting for it to come back (frames sent meanwhile are dropped and counted)",
+        metadata: ["port": "\(address)"])
+      // Wake workers asleep on their receive interrupts so they drain and report.
+      for q in 0..<pairs where taken[q] {
+        guard let fd = session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: q)) else { continue }
+        _ = EventFD.signal(fd)
+      }
+    }
+    var resume: [Int: RingPosition] = [:]
+    for q in 0..<pairs where taken[q] {
+      guard let (rx, tx) = board.drained(pair: q, epoch: epoch) else { return (linkUp, false) }
+      resume[NetConfig.receiveQueue(pair: q)] = rx
+      resume[NetConfig.transmitQueue(pair: q)] = tx
+    }
+    do throws(VirtioError) {
+      try session.reconnect(taken: resume, timeoutMilliseconds: Self.attemptMilliseconds)
+    } catch {
+      // The transport logged why; the next poll tries again.
+      return (linkUp, false)
+    }
+    reconnecting = false
+    linkUp = true
+    reconnects &+= 1
+    logger.warning(
+      "reconnected to the restarted device: link up",
+      metadata: [
+        "port": "\(address)",
+        "resume": "\(resume.sorted { $0.key < $1.key }.map { "q\($0.key):\($0.value)" }.joined(separator: " "))",
+      ])
+    return (true, false)
+  }
 }
 
-/// Opening a virtio-net function: preflight in sysfs, VFIO, negotiation, then
-/// the ring layout is chosen — the one place split and packed part ways.
+/// Opening a virtio-net device over a transport just opened: negotiation with
+/// the net driver's policy, queue-pair checks, then the ring layout is chosen
+/// — the one place split and packed part ways.
 enum VirtioNetOpen {
-  static func open(_ address: PCIAddress, options: PortOptions, sharing: VFIODMASpace?, logger base: Logger) throws(VirtioError)
-    -> (PortBackend, PortInfo, VFIODMASpace)
-  {
-    var logger = base
-    logger[metadataKey: "pci"] = "\(address)"
-    try preflight(address, logger: logger)
-    var t = try VFIOPCITransport.open(address, options: options.vfio, logger: logger, sharing: sharing)
-    let space = t.dmaSpace
-    let features = try VirtioPCI.negotiate(&t, plan: VirtioOpenPlan(policy: options.netFeaturePolicy()))
+  static func open<T: SessionTransport & ~Copyable>(
+    _ transport: consuming T, address port: PortAddress, path: String, pairsWithoutControlQueue: Int, options: PortOptions,
+    logger: Logger
+  ) throws(VirtioError) -> (VirtioPortControl, PortInfo) {
+    var t = transport
+    guard t.deviceType == .net else {
+      throw VirtioError(.invalidArgument, "port \(port) is a \(t.deviceType) device, not virtio-net")
+    }
+    var plan = SessionPlan<T>(policy: options.netFeaturePolicy())
+    let features = try VirtioDevice.negotiate(&t, plan: plan)
     let config = try NetConfig(reading: t, features: features)
-    let port = PortAddress.pci(address)
-    guard options.queues >= 1, options.queues <= config.maxQueuePairs else {
-      let why =
-        features.contains(bit: NetFeature.mq)
-        ? "it has \(config.maxQueuePairs) (max_virtqueue_pairs)"
-        : "it offers no multiqueue (VIRTIO_NET_F_MQ; QEMU: mq=on and a netdev with queues=N)"
-      throw VirtioError(.invalidArgument, "port \(port): cannot use \(options.queues) queue pairs: \(why); use --queues \(min(max(options.queues, 1), config.maxQueuePairs))")
-    }
-    if options.queues > 1 && !features.contains(bit: NetFeature.ctrlVQ) {
-      throw VirtioError(.invalidArgument, "port \(port): \(options.queues) queue pairs need the control queue (VIRTIO_NET_F_CTRL_VQ), which the device does not offer; use --queues 1")
-    }
-    // Every queue the device has (§5.1.2: the control queue is after the last pair).
-    var plan = VirtioOpenPlan(policy: options.netFeaturePolicy())
+    // §5.1.6.5.5: more than one pair through the control queue (VQ_PAIRS_SET);
+    // a transport that enables rings itself (vhost-user) offers its own count.
     let ctrl = config.controlQueue(features: features)
-    let queueCount = 2 * config.maxQueuePairs + (ctrl == nil ? 0 : 1)
+    let available = ctrl == nil ? pairsWithoutControlQueue : config.maxQueuePairs
+    guard options.queues >= 1, options.queues <= available else {
+      let why =
+        ctrl != nil
+        ? "it has \(config.maxQueuePairs) (max_virtqueue_pairs)"
+        : "it offers \(available) without a control queue (VIRTIO_NET_F_CTRL_VQ and MQ; QEMU: mq=on and a netdev with queues=N; DPDK vhost: queues=N in --vdev net_vhost0,...)"
+      throw VirtioError(
+        .invalidArgument, "port \(port): cannot use \(options.queues) queue pairs: \(why); use --queues \(min(max(options.queues, 1), available))")
+    }
+    // Every pair the device may enable (§5.1.2), and the control queue after the last.
+    let queueCount = ctrl.map { $0 + 1 } ?? 2 * options.queues
     plan.queueCount = { _, _ in queueCount }
     let rxd = options.rxDescriptors
     let txd = options.txDescriptors
     plan.queueSizeLimit = { i in i == ctrl ? 64 : (i % 2 == 0 ? rxd : txd) }
+    let packed = features.contains(bit: VirtioFeature.ringPacked)
     let rxMax = t.maxQueueSize(0)
     let txMax = t.maxQueueSize(1)
-    func ringSize(_ want: Int, _ max: Int, packed: Bool) -> Int {
+    func ringSize(_ want: Int, _ max: Int) -> Int {
       var s = min(want, max)
       if !packed { while s & (s - 1) != 0 { s &= s - 1 } }
       return s
     }
-    let packed = features.contains(bit: VirtioFeature.ringPacked)
-    let info = PortInfo(
-      address: port, path: "vfio",
-      detail: "\(packed ? "packed" : "split") ring; \(features.names(device: .net).joined(separator: ","))",
-      mac: config.mac, mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: ringSize(rxd, rxMax, packed: packed),
-      txRingSize: ringSize(txd, txMax, packed: packed), linkUp: config.linkUp)
+    let rxRing = ringSize(rxd, rxMax)
+    let txRing = ringSize(txd, txMax)
+    let names = features.names(device: .net).joined(separator: ",")
+    func info(_ transport: String) -> PortInfo {
+      PortInfo(
+        address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(names); \(transport)", mac: config.mac,
+        mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
+    }
     if packed {
-      let p = try VirtioNetPort<PackedVirtqueue>(transport: t, features: features, config: config, plan: plan, options: options, logger: logger)
-      return (.packed(box(p)), info, space)
+      let s = try VirtioDevice.setUp(PackedVirtqueue.self, transport: t, features: features, plan: plan)
+      let summary = s.transport.summary
+      return (try VirtioNetPort(session: s, config: config, options: options, address: port, logger: logger), info(summary))
     } else {
-      let p = try VirtioNetPort<SplitVirtqueue>(transport: t, features: features, config: config, plan: plan, options: options, logger: logger)
-      return (.split(box(p)), info, space)
-    }
-  }
-
-  /// Before VFIO: the function exists and is virtio-net (a clear message for
-  /// a wrong address rather than a VFIO error about groups).
-  static func preflight(_ address: PCIAddress, logger: Logger) throws(VirtioError) {
-    let f = PCIFunction(address, logger: logger)
-    guard f.exists else {
-      throw VirtioError(.invalidArgument, "port pci:\(address): there is no PCI function \(address) (see `lspci -D`)")
-    }
-    let vendor = f.vendorID ?? 0
-    let device = f.deviceID ?? 0
-    let type = vendor == DeviceType.pciVendorID ? DeviceType(pciDeviceID: device) : nil
-    guard type == .net else {
-      let what = type.map { "a \($0) device" } ?? "not a virtio device (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(device, radix: 16)))"
-      throw VirtioError(.invalidArgument, "port pci:\(address) is \(what), not virtio-net; pick a virtio-net function (1af4:1041) from `lspci -D -d 1af4:`")
+      let s = try VirtioDevice.setUp(SplitVirtqueue.self, transport: t, features: features, plan: plan)
+      let summary = s.transport.summary
+      return (try VirtioNetPort(session: s, config: config, options: options, address: port, logger: logger), info(summary))
     }
   }
 }
 
-/// Moves a value into a fresh heap cell (freed by `PortBackend.destroy`).
+/// Moves a value into a fresh heap cell (freed by its owner with `unbox`).
 func box<T: ~Copyable>(_ value: consuming T) -> UnsafeMutablePointer<T> {
-  // SAFETY: one T, initialised here; deinitialised and freed exactly once by the owner's destroy().
+  // SAFETY: one T, initialised here; deinitialised and freed exactly once by the owner.
   let p = UnsafeMutablePointer<T>.allocate(capacity: 1)
   p.initialize(to: value)
   return p
@@ -157,23 +259,15 @@ func unbox<T: ~Copyable>(_ p: UnsafeMutablePointer<T>) {
   p.deallocate()
 }
 
-/// A port's backend, in a heap cell reached in place.
+/// A port's backend: a virtio-net device (any transport; control path behind
+/// a protocol) or a kernel interface in a heap cell reached in place.
 enum PortBackend {
-  case split(UnsafeMutablePointer<VirtioNetPort<SplitVirtqueue>>)
-  case packed(UnsafeMutablePointer<VirtioNetPort<PackedVirtqueue>>)
-  case vhostSplit(UnsafeMutablePointer<VhostNetPort<SplitVirtqueue>>)
-  case vhostPacked(UnsafeMutablePointer<VhostNetPort<PackedVirtqueue>>)
+  case virtio(VirtioPortControl)
   case kernel(UnsafeMutablePointer<KernelPort>)
 
-  /// Resets and releases the device (VFIO), stops the backend's rings and
-  /// closes the connection (vhost-user) or closes the sockets left (kernel).
+  /// The kernel port's sockets are closed here; a virtio port is reset and
+  /// released when its last reference (this one) goes.
   func destroy() {
-    switch self {
-    case .split(let p): unbox(p)
-    case .packed(let p): unbox(p)
-    case .vhostSplit(let p): unbox(p)
-    case .vhostPacked(let p): unbox(p)
-    case .kernel(let p): unbox(p)
-    }
+    if case .kernel(let p) = self { unbox(p) }
   }
 }

@@ -1,4 +1,3 @@
-internal import CPacketSys
 
 /// The queues one worker thread owns (typically queue q of every port), and
 /// hybrid mode over them: poll while there is traffic, then re-arm the
@@ -64,7 +63,7 @@ public struct WorkerQueues: ~Copyable {
       sleeps &+= 1
       fds[n] = StopSignal.fd
       // SAFETY: fds and ready hold capacity + 1 >= n + 1 entries.
-      let rc = vio_pkt_poll_in(fds, Int32(n + 1), -1, ready)
+      let rc = Poll.readable(fds, count: n + 1, timeoutMilliseconds: -1, ready: ready)
       if rc > 0 {
         for i in 0..<n where ready[i] != 0 { queues[i].acknowledgeWakeup() }
       }

@@ -10,7 +10,6 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   public let index: UInt16
   public let size: Int
   @usableFromInline let features: RingFeatures
-  @usableFromInline let layout: PackedRingLayout
   @usableFromInline let ring: RingMemory
   public let descAreaIOVA: UInt64
   public let driverAreaIOVA: UInt64
@@ -59,7 +58,6 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     self.index = index
     self.size = size
     self.features = features
-    self.layout = layout
     self.ring = RingMemory(area.pointer)
     self.descAreaIOVA = area.iova
     self.driverAreaIOVA = area.iova + UInt64(layout.driverEventOffset)
@@ -77,7 +75,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       // §2.8.10: start as split does with used_event 0 — interrupt at the first
       // used descriptor (slot 0, wrap 1), not after every one (ENABLE).
       writeDriverEvent()
-      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.desc)
+      ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
     }
   }
 
@@ -85,6 +83,11 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     chains.free()
     freeIDs.free()
   }
+
+  /// Where the two `PackedDescEvent` areas (§2.8.14) start in `ring`: after
+  /// the descriptor ring, as `PackedRingLayout` places them.
+  @inlinable var driverEventOffset: Int { size &* MemoryLayout<PackedDesc>.stride }
+  @inlinable var deviceEventOffset: Int { driverEventOffset &+ MemoryLayout<PackedDescEvent>.stride }
 
   public var freeCount: Int { freeSlots }
   public var inFlight: Int { chainsInFlight }
@@ -124,12 +127,10 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
     let id = takeID()
     let flags = (segment.deviceWritable ? VirtqDescFlags.write : 0) | availFlags
-    let slot = Int(nextAvail) &* 16
-    ring.store64(slot, segment.address)
-    ring.store32(slot &+ 8, segment.length)
-    ring.store16(slot &+ 12, id)
     // §2.8.21.1: flags last, with release, so the device never sees a half-written descriptor.
-    ring.storeRelease16(slot &+ 14, flags)
+    ring.storeReleasingFlags(
+      PackedDesc(addr: segment.address, len: segment.length, id: id, flags: flags),
+      at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
     advanceAvail()
     freeSlots &-= 1
     chains[Int(id)] = ChainState(token: token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
@@ -157,19 +158,19 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       // §2.8.19: one descriptor with INDIRECT pointing at a table of packed descriptors.
       guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
       let id = takeID()
-      let tableOffset = Int(id) &* maxIndirect &* 16
+      let tableOffset = Int(id) &* maxIndirect &* MemoryLayout<PackedDesc>.stride
       for i in 0..<n {
         let s = chain[i]
         // §2.8.19: in a table only WRITE is meaningful; the chain is the table order.
-        table.storeDescriptor(
-          tableOffset &+ i &* 16, addr: s.address, len: s.length, word3: 0,
-          word4: s.deviceWritable ? VirtqDescFlags.write : 0)
+        table.store(
+          PackedDesc(addr: s.address, len: s.length, id: 0, flags: s.deviceWritable ? VirtqDescFlags.write : 0),
+          at: tableOffset &+ i &* MemoryLayout<PackedDesc>.stride)
       }
-      let slot = Int(nextAvail) &* 16
-      ring.store64(slot, indirectIOVA &+ UInt64(tableOffset))
-      ring.store32(slot &+ 8, UInt32(n &* 16))
-      ring.store16(slot &+ 12, id)
-      ring.storeRelease16(slot &+ 14, VirtqDescFlags.indirect | availFlags)
+      ring.storeReleasingFlags(
+        PackedDesc(
+          addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* MemoryLayout<PackedDesc>.stride), id: id,
+          flags: VirtqDescFlags.indirect | availFlags),
+        at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
       advanceAvail()
       freeSlots &-= 1
       chains[Int(id)] = ChainState(token: token, writable: writable, count: 1, inFlight: true)
@@ -180,7 +181,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard n <= size else { return .invalidChain }
     guard n <= freeSlots, freeIDCount > 0 else { return .ringFull }
     let id = takeID()
-    let headSlot = Int(nextAvail) &* 16
+    let headSlot = Int(nextAvail) &* MemoryLayout<PackedDesc>.stride
     let headFlags = (chain[0].deviceWritable ? VirtqDescFlags.write : 0) | VirtqDescFlags.next | availFlags
     advanceAvail()
     // §2.8.6: the rest of the chain in the following slots (wrapping), NEXT on all but the last.
@@ -188,14 +189,14 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       let s = chain[i]
       var flags = (s.deviceWritable ? VirtqDescFlags.write : 0) | availFlags
       if i < n - 1 { flags |= VirtqDescFlags.next }
-      ring.storeDescriptor(Int(nextAvail) &* 16, addr: s.address, len: s.length, word3: id, word4: flags)
+      ring.store(
+        PackedDesc(addr: s.address, len: s.length, id: id, flags: flags),
+        at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
       advanceAvail()
     }
     // §2.8.21.1: the head is made available last, after every descriptor it leads to.
-    ring.store64(headSlot, chain[0].address)
-    ring.store32(headSlot &+ 8, chain[0].length)
-    ring.store16(headSlot &+ 12, id)
-    ring.storeRelease16(headSlot &+ 14, headFlags)
+    ring.storeReleasingFlags(
+      PackedDesc(addr: chain[0].address, len: chain[0].length, id: id, flags: headFlags), at: headSlot)
     freeSlots &-= n
     chains[Int(id)] = ChainState(token: token, writable: writable, count: UInt16(n), inFlight: true)
     chainsInFlight &+= 1
@@ -210,17 +211,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     slotsSincePublish = 0
     // Our descriptor stores must be visible before we read the device's event suppression.
     ringFenceFull()
-    let flags = ring.load16(layout.deviceEventOffset &+ 2)
+    let flags = ring.load(\PackedDescEvent.flags, at: deviceEventOffset)
     if flags == PackedEventFlags.disable { return false }
     if flags == PackedEventFlags.desc && features.eventIdx {
       // §2.8.10: notify when the slot named by off_wrap is among those just made available.
-      let offWrap = ring.load16(layout.deviceEventOffset)
-      let wrap = offWrap >> PackedEventFlags.wrapCounterShift != 0
-      var event = offWrap & 0x7FFF
-      if wrap != availWrap { event &-= UInt16(truncatingIfNeeded: size) }
-      let new = nextAvail
-      let old = nextAvail &- UInt16(truncatingIfNeeded: added)
-      return (new &- event &- 1) < (new &- old)
+      let offWrap = ring.load(\PackedDescEvent.offWrap, at: deviceEventOffset)
+      return PackedDescEvent.needEvent(offWrap: offWrap, wrap: availWrap, ringSize: size, new: nextAvail, count: added)
     }
     return true
   }
@@ -236,9 +232,9 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     if isBrokenFast { return .broken }
     if batchEnd >= 0 { return nextInBatch() }
     if chainsInFlight == 0 { return .empty }
-    let slot = Int(usedSlot) &* 16
+    let slot = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     // Acquire: the id and length are read after the flags that publish them.
-    let flags = ring.loadAcquire16(slot &+ 14)
+    let flags = ring.loadAcquire(\PackedDesc.flags, at: slot)
     let avail = flags & VirtqDescFlags.avail != 0
     let used = flags & VirtqDescFlags.used != 0
     if avail != used {
@@ -252,8 +248,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
       return .broken
     }
-    let id = ring.load16(slot &+ 12)
-    let rawLen = ring.load32(slot &+ 8)
+    let id = ring.load(\PackedDesc.id, at: slot)
+    let rawLen = ring.load(\PackedDesc.len, at: slot)
     guard Int(id) < size else {
       broken = .usedIDOutOfRange(id: UInt32(id), queueSize: size)
       return .broken
@@ -321,29 +317,29 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// §2.8.10: driver event suppression = "interrupt me at the slot I poll next".
   @inlinable func writeDriverEvent() {
     let offWrap = usedSlot | (usedWrap ? 1 << PackedEventFlags.wrapCounterShift : 0)
-    ring.store16(layout.driverEventOffset, offWrap)
+    ring.store(\PackedDescEvent.offWrap, at: driverEventOffset, offWrap)
   }
 
   // MARK: interrupt suppression (§2.8.10)
 
   public mutating func disableInterrupts() {
     interruptsOn = false
-    ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.disable)
+    ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.disable)
   }
 
   public mutating func enableInterrupts() -> Bool {
     interruptsOn = true
     if features.eventIdx {
       writeDriverEvent()
-      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.desc)
+      ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
     } else {
-      ring.store16(layout.driverEventOffset &+ 2, PackedEventFlags.enable)
+      ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.enable)
     }
     // The request must be visible before we look for work that raced with it.
     ringFenceFull()
     if batchEnd >= 0 { return true }
     if chainsInFlight == 0 { return false }
-    let flags = ring.loadAcquire16(Int(usedSlot) &* 16 &+ 14)
+    let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
     let avail = flags & VirtqDescFlags.avail != 0
     let used = flags & VirtqDescFlags.used != 0
     return avail == used && used == usedWrap

@@ -1,56 +1,116 @@
 import CVirtioAtomics
+import VirtioSpec
 
-// The one place the ring core touches shared ring memory. Every access is a
-// single aligned load or store of a little-endian field, through the atomics
+// The one place ring code touches shared ring memory: the driver's queues here,
+// and the simulated device in VirtioSim (hence `package`). Every access is a
+// single aligned load or store of one little-endian field, through the atomics
 // shim so the compiler neither tears nor reorders it past the named barrier.
 //
-// SAFETY (all helpers): `base` points into a ring area the queue allocated
-// with its layout's size, and every caller passes an offset computed from that
-// layout and an index masked or checked against the queue size, so the access
-// is in bounds and naturally aligned.
+// Fields are named through the spec layer's structs — VirtqDesc (§2.7.5),
+// VirtqAvail (§2.7.6), VirtqUsed / VirtqUsedElem (§2.7.8), PackedDesc (§2.8.13),
+// PackedDescEvent (§2.8.14): `at` is the byte offset where one such struct
+// starts in the area (an entry start is `index * MemoryLayout<T>.stride`), and
+// the field's place inside it is `MemoryLayout<T>.offset(of:)` of the key path,
+// which the optimiser folds to a constant, so `load(\VirtqUsedElem.len, at: e)`
+// is the same one `mov 4(base,e)` a literal `e + 4` was. Only the bare le16
+// slots with no struct of their own (avail ring entries, used_event,
+// avail_event) are reached by offset, which SplitRingLayout computes from the
+// same structs.
+//
+// SAFETY (all helpers): `base` points at a ring area (or indirect table) of the
+// layout's size — allocated by the queue, or translated whole by the simulated
+// device's IOMMU — and every caller passes an offset computed from that layout
+// and an index masked or checked against the queue size, so the access is in
+// bounds and naturally aligned.
 
-@usableFromInline struct RingMemory: BitwiseCopyable {
-  @usableFromInline let base: UnsafeMutableRawPointer
+@usableFromInline package struct RingMemory: BitwiseCopyable {
+  @usableFromInline package let base: UnsafeMutableRawPointer
 
-  @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+  @inlinable package init(_ base: UnsafeMutableRawPointer) { self.base = base }
 
-  /// Load that later loads may not move above (index before the entries it covers).
-  @inlinable func loadAcquire16(_ offset: Int) -> UInt16 {
+  /// Address of `field` of the `T` that starts `start` bytes into the area.
+  @inlinable @inline(__always) func address<T, F>(_ field: KeyPath<T, F>, _ start: Int) -> UnsafeMutableRawPointer {
+    base + (start &+ MemoryLayout<T>.offset(of: field)!)
+  }
+
+  // MARK: fields of spec structs
+
+  /// Load that later loads may not move above (an index or packed flags before the entries they cover).
+  @inlinable @inline(__always) package func loadAcquire<T>(_ field: KeyPath<T, UInt16>, at start: Int) -> UInt16 {
+    UInt16(littleEndian: vio_load_acquire_u16(address(field, start)))
+  }
+  @inlinable @inline(__always) package func load<T>(_ field: KeyPath<T, UInt16>, at start: Int) -> UInt16 {
+    UInt16(littleEndian: vio_load_relaxed_u16(address(field, start)))
+  }
+  @inlinable @inline(__always) package func load<T>(_ field: KeyPath<T, UInt32>, at start: Int) -> UInt32 {
+    UInt32(littleEndian: vio_load_relaxed_u32(address(field, start)))
+  }
+  @inlinable @inline(__always) package func load<T>(_ field: KeyPath<T, UInt64>, at start: Int) -> UInt64 {
+    UInt64(littleEndian: vio_load_relaxed_u64(address(field, start)))
+  }
+  /// Store that earlier stores may not move below (entries before the index or flags that publish them).
+  @inlinable @inline(__always) package func storeRelease<T>(_ field: KeyPath<T, UInt16>, at start: Int, _ v: UInt16) {
+    vio_store_release_u16(address(field, start), v.littleEndian)
+  }
+  @inlinable @inline(__always) package func store<T>(_ field: KeyPath<T, UInt16>, at start: Int, _ v: UInt16) {
+    vio_store_relaxed_u16(address(field, start), v.littleEndian)
+  }
+  @inlinable @inline(__always) package func store<T>(_ field: KeyPath<T, UInt32>, at start: Int, _ v: UInt32) {
+    vio_store_relaxed_u32(address(field, start), v.littleEndian)
+  }
+  @inlinable @inline(__always) package func store<T>(_ field: KeyPath<T, UInt64>, at start: Int, _ v: UInt64) {
+    vio_store_relaxed_u64(address(field, start), v.littleEndian)
+  }
+
+  // MARK: whole spec structs, field by field in memory order
+
+  /// A split descriptor (§2.7.5), every field relaxed: the avail idx store that
+  /// follows (release) publishes it.
+  @inlinable @inline(__always) package func store(_ d: VirtqDesc, at start: Int) {
+    store(\VirtqDesc.addr, at: start, d.addr)
+    store(\VirtqDesc.len, at: start, d.len)
+    store(\VirtqDesc.flags, at: start, d.flags)
+    store(\VirtqDesc.next, at: start, d.next)
+  }
+  /// A packed descriptor (§2.8.13), every field relaxed: one in an indirect
+  /// table, or behind a chain's head, which publishes it later.
+  @inlinable @inline(__always) package func store(_ d: PackedDesc, at start: Int) {
+    storeAllButFlags(d, at: start)
+    store(\PackedDesc.flags, at: start, d.flags)
+  }
+  /// A packed descriptor handed over by its flags (§2.8.21.1): addr, len and
+  /// id first, flags last with release, so the device never sees the new
+  /// flags on a half-written descriptor.
+  @inlinable @inline(__always) package func storeReleasingFlags(_ d: PackedDesc, at start: Int) {
+    storeAllButFlags(d, at: start)
+    storeRelease(\PackedDesc.flags, at: start, d.flags)
+  }
+  @inlinable @inline(__always) func storeAllButFlags(_ d: PackedDesc, at start: Int) {
+    store(\PackedDesc.addr, at: start, d.addr)
+    store(\PackedDesc.len, at: start, d.len)
+    store(\PackedDesc.id, at: start, d.id)
+  }
+  /// A used element (§2.7.8), both fields relaxed: the used idx store (release) publishes it.
+  @inlinable @inline(__always) package func store(_ e: VirtqUsedElem, at start: Int) {
+    store(\VirtqUsedElem.id, at: start, e.id)
+    store(\VirtqUsedElem.len, at: start, e.len)
+  }
+
+  // MARK: bare le16 slots (avail ring entries, used_event, avail_event)
+
+  @inlinable @inline(__always) package func loadAcquire16(_ offset: Int) -> UInt16 {
     UInt16(littleEndian: vio_load_acquire_u16(base + offset))
   }
-  @inlinable func load16(_ offset: Int) -> UInt16 {
+  @inlinable @inline(__always) package func load16(_ offset: Int) -> UInt16 {
     UInt16(littleEndian: vio_load_relaxed_u16(base + offset))
   }
-  @inlinable func load32(_ offset: Int) -> UInt32 {
-    UInt32(littleEndian: vio_load_relaxed_u32(base + offset))
-  }
-  @inlinable func load64(_ offset: Int) -> UInt64 {
-    UInt64(littleEndian: vio_load_relaxed_u64(base + offset))
-  }
-  /// Store that earlier stores may not move below (entries before the index/flags that publish them).
-  @inlinable func storeRelease16(_ offset: Int, _ v: UInt16) {
-    vio_store_release_u16(base + offset, v.littleEndian)
-  }
-  @inlinable func store16(_ offset: Int, _ v: UInt16) {
+  @inlinable @inline(__always) package func store16(_ offset: Int, _ v: UInt16) {
     vio_store_relaxed_u16(base + offset, v.littleEndian)
-  }
-  @inlinable func store32(_ offset: Int, _ v: UInt32) {
-    vio_store_relaxed_u32(base + offset, v.littleEndian)
-  }
-  @inlinable func store64(_ offset: Int, _ v: UInt64) {
-    vio_store_relaxed_u64(base + offset, v.littleEndian)
-  }
-  /// One 16-byte descriptor (split or packed share the first 12 bytes: addr, len).
-  @inlinable func storeDescriptor(_ offset: Int, addr: UInt64, len: UInt32, word3: UInt16, word4: UInt16) {
-    store64(offset, addr)
-    store32(offset + 8, len)
-    store16(offset + 12, word3)
-    store16(offset + 14, word4)
   }
 }
 
 /// Full barrier (Linux virtio_mb): a store before it is visible before a load after it.
-@inlinable func ringFenceFull() { vio_fence_full() }
+@inlinable package func ringFenceFull() { vio_fence_full() }
 
 /// Driver-private memory (never visible to the device), owned by a queue:
 /// allocated once at setup, freed in the queue's deinit.
@@ -84,8 +144,9 @@ enum RingAllocation {
     area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: ringBytes)
     let perTable = min(maxIndirect, size)
     guard features.indirect && perTable > 1 else { return (area, nil, 0) }
-    let bytes = size * perTable * 16
-    let tables = try memory.allocate(byteCount: bytes, alignment: 16)
+    let bytes = size * perTable * MemoryLayout<VirtqDesc>.stride  // = PackedDesc stride
+    // §2.7.5.3 / §2.8.19: a table of descriptors, aligned as the descriptor table is.
+    let tables = try memory.allocate(byteCount: bytes, alignment: SplitRingLayout.descAlignment)
     tables.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
     return (area, tables, perTable)
   }

@@ -31,13 +31,13 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline let features: RingFeatures
   @usableFromInline let layout: SplitRingLayout
   @usableFromInline let ring: RingMemory
+  /// Where virtq_avail (`VirtqAvail`, §2.7.6) and virtq_used (`VirtqUsed`, §2.7.8) start in `ring`.
   @usableFromInline let availBase: Int
   @usableFromInline let usedBase: Int
-  // Offsets precomputed once, so the hot path does no checked arithmetic.
-  @usableFromInline let availIdxOffset: Int
+  // Offsets of the arrays and bare le16 slots, precomputed once from the
+  // layout so the hot path does no checked arithmetic.
   @usableFromInline let availRingOffset: Int
   @usableFromInline let usedEventOffset: Int
-  @usableFromInline let usedIdxOffset: Int
   @usableFromInline let usedRingOffset: Int
   @usableFromInline let availEventOffset: Int
   @usableFromInline let sizeU32: UInt32
@@ -98,10 +98,8 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     self.ring = RingMemory(area.pointer)
     self.availBase = layout.availOffset
     self.usedBase = layout.usedOffset
-    self.availIdxOffset = layout.availOffset + SplitRingLayout.availIdxOffset
     self.availRingOffset = layout.availOffset + SplitRingLayout.availRingOffset
     self.usedEventOffset = layout.availOffset + layout.usedEventOffset
-    self.usedIdxOffset = layout.usedOffset + SplitRingLayout.usedIdxOffset
     self.usedRingOffset = layout.usedOffset + SplitRingLayout.usedRingOffset
     self.availEventOffset = layout.usedOffset + layout.availEventOffset
     self.sizeU32 = UInt32(size)
@@ -144,9 +142,11 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard numFree > 0 else { return .ringFull }
     let head = freeHead
     // §2.7.13.1: place the buffer in a free descriptor.
-    ring.storeDescriptor(
-      Int(head) &* 16, addr: segment.address, len: segment.length,
-      word3: segment.deviceWritable ? VirtqDescFlags.write : 0, word4: 0)
+    ring.store(
+      VirtqDesc(
+        addr: segment.address, len: segment.length, flags: segment.deviceWritable ? VirtqDescFlags.write : 0,
+        next: 0),
+      at: Int(head) &* MemoryLayout<VirtqDesc>.stride)
     freeHead = nextFree[Int(head)]
     numFree &-= 1
     chains[Int(head)] = ChainState(
@@ -174,17 +174,21 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       // §2.7.5.3: one descriptor with INDIRECT pointing at a table of `n` descriptors.
       guard numFree > 0 else { return .ringFull }
       let head = freeHead
-      let tableOffset = Int(head) &* maxIndirect &* 16
+      let tableOffset = Int(head) &* maxIndirect &* MemoryLayout<VirtqDesc>.stride
       for i in 0..<n {
         let s = chain[i]
         var flags: UInt16 = s.deviceWritable ? VirtqDescFlags.write : 0
         if i < n - 1 { flags |= VirtqDescFlags.next }
         // §2.7.5.3.1: inside a table, `next` indexes the table itself.
-        table.storeDescriptor(tableOffset &+ i &* 16, addr: s.address, len: s.length, word3: flags, word4: UInt16(i + 1))
+        table.store(
+          VirtqDesc(addr: s.address, len: s.length, flags: flags, next: UInt16(i + 1)),
+          at: tableOffset &+ i &* MemoryLayout<VirtqDesc>.stride)
       }
-      ring.storeDescriptor(
-        Int(head) &* 16, addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* 16),
-        word3: VirtqDescFlags.indirect, word4: 0)
+      ring.store(
+        VirtqDesc(
+          addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* MemoryLayout<VirtqDesc>.stride),
+          flags: VirtqDescFlags.indirect, next: 0),
+        at: Int(head) &* MemoryLayout<VirtqDesc>.stride)
       freeHead = nextFree[Int(head)]
       numFree &-= 1
       chains[Int(head)] = ChainState(token: token, writable: writable, count: 1, inFlight: true)
@@ -201,7 +205,9 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       let next = nextFree[Int(cur)]
       var flags: UInt16 = s.deviceWritable ? VirtqDescFlags.write : 0
       if i < n - 1 { flags |= VirtqDescFlags.next }
-      ring.storeDescriptor(Int(cur) &* 16, addr: s.address, len: s.length, word3: flags, word4: next)
+      ring.store(
+        VirtqDesc(addr: s.address, len: s.length, flags: flags, next: next),
+        at: Int(cur) &* MemoryLayout<VirtqDesc>.stride)
       if i < n - 1 { cur = next } else { freeHead = next }
     }
     numFree &-= n
@@ -212,7 +218,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
 
   /// §2.7.13.2: put the head into the next avail ring entry (the index is published later).
   @inlinable mutating func pushAvail(_ head: UInt16) {
-    ring.store16(availRingOffset &+ Int(availIdx & mask) &* 2, head)
+    ring.store16(availRingOffset &+ Int(availIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride, head)
     availIdx &+= 1
     chainsInFlight &+= 1
   }
@@ -224,21 +230,17 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard new != old, !isBrokenFast else { return false }
     lastPublished = new
     // §2.7.13.3.1: descriptors and ring entries must be visible before idx (release).
-    ring.storeRelease16(availIdxOffset, new)
+    ring.storeRelease(\VirtqAvail.idx, at: availBase, new)
     // §2.7.13.4: the idx store must be visible before we read the device's
     // suppression state, or a device going to sleep could miss the update.
     ringFenceFull()
     if features.eventIdx {
       // §2.7.10: notify if the new entries cross avail_event.
       let event = ring.load16(availEventOffset)
-      return virqNeedEventInline(event: event, new: new, old: old)
+      return virtqNeedEvent(eventIdx: event, new: new, old: old)
     }
     // §2.7.7.2: without EVENT_IDX, the device sets NO_NOTIFY to ask for quiet.
-    return ring.load16(usedBase &+ SplitRingLayout.usedFlagsOffset) & VirtqUsedFlags.noNotify == 0
-  }
-
-  @inlinable func virqNeedEventInline(event: UInt16, new: UInt16, old: UInt16) -> Bool {
-    (new &- event &- 1) < (new &- old)
+    return ring.load(\VirtqUsed.flags, at: usedBase) & VirtqUsedFlags.noNotify == 0
   }
 
   public var notificationValue: UInt32 {
@@ -251,7 +253,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     if needsSlowPoll { return isBrokenFast ? .broken : nextInBatch() }
     if lastUsed == usedIdxSeen {
       // Acquire: the used entries the index covers are read after it (§2.7.14).
-      let idx = ring.loadAcquire16(usedIdxOffset)
+      let idx = ring.loadAcquire(\VirtqUsed.idx, at: usedBase)
       if idx == lastUsed { return .empty }
       // The device can never have more used entries than the queue has slots.
       guard Int(idx &- lastUsed) <= size else {
@@ -260,9 +262,9 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       }
       usedIdxSeen = idx
     }
-    let entry = usedRingOffset &+ Int(lastUsed & mask) &* 8
-    let id = ring.load32(entry)
-    let len = ring.load32(entry &+ 4)
+    let entry = usedRingOffset &+ Int(lastUsed & mask) &* MemoryLayout<VirtqUsedElem>.stride
+    let id = ring.load(\VirtqUsedElem.id, at: entry)
+    let len = ring.load(\VirtqUsedElem.len, at: entry)
     guard id < sizeU32 else {
       broken = .usedIDOutOfRange(id: id, queueSize: size)
       return .broken
@@ -301,7 +303,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard features.inOrder, !needsSlowPoll else { return nextUsed() }
     if lastUsed == usedIdxSeen {
       // Acquire: what the device did with the buffers happened before the index moved (§2.7.14).
-      let idx = ring.loadAcquire16(usedIdxOffset)
+      let idx = ring.loadAcquire(\VirtqUsed.idx, at: usedBase)
       if idx == lastUsed { return .empty }
       guard Int(idx &- lastUsed) <= chainsInFlight else {
         broken = .usedIndexBeyondInFlight(from: lastUsed, to: idx, inFlight: chainsInFlight)
@@ -379,7 +381,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       // Park used_event half a ring-index space away: the device will not cross it soon.
       ring.store16(usedEventOffset, lastUsed &+ 0x7FFF)
     } else {
-      ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, VirtqAvailFlags.noInterrupt)
+      ring.store(\VirtqAvail.flags, at: availBase, VirtqAvailFlags.noInterrupt)
     }
   }
 
@@ -388,10 +390,10 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     if features.eventIdx {
       ring.store16(usedEventOffset, lastUsed)
     } else {
-      ring.store16(availBase &+ SplitRingLayout.availFlagsOffset, 0)
+      ring.store(\VirtqAvail.flags, at: availBase, 0)
     }
     // The request must be visible before we look for work that raced with it.
     ringFenceFull()
-    return batchEnd >= 0 || ring.loadAcquire16(usedIdxOffset) != lastUsed
+    return batchEnd >= 0 || ring.loadAcquire(\VirtqUsed.idx, at: usedBase) != lastUsed
   }
 }

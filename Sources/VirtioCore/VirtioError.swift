@@ -24,6 +24,16 @@ public struct VirtioError: Error, Sendable, CustomStringConvertible, Equatable {
     case transport
     /// Waiting on the device took longer than allowed.
     case timeout
+    /// The transport, device or kernel cannot do what was asked (a feature, O_DIRECT, io_uring, reconnect over VFIO).
+    case unsupported
+    /// No such file, device, socket or PCI function.
+    case notFound
+    /// A system call failed in a way no other code covers.
+    case system
+    /// A request completed with an error status (BlockIO's async layer).
+    case ioFailed
+    /// A request was refused before submission: unaligned, out of range, read-only … (BlockIO's async layer).
+    case refused
     // Added with the VFIO-PCI transport (issue 3): setup failures a user acts on.
     /// No IOMMU (no /sys/kernel/iommu_groups, or the function has no group).
     case noIOMMU

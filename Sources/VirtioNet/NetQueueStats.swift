@@ -34,21 +34,18 @@
 
   public init() {}
 
+  /// Every counter, for field-wise arithmetic and reports (control path).
+  public static var counters: [WritableKeyPath<NetQueueStats, UInt64>] {
+    [
+      \.rxPackets, \.rxBytes, \.rxErrors, \.rxNoBuffers, \.txPackets, \.txBytes, \.txRingFull, \.txErrors, \.notifications,
+      \.interrupts, \.txDropped, \.rxDropped,
+    ]
+  }
+
   /// Field-wise sum (to total several queues).
   public static func + (a: NetQueueStats, b: NetQueueStats) -> NetQueueStats {
-    var s = NetQueueStats()
-    s.rxPackets = a.rxPackets &+ b.rxPackets
-    s.rxBytes = a.rxBytes &+ b.rxBytes
-    s.rxErrors = a.rxErrors &+ b.rxErrors
-    s.rxNoBuffers = a.rxNoBuffers &+ b.rxNoBuffers
-    s.txPackets = a.txPackets &+ b.txPackets
-    s.txBytes = a.txBytes &+ b.txBytes
-    s.txRingFull = a.txRingFull &+ b.txRingFull
-    s.txErrors = a.txErrors &+ b.txErrors
-    s.notifications = a.notifications &+ b.notifications
-    s.interrupts = a.interrupts &+ b.interrupts
-    s.txDropped = a.txDropped &+ b.txDropped
-    s.rxDropped = a.rxDropped &+ b.rxDropped
+    var s = a
+    for c in counters { s[keyPath: c] = a[keyPath: c] &+ b[keyPath: c] }
     return s
   }
 }

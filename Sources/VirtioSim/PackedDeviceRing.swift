@@ -13,9 +13,11 @@ import VirtioSpec
 /// never sees part of a batch (as DPDK's vhost does with its shadow used ring).
 public struct PackedDeviceRing: ~Copyable, DeviceRing {
   public let size: Int
-  let ring: DeviceRingMemory
-  let driverEvent: DeviceRingMemory
-  let deviceEvent: DeviceRingMemory
+  /// The descriptor ring (`PackedDesc`, §2.8.13) and the two event suppression
+  /// areas (`PackedDescEvent`, §2.8.14), addressed through the spec structs.
+  let ring: RingMemory
+  let driverEvent: RingMemory
+  let deviceEvent: RingMemory
   let eventIdx: Bool
   let indirect: Bool
   let memory: SimIOMMU
@@ -44,29 +46,16 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   ) throws(DriverBug) {
     guard let layout = PackedRingLayout(size: size) else { throw .badQueueSize(size) }
     // §2.8.10.1 alignment: descriptor ring 16, event suppression areas 4.
-    guard descIOVA % UInt64(PackedRingLayout.descAlignment) == 0 else {
-      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: PackedRingLayout.descAlignment)
-    }
-    guard driverIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
-      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: PackedRingLayout.eventAlignment)
-    }
-    guard deviceIOVA % UInt64(PackedRingLayout.eventAlignment) == 0 else {
-      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: PackedRingLayout.eventAlignment)
-    }
-    guard let r = memory.translate(descIOVA, count: layout.descRingBytes) else {
-      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descRingBytes))
-    }
-    guard let dr = memory.translate(driverIOVA, count: 4) else {
-      throw .unknownAddress(area: .driver, iova: driverIOVA, length: 4)
-    }
-    guard let dv = memory.translate(deviceIOVA, count: 4) else {
-      throw .unknownAddress(area: .device, iova: deviceIOVA, length: 4)
-    }
+    let eventBytes = MemoryLayout<PackedDescEvent>.size
+    let r = try memory.ringArea(.descriptors, descIOVA, bytes: layout.descRingBytes, alignment: PackedRingLayout.descAlignment)
+    let dr = try memory.ringArea(.driver, driverIOVA, bytes: eventBytes, alignment: PackedRingLayout.eventAlignment)
+    let dv = try memory.ringArea(.device, deviceIOVA, bytes: eventBytes, alignment: PackedRingLayout.eventAlignment)
     let limit = max(1, maxChainLength ?? size)
     self.size = size
-    self.ring = DeviceRingMemory(r)
-    self.driverEvent = DeviceRingMemory(dr)
-    self.deviceEvent = DeviceRingMemory(dv)
+    // SAFETY: each area was translated whole above and checked for the spec's alignment.
+    self.ring = RingMemory(r)
+    self.driverEvent = RingMemory(dr)
+    self.deviceEvent = RingMemory(dv)
     self.eventIdx = features.eventIdx
     self.indirect = features.indirect
     self.memory = memory
@@ -99,9 +88,9 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
 
   public mutating func nextAvail() -> DeviceChain? {
     guard driverBug == nil else { return nil }
-    let headOff = Int(nextAvailSlot) &* 16
+    let headOff = Int(nextAvailSlot) &* MemoryLayout<PackedDesc>.stride
     // Acquire: the descriptor (and, for a chain, the ones after it) is read after its flags.
-    let headFlags = ring.loadAcquire16(headOff &+ 14)
+    let headFlags = ring.loadAcquire(\PackedDesc.flags, at: headOff)
     guard isAvailable(headFlags, wrap: availWrap) else { return nil }
     var readable: UInt64 = 0
     var writable: UInt64 = 0
@@ -110,21 +99,23 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
       // §2.8.19: one descriptor naming a table; only WRITE matters inside it.
       guard indirect else { return fail(.indirectNotNegotiated) }
       guard headFlags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
-      let addr = ring.load64(headOff)
-      let len = ring.load32(headOff &+ 8)
-      let id = ring.load16(headOff &+ 12)
-      guard len >= 16, len % 16 == 0 else { return fail(.badIndirectTableLength(len)) }
-      let entries = Int(len / 16)
+      let addr = ring.load(\PackedDesc.addr, at: headOff)
+      let len = ring.load(\PackedDesc.len, at: headOff)
+      let id = ring.load(\PackedDesc.id, at: headOff)
+      let descBytes = UInt32(MemoryLayout<PackedDesc>.stride)
+      guard len >= descBytes, len % descBytes == 0 else { return fail(.badIndirectTableLength(len)) }
+      let entries = Int(len / descBytes)
       guard entries <= maxChainLength else { return fail(.chainTooLong(limit: maxChainLength)) }
       guard let t = memory.translate(addr, count: Int(len)) else {
         return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
       }
-      let table = DeviceRingMemory(t)
+      // SAFETY: translated whole (`len` bytes), a multiple of the descriptor size.
+      let table = RingMemory(t)
       for i in 0..<entries {
-        let off = i &* 16
-        let flags = table.load16(off &+ 14)
+        let off = i &* MemoryLayout<PackedDesc>.stride
+        let flags = table.load(\PackedDesc.flags, at: off)
         guard flags & VirtqDescFlags.indirect == 0 else { return fail(.nestedIndirect) }
-        guard add(addr: table.load64(off), len: table.load32(off &+ 8), flags: flags, at: &count,
+        guard add(addr: table.load(\PackedDesc.addr, at: off), len: table.load(\PackedDesc.len, at: off), flags: flags, at: &count,
                   readable: &readable, writable: &writable) else { return nil }
       }
       lastChainSegments = count
@@ -141,20 +132,20 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     var flags = headFlags
     var id: UInt16 = 0
     while true {
-      let off = Int(slot) &* 16
+      let off = Int(slot) &* MemoryLayout<PackedDesc>.stride
       if count > 0 {
-        flags = ring.load16(off &+ 14)
+        flags = ring.load(\PackedDesc.flags, at: off)
         guard isAvailable(flags, wrap: wrap) else { return fail(.incompleteChain(slot: Int(slot))) }
         guard flags & VirtqDescFlags.indirect == 0 else { return fail(.indirectWithNext) }
       }
       guard count < maxChainLength, count < size else {
         return fail(.chainTooLong(limit: min(maxChainLength, size)))
       }
-      guard add(addr: ring.load64(off), len: ring.load32(off &+ 8), flags: flags, at: &count,
+      guard add(addr: ring.load(\PackedDesc.addr, at: off), len: ring.load(\PackedDesc.len, at: off), flags: flags, at: &count,
                 readable: &readable, writable: &writable) else { return nil }
       Self.advance(&slot, &wrap, by: 1, size: size)
       if flags & VirtqDescFlags.next == 0 {
-        id = ring.load16(off &+ 12)
+        id = ring.load(\PackedDesc.id, at: off)
         break
       }
     }
@@ -224,19 +215,20 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   }
 
   mutating func writeUsed(id: UInt16, len: UInt32, skip: Int) {
-    let off = Int(usedSlot) &* 16
+    let off = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     // §2.8.1: a used descriptor has AVAIL == USED == the Device Ring Wrap Counter;
     // §2.8.3: WRITE says whether the device wrote anything.
     var flags: UInt16 = usedWrap ? VirtqDescFlags.avail | VirtqDescFlags.used : 0
     if len > 0 { flags |= VirtqDescFlags.write }
-    ring.store32(off &+ 8, len)
-    ring.store16(off &+ 12, id)
+    // len and id first (the device leaves addr as the driver wrote it), flags last.
+    ring.store(\PackedDesc.len, at: off, len)
+    ring.store(\PackedDesc.id, at: off, id)
     if heldSlot < 0 {
       heldSlot = Int(usedSlot)
       heldFlags = flags
     } else {
       // Release: id and len are visible before the flags that hand the slot back.
-      ring.storeRelease16(off &+ 14, flags)
+      ring.storeRelease(\PackedDesc.flags, at: off, flags)
     }
     Self.advance(&usedSlot, &usedWrap, by: skip, size: size)
     slotsSincePublish &+= skip
@@ -245,26 +237,20 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   public mutating func publishUsed() -> Bool {
     if heldSlot >= 0 {
       // Release: every used descriptor of the batch is visible before the first one's flags.
-      ring.storeRelease16(heldSlot &* 16 &+ 14, heldFlags)
+      ring.storeRelease(\PackedDesc.flags, at: heldSlot &* MemoryLayout<PackedDesc>.stride, heldFlags)
       heldSlot = -1
     }
     let written = slotsSincePublish
     guard written > 0 else { return false }
     slotsSincePublish = 0
     // The flags stores are visible before we read the driver's event suppression.
-    deviceFenceFull()
-    let flags = driverEvent.load16(2)
+    ringFenceFull()
+    let flags = driverEvent.load(\PackedDescEvent.flags, at: 0)
     if flags == PackedEventFlags.disable { return false }
     if flags == PackedEventFlags.desc && eventIdx {
       // §2.8.10: interrupt when the descriptor named by off_wrap is among those just used.
-      let offWrap = driverEvent.load16(0)
-      var event = offWrap & 0x7FFF
-      if (offWrap >> PackedEventFlags.wrapCounterShift != 0) != usedWrap {
-        event &-= UInt16(truncatingIfNeeded: size)
-      }
-      let new = usedSlot
-      let old = usedSlot &- UInt16(truncatingIfNeeded: written)
-      return virtqNeedEvent(eventIdx: event, new: new, old: old)
+      let offWrap = driverEvent.load(\PackedDescEvent.offWrap, at: 0)
+      return PackedDescEvent.needEvent(offWrap: offWrap, wrap: usedWrap, ringSize: size, new: usedSlot, count: written)
     }
     return true
   }
@@ -274,34 +260,35 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   public mutating func enableNotifications() -> Bool {
     if eventIdx {
       // Notify me when you make the descriptor at my next slot available.
-      deviceEvent.store16(0, nextAvailSlot | (availWrap ? 1 << PackedEventFlags.wrapCounterShift : 0))
-      deviceEvent.store16(2, PackedEventFlags.desc)
+      let offWrap = nextAvailSlot | (availWrap ? 1 << PackedEventFlags.wrapCounterShift : 0)
+      deviceEvent.store(\PackedDescEvent.offWrap, at: 0, offWrap)
+      deviceEvent.store(\PackedDescEvent.flags, at: 0, PackedEventFlags.desc)
     } else {
-      deviceEvent.store16(2, PackedEventFlags.enable)
+      deviceEvent.store(\PackedDescEvent.flags, at: 0, PackedEventFlags.enable)
     }
     // The request is visible before we look for descriptors that raced with it.
-    deviceFenceFull()
-    return isAvailable(ring.loadAcquire16(Int(nextAvailSlot) &* 16 &+ 14), wrap: availWrap)
+    ringFenceFull()
+    return isAvailable(ring.loadAcquire(\PackedDesc.flags, at: Int(nextAvailSlot) &* MemoryLayout<PackedDesc>.stride), wrap: availWrap)
   }
 
   public mutating func disableNotifications() {
-    deviceEvent.store16(2, PackedEventFlags.disable)
+    deviceEvent.store(\PackedDescEvent.flags, at: 0, PackedEventFlags.disable)
   }
 
   /// Raw control for tests: the device event suppression area (off_wrap, flags).
   public func setDeviceEvent(offWrap: UInt16, flags: UInt16) {
-    deviceEvent.store16(0, offWrap)
-    deviceEvent.store16(2, flags)
-    deviceFenceFull()
+    deviceEvent.store(\PackedDescEvent.offWrap, at: 0, offWrap)
+    deviceEvent.store(\PackedDescEvent.flags, at: 0, flags)
+    ringFenceFull()
   }
 
   /// What the driver asked for: its event suppression area.
-  public var driverEventOffWrap: UInt16 { driverEvent.load16(0) }
-  public var driverEventFlags: UInt16 { driverEvent.load16(2) }
+  public var driverEventOffWrap: UInt16 { driverEvent.load(\PackedDescEvent.offWrap, at: 0) }
+  public var driverEventFlags: UInt16 { driverEvent.load(\PackedDescEvent.flags, at: 0) }
 
   /// Chains (in slots) made available and not yet taken: whether one is waiting.
   public var hasPendingAvail: Bool {
-    isAvailable(ring.loadAcquire16(Int(nextAvailSlot) &* 16 &+ 14), wrap: availWrap)
+    isAvailable(ring.loadAcquire(\PackedDesc.flags, at: Int(nextAvailSlot) &* MemoryLayout<PackedDesc>.stride), wrap: availWrap)
   }
 
   // MARK: fault injection
@@ -311,9 +298,9 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   public mutating func injectBadWrapState() -> Bool {
     // AVAIL = !wrap, USED = wrap: neither "available" (AVAIL = wrap, USED = !wrap)
     // nor "used" (both = wrap) for the lap the driver polls.
-    let off = Int(usedSlot) &* 16
+    let off = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     let flags: UInt16 = usedWrap ? VirtqDescFlags.used : VirtqDescFlags.avail
-    ring.storeRelease16(off &+ 14, flags)
+    ring.storeRelease(\PackedDesc.flags, at: off, flags)
     return true
   }
 }

@@ -151,3 +151,13 @@ public struct SimIOMMU: Sendable {
   /// The first IOVA of the simulated address space.
   public var iovaBase: UInt64 { arena.iovaBase }
 }
+
+extension SimIOMMU {
+  /// A ring area the driver programmed: aligned as the spec requires and
+  /// translated whole, or the driver bug that it is not.
+  func ringArea(_ area: RingArea, _ iova: UInt64, bytes: Int, alignment: Int) throws(DriverBug) -> UnsafeMutableRawPointer {
+    guard iova % UInt64(alignment) == 0 else { throw .misalignedArea(area: area, iova: iova, alignment: alignment) }
+    guard let p = translate(iova, count: bytes) else { throw .unknownAddress(area: area, iova: iova, length: UInt64(bytes)) }
+    return p
+  }
+}

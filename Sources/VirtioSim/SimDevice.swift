@@ -68,6 +68,8 @@ public final class SimDevice: @unchecked Sendable {
   var policySetting: NotificationPolicy = .suppressWhileBusy
   var maxBatchSetting = 64
   var armed: [(queue: Int, after: Int, fault: Fault)] = []
+  /// Chains the device may still take per queue (absent: no limit).
+  var budgets: [Int: Int] = [:]
 
   var thread: pthread_t? = nil
 
@@ -117,6 +119,19 @@ public final class SimDevice: @unchecked Sendable {
   // MARK: observations
 
   /// Used-buffer notifications the device raised on `queue` (publishes the driver asked to hear about).
+  /// Lets the device take at most `chains` more chains from `queue` (nil: no
+  /// limit, the default). A queue at its limit keeps its available buffers —
+  /// a receive queue waiting for traffic; raise the limit to deliver more.
+  public func allow(queue: Int, chains: Int?) {
+    locked {
+      budgets[queue] = chains
+      core.changed()
+    }
+  }
+
+  /// Chains `queue` may still take (nil: no limit).
+  public func allowance(queue: Int) -> Int? { locked { budgets[queue] } }
+
   public func interrupts(queue: Int) -> Int { locked { core.interrupts[queue] } }
   /// Used entries returned on `queue` (each entry of a repeated id counts).
   public func completions(queue: Int) -> Int { locked { core.completions[queue] } }
@@ -191,6 +206,7 @@ public final class SimDevice: @unchecked Sendable {
     var driverFeatures: FeatureSet
     var changes: UInt64
     var settings: Settings
+    var budgets: [Int: Int]
   }
 
   struct Settings {
@@ -209,7 +225,8 @@ public final class SimDevice: @unchecked Sendable {
           stopping: core.stopping, status: DeviceStatus(rawValue: core.status), resets: core.resets,
           queues: core.queues, driverFeatures: core.driverFeatures, changes: core.changes,
           settings: Settings(
-            behaviour: behaviourSetting, order: orderSetting, policy: policySetting, maxBatch: maxBatchSetting))
+            behaviour: behaviourSetting, order: orderSetting, policy: policySetting, maxBatch: maxBatchSetting),
+          budgets: budgets)
       }
       if snap.stopping { break }
       if snap.resets != epoch {
@@ -230,9 +247,13 @@ public final class SimDevice: @unchecked Sendable {
             if w.dead { continue }
           }
           if snap.settings.policy == .polling { polling = true }
-          if q.notifications != w.kicksSeen || snap.settings.policy == .polling {
+          let limit = snap.budgets[i] ?? Int.max
+          // A limited queue is looked at on every change: a raised limit is news without a doorbell.
+          if (q.notifications != w.kicksSeen || snap.settings.policy == .polling || snap.budgets[i] != nil) && limit > 0 {
             w.kicksSeen = q.notifications
-            if serve(w, snap.settings) { didWork = true }
+            let (progressed, taken) = serve(w, snap.settings, limit: limit)
+            if progressed { didWork = true }
+            if taken > 0 { locked { if let b = budgets[i] { budgets[i] = max(b - taken, 0) } } }
           }
         }
       }
@@ -286,29 +307,32 @@ public final class SimDevice: @unchecked Sendable {
     }
   }
 
-  func serve(_ w: QueueWorker, _ s: Settings) -> Bool {
+  /// Serves one queue, taking at most `limit` chains; (progress, chains taken).
+  func serve(_ w: QueueWorker, _ s: Settings, limit: Int) -> (Bool, Int) {
+    var taken = 0
     if var r = w.split.take() {
-      let progressed = serveRing(&r, w, s)
+      let progressed = serveRing(&r, w, s, limit: limit, taken: &taken)
       w.split = consume r
-      return progressed
+      return (progressed, taken)
     }
     if var r = w.packed.take() {
-      let progressed = serveRing(&r, w, s)
+      let progressed = serveRing(&r, w, s, limit: limit, taken: &taken)
       w.packed = consume r
-      return progressed
+      return (progressed, taken)
     }
-    return false
+    return (false, 0)
   }
 
   /// Takes, processes and returns chains until the ring is empty (§2.7.13 / §2.8.21
   /// seen from the device), then re-arms notifications per the policy.
-  func serveRing<R: DeviceRing & ~Copyable>(_ ring: inout R, _ w: QueueWorker, _ s: Settings) -> Bool {
+  func serveRing<R: DeviceRing & ~Copyable>(_ ring: inout R, _ w: QueueWorker, _ s: Settings, limit: Int, taken: inout Int) -> Bool {
     var progressed = false
     if s.policy == .suppressWhileBusy { ring.disableNotifications() }
     let maxBatch = min(max(s.maxBatch, 1), w.capacity)
     while true {
       var n = 0
-      while n < maxBatch, let chain = ring.nextAvail() {
+      while n < maxBatch, taken < limit, let chain = ring.nextAvail() {
+        taken += 1
         let len = process(chain, ring, w.index, s.behaviour)
         // SAFETY: n < maxBatch <= w.capacity, the size of `pending`.
         w.pending[n] = Pending(
@@ -321,7 +345,7 @@ public final class SimDevice: @unchecked Sendable {
         return progressed
       }
       if n == 0 {
-        if s.policy == .polling { return progressed }
+        if s.policy == .polling || taken >= limit { return progressed }
         if ring.enableNotifications() {
           if s.policy == .suppressWhileBusy { ring.disableNotifications() }
           continue

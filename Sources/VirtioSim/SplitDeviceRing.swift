@@ -12,9 +12,11 @@ import VirtioSpec
 public struct SplitDeviceRing: ~Copyable, DeviceRing {
   public let size: Int
   let mask: UInt16
-  let desc: DeviceRingMemory
-  let avail: DeviceRingMemory
-  let used: DeviceRingMemory
+  /// The three areas, each addressed through the spec structs: `VirtqDesc`
+  /// (§2.7.5), `VirtqAvail` + le16 ring (§2.7.6), `VirtqUsed` + `VirtqUsedElem` (§2.7.8).
+  let desc: RingMemory
+  let avail: RingMemory
+  let used: RingMemory
   let usedEventOffset: Int
   let availEventOffset: Int
   let eventIdx: Bool
@@ -40,30 +42,17 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   ) throws(DriverBug) {
     guard let layout = SplitRingLayout(size: size) else { throw .badQueueSize(size) }
     // §2.7 "Virtqueue Part Alignment": 16 / 2 / 4.
-    guard descIOVA % UInt64(SplitRingLayout.descAlignment) == 0 else {
-      throw .misalignedArea(area: .descriptors, iova: descIOVA, alignment: SplitRingLayout.descAlignment)
-    }
-    guard driverIOVA % UInt64(SplitRingLayout.availAlignment) == 0 else {
-      throw .misalignedArea(area: .driver, iova: driverIOVA, alignment: SplitRingLayout.availAlignment)
-    }
-    guard deviceIOVA % UInt64(SplitRingLayout.usedAlignment) == 0 else {
-      throw .misalignedArea(area: .device, iova: deviceIOVA, alignment: SplitRingLayout.usedAlignment)
-    }
-    guard let d = memory.translate(descIOVA, count: layout.descTableBytes) else {
-      throw .unknownAddress(area: .descriptors, iova: descIOVA, length: UInt64(layout.descTableBytes))
-    }
-    guard let a = memory.translate(driverIOVA, count: layout.availRingBytes) else {
-      throw .unknownAddress(area: .driver, iova: driverIOVA, length: UInt64(layout.availRingBytes))
-    }
-    guard let u = memory.translate(deviceIOVA, count: layout.usedRingBytes) else {
-      throw .unknownAddress(area: .device, iova: deviceIOVA, length: UInt64(layout.usedRingBytes))
-    }
+    let d = try memory.ringArea(.descriptors, descIOVA, bytes: layout.descTableBytes, alignment: SplitRingLayout.descAlignment)
+    let a = try memory.ringArea(.driver, driverIOVA, bytes: layout.availRingBytes, alignment: SplitRingLayout.availAlignment)
+    let u = try memory.ringArea(.device, deviceIOVA, bytes: layout.usedRingBytes, alignment: SplitRingLayout.usedAlignment)
     let limit = max(1, maxChainLength ?? size)
     self.size = size
     self.mask = UInt16(truncatingIfNeeded: size - 1)
-    self.desc = DeviceRingMemory(d)
-    self.avail = DeviceRingMemory(a)
-    self.used = DeviceRingMemory(u)
+    // SAFETY: each area was translated whole above (the layout's byte count) and
+    // checked for the spec's alignment, so RingMemory's accesses stay inside it.
+    self.desc = RingMemory(d)
+    self.avail = RingMemory(a)
+    self.used = RingMemory(u)
     self.usedEventOffset = layout.usedEventOffset
     self.availEventOffset = layout.availEventOffset
     self.eventIdx = features.eventIdx
@@ -78,7 +67,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
 
   /// Chains the driver has published that the device has not taken yet.
   public var pendingAvail: Int {
-    Int(avail.loadAcquire16(SplitRingLayout.availIdxOffset) &- lastAvailIdx)
+    Int(avail.loadAcquire(\VirtqAvail.idx, at: 0) &- lastAvailIdx)
   }
 
   // MARK: taking chains (§2.7.13 seen from the device)
@@ -87,14 +76,15 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     guard driverBug == nil else { return nil }
     if lastAvailIdx == availIdxSeen {
       // Acquire: the ring entries and descriptors the index covers are read after it.
-      let idx = avail.loadAcquire16(SplitRingLayout.availIdxOffset)
+      let idx = avail.loadAcquire(\VirtqAvail.idx, at: 0)
       if idx == lastAvailIdx { return nil }
       guard Int(idx &- lastAvailIdx) <= size else {
         return fail(.availIndexJump(from: lastAvailIdx, to: idx, queueSize: size))
       }
       availIdxSeen = idx
     }
-    let head = avail.load16(SplitRingLayout.availRingOffset &+ Int(lastAvailIdx & mask) &* 2)
+    let head = avail.load16(
+      SplitRingLayout.availRingOffset &+ Int(lastAvailIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride)
     lastAvailIdx &+= 1
     guard Int(head) < size else { return fail(.headOutOfRange(head: head, queueSize: size)) }
     return walk(head: head)
@@ -114,23 +104,25 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     while true {
       guard visited < tableSize else { return fail(.chainTooLong(limit: tableSize)) }
       visited &+= 1
-      let off = Int(index) &* 16
-      let addr = table.load64(off)
-      let len = table.load32(off &+ 8)
-      let flags = table.load16(off &+ 12)
-      let next = table.load16(off &+ 14)
+      let off = Int(index) &* MemoryLayout<VirtqDesc>.stride
+      let addr = table.load(\VirtqDesc.addr, at: off)
+      let len = table.load(\VirtqDesc.len, at: off)
+      let flags = table.load(\VirtqDesc.flags, at: off)
+      let next = table.load(\VirtqDesc.next, at: off)
       if !inIndirect { direct &+= 1 }
       if flags & VirtqDescFlags.indirect != 0 {
         guard indirect else { return fail(.indirectNotNegotiated) }
         guard !inIndirect else { return fail(.nestedIndirect) }
         guard flags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
-        guard len >= 16, len % 16 == 0 else { return fail(.badIndirectTableLength(len)) }
+        let descBytes = UInt32(MemoryLayout<VirtqDesc>.stride)
+        guard len >= descBytes, len % descBytes == 0 else { return fail(.badIndirectTableLength(len)) }
         guard let t = memory.translate(addr, count: Int(len)) else {
           return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
         }
         // §2.7.5.3: the table's first descriptor is entry 0; `next` indexes the table.
-        table = DeviceRingMemory(t)
-        tableSize = Int(len / 16)
+        // SAFETY: translated whole (`len` bytes), a multiple of the descriptor size.
+        table = RingMemory(t)
+        tableSize = Int(len / descBytes)
         index = 0
         visited = 0
         inIndirect = true
@@ -171,9 +163,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
 
   public mutating func pushUsed(id: UInt32, len: UInt32) {
     // §2.7.8.1: len is set before the used idx moves (publishUsed stores it with release).
-    let entry = SplitRingLayout.usedRingOffset &+ Int(usedIdx & mask) &* 8
-    used.store32(entry, id)
-    used.store32(entry &+ 4, len)
+    used.store(VirtqUsedElem(id: id, len: len), at: usedEntry(usedIdx))
     usedIdx &+= 1
   }
 
@@ -181,10 +171,13 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   /// the used idx moves by the number of buffers in the batch.
   public mutating func pushUsedBatch(lastID: UInt32, len: UInt32, buffers: Int, descriptors: Int) {
     precondition(buffers >= 1 && buffers <= size)
-    let entry = SplitRingLayout.usedRingOffset &+ Int(usedIdx & mask) &* 8
-    used.store32(entry, lastID)
-    used.store32(entry &+ 4, len)
+    used.store(VirtqUsedElem(id: lastID, len: len), at: usedEntry(usedIdx))
     usedIdx &+= UInt16(truncatingIfNeeded: buffers)
+  }
+
+  /// Where used ring entry `idx` (mod the queue size) starts in virtq_used.
+  func usedEntry(_ idx: UInt16) -> Int {
+    SplitRingLayout.usedRingOffset &+ Int(idx & mask) &* MemoryLayout<VirtqUsedElem>.stride
   }
 
   public mutating func publishUsed() -> Bool {
@@ -193,16 +186,16 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     guard new != old else { return false }
     publishedUsedIdx = new
     // Release: the used entries are visible before the index that covers them.
-    used.storeRelease16(SplitRingLayout.usedIdxOffset, new)
+    used.storeRelease(\VirtqUsed.idx, at: 0, new)
     // The idx store is visible before we read the driver's suppression state,
     // or a driver re-enabling interrupts could miss this update.
-    deviceFenceFull()
+    ringFenceFull()
     if eventIdx {
       // §2.7.7.2: interrupt when the new entries cross used_event.
       return virtqNeedEvent(eventIdx: avail.load16(usedEventOffset), new: new, old: old)
     }
     // §2.7.7.2: without EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT asks for quiet.
-    return avail.load16(SplitRingLayout.availFlagsOffset) & VirtqAvailFlags.noInterrupt == 0
+    return avail.load(\VirtqAvail.flags, at: 0) & VirtqAvailFlags.noInterrupt == 0
   }
 
   // MARK: available-buffer notification suppression (§2.7.10)
@@ -212,11 +205,11 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
       // Notify me when you make entry `lastAvailIdx` available.
       used.store16(availEventOffset, lastAvailIdx)
     } else {
-      used.store16(SplitRingLayout.usedFlagsOffset, 0)
+      used.store(\VirtqUsed.flags, at: 0, 0)
     }
     // The request is visible before we look for chains that raced with it.
-    deviceFenceFull()
-    return avail.loadAcquire16(SplitRingLayout.availIdxOffset) != lastAvailIdx
+    ringFenceFull()
+    return avail.loadAcquire(\VirtqAvail.idx, at: 0) != lastAvailIdx
   }
 
   public mutating func disableNotifications() {
@@ -225,32 +218,32 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
       // will not reach it again for 2^16 entries.
       used.store16(availEventOffset, lastAvailIdx &- 1)
     } else {
-      used.store16(SplitRingLayout.usedFlagsOffset, VirtqUsedFlags.noNotify)
+      used.store(\VirtqUsed.flags, at: 0, VirtqUsedFlags.noNotify)
     }
   }
 
   /// Raw control for tests: VRING_USED_F_NO_NOTIFY in used.flags.
   public func setNoNotify(_ on: Bool) {
-    used.store16(SplitRingLayout.usedFlagsOffset, on ? VirtqUsedFlags.noNotify : 0)
-    deviceFenceFull()
+    used.store(\VirtqUsed.flags, at: 0, on ? VirtqUsedFlags.noNotify : 0)
+    ringFenceFull()
   }
 
   /// Raw control for tests: avail_event (EVENT_IDX).
   public func setAvailEvent(_ idx: UInt16) {
     used.store16(availEventOffset, idx)
-    deviceFenceFull()
+    ringFenceFull()
   }
 
   /// What the driver asked for: used_event (EVENT_IDX) and avail.flags.
   public var usedEvent: UInt16 { avail.load16(usedEventOffset) }
-  public var availFlags: UInt16 { avail.load16(SplitRingLayout.availFlagsOffset) }
+  public var availFlags: UInt16 { avail.load(\VirtqAvail.flags, at: 0) }
 
   // MARK: fault injection
 
   public mutating func injectUsedIndexJump(by delta: UInt16) -> Bool {
     usedIdx &+= delta
     publishedUsedIdx = usedIdx
-    used.storeRelease16(SplitRingLayout.usedIdxOffset, usedIdx)
+    used.storeRelease(\VirtqUsed.idx, at: 0, usedIdx)
     return true
   }
 

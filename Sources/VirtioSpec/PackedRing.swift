@@ -1,4 +1,7 @@
 // Packed virtqueue layout — virtio 1.2 §2.8; Linux: include/uapi/linux/virtio_ring.h.
+// As for the split ring (SplitRing.swift), these structs are the source of
+// truth: ring memory is addressed through their strides and field offsets,
+// which VirtioSpecTests pin to Linux's uapi headers.
 
 /// pvirtq_desc — §2.8.13; Linux: struct vring_packed_desc. 16 bytes.
 @frozen public struct PackedDesc: BitwiseCopyable, Equatable, Sendable {
@@ -22,9 +25,28 @@
   public var offWrap: UInt16
   /// `PackedEventFlags`.
   public var flags: UInt16
+  /// Bits 0–14 of `offWrap`: desc_event_off, the descriptor ring offset.
+  public static let offsetMask: UInt16 = 0x7FFF
   @inlinable public init(offWrap: UInt16, flags: UInt16) {
     self.offWrap = offWrap
     self.flags = flags
+  }
+}
+
+extension PackedDescEvent {
+  /// The EVENT_IDX test of a packed ring — §2.8.10 with §2.7.10's arithmetic.
+  /// The other side's `offWrap` (flags DESC) names a descriptor slot and the
+  /// wrap counter of the lap it is in; one side just made `count` slots
+  /// available (driver) or used (device), `new` being the slot after them and
+  /// `wrap` its wrap counter there. Returns whether the named slot is among
+  /// them. A slot named in the other lap is taken as one ring earlier, so the
+  /// modulo-2^16 comparison of `virtqNeedEvent` applies unchanged.
+  @inlinable public static func needEvent(offWrap: UInt16, wrap: Bool, ringSize: Int, new: UInt16, count: Int) -> Bool {
+    var event = offWrap & offsetMask
+    if (offWrap >> PackedEventFlags.wrapCounterShift != 0) != wrap {
+      event &-= UInt16(truncatingIfNeeded: ringSize)
+    }
+    return virtqNeedEvent(eventIdx: event, new: new, old: new &- UInt16(truncatingIfNeeded: count))
   }
 }
 
@@ -54,10 +76,10 @@ public struct PackedRingLayout: Sendable, Equatable {
 
   public static let descAlignment = 16
   public static let eventAlignment = 4
-  public var descRingBytes: Int { 16 * size }
+  @inlinable public var descRingBytes: Int { MemoryLayout<PackedDesc>.stride &* size }
   /// Driver event suppression area (written by the driver, read by the device).
-  public var driverEventOffset: Int { descRingBytes }
+  @inlinable public var driverEventOffset: Int { descRingBytes }
   /// Device event suppression area (written by the device, read by the driver).
-  public var deviceEventOffset: Int { descRingBytes + 4 }
-  public var totalBytes: Int { descRingBytes + 8 }
+  @inlinable public var deviceEventOffset: Int { descRingBytes &+ MemoryLayout<PackedDescEvent>.stride }
+  @inlinable public var totalBytes: Int { descRingBytes &+ 2 &* MemoryLayout<PackedDescEvent>.stride }
 }

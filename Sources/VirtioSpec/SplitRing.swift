@@ -1,6 +1,11 @@
 // Split virtqueue layout — virtio 1.2 §2.7; Linux: include/uapi/linux/virtio_ring.h.
 // All multi-byte fields are little-endian in memory (§2.7: "le16/le32/le64");
 // the ring core converts with `littleEndian` at each access.
+//
+// These structs are the source of truth for ring memory: the ring core and the
+// simulated device address every field through them (`MemoryLayout<T>.stride`
+// and `MemoryLayout<T>.offset(of: \.field)`, folded to constants at compile
+// time), and VirtioSpecTests pin each size and offset to Linux's uapi headers.
 
 /// virtq_desc — §2.7.5; Linux: struct vring_desc. 16 bytes, 16-byte aligned table.
 @frozen public struct VirtqDesc: BitwiseCopyable, Equatable, Sendable {
@@ -46,6 +51,34 @@ public enum VirtqDescFlags {
   }
 }
 
+/// The fixed head of virtq_avail — virtio 1.2 §2.7.6; Linux: struct vring_avail
+/// (`flags`, `idx`; `ring[]` follows at `SplitRingLayout.availRingOffset`, then
+/// `used_event`). Written by the driver, read by the device.
+@frozen public struct VirtqAvail: BitwiseCopyable, Equatable, Sendable {
+  /// `VirtqAvailFlags` bits.
+  public var flags: UInt16
+  /// Where the driver puts the next ring entry (free-running, modulo 2^16).
+  public var idx: UInt16
+  @inlinable public init(flags: UInt16, idx: UInt16) {
+    self.flags = flags
+    self.idx = idx
+  }
+}
+
+/// The fixed head of virtq_used — virtio 1.2 §2.7.8; Linux: struct vring_used
+/// (`flags`, `idx`; `ring[]` of `VirtqUsedElem` follows at
+/// `SplitRingLayout.usedRingOffset`, then `avail_event`). Written by the device.
+@frozen public struct VirtqUsed: BitwiseCopyable, Equatable, Sendable {
+  /// `VirtqUsedFlags` bits.
+  public var flags: UInt16
+  /// Where the device puts the next used element (free-running, modulo 2^16).
+  public var idx: UInt16
+  @inlinable public init(flags: UInt16, idx: UInt16) {
+    self.flags = flags
+    self.idx = idx
+  }
+}
+
 /// Avail ring flags — §2.7.6; Linux: VRING_AVAIL_F_NO_INTERRUPT.
 public enum VirtqAvailFlags {
   public static let noInterrupt: UInt16 = 1
@@ -75,23 +108,37 @@ public struct SplitRingLayout: Sendable, Equatable {
   public static let availAlignment = 2
   public static let usedAlignment = 4
 
-  public var descTableBytes: Int { 16 * size }
+  /// One avail ring entry: le16, the head of a chain (§2.7.6).
+  public typealias AvailEntry = UInt16
+
+  /// 16 * size (§2.7 table "Virtqueue Part Sizes").
+  @inlinable public var descTableBytes: Int { MemoryLayout<VirtqDesc>.stride &* size }
   /// 6 + 2 * size (includes used_event).
-  public var availRingBytes: Int { 6 + 2 * size }
+  @inlinable public var availRingBytes: Int { usedEventOffset + MemoryLayout<UInt16>.size }
   /// 6 + 8 * size (includes avail_event).
-  public var usedRingBytes: Int { 6 + 8 * size }
+  @inlinable public var usedRingBytes: Int { availEventOffset + MemoryLayout<UInt16>.size }
 
-  // Offsets inside virtq_avail.
-  public static let availFlagsOffset = 0
-  public static let availIdxOffset = 2
-  public static let availRingOffset = 4
-  public var usedEventOffset: Int { 4 + 2 * size }
+  // Offsets inside virtq_avail (§2.7.6), from `VirtqAvail`.
+  @inlinable public static var availFlagsOffset: Int { MemoryLayout<VirtqAvail>.offset(of: \.flags)! }
+  @inlinable public static var availIdxOffset: Int { MemoryLayout<VirtqAvail>.offset(of: \.idx)! }
+  @inlinable public static var availRingOffset: Int { MemoryLayout<VirtqAvail>.size }
+  /// used_event: the le16 after `ring[size]` (Linux: vring_used_event()).
+  @inlinable public var usedEventOffset: Int {
+    Self.availRingOffset &+ MemoryLayout<AvailEntry>.stride &* size
+  }
 
-  // Offsets inside virtq_used.
-  public static let usedFlagsOffset = 0
-  public static let usedIdxOffset = 2
-  public static let usedRingOffset = 4
-  public var availEventOffset: Int { 4 + 8 * size }
+  // Offsets inside virtq_used (§2.7.8), from `VirtqUsed` and `VirtqUsedElem`.
+  @inlinable public static var usedFlagsOffset: Int { MemoryLayout<VirtqUsed>.offset(of: \.flags)! }
+  @inlinable public static var usedIdxOffset: Int { MemoryLayout<VirtqUsed>.offset(of: \.idx)! }
+  /// `ring[]` starts after the head, aligned for its elements (4 either way).
+  @inlinable public static var usedRingOffset: Int {
+    let align = MemoryLayout<VirtqUsedElem>.alignment
+    return (MemoryLayout<VirtqUsed>.size &+ align &- 1) & ~(align &- 1)
+  }
+  /// avail_event: the le16 after `ring[size]` (Linux: vring_avail_event()).
+  @inlinable public var availEventOffset: Int {
+    Self.usedRingOffset &+ MemoryLayout<VirtqUsedElem>.stride &* size
+  }
 
   /// One contiguous area holding all three parts: desc | avail | pad | used.
   /// The used ring starts on its own 128-byte block (more than the spec's 4):

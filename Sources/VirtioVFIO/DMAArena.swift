@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import VirtioCore
+import VirtioOS
 
 internal import CVirtioSys
 
@@ -114,7 +115,7 @@ public struct DMAArena: ~Copyable, DMAAllocator {
         logger.error("DMA hugepage allocation failed", metadata: ["step": "dma-map", "bytes": "\(size)", "errno": "\(e)"])
         throw VirtioError(
           .dmaAllocation,
-          "no free 2 MiB hugepages for \(size >> 20) MiB of DMA memory (\(String(cString: strerror(e)))); reserve some: echo 64 > /proc/sys/vm/nr_hugepages",
+          "no free 2 MiB hugepages for \(size >> 20) MiB of DMA memory (\(Sys.errnoText(e))); reserve some: echo 64 > /proc/sys/vm/nr_hugepages",
           errno: e)
       }
     }
@@ -124,7 +125,7 @@ public struct DMAArena: ~Copyable, DMAAllocator {
       guard let p, p != MAP_FAILED else {
         let e = Glibc.errno
         logger.error("DMA memory allocation failed", metadata: ["step": "dma-map", "bytes": "\(size)", "errno": "\(e)"])
-        throw VirtioError(.dmaAllocation, "cannot allocate \(size) bytes for DMA: \(String(cString: strerror(e)))", errno: e)
+        throw VirtioError(.dmaAllocation, "cannot allocate \(size) bytes for DMA: \(Sys.errnoText(e))", errno: e)
       }
       memory = p
     }

@@ -1,15 +1,6 @@
 import Glibc
-
-internal import CVirtioSys
-
-/// What waiting for an interrupt came to.
-public enum InterruptWait: Equatable, Sendable {
-  /// The vector fired `count` times since it was last consumed.
-  case fired(count: UInt64)
-  case timedOut
-  /// epoll_wait failed (errno).
-  case failed(errno: Int32)
-}
+import VirtioCore
+import VirtioOS
 
 /// MSI-X vectors delivered as eventfds (VFIO_DEVICE_SET_IRQS, one eventfd per
 /// vector), watched by one epoll instance. Owns the descriptors.
@@ -18,7 +9,7 @@ public enum InterruptWait: Equatable, Sendable {
 /// them: `taken[v]` counts every interrupt of vector v, `pending[v]` those that
 /// arrived while waiting for another vector and were not yet consumed.
 struct MSIXInterrupts: ~Copyable {
-  let epoll: OwnedFD
+  let epoll: Epoll
   let eventfds: [Int32]
   let taken: UnsafeMutablePointer<UInt64>
   let pending: UnsafeMutablePointer<UInt64>
@@ -28,22 +19,16 @@ struct MSIXInterrupts: ~Copyable {
   /// Creates `count` non-blocking eventfds (none: MSI-X off) and an epoll set over them.
   init(count: Int) throws(SysError) {
     precondition(count >= 0)
-    let ep = vio_epoll_create()
-    guard ep >= 0 else { throw SysError("epoll_create1") }
-    let epoll = OwnedFD(adopting: ep)
+    let epoll = try Epoll()
     var fds: [Int32] = []
     for v in 0..<count {
-      let fd = vio_eventfd(0, VIO_EFD_NONBLOCK | VIO_EFD_CLOEXEC)
-      guard fd >= 0 else {
-        let e = SysError("eventfd (vector \(v))")
+      do throws(SysError) {
+        let fd = try EventFD.create().detach()
+        fds.append(fd)
+        try epoll.add(fd, token: UInt64(v))
+      } catch {
         for f in fds { Sys.close(f) }
-        throw e
-      }
-      fds.append(fd)
-      guard vio_epoll_add_in(ep, fd, UInt64(v)) == 0 else {
-        let e = SysError("epoll_ctl ADD (vector \(v))")
-        for f in fds { Sys.close(f) }
-        throw e
+        throw SysError("\(error.call) (vector \(v))", errno: error.errno, advice: error.advice)
       }
     }
     self.epoll = epoll
@@ -58,13 +43,6 @@ struct MSIXInterrupts: ~Copyable {
   /// Interrupts vector `v` has delivered so far.
   func taken(vector v: Int) -> UInt64 { v >= 0 && v < count ? taken[v] : 0 }
 
-  /// Reads (and so resets) one eventfd's counter.
-  private func drain(_ v: Int) -> UInt64 {
-    var n: UInt64 = 0
-    let r = read(eventfds[v], &n, 8)
-    return r == 8 ? n : 0
-  }
-
   /// Waits until vector `v` fires or `timeoutMilliseconds` pass (negative: forever).
   /// Interrupts of other vectors that arrive meanwhile are counted and kept pending.
   func wait(vector v: Int, timeoutMilliseconds: Int) -> InterruptWait {
@@ -74,10 +52,10 @@ struct MSIXInterrupts: ~Copyable {
       pending[v] = 0
       return .fired(count: n)
     }
-    let deadline = timeoutMilliseconds < 0 ? UInt64.max : Sys.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+    let deadline = timeoutMilliseconds < 0 ? UInt64.max : monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
     var tokens = [UInt64](repeating: 0, count: 16)
     while true {
-      let now = Sys.monotonicNanoseconds()
+      let now = monotonicNanoseconds()
       let left: Int32
       if deadline == .max {
         left = -1
@@ -86,16 +64,12 @@ struct MSIXInterrupts: ~Copyable {
       } else {
         left = Int32(min(UInt64(Int32.max), (deadline - now + 999_999) / 1_000_000))
       }
-      let n = tokens.withUnsafeMutableBufferPointer { vio_epoll_wait(epoll.raw, $0.baseAddress, Int32($0.count), left) }
-      if n < 0 {
-        let e = Glibc.errno
-        if e == EINTR { continue }
-        return .failed(errno: e)
-      }
-      for i in 0..<Int(n) {
+      let n = tokens.withUnsafeMutableBufferPointer { epoll.wait(into: $0, timeoutMilliseconds: Int(left)) }
+      if n < 0 { return .failed(errno: Int32(-n)) }
+      for i in 0..<n {
         let fired = Int(tokens[i])
         guard fired < count else { continue }
-        let c = drain(fired)
+        let c = EventFD.drain(eventfds[fired])
         taken[fired] &+= c
         pending[fired] &+= c
       }

@@ -1,4 +1,5 @@
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 /// Why a function is driven by the kernel's virtio driver instead of this

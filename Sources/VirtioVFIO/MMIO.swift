@@ -1,5 +1,6 @@
 import CVirtioAtomics
 import Glibc
+import VirtioOS
 
 // BAR mapping: the device's register windows mmap'ed from the VFIO device fd,
 // and the only code that loads or stores them. Every access is one volatile

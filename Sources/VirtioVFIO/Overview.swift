@@ -1,7 +1,7 @@
 // VirtioVFIO — virtio-pci functions driven from a process through VFIO.
 //
 // Layers, bottom up (each file one concept):
-//   Sys.swift, FileDescriptor.swift     syscalls (EINTR, errno → typed SysError), owned fds
+//   (VirtioOS)                          syscalls (EINTR, errno → SysError), OwnedFD, eventfd/epoll
 //   PCIAddress.swift, PCIFunction.swift BDF; sysfs: driver, IOMMU group, bind to vfio-pci, hand back
 //   VFIOContainer / VFIOGroup / VFIODevice   the three VFIO handles (~Copyable, close once);
 //                                       open errors turned into sentences that say what to do

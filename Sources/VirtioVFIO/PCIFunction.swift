@@ -1,6 +1,7 @@
 import VirtioCore
 import Glibc
 import Logging
+import VirtioOS
 
 /// A PCI function as sysfs shows it (/sys/bus/pci/devices/<BDF>): which driver
 /// holds it, its IOMMU group, and the moves between drivers — unbind, bind to
@@ -179,10 +180,10 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
   // MARK: helpers
 
   private func wait(_ timeoutMilliseconds: Int, until done: () -> Bool) -> Bool {
-    let deadline = Sys.monotonicNanoseconds() + UInt64(max(0, timeoutMilliseconds)) * 1_000_000
+    let deadline = monotonicNanoseconds() + UInt64(max(0, timeoutMilliseconds)) * 1_000_000
     while true {
       if done() { return true }
-      if Sys.monotonicNanoseconds() >= deadline { return false }
+      if monotonicNanoseconds() >= deadline { return false }
       Sys.sleep(milliseconds: 20)
     }
   }

@@ -1,5 +1,6 @@
 import VirtioCore
 import Glibc
+import VirtioOS
 
 internal import CVirtioSys
 

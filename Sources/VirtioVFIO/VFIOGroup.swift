@@ -1,5 +1,6 @@
 import VirtioCore
 import Glibc
+import VirtioOS
 
 internal import CVirtioSys
 
@@ -115,13 +116,14 @@ struct VFIOGroup: ~Copyable {
 
   /// VFIO_GROUP_GET_DEVICE_FD for the function's address.
   func deviceFD(_ address: PCIAddress) throws(VirtioError) -> OwnedFD {
-    var name = Array(address.description.utf8CString)
+    let utf8 = Array(address.description.utf8CString)
+    // SAFETY: a NUL-terminated copy of the name, alive for the call; the kernel only reads it.
+    let name = UnsafeMutableBufferPointer<CChar>.allocate(capacity: utf8.count)
+    defer { name.deallocate() }
+    _ = name.initialize(from: utf8)
     let rc: Int32
     do throws(SysError) {
-      rc = try Sys.retrying("VFIO_GROUP_GET_DEVICE_FD") {
-        // SAFETY: `name` is a NUL-terminated buffer alive for the call; the kernel only reads it.
-        name.withUnsafeMutableBytes { vio_ioctl_ptr(fd.raw, VIO_VFIO_GROUP_GET_DEVICE_FD, $0.baseAddress!) }
-      }
+      rc = try Sys.ioctl(fd.raw, VIO_VFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(name.baseAddress!), "VFIO_GROUP_GET_DEVICE_FD")
     } catch {
       if error.errno == EBUSY {
         throw VirtioError(.deviceBusy, "\(address) is already open through VFIO; close the other handle (or process) first", errno: error.errno)

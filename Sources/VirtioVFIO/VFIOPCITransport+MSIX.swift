@@ -1,4 +1,5 @@
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 extension VFIOPCITransport {

@@ -1,5 +1,6 @@
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 extension VFIOPCITransport {

@@ -1,6 +1,7 @@
 import CVirtioAtomics
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 /// Options for opening a virtio-pci function through VFIO.
@@ -13,6 +14,10 @@ public struct VFIOPCIOptions: Sendable {
   public var functionResetAtOpen: Bool = true
   /// How long a virtio reset (device_status ← 0) may take to read back 0.
   public var resetTimeoutMilliseconds: Int = 2000
+  /// Refuse a device that does not offer ACCESS_PLATFORM: without it the device
+  /// would use guest-physical addresses and bypass the IOMMU, so the IOVAs of
+  /// the DMA arena would be meaningless to it.
+  public var requireAccessPlatform: Bool = true
 
   public init() {}
 }
@@ -151,9 +156,9 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   /// (the device may take time to finish in-flight work).
   public func reset() throws(VirtioError) {
     common.write8(CommonCfg.device_status, 0)
-    let deadline = Sys.monotonicNanoseconds() + UInt64(options.resetTimeoutMilliseconds) * 1_000_000
+    let deadline = monotonicNanoseconds() + UInt64(options.resetTimeoutMilliseconds) * 1_000_000
     while common.read8(CommonCfg.device_status) != 0 {
-      if Sys.monotonicNanoseconds() > deadline {
+      if monotonicNanoseconds() > deadline {
         let s = readStatus()
         logger.error("reset timed out", metadata: ["step": "reset", "status": "\(s)"])
         throw VirtioError(

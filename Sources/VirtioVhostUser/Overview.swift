@@ -3,8 +3,8 @@
 // vhost-user-blk export) on the host, no VM: what DPDK calls virtio-user.
 //
 // Layers, bottom up (each file one concept):
-//   CVhostSys (C)                        unix sockets with SCM_RIGHTS, memfd, eventfd, epoll, the kick function
-//   Sys.swift                            errno, owned descriptors, time
+//   CVhostSys (C, Sources/Shims/VhostUser) unix sockets with SCM_RIGHTS, memfd, the kick function
+//   (VirtioOS)                           errno, owned descriptors, eventfd/epoll, time
 //   VhostUserSpec.swift                  the protocol: requests, flags, protocol features, payload encoding
 //   VhostUserChannel.swift               the connection: connect/listen (retrying), framing, replies, REPLY_ACK
 //   SharedMemory.swift                   the memfd both sides map; VirtioCore's DMAAllocator (IOVA = our address)

@@ -1,15 +1,8 @@
 import Glibc
 import VirtioCore
+import VirtioOS
 
 internal import CVhostSys
-
-/// What waiting for a queue's call eventfd found.
-public enum CallWait: Equatable, Sendable {
-  /// The backend signalled the queue (`count` writes since the last wait).
-  case signalled(UInt64)
-  case timedOut
-  case failed(Int32)
-}
 
 /// The eventfds of every queue: `kick` (driver → backend, the doorbell) and
 /// `call` (backend → driver, the interrupt), plus one epoll instance over the
@@ -19,17 +12,17 @@ struct QueueNotifiers: ~Copyable {
   let kick: UnsafeMutablePointer<Int32>
   let call: UnsafeMutablePointer<Int32>
   let count: Int
-  let epoll: OwnedFD
+  let epoll: Epoll
   /// Call signals seen per queue.
   let signals: UnsafeMutablePointer<UInt64>
 
   init(queues: Int) throws(VirtioError) {
-    let ep = vio_vhost_epoll_create()
-    guard ep >= 0 else {
-      let e = errno
-      throw VirtioError(.transport, "cannot create an epoll instance: \(Sys.errnoText(e)); raise the open-file limit (ulimit -n)", errno: e)
+    let epoll: Epoll
+    do throws(SysError) {
+      epoll = try Epoll()
+    } catch {
+      throw VirtioError(.transport, "cannot create an epoll instance: \(error.reason); raise the open-file limit (ulimit -n)", errno: error.errno)
     }
-    let epoll = OwnedFD(adopting: ep)
     let n = max(queues, 1)
     // SAFETY: per-queue tables of `n` entries, freed in deinit.
     let kick = UnsafeMutablePointer<Int32>.allocate(capacity: n)
@@ -48,14 +41,13 @@ struct QueueNotifiers: ~Copyable {
       signals.deallocate()
     }
     for i in 0..<queues {
-      let k = vio_vhost_eventfd()
-      let c = vio_vhost_eventfd()
-      kick[i] = k
-      call[i] = c
-      if k < 0 || c < 0 || vio_vhost_epoll_add(epoll.raw, c, UInt64(i)) != 0 {
-        let e = errno
+      do throws(SysError) {
+        kick[i] = try EventFD.create().detach()
+        call[i] = try EventFD.create().detach()
+        try epoll.add(call[i], token: UInt64(i))
+      } catch {
         release()
-        throw VirtioError(.transport, "cannot create eventfds for queue \(i): \(Sys.errnoText(e)); raise the open-file limit (ulimit -n)", errno: e)
+        throw VirtioError(.transport, "cannot create eventfds for queue \(i): \(error.reason); raise the open-file limit (ulimit -n)", errno: error.errno)
       }
     }
     self.kick = kick
@@ -85,29 +77,29 @@ struct QueueNotifiers: ~Copyable {
 
   func ring(_ index: Int) {
     guard index >= 0, index < count else { return }
-    _ = vio_vhost_eventfd_signal(kick[index])
+    EventFD.signal(kick[index])
   }
 
   /// Waits for queue `index`'s call eventfd (signals for other queues are
   /// counted and cleared on the way).
-  func wait(queue index: Int, timeoutMilliseconds: Int) -> CallWait {
-    guard index >= 0, index < count else { return .failed(EINVAL) }
-    let deadline = Sys.monotonicMilliseconds() + timeoutMilliseconds
+  func wait(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
+    guard index >= 0, index < count else { return .failed(errno: EINVAL) }
+    let deadline = monotonicMilliseconds() + timeoutMilliseconds
     while true {
-      let pending = vio_vhost_eventfd_drain(call[index])
+      let pending = EventFD.drain(call[index])
       if pending > 0 {
         signals[index] &+= pending
-        return .signalled(pending)
+        return .fired(count: pending)
       }
-      let left = deadline - Sys.monotonicMilliseconds()
+      let left = deadline - monotonicMilliseconds()
       if left <= 0 { return .timedOut }
       var tokens = [UInt64](repeating: 0, count: 8)
       // SAFETY: epoll_wait fills at most 8 tokens, the array's size.
-      let n = tokens.withUnsafeMutableBufferPointer { vio_vhost_epoll_wait(epoll.raw, $0.baseAddress, 8, Int32(left)) }
-      if n < 0 { return .failed(errno) }
+      let n = tokens.withUnsafeMutableBufferPointer { epoll.wait(into: $0, timeoutMilliseconds: left) }
+      if n < 0 { return .failed(errno: Int32(-n)) }
       if n == 0 { return .timedOut }
-      for t in tokens.prefix(Int(n)) where Int(t) != index && Int(t) < count {
-        signals[Int(t)] &+= vio_vhost_eventfd_drain(call[Int(t)])
+      for t in tokens.prefix(n) where Int(t) != index && Int(t) < count {
+        signals[Int(t)] &+= EventFD.drain(call[Int(t)])
       }
     }
   }

@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import VirtioCore
+import VirtioOS
 
 internal import CVhostSys
 

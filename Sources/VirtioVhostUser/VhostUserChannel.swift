@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import VirtioCore
+import VirtioOS
 
 internal import CVhostSys
 
@@ -102,7 +103,7 @@ final class VhostUserChannel {
   /// `logFailure` false: the caller logs (a reconnect loop, rate-limited).
   func connect(timeoutMilliseconds: Int, logFailure: Bool = true) throws(VirtioError) {
     disconnect()
-    let deadline = Sys.monotonicMilliseconds() + timeoutMilliseconds
+    let deadline = monotonicMilliseconds() + timeoutMilliseconds
     switch endpoint {
     case .client(let path):
       var attempts = 0
@@ -121,13 +122,13 @@ final class VhostUserChannel {
           throw Self.notASocketError(path: path, kind: kind)
         }
         let retryable = e == ENOENT || e == ECONNREFUSED || e == EAGAIN
-        if !retryable || Sys.monotonicMilliseconds() >= deadline {
+        if !retryable || monotonicMilliseconds() >= deadline {
           if logFailure { logger.error("connect failed", metadata: ["step": "connect", "socket": "\(path)", "errno": "\(e)", "attempts": "\(attempts)"]) }
           throw Self.connectError(path: path, errno: e, waitedMilliseconds: timeoutMilliseconds)
         }
         // The backend creates its socket when it starts: try again shortly,
         // until the deadline (a retry loop on a condition, not a guess).
-        Sys.pause(milliseconds: min(20 * attempts, 200))
+        Sys.sleep(milliseconds: min(20 * attempts, 200))
       }
     case .server(let path):
       if listener < 0 {
@@ -142,7 +143,7 @@ final class VhostUserChannel {
         listener = fd
         logger.info("listening", metadata: ["socket": "\(path)"])
       }
-      let fd = vio_vhost_accept(listener, Int32(max(0, deadline - Sys.monotonicMilliseconds())))
+      let fd = vio_vhost_accept(listener, Int32(max(0, deadline - monotonicMilliseconds())))
       if fd == -2 {
         throw VirtioError(
           .timeout,
@@ -283,11 +284,11 @@ final class VhostUserChannel {
   private func receiveExactly(_ buffer: inout [UInt8], for req: VhostUserRequest) throws(VirtioError) {
     var done = 0
     let total = buffer.count
-    let deadline = Sys.monotonicMilliseconds() + replyTimeoutMilliseconds
+    let deadline = monotonicMilliseconds() + replyTimeoutMilliseconds
     while done < total {
       var fds = [Int32](repeating: -1, count: VhostUserLimits.maxMemoryRegions)
       var nfds: Int32 = 0
-      let left = max(0, deadline - Sys.monotonicMilliseconds())
+      let left = max(0, deadline - monotonicMilliseconds())
       // SAFETY: the shim writes at most `total - done` bytes after `done`
       // inside `buffer`, and at most `fds.count` descriptors into `fds`.
       let n = buffer.withUnsafeMutableBytes { raw in

@@ -1,5 +1,6 @@
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 
 extension VhostUserTransport {
@@ -280,7 +281,7 @@ extension VhostUserTransport {
     state.ringsAwaitingRestart = ringsToRestart
     for i in state.queues.indices { state.queues[i].started = false }
     channel.disconnect()
-    let started = Sys.monotonicMilliseconds()
+    let started = monotonicMilliseconds()
     do throws(VirtioError) {
       try channel.connect(timeoutMilliseconds: timeoutMilliseconds ?? options.connectTimeoutMilliseconds, logFailure: false)
       try Self.handshake(channel, state, deviceType: deviceType, options: options, logger: logger)
@@ -314,7 +315,7 @@ extension VhostUserTransport {
       logger.info(
         "reconnected",
         metadata: [
-          "connection": "\(channel.connections)", "rings": "\(ringsToRestart.count)", "ms": "\(Sys.monotonicMilliseconds() - started)",
+          "connection": "\(channel.connections)", "rings": "\(ringsToRestart.count)", "ms": "\(monotonicMilliseconds() - started)",
           "failed_attempts": "\(failed)",
           "resume": "\(ringsToRestart.map { "q\($0):\(state.queues[$0].base)" }.joined(separator: " "))",
         ])

@@ -105,21 +105,6 @@ public struct VhostUserTransport: ~Copyable, Transport {
   /// Queues the transport exposes (net: 2 × queue pairs; blk: num_queues).
   public let queueCount: Int
 
-  init(
-    notifiers: consuming QueueNotifiers, space: SharedMemorySpace, channel: VhostUserChannel, state: VhostDeviceState,
-    deviceType: DeviceType, endpoint: VhostUserEndpoint, options: VhostUserOptions, logger: Logger, queueCount: Int
-  ) {
-    self.notifiers = notifiers
-    self.space = space
-    self.channel = channel
-    self.state = state
-    self.deviceType = deviceType
-    self.endpoint = endpoint
-    self.options = options
-    self.logger = logger
-    self.queueCount = queueCount
-  }
-
   deinit {
     // Stop the backend's rings before the memory they live in goes away.
     stopRings(reason: "close")
@@ -262,7 +247,7 @@ public struct VhostUserTransport: ~Copyable, Transport {
   public func doorbell(queue index: Int) -> Doorbell { notifiers.doorbell(index) }
 
   /// Waits for queue `index`'s call eventfd (the backend's interrupt).
-  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> CallWait {
+  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
     notifiers.wait(queue: index, timeoutMilliseconds: timeoutMilliseconds)
   }
 

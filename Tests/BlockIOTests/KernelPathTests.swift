@@ -141,7 +141,8 @@ final class KernelPathTests: XCTestCase {
     defer { out.deallocate() }
     let deadline = monotonicNanoseconds() + 10_000_000_000
     while seen.count < 16 && monotonicNanoseconds() < deadline {
-      let n = q.poll(into: out)
+      var span = out.mutableSpan
+      let n = q.poll(into: &span)
       for i in 0..<n {
         XCTAssertEqual(out[i].status, .ok)
         seen.insert(out[i].tag)
@@ -171,9 +172,9 @@ final class KernelPathTests: XCTestCase {
     XCTAssertEqual(missing?.code, .notFound)
     XCTAssertTrue(missing?.message.contains("/nonexistent/disk.img") ?? false)
     let bad = openError("pci:zz:00.0")
-    XCTAssertEqual(bad?.code, .invalidTarget)
+    XCTAssertEqual(bad?.code, .invalidArgument)
     XCTAssertTrue(bad?.message.contains("pci:0000:00:03.0") ?? false, "\(String(describing: bad))")
-    XCTAssertEqual(openError("/dev/null")?.code, .invalidTarget)
+    XCTAssertEqual(openError("/dev/null")?.code, .invalidArgument)
     if access("/dev/shm", W_OK) == 0 {
       let shm = "/dev/shm/blockio-test-\(getpid())"
       let fd = open(shm, O_CREAT | O_RDWR, 0o600)
@@ -206,8 +207,8 @@ final class KernelPathTests: XCTestCase {
     XCTAssertEqual(try BlockTarget(parsing: "vhost-user.img"), .path("vhost-user.img"))
     for text in ["vhost-user:", "vhost-user-server:"] {
       XCTAssertThrowsError(try BlockTarget(parsing: text), text) { e in
-        let err = e as! BlockIOError
-        XCTAssertEqual(err.code, .invalidTarget)
+        let err = e as! VirtioError
+        XCTAssertEqual(err.code, .invalidArgument)
         XCTAssertTrue(err.message.contains("write vhost-user:/path"), err.message)
       }
     }
@@ -291,7 +292,7 @@ func preadBytes(_ path: String, offset: Int, count: Int) -> [UInt8] {
 }
 
 /// The error opening `target` fails with, or nil when it opens.
-func openError(_ target: String, _ options: BlockOpenOptions = BlockOpenOptions()) -> BlockIOError? {
+func openError(_ target: String, _ options: BlockOpenOptions = BlockOpenOptions()) -> VirtioError? {
   do {
     _ = try BlockDevice.open(target, options: options)
     return nil

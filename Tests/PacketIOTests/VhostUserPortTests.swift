@@ -50,13 +50,13 @@ final class VhostUserPortTests: XCTestCase {
     o.rxDescriptors = 1024
     o.txDescriptors = 512
     let one: [PortAddress] = [.vhostUser(.client("/a"))]
-    let bytes = VhostNetOpen.memoryBytes(for: one, options: o)
+    let bytes = VirtioNetOpen.memoryBytes(for: one, options: o)
     let pool = 1 * (1024 + 512 + 4 * 512) + 256
     XCTAssertGreaterThanOrEqual(bytes, 2 * pool * 2048 + 2 * 2 * 1024 * 32)
     // A kernel port in the group may carry jumbo frames: larger buffers.
-    XCTAssertGreaterThan(VhostNetOpen.memoryBytes(for: one + [.interface("eth0")], options: o), 2 * bytes)
+    XCTAssertGreaterThan(VirtioNetOpen.memoryBytes(for: one + [.interface("eth0")], options: o), 2 * bytes)
     o.vhostMemoryBytes = 256 << 20
-    XCTAssertEqual(VhostNetOpen.memoryBytes(for: one, options: o), 256 << 20)
-    XCTAssertEqual(VhostNetOpen.ringSize(o), 1024)
+    XCTAssertEqual(VirtioNetOpen.memoryBytes(for: one, options: o), 256 << 20)
+    XCTAssertEqual(VirtioNetOpen.ringSize(o), 1024)
   }
 }

@@ -2,6 +2,7 @@ import CVhostSys
 import Foundation
 import Logging
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 import XCTest
 
@@ -36,13 +37,13 @@ final class FrontendTests: XCTestCase {
 
   func plan() -> VhostUserOpenPlan {
     var p = VhostUserOpenPlan(policy: FeaturePolicy(required: FeatureSet(bit: VirtioFeature.version1), wanted: FeatureSet(bit: VirtioFeature.eventIdx)))
-    p.options = options()
     p.maxQueueSize = 64
     return p
   }
 
   /// Runs `check` with the live session, generic over the layout.
-  struct Body: VhostUserSessionBody {
+  struct Body: VirtioSessionBody {
+    typealias Device = VhostUserTransport
     var check: (inout VhostUserSession<SplitVirtqueue>) -> Void
     mutating func run<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VhostUserSession<Q>) throws(VirtioError) {
       // The fake offers no RING_PACKED: the layout is split.
@@ -70,9 +71,9 @@ final class FrontendTests: XCTestCase {
       s.transport.doorbell(queue: 1).ring(1)
       s.transport.doorbell(queue: 1).ring(1)
       guard let k = backend.kickFD(1) else { return XCTFail("no kick fd for queue 1") }
-      XCTAssertEqual(vio_vhost_eventfd_drain(k), 2)
+      XCTAssertEqual(EventFD.drain(k), 2)
     }
-    try VhostUser.open(.client(backend.path), deviceType: .net, plan: plan(), &body)
+    try VhostUser.open(.client(backend.path), deviceType: .net, options: options(), plan: plan(), &body)
     XCTAssertEqual(backend.finished.wait(timeout: .now() + 5), .success, "the frontend closed the connection")
     let codes = backend.codes
     // GET_FEATURES, GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_OWNER, SET_FEATURES, SET_MEM_TABLE,
@@ -92,7 +93,7 @@ final class FrontendTests: XCTestCase {
     backend.start()
     var t = try VhostUserTransport.open(.client(backend.path), deviceType: .net, options: options())
     do {
-      _ = try VhostUser.negotiate(&t, plan: plan())
+      _ = try VirtioDevice.negotiate(&t, plan: plan())
       XCTFail("negotiation succeeded although the backend refused SET_FEATURES")
     } catch {
       XCTAssertEqual(error.code, .negotiationFailed)
@@ -120,8 +121,8 @@ final class FrontendTests: XCTestCase {
     var body = Body { s in
       first.hangUp()
       let deadline = Date().addingTimeInterval(5)
-      while !s.backendGone() && Date() < deadline {}
-      XCTAssertTrue(s.backendGone(), "a hang-up is seen by the connection check")
+      while !s.peerGone() && Date() < deadline {}
+      XCTAssertTrue(s.peerGone(), "a hang-up is seen by the connection check")
       XCTAssertTrue(s.transport.readStatus().contains(.deviceNeedsReset))
       // Buffers in flight on queue 0; the new backend must resume both rings where they are.
       _ = s.queues[0].add(.writable(s.queues[0].descAreaIOVA, 16), token: 1)
@@ -136,7 +137,7 @@ final class FrontendTests: XCTestCase {
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
       XCTAssertFalse(s.transport.readStatus().contains(.deviceNeedsReset))
     }
-    try VhostUser.open(.client(path), deviceType: .net, plan: plan(), &body)
+    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = second else { return XCTFail("no second backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     let bases = b.recorded.filter { $0.code == 10 }.map { $0.payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) } }
@@ -155,7 +156,7 @@ final class FrontendTests: XCTestCase {
     var body = Body { s in
       first.hangUp()
       let deadline = Date().addingTimeInterval(5)
-      while !s.backendGone() && Date() < deadline {}
+      while !s.peerGone() && Date() < deadline {}
       let refusing = FakeBackend(path: path, features: Self.version1 | Self.protocolBit, protocolFeatures: Self.replyAckMQ)
       refusing.refuse = 2  // SET_FEATURES
       refusing.start()
@@ -174,7 +175,7 @@ final class FrontendTests: XCTestCase {
       } catch { return XCTFail("second reconnect: \(error)") }
       XCTAssertTrue(s.transport.readStatus().contains(.driverOK))
     }
-    try VhostUser.open(.client(path), deviceType: .net, plan: plan(), &body)
+    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), &body)
     guard let b = third else { return XCTFail("no third backend") }
     XCTAssertEqual(b.finished.wait(timeout: .now() + 5), .success)
     XCTAssertEqual(b.codes.filter { $0 == 12 }.count, 2, "both rings restarted with their kick eventfds after the failed attempt")
@@ -192,7 +193,7 @@ final class FrontendTests: XCTestCase {
     var body = Body { s in
       first.hangUp()
       let deadline = Date().addingTimeInterval(5)
-      while !s.backendGone() && Date() < deadline {}
+      while !s.peerGone() && Date() < deadline {}
       unlink(path)  // nobody listens: each attempt fails at once
       for attempt in 1...9 {
         do throws(VirtioError) {
@@ -207,7 +208,7 @@ final class FrontendTests: XCTestCase {
         reconnected = true
       } catch { XCTFail("reconnect: \(error)") }
     }
-    try VhostUser.open(.client(path), deviceType: .net, plan: plan(), logger: Logger(label: "t") { _ in log }, &body)
+    try VhostUser.open(.client(path), deviceType: .net, options: options(), plan: plan(), logger: Logger(label: "t") { _ in log }, &body)
     XCTAssertTrue(reconnected)
     let failures = log.entries.filter { $0.message == "reconnect failed" }
     XCTAssertEqual(failures.count, 9, "every failure is logged, most at debug")
@@ -223,8 +224,8 @@ final class FrontendTests: XCTestCase {
     b.start()
     var ta = try VhostUserTransport.open(.client(a.path), deviceType: .net, options: options())
     var tb = try VhostUserTransport.open(.client(b.path), deviceType: .net, options: options(), sharing: ta.memorySpace)
-    _ = try VhostUser.negotiate(&ta, plan: plan())
-    _ = try VhostUser.negotiate(&tb, plan: plan())
+    _ = try VirtioDevice.negotiate(&ta, plan: plan())
+    _ = try VirtioDevice.negotiate(&tb, plan: plan())
     // A buffer from A's memory, written by the driver, is where backend B reads it.
     let r = try ta.dma.allocate(byteCount: 64, alignment: 64)
     r.pointer.storeBytes(of: 0x5EED_0000_0000_00B0, as: UInt64.self)

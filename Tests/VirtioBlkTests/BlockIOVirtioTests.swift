@@ -6,70 +6,29 @@ import VirtioSim
 import VirtioSpec
 import XCTest
 
-/// A `BlockHost` over the simulated device: BlockIO's virtio path (the same
-/// `BlockQueue` backends VFIO uses) without hardware.
-final class SimBlockHost<Q: BlkTestQueue & BlockIOLayout & ~Copyable>: BlockHost, @unchecked Sendable {
-  let t: SimTransport
-  var dma: SimDMA
-  let device: SimDevice
+/// BlockIO's virtio path over the simulated device: the same session, host
+/// and `BlockQueue` backends as VFIO and vhost-user, opened through the
+/// public injection point `BlockDevice.open(transport:)`.
+final class SimBlockDevice {
+  let device: BlockDevice
   let disk: SimBlockDisk
-  var config: BlockConfig
-  let features: FeatureSet
-  let geometry: SharedGeometry
-  var q0: BlockRequestQueue<Q>?
-  var q1: BlockRequestQueue<Q>?
-  var current: BlockDeviceInfo
+  /// The device's registers (config changes from the device side).
+  let registers: SimTransport
 
-  init(features extra: [Int], config c: SimBlockConfig, queueSize: Int = 32, queueCount: Int = 1) throws {
-    var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
+  init<Q: BlkTestQueue & ~Copyable>(
+    _: Q.Type, features extra: [Int], config c: SimBlockConfig, queueSize: Int = 32, queueCount: Int = 1
+  ) throws {
+    var offered = FeatureSet(bits: extra)
     if Q.isPacked { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
-    var t = SimTransport(deviceType: .block, deviceFeatures: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes)
-    let accepted = try DeviceInit.begin(&t, policy: BlockFeaturePolicy.policy)
-    let config = try BlockConfig(reading: t, features: accepted)
-    var dma = try SimDMA()
-    let ring = RingFeatures(negotiated: accepted)
-    q0 = try BlkRig<Q>.make(0, &t, &dma, queueSize, ring, config, 8, 1 << 20)
-    q1 = queueCount > 1 ? try BlkRig<Q>.make(1, &t, &dma, queueSize, ring, config, 8, 1 << 20) : nil
-    try DeviceInit.finish(&t)
     let disk = SimBlockDisk(sectors: Int(c.capacity))
+    let t = try SimSessionTransport(
+      deviceType: .block, features: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes,
+      behaviour: disk.behaviour)
+    registers = t.registers
+    var options = BlockOpenOptions()
+    options.queueDepth = queueSize
+    device = try BlockDevice.open(transport: t, options: options)
     self.disk = disk
-    self.device = SimDevice(transport: t, memory: dma.iommu, behaviour: disk.behaviour)
-    device.start()
-    self.t = t
-    self.dma = dma
-    self.config = config
-    self.features = accepted
-    self.geometry = SharedGeometry(capacitySectors: config.capacitySectors)
-    self.current = BlockDeviceInfo(
-      virtio: config, target: "sim", queueCount: queueCount, queueDepth: queueSize, maxTransferBytes: 1 << 20, serial: nil,
-      details: "simulated")
-  }
-
-  deinit { device.stop() }
-
-  var info: BlockDeviceInfo { current }
-
-  func makeQueue(_ index: Int) throws(BlockIOError) -> BlockQueue {
-    let r: BlockRequestQueue<Q>? = index == 0 ? q0.take() : q1.take()
-    guard let r else { throw BlockIOError(.busy, "queue \(index) taken") }
-    return BlockQueue(virtio: r, eventFD: -1, geometry: geometry, index: index, owner: self)
-  }
-
-  func makeBufferPool(count: Int, bufferSize: Int) throws(BlockIOError) -> BlockBufferPool {
-    do throws(VirtioError) {
-      let region = try dma.allocate(byteCount: count * bufferSize, alignment: 4096)
-      return BlockBufferPool(region: region, bufferSize: bufferSize, count: count, owner: self)
-    } catch {
-      throw BlockIOError(error)
-    }
-  }
-
-  func refreshGeometry() -> BlockDeviceInfo? {
-    guard let fresh = try? BlockConfig(reading: t, features: features), fresh.capacitySectors != config.capacitySectors else { return nil }
-    config = fresh
-    geometry.capacitySectors.store(fresh.capacitySectors, ordering: .relaxed)
-    current.capacityBytes = fresh.capacityBytes
-    return current
   }
 }
 
@@ -85,17 +44,16 @@ final class BlockIOVirtioTests: XCTestCase {
     c.sizeMax = 4096
     c.blkSize = 4096
     c.capacity = 2048
-    let host = try SimBlockHost<Q>(
-      features: [BlockFeature.segMax, BlockFeature.sizeMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.writeZeroes],
+    let host = try SimBlockDevice(
+      Q.self, features: [BlockFeature.segMax, BlockFeature.sizeMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.writeZeroes],
       config: c)
-    let dev = BlockDevice(host: host)
-    XCTAssertEqual(dev.info.logicalBlockSize, 4096)
-    XCTAssertEqual(dev.info.capacityBytes, 2048 * 512)
-    XCTAssertEqual(dev.info.maxTransferBytes, 16384)
-    XCTAssertTrue(dev.info.supportsWriteZeroes)
-    XCTAssertFalse(dev.info.supportsDiscard)
-    var q = try dev.makeQueue(0)
-    var pool = try dev.makeBufferPool(count: 4, bufferSize: 65536)
+    XCTAssertEqual(host.device.info.logicalBlockSize, 4096)
+    XCTAssertEqual(host.device.info.capacityBytes, 2048 * 512)
+    XCTAssertEqual(host.device.info.maxTransferBytes, 16384)
+    XCTAssertTrue(host.device.info.supportsWriteZeroes)
+    XCTAssertFalse(host.device.info.supportsDiscard)
+    var q = try host.device.makeQueue(0)
+    var pool = try host.device.makeBufferPool(count: 4, bufferSize: 65536)
     let w = pool.allocate()!
     for i in 0..<65536 { w.pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 5 &+ 3), toByteOffset: i, as: UInt8.self) }
     XCTAssertEqual(q.write(from: w, at: 8192, tag: 1), .queued)
@@ -125,7 +83,7 @@ final class BlockIOVirtioTests: XCTestCase {
     XCTAssertEqual(q.read(into: r, at: 1 << 20, length: 4096, tag: 5), .outOfRange)
     XCTAssertEqual(q.discard(at: 0, length: 4096, tag: 5), .unsupportedOperation)
     let s = q.stats
-    XCTAssertEqual(s.requests, 4)
+    XCTAssertEqual(s.requests, 5, "4 of the test's and the GET_ID the open sent on queue 0 (§5.2.6)")
     XCTAssertEqual(s.bytesWritten, 65536)
     XCTAssertEqual(s.bytesRead, 65536)
     XCTAssertEqual(s.splits, 2)
@@ -139,17 +97,16 @@ final class BlockIOVirtioTests: XCTestCase {
   func testCapacityChange() throws {
     var c = SimBlockConfig()
     c.capacity = 1024
-    let host = try SimBlockHost<SplitVirtqueue>(features: [], config: c)
-    let dev = BlockDevice(host: host)
-    var q = try dev.makeQueue(0)
-    var pool = try dev.makeBufferPool(count: 1, bufferSize: 4096)
+    let host = try SimBlockDevice(SplitVirtqueue.self, features: [], config: c)
+    var q = try host.device.makeQueue(0)
+    var pool = try host.device.makeBufferPool(count: 1, bufferSize: 4096)
     let b = pool.allocate()!
     XCTAssertEqual(q.read(into: b, at: 1024 * 512, length: 512, tag: 0), .outOfRange)
-    XCTAssertNil(dev.refreshGeometry(), "nothing changed yet")
+    XCTAssertNil(host.device.refreshGeometry(), "nothing changed yet")
     // Device side: shrink to 512 sectors (the simulated disk keeps its 1024).
     var cap = UInt64(512).littleEndian
-    host.t.setConfig(withUnsafeBytes(of: &cap) { Array($0) }, at: VirtioBlkConfig.Offset.capacity)
-    XCTAssertEqual(dev.refreshGeometry()?.capacityBytes, 512 * 512)
+    host.registers.setConfig(withUnsafeBytes(of: &cap) { Array($0) }, at: VirtioBlkConfig.Offset.capacity)
+    XCTAssertEqual(host.device.refreshGeometry()?.capacityBytes, 512 * 512)
     q.kick()
     XCTAssertEqual(q.read(into: b, at: 600 * 512, length: 512, tag: 0), .outOfRange)
     XCTAssertEqual(q.read(into: b, at: 511 * 512, length: 512, tag: 1), .queued)
@@ -158,12 +115,11 @@ final class BlockIOVirtioTests: XCTestCase {
   }
 
   func testErrorsSurfaceThroughBlockIO() throws {
-    let host = try SimBlockHost<PackedVirtqueue>(features: [BlockFeature.ro], config: SimBlockConfig())
+    let host = try SimBlockDevice(PackedVirtqueue.self, features: [BlockFeature.ro], config: SimBlockConfig())
     host.disk.with { $0.failing = 8..<16 }
-    let dev = BlockDevice(host: host)
-    XCTAssertTrue(dev.info.readOnly)
-    var q = try dev.makeQueue(0)
-    var pool = try dev.makeBufferPool(count: 4, bufferSize: 4096)
+    XCTAssertTrue(host.device.info.readOnly)
+    var q = try host.device.makeQueue(0)
+    var pool = try host.device.makeBufferPool(count: 4, bufferSize: 4096)
     XCTAssertEqual(q.write(from: pool.allocate()!, at: 0, tag: 0), .readOnlyDevice)
     XCTAssertEqual(q.read(into: pool.allocate()!, at: 0, tag: 1), .queued)
     XCTAssertEqual(q.read(into: pool.allocate()!, at: 4096, tag: 2), .queued)
@@ -174,7 +130,7 @@ final class BlockIOVirtioTests: XCTestCase {
     while got.count < 3 && monotonicNanoseconds() < deadline { if let c = q.poll() { got[c.tag] = c.status } }
     XCTAssertEqual(got, [1: .ok, 2: .ioError, 3: .ok])
     XCTAssertEqual(q.stats.errors, 1)
-    XCTAssertEqual(q.stats.requests, 3)
+    XCTAssertEqual(q.stats.requests, 4, "3 reads and the open's GET_ID")
     XCTAssertEqual(host.disk.requests.filter { $0.type == BlockRequestType.write }.count, 0)
   }
 

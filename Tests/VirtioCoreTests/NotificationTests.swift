@@ -8,134 +8,107 @@ import XCTest
 final class NotificationTests: XCTestCase {
   // MARK: driver → device (available-buffer notifications)
 
-  /// Split, EVENT_IDX: publish() asks to notify exactly when one of the entries
-  /// it published sits at the index the device put in avail_event (§2.7.10).
-  func testSplitEventIdxDriverNotifies() throws {
-    var r = try SplitRig(size: 8, features: RingFeatures(eventIdx: true))
-    var rng = SplitMix64(seed: 7)
-    var added = 0  // absolute avail count
-    var notifies = 0
+  /// EVENT_IDX, both layouts: publish() asks to notify exactly when one of the
+  /// positions it made available is the one the device named — split: an avail
+  /// entry in avail_event (§2.7.10); packed: a descriptor slot and wrap counter
+  /// in the device event area's off_wrap (§2.8.10). Split runs the avail index
+  /// past 2^16; packed goes round many times with multi-descriptor chains.
+  func testEventIdxDriverNotifies() throws {
+    try eventIdxDriverNotifies(SplitRig.self, size: 8, positions: 65536 + 5000)
+    try eventIdxDriverNotifies(PackedRig.self, size: 8, positions: 20_000)
+    try eventIdxDriverNotifies(PackedRig.self, size: 7, positions: 20_000)
+    try eventIdxDriverNotifies(PackedRig.self, size: 100, positions: 20_000)
+  }
+
+  func eventIdxDriverNotifies<Q: TestableQueue & ~Copyable, D: EventIdxDeviceRing & ~Copyable>(
+    _: Rig<Q, D>.Type, size: Int, positions: Int
+  ) throws {
+    var r = try Rig<Q, D>(size: size, features: RingFeatures(eventIdx: true))
+    var rng = SplitMix64(seed: UInt64(size))
+    var pos = 0  // absolute position (split: avail entry; packed: slot) of the next buffer
     var required = 0
-    while added < 65536 + 5000 {
-      let event = UInt16(truncatingIfNeeded: added + rng.inRange(-4...6))
-      r.d.setAvailEvent(event)
-      let k = rng.inRange(1...4)
-      for i in 0..<k { XCTAssertEqual(r.q.add(.writable(r.iova(i), 8), token: UInt64(added + i)), .added) }
-      // Model: the driver wrote entries at indices added ..< added + k.
-      let want = (0..<k).contains { UInt16(truncatingIfNeeded: added + $0) == event }
-      added += k
+    var step = 0
+    while pos < positions {
+      // Target: from half a ring behind to one ring ahead.
+      let target = max(0, pos + rng.inRange(-(size / 2)...(size + 2)))
+      r.d.notify(atPosition: target)
+      var descriptors = 0
+      var taken = 0
+      var buffers = 0
+      while true {
+        let n = rng.inRange(1...3)
+        if descriptors + n > size { break }
+        let segs = (0..<n).map { BufferSegment.writable(r.iova($0), 8) }
+        XCTAssertEqual(r.q.add(segs, token: UInt64(buffers)), .added)
+        descriptors += n
+        taken += D.positions(descriptors: n)
+        buffers += 1
+        if rng.below(3) == 0 { break }
+      }
+      // Model: the buffers took positions pos ..< pos + taken.
+      let want = (pos..<(pos + taken)).contains(target)
       let got = r.q.publish()
       guard got == want else {
-        return XCTFail("avail idx \(added - k)→\(added), avail_event \(event): publish() said \(got)")
+        return XCTFail("\(Q.self) size \(size) step \(step): positions \(pos)..<\(pos + taken), event at \(target): publish() said \(got)")
       }
-      if got { notifies += 1 }
       if want { required += 1 }
-      XCTAssertEqual(r.serve().count, k)
-      XCTAssertEqual(r.drain()?.count, k)
+      pos += taken
+      step += 1
+      XCTAssertEqual(r.serve().count, buffers)
+      XCTAssertEqual(r.drain()?.count, buffers)
     }
-    XCTAssertEqual(notifies, required)
-    XCTAssertGreaterThan(required, 1000, "the random events should hit often")
+    XCTAssertGreaterThan(required, step / 100, "\(Q.self) size \(size): the random events should hit often")
   }
 
-  /// Packed, EVENT_IDX: publish() asks to notify exactly when one of the slots
-  /// it made available is the (offset, wrap) in the device event area (§2.8.10).
-  func testPackedEventIdxDriverNotifies() throws {
-    for size in [8, 7, 100] {
-      var r = try PackedRig(size: size, features: RingFeatures(eventIdx: true))
-      var rng = SplitMix64(seed: UInt64(size))
-      var pos = 0  // absolute slot position of the next descriptor
-      var required = 0
-      for step in 0..<6000 {
-        // Target: an absolute slot from half a ring behind to one ring ahead.
-        let target = max(0, pos + rng.inRange(-(size / 2)...(size + 2)))
-        let offWrap = UInt16(target % size) | ((target / size) % 2 == 0 ? 0x8000 : 0)
-        r.d.setDeviceEvent(offWrap: offWrap, flags: PackedEventFlags.desc)
-        var slots = 0
-        var token = 0
-        while true {
-          let n = rng.inRange(1...3)
-          if slots + n > size { break }
-          let segs = (0..<n).map { BufferSegment.writable(r.iova($0), 8) }
-          XCTAssertEqual(r.q.add(segs, token: UInt64(token)), .added)
-          slots += n
-          token += 1
-          if rng.below(3) == 0 { break }
-        }
-        // Model: descriptors at absolute slots pos ..< pos + slots were made available.
-        let want = (pos..<(pos + slots)).contains(target)
-        let got = r.q.publish()
-        guard got == want else {
-          return XCTFail(
-            "size \(size) step \(step): slots \(pos)..<\(pos + slots), event slot \(target % size) wrap \(offWrap >> 15): publish() said \(got)"
-          )
-        }
-        if want { required += 1 }
-        pos += slots
-        XCTAssertEqual(r.serve().count, token)
-        XCTAssertEqual(r.drain()?.count, token)
-      }
-      XCTAssertGreaterThan(required, 150, "size \(size): the random events should hit often")
-    }
+  /// EVENT_IDX, both layouts, as a device uses it: enableNotifications() names
+  /// its next position, which asks for one notification; the driver stays quiet
+  /// until the device arms again; disableNotifications() parks the event where
+  /// the driver will not reach it (§2.7.10 avail_event behind, §2.8.10 DISABLE).
+  func testEventIdxDeviceArmsOneNotification() throws {
+    try eventIdxArming(SplitRig.self, size: 8)
+    try eventIdxArming(PackedRig.self, size: 7)
   }
 
-  /// Device-side control both ways, and the flag-based mechanism without EVENT_IDX.
-  func testDeviceSuppressionControlsPublish() throws {
-    // Split without EVENT_IDX: VRING_USED_F_NO_NOTIFY (§2.7.10).
-    var s = try SplitRig(size: 8)
-    s.d.setNoNotify(true)
-    _ = s.q.add(.writable(s.iova(0), 8), token: 0)
-    XCTAssertFalse(s.q.publish(), "split: NO_NOTIFY set, the driver must not notify")
-    s.d.setNoNotify(false)
-    _ = s.q.add(.writable(s.iova(0), 8), token: 1)
-    XCTAssertTrue(s.q.publish(), "split: NO_NOTIFY clear, the driver must notify")
-    s.d.disableNotifications()
-    _ = s.q.add(.writable(s.iova(0), 8), token: 2)
-    XCTAssertFalse(s.q.publish())
-    XCTAssertTrue(s.d.enableNotifications(), "split: chains pending: enable must say so")
-    _ = s.q.add(.writable(s.iova(0), 8), token: 3)
-    XCTAssertTrue(s.q.publish())
-
-    // Split with EVENT_IDX: the device arms avail_event at its next entry; one notification per arming.
-    var e = try SplitRig(size: 8, features: RingFeatures(eventIdx: true))
-    XCTAssertFalse(e.d.enableNotifications(), "nothing pending yet")
-    _ = e.q.add(.writable(e.iova(0), 8), token: 0)
-    XCTAssertTrue(e.q.publish(), "split EVENT_IDX: armed at entry 0: notify")
-    _ = e.q.add(.writable(e.iova(0), 8), token: 1)
-    XCTAssertFalse(e.q.publish(), "split EVENT_IDX: not re-armed: no second notification")
-    XCTAssertEqual(e.serve().count, 2)
-    XCTAssertFalse(e.d.enableNotifications())
-    _ = e.q.add(.writable(e.iova(0), 8), token: 2)
-    _ = e.q.add(.writable(e.iova(0), 8), token: 3)
-    XCTAssertTrue(e.q.publish(), "split EVENT_IDX: re-armed: notify once for the batch")
-    e.d.disableNotifications()
-    XCTAssertEqual(e.serve().count, 2)
-    _ = e.q.add(.writable(e.iova(0), 8), token: 4)
-    XCTAssertFalse(e.q.publish(), "split EVENT_IDX: avail_event parked behind: quiet")
-
-    // Packed without EVENT_IDX: device event flags ENABLE / DISABLE.
-    var p = try PackedRig(size: 8)
-    p.d.setDeviceEvent(offWrap: 0, flags: PackedEventFlags.disable)
-    _ = p.q.add(.writable(p.iova(0), 8), token: 0)
-    XCTAssertFalse(p.q.publish(), "packed: DISABLE: no notification")
-    p.d.setDeviceEvent(offWrap: 0, flags: PackedEventFlags.enable)
-    _ = p.q.add(.writable(p.iova(0), 8), token: 1)
-    XCTAssertTrue(p.q.publish(), "packed: ENABLE: notify")
-    p.d.disableNotifications()
-    _ = p.q.add(.writable(p.iova(0), 8), token: 2)
-    XCTAssertFalse(p.q.publish())
-    XCTAssertTrue(p.d.enableNotifications(), "packed: descriptors pending: enable must say so")
-
-    // Packed with EVENT_IDX: DESC at the device's next slot.
-    var pe = try PackedRig(size: 7, features: RingFeatures(eventIdx: true))
+  func eventIdxArming<Q: TestableQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Rig<Q, D>.Type, size: Int) throws {
+    var r = try Rig<Q, D>(size: size, features: RingFeatures(eventIdx: true))
     for round in 0..<20 {
-      XCTAssertFalse(pe.d.enableNotifications())
-      _ = pe.q.add([.writable(pe.iova(0), 8), .writable(pe.iova(1), 8)], token: 0)
-      XCTAssertTrue(pe.q.publish(), "packed EVENT_IDX round \(round): armed: notify")
-      _ = pe.q.add(.writable(pe.iova(0), 8), token: 1)
-      XCTAssertFalse(pe.q.publish(), "packed EVENT_IDX round \(round): not re-armed: quiet")
-      XCTAssertEqual(pe.serve().count, 2)
-      XCTAssertEqual(pe.drain()?.count, 2)
+      XCTAssertFalse(r.d.enableNotifications(), "\(Q.self) round \(round): nothing pending yet")
+      _ = r.q.add([.writable(r.iova(0), 8), .writable(r.iova(1), 8)], token: 0)
+      XCTAssertTrue(r.q.publish(), "\(Q.self) round \(round): armed at the next position: notify")
+      _ = r.q.add(.writable(r.iova(0), 8), token: 1)
+      XCTAssertFalse(r.q.publish(), "\(Q.self) round \(round): not re-armed: no second notification")
+      r.d.disableNotifications()
+      XCTAssertEqual(r.serve().count, 2)
+      XCTAssertEqual(r.drain()?.count, 2)
+      _ = r.q.add(.writable(r.iova(0), 8), token: 2)
+      XCTAssertFalse(r.q.publish(), "\(Q.self) round \(round): event parked: quiet")
+      XCTAssertEqual(r.serve().count, 1)
+      XCTAssertEqual(r.drain()?.count, 1)
     }
+  }
+
+  /// Without EVENT_IDX, both layouts: the device's flag (split
+  /// VRING_USED_F_NO_NOTIFY, §2.7.10; packed device event DISABLE / ENABLE,
+  /// §2.8.10) decides, whether set raw or by enable/disableNotifications().
+  func testFlagSuppressionOfNotifications() throws {
+    try flagNotifications(SplitRig.self)
+    try flagNotifications(PackedRig.self)
+  }
+
+  func flagNotifications<Q: TestableQueue & ~Copyable, D: EventIdxDeviceRing & ~Copyable>(_: Rig<Q, D>.Type) throws {
+    var r = try Rig<Q, D>(size: 8)
+    r.d.setQuiet(true)
+    _ = r.q.add(.writable(r.iova(0), 8), token: 0)
+    XCTAssertFalse(r.q.publish(), "\(Q.self): quiet flag set, the driver must not notify")
+    r.d.setQuiet(false)
+    _ = r.q.add(.writable(r.iova(0), 8), token: 1)
+    XCTAssertTrue(r.q.publish(), "\(Q.self): quiet flag clear, the driver must notify")
+    r.d.disableNotifications()
+    _ = r.q.add(.writable(r.iova(0), 8), token: 2)
+    XCTAssertFalse(r.q.publish())
+    XCTAssertTrue(r.d.enableNotifications(), "\(Q.self): chains pending: enable must say so")
+    _ = r.q.add(.writable(r.iova(0), 8), token: 3)
+    XCTAssertTrue(r.q.publish())
   }
 
   // MARK: device → driver (used-buffer notifications)
@@ -288,5 +261,36 @@ final class NotificationTests: XCTestCase {
     // Without the feature the value is the queue index.
     let plain = try SplitRig(size: 8, index: 2)
     XCTAssertEqual(plain.q.notificationValue, 2)
+  }
+}
+
+/// What the driver-notification tests set on the device side in each layout's
+/// own terms; the tests themselves are written once over it.
+protocol EventIdxDeviceRing: DeviceRing, ~Copyable {
+  /// Positions a buffer of `descriptors` descriptors takes: split, one avail
+  /// entry (§2.7.6); packed, one slot per descriptor (§2.8.6).
+  static func positions(descriptors: Int) -> Int
+  /// EVENT_IDX: asks the driver to notify when it makes absolute position `p` available.
+  func notify(atPosition p: Int)
+  /// Without EVENT_IDX: sets or clears the device's "do not notify" flag.
+  func setQuiet(_ on: Bool)
+}
+
+extension SplitDeviceRing: EventIdxDeviceRing {
+  static func positions(descriptors: Int) -> Int { 1 }
+  /// avail_event: the avail index, modulo 2^16 (§2.7.10).
+  func notify(atPosition p: Int) { setAvailEvent(UInt16(truncatingIfNeeded: p)) }
+  func setQuiet(_ on: Bool) { setNoNotify(on) }
+}
+
+extension PackedDeviceRing: EventIdxDeviceRing {
+  static func positions(descriptors: Int) -> Int { descriptors }
+  /// off_wrap: the slot, and the wrap counter the driver has in that lap (1 in the first, §2.8.10).
+  func notify(atPosition p: Int) {
+    let wrap: UInt16 = (p / size) % 2 == 0 ? 1 << PackedEventFlags.wrapCounterShift : 0
+    setDeviceEvent(offWrap: UInt16(p % size) | wrap, flags: PackedEventFlags.desc)
+  }
+  func setQuiet(_ on: Bool) {
+    setDeviceEvent(offWrap: 0, flags: on ? PackedEventFlags.disable : PackedEventFlags.enable)
   }
 }

@@ -19,6 +19,20 @@ final class RingLayoutTests: XCTestCase {
     assertUapi("offsetof(struct vring_used_elem, len)", offset(\VirtqUsedElem.len))
   }
 
+  /// The fixed heads of virtq_avail and virtq_used (§2.7.6, §2.7.8): the ring
+  /// code reads idx and flags through these structs.
+  func testVirtqAvailAndUsedHeads() {
+    assertUapi("sizeof(struct vring_avail)", MemoryLayout<VirtqAvail>.size)
+    assertUapi("offsetof(struct vring_avail, flags)", offset(\VirtqAvail.flags))
+    assertUapi("offsetof(struct vring_avail, idx)", offset(\VirtqAvail.idx))
+    assertUapi("sizeof(struct vring_used)", MemoryLayout<VirtqUsed>.size)
+    assertUapi("offsetof(struct vring_used, flags)", offset(\VirtqUsed.flags))
+    assertUapi("offsetof(struct vring_used, idx)", offset(\VirtqUsed.idx))
+    // The used ring's elements sit right after the head, aligned for them.
+    XCTAssertEqual(SplitRingLayout.usedRingOffset % MemoryLayout<VirtqUsedElem>.alignment, 0)
+    XCTAssertEqual(MemoryLayout<SplitRingLayout.AvailEntry>.size, 2, "avail ring entries are le16")
+  }
+
   func testAvailAndUsedRingOffsets() {
     assertUapi("offsetof(struct vring_avail, flags)", SplitRingLayout.availFlagsOffset)
     assertUapi("offsetof(struct vring_avail, idx)", SplitRingLayout.availIdxOffset)
@@ -76,6 +90,8 @@ final class RingLayoutTests: XCTestCase {
     assertUapi("VRING_PACKED_EVENT_FLAG_DISABLE", Int(PackedEventFlags.disable))
     assertUapi("VRING_PACKED_EVENT_FLAG_DESC", Int(PackedEventFlags.desc))
     assertUapi("VRING_PACKED_EVENT_F_WRAP_CTR", Int(PackedEventFlags.wrapCounterShift))
+    // desc_event_off is every bit of off_wrap below the wrap counter.
+    XCTAssertEqual(PackedDescEvent.offsetMask, (1 << PackedEventFlags.wrapCounterShift) - 1)
   }
 
   func testPackedRingLayout() {
@@ -88,6 +104,7 @@ final class RingLayoutTests: XCTestCase {
       XCTAssertEqual(l.driverEventOffset % PackedRingLayout.eventAlignment, 0)
       XCTAssertEqual(l.deviceEventOffset, l.driverEventOffset + 4)
       XCTAssertEqual(l.totalBytes, 16 * size + 8)
+      XCTAssertEqual(l.deviceEventOffset, 16 * size + 4)
     }
     XCTAssertEqual(PackedRingLayout.descAlignment, 16)
   }
@@ -127,6 +144,29 @@ final class RingLayoutTests: XCTestCase {
       if virtqNeedEvent(eventIdx: event, new: new, old: old) != (uapi_vring_need_event(event, new, old) != 0) {
         XCTFail("virtqNeedEvent(event \(event), new \(new), old \(old)) differs from Linux")
         return
+      }
+    }
+  }
+
+  /// The packed EVENT_IDX test (§2.8.10) against a model in absolute slot
+  /// positions: true iff the slot and wrap counter off_wrap names is one of
+  /// the `count` positions just before `new`. Targets lie within one ring
+  /// either side of `new`, where one wrap bit tells the laps apart.
+  func testPackedNeedEventMatchesModel() {
+    var rng = SplitMix64(seed: 0x9AC)
+    for size in [1, 2, 7, 8, 100, 256, 32767, 32768] {
+      func wrap(_ p: Int) -> Bool { (p / size) % 2 == 0 }  // §2.8.1: the counter starts at 1
+      for _ in 0..<20_000 {
+        let n = size + Int(rng.next() % UInt64(8 * size + 70_000))  // absolute position of `new`
+        let count = 1 + Int(rng.next() % UInt64(size))
+        let target = n - size + Int(rng.next() % UInt64(2 * size))
+        let offWrap = UInt16(target % size) | (wrap(target) ? 1 << PackedEventFlags.wrapCounterShift : 0)
+        let want = (n - count..<n).contains(target)
+        let got = PackedDescEvent.needEvent(
+          offWrap: offWrap, wrap: wrap(n), ringSize: size, new: UInt16(n % size), count: count)
+        if got != want {
+          return XCTFail("size \(size): slots \(n - count)..<\(n), event at \(target): needEvent said \(got)")
+        }
       }
     }
   }

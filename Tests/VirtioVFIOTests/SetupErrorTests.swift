@@ -1,5 +1,6 @@
 import Glibc
 import VirtioCore
+import VirtioOS
 import XCTest
 
 @testable import VirtioVFIO

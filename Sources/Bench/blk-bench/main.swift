@@ -26,57 +26,21 @@ let dir = option("--dir", "/tmp")
 /// Proves the counter: allocate once per request (the run must then fail).
 let allocateOnPurpose = args.contains("--self-test")
 
-/// A simulated virtio-blk device and its queue 0 as a `BlockQueue` (what VFIO
-/// gives an app, minus the PCI function).
-final class SimHost: @unchecked Sendable {
-  let t: SimTransport
-  var dma: SimDMA
-  let device: SimDevice
-  var requests: BlockRequestQueue<SplitVirtqueue>?
-  var packedRequests: BlockRequestQueue<PackedVirtqueue>?
-  let geometry: SharedGeometry
-
-  init(packed: Bool, size: Int) throws {
-    var features = FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.eventIdx, BlockFeature.segMax])
-    if packed { features.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
-    var config = [UInt8](repeating: 0, count: VirtioBlkConfig.sizeThroughSecureErase)
-    config[0] = 0x00; config[1] = 0x00; config[2] = 0x10  // capacity 1 Mi sectors (512 MiB)
-    config[VirtioBlkConfig.Offset.seg_max] = 32
-    var t = SimTransport(deviceType: .block, deviceFeatures: features, queueSizes: [size], config: config)
-    let accepted = try DeviceInit.begin(&t, policy: BlockFeaturePolicy.policy)
-    let cfg = try BlockConfig(reading: t, features: accepted)
-    var dma = try SimDMA(capacity: 256 << 20)
-    let ring = RingFeatures(negotiated: accepted)
-    if packed {
-      let q = try PackedVirtqueue(index: 0, size: size, features: ring, memory: &dma)
-      try t.configureQueue(0, QueueAddresses(size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-      try t.enableQueue(0)
-      packedRequests = try BlockRequestQueue(queue: q, config: cfg, doorbell: t.doorbell(queue: 0), memory: &dma)
-    } else {
-      let q = try SplitVirtqueue(index: 0, size: size, features: ring, memory: &dma)
-      try t.configureQueue(0, QueueAddresses(size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA))
-      try t.enableQueue(0)
-      requests = try BlockRequestQueue(queue: q, config: cfg, doorbell: t.doorbell(queue: 0), memory: &dma)
-    }
-    try DeviceInit.finish(&t)
-    geometry = SharedGeometry(capacitySectors: cfg.capacitySectors)
-    device = SimDevice(transport: t, memory: dma.iommu, behaviour: .fill(0))
-    device.notificationPolicy = .polling
-    device.start()
-    self.t = t
-    self.dma = dma
-  }
-
-  deinit { device.stop() }
-
-  func queue() -> BlockQueue {
-    if let r = requests.take() { return BlockQueue(virtio: r, eventFD: -1, geometry: geometry, index: 0, owner: self) }
-    return BlockQueue(virtio: packedRequests.take()!, eventFD: -1, geometry: geometry, index: 0, owner: self)
-  }
-
-  func pool(_ n: Int) throws -> BlockBufferPool {
-    BlockBufferPool(region: try dma.allocate(byteCount: n * 4096, alignment: 4096), bufferSize: 4096, count: n, owner: self)
-  }
+/// A simulated virtio-blk device opened through BlockIO's public injection
+/// point: the same session, host and `BlockQueue` as VFIO gives an app, minus
+/// the PCI function.
+func simulatedDevice(packed: Bool, size: Int) throws -> BlockDevice {
+  var features = FeatureSet(bits: [VirtioFeature.eventIdx, BlockFeature.segMax])
+  if packed { features.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+  var config = [UInt8](repeating: 0, count: VirtioBlkConfig.sizeThroughSecureErase)
+  config[0] = 0x00; config[1] = 0x00; config[2] = 0x10  // capacity 1 Mi sectors (512 MiB)
+  config[VirtioBlkConfig.Offset.seg_max] = 32
+  let t = try SimSessionTransport(deviceType: .block, features: features, queueSizes: [size], config: config, behaviour: .fill(0), dmaBytes: 256 << 20)
+  t.device.notificationPolicy = .polling
+  var options = BlockOpenOptions()
+  options.queueDepth = size
+  options.interrupts = false
+  return try BlockDevice.open(transport: t, options: options)
 }
 
 struct Result {
@@ -115,7 +79,8 @@ func loop(_ q: inout BlockQueue, _ pool: borrowing BlockBufferPool, batch: Int, 
       submitted += 1
     }
     if submitted > 0 { q.kick() }
-    let n = q.poll(into: out)
+    var span = out.mutableSpan
+    let n = q.poll(into: &span)
     for i in 0..<n {
       if allocateOnPurpose { withExtendedLifetime([Int](repeating: i, count: 4)) {} }
       if out[i].status != .ok { errors += 1 }
@@ -152,9 +117,9 @@ print("blk-bench: 4 KiB random reads through BlockQueue; allocations counted on 
 for packed in [false, true] {
   for batch in [1, 32] {
     do {
-      let host = try SimHost(packed: packed, size: 256)
-      var q = host.queue()
-      let pool = try host.pool(batch)
+      let device = try simulatedDevice(packed: packed, size: 256)
+      var q = try device.makeQueue(0)
+      let pool = try device.makeBufferPool(count: batch, bufferSize: 4096)
       report(packed ? "virtio packed (sim)" : "virtio split (sim)", batch, loop(&q, pool, batch: batch, ops: ops / 4, blocks: 1 << 16))
     } catch {
       print("blk-bench: simulated device: \(error)")

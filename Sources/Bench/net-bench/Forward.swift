@@ -3,6 +3,7 @@ import CNetDevice
 import Glibc
 import VirtioCore
 import VirtioNet
+import VirtioOS
 import VirtioSpec
 
 struct Result {
@@ -16,12 +17,6 @@ struct Result {
   var mpps: Double { Double(packets) * 1e3 / Double(max(nanoseconds, 1)) }
   var allocationsPerPacket: Double { Double(allocations) / Double(max(packets, 1)) }
   var notificationsPerPacket: Double { Double(notifications) / Double(max(packets, 1)) }
-}
-
-func now() -> UInt64 {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
 /// One measured run: a NetQueuePair forwarding everything it receives back out
@@ -60,7 +55,7 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
     handle = cnet_dev_start(device, 1)
   }
   let a0 = alloc_counter_total()
-  let t0 = now()
+  let t0 = monotonicNanoseconds()
   while r.packets < packets {
     if !threaded { _ = cnet_dev_process(device) }
     var span = slots.mutableSpan
@@ -81,7 +76,7 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
     }
     r.packets &+= UInt64(n)
   }
-  r.nanoseconds = now() &- t0
+  r.nanoseconds = monotonicNanoseconds() &- t0
   r.allocations = alloc_counter_total() &- a0
   if let handle { cnet_dev_stop(handle) }
   r.notifications = pair.stats.notifications

@@ -290,7 +290,8 @@ struct IOLoop {
       let inFlight = depth &- freeCount
       if exhausted && inFlight == 0 { break }
 
-      let n = q.poll(into: completions)
+      var batch = completions.mutableSpan
+      let n = q.poll(into: &batch)
       now = monotonicNanoseconds()
       if n > 0 {
         lastProgress = now

@@ -23,7 +23,7 @@ struct Run {
       }
       let pool: BufferPool
       do throws(VirtioError) {
-        pool = try group.makePool(buffers: group.poolSize(burst: s.burst))
+        pool = try group.makeBufferPool(count: group.poolSize(burst: s.burst))
       } catch {
         Console.error(error.message)
         return 1
@@ -31,12 +31,12 @@ struct Run {
       boxes.append(WorkerBox(queues: queues, pool: pool, plan: WorkerPlan(index: q, settings: s, peers: peers, templates: templates)))
     }
     var threads = OwnedArray<WorkerThread>(capacity: boxes.count)
-    let start = Clock.monotonicNanoseconds
+    let start = monotonicNanoseconds()
     for (i, box) in boxes.enumerated() {
-      do throws(VirtioError) {
+      do throws(SysError) {
         threads.append(try WorkerThread { box.run() })
       } catch {
-        Console.error("worker \(i): \(error.message)")
+        Console.error("worker \(i): cannot start its thread: \(error)")
         StopSignal.request()
         return 1
       }
@@ -65,7 +65,7 @@ struct Run {
     let end = Self.deadline(start, after: s.durationNanoseconds)
     var activity = Activity(start: start)
     while !StopSignal.requested {
-      let now = Clock.monotonicNanoseconds
+      let now = monotonicNanoseconds()
       if now >= end { break }
       let wake = min(nextStats, end, now &+ 100_000_000)
       let timeout = Int((wake &- min(wake, now)) / 1_000_000)
@@ -77,7 +77,7 @@ struct Run {
         if case .needsReset = e { exitCode = 1 }
       }
       if exitCode != 0 { break }
-      let t = Clock.monotonicNanoseconds
+      let t = monotonicNanoseconds()
       activity.sample(at: t, packets: (0..<portCount).reduce(UInt64(0)) { $0 &+ Report.moved(group.stats(port: $1), s.mode) })
       if t >= nextStats {
         let current = (0..<portCount).map { group.stats(port: $0) }
@@ -90,7 +90,7 @@ struct Run {
     }
     StopSignal.request()
     _ = consume threads  // joins every worker (WorkerThread's deinit); their queues and pools go with them
-    let elapsed = Double(Clock.monotonicNanoseconds &- start) / 1e9
+    let elapsed = Double(monotonicNanoseconds() &- start) / 1e9
     let results = boxes.map(\.result)
     for r in results { for b in r.broken { Console.error("queue broken: \(b)"); exitCode = 1 } }
     let totals = (0..<portCount).map { group.stats(port: $0) }

@@ -38,7 +38,7 @@ final class WorkerBox: @unchecked Sendable {
   func run() {
     var queues = self.queues.take()!
     var pool = self.pool.take()!
-    let cpu0 = Clock.threadCPUNanoseconds
+    let cpu0 = threadCPUNanoseconds()
     var r = WorkerResult()
     Forwarder.loop(&queues, &pool, plan, &r)
     for i in 0..<queues.count {
@@ -47,7 +47,7 @@ final class WorkerBox: @unchecked Sendable {
       queues[i].publishStats()
       if let why = queues[i].brokenReason { r.broken.append("port \(queues[i].port) queue \(queues[i].queue): \(why)") }
     }
-    r.cpuNanoseconds = Clock.threadCPUNanoseconds &- cpu0
+    r.cpuNanoseconds = threadCPUNanoseconds() &- cpu0
     r.sleeps = queues.sleeps
     result = r
     // Queues and pool go here, on their own thread, before the main thread closes the ports.

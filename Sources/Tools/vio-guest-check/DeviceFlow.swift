@@ -84,7 +84,7 @@ struct DeviceFlow<Profile: DeviceProfile> {
     let plan = profile.plan
     let accepted: FeatureSet
     do throws(VirtioError) {
-      accepted = try VirtioPCI.negotiate(&transport, plan: plan)
+      accepted = try VirtioDevice.negotiate(&transport, plan: plan)
     } catch {
       report.fail("\(k)-negotiate", error.message)
       return
@@ -102,7 +102,7 @@ struct DeviceFlow<Profile: DeviceProfile> {
     // 7. Queues, vectors, DRIVER_OK, then the request (the body); dropping the session resets and releases.
     var body = ExerciseBody(profile: profile, report: report, timeoutMilliseconds: arguments.timeoutMilliseconds, logger: logger)
     do throws(VirtioError) {
-      try VirtioPCI.run(transport, features: accepted, plan: plan, &body)
+      try VirtioDevice.run(transport, features: accepted, plan: plan, &body)
     } catch {
       report.fail("\(k)-queues", error.message)
     }
@@ -132,6 +132,7 @@ struct DeviceFlow<Profile: DeviceProfile> {
 
 /// Runs after DRIVER_OK with the live session, whatever its layout.
 struct ExerciseBody<Profile: DeviceProfile>: VirtioSessionBody {
+  typealias Device = VFIOPCITransport
   let profile: Profile
   let report: Report
   let timeoutMilliseconds: Int

@@ -1,5 +1,6 @@
 import Glibc
 import VirtioCore
+import VirtioOS
 import VirtioVFIO
 
 /// What happened to one request put through a queue.
@@ -64,12 +65,6 @@ func reportInterrupt(_ report: Report, _ name: String, _ rt: RoundTrip, taken: U
   case .timedOut:
     report.fail(name, "no interrupt on MSI-X vector \(v) within the timeout (used buffer \(rt.used == nil ? "not returned" : "returned"))")
   case .failed(let e):
-    report.fail(name, "epoll_wait failed: \(String(cString: strerror(e)))")
+    report.fail(name, "epoll_wait failed: \(Sys.errnoText(e))")
   }
-}
-
-func monotonicMilliseconds() -> Int {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }

@@ -7,6 +7,7 @@
 
 import Glibc
 import Logging
+import VirtioOS
 import VirtioVFIO
 
 let arguments: Arguments

@@ -3,6 +3,7 @@ import CVirtioAtomics
 import VirtioBlk
 import VirtioCore
 import VirtioNet
+import VirtioOS
 import VirtioVhostUser
 
 /// `bench-net`: one polling thread, --mode
@@ -11,11 +12,12 @@ import VirtioVhostUser
 ///   loopback  a first burst out, then every frame received goes back out as is
 ///             (testpmd io forwarding on the other side: the frames circulate)
 /// No allocation, ARC or throw inside the loop; the clock is read every 256 iterations.
-struct NetBenchBody: VhostUserSessionBody {
+struct NetBenchBody: VirtioSessionBody {
+  typealias Device = VhostUserTransport
   let args: Arguments
   let report: Report
 
-  // VhostUser.run reaches this through the session-body protocol with Q only
+  // VirtioDevice.run reaches this through the session-body protocol with Q only
   // known at run time, so without these the loop runs unspecialized: every
   // NetQueuePair and ring call goes through witness tables (issue #7: that was
   // most of the per-packet cost). The generic entry dispatches to these two.
@@ -145,7 +147,8 @@ struct NetBenchBody: VhostUserSessionBody {
 }
 
 /// `bench-blk`: random reads of --block-size at --qd for --seconds; IOPS.
-struct BlockBenchBody: VhostUserSessionBody {
+struct BlockBenchBody: VirtioSessionBody {
+  typealias Device = VhostUserTransport
   let args: Arguments
   let report: Report
 

@@ -1,5 +1,6 @@
 import VirtioBlk
 import VirtioCore
+import VirtioOS
 import VirtioSpec
 import VirtioVhostUser
 
@@ -43,7 +44,8 @@ func runRequests<Q: Virtqueue & ~Copyable>(
 }
 
 /// `blk`: pattern write + flush + read back + compare; the script checks the file.
-struct BlockCheckBody: VhostUserSessionBody {
+struct BlockCheckBody: VirtioSessionBody {
+  typealias Device = VhostUserTransport
   let args: Arguments
   let report: Report
 

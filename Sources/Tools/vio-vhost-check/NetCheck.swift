@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioNet
+import VirtioOS
 import VirtioSpec
 import VirtioVhostUser
 
@@ -104,7 +105,7 @@ struct NetTraffic: ~Copyable {
       }
       idle += 1
       if idle & 255 == 0 {
-        if session.backendGone() { return .backendGone }
+        if session.peerGone() { return .backendGone }
         if milliseconds(since: start) > timeoutMilliseconds { return .timedOut }
       }
     }
@@ -145,7 +146,8 @@ extension NetTraffic {
 
 /// `net` and `net-reconnect`: open, negotiate the asked layout, exchange
 /// frames with testpmd (io forwarding sends each back), report.
-struct NetCheckBody: VhostUserSessionBody {
+struct NetCheckBody: VirtioSessionBody {
+  typealias Device = VhostUserTransport
   let args: Arguments
   let report: Report
   let reconnect: Bool

@@ -1,4 +1,5 @@
 import Glibc
+import VirtioOS
 
 /// The output protocol Tests/host/vhost-user.sh reads:
 ///   CHECK PASS <name>[: <detail>]
@@ -35,12 +36,6 @@ final class Report {
   }
 
   private func oneLine(_ s: String) -> String { String(s.map { $0 == "\n" || $0 == "\r" ? " " : $0 }) }
-}
-
-func monotonicNanoseconds() -> UInt64 {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
 func milliseconds(since start: UInt64) -> Int { Int((monotonicNanoseconds() &- start) / 1_000_000) }

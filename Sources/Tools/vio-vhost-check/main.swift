@@ -44,7 +44,6 @@ func netPlan() -> VhostUserOpenPlan {
   var required = NetFeaturePolicy.required
   if args.layout == "packed" { required.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
   var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: required, wanted: wanted))
-  plan.options = options
   plan.maxQueueSize = args.queueSize
   plan.queueCount = { _, _ in 2 }
   return plan
@@ -55,7 +54,6 @@ func blockPlan() -> VhostUserOpenPlan {
   if args.layout == "split" { wanted.remove(FeatureSet(bit: VirtioFeature.ringPacked)) }
   wanted.remove(FeatureSet(bits: args.without))
   var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: BlockFeaturePolicy.required, wanted: wanted))
-  plan.options = options
   plan.maxQueueSize = args.queueSize
   plan.queueCount = { _, _ in 1 }
   return plan
@@ -66,19 +64,19 @@ do throws(VirtioError) {
   switch args.command {
   case "net":
     var body = NetCheckBody(args: args, report: report, reconnect: false)
-    try VhostUser.open(args.endpoint, deviceType: .net, plan: netPlan(), logger: logger, &body)
+    try VhostUser.open(args.endpoint, deviceType: .net, options: options, plan: netPlan(), logger: logger, &body)
   case "net-reconnect":
     var body = NetCheckBody(args: args, report: report, reconnect: true)
-    try VhostUser.open(args.endpoint, deviceType: .net, plan: netPlan(), logger: logger, &body)
+    try VhostUser.open(args.endpoint, deviceType: .net, options: options, plan: netPlan(), logger: logger, &body)
   case "blk":
     var body = BlockCheckBody(args: args, report: report)
-    try VhostUser.open(args.endpoint, deviceType: .block, plan: blockPlan(), logger: logger, &body)
+    try VhostUser.open(args.endpoint, deviceType: .block, options: options, plan: blockPlan(), logger: logger, &body)
   case "bench-net":
     var body = NetBenchBody(args: args, report: report)
-    try VhostUser.open(args.endpoint, deviceType: .net, plan: netPlan(), logger: logger, &body)
+    try VhostUser.open(args.endpoint, deviceType: .net, options: options, plan: netPlan(), logger: logger, &body)
   case "bench-blk":
     var body = BlockBenchBody(args: args, report: report)
-    try VhostUser.open(args.endpoint, deviceType: .block, plan: blockPlan(), logger: logger, &body)
+    try VhostUser.open(args.endpoint, deviceType: .block, options: options, plan: blockPlan(), logger: logger, &body)
   default:
     print("vio-vhost-check: unknown command \(args.command)\n\(Arguments.usage)")
     exit(2)

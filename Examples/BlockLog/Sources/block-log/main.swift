@@ -57,7 +57,7 @@ func run(_ args: [String], _ device: borrowing BlockDevice) throws {
 do {
   let device = try BlockDevice.open(args[1])
   try run(args, device)
-} catch let e as BlockIOError {
+} catch let e as VirtioError {
   die(e.message)
 } catch {
   die("\(error)")

@@ -1,8 +1,0 @@
-import Glibc
-
-/// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call, no allocation).
-@inlinable public func monotonicNanoseconds() -> UInt64 {
-  var ts = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &ts)
-  return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}

@@ -1,0 +1,56 @@
+internal import CVirtioOS
+
+/// The process-wide stop request: SIGINT / SIGTERM, or `request()` (e.g. when
+/// a run's duration is over). Workers test `requested` once per loop; sleeping
+/// workers also poll `fd`, which becomes readable at the same time.
+public enum StopSignal {
+  /// Installs the SIGINT / SIGTERM handlers (async-signal-safe: a flag and an eventfd write).
+  public static func install() { vio_os_install_stop_signals() }
+  public static var requested: Bool { vio_os_stop_requested() != 0 }
+  public static func request() { vio_os_request_stop() }
+  /// An eventfd, readable once a stop was requested (never drained).
+  package static var fd: Int32 { vio_os_stop_fd() }
+}
+
+/// A joinable worker thread. The body runs once, then the thread ends; `join`
+/// waits for it (a thread not joined is joined when the value goes away).
+public struct WorkerThread: ~Copyable {
+  let handle: UInt64
+
+  /// Starts `body` on a new thread, pinned to `cpu` when given (>= 0).
+  public init(cpu: Int = -1, _ body: @escaping @Sendable () -> Void) throws(SysError) {
+    let start = ThreadStart(cpu: cpu, body: body)
+    // SAFETY: the +1 reference travels to the thread, which releases it (takeRetainedValue).
+    let ctx = Unmanaged.passRetained(start).toOpaque()
+    var h: UInt64 = 0
+    let rc = vio_os_thread_start(
+      &h,
+      { raw in
+        let s = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
+        _ = vio_os_pin_self(Int32(s.cpu))
+        s.body()
+        return nil
+      }, ctx)
+    guard rc == 0 else {
+      Unmanaged<ThreadStart>.fromOpaque(ctx).release()
+      throw SysError("pthread_create", errno: -rc, advice: "use fewer queues or threads")
+    }
+    handle = h
+  }
+
+  public consuming func join() {
+    vio_os_thread_join(handle)
+    discard self
+  }
+
+  deinit { vio_os_thread_join(handle) }
+}
+
+final class ThreadStart: @unchecked Sendable {
+  let cpu: Int
+  let body: @Sendable () -> Void
+  init(cpu: Int, body: @escaping @Sendable () -> Void) {
+    self.cpu = cpu
+    self.body = body
+  }
+}
