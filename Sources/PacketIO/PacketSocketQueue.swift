@@ -173,9 +173,9 @@ struct PacketSocketQueue: ~Copyable {
   /// `txPackets`), and RX frames left in the ring as `rxDropped` (the kernel
   /// delivered them to this socket, nobody will forward them).
   mutating func finish(timeoutMilliseconds: Int = 1000) {
-    let deadline = vio_pkt_monotonic_ns() &+ UInt64(timeoutMilliseconds) &* 1_000_000
+    let deadline = monotonicNanoseconds() &+ UInt64(timeoutMilliseconds) &* 1_000_000
     var left = framesNotTaken()
-    while left > 0 && vio_pkt_monotonic_ns() < deadline {
+    while left > 0 && monotonicNanoseconds() < deadline {
       kick()
       left = framesNotTaken()
       if left > 0 { _ = vio_pkt_wait_writable(fd, 10) }

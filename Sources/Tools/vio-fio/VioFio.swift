@@ -59,7 +59,7 @@ struct VioFio: ParsableCommand {
     } catch {
       // A target that is not there or not what it must be (no such file, socket or
       // PCI function; a path that is not a socket) is a usage error, as in vio-fwd.
-      let usage = error.code == .invalidTarget || error.code == .notFound || error.code == .invalidArgument
+      let usage = error.code == .notFound || error.code == .invalidArgument
       fail("cannot open \(target): \(error.message)", status: usage ? .usage : .failure)
     }
     let info = device.info
