@@ -76,17 +76,22 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
+    // The tools' shared command-line checks: overflow-, NaN- and unit-checked numbers, exit statuses.
+    .target(
+      name: "ToolSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Sources/Tools/ToolSupport"),
+    .testTarget(name: "ToolSupportTests", dependencies: ["ToolSupport"]),
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),
     .executableTarget(
       name: "vio-fwd",
       dependencies: [
-        "PacketIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "PacketIO", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fwd"),
@@ -96,7 +101,7 @@ let package = Package(
     .executableTarget(
       name: "vio-bind",
       dependencies: [
-        "DeviceBinding", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "DeviceBinding", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-bind"),

@@ -97,6 +97,9 @@ public struct BlockQueueStats: Sendable, Equatable {
   public var queueFullNanoseconds: UInt64 = 0
   /// Requests split into several device requests (SEG_MAX / SIZE_MAX / transfer limit).
   public var splits: UInt64 = 0
+  /// Requests the device saw: virtio requests made available, each part of a
+  /// split request counted (the kernel path: as `requests`).
+  public var deviceRequests: UInt64 = 0
 
   public init() {}
 }

@@ -280,14 +280,17 @@ public struct BlockQueue: ~Copyable {
       s.notifications = p.pointee.requests.stats.notifications
       s.interrupts = p.pointee.interrupts
       s.splits = p.pointee.requests.stats.splits
+      s.deviceRequests = p.pointee.requests.stats.requests
     case .packed(let p):
       p.pointee.collectInterrupts()
       s.notifications = p.pointee.requests.stats.notifications
       s.interrupts = p.pointee.interrupts
       s.splits = p.pointee.requests.stats.splits
+      s.deviceRequests = p.pointee.requests.stats.requests
     case .kernel(let p):
       s.notifications = p.pointee.notifications
       s.interrupts = p.pointee.interrupts
+      s.deviceRequests = s.requests
     }
     if fullSince != 0 { s.queueFullNanoseconds &+= monotonicNanoseconds() &- fullSince }
     return s

@@ -9,6 +9,13 @@ public struct PreflightItem: Sendable, Codable, Equatable {
   public var detail: String
   /// What the user must do (empty when fine).
   public var advice: String
+
+  public init(name: String, level: Level, detail: String, advice: String) {
+    self.name = name
+    self.level = level
+    self.detail = detail
+    self.advice = advice
+  }
 }
 
 /// The machine-wide checks that decide whether VFIO can work here.

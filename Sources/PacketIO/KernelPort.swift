@@ -8,8 +8,12 @@ import VirtioNet
 /// descriptor and the mapping; closes them once.
 struct PacketSocket: ~Copyable {
   var ring: vio_pkt_ring
+  /// The interface's MTU at open: the kernel refuses (and, with PACKET_LOSS,
+  /// silently skips) a TX frame longer than MTU + 14 (+ 4 with a VLAN tag).
+  let mtu: Int
 
-  init(ifindex: Int32, frameSize: Int, rxFrames: Int, txFrames: Int, fanoutGroup: UInt16, name: String) throws(VirtioError) {
+  init(ifindex: Int32, frameSize: Int, rxFrames: Int, txFrames: Int, fanoutGroup: UInt16, name: String, mtu: Int) throws(VirtioError) {
+    self.mtu = mtu
     var r = vio_pkt_ring()
     let rc = vio_pkt_open(&r, ifindex, UInt32(frameSize), UInt32(rxFrames), UInt32(txFrames), fanoutGroup)
     guard rc == 0 else {
@@ -70,7 +74,7 @@ struct KernelPort: ~Copyable {
     for _ in 0..<options.queues {
       let s = try PacketSocket(
         ifindex: index, frameSize: frameSize, rxFrames: options.rxDescriptors, txFrames: options.txDescriptors,
-        fanoutGroup: options.queues > 1 ? group : 0, name: name)
+        fanoutGroup: options.queues > 1 ? group : 0, name: name, mtu: Int(mtu))
       sockets.append(s)
     }
     if options.promiscuous, let fd = sockets[0]?.ring.fd {

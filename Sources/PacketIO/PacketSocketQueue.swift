@@ -10,6 +10,15 @@ import VirtioNet
 /// The kernel owns a frame while its tp_status says so: tp_status is read with
 /// acquire before the frame, and written with release after it. Header fields
 /// are still checked before use (offset and length inside the frame).
+///
+/// Every frame is delivered or counted (issue 13): a TX frame longer than the
+/// interface's MTU allows is taken and dropped here (`txErrors` and
+/// `txDropped`) — with PACKET_LOSS the kernel would skip it silently; one
+/// shorter than an Ethernet header is refused (`txErrors`); frames a failed kick
+/// (ENOBUFS/EAGAIN) left in SEND_REQUEST are kicked again when idle and, at
+/// `finish`, taken back out of `txPackets` into `txDropped`; RX frames left in
+/// the ring at `finish`, and the ring's last overflows (PACKET_STATISTICS),
+/// count in `rxDropped`.
 struct PacketSocketQueue: ~Copyable {
   let socket: PacketSocket
   let fd: Int32
@@ -24,6 +33,8 @@ struct PacketSocketQueue: ~Copyable {
   var rxStarved = false
   /// The last kick could not send everything (ENOBUFS / EAGAIN): kick again when idle.
   var kickPending = false
+  /// Longest frame the interface takes (MTU + Ethernet header), and with a VLAN tag.
+  let maxFrame: Int
 
   init(_ socket: consuming PacketSocket) {
     fd = socket.ring.fd
@@ -32,6 +43,7 @@ struct PacketSocketQueue: ~Copyable {
     frameSize = Int(socket.ring.frame_size)
     rxFrames = Int(socket.ring.rx_frames)
     txFrames = Int(socket.ring.tx_frames)
+    maxFrame = socket.mtu &+ 14
     self.socket = socket
   }
 
@@ -89,12 +101,26 @@ struct PacketSocketQueue: ~Copyable {
     let count = burst.count
     let room = frameSize &- Int(VIO_TP2_TX_DATA)
     var n = 0
+    /// Taken but dropped (too long for the interface): in `n`, not in `txPackets`.
+    var refused = 0
     var bytes: UInt64 = 0
     while n < count {
       var b = burst[n]
-      guard Int(b.index) < pool.count, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize, Int(b.length) <= room else {
+      guard Int(b.index) < pool.count, b.length >= 14, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
         stats.txErrors &+= 1
         break
+      }
+      // Longer than a ring frame, or what the kernel would refuse (tpacket_snd: -EMSGSIZE) and with
+      // PACKET_LOSS skip uncounted: taken and dropped here, counted (a retry could never succeed).
+      if Int(b.length) > room
+        || (Int(b.length) > maxFrame && !(Int(b.length) <= maxFrame &+ 4 && Self.isVLAN(pool.pointer(b) + Int(b.offset))))
+      {
+        stats.txErrors &+= 1
+        stats.txDropped &+= 1
+        pool.release(b)
+        n &+= 1
+        refused &+= 1
+        continue
       }
       let frame = tx + txIndex &* frameSize
       // SAFETY: txIndex < txFrames: the frame lies inside the mapped TX ring.
@@ -118,10 +144,60 @@ struct PacketSocketQueue: ~Copyable {
       bytes &+= UInt64(b.length)
       n &+= 1
     }
-    stats.txPackets &+= UInt64(n)
+    stats.txPackets &+= UInt64(n &- refused)
     stats.txBytes &+= bytes
-    if n > 0 || kickPending { kick() }
+    if n > refused || kickPending { kick() }
     return n
+  }
+
+  /// An 802.1Q / 802.1ad tag after the MAC addresses (the kernel allows 4 more bytes then).
+  static func isVLAN(_ frame: UnsafeRawPointer) -> Bool {
+    let t = UInt16(frame.load(fromByteOffset: 12, as: UInt8.self)) << 8 | UInt16(frame.load(fromByteOffset: 13, as: UInt8.self))
+    return t == 0x8100 || t == 0x88A8
+  }
+
+  /// TX frames still waiting for the kernel to take them (SEND_REQUEST): a
+  /// kick that failed, or one not made yet. Scans the ring: control path only.
+  func framesNotTaken() -> Int {
+    var n = 0
+    for i in 0..<txFrames {
+      // SAFETY: i < txFrames: the frame lies inside the mapped TX ring.
+      if vio_pkt_load_acquire_u32(tx + i &* frameSize) & UInt32(VIO_TP_STATUS_SEND_REQUEST) != 0 { n &+= 1 }
+    }
+    return n
+  }
+
+  /// The worker stops: kick until the kernel took every TX frame handed to it
+  /// (at most `timeoutMilliseconds`, waiting for the socket to be writable
+  /// between kicks), then count what it never took as dropped (out of
+  /// `txPackets`), and RX frames left in the ring as `rxDropped` (the kernel
+  /// delivered them to this socket, nobody will forward them).
+  mutating func finish(timeoutMilliseconds: Int = 1000) {
+    let deadline = monotonicNanoseconds() &+ UInt64(timeoutMilliseconds) &* 1_000_000
+    var left = framesNotTaken()
+    while left > 0 && monotonicNanoseconds() < deadline {
+      kick()
+      left = framesNotTaken()
+      if left > 0 { _ = vio_pkt_wait_writable(fd, 10) }
+    }
+    if left > 0 {
+      stats.txPackets &-= UInt64(min(UInt64(left), stats.txPackets))
+      stats.txDropped &+= UInt64(left)
+    }
+    var unread: UInt64 = 0
+    var i = rxIndex
+    for _ in 0..<rxFrames {
+      // SAFETY: i < rxFrames: the frame lies inside the mapped RX ring.
+      let frame = rx + i &* frameSize
+      guard vio_pkt_load_acquire_u32(frame) & UInt32(VIO_TP_STATUS_USER) != 0 else { break }
+      unread &+= 1
+      vio_pkt_store_release_u32(frame, UInt32(VIO_TP_STATUS_KERNEL))
+      i = i &+ 1 == rxFrames ? 0 : i &+ 1
+    }
+    rxIndex = i
+    // The RX ring's overflows since PortGroup.pollEvents last read them (the
+    // read resets them; the socket closes with this queue, so read them now).
+    stats.rxDropped &+= unread &+ kernelDrops()
   }
 
   /// send(fd, NULL, 0): the kernel transmits every SEND_REQUEST frame (the doorbell).

@@ -89,6 +89,14 @@ public struct PortQueue: ~Copyable {
     }
   }
 
+  /// When the worker stops, before its last `publishStats`: the kernel path
+  /// kicks until the kernel took every TX frame handed to it (bounded) and
+  /// counts what it did not take, and RX frames left in its ring, as dropped
+  /// (issue 13: every frame delivered or counted). Nothing on the other paths.
+  public mutating func finish() {
+    if case .kernel(let p) = backend { p.pointee.finish() }
+  }
+
   public var stats: NetQueueStats {
     switch backend {
     case .split(let p): p.pointee.pair.stats

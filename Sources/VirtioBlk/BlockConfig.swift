@@ -23,9 +23,12 @@ public struct BlockConfig: Sendable, Equatable {
   public var capacitySectors: UInt64
   /// Logical block size (BLK_SIZE), else 512.
   public var blockSize: UInt32
-  /// Largest single segment in bytes (SIZE_MAX), nil when unlimited.
+  /// Largest single segment in bytes (SIZE_MAX), nil when unlimited: not
+  /// negotiated, or 0 (qemu-storage-daemon's vhost-user-blk export offers
+  /// SIZE_MAX with size_max 0; Linux and QEMU read that as no limit).
   public var segmentSizeMax: UInt32?
-  /// Most data segments per request (SEG_MAX), nil when unknown.
+  /// Most data segments per request (SEG_MAX), nil when unknown: not
+  /// negotiated, or 0 (then one segment per request, as Linux does).
   public var segmentsMax: UInt32?
   /// log2(physical blocks per logical block), min/optimal I/O sizes in blocks (TOPOLOGY).
   public var physicalBlockExponent: UInt8
@@ -48,6 +51,9 @@ public struct BlockConfig: Sendable, Equatable {
 
   public var capacityBytes: UInt64 { capacitySectors &* UInt64(VirtioBlkConfig.sectorSize) }
 
+  /// A limit field as read: 0 means none.
+  static func limit(_ v: UInt32) -> UInt32? { v == 0 ? nil : v }
+
   public init<T: Transport & ~Copyable>(reading transport: borrowing T, features f: FeatureSet) throws(VirtioError) {
     typealias O = VirtioBlkConfig.Offset
     self = try transport.readConsistentConfig { t in
@@ -55,8 +61,9 @@ public struct BlockConfig: Sendable, Equatable {
       return BlockConfig(
         capacitySectors: t.readConfig64(O.capacity),
         blockSize: has(BlockFeature.blkSize) ? max(t.readConfig32(O.blk_size), 512) : 512,
-        segmentSizeMax: has(BlockFeature.sizeMax) ? t.readConfig32(O.size_max) : nil,
-        segmentsMax: has(BlockFeature.segMax) ? t.readConfig32(O.seg_max) : nil,
+        // §5.2.4: size_max / seg_max; 0 is no limit / unknown, never a segment of 0 bytes.
+        segmentSizeMax: has(BlockFeature.sizeMax) ? Self.limit(t.readConfig32(O.size_max)) : nil,
+        segmentsMax: has(BlockFeature.segMax) ? Self.limit(t.readConfig32(O.seg_max)) : nil,
         physicalBlockExponent: has(BlockFeature.topology) ? t.readConfig8(O.physical_block_exp) : 0,
         minIOBlocks: has(BlockFeature.topology) ? t.readConfig16(O.min_io_size) : 1,
         optIOBlocks: has(BlockFeature.topology) ? t.readConfig32(O.opt_io_size) : 0,

@@ -115,6 +115,12 @@ final class VhostUserChannel {
           break
         }
         let e = errno
+        // Something that is not a socket (a regular file, a directory, /dev/null)
+        // refuses too, but never starts accepting: say what it is, at once.
+        if e == ECONNREFUSED || e == ENOTSOCK, let kind = Self.nonSocketKind(path) {
+          if logFailure { logger.error("connect failed", metadata: ["step": "connect", "socket": "\(path)", "errno": "\(e)", "kind": "\(kind)"]) }
+          throw Self.notASocketError(path: path, kind: kind)
+        }
         let retryable = e == ENOENT || e == ECONNREFUSED || e == EAGAIN
         if !retryable || monotonicMilliseconds() >= deadline {
           if logFailure { logger.error("connect failed", metadata: ["step": "connect", "socket": "\(path)", "errno": "\(e)", "attempts": "\(attempts)"]) }
@@ -158,11 +164,37 @@ final class VhostUserChannel {
     return "client"
   }
 
+  /// What `path` is when it exists and is not a unix socket ("a regular file",
+  /// "a directory", "a character device" …); nil for a socket or no file.
+  static func nonSocketKind(_ path: String) -> String? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    switch st.st_mode & S_IFMT {
+    case S_IFSOCK: return nil
+    case S_IFREG: return "a regular file"
+    case S_IFDIR: return "a directory"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFIFO: return "a named pipe (FIFO)"
+    default: return "not a socket"
+    }
+  }
+
+  /// The path the user gave names something that is not a unix socket: a
+  /// usage error (`.invalidArgument`), not a backend that went away.
+  static func notASocketError(path: String, kind: String) -> VirtioError {
+    VirtioError(
+      .invalidArgument,
+      "\(path) is \(kind), not a unix socket: give the socket path the vhost-user backend listens on (dpdk-testpmd --vdev 'net_vhost0,iface=/path.sock', qemu-storage-daemon --export type=vhost-user-blk,addr.type=unix,addr.path=/path.sock), or vhost-user-server:/new/path.sock to listen there",
+      errno: ENOTSOCK)
+  }
+
   static func connectError(path: String, errno e: Int32, waitedMilliseconds: Int) -> VirtioError {
     switch e {
-    case ENOENT:
+    case ENOENT, ENOTDIR:
+      // Nothing at the path the user gave, after waiting for a backend to create it: a usage error.
       return VirtioError(
-        .transport,
+        .invalidArgument,
         "no vhost-user socket at \(path) (waited \(waitedMilliseconds) ms); start the backend first (dpdk-testpmd --vdev 'net_vhost0,iface=\(path)', or qemu-storage-daemon --export type=vhost-user-blk,addr.type=unix,addr.path=\(path))",
         errno: e)
     case ECONNREFUSED:

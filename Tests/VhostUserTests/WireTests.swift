@@ -1,4 +1,5 @@
 import CVhostSys
+import Logging
 import VirtioCore
 import XCTest
 
@@ -74,6 +75,30 @@ final class WireTests: XCTestCase {
   func testConnectErrorsSayWhatToDo() {
     XCTAssertTrue(VhostUserChannel.connectError(path: "/x.sock", errno: ENOENT, waitedMilliseconds: 10).message.contains("start the backend"))
     XCTAssertTrue(VhostUserChannel.connectError(path: "/x.sock", errno: ECONNREFUSED, waitedMilliseconds: 10).message.contains("restart the backend"))
+    XCTAssertNil(VhostUserChannel.nonSocketKind("/nonexistent-\(getpid())"))
+    XCTAssertEqual(VhostUserChannel.nonSocketKind("/dev/null"), "a character device")
+    XCTAssertEqual(VhostUserChannel.nonSocketKind("/tmp"), "a directory")
+  }
+
+  /// Issue 13: a regular file, a directory or /dev/null given as the socket was
+  /// reported as "a stale socket file of a backend that exited".
+  func testConnectingToWhatIsNotASocketSaysWhatItIs() throws {
+    let file = "/tmp/vio-not-a-socket-\(getpid())"
+    let fd = open(file, O_CREAT | O_WRONLY, 0o600)
+    XCTAssertGreaterThanOrEqual(fd, 0)
+    close(fd)
+    defer { unlink(file) }
+    for (path, kind) in [(file, "a regular file"), ("/tmp", "a directory"), ("/dev/null", "a character device")] {
+      let channel = VhostUserChannel(endpoint: .client(path), logger: Logger(label: "test"), replyTimeoutMilliseconds: 100)
+      do {
+        try channel.connect(timeoutMilliseconds: 60_000, logFailure: false)
+        XCTFail("connected to \(path)")
+      } catch {
+        XCTAssertEqual(error.code, .invalidArgument, "\(path): \(error.message)")
+        XCTAssertTrue(error.message.contains("\(kind), not a unix socket"), error.message)
+        XCTAssertFalse(error.message.contains("stale"), error.message)
+      }
+    }
   }
 }
 

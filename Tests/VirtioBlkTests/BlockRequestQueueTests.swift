@@ -1,3 +1,4 @@
+import BlockIO
 import Glibc
 import VirtioBlk
 import VirtioCore
@@ -166,6 +167,57 @@ final class BlockRequestQueueTests: XCTestCase {
     XCTAssertEqual(rc?.bytes, 65536 + 1024)
     XCTAssertEqual(bytes(r.pointer(1 << 20), 65536 + 1024), bytes(r.pointer(0), 65536 + 1024))
     XCTAssertEqual(r.q0.inFlight, 0)
+  }
+
+  /// Issue 13: qemu-storage-daemon's vhost-user-blk export offers SIZE_MAX with
+  /// size_max 0 and SEG_MAX 126. 0 is no limit (Linux, QEMU): it was read as
+  /// 512-byte segments, so every request above 63 KiB was refused (SEG_MAX) and
+  /// maxTransferBytes read 0. Large I/O splits at maxTransferBytes instead.
+  func testSizeMaxZeroIsNoLimit() throws {
+    try sizeMaxZero(SplitVirtqueue.self, [])
+    try sizeMaxZero(PackedVirtqueue.self, [VirtioFeature.indirectDesc])
+  }
+
+  func sizeMaxZero<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type, _ f: [Int]) throws {
+    var c = SimBlockConfig()
+    c.capacity = 8192
+    c.segMax = 126
+    c.sizeMax = 0
+    var r = try BlkRig<Q>(
+      features: f + [BlockFeature.segMax, BlockFeature.sizeMax, BlockFeature.blkSize], config: c, queueSize: 64, maxIndirect: 8,
+      maxTransferBytes: 1 << 20)
+    XCTAssertNil(r.config.segmentSizeMax, "size_max 0 is no limit")
+    XCTAssertEqual(r.config.segmentsMax, 126)
+    XCTAssertEqual(r.q0.maxRequestBytes, 1 << 20)
+    let info = BlockDeviceInfo(
+      virtio: r.config, target: "sim", queueCount: 1, queueDepth: 64, maxTransferBytes: 1 << 20, serial: nil, details: "")
+    XCTAssertEqual(info.maxTransferBytes, 1 << 20)
+    // 128 KiB: one request, one segment.
+    fill(r.pointer(0), 128 << 10, seed: 3)
+    let (w, wc) = r.io(.write, sector: 0, offset: 0, length: 128 << 10, tag: 1)
+    XCTAssertEqual(w, .queued)
+    XCTAssertEqual(wc?.status, .ok)
+    XCTAssertEqual(r.disk.requests.map(\.dataSegments), [1])
+    // 2 MiB + 4 KiB: split at 1 MiB into three requests, data intact.
+    let big = (2 << 20) + 4096
+    fill(r.pointer(0), big, seed: 4)
+    let (w2, wc2) = r.io(.write, sector: 16, offset: 0, length: big, tag: 2)
+    XCTAssertEqual(w2, .queued)
+    XCTAssertEqual(wc2, BlockCompletion(tag: 2, op: .write, status: .ok, bytes: UInt32(big)))
+    XCTAssertEqual(r.disk.requests.dropFirst().map(\.dataBytes), [1 << 20, 1 << 20, 4096])
+    XCTAssertEqual(r.q0.stats.splits, 1)
+    XCTAssertEqual(r.disk.bytes(at: 16 * 512, count: big), bytes(r.pointer(0), big))
+  }
+
+  func testSegMaxZeroIsOneSegment() throws {
+    var c = SimBlockConfig()
+    c.segMax = 0
+    c.sizeMax = 0
+    let r = try BlkRig<SplitVirtqueue>(features: [BlockFeature.segMax, BlockFeature.sizeMax], config: c, queueSize: 16)
+    XCTAssertNil(r.config.segmentsMax)
+    XCTAssertNil(r.config.segmentSizeMax)
+    XCTAssertEqual(r.q0.maxDataSegments, 1)
+    XCTAssertEqual(r.q0.maxRequestBytes, 1 << 20)
   }
 
   /// A split request goes in whole or not at all.

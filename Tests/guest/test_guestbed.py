@@ -121,6 +121,28 @@ class HostCheckTests(unittest.TestCase):
             self.assertFalse(hostchecks.run_requested(self.ctx(), req)[1], req)
 
 
+class ForwardAccountingTests(unittest.TestCase):
+    """fwdtest's kernel-path accounting: every frame taken in is sent or counted dropped."""
+
+    def fwd(self, rx0, tx1, drop1, path="kernel"):
+        port = lambda rx, tx, drop: {"path": path, "rx_packets": rx, "tx_packets": tx, "tx_dropped": drop}
+        return {"mode": "io", "ports": [port(rx0, 0, 0), port(0, tx1, drop1)]}
+
+    def test_balanced(self):
+        from guestbed import fwdtest
+        self.assertEqual(fwdtest._accounting_problems(self.fwd(1500, 1469, 31)), [])
+
+    def test_vanished_frames_reported(self):
+        from guestbed import fwdtest
+        problems = fwdtest._accounting_problems(self.fwd(1539, 1469, 0))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("70 frame(s) neither delivered nor counted", problems[0])
+
+    def test_only_the_kernel_path(self):
+        from guestbed import fwdtest
+        self.assertEqual(fwdtest._accounting_problems(self.fwd(1539, 1469, 0, path="vfio")), [])
+
+
 class FrameServerTests(unittest.TestCase):
     def test_round_trip(self):
         srv = FrameServer().start()

@@ -369,5 +369,51 @@ check "fio-blk/host-file" $? "${line#fio-host-file: }"
 timeout 60 "$FIO" --filename="$img" --rw=read --bs=4k --offset=1m --size=8m --verify=crc32c --direct=0 >"$WORK/fio-reread.out" 2>&1
 check "fio-blk/reread-kernel-path" $? "the image re-verified through the kernel path: $(grep -io 'verif[^,]*' "$WORK/fio-reread.out" | head -1)"
 
+# ---- vio-fio: large I/O against qemu-storage-daemon (issue 13) ---------------
+# The export offers SIZE_MAX with size_max 0 and SEG_MAX 126: 0 is no limit.
+# It was read as 512-byte segments, so every request above 63 KiB was refused
+# and max_transfer_bytes read 0. --bs=1m must pass whole (one device request
+# per I/O at the 1 MiB transfer cap); --bs=4m must split, each I/O into 4
+# device requests, visible in splits and device_requests.
+TAG="fio-blk-large/"
+img="$WORK/fio-large.raw"
+sock="$WORK/fio-large.sock"
+truncate -s 64M "$img"
+qemu-storage-daemon \
+  --blockdev "driver=file,node-name=file2,filename=$img" \
+  --blockdev driver=raw,node-name=disk2,file=file2 \
+  --export "type=vhost-user-blk,id=exp2,node-name=disk2,addr.type=unix,addr.path=$sock,writable=on" \
+  >"$WORK/qsd-large.log" 2>&1 &
+QSD_PID=$!
+PIDS+=("$QSD_PID")
+wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
+# fio_vio <json> <key>: jobs[0].vio.<key>
+fio_vio() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["vio"][sys.argv[2]])' "$1" "$2" 2>/dev/null; }
+# fio_ios <json>: I/Os job 0 submitted — writes, reads, and the read-back pass's reads (one per verified block)
+fio_ios() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; v=j["vio"]["verify"]; print(j["write"]["total_ios"] + j["read"]["total_ios"] + v["blocks_ok"] + v["blocks_bad"])' "$1" 2>/dev/null; }
+for bs in 1m 4m; do
+  out="$WORK/fio-large-$bs.out"
+  timeout 120 "$FIO" --filename="vhost-user:$sock" --rw=write --bs=$bs --offset=4m --size=32m --iodepth=4 --verify=crc32c \
+    --randseed=13 --output-format=json >"$out" 2>"$out.err"
+  rc=$?
+  ok=$(fio_vio "$out" verify | python3 -c 'import ast,sys; v=ast.literal_eval(sys.stdin.read()); print(v["blocks_ok"], v["blocks_bad"], v["complete"])' 2>/dev/null)
+  ios=$(fio_ios "$out") splits=$(fio_vio "$out" splits) devreq=$(fio_vio "$out" device_requests) maxt=$(fio_vio "$out" max_transfer_bytes)
+  blocks=$(( (32 << 20) / (${bs%m} << 20) ))
+  [[ $rc == 0 && $ok == "$blocks 0 True" ]]
+  check "fio-blk-large/write-verify-$bs" $? "vio-fio --bs=$bs wrote and verified $blocks blocks (verify: ${ok:-?}; exit $rc$( [[ $rc != 0 ]] && echo ": $(tail -2 "$out.err" | tr '\n' ' ')"))"
+  if [[ $bs == 1m ]]; then
+    [[ ${maxt:-0} -ge $((1 << 20)) && ${splits:-x} == 0 && -n $ios && ${devreq:-0} -ge $ios ]]
+    check "fio-blk-large/no-split-1m" $? "max transfer ${maxt:-?} bytes (was 0); $ios I/Os, ${splits:-?} split, ${devreq:-?} device requests"
+  else
+    # Every 4 MiB I/O splits into 4 device requests (GET_ID may add one).
+    [[ -n $ios && ${splits:-0} == "$ios" && ${devreq:-0} -ge $((4 * ios)) && ${devreq:-0} -le $((4 * ios + 1)) ]]
+    check "fio-blk-large/split-4m" $? "$ios I/Os of 4 MiB, ${splits:-?} split, ${devreq:-?} device requests at a ${maxt:-?}-byte transfer cap"
+  fi
+done
+kill "$QSD_PID" 2>/dev/null
+wait_for "! kill -0 $QSD_PID 2>/dev/null" 30
+line=$(python3 "$ROOT/Tests/host/vio_fio_verify.py" "$img" $((4 << 20)) $((32 << 20)) $((4 << 20)))
+check "fio-blk-large/host-file" $? "${line#fio-host-file: }"
+
 echo "vhost: $PASSED passed, $FAILED failed"
 ((FAILED == 0))

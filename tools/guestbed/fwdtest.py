@@ -144,6 +144,25 @@ def _fwd_summary(console_lines, run):
     return None
 
 
+def _accounting_problems(fwd):
+    """Issue 13: on the kernel path (AF_PACKET, the fallback variants) every
+    frame vio-fwd took in on one port of an io pair was sent on the other or
+    counted dropped there: rx_packets(A) == tx_packets(B) + tx_dropped(B), both
+    directions. (The kernel path once counted 70 frames sent that never left.)"""
+    ports = fwd.get("ports") or []
+    if fwd.get("mode") not in ("io", "macswap") or len(ports) != 2:
+        return []
+    if not all(p.get("path") == "kernel" for p in ports):
+        return []
+    out = []
+    for a, b in ((0, 1), (1, 0)):
+        took, sent, dropped = ports[a].get("rx_packets", 0), ports[b].get("tx_packets", 0), ports[b].get("tx_dropped", 0)
+        if took != sent + dropped:
+            out.append(f"vio-fwd took in {took} frames on port {a} but sent {sent} and counted {dropped} dropped on port {b}: "
+                       f"{took - sent - dropped} frame(s) neither delivered nor counted")
+    return out
+
+
 @hostchecks.hostcheck("net-traffic", nargs=1)
 def _net_traffic(ctx, args):
     run = args[0]
@@ -179,6 +198,7 @@ def _net_traffic(ctx, args):
         tap = src.tx_dropped() if hasattr(src, "tx_dropped") else 0
         if tap:
             problems.append(f"the host's tap for {phases[0].src} dropped {tap} frame(s) before QEMU read them: a test bed loss, not vio-fwd's")
+    problems += _accounting_problems(fwd)
     # Multiqueue: every queue of the receiving port carried some of the flows.
     queues = (fwd.get("ports") or [{}])[0].get("queues") or []
     spread = ""

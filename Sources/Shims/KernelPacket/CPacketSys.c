@@ -7,6 +7,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -111,6 +112,13 @@ int vio_pkt_kick(int fd) {
     if (send(fd, NULL, 0, MSG_DONTWAIT) >= 0) return 0;
     if (errno != EINTR) return -errno;
   }
+}
+
+int vio_pkt_wait_writable(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+  int n;
+  do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
 }
 
 int vio_pkt_promisc(int fd, int ifindex, int on) {

@@ -3,6 +3,7 @@ import ArgumentParser
 import DeviceBinding
 import Foundation
 import Logging
+import ToolSupport
 
 /// Each driver move is logged by the library at info; the tool prints its own
 /// one-line results, so show the library's log only with --verbose (or on warnings).
@@ -50,11 +51,21 @@ struct Status: ParsableCommand {
 }
 
 struct Check: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Preflight: IOMMU, vfio modules, /dev/vfio permissions, memlock, hugepages.")
+  static let configuration = CommandConfiguration(
+    abstract: "Preflight: IOMMU, vfio modules, /dev/vfio permissions, memlock, hugepages; with BDFs, also whether each function can be bound.")
   @Flag(help: "Print JSON.") var json = false
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F) to check as well (read-only).") var addresses: [String] = []
+
+  func validate() throws {
+    try checkAddresses(addresses)
+  }
 
   func run() throws {
-    let items = Preflight.run()
+    var items = Preflight.run()
+    if !addresses.isEmpty {
+      let inventory = PCIInventory.scan()
+      for a in addresses { items += FunctionCheck.items(a.lowercased(), inventory: inventory) }
+    }
     if json {
       let enc = JSONEncoder()
       enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -76,7 +87,7 @@ struct Bind: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+    try checkAddresses(addresses)
   }
 
   func run() throws {
@@ -97,7 +108,7 @@ struct Restore: ParsableCommand {
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
   func validate() throws {
-    for a in addresses where !isPCIAddress(a) { throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F, e.g. 0000:00:03.0)") }
+    try checkAddresses(addresses)
   }
 
   func run() throws {
@@ -111,11 +122,77 @@ struct Restore: ParsableCommand {
   }
 }
 
+/// `vio-bind check BDF`: what `bind` would find about one function, read-only.
+enum FunctionCheck {
+  static func items(_ address: String, inventory: [PCIDeviceInfo]) -> [PreflightItem] {
+    let name = "function \(address)"
+    guard let d = inventory.first(where: { $0.address == address }) else {
+      return [
+        PreflightItem(
+          name: name, level: .failure, detail: "no PCI function \(address) on this machine",
+          advice: "list the virtio functions with `vio-bind status` (or `lspci -D`) and give one of their addresses")
+      ]
+    }
+    var items: [PreflightItem] = []
+    let what = "\(String(format: "%04x:%04x", d.vendorID, d.deviceID)) \(d.deviceName)"
+    if d.isVirtio {
+      items.append(PreflightItem(name: name, level: .ok, detail: "virtio function \(what), driver \(d.driver ?? "none")", advice: ""))
+    } else {
+      items.append(
+        PreflightItem(name: name, level: .failure, detail: "\(what) is not a virtio function", advice: "vio-bind binds virtio-net and virtio-blk functions only"))
+    }
+    if let g = d.iommuGroup {
+      let others = d.groupPeers.filter { $0.driver != nil && $0.driver != "vfio-pci" }
+      items.append(
+        others.isEmpty
+          ? PreflightItem(name: "\(name) group", level: .ok, detail: "IOMMU group \(g)\(d.groupPeers.isEmpty ? " (alone)" : "")", advice: "")
+          : PreflightItem(
+            name: "\(name) group", level: .warning,
+            detail: "IOMMU group \(g) also holds \(others.map { "\($0.address) (\($0.driver!))" }.joined(separator: ", "))",
+            advice: "bind them in the same command (`vio-bind bind \(([address] + others.map(\.address)).joined(separator: " "))`) or the group is not viable"))
+    } else {
+      items.append(
+        PreflightItem(
+          name: "\(name) group", level: .failure, detail: "no IOMMU group", advice: "this function cannot use VFIO without an IOMMU (see docs/INSTALL.md); the tools use its kernel driver"))
+    }
+    if d.usage.inUse {
+      items.append(
+        PreflightItem(
+          name: "\(name) use", level: .warning, detail: "in use: \(d.usage.reasons.joined(separator: "; "))",
+          advice: "`vio-bind bind` refuses it unless --force; binding takes it away from the kernel"))
+    } else {
+      items.append(PreflightItem(name: "\(name) use", level: .ok, detail: "not in use", advice: ""))
+    }
+    return items
+  }
+}
+
+/// Usage errors (exit 64): an argument that is not a PCI address, or one no
+/// function on this machine has (read-only: a look in /sys/bus/pci/devices).
+func checkAddresses(_ addresses: [String], sysfsRoot: String = "/sys") throws {
+  for a in addresses where !isPCIAddress(a) {
+    throw ValidationError("'\(a)' is not a PCI address (want DDDD:BB:DD.F: hex domain and bus, device 00-1f, function 0-7; e.g. 0000:00:03.0)")
+  }
+  for a in addresses where !FileManager.default.fileExists(atPath: "\(sysfsRoot)/bus/pci/devices/\(a.lowercased())") {
+    throw ValidationError("there is no PCI function \(a) on this machine; list them with `vio-bind status --all` (or `lspci -D`)")
+  }
+}
+
 func isPCIAddress(_ s: String) -> Bool {
   let parts = s.split(separator: ":")
   guard parts.count == 3, parts[0].count == 4, parts[1].count == 2 else { return false }
   let df = parts[2].split(separator: ".")
-  return df.count == 2 && df[0].count == 2 && df[1].count == 1 && (parts[0] + parts[1] + df[0] + df[1]).allSatisfy(\.isHexDigit)
+  // Domain, bus and device in hex; the function is 0-7 (a PCI function number has three bits).
+  return df.count == 2 && df[0].count == 2 && df[1].count == 1 && (parts[0] + parts[1] + df[0]).allSatisfy { $0.isASCII && $0.isHexDigit }
+    && ("0"..."7").contains(df[1].first!) && UInt8(df[0], radix: 16)! < 32
 }
 
+/// An unknown first word is an unknown subcommand, not an argument of the
+/// default one (which would print `status`'s usage): say so and list them.
+let subcommands = ["status", "check", "bind", "restore", "help"]
+if let first = CommandLine.arguments.dropFirst().first, !first.hasPrefix("-"), !subcommands.contains(first) {
+  FileHandle.standardError.write(
+    Data("vio-bind: unknown subcommand '\(first)'; use one of: status, check, bind, restore (vio-bind --help)\n".utf8))
+  exit(ExitStatus.usage.rawValue)
+}
 VioBind.main()

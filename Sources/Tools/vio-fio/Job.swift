@@ -54,17 +54,28 @@ final class JobResult: @unchecked Sendable {
   var notes: [String] = []
   /// Why the job stopped early (a broken or stalled queue).
   var fatal: String? = nil
+  /// SIGINT / SIGTERM stopped the job before its range (or its runtime) was done.
+  var interrupted = false
+  /// Blocks the job meant to verify (its range with --verify; 0 without), and whether every one was read and checked.
+  var verifyPlanned: UInt64 = 0
+  var verifyComplete: Bool { verifiedBlocks &+ badBlockCount >= verifyPlanned }
   let doneIOs = Atomic<UInt64>(0)
   let doneBytes = Atomic<UInt64>(0)
   let finished = Atomic<Bool>(false)
 
   static let listLimit = 32
 
-  var failed: Bool { fatal != nil || badBlockCount > 0 || read.errors + write.errors + trim.errors > 0 }
+  /// A failed job exits 1: errors, bad blocks, a broken queue, or a verify an interrupt cut short
+  /// (an interrupted run without verify is a normal end, as in fio).
+  var failed: Bool {
+    fatal != nil || badBlockCount > 0 || read.errors + write.errors + trim.errors > 0 || (interrupted && !verifyComplete)
+  }
 }
 
 /// Set by SIGINT / SIGTERM: every job stops issuing and drains.
 let stopRequested = Atomic<Bool>(false)
+/// The signal that asked for the stop (SIGINT or SIGTERM), for the report.
+let stopSignal = Atomic<Int32>(0)
 
 /// One job on its own thread with its own queue and buffers: keep `depth`
 /// requests in flight, record each completion's latency, verify what it reads.
@@ -111,12 +122,18 @@ final class JobRunner: @unchecked Sendable {
       }
     }
     var loop = IOLoop(spec: spec, depth: spec.depth)
+    let verifies = spec.verify != .none && (!spec.workload.writes || spec.readBack)
+    // A range is verified once (time_based reads may wrap: at least once).
+    result.verifyPlanned = verifies ? spec.blocks : 0
     let t0 = monotonicNanoseconds()
     loop.run(&q, pool, result, verifyPass: false)
     result.runtimeNanoseconds = monotonicNanoseconds() &- t0
-    if result.fatal == nil && spec.verify == .crc32c && spec.workload.writes && spec.readBack {
+    result.interrupted = loop.interrupted
+    if result.fatal == nil && !loop.interrupted && spec.verify == .crc32c && spec.workload.writes && spec.readBack {
       var check = IOLoop(spec: spec, depth: spec.depth)
       check.run(&q, pool, result, verifyPass: true)
+      result.interrupted = check.interrupted
+      check.free()
     }
     if result.fatal == nil && spec.endFsync { flush(&q) }
     q.collectInterrupts()
@@ -157,6 +174,8 @@ struct IOLoop {
   var issued: UInt64 = 0
   /// An I/O the queue refused as full, to submit first next time.
   var pending: (op: BlockOperation, offset: UInt64)? = nil
+  /// A stop request ended the pass before it was done.
+  var interrupted = false
   var rng: UInt64
   /// The multiplier of the block permutation (coprime with the block count).
   let step: UInt64
@@ -212,7 +231,10 @@ struct IOLoop {
     }
     if deadline != 0 && now >= deadline && !verifyPass { return nil }
     // Ctrl-C / SIGTERM: stop issuing, let what is in flight complete, report (as fio does).
-    if stopRequested.load(ordering: .relaxed) { return nil }
+    if stopRequested.load(ordering: .relaxed) {
+      interrupted = true
+      return nil
+    }
     let b = verifyPass ? issued : block(issued)
     issued &+= 1
     let offset = spec.start &+ b &* UInt64(spec.blockSize)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlockIO
+import ToolSupport
 
 /// fio's `--rw` values (plus `zero`, vio-fio's WRITE_ZEROES job).
 enum Workload: String, ExpressibleByArgument, CaseIterable {
@@ -114,18 +115,30 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("log-level"), help: "Driver log level (trace, debug, info, notice, warning, error).")
   var logLevel = "warning"
 
-  /// Checks that need no device.
+  /// Longest --runtime and --stall_timeout: a year.
+  static let maxSeconds = 365 * 86_400
+  static let maxNanoseconds = UInt64(maxSeconds) * 1_000_000_000
+
+  /// Checks that need no device. Every number is range-checked here, and every
+  /// sum and product the run computes from them is overflow-checked, so nothing
+  /// later can trap (a bad value exits 64 with the option named).
   mutating func validate() throws {
-    guard let b = Units.size(bs), b >= 512, b <= 64 << 20, b % 512 == 0 else {
-      throw ValidationError("--bs=\(bs): want a multiple of 512 bytes up to 64m (e.g. 4k)")
+    _ = try Numbers.size(bs, option: "--bs", in: 512...(64 << 20), multipleOf: 512)
+    try Numbers.check(iodepth, option: "--iodepth", in: 1...4096)
+    try Numbers.check(numjobs, option: "--numjobs", in: 1...64)
+    try Numbers.check(rwmixread, option: "--rwmixread", in: 0...100, what: "(percent reads)")
+    let start = try Numbers.size(offset, option: "--offset", in: 0...UInt64.max)
+    let inc = try Numbers.size(offsetIncrement, option: "--offset_increment", in: 0...UInt64.max)
+    var length: UInt64 = 0
+    if let s = size { length = try Numbers.size(s, option: "--size", in: 1...UInt64.max) }
+    // The last job's range must be addressable: offset + (numjobs - 1) × offset_increment + size.
+    guard let lastStart = Numbers.offset(start, plus: inc, times: UInt64(numjobs - 1)),
+      lastStart.addingReportingOverflow(length).overflow == false
+    else {
+      throw ValidationError(
+        "--offset=\(offset) + \(numjobs - 1) × --offset_increment=\(offsetIncrement)\(size.map { " + --size=\($0)" } ?? ""): the range runs past 2^64 bytes, beyond any device; use smaller values")
     }
-    guard iodepth >= 1, iodepth <= 4096 else { throw ValidationError("--iodepth=\(iodepth): want 1...4096") }
-    guard numjobs >= 1, numjobs <= 64 else { throw ValidationError("--numjobs=\(numjobs): want 1...64") }
-    guard rwmixread >= 0, rwmixread <= 100 else { throw ValidationError("--rwmixread=\(rwmixread): want 0...100") }
-    guard Units.size(offset) != nil else { throw ValidationError("--offset=\(offset): not a size") }
-    guard Units.size(offsetIncrement) != nil else { throw ValidationError("--offset_increment=\(offsetIncrement): not a size") }
-    if let s = size { guard let v = Units.size(s), v > 0 else { throw ValidationError("--size=\(s): not a positive size") } }
-    if let r = runtime { guard Units.duration(r) != nil else { throw ValidationError("--runtime=\(r): want seconds, or 500ms, 2m") } }
+    if let r = runtime { _ = try Numbers.duration(r, option: "--runtime", in: 1...Self.maxNanoseconds) }
     if timeBased && runtime == nil { throw ValidationError("--time_based needs --runtime") }
     if verify == .pattern {
       guard let p = verifyPattern, parsePattern(p) != nil else { throw ValidationError("--verify=pattern needs --verify_pattern=0xNN (one byte)") }
@@ -140,10 +153,10 @@ struct Options: ParsableArguments {
     guard [0, 1].contains(direct), [0, 1].contains(endFsync), [0, 1].contains(doVerify) else {
       throw ValidationError("--direct, --end_fsync and --do_verify take 0 or 1")
     }
-    if let h = hybrid { guard h >= 0, h <= 1_000_000 else { throw ValidationError("--hybrid=\(h): microseconds, 0...1000000") } }
+    if let h = hybrid { try Numbers.check(h, option: "--hybrid", in: 0...1_000_000, what: "microseconds") }
     if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
-    guard queueSize >= 4, queueSize <= 32768 else { throw ValidationError("--queue_size=\(queueSize): want 4...32768") }
-    guard stallTimeout >= 1 else { throw ValidationError("--stall_timeout must be at least 1 second") }
+    try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
+    try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
       throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }

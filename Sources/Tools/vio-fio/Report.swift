@@ -1,5 +1,15 @@
 import BlockIO
+import Glibc
 import Histogram
+
+/// SIGINT or SIGTERM, by name, for the reports.
+var stopSignalName: String {
+  switch stopSignal.load(ordering: .relaxed) {
+  case SIGINT: "SIGINT"
+  case SIGTERM: "SIGTERM"
+  case let s: "signal \(s)"
+  }
+}
 
 /// fio's percentile list (its default `percentile_list`).
 let percentileList: [Double] = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99]
@@ -21,9 +31,15 @@ enum NormalReport {
         + "reads=\(s.reads) writes=\(s.writes) "
         + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
         + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
-        + "splits=\(s.splits)\n"
+        + "splits=\(s.splits) device_requests=\(s.deviceRequests)\n"
+      if r.interrupted {
+        let done = r.read.ios + r.write.ios + r.trim.ios
+        out += "  interrupted: \(stopSignalName) stopped the job after \(done) of \(spec.blocks) blocks\(spec.timeBased ? " (time_based)" : "")"
+        out += r.verifyPlanned > 0 && !r.verifyComplete ? "; the verify is incomplete, the run fails\n" : "\n"
+      }
       if spec.verify != .none {
-        out += "  verify: \(r.verifiedBlocks) blocks ok, \(r.badBlockCount) bad\n"
+        let incomplete = r.verifyComplete ? "" : " (incomplete: \(r.verifyPlanned - min(r.verifyPlanned, r.verifiedBlocks + r.badBlockCount)) of \(r.verifyPlanned) blocks not checked)"
+        out += "  verify: \(r.verifiedBlocks) blocks ok, \(r.badBlockCount) bad\(incomplete)\n"
         for b in r.badBlocks { out += "  verify: bad block at offset \(b.offset) (\(Units.hex(b.offset))): \(b.why)\n" }
         if r.badBlockCount > UInt64(r.badBlocks.count) { out += "  verify: ... and \(r.badBlockCount - UInt64(r.badBlocks.count)) more\n" }
       }
@@ -43,6 +59,7 @@ enum NormalReport {
       let bw = Double(bytes) / (Double(max(run, 1)) / 1e9)
       out += "  \(label): bw=\(Units.bandwidth(bw)), io=\(Units.bytes(bytes)), run=\(run / 1_000_000)msec\n"
     }
+    if jobs.contains(where: { $0.1.interrupted }) { out += "\nInterrupted by \(stopSignalName): the run was cut short.\n" }
     out += "\nDisk: \(info.target) (\(info.details))\n"
     if let f = info.fallback { out += "Fallback: kernel path (\(f.kernelName)) because \(f.summary): \(f.message)\n" }
     return out
@@ -87,6 +104,8 @@ enum JSONReport {
     j.open("{")
     j.key("fio version"); j.string("vio-fio-0.1")
     j.key("timestamp"); j.int(timestamp)
+    j.key("interrupted"); j.bool(jobs.contains { $0.1.interrupted })
+    if jobs.contains(where: { $0.1.interrupted }) { j.key("stop_signal"); j.string(stopSignalName) }
     j.key("global options"); j.open("{")
     j.key("filename"); j.string(info.target)
     j.close("}")
@@ -97,6 +116,7 @@ enum JSONReport {
       j.key("groupid"); j.int(0)
       j.key("error"); j.int(r.failed ? 5 : 0)
       j.key("job_runtime"); j.int(Int(r.runtimeNanoseconds / 1_000_000))
+      j.key("interrupted"); j.bool(r.interrupted)
       j.key("job options"); j.open("{")
       j.key("rw"); j.string(spec.workload.rawValue)
       j.key("bs"); j.string(String(spec.blockSize))
@@ -125,10 +145,14 @@ enum JSONReport {
       j.key("queue_full_events"); j.uint(s.queueFullEvents)
       j.key("queue_full_ns"); j.uint(s.queueFullNanoseconds)
       j.key("splits"); j.uint(s.splits)
+      j.key("device_requests"); j.uint(s.deviceRequests)
+      j.key("max_transfer_bytes"); j.int(info.maxTransferBytes)
       j.key("errors"); j.uint(s.errors)
       j.key("verify"); j.open("{")
       j.key("blocks_ok"); j.uint(r.verifiedBlocks)
       j.key("blocks_bad"); j.uint(r.badBlockCount)
+      j.key("blocks_planned"); j.uint(r.verifyPlanned)
+      j.key("complete"); j.bool(r.verifyComplete)
       j.key("bad_offsets"); j.open("[")
       for b in r.badBlocks { j.uint(b.offset) }
       j.close("]")
@@ -160,8 +184,8 @@ enum JSONReport {
     j.key(label); j.open("{")
     j.key("io_bytes"); j.uint(d.bytes)
     j.key("io_kbytes"); j.uint(d.bytes / 1024)
-    j.key("bw_bytes"); j.uint(UInt64(bw))
-    j.key("bw"); j.uint(UInt64(bw / 1024))
+    j.key("bw_bytes"); j.uint(Units.clamped(bw))
+    j.key("bw"); j.uint(Units.clamped(bw / 1024))
     j.key("iops"); j.double(Double(d.ios) / secs)
     j.key("runtime"); j.uint(d.ios > 0 ? runtime / 1_000_000 : 0)
     j.key("total_ios"); j.uint(d.ios)
@@ -228,6 +252,11 @@ struct JSON {
   mutating func int(_ v: Int) {
     separator()
     text += String(v)
+  }
+
+  mutating func bool(_ v: Bool) {
+    separator()
+    text += v ? "true" : "false"
   }
 
   mutating func uint(_ v: UInt64) {

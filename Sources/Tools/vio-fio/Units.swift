@@ -1,36 +1,13 @@
+import ToolSupport
+
 /// fio's number syntax: sizes with k/m/g/t suffixes in base 1024 (fio's default
 /// kb_base), times in seconds with optional s/ms/us/m/h.
 enum Units {
-  /// `4096`, `4k`, `4K`, `4KiB`, `1m`, `2g` → bytes; nil when malformed.
-  static func size(_ text: String) -> UInt64? {
-    var s = Substring(text)
-    if s.hasSuffix("B") || s.hasSuffix("b") { s = s.dropLast() }
-    if s.hasSuffix("i") { s = s.dropLast() }
-    var shift: UInt64 = 0
-    if let last = s.last, !last.isNumber {
-      switch last.lowercased() {
-      case "k": shift = 10
-      case "m": shift = 20
-      case "g": shift = 30
-      case "t": shift = 40
-      default: return nil
-      }
-      s = s.dropLast()
-    }
-    guard !s.isEmpty, s.allSatisfy(\.isNumber), let n = UInt64(s) else { return nil }
-    let (v, overflow) = n.multipliedReportingOverflow(by: 1 << shift)
-    return overflow ? nil : v
-  }
+  /// `4096`, `4k`, `4KiB`, `1m`, `2g` → bytes; nil when malformed or too large (ToolSupport's checked syntax).
+  static func size(_ text: String) -> UInt64? { Numbers.size(text) }
 
-  /// `10`, `10s`, `500ms`, `2m`, `1h` → nanoseconds; plain numbers are seconds (fio's --runtime).
-  static func duration(_ text: String) -> UInt64? {
-    let units: [(String, UInt64)] = [("ms", 1_000_000), ("us", 1000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-      guard let n = UInt64(text.dropLast(suffix.count)) else { return nil }
-      return n * scale
-    }
-    return UInt64(text).map { $0 * 1_000_000_000 }
-  }
+  /// `10`, `0.5`, `10s`, `500ms`, `2m`, `1h` → nanoseconds; plain numbers are seconds (fio's --runtime).
+  static func duration(_ text: String) -> UInt64? { Numbers.duration(text) }
 
   /// 4096 → "4096B"? No: fio style, `4KiB`, `1MiB`, `1.5GiB`.
   static func bytes(_ v: UInt64) -> String {
@@ -82,6 +59,8 @@ enum Units {
   /// `x` with `digits` decimals (no Foundation).
   static func fixed(_ x: Double, _ digits: Int) -> String {
     guard x.isFinite else { return "0" }
+    // Beyond what an Int holds after scaling: Swift's own form, never a trap.
+    guard abs(x) < 1e15 else { return "\(x)" }
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }
     let n = (abs(x) * scale).rounded()
@@ -92,4 +71,10 @@ enum Units {
   }
 
   static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+  /// `x` as a UInt64, clamped (NaN and negatives: 0), never a trap.
+  static func clamped(_ x: Double) -> UInt64 {
+    guard x.isFinite, x > 0 else { return x == .infinity ? UInt64.max : 0 }
+    return x >= 18_446_744_073_709_549_568 ? UInt64.max : UInt64(x)
+  }
 }

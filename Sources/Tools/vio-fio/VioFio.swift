@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockIO
 import Glibc
 import Logging
+import ToolSupport
 
 /// vio-fio: fio's job options over BlockIO — a virtio-blk function driven
 /// from this process over VFIO (`--filename=pci:…`), a vhost-user-blk backend
@@ -28,7 +29,7 @@ struct VioFio: ParsableCommand {
         vio-fio --filename=/dev/vdb --rw=randread --iodepth=32 --output-format=json
       The PCI function must be bound to vfio-pci (vio-bind). When the userspace path cannot take it (no IOMMU, VFIO unusable, a legacy-only device, a feature missing), its kernel block device is used instead and the reason printed; --no-fallback makes that an error.
       vhost-user:/path.sock connects to a vhost-user-blk backend listening there (qemu-storage-daemon --export type=vhost-user-blk,addr.type=unix,addr.path=/path.sock,...); vhost-user-server:/path.sock listens instead.
-      Exit status: 0 ok, 1 I/O errors, verify failures or a device that broke, 64 bad options.
+      Exit status: 0 ok; 1 I/O errors, verify failures (or a verify SIGINT/SIGTERM cut short) or a device that broke; 64 bad options or a target that is not there (docs/USAGE.md).
       """)
 
   @OptionGroup var o: Options
@@ -56,7 +57,10 @@ struct VioFio: ParsableCommand {
     do {
       device = try BlockDevice.open(target, options: open, logger: Logger(label: "vio-fio"))
     } catch {
-      fail("cannot open \(target): \(error.message)")
+      // A target that is not there or not what it must be (no such file, socket or
+      // PCI function; a path that is not a socket) is a usage error, as in vio-fwd.
+      let usage = error.code == .notFound || error.code == .invalidArgument
+      fail("cannot open \(target): \(error.message)", status: usage ? .usage : .failure)
     }
     let info = device.info
     if let f = info.fallback {
@@ -76,7 +80,13 @@ struct VioFio: ParsableCommand {
       }
     }
     // SIGINT / SIGTERM end the run early with a report, like fio's.
-    for sig in [SIGINT, SIGTERM] { signal(sig) { _ in stopRequested.store(true, ordering: .relaxed) } }
+    // An interrupted run says so (summary, JSON) and a verify it cut short exits 1.
+    for sig in [SIGINT, SIGTERM] {
+      signal(sig) { s in
+        stopSignal.store(s, ordering: .relaxed)
+        stopRequested.store(true, ordering: .relaxed)
+      }
+    }
     for r in runners { r.start() }
     watch(runners, device: device)
     for r in runners { r.join() }
@@ -105,15 +115,17 @@ struct VioFio: ParsableCommand {
     guard offset < cap else {
       throw ValidationError("--offset=\(o.offset) lies past the end of \(info.target) (\(cap) bytes)")
     }
-    let lastStart = offset + UInt64(o.numjobs - 1) * inc
-    guard lastStart < cap else {
-      throw ValidationError("job \(o.numjobs - 1) would start at \(lastStart), past the end of \(info.target) (\(cap) bytes)")
+    // validate() checked that offset + (numjobs - 1) × inc + size fits 64 bits.
+    guard let lastStart = Numbers.offset(offset, plus: inc, times: UInt64(o.numjobs - 1)), lastStart < cap else {
+      throw ValidationError(
+        "job \(o.numjobs - 1) would start at --offset=\(o.offset) + \(o.numjobs - 1) × --offset_increment=\(o.offsetIncrement), past the end of \(info.target) (\(cap) bytes)")
     }
     let size: UInt64
     if let s = o.size {
       size = Units.size(s)!
       guard size % UInt64(bs) == 0 else { throw ValidationError("--size=\(s) is not a multiple of --bs=\(o.bs)") }
-      guard lastStart + size <= cap else {
+      let (end, overflow) = lastStart.addingReportingOverflow(size)
+      guard !overflow, end <= cap else {
         throw ValidationError(
           "--offset=\(o.offset) + --size=\(s)\(o.numjobs > 1 ? " (job \(o.numjobs - 1))" : "") runs past the end of \(info.target) (\(cap) bytes)")
       }
@@ -194,8 +206,8 @@ func eprint(_ s: String, newline: Bool = true) {
   _ = t.withCString { write(2, $0, strlen($0)) }
 }
 
-/// A refusal or failure that is not a usage error: say so, exit 1.
-func fail(_ message: String) -> Never {
+/// A refusal or failure that is not a usage error: say so, exit 1 (or `status`).
+func fail(_ message: String, status: ExitStatus = .failure) -> Never {
   eprint("vio-fio: \(message)")
-  exit(1)
+  exit(status.rawValue)
 }

@@ -86,12 +86,15 @@ enum Report {
     /// Seconds during which packets moved, and the best rate over one sample.
     var activeSeconds: Double
     var peakPPS: Double
+    /// Kernel-path ports: the interface's tx_dropped during the run (frames the
+    /// kernel took and then dropped: counted sent by the socket, never delivered).
+    var kernelTxDropped: [UInt64]
 
     /// Packets that left: TX of every port (rxonly: what was received).
     var forwarded: UInt64 {
       settings.mode == .rxonly ? stats.reduce(0) { $0 &+ $1.rxPackets } : stats.reduce(0) { $0 &+ $1.txPackets }
     }
-    var dropped: UInt64 { stats.reduce(0) { $0 &+ Report.drops($1) } }
+    var dropped: UInt64 { stats.reduce(0) { $0 &+ Report.drops($1) } &+ kernelTxDropped.reduce(0, &+) }
     var cpuPerPacket: Double { forwarded == 0 ? 0 : Double(cpuNanoseconds) / Double(forwarded) }
     /// Packets out per second while traffic flowed.
     var ratePPS: Double { activeSeconds > 0 ? Double(forwarded) / activeSeconds : 0 }
@@ -105,7 +108,8 @@ enum Report {
           "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
             + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
-            + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : ""))
+            + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : "")
+            + (ports[p].path == "kernel" ? ", dropped by the interface after the hand-over \(kernelTxDropped[p])" : ""))
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
       out.append(
@@ -131,7 +135,8 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"reconnects\":\(reconnects[p])", "\"drops\":\(Report.drops(s))",
+          "\"reconnects\":\(reconnects[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
+          "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
         if let f = ports[p].fallback {
           kv.append("\"fallback\":{\"interface\":\(q(f.kernelName)),\"because\":\(q(f.summary)),\"reason\":\(q(f.message))}")

@@ -51,14 +51,18 @@ struct Run {
       "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue); "
         + desc.joined(separator: "; "))
 
+    let interfaceDrops = InterfaceDrops(group.ports)
     var events: [String] = []
     var linkEvents = [Int](repeating: 0, count: portCount)
     var exitCode: Int32 = 0
-    let period = s.statsPeriod > 0 ? UInt64(s.statsPeriod * 1e9) : UInt64.max
-    var nextStats = start &+ period
+    // A stats period of 0 means no live lines: the next one is never due.
+    // (Both sums saturate: `start &+ UInt64.max` used to wrap to start - 1, a
+    // live line on every pass of this loop.)
+    let period = s.statsPeriodNanoseconds
+    var nextStats = Self.deadline(start, after: period)
     var last = (0..<portCount).map { group.stats(port: $0) }
     var lastTime = start
-    let end = s.duration > 0 ? start &+ UInt64(s.duration * 1e9) : UInt64.max
+    let end = Self.deadline(start, after: s.durationNanoseconds)
     var activity = Activity(start: start)
     while !StopSignal.requested {
       let now = monotonicNanoseconds()
@@ -81,7 +85,7 @@ struct Run {
         if let f = s.statsFile { Report.writeStatsFile(f, group, current, elapsed: Double(t &- start) / 1e9) }
         last = current
         lastTime = t
-        nextStats = t &+ period
+        nextStats = Self.deadline(t, after: period)
       }
     }
     StopSignal.request()
@@ -97,10 +101,17 @@ struct Run {
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents,
       reconnects: (0..<portCount).map { group.reconnects(port: $0) }, events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
-      activeSeconds: activity.activeSeconds, peakPPS: activity.peak)
+      activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
     for line in summary.text() { Console.note(line) }
     if s.json { Console.out(summary.json()) }
     return exitCode
+  }
+
+  /// `now + nanoseconds`, or never (UInt64.max) for 0 or a sum past the clock's range.
+  static func deadline(_ now: UInt64, after nanoseconds: UInt64) -> UInt64 {
+    guard nanoseconds > 0 else { return UInt64.max }
+    let (t, overflow) = now.addingReportingOverflow(nanoseconds)
+    return overflow ? UInt64.max : t
   }
 
   /// txonly's frame for a port: to 02:00:00:00:00:<port>, from the port's MAC

@@ -15,6 +15,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import PacketIO
+import ToolSupport
 import VirtioCore
 import VirtioNet
 
@@ -57,7 +58,7 @@ struct VioFwd: ParsableCommand {
       A group mixes VFIO ports or vhost-user ports (not both) with kernel interfaces. A vhost-user backend
       that restarts takes the port's link down until it is back; the forwarder reconnects and goes on.
       Live line per --stats-period on stderr; final summary on stderr, or one JSON line on stdout with --json.
-      Exit status: 0 done, 1 a port failed, 64 bad usage.
+      Exit status: 0 done, 1 a port failed, 64 bad usage or a port that is not there (docs/USAGE.md).
       """)
 
   @Option(
@@ -78,10 +79,10 @@ struct VioFwd: ParsableCommand {
   var txd: Int = 256
   @Option(name: .customLong("pkt-size"), help: "Frame size in bytes for txonly (60 ... the MTU + 14).")
   var pktSize: Int = 64
-  @Option(help: "Seconds to run (0: until SIGINT/SIGTERM).")
-  var duration: Double = 0
-  @Option(name: .customLong("stats-period"), help: "Seconds between live lines (0: none).")
-  var statsPeriod: Double = 1
+  @Option(help: "How long to run: seconds (10, 0.5) or with a unit (500ms, 2m, 1h); 0: until SIGINT/SIGTERM.")
+  var duration: String = "0"
+  @Option(name: .customLong("stats-period"), help: "Time between live lines: seconds (1, 0.5) or with a unit (500ms, 1m); 0: no live lines.")
+  var statsPeriod: String = "1"
   @Flag(help: "Print the final summary as one JSON object on stdout.")
   var json = false
   @Option(help: "How workers wait for packets: \(WaitMode.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -105,6 +106,9 @@ struct VioFwd: ParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "warning"
 
+  /// Longest --duration and --stats-period: a year.
+  static let maxNanoseconds: UInt64 = 365 * 86_400 * 1_000_000_000
+
   func validate() throws {
     guard !ports.isEmpty else { throw ValidationError("give at least one --port (pci:BDF, vhost-user:/path.sock or an interface name)") }
     for p in ports {
@@ -114,15 +118,18 @@ struct VioFwd: ParsableCommand {
         throw ValidationError(error.message)
       }
     }
-    guard queues >= 1 && queues <= 32 else { throw ValidationError("--queues \(queues): use 1 to 32") }
-    guard burst >= 1 && burst <= 1024 else { throw ValidationError("--burst \(burst): use 1 to 1024 (and at most the ring size)") }
-    guard rxd >= 1 && rxd <= 32768, txd >= 1 && txd <= 32768 else { throw ValidationError("--rxd/--txd: use 1 to 32768") }
+    try Numbers.check(queues, option: "--queues", in: 1...32)
+    try Numbers.check(burst, option: "--burst", in: 1...1024, what: "(and at most the ring size)")
+    try Numbers.check(rxd, option: "--rxd", in: 1...32768)
+    try Numbers.check(txd, option: "--txd", in: 1...32768)
     guard burst <= rxd && burst <= txd else {
       throw ValidationError("--burst \(burst) is larger than the rings (--rxd \(rxd), --txd \(txd)); a burst must fit in one ring")
     }
-    guard pktSize >= 60 && pktSize <= 9216 + 18 else { throw ValidationError("--pkt-size \(pktSize): use 60 to 9234 bytes") }
-    guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period are seconds >= 0") }
-    guard idlePolls >= 1, txRetries >= 0 else { throw ValidationError("--idle-polls >= 1 and --tx-retries >= 0") }
+    try Numbers.check(pktSize, option: "--pkt-size", in: 60...(9216 + 18), what: "bytes")
+    _ = try Numbers.duration(duration, option: "--duration", in: 0...Self.maxNanoseconds)
+    _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
+    try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
+    try Numbers.check(txRetries, option: "--tx-retries", in: 0...Int(Int32.max))
     guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical") }
   }
 
@@ -167,7 +174,8 @@ struct VioFwd: ParsableCommand {
 
   var settings: Settings {
     Settings(
-      mode: mode, burst: burst, pktSize: pktSize, duration: duration, statsPeriod: statsPeriod, json: json, wait: wait,
+      mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
+      statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
       idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile)
   }
 }
@@ -177,8 +185,10 @@ struct Settings: Sendable {
   var mode: Mode
   var burst: Int
   var pktSize: Int
-  var duration: Double
-  var statsPeriod: Double
+  /// 0: until SIGINT/SIGTERM.
+  var durationNanoseconds: UInt64
+  /// 0: no live lines.
+  var statsPeriodNanoseconds: UInt64
   var json: Bool
   var wait: WaitMode
   var idlePolls: Int

@@ -42,6 +42,8 @@ final class WorkerBox: @unchecked Sendable {
     var r = WorkerResult()
     Forwarder.loop(&queues, &pool, plan, &r)
     for i in 0..<queues.count {
+      // Every frame delivered or counted: TX frames the kernel has not taken yet, RX frames left unread.
+      queues[i].finish()
       queues[i].publishStats()
       if let why = queues[i].brokenReason { r.broken.append("port \(queues[i].port) queue \(queues[i].queue): \(why)") }
     }
@@ -110,8 +112,12 @@ enum Forwarder {
         continue
       }
       idle &+= 1
-      // Idle: counters change only now and then (a refill, a kick); publish them every 64 empty rounds.
-      if idle & 63 == 0 { for i in 0..<ports { queues[i].publishStats() } }
+      // Idle: counters change only now and then (a refill, a kick); publish them every 64 empty rounds,
+      // and re-kick what a failed kick left (kernel path: frames would wait for the next burst, or the stop).
+      if idle & 63 == 0 {
+        for i in 0..<ports { queues[i].flush(pool: &pool) }
+        for i in 0..<ports { queues[i].publishStats() }
+      }
       if sleepy && idle >= s.idlePolls {
         for i in 0..<ports { queues[i].flush(pool: &pool) }
         for i in 0..<ports { queues[i].publishStats() }

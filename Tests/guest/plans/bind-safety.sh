@@ -16,6 +16,16 @@ bind_safety() {
     check_fail bind-scratch-mount "could not make and mount an ext2 filesystem on /dev/$dev"
     return
   fi
+  # vio-bind check BDF (issue 13: it was refused as an unexpected argument): that
+  # function's lines, read-only, its in-use state named; exit 0 or 1 (machine FAILUREs).
+  out=$(vio-bind check $scratch 2>&1); rc=$?
+  if [ $rc -le 1 ] && echo "$out" | grep -q "function $scratch: virtio function" \
+    && echo "$out" | grep -q "function $scratch use: in use: .*mounted: /dev/$dev on /mnt/scratch"; then
+    check_pass bind-check-function "$(echo "$out" | grep "function $scratch" | tr '\n' ' ' | cut -c1-240)"
+  else
+    check_fail bind-check-function "rc $rc: $(echo "$out" | tail -n4 | tr '\n' ' ')"
+  fi
+  [ "$(pci_driver $scratch)" = virtio-pci ] || check_fail bind-check-untouched "driver now $(pci_driver $scratch)"
   out=$(vio-bind bind $scratch 2>&1); rc=$?
   if [ $rc -ne 0 ] && echo "$out" | grep -q "mounted: /dev/$dev on /mnt/scratch" && echo "$out" | grep -q -- "--force"; then
     check_pass bind-refuses-mounted "$(echo "$out" | head -n1)"

@@ -78,6 +78,8 @@ void vio_pkt_close(vio_pkt_ring *r);
 
 /* Kicks the TX ring: send(fd, NULL, 0, MSG_DONTWAIT). Returns 0 or -errno. */
 int vio_pkt_kick(int fd);
+/* poll(POLLOUT) on fd for at most timeout_ms: 1 writable, 0 not yet, or -errno. */
+int vio_pkt_wait_writable(int fd, int timeout_ms);
 /* PACKET_ADD/DROP_MEMBERSHIP with PACKET_MR_PROMISC. */
 int vio_pkt_promisc(int fd, int ifindex, int on);
 /* PACKET_STATISTICS (tp_packets, tp_drops; the kernel resets them on read). */
