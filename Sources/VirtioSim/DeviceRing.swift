@@ -9,13 +9,6 @@ import VirtioSpec
   public var length: UInt32
   /// VIRTQ_DESC_F_WRITE: the device may write here (and must not write elsewhere).
   public var isWritable: Bool
-
-  @inlinable public init(iova: UInt64, pointer: UnsafeMutableRawPointer, length: UInt32, isWritable: Bool) {
-    self.iova = iova
-    self.pointer = pointer
-    self.length = length
-    self.isWritable = isWritable
-  }
 }
 
 /// A chain the device took from the avail ring. Its segments are read with
@@ -33,18 +26,6 @@ import VirtioSpec
   public var writableBytes: UInt32
   /// The chain (or its tail) is an indirect table.
   public var isIndirect: Bool
-
-  @inlinable public init(
-    id: UInt16, descriptorCount: Int, segmentCount: Int, readableBytes: UInt32, writableBytes: UInt32,
-    isIndirect: Bool
-  ) {
-    self.id = id
-    self.descriptorCount = descriptorCount
-    self.segmentCount = segmentCount
-    self.readableBytes = readableBytes
-    self.writableBytes = writableBytes
-    self.isIndirect = isIndirect
-  }
 }
 
 /// Which ring area a bad address was meant for.

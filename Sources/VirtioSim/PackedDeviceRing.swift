@@ -22,7 +22,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   let indirect: Bool
   let memory: SimIOMMU
   public let maxChainLength: Int
-  let scratch: UnsafeMutablePointer<DeviceSegment>
+  var chain: ChainScratch
   /// Slots each Buffer ID's chain took, to skip them when it is used (§2.8.7).
   let chainSlots: UnsafeMutablePointer<UInt16>
 
@@ -37,8 +37,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   /// A used descriptor whose flags wait for `publishUsed()`, or -1.
   var heldSlot = -1
   var heldFlags: UInt16 = 0
-  var lastChainSegments = 0
-  public private(set) var driverBug: DriverBug? = nil
+  public var driverBug: DriverBug? { chain.driverBug }
 
   public init(
     size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
@@ -61,13 +60,12 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     self.memory = memory
     self.maxChainLength = limit
     // SAFETY: device-private tables, freed in deinit.
-    self.scratch = .allocate(capacity: limit)
+    self.chain = ChainScratch(limit: limit)
     self.chainSlots = .allocate(capacity: size)
     self.chainSlots.initialize(repeating: 1, count: size)
   }
 
   deinit {
-    scratch.deallocate()
     chainSlots.deallocate()
   }
 
@@ -92,9 +90,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     // Acquire: the descriptor (and, for a chain, the ones after it) is read after its flags.
     let headFlags = ring.loadAcquire(\PackedDesc.flags, at: headOff)
     guard isAvailable(headFlags, wrap: availWrap) else { return nil }
-    var readable: UInt64 = 0
-    var writable: UInt64 = 0
-    var count = 0
+    chain.start()
     if headFlags & VirtqDescFlags.indirect != 0 {
       // §2.8.19: one descriptor naming a table; only WRITE matters inside it.
       guard indirect else { return fail(.indirectNotNegotiated) }
@@ -115,15 +111,13 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
         let off = i &* MemoryLayout<PackedDesc>.stride
         let flags = table.load(\PackedDesc.flags, at: off)
         guard flags & VirtqDescFlags.indirect == 0 else { return fail(.nestedIndirect) }
-        guard add(addr: table.load(\PackedDesc.addr, at: off), len: table.load(\PackedDesc.len, at: off), flags: flags, at: &count,
-                  readable: &readable, writable: &writable) else { return nil }
+        if let bug = chain.add(addr: table.load(\PackedDesc.addr, at: off), len: table.load(\PackedDesc.len, at: off), flags: flags, memory: memory) {
+          return fail(bug)
+        }
       }
-      lastChainSegments = count
       record(id: id, slots: 1)
       Self.advance(&nextAvailSlot, &availWrap, by: 1, size: size)
-      return DeviceChain(
-        id: id, descriptorCount: 1, segmentCount: count, readableBytes: UInt32(readable),
-        writableBytes: UInt32(writable), isIndirect: true)
+      return chain.finish(id: id, descriptors: 1, indirect: true)
     }
     // §2.8.6: a chain is consecutive slots with NEXT on all but the last; every
     // descriptor carries the flags of this lap, and the last one the Buffer ID.
@@ -133,71 +127,36 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     var id: UInt16 = 0
     while true {
       let off = Int(slot) &* MemoryLayout<PackedDesc>.stride
-      if count > 0 {
+      if chain.count > 0 {
         flags = ring.load(\PackedDesc.flags, at: off)
         guard isAvailable(flags, wrap: wrap) else { return fail(.incompleteChain(slot: Int(slot))) }
         guard flags & VirtqDescFlags.indirect == 0 else { return fail(.indirectWithNext) }
       }
-      guard count < maxChainLength, count < size else {
+      guard chain.count < maxChainLength, chain.count < size else {
         return fail(.chainTooLong(limit: min(maxChainLength, size)))
       }
-      guard add(addr: ring.load(\PackedDesc.addr, at: off), len: ring.load(\PackedDesc.len, at: off), flags: flags, at: &count,
-                readable: &readable, writable: &writable) else { return nil }
+      if let bug = chain.add(addr: ring.load(\PackedDesc.addr, at: off), len: ring.load(\PackedDesc.len, at: off), flags: flags, memory: memory) {
+        return fail(bug)
+      }
       Self.advance(&slot, &wrap, by: 1, size: size)
       if flags & VirtqDescFlags.next == 0 {
         id = ring.load(\PackedDesc.id, at: off)
         break
       }
     }
-    lastChainSegments = count
-    record(id: id, slots: count)
+    record(id: id, slots: chain.count)
     nextAvailSlot = slot
     availWrap = wrap
-    return DeviceChain(
-      id: id, descriptorCount: count, segmentCount: count, readableBytes: UInt32(readable),
-      writableBytes: UInt32(writable), isIndirect: false)
-  }
-
-  @inline(__always) mutating func add(
-    addr: UInt64, len: UInt32, flags: UInt16, at count: inout Int, readable: inout UInt64, writable: inout UInt64
-  ) -> Bool {
-    guard count < maxChainLength else {
-      _ = fail(.chainTooLong(limit: maxChainLength))
-      return false
-    }
-    let isWritable = flags & VirtqDescFlags.write != 0
-    if !isWritable && writable > 0 {
-      _ = fail(.readableAfterWritable)
-      return false
-    }
-    guard let p = memory.translate(addr, count: Int(len)) else {
-      _ = fail(.unknownAddress(area: .buffer, iova: addr, length: UInt64(len)))
-      return false
-    }
-    scratch[count] = DeviceSegment(iova: addr, pointer: p, length: len, isWritable: isWritable)
-    count &+= 1
-    if isWritable { writable &+= UInt64(len) } else { readable &+= UInt64(len) }
-    guard readable &+ writable <= UInt64(UInt32.max) else {
-      _ = fail(.chainTooLarge)
-      return false
-    }
-    return true
+    return chain.finish(id: id, descriptors: chain.count, indirect: false)
   }
 
   @inline(__always) func record(id: UInt16, slots: Int) {
     if Int(id) < size { chainSlots[Int(id)] = UInt16(truncatingIfNeeded: slots) }
   }
 
-  mutating func fail(_ bug: DriverBug) -> DeviceChain? {
-    if driverBug == nil { driverBug = bug }
-    lastChainSegments = 0
-    return nil
-  }
+  mutating func fail(_ bug: DriverBug) -> DeviceChain? { chain.fail(bug) }
 
-  public func segment(_ index: Int) -> DeviceSegment {
-    precondition(index >= 0 && index < lastChainSegments, "segment \(index) of a chain with \(lastChainSegments)")
-    return scratch[index]
-  }
+  public func segment(_ index: Int) -> DeviceSegment { chain.segment(index) }
 
   // MARK: returning chains (§2.8.7, §2.8.22)
 

@@ -24,7 +24,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   let memory: SimIOMMU
   /// Most elements one chain may have (§2.7.5.3.1: not longer than the queue).
   public let maxChainLength: Int
-  let scratch: UnsafeMutablePointer<DeviceSegment>
+  var chain: ChainScratch
 
   /// Next avail ring entry the device will take (free-running, mod 2^16).
   public private(set) var lastAvailIdx: UInt16 = 0
@@ -33,8 +33,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   public private(set) var usedIdx: UInt16 = 0
   /// The used idx the driver saw at the last `publishUsed()`.
   public private(set) var publishedUsedIdx: UInt16 = 0
-  var lastChainSegments = 0
-  public private(set) var driverBug: DriverBug? = nil
+  public var driverBug: DriverBug? { chain.driverBug }
 
   public init(
     size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
@@ -59,11 +58,8 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     self.indirect = features.indirect
     self.memory = memory
     self.maxChainLength = limit
-    // SAFETY: device-private scratch for one chain, freed in deinit.
-    self.scratch = .allocate(capacity: limit)
+    self.chain = ChainScratch(limit: limit)
   }
-
-  deinit { scratch.deallocate() }
 
   /// Chains the driver has published that the device has not taken yet.
   public var pendingAvail: Int {
@@ -95,10 +91,8 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     var table = desc
     var tableSize = size
     var index = head
-    var count = 0
     var visited = 0  // descriptors of the current table walked: a loop cannot outlast the table
-    var readable: UInt64 = 0
-    var writable: UInt64 = 0
+    chain.start()
     var inIndirect = false
     var direct = 0
     while true {
@@ -128,36 +122,17 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
         inIndirect = true
         continue
       }
-      guard count < maxChainLength else { return fail(.chainTooLong(limit: maxChainLength)) }
-      let isWritable = flags & VirtqDescFlags.write != 0
-      if !isWritable && writable > 0 { return fail(.readableAfterWritable) }
-      guard let p = memory.translate(addr, count: Int(len)) else {
-        return fail(.unknownAddress(area: .buffer, iova: addr, length: UInt64(len)))
-      }
-      scratch[count] = DeviceSegment(iova: addr, pointer: p, length: len, isWritable: isWritable)
-      count &+= 1
-      if isWritable { writable &+= UInt64(len) } else { readable &+= UInt64(len) }
-      guard readable &+ writable <= UInt64(UInt32.max) else { return fail(.chainTooLarge) }
+      if let bug = chain.add(addr: addr, len: len, flags: flags, memory: memory) { return fail(bug) }
       if flags & VirtqDescFlags.next == 0 { break }
       guard Int(next) < tableSize else { return fail(.nextOutOfRange(next: next, tableSize: tableSize)) }
       index = next
     }
-    lastChainSegments = count
-    return DeviceChain(
-      id: head, descriptorCount: direct, segmentCount: count, readableBytes: UInt32(readable),
-      writableBytes: UInt32(writable), isIndirect: inIndirect)
+    return chain.finish(id: head, descriptors: direct, indirect: inIndirect)
   }
 
-  mutating func fail(_ bug: DriverBug) -> DeviceChain? {
-    if driverBug == nil { driverBug = bug }
-    lastChainSegments = 0
-    return nil
-  }
+  mutating func fail(_ bug: DriverBug) -> DeviceChain? { chain.fail(bug) }
 
-  public func segment(_ index: Int) -> DeviceSegment {
-    precondition(index >= 0 && index < lastChainSegments, "segment \(index) of a chain with \(lastChainSegments)")
-    return scratch[index]
-  }
+  public func segment(_ index: Int) -> DeviceSegment { chain.segment(index) }
 
   // MARK: returning chains (§2.7.8)
 

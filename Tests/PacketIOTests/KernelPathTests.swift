@@ -9,13 +9,18 @@ import XCTest
 /// CAP_NET_RAW (root); skipped otherwise. Frames carry a local-experimental
 /// EtherType and a nonce: the stack ignores them, other traffic on lo is skipped.
 final class KernelPathTests: XCTestCase {
-  func testLoopbackRoundTrip() throws {
+  /// `lo` as a one-port group with 64-descriptor rings, not promiscuous; skipped without root.
+  func loopbackGroup() throws -> PortGroup {
+    if geteuid() != 0 { throw XCTSkip("AF_PACKET needs CAP_NET_RAW: run the tests as root") }
     var options = PortOptions()
     options.rxDescriptors = 64
     options.txDescriptors = 64
     options.promiscuous = false
-    if geteuid() != 0 { throw XCTSkip("AF_PACKET needs CAP_NET_RAW: run the tests as root") }
-    var group = try PortGroup.open([.interface("lo")], options: options)
+    return try PortGroup.open([.interface("lo")], options: options)
+  }
+
+  func testLoopbackRoundTrip() throws {
+    var group = try loopbackGroup()
     XCTAssertEqual(group.ports[0].path, "kernel")
     XCTAssertEqual(group.bufferSize, (64 + PortOptions.maxFrameBytes + 63) & ~63, "loopback's 64 KiB MTU is capped")
     var q = group.takeQueue(port: 0, queue: 0)
@@ -71,12 +76,7 @@ final class KernelPathTests: XCTestCase {
   /// stops) RX frames left unread in the ring count as dropped, and TX frames
   /// the kernel took stay counted as sent.
   func testFinishCountsWhatIsLeft() throws {
-    var options = PortOptions()
-    options.rxDescriptors = 64
-    options.txDescriptors = 64
-    options.promiscuous = false
-    if geteuid() != 0 { throw XCTSkip("AF_PACKET needs CAP_NET_RAW: run the tests as root") }
-    var group = try PortGroup.open([.interface("lo")], options: options)
+    var group = try loopbackGroup()
     var q = group.takeQueue(port: 0, queue: 0)
     var pool = try group.makePool(buffers: 64)
     q.start(pool: &pool)
