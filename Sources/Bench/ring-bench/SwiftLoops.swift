@@ -1,3 +1,4 @@
+import BenchSupport
 import CAllocCounter
 import CRingBaseline
 import Glibc
@@ -59,30 +60,40 @@ protocol BenchDevice {
   func release()
 }
 
-struct SplitCDevice: BenchDevice {
-  let d: UnsafeMutablePointer<cring_device>
-  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
-    d = cring_device_new(
-      UnsafeMutableRawPointer(bitPattern: UInt(q.descAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.driverAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.deviceAreaIOVA)), UInt16(q.size))!
-  }
-  func process() -> UInt32 { cring_device_process(d) }
-  func start(cpu: Int32) -> UnsafeMutableRawPointer { cring_device_start(d, cpu) }
-  var interrupts: UInt64 { d.pointee.interrupts }
-  func release() { free(d) }
+/// What a C device loop of CRingBaseline offers; `interrupts` is its C field.
+protocol CRingDevice {
+  static func new(_ desc: UnsafeMutableRawPointer?, _ driver: UnsafeMutableRawPointer?, _ device: UnsafeMutableRawPointer?, _ size: UInt16)
+    -> UnsafeMutablePointer<Self>?
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer
+  var interrupts: UInt64 { get }
 }
 
-struct PackedCDevice: BenchDevice {
-  let d: UnsafeMutablePointer<cring_packed_device>
-  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
-    d = cring_packed_device_new(
-      UnsafeMutableRawPointer(bitPattern: UInt(q.descAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.driverAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.deviceAreaIOVA)), UInt16(q.size))!
+extension cring_device: CRingDevice {
+  static func new(_ a: UnsafeMutableRawPointer?, _ b: UnsafeMutableRawPointer?, _ c: UnsafeMutableRawPointer?, _ n: UInt16) -> UnsafeMutablePointer<Self>? {
+    cring_device_new(a, b, c, n)
   }
-  func process() -> UInt32 { cring_packed_device_process(d) }
-  func start(cpu: Int32) -> UnsafeMutableRawPointer { cring_packed_device_start(d, cpu) }
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32 { cring_device_process(d) }
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer { cring_device_start(d, cpu) }
+}
+
+extension cring_packed_device: CRingDevice {
+  static func new(_ a: UnsafeMutableRawPointer?, _ b: UnsafeMutableRawPointer?, _ c: UnsafeMutableRawPointer?, _ n: UInt16) -> UnsafeMutablePointer<Self>? {
+    cring_packed_device_new(a, b, c, n)
+  }
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32 { cring_packed_device_process(d) }
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer { cring_packed_device_start(d, cpu) }
+}
+
+/// A C device loop (split or packed) over the Swift driver's rings; IOVA = address here.
+struct CDevice<D: CRingDevice>: BenchDevice {
+  let d: UnsafeMutablePointer<D>
+  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
+    func p(_ iova: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(iova)) }
+    d = D.new(p(q.descAreaIOVA), p(q.driverAreaIOVA), p(q.deviceAreaIOVA), UInt16(q.size))!
+  }
+  func process() -> UInt32 { D.process(d) }
+  func start(cpu: Int32) -> UnsafeMutableRawPointer { D.start(d, cpu) }
   var interrupts: UInt64 { d.pointee.interrupts }
   func release() { free(d) }
 }
@@ -133,7 +144,7 @@ func runSwiftSplit(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (In
   var dma = BenchDMA()
   var q = try! SplitVirtqueue(index: 0, size: size, features: RingFeatures(eventIdx: true), memory: &dma)
   let buffers = try! dma.allocate(byteCount: size.nextPowerOfTwo * 64, alignment: 64)
-  let device = SplitCDevice(q)
+  let device = CDevice<cring_device>(q)
   return measure(&q, device, buffers: buffers.iova, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
 }
 
@@ -142,7 +153,7 @@ func runSwiftPacked(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (I
   var dma = BenchDMA()
   var q = try! PackedVirtqueue(index: 0, size: size, features: RingFeatures(eventIdx: true), memory: &dma)
   let buffers = try! dma.allocate(byteCount: size.nextPowerOfTwo * 64, alignment: 64)
-  let device = PackedCDevice(q)
+  let device = CDevice<cring_packed_device>(q)
   return measure(&q, device, buffers: buffers.iova, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
 }
 

@@ -4,31 +4,20 @@
 //   ring-bench                      threaded table: batch 1, 8, 32, 64; median of --runs
 //   ring-bench --single --impl swift|c --batch 32 --ops N
 //                                   one single-threaded run (for callgrind)
+import BenchSupport
 import CRingBaseline
 import Glibc
 
-let args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
-  guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
-  return args[i + 1]
-}
-func intOption(_ name: String, _ fallback: Int) -> Int {
-  let s = option(name, String(fallback))
-  guard let v = Int(s), v > 0 else {
-    print("ring-bench: \(name) needs a positive integer, got '\(s)'")
-    exit(64)
-  }
-  return v
-}
+let args = BenchArguments(tool: "ring-bench")
 
-let size = intOption("--size", 256)
-let runs = intOption("--runs", 5)
-let ops = UInt64(intOption("--ops", 2_000_000))
+let size = args.intOption("--size", 256)
+let runs = args.intOption("--runs", 5)
+let ops = UInt64(args.intOption("--ops", 2_000_000))
 let cpus: (Int32, Int32) = (0, 1)
 
 if args.contains("--single") {
-  let impl = option("--impl", "swift")
-  let batch = intOption("--batch", 32)
+  let impl = args.option("--impl", "swift")
+  let batch = args.intOption("--batch", 32)
   let r: RunResult
   switch impl {
   case "c": r = runC(size: size, batch: batch, ops: ops, threaded: false, cpus: cpus)
@@ -40,18 +29,6 @@ if args.contains("--single") {
   }
   print("single impl=\(impl) batch=\(batch) ops=\(r.ops) broken=\(r.broken) checksum=\(r.checksum) allocs/op=\(r.allocationsPerOp)")
   exit(r.broken ? 1 : 0)
-}
-
-func median(_ xs: [Double]) -> Double {
-  let s = xs.sorted()
-  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
-func fmt(_ x: Double, _ digits: Int = 2) -> String {
-  var p = 1.0
-  for _ in 0..<digits { p *= 10 }
-  let v = (x * p).rounded() / p
-  return String(v)
 }
 
 print("ring-bench: queue size \(size), \(ops) ops per run, median of \(runs) runs, driver on CPU \(cpus.0), device on CPU \(cpus.1)")

@@ -1,3 +1,4 @@
+import CheckReport
 import VirtioCore
 import VirtioSpec
 import VirtioVFIO
@@ -8,18 +9,15 @@ struct BlockProfile: DeviceProfile {
   let kind = "blk"
 
   var plan: VirtioOpenPlan {
-    var p = VirtioOpenPlan(
-      policy: FeaturePolicy(
-        required: FeatureSet(bit: VirtioFeature.version1),
-        wanted: FeatureSet(bits: [
-          BlockFeature.sizeMax, BlockFeature.segMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.topology,
-          BlockFeature.mq, BlockFeature.ro, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
-        ])))
     // §5.2.2: num_queues request queues with MQ, else one.
-    p.queueCount = { f, t in
+    .modern(
+      wanting: [
+        BlockFeature.sizeMax, BlockFeature.segMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.topology,
+        BlockFeature.mq, BlockFeature.ro, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
+      ]
+    ) { f, t in
       f.contains(bit: BlockFeature.mq) ? max(1, Int(t.readConfig16(VirtioBlkConfig.Offset.num_queues))) : 1
     }
-    return p
   }
 
   func describeConfig(_ t: borrowing VFIOPCITransport, features f: FeatureSet) -> (ok: Bool, text: String) {

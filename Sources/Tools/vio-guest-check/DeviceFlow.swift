@@ -1,3 +1,4 @@
+import CheckReport
 import Logging
 import VirtioCore
 import VirtioSpec
@@ -13,6 +14,17 @@ protocol DeviceProfile {
   func describeConfig(_ transport: borrowing VFIOPCITransport, features: FeatureSet) -> (ok: Bool, text: String)
   /// Puts a request through a queue and reports it (CHECK lines), generic over the layout.
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ session: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int)
+}
+
+extension VirtioOpenPlan {
+  /// A modern device (VERSION_1 required) offered `wanted`, its queues counted from config by `queueCount`.
+  static func modern(
+    wanting wanted: [Int], queueCount: @escaping @Sendable (FeatureSet, borrowing VFIOPCITransport) -> Int
+  ) -> VirtioOpenPlan {
+    var p = VirtioOpenPlan(policy: FeaturePolicy(required: FeatureSet(bit: VirtioFeature.version1), wanted: FeatureSet(bits: wanted)))
+    p.queueCount = queueCount
+    return p
+  }
 }
 
 /// Runs one device through the whole cycle, one CHECK line per step:

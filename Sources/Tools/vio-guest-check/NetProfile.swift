@@ -1,3 +1,4 @@
+import CheckReport
 import Glibc
 import VirtioCore
 import VirtioSpec
@@ -11,19 +12,16 @@ struct NetProfile: DeviceProfile {
   let marker: String
 
   var plan: VirtioOpenPlan {
-    var p = VirtioOpenPlan(
-      policy: FeaturePolicy(
-        required: FeatureSet(bit: VirtioFeature.version1),
-        wanted: FeatureSet(bits: [
-          NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.mq,
-          VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
-        ])))
     // §5.1.2: receiveq1, transmitq1, …, receiveqN, transmitqN, then controlq with CTRL_VQ.
-    p.queueCount = { f, t in
+    .modern(
+      wanting: [
+        NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.mq,
+        VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
+      ]
+    ) { f, t in
       let pairs = f.contains(bit: NetFeature.mq) ? max(1, Int(t.readConfig16(VirtioNetConfig.Offset.max_virtqueue_pairs))) : 1
       return 2 * pairs + (f.contains(bit: NetFeature.ctrlVQ) ? 1 : 0)
     }
-    return p
   }
 
   func describeConfig(_ t: borrowing VirtioVFIO.VFIOPCITransport, features f: FeatureSet) -> (ok: Bool, text: String) {

@@ -1,5 +1,6 @@
 import CAllocCounter
 import CVirtioAtomics
+import CheckReport
 import VirtioBlk
 import VirtioCore
 import VirtioNet
@@ -58,11 +59,7 @@ struct NetBenchBody: VirtioSessionBody {
           pair.reclaim(&pool)
           if pair.tx.freeCount < burst {
             idle &+= 1
-            var k = 0
-            while k < pauses {
-              vio_cpu_relax()
-              k &+= 1
-            }
+            spin(pauses)
             continue
           }
         }
@@ -93,11 +90,7 @@ struct NetBenchBody: VirtioSessionBody {
         }
         if got == 0 {
           idle &+= 1
-          var k = 0
-          while k < pauses {
-            vio_cpu_relax()
-            k &+= 1
-          }
+          spin(pauses)
         }
         packets &+= UInt64(got)
         iterations &+= 1
@@ -204,6 +197,16 @@ struct BlockBenchBody: VirtioSessionBody {
     ])
     report.check("bench-blk-allocations", allocs == 0, "\(allocs) heap allocations in the loop (\(completed) requests)")
     report.check("bench-blk", completed > 0 && errors == 0 && q.brokenReason == nil, "QD\(depth) \(bs) B random read: \(Int(iops)) IOPS")
+  }
+}
+
+/// `count` CPU pause hints: an idle poll backs off without a syscall (--idle-pause).
+@inline(__always)
+func spin(_ count: Int) {
+  var k = 0
+  while k < count {
+    vio_cpu_relax()
+    k &+= 1
   }
 }
 
