@@ -42,11 +42,11 @@ if args.contains("--single") {
     exit(64)
   }
   let r = run(layout, burst: args.intOption("--burst", 32), threaded: false)
-  print("single layout=\(layout) packets=\(r.packets) broken=\(r.broken) allocations=\(r.allocations) allocs/pkt=\(r.allocationsPerPacket)")
-  if r.allocations > 0 {
-    print("net-bench: the burst path allocated \(r.allocations) times in \(r.packets) packets; it must not allocate at all")
+  print("single layout=\(layout) packets=\(r.counts.items) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.allocationsPerPacket)")
+  if r.counts.allocations > 0 {
+    print("net-bench: the burst path allocated \(r.counts.allocations) times in \(r.counts.items) packets; it must not allocate at all")
   }
-  exit(r.broken || r.allocations > 0 ? 1 : 0)
+  exit(r.counts.broken || r.counts.allocations > 0 ? 1 : 0)
 }
 
 // --mode threaded (driver on CPU 0, device on CPU 1) or single (both alternating on one thread).
@@ -64,8 +64,8 @@ for burst in [1, 8, 32, 64] {
   for _ in 0..<runs {
     let rs = run("split", burst: burst, threaded: threaded)
     let rp = run("packed", burst: burst, threaded: threaded)
-    if rs.broken || rp.broken {
-      print("net-bench: a queue broke (split \(rs.broken), packed \(rp.broken))")
+    if rs.counts.broken || rp.counts.broken {
+      print("net-bench: a queue broke (split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
     s.append(rs.mpps)

@@ -27,8 +27,8 @@ if args.contains("--single") {
     print("ring-bench: --impl must be c, swift or swift-packed")
     exit(64)
   }
-  print("single impl=\(impl) batch=\(batch) ops=\(r.ops) broken=\(r.broken) checksum=\(r.checksum) allocs/op=\(r.allocationsPerOp)")
-  exit(r.broken ? 1 : 0)
+  print("single impl=\(impl) batch=\(batch) ops=\(r.counts.items) broken=\(r.counts.broken) checksum=\(r.checksum) allocs/op=\(r.allocationsPerOp)")
+  exit(r.counts.broken ? 1 : 0)
 }
 
 print("ring-bench: queue size \(size), \(ops) ops per run, median of \(runs) runs, driver on CPU \(cpus.0), device on CPU \(cpus.1)")
@@ -44,8 +44,8 @@ for batch in [1, 8, 32, 64] {
     let rc = runC(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
     let rs = runSwiftSplit(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
     let rp = runSwiftPacked(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
-    if rc.broken || rs.broken || rp.broken {
-      print("ring-bench: a queue broke (C \(rc.broken), Swift split \(rs.broken), packed \(rp.broken))")
+    if rc.counts.broken || rs.counts.broken || rp.counts.broken {
+      print("ring-bench: a queue broke (C \(rc.counts.broken), Swift split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
     c.append(rc.mops)

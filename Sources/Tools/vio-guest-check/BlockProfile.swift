@@ -43,13 +43,7 @@ struct BlockProfile: DeviceProfile {
 
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int) {
     let queue = 0
-    let buffer: DMARegion
-    do throws(VirtioError) {
-      buffer = try s.transport.dma.allocate(byteCount: 4096, alignment: 4096)
-    } catch {
-      report.fail("blk-read", "DMA allocation: \(error.message)")
-      return
-    }
+    guard let buffer = requestBuffer(&s, byteCount: 4096, alignment: 4096, check: "blk-read", report: report) else { return }
     // Layout in the buffer: outhdr at 0 (16 bytes), data at 512, status at 1024.
     let hdr = buffer.slice(offset: 0, count: 16)
     let data = buffer.slice(offset: 512, count: 512)

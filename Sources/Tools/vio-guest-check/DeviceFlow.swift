@@ -27,6 +27,18 @@ extension VirtioOpenPlan {
   }
 }
 
+/// DMA memory for the request of check `name`, or nil after its FAIL line.
+func requestBuffer<Q: ConstructibleVirtqueue & ~Copyable>(
+  _ s: inout VirtioPCISession<Q>, byteCount: Int, alignment: Int, check name: String, report: Report
+) -> DMARegion? {
+  do throws(VirtioError) {
+    return try s.transport.dma.allocate(byteCount: byteCount, alignment: alignment)
+  } catch {
+    report.fail(name, "DMA allocation: \(error.message)")
+    return nil
+  }
+}
+
 /// Runs one device through the whole cycle, one CHECK line per step:
 /// kernel driver → (negative: open while on virtio-pci) → bind vfio-pci →
 /// open → negotiate → config → queues + MSI-X → DRIVER_OK → request +

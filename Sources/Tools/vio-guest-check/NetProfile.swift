@@ -45,13 +45,7 @@ struct NetProfile: DeviceProfile {
 
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int) {
     let txQueue = 1  // transmitq1 (§5.1.2)
-    let buffer: DMARegion
-    do throws(VirtioError) {
-      buffer = try s.transport.dma.allocate(byteCount: 2048, alignment: 64)
-    } catch {
-      report.fail("net-tx", "DMA allocation: \(error.message)")
-      return
-    }
+    guard let buffer = requestBuffer(&s, byteCount: 2048, alignment: 64, check: "net-tx", report: report) else { return }
     // virtio_net_hdr_v1 (§5.1.6): 12 bytes, all zero — no checksum offload, GSO_NONE.
     let hdrLen = 12
     var frame: [UInt8] = Array(repeating: 0xFF, count: 6)  // broadcast destination
