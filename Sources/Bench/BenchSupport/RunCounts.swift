@@ -11,6 +11,6 @@ public struct RunCounts {
 
   /// Millions of items per second.
   public var millionsPerSecond: Double { Double(items) * 1e3 / Double(max(nanoseconds, 1)) }
-  /// `count` per item done (allocations or notifications per op / packet).
-  public func perItem(_ count: UInt64) -> Double { Double(count) / Double(max(items, 1)) }
+  public var allocationsPerItem: Double { Double(allocations) / Double(max(items, 1)) }
+  public var notificationsPerItem: Double { Double(notifications) / Double(max(items, 1)) }
 }

@@ -11,10 +11,6 @@ import VirtioSpec
 struct Result {
   var counts = RunCounts()
   var txRingFull: UInt64 = 0
-
-  var mpps: Double { counts.millionsPerSecond }
-  var allocationsPerPacket: Double { counts.perItem(counts.allocations) }
-  var notificationsPerPacket: Double { counts.perItem(counts.notifications) }
 }
 
 /// One measured run: a NetQueuePair forwarding everything it receives back out

@@ -42,7 +42,7 @@ if args.contains("--single") {
     exit(64)
   }
   let r = run(layout, burst: args.intOption("--burst", 32), threaded: false)
-  print("single layout=\(layout) packets=\(r.counts.items) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.allocationsPerPacket)")
+  print("single layout=\(layout) packets=\(r.counts.items) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
   if r.counts.allocations > 0 {
     print("net-bench: the burst path allocated \(r.counts.allocations) times in \(r.counts.items) packets; it must not allocate at all")
   }
@@ -68,11 +68,11 @@ for burst in [1, 8, 32, 64] {
       print("net-bench: a queue broke (split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
-    s.append(rs.mpps)
-    p.append(rp.mpps)
+    s.append(rs.counts.millionsPerSecond)
+    p.append(rp.counts.millionsPerSecond)
     last = (rs, rp)
   }
   print(
-    "| \(burst) | \(fmt(median(s))) | \(fmt(median(p))) | \(fmt(last.0.notificationsPerPacket, 4)) / \(fmt(last.1.notificationsPerPacket, 4)) | \(last.0.txRingFull) / \(last.1.txRingFull) | \(fmt(last.0.allocationsPerPacket, 4)) / \(fmt(last.1.allocationsPerPacket, 4)) |"
+    "| \(burst) | \(fmt(median(s))) | \(fmt(median(p))) | \(fmt(last.0.counts.notificationsPerItem, 4)) / \(fmt(last.1.counts.notificationsPerItem, 4)) | \(last.0.txRingFull) / \(last.1.txRingFull) | \(fmt(last.0.counts.allocationsPerItem, 4)) / \(fmt(last.1.counts.allocationsPerItem, 4)) |"
   )
 }

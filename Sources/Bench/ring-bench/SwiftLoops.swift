@@ -10,10 +10,6 @@ struct RunResult {
   var counts = RunCounts()
   var interrupts: UInt64 = 0
   var checksum: UInt64 = 0
-
-  var mops: Double { counts.millionsPerSecond }
-  var notificationsPerOp: Double { counts.perItem(counts.notifications) }
-  var allocationsPerOp: Double { counts.perItem(counts.allocations) }
 }
 
 /// The driver's half of one round, the same as the C baseline's drv_round:

@@ -27,7 +27,7 @@ if args.contains("--single") {
     print("ring-bench: --impl must be c, swift or swift-packed")
     exit(64)
   }
-  print("single impl=\(impl) batch=\(batch) ops=\(r.counts.items) broken=\(r.counts.broken) checksum=\(r.checksum) allocs/op=\(r.allocationsPerOp)")
+  print("single impl=\(impl) batch=\(batch) ops=\(r.counts.items) broken=\(r.counts.broken) checksum=\(r.checksum) allocs/op=\(r.counts.allocationsPerItem)")
   exit(r.counts.broken ? 1 : 0)
 }
 
@@ -48,14 +48,14 @@ for batch in [1, 8, 32, 64] {
       print("ring-bench: a queue broke (C \(rc.counts.broken), Swift split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
-    c.append(rc.mops)
-    s.append(rs.mops)
-    p.append(rp.mops)
+    c.append(rc.counts.millionsPerSecond)
+    s.append(rs.counts.millionsPerSecond)
+    p.append(rp.counts.millionsPerSecond)
     last = (rc, rs, rp)
   }
   let mc = median(c)
   let ms = median(s)
-  let notif = [last.0, last.1, last.2].map { fmt($0.notificationsPerOp, 4) }.joined(separator: " / ")
-  let allocs = [last.1, last.2].map { fmt($0.allocationsPerOp, 4) }.joined(separator: " / ")
+  let notif = [last.0, last.1, last.2].map { fmt($0.counts.notificationsPerItem, 4) }.joined(separator: " / ")
+  let allocs = [last.1, last.2].map { fmt($0.counts.allocationsPerItem, 4) }.joined(separator: " / ")
   print("| \(batch) | \(fmt(mc)) | \(fmt(ms)) | \(fmt(ms / mc)) | \(fmt(median(p))) | \(notif) | \(allocs) |")
 }
