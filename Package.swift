@@ -111,25 +111,30 @@ let package = Package(
     // Test support for the net driver: the device side of a queue pair, step by step (over VirtioSim's rings).
     .target(name: "VirtioNetSim", dependencies: ["VirtioNet", "VirtioSim", "VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Benchmarks: the C split-ring baseline and a malloc counter live beside the Swift bench.
-    .target(name: "CRingBaseline", path: "Sources/Bench/CRingBaseline"),
+    // BenchSupport / CBenchThread: what the benchmarks share (arguments, DMA arena, figures; the C device thread).
+    .target(name: "CBenchThread", path: "Sources/Bench/CBenchThread"),
+    .target(name: "BenchSupport", dependencies: ["VirtioCore"], path: "Sources/Bench/BenchSupport", swiftSettings: strict),
+    .target(name: "CRingBaseline", dependencies: ["CBenchThread"], path: "Sources/Bench/CRingBaseline"),
     .target(name: "CAllocCounter", path: "Sources/Bench/CAllocCounter"),
     // net-bench: the net driver's burst path against a C device loop (issue 5).
-    .target(name: "CNetDevice", path: "Sources/Bench/CNetDevice"),
+    .target(name: "CNetDevice", dependencies: ["CBenchThread"], path: "Sources/Bench/CNetDevice"),
     .executableTarget(
-      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "VirtioOS", "CNetDevice", "CAllocCounter"],
+      name: "net-bench", dependencies: ["VirtioNet", "VirtioCore", "VirtioSpec", "VirtioOS", "CNetDevice", "CAllocCounter", "BenchSupport"],
       path: "Sources/Bench/net-bench", swiftSettings: strict),
     .executableTarget(
       name: "ring-bench",
-      dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim", "CRingBaseline", "CAllocCounter"],
+      dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim", "CRingBaseline", "CAllocCounter", "BenchSupport"],
       path: "Sources/Bench/ring-bench", swiftSettings: strict),
     // BlockIO's data path: requests per second and heap allocations per request (must be 0).
     .executableTarget(
       name: "blk-bench",
-      dependencies: ["BlockIO", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioSim", "CAllocCounter"],
+      dependencies: ["BlockIO", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioSim", "CAllocCounter", "BenchSupport"],
       path: "Sources/Bench/blk-bench"),
+    // The check tools' PASS/FAIL report (vio-guest-check, vio-vhost-check).
+    .target(name: "CheckReport", path: "Sources/Tools/CheckReport"),
     .executableTarget(
       name: "vio-guest-check",
-      dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["CheckReport", "VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec", .product(name: "Logging", package: "swift-log")],
       path: "Sources/Tools/vio-guest-check"),
     // vhost-user transport (issue 7): the same drivers against DPDK's vhost and qemu-storage-daemon, no VM.
     .target(name: "CVhostSys", path: "Sources/Shims/VhostUser"),
@@ -140,7 +145,7 @@ let package = Package(
     .executableTarget(
       name: "vio-vhost-check",
       dependencies: [
-        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioOS", "CAllocCounter", "CVirtioAtomics",
+        "VirtioVhostUser", "VirtioNet", "VirtioBlk", "VirtioCore", "VirtioSpec", "VirtioOS", "CAllocCounter", "CVirtioAtomics", "CheckReport",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-vhost-check", swiftSettings: strict),

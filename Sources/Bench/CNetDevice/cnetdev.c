@@ -1,7 +1,6 @@
 #define _GNU_SOURCE
 #include "cnetdev.h"
-#include <pthread.h>
-#include <sched.h>
+#include "bench_thread.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +57,21 @@ cnet_dev *cnet_dev_new(int packed, void *rx_desc, void *rx_driver, void *rx_devi
 }
 void cnet_dev_free(cnet_dev *d) { free(d); }
 
+/* What the device does with one buffer: an RX buffer gets a zero virtio_net_hdr_v1 and
+ * the frame (returns the length written); of a TX buffer it reads the frame's first
+ * byte, as a device sending it would (returns 0). */
+static inline uint32_t use_buffer(const cnet_dev *d, uint64_t addr, int rx) {
+  uint8_t *b = (uint8_t *)(uintptr_t)addr;
+  if (!rx) {
+    volatile uint8_t first = *(b + HDR);
+    (void)first;
+    return 0;
+  }
+  memset(b, 0, HDR);
+  memcpy(b + HDR, d->frame, d->frame_len);
+  return HDR + d->frame_len;
+}
+
 /* ---- split (§2.7): avail = flags, idx, ring[size], used_event; used = flags, idx, ring[size] {id, len}, avail_event */
 static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
   uint16_t *avail = q->driver;
@@ -69,18 +83,8 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
     uint16_t head = ld16(&avail[2 + (q->last_avail & q->mask)]);
     if (head >= q->size) { d->broken = 1; return n; }
     struct desc *e = &table[head];
-    uint32_t len = 0;
-    if (rx) {
-      if (e->len < HDR + d->frame_len || !(e->flags & F_WRITE)) { d->broken = 1; return n; }
-      uint8_t *p = (uint8_t *)(uintptr_t)e->addr;
-      memset(p, 0, HDR);
-      memcpy(p + HDR, d->frame, d->frame_len);
-      len = HDR + d->frame_len;
-    } else {
-      /* Read the frame's first byte, as a device sending it would. */
-      volatile uint8_t first = *((uint8_t *)(uintptr_t)e->addr + HDR);
-      (void)first;
-    }
+    if (rx && (e->len < HDR + d->frame_len || !(e->flags & F_WRITE))) { d->broken = 1; return n; }
+    uint32_t len = use_buffer(d, e->addr, rx);
     uint8_t *u = used + 4 + 8 * (size_t)(q->used_idx & q->mask);
     memcpy(u, &(uint32_t){head}, 4);
     memcpy(u + 4, &len, 4);
@@ -103,17 +107,8 @@ static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
     uint16_t f = ld_acq16(&p->flags);
     int a = (f & P_AVAIL) != 0, u = (f & P_USED) != 0;
     if (a != q->wrap || u == q->wrap) break;
-    uint32_t len = 0;
-    if (rx) {
-      if (p->len < HDR + d->frame_len) { d->broken = 1; return n; }
-      uint8_t *b = (uint8_t *)(uintptr_t)p->addr;
-      memset(b, 0, HDR);
-      memcpy(b + HDR, d->frame, d->frame_len);
-      len = HDR + d->frame_len;
-    } else {
-      volatile uint8_t first = *((uint8_t *)(uintptr_t)p->addr + HDR);
-      (void)first;
-    }
+    if (rx && p->len < HDR + d->frame_len) { d->broken = 1; return n; }
+    uint32_t len = use_buffer(d, p->addr, rx);
     uint16_t id = p->id;
     struct pdesc *w = &ring[q->used_slot];
     w->id = id; w->len = len;
@@ -143,33 +138,9 @@ uint64_t cnet_dev_rx_frames(const cnet_dev *d) { return d->rx_frames; }
 uint64_t cnet_dev_tx_frames(const cnet_dev *d) { return d->tx_frames; }
 int cnet_dev_broken(const cnet_dev *d) { return d->broken; }
 
-struct runner { _Alignas(128) cnet_dev *d; volatile int stop; int cpu; pthread_t t; };
+void cnet_pin_self(int cpu) { bench_pin_self(cpu); }
 
-void cnet_pin_self(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s);
-  pthread_setaffinity_np(pthread_self(), sizeof s, &s);
-}
+static uint32_t device_pass(void *d) { return cnet_dev_process(d); }
 
-static void *run(void *p) {
-  struct runner *r = p;
-  cnet_pin_self(r->cpu);
-  while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
-    if (cnet_dev_process(r->d) == 0) __builtin_ia32_pause();
-  }
-  return NULL;
-}
-
-void *cnet_dev_start(cnet_dev *d, int cpu) {
-  struct runner *r = calloc(1, sizeof *r);
-  r->d = d; r->cpu = cpu;
-  pthread_create(&r->t, NULL, run, r);
-  return r;
-}
-
-void cnet_dev_stop(void *handle) {
-  struct runner *r = handle;
-  __atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
-  pthread_join(r->t, NULL);
-  free(r);
-}
+void *cnet_dev_start(cnet_dev *d, int cpu) { return bench_poller_start(device_pass, d, cpu); }
+void cnet_dev_stop(void *handle) { bench_poller_stop(handle); }

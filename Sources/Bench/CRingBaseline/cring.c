@@ -1,12 +1,8 @@
 #define _GNU_SOURCE
 #include "cring.h"
-#include <pthread.h>
-#include <sched.h>
+#include "bench_thread.h"
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static void pin(int cpu);
 
 /* Layout as in virtio 1.2 §2.7 (and Linux's struct vring_*). */
 struct desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; };
@@ -133,10 +129,7 @@ static inline uint32_t dev_process(struct ring *r, uint64_t *interrupts) {
   return n;
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+static inline uint64_t now_ns(void) { return bench_now_ns(); }
 
 /* The driver loop both modes share: keep `batch` buffers going per publish, reap all used. */
 static inline void drv_round(struct ring *r, uint32_t batch, uint64_t *posted, uint64_t ops, cring_result *res) {
@@ -171,17 +164,11 @@ cring_result cring_run_single(uint32_t queue_size, uint32_t batch, uint64_t ops)
   return res;
 }
 
-static void pin(int cpu) {
-  if (cpu < 0) return;
-  cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s);
-  pthread_setaffinity_np(pthread_self(), sizeof s, &s);
-}
-
 cring_result cring_run_threaded(uint32_t queue_size, uint32_t batch, uint64_t ops, int cpu_driver, int cpu_device) {
   struct ring r; ring_init(&r, (uint16_t)queue_size);
   cring_device *dev = cring_device_new(r.desc, r.avail, r.used, r.size);
   cring_result res = {0};
-  pin(cpu_driver);
+  bench_pin_self(cpu_driver);
   void *t = cring_device_start(dev, cpu_device);
   uint64_t posted = 0, t0 = now_ns();
   while (res.ops < ops && !res.broken) {
@@ -214,31 +201,11 @@ __attribute__((noinline)) uint32_t cring_device_process(cring_device *d) {
   return n;
 }
 
-struct ext_dev { _Alignas(128) cring_device *d; volatile int stop; int cpu; pthread_t t; char pad[128 - 32]; };
+static uint32_t split_device_pass(void *d) { return cring_device_process(d); }
 
-static void *ext_dev_thread(void *p) {
-  struct ext_dev *e = p;
-  pin(e->cpu);
-  while (!__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE)) {
-    if (cring_device_process(e->d) == 0) __builtin_ia32_pause();
-  }
-  return NULL;
-}
-
-void *cring_device_start(cring_device *d, int cpu) {
-  struct ext_dev *e = calloc(1, sizeof *e);
-  e->d = d; e->cpu = cpu;
-  pthread_create(&e->t, NULL, ext_dev_thread, e);
-  return e;
-}
-
-void cring_device_stop(void *handle) {
-  struct ext_dev *e = handle;
-  __atomic_store_n(&e->stop, 1, __ATOMIC_RELEASE);
-  pthread_join(e->t, NULL);
-  free(e);
-}
-void cring_pin_self(int cpu) { pin(cpu); }
+void *cring_device_start(cring_device *d, int cpu) { return bench_poller_start(split_device_pass, d, cpu); }
+void cring_device_stop(void *handle) { bench_poller_stop(handle); }
+void cring_pin_self(int cpu) { bench_pin_self(cpu); }
 uint64_t cring_now_ns(void) { return now_ns(); }
 
 #define P_AVAIL (1u << 7)
@@ -290,19 +257,6 @@ uint32_t cring_packed_device_process(cring_packed_device *d) {
   return n;
 }
 
-static void *packed_dev_thread(void *p) {
-  struct ext_dev *e = p;
-  pin(e->cpu);
-  cring_packed_device *d = (cring_packed_device *)e->d;
-  while (!__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE)) {
-    if (cring_packed_device_process(d) == 0) __builtin_ia32_pause();
-  }
-  return NULL;
-}
+static uint32_t packed_device_pass(void *d) { return cring_packed_device_process(d); }
 
-void *cring_packed_device_start(cring_packed_device *d, int cpu) {
-  struct ext_dev *e = calloc(1, sizeof *e);
-  e->d = (cring_device *)d; e->cpu = cpu;
-  pthread_create(&e->t, NULL, packed_dev_thread, e);
-  return e;
-}
+void *cring_packed_device_start(cring_packed_device *d, int cpu) { return bench_poller_start(packed_device_pass, d, cpu); }

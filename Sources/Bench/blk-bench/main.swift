@@ -8,6 +8,7 @@
 // is 1 when any steady-state loop allocated — tools/test runs it as a check.
 //
 //   blk-bench [--ops N] [--dir /tmp] [--self-test: allocate per request, must exit 1]
+import BenchSupport
 import BlockIO
 import CAllocCounter
 import Glibc
@@ -16,13 +17,9 @@ import VirtioCore
 import VirtioSim
 import VirtioSpec
 
-let args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
-  guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
-  return args[i + 1]
-}
-let ops = Int(option("--ops", "200000")) ?? 200_000
-let dir = option("--dir", "/tmp")
+let args = BenchArguments(tool: "blk-bench")
+let ops = Int(args.option("--ops", "200000")) ?? 200_000
+let dir = args.option("--dir", "/tmp")
 /// Proves the counter: allocate once per request (the run must then fail).
 let allocateOnPurpose = args.contains("--self-test")
 
@@ -93,13 +90,6 @@ func loop(_ q: inout BlockQueue, _ pool: borrowing BlockBufferPool, batch: Int, 
   let a1 = alloc_counter_thread()
   return Result(
     opsPerSecond: Double(ops) / (Double(t1 - t0) / 1e9), allocationsPerOp: Double(a1 - a0) / Double(ops), errors: errors)
-}
-
-func fmt(_ x: Double, _ d: Int) -> String {
-  var s = 1.0
-  for _ in 0..<d { s *= 10 }
-  let v = (x * s).rounded() / s
-  return "\(v)"
 }
 
 var failed = false

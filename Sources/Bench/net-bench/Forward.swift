@@ -1,3 +1,4 @@
+import BenchSupport
 import CAllocCounter
 import CNetDevice
 import Glibc
@@ -6,17 +7,10 @@ import VirtioNet
 import VirtioOS
 import VirtioSpec
 
+/// One run's counts (items = packets) and how often the TX ring was full.
 struct Result {
-  var packets: UInt64 = 0
-  var nanoseconds: UInt64 = 0
-  var allocations: UInt64 = 0
-  var notifications: UInt64 = 0
+  var counts = RunCounts()
   var txRingFull: UInt64 = 0
-  var broken = false
-
-  var mpps: Double { Double(packets) * 1e3 / Double(max(nanoseconds, 1)) }
-  var allocationsPerPacket: Double { Double(allocations) / Double(max(packets, 1)) }
-  var notificationsPerPacket: Double { Double(notifications) / Double(max(packets, 1)) }
 }
 
 /// One measured run: a NetQueuePair forwarding everything it receives back out
@@ -56,13 +50,13 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
   }
   let a0 = alloc_counter_total()
   let t0 = monotonicNanoseconds()
-  while r.packets < packets {
+  while r.counts.items < packets {
     if !threaded { _ = cnet_dev_process(device) }
     var span = slots.mutableSpan
     let n = pair.receive(into: &span, pool: &pool)
     if n == 0 {
       if pair.brokenReason != nil || cnet_dev_broken(device) != 0 {
-        r.broken = true
+        r.counts.broken = true
         break
       }
       pair.reclaim(&pool)
@@ -74,12 +68,12 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
       sent &+= k
       if k == 0 && !threaded { _ = cnet_dev_process(device) }
     }
-    r.packets &+= UInt64(n)
+    r.counts.items &+= UInt64(n)
   }
-  r.nanoseconds = monotonicNanoseconds() &- t0
-  r.allocations = alloc_counter_total() &- a0
+  r.counts.nanoseconds = monotonicNanoseconds() &- t0
+  r.counts.allocations = alloc_counter_total() &- a0
   if let handle { cnet_dev_stop(handle) }
-  r.notifications = pair.stats.notifications
+  r.counts.notifications = pair.stats.notifications
   r.txRingFull = pair.stats.txRingFull
   withExtendedLifetime(frame) {}
   return r

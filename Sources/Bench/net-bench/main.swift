@@ -5,28 +5,17 @@
 //
 //   net-bench [--mode threaded|single]             table: burst 1, 8, 32, 64; median of --runs
 //   net-bench --single --layout split --burst 32 --packets N     one single-threaded run (callgrind)
+import BenchSupport
 import CAllocCounter
 import Glibc
 import VirtioCore
 
-let args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
-  guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
-  return args[i + 1]
-}
-func intOption(_ name: String, _ fallback: Int) -> Int {
-  let s = option(name, String(fallback))
-  guard let v = Int(s), v > 0 else {
-    print("net-bench: \(name) needs a positive integer, got '\(s)'")
-    exit(64)
-  }
-  return v
-}
+let args = BenchArguments(tool: "net-bench")
 
-let ringSize = intOption("--size", 256)
-let runs = intOption("--runs", 5)
-let packets = UInt64(intOption("--packets", 2_000_000))
-let frameLength = intOption("--frame", 64)
+let ringSize = args.intOption("--size", 256)
+let runs = args.intOption("--runs", 5)
+let packets = UInt64(args.intOption("--packets", 2_000_000))
+let frameLength = args.intOption("--frame", 64)
 let frame: [UInt8] = (0..<frameLength).map { UInt8(truncatingIfNeeded: $0) }
 
 func run(_ layout: String, burst: Int, threaded: Bool) -> Result {
@@ -47,31 +36,21 @@ if args.contains("--self-test") {
 }
 
 if args.contains("--single") {
-  let layout = option("--layout", "split")
+  let layout = args.option("--layout", "split")
   guard layout == "split" || layout == "packed" else {
     print("net-bench: --layout must be split or packed")
     exit(64)
   }
-  let r = run(layout, burst: intOption("--burst", 32), threaded: false)
-  print("single layout=\(layout) packets=\(r.packets) broken=\(r.broken) allocations=\(r.allocations) allocs/pkt=\(r.allocationsPerPacket)")
-  if r.allocations > 0 {
-    print("net-bench: the burst path allocated \(r.allocations) times in \(r.packets) packets; it must not allocate at all")
+  let r = run(layout, burst: args.intOption("--burst", 32), threaded: false)
+  print("single layout=\(layout) packets=\(r.counts.items) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
+  if r.counts.allocations > 0 {
+    print("net-bench: the burst path allocated \(r.counts.allocations) times in \(r.counts.items) packets; it must not allocate at all")
   }
-  exit(r.broken || r.allocations > 0 ? 1 : 0)
-}
-
-func median(_ xs: [Double]) -> Double {
-  let s = xs.sorted()
-  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-func fmt(_ x: Double, _ digits: Int = 2) -> String {
-  var p = 1.0
-  for _ in 0..<digits { p *= 10 }
-  return String((x * p).rounded() / p)
+  exit(r.counts.broken || r.counts.allocations > 0 ? 1 : 0)
 }
 
 // --mode threaded (driver on CPU 0, device on CPU 1) or single (both alternating on one thread).
-let threaded = option("--mode", "threaded") != "single"
+let threaded = args.option("--mode", "threaded") != "single"
 print(
   "net-bench: ring size \(ringSize), \(frameLength)-byte frames, \(packets) packets per run, median of \(runs) runs, "
     + (threaded ? "driver on CPU 0, device on CPU 1" : "driver and device alternating on one thread")
@@ -85,15 +64,15 @@ for burst in [1, 8, 32, 64] {
   for _ in 0..<runs {
     let rs = run("split", burst: burst, threaded: threaded)
     let rp = run("packed", burst: burst, threaded: threaded)
-    if rs.broken || rp.broken {
-      print("net-bench: a queue broke (split \(rs.broken), packed \(rp.broken))")
+    if rs.counts.broken || rp.counts.broken {
+      print("net-bench: a queue broke (split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
-    s.append(rs.mpps)
-    p.append(rp.mpps)
+    s.append(rs.counts.millionsPerSecond)
+    p.append(rp.counts.millionsPerSecond)
     last = (rs, rp)
   }
   print(
-    "| \(burst) | \(fmt(median(s))) | \(fmt(median(p))) | \(fmt(last.0.notificationsPerPacket, 4)) / \(fmt(last.1.notificationsPerPacket, 4)) | \(last.0.txRingFull) / \(last.1.txRingFull) | \(fmt(last.0.allocationsPerPacket, 4)) / \(fmt(last.1.allocationsPerPacket, 4)) |"
+    "| \(burst) | \(fmt(median(s))) | \(fmt(median(p))) | \(fmt(last.0.counts.notificationsPerItem, 4)) / \(fmt(last.1.counts.notificationsPerItem, 4)) | \(last.0.txRingFull) / \(last.1.txRingFull) | \(fmt(last.0.counts.allocationsPerItem, 4)) / \(fmt(last.1.counts.allocationsPerItem, 4)) |"
   )
 }

@@ -1,21 +1,15 @@
+import BenchSupport
 import CAllocCounter
 import CRingBaseline
 import Glibc
 import VirtioCore
 import VirtioSpec
 
+/// One run's counts (items = ops), the device's interrupts and the used-buffer checksum.
 struct RunResult {
-  var ops: UInt64 = 0
-  var notifications: UInt64 = 0
+  var counts = RunCounts()
   var interrupts: UInt64 = 0
-  var nanoseconds: UInt64 = 0
-  var allocations: UInt64 = 0
   var checksum: UInt64 = 0
-  var broken = false
-
-  var mops: Double { Double(ops) * 1e3 / Double(max(nanoseconds, 1)) }
-  var notificationsPerOp: Double { Double(notifications) / Double(max(ops, 1)) }
-  var allocationsPerOp: Double { Double(allocations) / Double(max(ops, 1)) }
 }
 
 /// The driver's half of one round, the same as the C baseline's drv_round:
@@ -31,7 +25,7 @@ func driverRound<Q: Virtqueue & ~Copyable>(
     posted &+= 1
     added &+= 1
   }
-  if q.publish() { result.notifications &+= 1 }
+  if q.publish() { result.counts.notifications &+= 1 }
 }
 
 /// Reaps every used buffer, as the C baseline's drv_reap.
@@ -40,12 +34,12 @@ func driverReap<Q: Virtqueue & ~Copyable>(_ q: inout Q, result: inout RunResult)
   while true {
     switch q.nextUsed() {
     case .used(let u):
-      result.ops &+= 1
+      result.counts.items &+= 1
       result.checksum &+= u.token &+ UInt64(u.length)
     case .empty:
       return
     case .broken:
-      result.broken = true
+      result.counts.broken = true
       return
     }
   }
@@ -59,30 +53,40 @@ protocol BenchDevice {
   func release()
 }
 
-struct SplitCDevice: BenchDevice {
-  let d: UnsafeMutablePointer<cring_device>
-  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
-    d = cring_device_new(
-      UnsafeMutableRawPointer(bitPattern: UInt(q.descAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.driverAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.deviceAreaIOVA)), UInt16(q.size))!
-  }
-  func process() -> UInt32 { cring_device_process(d) }
-  func start(cpu: Int32) -> UnsafeMutableRawPointer { cring_device_start(d, cpu) }
-  var interrupts: UInt64 { d.pointee.interrupts }
-  func release() { free(d) }
+/// What a C device loop of CRingBaseline offers; `interrupts` is its C field.
+protocol CRingDevice {
+  static func new(_ desc: UnsafeMutableRawPointer?, _ driver: UnsafeMutableRawPointer?, _ device: UnsafeMutableRawPointer?, _ size: UInt16)
+    -> UnsafeMutablePointer<Self>?
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer
+  var interrupts: UInt64 { get }
 }
 
-struct PackedCDevice: BenchDevice {
-  let d: UnsafeMutablePointer<cring_packed_device>
-  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
-    d = cring_packed_device_new(
-      UnsafeMutableRawPointer(bitPattern: UInt(q.descAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.driverAreaIOVA)),
-      UnsafeMutableRawPointer(bitPattern: UInt(q.deviceAreaIOVA)), UInt16(q.size))!
+extension cring_device: CRingDevice {
+  static func new(_ a: UnsafeMutableRawPointer?, _ b: UnsafeMutableRawPointer?, _ c: UnsafeMutableRawPointer?, _ n: UInt16) -> UnsafeMutablePointer<Self>? {
+    cring_device_new(a, b, c, n)
   }
-  func process() -> UInt32 { cring_packed_device_process(d) }
-  func start(cpu: Int32) -> UnsafeMutableRawPointer { cring_packed_device_start(d, cpu) }
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32 { cring_device_process(d) }
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer { cring_device_start(d, cpu) }
+}
+
+extension cring_packed_device: CRingDevice {
+  static func new(_ a: UnsafeMutableRawPointer?, _ b: UnsafeMutableRawPointer?, _ c: UnsafeMutableRawPointer?, _ n: UInt16) -> UnsafeMutablePointer<Self>? {
+    cring_packed_device_new(a, b, c, n)
+  }
+  static func process(_ d: UnsafeMutablePointer<Self>) -> UInt32 { cring_packed_device_process(d) }
+  static func start(_ d: UnsafeMutablePointer<Self>, _ cpu: Int32) -> UnsafeMutableRawPointer { cring_packed_device_start(d, cpu) }
+}
+
+/// A C device loop (split or packed) over the Swift driver's rings; IOVA = address here.
+struct CDevice<D: CRingDevice>: BenchDevice {
+  let d: UnsafeMutablePointer<D>
+  init<Q: Virtqueue & ~Copyable>(_ q: borrowing Q) {
+    func p(_ iova: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(iova)) }
+    d = D.new(p(q.descAreaIOVA), p(q.driverAreaIOVA), p(q.deviceAreaIOVA), UInt16(q.size))!
+  }
+  func process() -> UInt32 { D.process(d) }
+  func start(cpu: Int32) -> UnsafeMutableRawPointer { D.start(d, cpu) }
   var interrupts: UInt64 { d.pointee.interrupts }
   func release() { free(d) }
 }
@@ -107,13 +111,13 @@ func measure<Q: Virtqueue & ~Copyable, D: BenchDevice>(
   }
   let a0 = alloc_counter_total()
   let t0 = cring_now_ns()
-  while result.ops < ops && !result.broken {
+  while result.counts.items < ops && !result.counts.broken {
     driverRound(&q, batch: batch, posted: &posted, ops: ops, buffers: buffers, mask: mask, result: &result)
     if !threaded { _ = device.process() }
     driverReap(&q, result: &result)
   }
-  result.nanoseconds = cring_now_ns() - t0
-  result.allocations = alloc_counter_total() - a0
+  result.counts.nanoseconds = cring_now_ns() - t0
+  result.counts.allocations = alloc_counter_total() - a0
   if let handle { cring_device_stop(handle) }
   result.interrupts = device.interrupts
   device.release()
@@ -128,22 +132,24 @@ extension Int {
   }
 }
 
+/// One Swift run over a ring of layout `Q` and its C device loop `D` (specialised per pair).
 @inline(never)
-func runSwiftSplit(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int32)) -> RunResult {
+func runSwift<Q: ConstructibleVirtqueue & ~Copyable, D: CRingDevice>(
+  _: Q.Type, _: D.Type, size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int32)
+) -> RunResult {
   var dma = BenchDMA()
-  var q = try! SplitVirtqueue(index: 0, size: size, features: RingFeatures(eventIdx: true), memory: &dma)
+  var q = try! Q(index: 0, size: size, features: RingFeatures(eventIdx: true), memory: &dma, maxIndirect: 0)
   let buffers = try! dma.allocate(byteCount: size.nextPowerOfTwo * 64, alignment: 64)
-  let device = SplitCDevice(q)
+  let device = CDevice<D>(q)
   return measure(&q, device, buffers: buffers.iova, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
 }
 
-@inline(never)
+func runSwiftSplit(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int32)) -> RunResult {
+  runSwift(SplitVirtqueue.self, cring_device.self, size: size, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
+}
+
 func runSwiftPacked(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int32)) -> RunResult {
-  var dma = BenchDMA()
-  var q = try! PackedVirtqueue(index: 0, size: size, features: RingFeatures(eventIdx: true), memory: &dma)
-  let buffers = try! dma.allocate(byteCount: size.nextPowerOfTwo * 64, alignment: 64)
-  let device = PackedCDevice(q)
-  return measure(&q, device, buffers: buffers.iova, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
+  runSwift(PackedVirtqueue.self, cring_packed_device.self, size: size, batch: batch, ops: ops, threaded: threaded, cpus: cpus)
 }
 
 func runC(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int32)) -> RunResult {
@@ -153,12 +159,12 @@ func runC(size: Int, batch: Int, ops: UInt64, threaded: Bool, cpus: (Int32, Int3
     ? cring_run_threaded(UInt32(size), UInt32(batch), ops, cpus.0, cpus.1)
     : cring_run_single(UInt32(size), UInt32(batch), ops)
   var out = RunResult()
-  out.ops = r.ops
-  out.notifications = r.notifications
+  out.counts.items = r.ops
+  out.counts.notifications = r.notifications
   out.interrupts = r.interrupts
-  out.nanoseconds = r.nanoseconds
-  out.allocations = alloc_counter_total() - a0
+  out.counts.nanoseconds = r.nanoseconds
+  out.counts.allocations = alloc_counter_total() - a0
   out.checksum = r.checksum
-  out.broken = r.broken != 0
+  out.counts.broken = r.broken != 0
   return out
 }

@@ -4,31 +4,20 @@
 //   ring-bench                      threaded table: batch 1, 8, 32, 64; median of --runs
 //   ring-bench --single --impl swift|c --batch 32 --ops N
 //                                   one single-threaded run (for callgrind)
+import BenchSupport
 import CRingBaseline
 import Glibc
 
-let args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
-  guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
-  return args[i + 1]
-}
-func intOption(_ name: String, _ fallback: Int) -> Int {
-  let s = option(name, String(fallback))
-  guard let v = Int(s), v > 0 else {
-    print("ring-bench: \(name) needs a positive integer, got '\(s)'")
-    exit(64)
-  }
-  return v
-}
+let args = BenchArguments(tool: "ring-bench")
 
-let size = intOption("--size", 256)
-let runs = intOption("--runs", 5)
-let ops = UInt64(intOption("--ops", 2_000_000))
+let size = args.intOption("--size", 256)
+let runs = args.intOption("--runs", 5)
+let ops = UInt64(args.intOption("--ops", 2_000_000))
 let cpus: (Int32, Int32) = (0, 1)
 
 if args.contains("--single") {
-  let impl = option("--impl", "swift")
-  let batch = intOption("--batch", 32)
+  let impl = args.option("--impl", "swift")
+  let batch = args.intOption("--batch", 32)
   let r: RunResult
   switch impl {
   case "c": r = runC(size: size, batch: batch, ops: ops, threaded: false, cpus: cpus)
@@ -38,20 +27,8 @@ if args.contains("--single") {
     print("ring-bench: --impl must be c, swift or swift-packed")
     exit(64)
   }
-  print("single impl=\(impl) batch=\(batch) ops=\(r.ops) broken=\(r.broken) checksum=\(r.checksum) allocs/op=\(r.allocationsPerOp)")
-  exit(r.broken ? 1 : 0)
-}
-
-func median(_ xs: [Double]) -> Double {
-  let s = xs.sorted()
-  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
-func fmt(_ x: Double, _ digits: Int = 2) -> String {
-  var p = 1.0
-  for _ in 0..<digits { p *= 10 }
-  let v = (x * p).rounded() / p
-  return String(v)
+  print("single impl=\(impl) batch=\(batch) ops=\(r.counts.items) broken=\(r.counts.broken) checksum=\(r.checksum) allocs/op=\(r.counts.allocationsPerItem)")
+  exit(r.counts.broken ? 1 : 0)
 }
 
 print("ring-bench: queue size \(size), \(ops) ops per run, median of \(runs) runs, driver on CPU \(cpus.0), device on CPU \(cpus.1)")
@@ -67,18 +44,18 @@ for batch in [1, 8, 32, 64] {
     let rc = runC(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
     let rs = runSwiftSplit(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
     let rp = runSwiftPacked(size: size, batch: batch, ops: ops, threaded: true, cpus: cpus)
-    if rc.broken || rs.broken || rp.broken {
-      print("ring-bench: a queue broke (C \(rc.broken), Swift split \(rs.broken), packed \(rp.broken))")
+    if rc.counts.broken || rs.counts.broken || rp.counts.broken {
+      print("ring-bench: a queue broke (C \(rc.counts.broken), Swift split \(rs.counts.broken), packed \(rp.counts.broken))")
       exit(1)
     }
-    c.append(rc.mops)
-    s.append(rs.mops)
-    p.append(rp.mops)
+    c.append(rc.counts.millionsPerSecond)
+    s.append(rs.counts.millionsPerSecond)
+    p.append(rp.counts.millionsPerSecond)
     last = (rc, rs, rp)
   }
   let mc = median(c)
   let ms = median(s)
-  let notif = [last.0, last.1, last.2].map { fmt($0.notificationsPerOp, 4) }.joined(separator: " / ")
-  let allocs = [last.1, last.2].map { fmt($0.allocationsPerOp, 4) }.joined(separator: " / ")
+  let notif = [last.0, last.1, last.2].map { fmt($0.counts.notificationsPerItem, 4) }.joined(separator: " / ")
+  let allocs = [last.1, last.2].map { fmt($0.counts.allocationsPerItem, 4) }.joined(separator: " / ")
   print("| \(batch) | \(fmt(mc)) | \(fmt(ms)) | \(fmt(ms / mc)) | \(fmt(median(p))) | \(notif) | \(allocs) |")
 }

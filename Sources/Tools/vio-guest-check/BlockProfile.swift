@@ -1,3 +1,4 @@
+import CheckReport
 import VirtioCore
 import VirtioSpec
 import VirtioVFIO
@@ -8,18 +9,15 @@ struct BlockProfile: DeviceProfile {
   let kind = "blk"
 
   var plan: VirtioOpenPlan {
-    var p = VirtioOpenPlan(
-      policy: FeaturePolicy(
-        required: FeatureSet(bit: VirtioFeature.version1),
-        wanted: FeatureSet(bits: [
-          BlockFeature.sizeMax, BlockFeature.segMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.topology,
-          BlockFeature.mq, BlockFeature.ro, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
-        ])))
     // §5.2.2: num_queues request queues with MQ, else one.
-    p.queueCount = { f, t in
+    .modern(
+      wanting: [
+        BlockFeature.sizeMax, BlockFeature.segMax, BlockFeature.blkSize, BlockFeature.flush, BlockFeature.topology,
+        BlockFeature.mq, BlockFeature.ro, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
+      ]
+    ) { f, t in
       f.contains(bit: BlockFeature.mq) ? max(1, Int(t.readConfig16(VirtioBlkConfig.Offset.num_queues))) : 1
     }
-    return p
   }
 
   func describeConfig(_ t: borrowing VFIOPCITransport, features f: FeatureSet) -> (ok: Bool, text: String) {
@@ -45,13 +43,7 @@ struct BlockProfile: DeviceProfile {
 
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int) {
     let queue = 0
-    let buffer: DMARegion
-    do throws(VirtioError) {
-      buffer = try s.transport.dma.allocate(byteCount: 4096, alignment: 4096)
-    } catch {
-      report.fail("blk-read", "DMA allocation: \(error.message)")
-      return
-    }
+    guard let buffer = requestBuffer(&s, byteCount: 4096, alignment: 4096, check: "blk-read", report: report) else { return }
     // Layout in the buffer: outhdr at 0 (16 bytes), data at 512, status at 1024.
     let hdr = buffer.slice(offset: 0, count: 16)
     let data = buffer.slice(offset: 512, count: 512)

@@ -1,3 +1,4 @@
+import CheckReport
 import Logging
 import VirtioCore
 import VirtioSpec
@@ -13,6 +14,29 @@ protocol DeviceProfile {
   func describeConfig(_ transport: borrowing VFIOPCITransport, features: FeatureSet) -> (ok: Bool, text: String)
   /// Puts a request through a queue and reports it (CHECK lines), generic over the layout.
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ session: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int)
+}
+
+extension VirtioOpenPlan {
+  /// A modern device (VERSION_1 required) offered `wanted`, its queues counted from config by `queueCount`.
+  static func modern(
+    wanting wanted: [Int], queueCount: @escaping @Sendable (FeatureSet, borrowing VFIOPCITransport) -> Int
+  ) -> VirtioOpenPlan {
+    var p = VirtioOpenPlan(policy: FeaturePolicy(required: FeatureSet(bit: VirtioFeature.version1), wanted: FeatureSet(bits: wanted)))
+    p.queueCount = queueCount
+    return p
+  }
+}
+
+/// DMA memory for the request of check `name`, or nil after its FAIL line.
+func requestBuffer<Q: ConstructibleVirtqueue & ~Copyable>(
+  _ s: inout VirtioPCISession<Q>, byteCount: Int, alignment: Int, check name: String, report: Report
+) -> DMARegion? {
+  do throws(VirtioError) {
+    return try s.transport.dma.allocate(byteCount: byteCount, alignment: alignment)
+  } catch {
+    report.fail(name, "DMA allocation: \(error.message)")
+    return nil
+  }
 }
 
 /// Runs one device through the whole cycle, one CHECK line per step:

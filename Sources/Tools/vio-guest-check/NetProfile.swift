@@ -1,3 +1,4 @@
+import CheckReport
 import Glibc
 import VirtioCore
 import VirtioSpec
@@ -11,19 +12,16 @@ struct NetProfile: DeviceProfile {
   let marker: String
 
   var plan: VirtioOpenPlan {
-    var p = VirtioOpenPlan(
-      policy: FeaturePolicy(
-        required: FeatureSet(bit: VirtioFeature.version1),
-        wanted: FeatureSet(bits: [
-          NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.mq,
-          VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
-        ])))
     // §5.1.2: receiveq1, transmitq1, …, receiveqN, transmitqN, then controlq with CTRL_VQ.
-    p.queueCount = { f, t in
+    .modern(
+      wanting: [
+        NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.mq,
+        VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.ringPacked,
+      ]
+    ) { f, t in
       let pairs = f.contains(bit: NetFeature.mq) ? max(1, Int(t.readConfig16(VirtioNetConfig.Offset.max_virtqueue_pairs))) : 1
       return 2 * pairs + (f.contains(bit: NetFeature.ctrlVQ) ? 1 : 0)
     }
-    return p
   }
 
   func describeConfig(_ t: borrowing VirtioVFIO.VFIOPCITransport, features f: FeatureSet) -> (ok: Bool, text: String) {
@@ -47,13 +45,7 @@ struct NetProfile: DeviceProfile {
 
   func exercise<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VirtioPCISession<Q>, report: Report, timeoutMilliseconds: Int) {
     let txQueue = 1  // transmitq1 (§5.1.2)
-    let buffer: DMARegion
-    do throws(VirtioError) {
-      buffer = try s.transport.dma.allocate(byteCount: 2048, alignment: 64)
-    } catch {
-      report.fail("net-tx", "DMA allocation: \(error.message)")
-      return
-    }
+    guard let buffer = requestBuffer(&s, byteCount: 2048, alignment: 64, check: "net-tx", report: report) else { return }
     // virtio_net_hdr_v1 (§5.1.6): 12 bytes, all zero — no checksum offload, GSO_NONE.
     let hdrLen = 12
     var frame: [UInt8] = Array(repeating: 0xFF, count: 6)  // broadcast destination

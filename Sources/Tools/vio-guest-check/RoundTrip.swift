@@ -1,3 +1,4 @@
+import CheckReport
 import Glibc
 import VirtioCore
 import VirtioOS

@@ -5,6 +5,7 @@
 // `CHECK PASS|FAIL <name>` line per step. Exit status 1 when any check failed.
 // Never run it on a host: it unbinds the functions it is given.
 
+import CheckReport
 import Glibc
 import Logging
 import VirtioOS
@@ -26,7 +27,7 @@ LoggingSystem.bootstrap { label in
   return h
 }
 let logger = Logger(label: "virtio.vfio")
-let report = Report()
+let report = Report(tool: "vio-guest-check")
 report.note("net \(arguments.net.map { "\($0)" } ?? "-"), blk \(arguments.blk.map { "\($0)" } ?? "-"), expected ring \(arguments.expectedLayout ?? "any")")
 
 let nonce = String(UInt64(monotonicMilliseconds()) &* 2_654_435_761 & 0xFFFF_FFFF, radix: 16)

@@ -1,3 +1,4 @@
+import CheckReport
 import VirtioBlk
 import VirtioCore
 import VirtioOS

@@ -1,3 +1,4 @@
+import CheckReport
 import VirtioCore
 import VirtioNet
 import VirtioOS

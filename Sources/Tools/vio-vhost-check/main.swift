@@ -3,6 +3,7 @@
 // vhost-user-blk export. Run by Tests/host/vhost-user.sh, which starts the
 // backends and checks their own counters and the disk file; and by
 // tools/bench/vhost-bench for throughput.
+import CheckReport
 import Glibc
 import Logging
 import VirtioBlk
@@ -11,7 +12,7 @@ import VirtioNet
 import VirtioSpec
 import VirtioVhostUser
 
-let report = Report()
+let report = Report(tool: "vio-vhost-check")
 let args: Arguments
 do {
   args = try Arguments(Array(CommandLine.arguments.dropFirst()))

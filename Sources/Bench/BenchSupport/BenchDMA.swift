@@ -2,10 +2,12 @@ import VirtioCore
 
 /// Plain process memory standing in for DMA memory: the "device" is a thread of
 /// this process, so an IOVA is simply the address.
-struct BenchDMA: ~Copyable, DMAAllocator {
+public struct BenchDMA: ~Copyable, DMAAllocator {
   private var regions: [UnsafeMutableRawPointer] = []
 
-  mutating func allocate(byteCount: Int, alignment: Int) throws(VirtioError) -> DMARegion {
+  public init() {}
+
+  public mutating func allocate(byteCount: Int, alignment: Int) throws(VirtioError) -> DMARegion {
     // SAFETY: a fresh allocation owned by this arena until deinit.
     let p = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: max(alignment, 16))
     p.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
