@@ -275,18 +275,8 @@ public struct BlockQueue: ~Copyable {
   public var stats: BlockQueueStats {
     var s = counters
     switch backend {
-    case .split(let p):
-      p.pointee.collectInterrupts()
-      s.notifications = p.pointee.requests.stats.notifications
-      s.interrupts = p.pointee.interrupts
-      s.splits = p.pointee.requests.stats.splits
-      s.deviceRequests = p.pointee.requests.stats.requests
-    case .packed(let p):
-      p.pointee.collectInterrupts()
-      s.notifications = p.pointee.requests.stats.notifications
-      s.interrupts = p.pointee.interrupts
-      s.splits = p.pointee.requests.stats.splits
-      s.deviceRequests = p.pointee.requests.stats.requests
+    case .split(let p): p.pointee.fill(&s)
+    case .packed(let p): p.pointee.fill(&s)
     case .kernel(let p):
       s.notifications = p.pointee.notifications
       s.interrupts = p.pointee.interrupts

@@ -114,6 +114,15 @@ import VirtioOS
 }
 
 extension VirtioBlockBackend where Q: ~Copyable {
+  /// This queue's part of `BlockQueue.stats` (collects pending interrupts first: one read(2)).
+  mutating func fill(_ s: inout BlockQueueStats) {
+    collectInterrupts()
+    s.notifications = requests.stats.notifications
+    s.interrupts = interrupts
+    s.splits = requests.stats.splits
+    s.deviceRequests = requests.stats.requests
+  }
+
   var isBroken: Bool { requests.brokenReason != nil }
   var readyWithoutWaiting: Bool { stash != nil }
   /// Back to quiet for the next spin phase (§2.7.7 / §2.8.10).

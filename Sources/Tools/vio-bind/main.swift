@@ -86,18 +86,12 @@ struct Bind: ParsableCommand {
   @Flag(help: "Log each step of the move.") var verbose = false
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
-  func validate() throws {
-    try checkAddresses(addresses)
-  }
+  func validate() throws { try checkAddresses(addresses) }
 
   func run() throws {
-    setUpLogging(verbose: verbose)
-    do {
+    try move(verbose: verbose, failure: "refused: ") {
       let previous = try Binder(force: force).bind(addresses)
       for a in addresses { print("\(a): bound to vfio-pci (was \((previous[a] ?? nil) ?? "unbound"))") }
-    } catch {
-      FileHandle.standardError.write(Data("vio-bind: refused: \(error)\n".utf8))
-      throw ExitCode(1)
     }
   }
 }
@@ -107,18 +101,23 @@ struct Restore: ParsableCommand {
   @Flag(help: "Log each step of the move.") var verbose = false
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
-  func validate() throws {
-    try checkAddresses(addresses)
-  }
+  func validate() throws { try checkAddresses(addresses) }
 
   func run() throws {
-    setUpLogging(verbose: verbose)
-    do {
+    try move(verbose: verbose, failure: "") {
       for (a, what) in try Binder().restore(addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
-    } catch {
-      FileHandle.standardError.write(Data("vio-bind: \(error)\n".utf8))
-      throw ExitCode(1)
     }
+  }
+}
+
+/// Runs a bind or restore: logging as asked, a failure on stderr and exit 1.
+func move(verbose: Bool, failure prefix: String, _ body: () throws -> Void) throws {
+  setUpLogging(verbose: verbose)
+  do {
+    try body()
+  } catch {
+    FileHandle.standardError.write(Data("vio-bind: \(prefix)\(error)\n".utf8))
+    throw ExitCode(1)
   }
 }
 

@@ -27,23 +27,15 @@ enum Units {
     "\(binary(bytesPerSecond))/s (\(decimal(bytesPerSecond))/s)"
   }
 
-  static func binary(_ v: Double) -> String {
-    let units = ["B", "KiB", "MiB", "GiB"]
-    var x = v
-    var i = 0
-    while x >= 1024 && i < units.count - 1 {
-      x /= 1024
-      i += 1
-    }
-    return "\(fixed(x, x < 10 ? 2 : 1))\(units[i])"
-  }
+  static func binary(_ v: Double) -> String { scaled(v, by: 1024, ["B", "KiB", "MiB", "GiB"]) }
+  static func decimal(_ v: Double) -> String { scaled(v, by: 1000, ["B", "kB", "MB", "GB"]) }
 
-  static func decimal(_ v: Double) -> String {
-    let units = ["B", "kB", "MB", "GB"]
+  /// `v` in the largest unit it reaches, 2 decimals below 10, else 1.
+  static func scaled(_ v: Double, by step: Double, _ units: [String]) -> String {
     var x = v
     var i = 0
-    while x >= 1000 && i < units.count - 1 {
-      x /= 1000
+    while x >= step && i < units.count - 1 {
+      x /= step
       i += 1
     }
     return "\(fixed(x, x < 10 ? 2 : 1))\(units[i])"
