@@ -59,11 +59,22 @@ struct NetBenchBody: VirtioSessionBody {
           pair.reclaim(&pool)
           if pair.tx.freeCount < burst {
             idle &+= 1
-            spin(pauses)
+            var k = 0
+            while k < pauses {
+              vio_cpu_relax()
+              k &+= 1
+            }
             continue
           }
         }
-        let k = fillFrames(&v, burst, from: &pool, template: template.pointer, size: size)
+        let room = burst
+        var k = 0
+        while k < room, var b = pool.allocate() {
+          b.length = UInt16(truncatingIfNeeded: size)
+          (pool.pointer(b) + Int(b.offset)).copyMemory(from: template.pointer, byteCount: size)
+          v[k] = b
+          k &+= 1
+        }
         let sent = pair.transmit(v.span.extracting(0..<k), pool: &pool)
         var j = sent
         while j < k {
@@ -83,14 +94,24 @@ struct NetBenchBody: VirtioSessionBody {
         }
         if got == 0 {
           idle &+= 1
-          spin(pauses)
+          var k = 0
+          while k < pauses {
+            vio_cpu_relax()
+            k &+= 1
+          }
         }
         packets &+= UInt64(got)
         iterations &+= 1
         if iterations & 255 == 0 { now = monotonicNanoseconds() }
       }
     default:  // loopback
-      let k = fillFrames(&v, burst, from: &pool, template: template.pointer, size: size)
+      var k = 0
+      while k < burst, var b = pool.allocate() {
+        b.length = UInt16(truncatingIfNeeded: size)
+        (pool.pointer(b) + Int(b.offset)).copyMemory(from: template.pointer, byteCount: size)
+        v[k] = b
+        k &+= 1
+      }
       let first = pair.transmit(v.span.extracting(0..<k), pool: &pool)
       for j in first..<k { pool.release(v[j]) }
       while now &- start < duration {
@@ -184,32 +205,6 @@ struct BlockBenchBody: VirtioSessionBody {
     ])
     report.check("bench-blk-allocations", allocs == 0, "\(allocs) heap allocations in the loop (\(completed) requests)")
     report.check("bench-blk", completed > 0 && errors == 0 && q.brokenReason == nil, "QD\(depth) \(bs) B random read: \(Int(iops)) IOPS")
-  }
-}
-
-/// Up to `count` buffers from the pool, each a copy of the `size`-byte template
-/// frame, into `v[0..<n]`; returns n (fewer when the pool runs dry).
-@inline(__always)
-func fillFrames(
-  _ v: inout InlineArray<64, PacketBuffer>, _ count: Int, from pool: inout BufferPool, template: UnsafeMutableRawPointer, size: Int
-) -> Int {
-  var k = 0
-  while k < count, var b = pool.allocate() {
-    b.length = UInt16(truncatingIfNeeded: size)
-    (pool.pointer(b) + Int(b.offset)).copyMemory(from: template, byteCount: size)
-    v[k] = b
-    k &+= 1
-  }
-  return k
-}
-
-/// `count` CPU pause hints: an idle poll backs off without a syscall (--idle-pause).
-@inline(__always)
-func spin(_ count: Int) {
-  var k = 0
-  while k < count {
-    vio_cpu_relax()
-    k &+= 1
   }
 }
 
