@@ -62,10 +62,12 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict),
+    // vio-fio's self-describing verify header, a library so a fuzz target can link it.
+    .target(name: "VioFioVerify", dependencies: ["BlockIO"], path: "Sources/Tools/VioFioVerify"),
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "VioFioVerify", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),
