@@ -146,3 +146,28 @@ let package = Package(
     .testTarget(name: "BlockLogTests", dependencies: ["BlockLog", "BlockIO"], path: "Examples/BlockLog/Tests/BlockLogTests"),
   ]
 )
+
+// Fuzz targets (issue 13; Fuzz/README.md): libFuzzer entry points over every
+// parser of device- or backend-written data. Declared only when VIO_FUZZ is
+// set — `tools/fuzz` sets it and builds with -sanitize=fuzzer,address into
+// .build-fuzz — so a plain `swift build` / `swift test` never sees them and
+// never links libFuzzer. Same package, so `package` seams reach them.
+if Context.environment["VIO_FUZZ"] != nil {
+  let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+    ("fuzz-split-ring", ["VirtioCore", "VirtioSpec"]),
+    ("fuzz-packed-ring", ["VirtioCore", "VirtioSpec"]),
+    ("fuzz-device-config", ["VirtioNet", "VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec"]),
+    ("fuzz-pci-caps", ["VirtioVFIO", "VirtioCore"]),
+    ("fuzz-net-rx", ["VirtioNet", "PacketIO", "VirtioCore", "VirtioSpec"]),
+    ("fuzz-verify-header", ["VioFioVerify"]),
+    ("fuzz-tpacket", ["PacketIO", "VirtioCore"]),
+  ]
+  package.targets.append(
+    .target(name: "FuzzSupport", dependencies: ["VirtioCore", "VirtioSpec"], path: "Fuzz/Sources/FuzzSupport"))
+  for t in fuzzTargets {
+    package.targets.append(
+      .executableTarget(
+        name: t.name, dependencies: ["FuzzSupport"] + t.dependencies, path: "Fuzz/Sources/\(t.name)",
+        swiftSettings: strict))
+  }
+}
