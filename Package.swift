@@ -161,6 +161,7 @@ if Context.environment["VIO_FUZZ"] != nil {
     ("fuzz-net-rx", ["VirtioNet", "PacketIO", "VirtioCore", "VirtioSpec"]),
     ("fuzz-verify-header", ["VioFioVerify"]),
     ("fuzz-tpacket", ["PacketIO", "VirtioCore"]),
+    ("fuzz-vhost-reply", ["VirtioVhostUser", "VirtioCore", .product(name: "Logging", package: "swift-log")]),
   ]
   package.targets.append(
     .target(name: "FuzzSupport", dependencies: ["VirtioCore", "VirtioSpec"], path: "Fuzz/Sources/FuzzSupport"))
