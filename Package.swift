@@ -81,10 +81,12 @@ let package = Package(
       name: "ToolSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/ToolSupport"),
     .testTarget(name: "ToolSupportTests", dependencies: ["ToolSupport"]),
+    // vio-fio's self-describing verify header, a library so a fuzz target can link it.
+    .target(name: "VioFioVerify", dependencies: ["BlockIO"], path: "Sources/Tools/VioFioVerify"),
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "ToolSupport", "VioFioVerify", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),
@@ -184,3 +186,29 @@ let package = Package(
       path: "Examples/PacketRelay/Tests/PacketRelayTests"),
   ]
 )
+
+// Fuzz targets (issue 13; Fuzz/README.md): libFuzzer entry points over every
+// parser of device- or backend-written data. Declared only when VIO_FUZZ is
+// set — `tools/fuzz` sets it and builds with -sanitize=fuzzer,address into
+// .build-fuzz — so a plain `swift build` / `swift test` never sees them and
+// never links libFuzzer. Same package, so `package` seams reach them.
+if Context.environment["VIO_FUZZ"] != nil {
+  let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+    ("fuzz-split-ring", ["VirtioCore", "VirtioSpec"]),
+    ("fuzz-packed-ring", ["VirtioCore", "VirtioSpec"]),
+    ("fuzz-device-config", ["VirtioNet", "VirtioBlk", "BlockIO", "VirtioCore", "VirtioSpec"]),
+    ("fuzz-pci-caps", ["VirtioVFIO", "VirtioCore"]),
+    ("fuzz-net-rx", ["VirtioNet", "PacketIO", "VirtioCore", "VirtioSpec"]),
+    ("fuzz-verify-header", ["VioFioVerify"]),
+    ("fuzz-tpacket", ["PacketIO", "VirtioCore"]),
+    ("fuzz-vhost-reply", ["VirtioVhostUser", "VirtioCore", .product(name: "Logging", package: "swift-log")]),
+  ]
+  package.targets.append(
+    .target(name: "FuzzSupport", dependencies: ["VirtioCore", "VirtioSpec"], path: "Fuzz/Sources/FuzzSupport"))
+  for t in fuzzTargets {
+    package.targets.append(
+      .executableTarget(
+        name: t.name, dependencies: ["FuzzSupport"] + t.dependencies, path: "Fuzz/Sources/\(t.name)",
+        swiftSettings: strict))
+  }
+}

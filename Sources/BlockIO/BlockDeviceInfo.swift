@@ -75,11 +75,12 @@ extension BlockDeviceInfo {
   ) {
     var maxTransfer = maxTransferBytes
     if let segMax = c.segmentsMax, let sizeMax = c.segmentSizeMax {
-      maxTransfer = min(maxTransfer, Int(segMax) * Int(sizeMax))
+      // Device-written u32s: their product can exceed Int (found by fuzz-device-config).
+      maxTransfer = min(maxTransfer, Int(clamping: UInt64(segMax) * UInt64(sizeMax)))
     }
     self.init(
       target: target, backend: .virtio, capacityBytes: c.capacityBytes, logicalBlockSize: Int(c.blockSize),
-      physicalBlockSize: Int(c.blockSize) << Int(c.physicalBlockExponent), optimalIOSize: Int(c.optIOBlocks) * Int(c.blockSize),
+      physicalBlockSize: Int(c.blockSize) << Int(c.physicalBlockExponent), optimalIOSize: Int(clamping: UInt64(c.optIOBlocks) * UInt64(c.blockSize)),
       maxTransferBytes: maxTransfer, queueCount: queueCount, queueDepth: queueDepth, readOnly: c.readOnly,
       supportsFlush: c.supportsFlush, supportsDiscard: c.supportsDiscard, supportsWriteZeroes: c.supportsWriteZeroes,
       writebackCache: c.writeback, serial: serial, details: details)

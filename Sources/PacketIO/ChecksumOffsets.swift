@@ -5,8 +5,8 @@ import VirtioCore
 /// or IPv6 (no extension headers), one optional 802.1Q tag, TCP or UDP. The
 /// packet gets the same metadata a virtio-net device gives with NEEDS_CSUM, so
 /// whichever port sends it completes the checksum (device offload or software).
-enum ChecksumOffsets {
-  static func mark(_ b: inout PacketBuffer, pool: borrowing BufferPool) {
+package enum ChecksumOffsets {
+  package static func mark(_ b: inout PacketBuffer, pool: borrowing BufferPool) {
     let p = UnsafeRawPointer(pool.pointer(b) + Int(b.offset))
     let n = Int(b.length)
     func u8(_ i: Int) -> Int { Int(p.load(fromByteOffset: i, as: UInt8.self)) }

@@ -19,7 +19,7 @@ import VirtioNet
 /// `finish`, taken back out of `txPackets` into `txDropped`; RX frames left in
 /// the ring at `finish`, and the ring's last overflows (PACKET_STATISTICS),
 /// count in `rxDropped`.
-struct PacketSocketQueue: ~Copyable {
+package struct PacketSocketQueue: ~Copyable {
   let socket: PacketSocket
   let fd: Int32
   let rx: UnsafeMutableRawPointer
@@ -29,12 +29,26 @@ struct PacketSocketQueue: ~Copyable {
   let txFrames: Int
   var rxIndex = 0
   var txIndex = 0
-  var stats = NetQueueStats()
+  package var stats = NetQueueStats()
   var rxStarved = false
   /// The last kick could not send everything (ENOBUFS / EAGAIN): kick again when idle.
   var kickPending = false
   /// Longest frame the interface takes (MTU + Ethernet header), and with a VLAN tag.
   let maxFrame: Int
+
+  /// A queue over TPACKET_V2 rings in plain memory the caller owns, with no
+  /// socket (fd -1: kicks fail and are counted): the fuzz target fuzz-tpacket
+  /// plays the kernel's side of the frames through it.
+  package init(simulatedRX rx: UnsafeMutableRawPointer, tx: UnsafeMutableRawPointer, frameSize: Int, rxFrames: Int, txFrames: Int) {
+    var r = vio_pkt_ring()
+    r.fd = -1
+    r.rx_ring = rx
+    r.tx_ring = tx
+    r.frame_size = UInt32(frameSize)
+    r.rx_frames = UInt32(rxFrames)
+    r.tx_frames = UInt32(txFrames)
+    self.init(PacketSocket(adopting: r))
+  }
 
   init(_ socket: consuming PacketSocket) {
     fd = socket.ring.fd
@@ -47,7 +61,7 @@ struct PacketSocketQueue: ~Copyable {
     self.socket = socket
   }
 
-  mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
+  package mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
     var n = 0
     var bytes: UInt64 = 0
@@ -97,7 +111,7 @@ struct PacketSocketQueue: ~Copyable {
 
   /// Copies the packets into TX frames in order and kicks once. The pool
   /// buffers of the packets taken go back to the pool at once (copied).
-  mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
+  package mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     let count = burst.count
     let room = frameSize &- Int(VIO_TP2_TX_DATA)
     var n = 0
@@ -217,5 +231,14 @@ struct PacketSocketQueue: ~Copyable {
     var packets: UInt32 = 0
     var drops: UInt32 = 0
     return vio_pkt_statistics(fd, &packets, &drops) == 0 ? UInt64(drops) : 0
+  }
+}
+
+extension PacketSocket {
+  /// Takes a ring set up elsewhere; closing it unmaps `map` (nil: nothing) and closes `fd` (-1: nothing).
+  /// `mtu`: the largest frame the simulated interface takes (default: a jumbo frame's).
+  init(adopting ring: vio_pkt_ring, mtu: Int = 9216) {
+    self.ring = ring
+    self.mtu = mtu
   }
 }

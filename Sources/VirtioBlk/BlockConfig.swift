@@ -58,27 +58,31 @@ public struct BlockConfig: Sendable, Equatable {
     typealias O = VirtioBlkConfig.Offset
     self = try transport.readConsistentConfig { t in
       let has = { (bit: Int) in f.contains(bit: bit) }
+      // §4.1.4.6: the structure is as long as the device's capability says; a
+      // field past its end is treated as absent, never read outside the structure.
+      let size = t.configSize
+      let field = { (bit: Int, offset: Int, width: Int) in f.contains(bit: bit) && offset + width <= size }
       return BlockConfig(
-        capacitySectors: t.readConfig64(O.capacity),
-        blockSize: has(BlockFeature.blkSize) ? max(t.readConfig32(O.blk_size), 512) : 512,
+        capacitySectors: O.capacity + 8 <= size ? t.readConfig64(O.capacity) : 0,
+        blockSize: field(BlockFeature.blkSize, O.blk_size, 4) ? max(t.readConfig32(O.blk_size), 512) : 512,
         // §5.2.4: size_max / seg_max; 0 is no limit / unknown, never a segment of 0 bytes.
-        segmentSizeMax: has(BlockFeature.sizeMax) ? Self.limit(t.readConfig32(O.size_max)) : nil,
-        segmentsMax: has(BlockFeature.segMax) ? Self.limit(t.readConfig32(O.seg_max)) : nil,
-        physicalBlockExponent: has(BlockFeature.topology) ? t.readConfig8(O.physical_block_exp) : 0,
-        minIOBlocks: has(BlockFeature.topology) ? t.readConfig16(O.min_io_size) : 1,
-        optIOBlocks: has(BlockFeature.topology) ? t.readConfig32(O.opt_io_size) : 0,
-        writeback: has(BlockFeature.configWCE) ? t.readConfig8(O.writeback) != 0 : has(BlockFeature.flush),
-        numQueues: has(BlockFeature.mq) ? max(Int(t.readConfig16(O.num_queues)), 1) : 1,
+        segmentSizeMax: field(BlockFeature.sizeMax, O.size_max, 4) ? Self.limit(t.readConfig32(O.size_max)) : nil,
+        segmentsMax: field(BlockFeature.segMax, O.seg_max, 4) ? Self.limit(t.readConfig32(O.seg_max)) : nil,
+        physicalBlockExponent: field(BlockFeature.topology, O.physical_block_exp, 1) ? t.readConfig8(O.physical_block_exp) : 0,
+        minIOBlocks: field(BlockFeature.topology, O.min_io_size, 2) ? t.readConfig16(O.min_io_size) : 1,
+        optIOBlocks: field(BlockFeature.topology, O.opt_io_size, 4) ? t.readConfig32(O.opt_io_size) : 0,
+        writeback: field(BlockFeature.configWCE, O.writeback, 1) ? t.readConfig8(O.writeback) != 0 : has(BlockFeature.flush),
+        numQueues: field(BlockFeature.mq, O.num_queues, 2) ? max(Int(t.readConfig16(O.num_queues)), 1) : 1,
         readOnly: has(BlockFeature.ro),
         supportsFlush: has(BlockFeature.flush),
         supportsDiscard: has(BlockFeature.discard),
-        maxDiscardSectors: has(BlockFeature.discard) ? t.readConfig32(O.max_discard_sectors) : 0,
-        maxDiscardSegments: has(BlockFeature.discard) ? max(t.readConfig32(O.max_discard_seg), 1) : 0,
-        discardSectorAlignment: has(BlockFeature.discard) ? t.readConfig32(O.discard_sector_alignment) : 0,
+        maxDiscardSectors: field(BlockFeature.discard, O.max_discard_sectors, 4) ? t.readConfig32(O.max_discard_sectors) : 0,
+        maxDiscardSegments: field(BlockFeature.discard, O.max_discard_seg, 4) ? max(t.readConfig32(O.max_discard_seg), 1) : 0,
+        discardSectorAlignment: field(BlockFeature.discard, O.discard_sector_alignment, 4) ? t.readConfig32(O.discard_sector_alignment) : 0,
         supportsWriteZeroes: has(BlockFeature.writeZeroes),
-        maxWriteZeroesSectors: has(BlockFeature.writeZeroes) ? t.readConfig32(O.max_write_zeroes_sectors) : 0,
-        maxWriteZeroesSegments: has(BlockFeature.writeZeroes) ? max(t.readConfig32(O.max_write_zeroes_seg), 1) : 0,
-        writeZeroesMayUnmap: has(BlockFeature.writeZeroes) ? t.readConfig8(O.write_zeroes_may_unmap) != 0 : false)
+        maxWriteZeroesSectors: field(BlockFeature.writeZeroes, O.max_write_zeroes_sectors, 4) ? t.readConfig32(O.max_write_zeroes_sectors) : 0,
+        maxWriteZeroesSegments: field(BlockFeature.writeZeroes, O.max_write_zeroes_seg, 4) ? max(t.readConfig32(O.max_write_zeroes_seg), 1) : 0,
+        writeZeroesMayUnmap: field(BlockFeature.writeZeroes, O.write_zeroes_may_unmap, 1) ? t.readConfig8(O.write_zeroes_may_unmap) != 0 : false)
     }
   }
 

@@ -57,18 +57,22 @@ public struct NetConfig: Sendable, Equatable {
     typealias O = VirtioNetConfig.Offset
     self = try transport.readConsistentConfig { t in
       var mac: MACAddress? = nil
-      if f.contains(bit: NetFeature.mac) {
+      // §4.1.4.6: the structure is as long as the device's capability says; a
+      // field past its end is treated as absent, never read outside the structure.
+      let size = t.configSize
+      func has(_ bit: Int, _ offset: Int, _ width: Int) -> Bool { f.contains(bit: bit) && offset + width <= size }
+      if has(NetFeature.mac, O.mac, 6) {
         mac = MACAddress(
           (
             t.readConfig8(O.mac), t.readConfig8(O.mac + 1), t.readConfig8(O.mac + 2), t.readConfig8(O.mac + 3),
             t.readConfig8(O.mac + 4), t.readConfig8(O.mac + 5)
           ))
       }
-      let status = f.contains(bit: NetFeature.status) ? t.readConfig16(O.status) : NetStatus.linkUp
+      let status = has(NetFeature.status, O.status, 2) ? t.readConfig16(O.status) : NetStatus.linkUp
       return NetConfig(
         mac: mac, linkUp: status & NetStatus.linkUp != 0, announce: status & NetStatus.announce != 0,
-        maxQueuePairs: f.contains(bit: NetFeature.mq) ? max(Int(t.readConfig16(O.max_virtqueue_pairs)), 1) : 1,
-        mtu: f.contains(bit: NetFeature.mtu) ? Int(t.readConfig16(O.mtu)) : nil)
+        maxQueuePairs: has(NetFeature.mq, O.max_virtqueue_pairs, 2) ? max(Int(t.readConfig16(O.max_virtqueue_pairs)), 1) : 1,
+        mtu: has(NetFeature.mtu, O.mtu, 2) ? Int(t.readConfig16(O.mtu)) : nil)
     }
   }
 

@@ -49,7 +49,7 @@ public enum VhostUserEndpoint: Sendable, Hashable, CustomStringConvertible {
 /// framing, file descriptor passing, replies and REPLY_ACK. Control path only:
 /// a class, because the transport's non-mutating `Transport` methods (status
 /// writes) send messages; the data path never touches it.
-final class VhostUserChannel {
+package final class VhostUserChannel {
   let endpoint: VhostUserEndpoint
   let logger: Logger
   let replyTimeoutMilliseconds: Int
@@ -64,7 +64,7 @@ final class VhostUserChannel {
   /// Connections made (1 after the first; each reconnect adds one).
   private(set) var connections = 0
 
-  init(endpoint: VhostUserEndpoint, logger: Logger, replyTimeoutMilliseconds: Int) {
+  package init(endpoint: VhostUserEndpoint, logger: Logger, replyTimeoutMilliseconds: Int) {
     self.endpoint = endpoint
     self.logger = logger
     self.replyTimeoutMilliseconds = replyTimeoutMilliseconds
@@ -79,6 +79,14 @@ final class VhostUserChannel {
   }
 
   var isConnected: Bool { socket >= 0 }
+
+  /// Takes a socket connected elsewhere, as `connect` would have left it (the
+  /// fuzz target fuzz-vhost-reply plays the backend on a socketpair).
+  package func adopt(connectedSocket fd: Int32) {
+    disconnect()
+    socket = fd
+    connections += 1
+  }
 
   /// Drops the connection (the backend went away, or we are done).
   func disconnect() {

@@ -83,7 +83,7 @@ extension VhostUserTransport {
 
   /// The handshake on a fresh connection (vhost-user.rst "Communication";
   /// the order QEMU's vhost_user_backend_init uses).
-  static func handshake(
+  package static func handshake(
     _ channel: VhostUserChannel, _ state: VhostDeviceState, deviceType: DeviceType, options: VhostUserOptions, logger: Logger
   ) throws(VirtioError) {
     let features = VhostUserWire.get64(try answer(channel.request(.GET_FEATURES, reply: true), 8, .GET_FEATURES, channel), 0)

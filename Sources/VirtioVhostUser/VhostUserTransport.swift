@@ -41,7 +41,7 @@ struct VhostQueueState {
 /// Device state the frontend emulates, because vhost-user has no device
 /// status or feature registers of its own (STATUS protocol feature aside).
 /// Control path only.
-final class VhostDeviceState {
+package final class VhostDeviceState {
   var status = DeviceStatus(rawValue: 0)
   /// GET_FEATURES as the backend answered it (raw, including bit 30).
   var backendFeatures: UInt64 = 0
@@ -52,7 +52,7 @@ final class VhostDeviceState {
   var protocolFeatures: UInt64 = 0
   /// GET_QUEUE_NUM, when the backend has PROTOCOL_F_MQ.
   var backendQueueNum: Int? = nil
-  var config: [UInt8] = []
+  package var config: [UInt8] = []
   var configGeneration: UInt8 = 0
   var queues: [VhostQueueState]
   /// The last reason a status write did not stick.
@@ -65,7 +65,7 @@ final class VhostDeviceState {
   /// outage is logged at its 1st, 2nd, 4th, 8th… failure, not once a poll.
   var reconnectFailures = 0
 
-  init(queueCount: Int) { queues = Array(repeating: VhostQueueState(), count: queueCount) }
+  package init(queueCount: Int) { queues = Array(repeating: VhostQueueState(), count: queueCount) }
 
   func has(_ protocolBit: Int) -> Bool { protocolFeatures & (1 << UInt64(protocolBit)) != 0 }
   var packed: Bool { driverFeatures.contains(bit: VirtioFeature.ringPacked) }
