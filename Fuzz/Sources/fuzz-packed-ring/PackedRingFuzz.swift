@@ -98,26 +98,20 @@ struct PackedDevice {
 public func packedRingFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
   var input = FuzzInput(data, size)
   let queueSize = 1 + Int(input.u8() % 16)
-  let f = input.u8()
-  let features = RingFeatures(eventIdx: f & 1 != 0, indirect: f & 2 != 0, inOrder: f & 4 != 0)
-  let maxIndirect = Int(input.u8() % 9)
+  let options = RingFuzzOptions(&input)
+  let features = options.features
   var dma = HeapDMA()
-  guard var q = try? PackedVirtqueue(index: 0, size: queueSize, features: features, memory: &dma, maxIndirect: maxIndirect)
+  guard var q = try? PackedVirtqueue(index: 0, size: queueSize, features: features, memory: &dma, maxIndirect: options.maxIndirect)
   else { fatalError("packed queue of \(queueSize) could not be built") }
   let layout = PackedRingLayout(size: queueSize)!
   var device = PackedDevice(base: q.descAreaIOVA.heapPointer, layout: layout)
   var oracle = RingOracle(inOrder: features.inOrder)
 
-  var steps = 0
-  while !input.isEmpty, steps < 4096 {
-    steps += 1
-    let op = input.u8() % 11
+  RingProgram.run(&q, &input, oracle: &oracle, deviceOperations: 4) { op, input in
     switch op {
-    case 0...5:
-      DriverStep.run(op, &q, &input, &oracle)
-    case 6:
+    case 0:
       _ = device.complete(count: 1 + Int(input.u8() % 4), batch: features.inOrder && input.bool(), input: &input)
-    case 7:
+    case 1:
       // Any descriptor: an id in range (low byte) or anything; flags from the
       // meaningful bits (AVAIL, USED, WRITE, NEXT, INDIRECT) or anything.
       let slot = Int(input.u16()) % queueSize
@@ -126,20 +120,13 @@ public func packedRingFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
       let raw = input.u16()
       let flags = input.bool() ? raw : raw & (VirtqDescFlags.avail | VirtqDescFlags.used | 7)
       device.writeDescriptor(slot: slot, len: len, id: id, flags: flags)
-    case 8:
+    case 2:
       // Device event suppression: off_wrap and flags.
       device.store16(layout.deviceEventOffset, input.u16())
       device.store16(layout.deviceEventOffset + 2, input.bool() ? input.u16() : UInt16(input.u8() % 3))
-    case 9:
-      device.base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
     default:
-      if input.u8() < 4 {
-        q.markBroken(.deviceStalled)
-        require(q.brokenReason != nil, "markBroken left no reason")
-      }
+      device.base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
     }
   }
-  var polls = 0
-  while polls < 2 * queueSize + 2, DriverStep.poll(q.nextUsed(), q: q, oracle: &oracle) { polls += 1 }
   return 0
 }
