@@ -96,37 +96,35 @@ struct PackedDevice {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func packedRingFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-  var input = FuzzInput(data, size)
-  let queueSize = 1 + Int(input.u8() % 16)
-  let options = RingFuzzOptions(&input)
-  let features = options.features
-  var dma = HeapDMA()
-  guard var q = try? PackedVirtqueue(index: 0, size: queueSize, features: features, memory: &dma, maxIndirect: options.maxIndirect)
-  else { fatalError("packed queue of \(queueSize) could not be built") }
-  let layout = PackedRingLayout(size: queueSize)!
-  var device = PackedDevice(base: q.descAreaIOVA.heapPointer, layout: layout)
-  var oracle = RingOracle(inOrder: features.inOrder)
+  RingProgram.run(PackedVirtqueue.self, PackedDevice.self, data, size) { 1 + Int($0 % 16) }
+}
 
-  RingProgram.run(&q, &input, oracle: &oracle, deviceOperations: 4) { op, input in
-    switch op {
+extension PackedDevice: RingFuzzDevice {
+  static var operations: UInt8 { 4 }
+
+  init(ring: UnsafeMutableRawPointer, size: Int) {
+    self.init(base: ring, layout: PackedRingLayout(size: size)!)
+  }
+
+  mutating func step(_ kind: UInt8, _ input: inout FuzzInput, features: RingFeatures) {
+    switch kind {
     case 0:
-      _ = device.complete(count: 1 + Int(input.u8() % 4), batch: features.inOrder && input.bool(), input: &input)
+      _ = complete(count: 1 + Int(input.u8() % 4), batch: features.inOrder && input.bool(), input: &input)
     case 1:
       // Any descriptor: an id in range (low byte) or anything; flags from the
       // meaningful bits (AVAIL, USED, WRITE, NEXT, INDIRECT) or anything.
-      let slot = Int(input.u16()) % queueSize
+      let slot = Int(input.u16()) % layout.size
       let id = input.bool() ? input.u16() : UInt16(input.u8())
-      let len = device.length(&input)
+      let len = length(&input)
       let raw = input.u16()
       let flags = input.bool() ? raw : raw & (VirtqDescFlags.avail | VirtqDescFlags.used | 7)
-      device.writeDescriptor(slot: slot, len: len, id: id, flags: flags)
+      writeDescriptor(slot: slot, len: len, id: id, flags: flags)
     case 2:
       // Device event suppression: off_wrap and flags.
-      device.store16(layout.deviceEventOffset, input.u16())
-      device.store16(layout.deviceEventOffset + 2, input.bool() ? input.u16() : UInt16(input.u8() % 3))
+      store16(layout.deviceEventOffset, input.u16())
+      store16(layout.deviceEventOffset + 2, input.bool() ? input.u16() : UInt16(input.u8() % 3))
     default:
-      device.base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
+      base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
     }
   }
-  return 0
 }

@@ -19,41 +19,34 @@ import VirtioSpec
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func splitRingFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-  var input = FuzzInput(data, size)
-  let queueSize = 1 << Int(input.u8() % 6)
-  let options = RingFuzzOptions(&input)
-  let features = options.features
-  var dma = HeapDMA()
-  guard var q = try? SplitVirtqueue(index: 0, size: queueSize, features: features, memory: &dma, maxIndirect: options.maxIndirect)
-  else { fatalError("split queue of \(queueSize) could not be built") }
-  let layout = SplitRingLayout(size: queueSize)!
-  var device = SplitDevice(ring: q.descAreaIOVA.heapPointer, size: queueSize)
-  var oracle = RingOracle(inOrder: features.inOrder)
+  RingProgram.run(SplitVirtqueue.self, SplitDevice.self, data, size) { 1 << Int($0 % 6) }
+}
 
-  RingProgram.run(&q, &input, oracle: &oracle, deviceOperations: 5) { op, input in
-    switch op {
+extension SplitDevice: RingFuzzDevice {
+  public static var operations: UInt8 { 5 }
+
+  public mutating func step(_ kind: UInt8, _ input: inout FuzzInput, features: RingFeatures) {
+    switch kind {
     case 0:
-      _ = device.complete(count: 1 + Int(input.u8() % 4), batch: features.inOrder && input.bool(), input: &input)
+      _ = complete(count: 1 + Int(input.u8() % 4), batch: features.inOrder && input.bool(), input: &input)
     case 1:
       // Any used entry: an id in range (low byte) or anything.
       let at = input.u16()
       let id = input.bool() ? input.u32() : UInt32(input.u8())
-      device.writeUsed(at: at, id: id, len: device.length(&input))
+      writeUsed(at: at, id: id, len: length(&input))
     case 2:
       // Any used index: near the device's own, or anything.
-      let idx = input.bool() ? device.usedIdx &+ UInt16(input.u8()) : input.u16()
-      device.publishUsed(idx)
+      publishUsed(input.bool() ? usedIdx &+ UInt16(input.u8()) : input.u16())
     case 3:
       // Any byte of the ring area (the device can write all of it).
-      device.base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
+      base.storeBytes(of: input.u8(), toByteOffset: Int(input.u16()) % layout.totalBytes, as: UInt8.self)
     default:
       let v = input.u16()
       if input.bool() {
-        device.store16(layout.usedOffset + layout.availEventOffset, v)
+        store16(layout.usedOffset + layout.availEventOffset, v)
       } else {
-        device.store16(layout.usedOffset + SplitRingLayout.usedFlagsOffset, v)
+        store16(layout.usedOffset + SplitRingLayout.usedFlagsOffset, v)
       }
     }
   }
-  return 0
 }
