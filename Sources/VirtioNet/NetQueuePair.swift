@@ -76,20 +76,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // The device writes header + frame from `offset - 12` to the end of the buffer.
     let start = pool.headroom &- Self.headerSize
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
-    var posted = 0
-    while posted < want {
-      guard var b = pool.allocate() else {
-        if !rxStarved { stats.rxNoBuffers &+= 1 }
-        rxStarved = true
-        break
-      }
+    // A buffer is taken from the pool only when the ring has room for it.
+    let posted = rx.addWritable(upTo: want, length: length) {
+      guard var b = pool.allocate() else { return nil }
       b.offset = offset
-      let seg = BufferSegment.writable(pool.iova(b) &+ UInt64(start), length)
-      guard rx.add(seg, token: Self.token(b)) == .added else {
-        pool.release(b)
-        break
-      }
-      posted &+= 1
+      return (pool.iova(b) &+ UInt64(start), Self.token(b))
+    }
+    if posted < want && pool.available == 0 {
+      if !rxStarved { stats.rxNoBuffers &+= 1 }
+      rxStarved = true
     }
     if rx.freeCount == 0 { rxStarved = false }
     // §2.7.13.3 / §2.8.21.1: publish, then notify only when the device asked (EVENT_IDX / NO_NOTIFY).

@@ -57,6 +57,49 @@ final class RingBasicsTests: XCTestCase {
     XCTAssertNil(r.d.driverBug)
   }
 
+  func testRefillBatchPostsLikeSingleAdds() throws {
+    try refillBatch(SplitRig.self)
+    try refillBatch(PackedRig.self)
+  }
+
+  func refillBatch<Q: TestableQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Rig<Q, D>.Type) throws {
+    var r = try Rig<Q, D>(size: 8)
+    // The source runs dry after 5: the ring takes 5 and asks no further.
+    var handed = 0
+    let iovas = (0..<8).map { r.iova($0) }
+    let first = r.q.addWritable(upTo: 6, length: 48) {
+      guard handed < 5 else { return nil }
+      defer { handed += 1 }
+      return (iovas[handed], UInt64(100 + handed))
+    }
+    XCTAssertEqual(first, 5)
+    XCTAssertEqual(handed, 5)
+    XCTAssertEqual(r.q.freeCount, 3)
+    XCTAssertEqual(r.q.inFlight, 5)
+    // Asking for more than is free: the ring takes what fits and never asks for the rest.
+    var asked = 0
+    XCTAssertEqual(r.q.addWritable(upTo: 10, length: 48) { asked += 1; return (iovas[4 + asked], UInt64(104 + asked)) }, 3)
+    XCTAssertEqual(asked, 3, "\(Q.self): the ring asked for buffers it had no room for")
+    XCTAssertEqual(r.q.freeCount, 0)
+    XCTAssertEqual(r.q.addWritable(upTo: 1, length: 48) { XCTFail("asked on a full ring"); return nil }, 0)
+    XCTAssertTrue(r.q.publish())
+    for i in 0..<8 {
+      let c = try XCTUnwrap(r.d.nextAvail(), "\(Q.self): buffer \(i) not available")
+      XCTAssertEqual(c.segmentCount, 1)
+      XCTAssertEqual(c.writableBytes, 48)
+      XCTAssertEqual(r.d.segment(0).iova, iovas[i], "\(Q.self): buffer \(i) out of order")
+      r.d.pushUsed(c, len: UInt32(i))
+    }
+    _ = r.d.publishUsed()
+    for i in 0..<8 { XCTAssertEqual(r.q.nextUsed(), .used(UsedBuffer(token: UInt64(100 + i), length: UInt32(i)))) }
+    XCTAssertEqual(r.q.nextUsed(), .empty)
+    // Length 0 is refused as `add` refuses it; a broken queue takes nothing.
+    XCTAssertEqual(r.q.addWritable(upTo: 2, length: 0) { XCTFail("asked for a 0-byte buffer"); return nil }, 0)
+    r.q.markBroken(.deviceStalled)
+    XCTAssertEqual(r.q.addWritable(upTo: 2, length: 48) { XCTFail("asked on a broken queue"); return nil }, 0)
+    XCTAssertNil(r.d.driverBug)
+  }
+
   func testChains() throws {
     try chains(SplitRig.self)
     try chains(PackedRig.self)

@@ -51,6 +51,23 @@ public enum DriverStep {
   ) {
     let wasBroken = q.isBroken
     switch op {
+    case 0 where input.bool():
+      // A refill batch of up to 8 writable buffers: as many as asked, the ring
+      // and the buffers allow; nothing on a broken queue or for length 0.
+      let want = Int(input.u8() % 9)
+      let len = input.bool() ? UInt32(input.u16()) : 0
+      let free = q.freeCount
+      var offered = 0
+      let added = q.addWritable(upTo: want, length: len) {
+        guard input.u8() != 0 else { return nil }
+        offered += 1
+        let token = oracle.token()
+        oracle.added(token, writable: len)
+        return (input.u64(), token)
+      }
+      require(added == offered, "addWritable said \(added) of \(offered) handed over")
+      require(added <= want && added <= free, "addWritable added \(added), asked \(want) with \(free) free")
+      require(!wasBroken && len > 0 || added == 0, "addWritable added \(added) (broken \(wasBroken), length \(len))")
     case 0:
       // One segment; length 0 must be refused.
       let len = UInt32(input.u16())
