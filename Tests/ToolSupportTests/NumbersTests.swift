@@ -5,33 +5,23 @@ import XCTest
 /// The tools' number parsing: units, overflow, NaN/infinity, ranges — a refusal, never a trap.
 final class NumbersTests: XCTestCase {
   func testSizes() {
-    XCTAssertEqual(Numbers.size("4096"), 4096)
-    XCTAssertEqual(Numbers.size("4k"), 4096)
-    XCTAssertEqual(Numbers.size("4KiB"), 4096)
-    XCTAssertEqual(Numbers.size("1m"), 1 << 20)
-    XCTAssertEqual(Numbers.size("2G"), 2 << 30)
-    XCTAssertEqual(Numbers.size("1t"), 1 << 40)
-    XCTAssertEqual(Numbers.size("512b"), 512)
-    XCTAssertEqual(Numbers.size("16383p"), 16383 << 50)
+    let good: [(String, UInt64)] = [
+      ("4096", 4096), ("4k", 4096), ("4KiB", 4096), ("1m", 1 << 20), ("2G", 2 << 30), ("1t", 1 << 40),
+      ("512b", 512), ("16383p", 16383 << 50), ("18446744073709551615", UInt64.max),
+    ]
+    for (text, bytes) in good { XCTAssertEqual(Numbers.size(text), bytes, text) }
     for bad in ["", "k", "-1", "+4", "1.5k", "nan", "inf", "-inf", "1e400", "18446744073709551616", "16384p", "17179869184g", "4x", "٣", "4 k", " 4"] {
       XCTAssertNil(Numbers.size(bad), bad)
     }
-    XCTAssertEqual(Numbers.size("18446744073709551615"), UInt64.max)
   }
 
   func testDurations() {
-    XCTAssertEqual(Numbers.duration("10"), 10_000_000_000)
-    XCTAssertEqual(Numbers.duration("0.5"), 500_000_000)
-    XCTAssertEqual(Numbers.duration("500ms"), 500_000_000)
-    XCTAssertEqual(Numbers.duration("2m"), 120_000_000_000)
-    XCTAssertEqual(Numbers.duration("1h"), 3_600_000_000_000)
-    XCTAssertEqual(Numbers.duration("1d"), 86_400_000_000_000)
-    XCTAssertEqual(Numbers.duration("250us"), 250_000)
-    XCTAssertEqual(Numbers.duration("7ns"), 7)
-    XCTAssertEqual(Numbers.duration("1.25s"), 1_250_000_000)
-    XCTAssertEqual(Numbers.duration("0.000000001"), 1)
-    XCTAssertEqual(Numbers.duration("0.1234567891234567891234"), 123_456_789)
-    XCTAssertEqual(Numbers.duration("0"), 0)
+    let good: [(String, UInt64)] = [
+      ("10", 10_000_000_000), ("0.5", 500_000_000), ("500ms", 500_000_000), ("2m", 120_000_000_000),
+      ("1h", 3_600_000_000_000), ("1d", 86_400_000_000_000), ("250us", 250_000), ("7ns", 7),
+      ("1.25s", 1_250_000_000), ("0.000000001", 1), ("0.1234567891234567891234", 123_456_789), ("0", 0),
+    ]
+    for (text, nanoseconds) in good { XCTAssertEqual(Numbers.duration(text), nanoseconds, text) }
     for bad in ["", "s", ".5", "5.", "-1", "nan", "inf", "-inf", "infinity", "1e400", "1e3", "18446744073709551616",
       "18446744074", "213504d", "5x", "1..2", "0x10", "١"] {
       XCTAssertNil(Numbers.duration(bad), bad)

@@ -1,6 +1,7 @@
 import BlockIO
 import Glibc
 import Histogram
+import ToolSupport
 
 /// SIGINT or SIGTERM, by name, for the reports.
 var stopSignalName: String {
@@ -212,80 +213,8 @@ enum JSONReport {
   }
 }
 
-/// A small JSON writer (no Foundation): keys, scalars, nesting, commas.
-struct JSON {
-  var text = ""
-  var needComma = [false]
-  var afterKey = false
-
-  mutating func separator() {
-    if afterKey {
-      afterKey = false
-      return
-    }
-    if needComma[needComma.count - 1] { text += ", " }
-    needComma[needComma.count - 1] = true
-  }
-
-  mutating func key(_ k: String) {
-    separator()
-    text += quote(k) + ": "
-    afterKey = true
-  }
-
-  mutating func open(_ bracket: String) {
-    separator()
-    text += bracket
-    needComma.append(false)
-  }
-
-  mutating func close(_ bracket: String) {
-    needComma.removeLast()
-    text += bracket
-  }
-
-  mutating func string(_ s: String) {
-    separator()
-    text += quote(s)
-  }
-
-  mutating func int(_ v: Int) {
-    separator()
-    text += String(v)
-  }
-
-  mutating func bool(_ v: Bool) {
-    separator()
-    text += v ? "true" : "false"
-  }
-
-  mutating func uint(_ v: UInt64) {
-    separator()
-    text += String(v)
-  }
-
+extension JSON {
   mutating func double(_ v: Double) {
-    separator()
-    text += v.isFinite ? Units.fixed(v, 6) : "0"
-  }
-
-  func quote(_ s: String) -> String {
-    var o = "\""
-    for u in s.unicodeScalars {
-      switch u {
-      case "\"": o += "\\\""
-      case "\\": o += "\\\\"
-      case "\n": o += "\\n"
-      case "\t": o += "\\t"
-      default:
-        if u.value < 0x20 {
-          let h = String(u.value, radix: 16)
-          o += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-        } else {
-          o.unicodeScalars.append(u)
-        }
-      }
-    }
-    return o + "\""
+    raw(v.isFinite ? Units.fixed(v, 6) : "0")
   }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import PacketIO
+import ToolSupport
 import VirtioNet
 
 /// Live lines, the stats file, and the final summary (text and JSON).
@@ -118,18 +119,7 @@ enum Report {
     }
 
     func json() -> String {
-      func q(_ s: String) -> String {
-        var o = "\""
-        for c in s.unicodeScalars {
-          switch c {
-          case "\"": o += "\\\""
-          case "\\": o += "\\\\"
-          case "\n": o += "\\n"
-          default: o += c.value < 0x20 ? "?" : String(c)
-          }
-        }
-        return o + "\""
-      }
+      let q = JSON.quote
       var ps: [String] = []
       for (p, s) in stats.enumerated() {
         var kv = [
