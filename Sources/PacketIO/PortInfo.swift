@@ -27,11 +27,15 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
   case linkDown(port: Int)
   /// §2.1.2: the device set DEVICE_NEEDS_RESET; its queues stopped.
   case needsReset(port: Int)
+  /// The device was taken away (hot-unplug, an unbind: VFIO's device-request
+  /// interrupt, or its registers read all-ones): its queues stopped and it was
+  /// released so the removal completes; the other ports carry on.
+  case removed(port: Int)
 
   /// The port the event is about.
   public var port: Int {
     switch self {
-    case .linkUp(let p), .linkDown(let p), .needsReset(let p): p
+    case .linkUp(let p), .linkDown(let p), .needsReset(let p), .removed(let p): p
     }
   }
 
@@ -40,6 +44,7 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
     case .linkUp(let p): "port \(p): link up"
     case .linkDown(let p): "port \(p): link down"
     case .needsReset(let p): "port \(p): the device needs a reset (DEVICE_NEEDS_RESET); restart the forwarder"
+    case .removed(let p): "port \(p): the device was removed (hot-unplug); its queues stopped and it was released, the other ports carry on"
     }
   }
 }

@@ -20,6 +20,11 @@ protocol VirtioPortControl: AnyObject {
   func check() -> (linkUp: Bool, needsReset: Bool)
   var reconnects: UInt64 { get }
   var configInterrupts: UInt64 { get }
+  /// The descriptor a surprise removal makes readable (VFIO's device-request interrupt), if any.
+  var removalEventFD: Int32? { get }
+  /// Main thread, every poll: true once the device was removed — it is then
+  /// released and the workers stop its queues (the other ports carry on).
+  func checkRemoved() -> Bool
 }
 
 /// The ring layouts a `PortQueue` carries (split or packed), each to its case.
@@ -50,6 +55,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var reconnecting = false
   var epoch: UInt32 = 0
   var reconnects: UInt64 = 0
+  /// The device was taken away (hot-unplug) and released.
+  var removed = false
   let address: PortAddress
   let logger: Logger
   /// How long one reconnect attempt may wait (the main thread's poll loop waits that long).
@@ -129,7 +136,29 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     }
   }
 
-  var configEventFD: Int32? { session.transport.configInterruptEventFD }
+  var configEventFD: Int32? { removed ? nil : session.transport.configInterruptEventFD }
+
+  var removalEventFD: Int32? { removed ? nil : session.transport.removalEventFD }
+
+  /// Surprise removal: the bus asked for the device back (or it reads
+  /// all-ones). The workers are told first (their pairs stop at the next
+  /// burst), then the device is released — its doorbells become harmless
+  /// memory, so a worker mid-burst touches nothing gone — and sleeping
+  /// workers are woken so they notice.
+  func checkRemoved() -> Bool {
+    if removed { return true }
+    guard session.transport.deviceRemoved() else { return false }
+    removed = true
+    linkUp = false
+    board.markRemoved()
+    session.transport.releaseRemovedDevice()
+    for q in 0..<pairs where taken[q] {
+      guard let fd = session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: q)) else { continue }
+      _ = EventFD.signal(fd)
+    }
+    logger.warning("the device was removed: its queues stopped and it was released; the other ports carry on", metadata: ["port": "\(address)"])
+    return true
+  }
 
   /// Main thread, every poll. A device that went away and may come back (a
   /// vhost-user backend hung up): link down, the workers asked for their ring

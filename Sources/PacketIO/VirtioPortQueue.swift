@@ -27,6 +27,14 @@ struct ReconnectBoard: ~Copyable {
     return ReconnectControl(request: base, slot: base + (pair + 1) * Self.line)
   }
 
+  /// Set in the request word once the device was removed: final, the workers stop their queues.
+  static let removedBit: UInt32 = 1 << 31
+
+  /// Main thread: the device was removed; every worker stops its pair at its next burst.
+  func markRemoved() {
+    vio_pkt_store_release_u32(base, vio_pkt_load_acquire_u32(base) | Self.removedBit)
+  }
+
   /// Main thread: asks every worker of the port to drain and report (a new epoch).
   func requestDrain() -> UInt32 {
     let next = vio_pkt_load_acquire_u32(base) &+ 1
@@ -106,6 +114,7 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
 
   /// The used ring of RX is empty: finish TX, publish both positions.
   mutating func report(_ epoch: UInt32, _ pool: inout BufferPool) {
+    if epoch & ReconnectBoard.removedBit != 0 { return stopRemoved(epoch) }
     pair.reclaim(&pool)
     control.acknowledge(epoch: epoch, rx: pair.rx.deviceResumePosition, tx: pair.tx.deviceResumePosition)
     acknowledged = epoch
@@ -114,6 +123,7 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   /// From a transmit-only caller: received frames nobody would take are
   /// released (counted in `rxDropped`) until the RX used ring is empty.
   mutating func drainThenReport(_ epoch: UInt32, _ pool: inout BufferPool) {
+    if epoch & ReconnectBoard.removedBit != 0 { return stopRemoved(epoch) }
     var scratch = InlineArray<32, PacketBuffer>(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
     while true {
       var span = scratch.mutableSpan
@@ -123,5 +133,14 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
       if n < 32 { break }
     }
     report(epoch, &pool)
+  }
+
+  /// The device was removed (the main thread released it): both rings stop
+  /// for good — receive finds nothing, transmit takes nothing (the caller
+  /// counts what it drops). Their buffers stay with the dead rings.
+  mutating func stopRemoved(_ epoch: UInt32) {
+    pair.rx.markBroken(.deviceRemoved)
+    pair.tx.markBroken(.deviceRemoved)
+    acknowledged = epoch
   }
 }
