@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from . import blktest, fwdtest, hostchecks, log
+from . import blktest, fwdtest, hostchecks, hotplug, log
 from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
@@ -156,6 +156,8 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                 continue
             extra_ports[nid] = net_port(variant, net_backend, tap_name=f"gbtap{os.getpid() % 1000000}{'abcdefgh'[i]}",
                                         mtu=9000, txqueuelen=20000)
+        # The surprise-removal test's net function: its own frame server (hotplug.py).
+        extra_ports[hotplug.NET_ID] = FrameServer().start()
     except (OSError, ValueError) as e:
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
         for p in extra_ports.values():
@@ -167,6 +169,9 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                        qmp_sock, mem_mib, smp, scratch=scratch, extra_nets=extra_nets)
     # The block checks' extra drives (blkdebug faults, read-only), before -qmp: tools/guestbed/blktest.py.
     cmd[cmd.index("-qmp"):cmd.index("-qmp")] = blktest.qemu_args(workdir)
+    # The hotplug root ports and their functions, after every other device (tools/guestbed/hotplug.py).
+    cmd[cmd.index("-qmp"):cmd.index("-qmp")] = hotplug.MACHINE_ARGS + hotplug.qemu_args(
+        workdir, extra_ports[hotplug.NET_ID].netdev_arg("n" + hotplug.NET_ID))
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
         f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
                 "the host side of the net device:\n#   " + server.manual_hint() + "\n"
@@ -240,6 +245,11 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
             if m and m.group(1).split(None, 1)[0] in fwdtest.KINDS:
                 parts = m.group(1).split(None, 3)
                 err = traffic_runs.handle(parts[0], parts[1:], extra_ports, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
+            if m and m.group(1).split(None, 1)[0] in hotplug.REQUESTS:
+                err = hotplug.handle_request(m.group(1).split(), qmp, note)
                 if err:
                     res.checks.append(("host-req", False, err))
                 continue

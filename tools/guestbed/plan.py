@@ -254,6 +254,15 @@ def default_plan_body(programs=("vio-guest-check",)):
         '  check_fail vio-fio-present "/bin/vio-fio is not in the initramfs"',
         'fi',
     ]
+    # Surprise removal and re-plug (issue 18): device_del / device_add of
+    # functions held by vio-fwd and vio-fio, in the plain split boot
+    # (Tests/guest/plans/hot-unplug.sh, tools/guestbed/hotplug.py).
+    lines += [
+        'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ] '
+        '&& [ -x /bin/vio-fwd ] && [ -x /bin/vio-fio ] && [ -x /bin/vio-bind ]; then',
+        _plan_file("hot-unplug.sh").rstrip("\n"),
+        'fi',
+    ]
     # vio-bind's safety checks go last: they format the scratch disk and
     # move both kinds of device (Tests/guest/plans/bind-safety.sh).
     lines += [
