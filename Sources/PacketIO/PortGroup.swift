@@ -239,6 +239,7 @@ public struct PortGroup: ~Copyable {
         linkUp[i] = up
         events.append(up ? .linkUp(port: i) : .linkDown(port: i))
       }
+      if case .virtio(let p) = b, p.checkAnnounce() { events.append(.announce(port: i)) }
     }
     for s in 0..<kernelFDs.count where kernelFDs[s] >= 0 {
       var packets: UInt32 = 0
@@ -250,6 +251,12 @@ public struct PortGroup: ~Copyable {
 
   /// The link as last seen by `pollEvents` (or at open).
   public func isLinkUp(port: Int) -> Bool { linkUp[port] }
+
+  /// Gratuitous announcements port `port` sent and acknowledged (§5.1.6.5.4; virtio only).
+  public func announcements(port: Int) -> UInt64 {
+    if case .virtio(let p) = backends[port] { return p.announcements }
+    return 0
+  }
 
   /// The port's device was removed (seen by `pollEvents`): its queues take and give nothing.
   public func isRemoved(port: Int) -> Bool { removed[port] }

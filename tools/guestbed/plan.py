@@ -176,10 +176,10 @@ run_program() {
 
 # wait_until <seconds> <command...>: poll every 0.1 s until the command succeeds
 wait_until() {
-  _t=$(( $1 * 10 )); shift
-  while [ $_t -gt 0 ]; do
+  _wu=$(( $1 * 10 )); shift
+  while [ $_wu -gt 0 ]; do
     "$@" && return 0
-    usleep 100000; _t=$((_t - 1))
+    usleep 100000; _wu=$((_wu - 1))
   done
   return 1
 }

@@ -83,6 +83,8 @@ enum Report {
     var reconnects: [UInt64]
     /// Ports whose device was removed during the run (hot-unplug).
     var removed: [Bool]
+    /// Gratuitous announcements sent per port (after a live migration, §5.1.6.5.4).
+    var announcements: [UInt64]
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
@@ -139,7 +141,7 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
+          "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"announcements\":\(announcements[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
           "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
         if let f = ports[p].fallback {

@@ -101,6 +101,7 @@ struct Run {
       queues: (0..<portCount).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents,
       reconnects: (0..<portCount).map { group.reconnects(port: $0) }, removed: (0..<portCount).map { group.isRemoved(port: $0) },
+      announcements: (0..<portCount).map { group.announcements(port: $0) },
       events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
       activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
