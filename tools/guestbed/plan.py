@@ -261,6 +261,8 @@ def default_plan_body(programs=("vio-guest-check",)):
         'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ] '
         '&& [ -x /bin/vio-fwd ] && [ -x /bin/vio-fio ] && [ -x /bin/vio-bind ]; then',
         _plan_file("hot-unplug.sh").rstrip("\n"),
+        # Live migration within the same boot (Tests/guest/plans/migrate.sh, tools/guestbed/migration.py).
+        _plan_file("migrate.sh").rstrip("\n"),
         'fi',
     ]
     # vio-bind's safety checks go last: they format the scratch disk and
