@@ -35,7 +35,7 @@ NET_MAC = "52:54:00:12:34:64"
 BLK_ID = "blkhp"
 BLK_SERIAL = "vio-hotplug"
 IMAGE = "hotplug.img"
-IMAGE_MIB = 16
+IMAGE_MIB = 32
 REQUESTS = ("hotplug-wait-deleted", "hotplug-add")
 WAIT_DELETED_S = 180.0
 
