@@ -101,15 +101,7 @@ struct VFIODevice: ~Copyable {
   /// the VFIO device goes once the BAR mappings are gone too, which is what a
   /// pending removal in the kernel waits for. The kernel disables the
   /// device's interrupts and resets it on that release.
-  func releaseDeviceFile() -> Bool {
-    let null = open("/dev/null", O_RDWR | O_CLOEXEC)
-    guard null >= 0 else { return false }
-    defer { close(null) }
-    // dup2 closes the old file atomically with the number's reuse: no other thread can take the number in between.
-    guard dup2(null, fd.raw) == fd.raw else { return false }
-    _ = fcntl(fd.raw, F_SETFD, FD_CLOEXEC)
-    return true
-  }
+  func releaseDeviceFile() -> Bool { Sys.redirectToDevNull(fd.raw) }
 
   /// VFIO_DEVICE_RESET.
   func reset() throws(SysError) {
