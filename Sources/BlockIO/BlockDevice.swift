@@ -64,6 +64,15 @@ public struct BlockDevice: ~Copyable {
   /// new capacity from their next `kick()`. Returns the new info when the capacity changed.
   public func refreshGeometry() -> BlockDeviceInfo? { driver.refreshGeometry() }
 
+  /// Surprise removal (a hot-unplugged or unbound function over VFIO): true
+  /// once the bus asked for the device back or it reads all-ones. The device is
+  /// then released so the removal completes, and every queue stops: requests
+  /// in flight never complete, `brokenReason` says the device was removed.
+  /// Control path (one poll(2) and a register read): call it now and then,
+  /// e.g. with `refreshGeometry`. A queue sleeping on its interrupt notices
+  /// the removal request by itself.
+  public func checkRemoved() -> Bool { driver.checkRemoved() }
+
   /// Closes this handle (the device closes when its queues and pools are gone too).
   public consuming func close() {}
 

@@ -10,6 +10,9 @@ package protocol BlockDriver: AnyObject, Sendable {
   func makeBufferPool(count: Int, bufferSize: Int) throws(VirtioError) -> BlockBufferPool
   /// Re-reads the geometry after a configuration change; the new info when the capacity changed.
   func refreshGeometry() -> BlockDeviceInfo?
+  /// True once the device was removed (hot-unplug; virtio over VFIO): it is
+  /// released and every queue reports `.deviceRemoved` at its next empty poll.
+  func checkRemoved() -> Bool
 }
 
 /// How to open a device.

@@ -58,12 +58,13 @@ public struct BlockQueue: ~Copyable {
   }
 
   package init<Q: BlockIOLayout & ~Copyable>(
-    virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry, index: Int, owner: AnyObject
+    virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, removalFD: Int32 = -1, geometry: SharedGeometry, index: Int,
+    owner: AnyObject
   ) {
     // SAFETY: one backend, moved into its own allocation; deinitialised and
     // freed exactly once in deinit.
     let p = UnsafeMutablePointer<VirtioBlockBackend<Q>>.allocate(capacity: 1)
-    p.initialize(to: VirtioBlockBackend(requests: requests, eventFD: eventFD, geometry: geometry))
+    p.initialize(to: VirtioBlockBackend(requests: requests, eventFD: eventFD, removalFD: removalFD, geometry: geometry))
     self.init(Q.wrap(p), index: index, owner: owner)
   }
 

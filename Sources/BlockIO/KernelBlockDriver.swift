@@ -120,6 +120,8 @@ final class KernelBlockDriver: BlockDriver, @unchecked Sendable {
   }
 
   func refreshGeometry() -> BlockDeviceInfo? { nil }
+  /// The kernel's driver handles a removal (the file fails its requests).
+  func checkRemoved() -> Bool { false }
 }
 
 /// /sys/dev/block/MAJ:MIN: the queue limits and the serial of a block device

@@ -7,10 +7,14 @@ import Synchronization
 @usableFromInline package final class SharedGeometry: Sendable {
   /// Capacity in 512-byte sectors.
   @usableFromInline package let capacitySectors: Atomic<UInt64>
+  /// The device was removed (hot-unplug): every queue stops at its next empty poll.
+  @usableFromInline package let removed: Atomic<Bool>
 
   package init(capacitySectors: UInt64) {
     self.capacitySectors = Atomic(capacitySectors)
+    self.removed = Atomic(false)
   }
 
   @inlinable var sectors: UInt64 { capacitySectors.load(ordering: .relaxed) }
+  @inlinable var isRemoved: Bool { removed.load(ordering: .relaxed) }
 }

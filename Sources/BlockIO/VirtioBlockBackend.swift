@@ -16,23 +16,30 @@ import VirtioOS
   @usableFromInline unowned(unsafe) let geometry: SharedGeometry
   /// An epoll instance of our own watching `eventFD` edge-triggered, so a
   /// sleep is one epoll_wait (the eventfd is read only to count, lazily); -1: none.
+  /// It also watches the transport's removal eventfd (token 1): a sleeping
+  /// queue wakes when the device is taken away.
   let waiter: Int32
   /// Sleeps that an interrupt ended.
   @usableFromInline var wakeups: UInt64 = 0
 
-  package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry) {
+  package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, removalFD: Int32 = -1, geometry: SharedGeometry) {
     self.requests = requests
     self.eventFD = eventFD
     self.geometry = geometry
-    self.waiter = eventFD >= 0 ? Self.edgeWaiter(eventFD) : -1
+    self.waiter = eventFD >= 0 ? Self.edgeWaiter(eventFD, removalFD) : -1
   }
 
+  /// Token of the removal eventfd in `waiter`.
+  static var removalToken: UInt64 { 1 }
+
   /// An epoll instance watching `eventFD` edge-triggered (EPOLLIN | EPOLLET):
-  /// each signal wakes one wait without the eventfd being read. -1 when it
-  /// cannot be made (then `sleep` polls the eventfd itself).
-  private static func edgeWaiter(_ eventFD: Int32) -> Int32 {
+  /// each signal wakes one wait without the eventfd being read; and the
+  /// removal eventfd, when there is one. -1 when it cannot be made (then
+  /// `sleep` polls the eventfd itself).
+  private static func edgeWaiter(_ eventFD: Int32, _ removalFD: Int32) -> Int32 {
     guard let epoll = try? Epoll() else { return -1 }
     guard (try? epoll.add(eventFD, token: 0, edgeTriggered: true)) != nil else { return -1 }
+    if removalFD >= 0 { _ = try? epoll.add(removalFD, token: removalToken, edgeTriggered: true) }
     return epoll.detach()
   }
 
@@ -77,7 +84,11 @@ import VirtioOS
       stash = nil
       return s
     }
-    guard let c = requests.nextCompletion() else { return nil }
+    guard let c = requests.nextCompletion() else {
+      // An empty poll: one relaxed load tells whether the device was removed (BlockDevice.checkRemoved).
+      if geometry.isRemoved { requests.queue.markBroken(.deviceRemoved) }
+      return nil
+    }
     return BlockIOCompletion(tag: c.tag, op: c.op, status: BlockIOStatus(c.status), bytes: Int(c.bytes))
   }
 
@@ -95,11 +106,17 @@ import VirtioOS
     if requests.queue.enableInterrupts() { return .ready }
     // Edge-triggered: an interrupt that fired after enableInterrupts but before
     // this call is already queued on the epoll instance and ends the wait at once.
+    var token: UInt64 = 0
     let r = waiter >= 0
-      ? Epoll.wait(waiter, timeoutMilliseconds: timeoutMilliseconds)
+      ? Epoll.wait(waiter, token: &token, timeoutMilliseconds: timeoutMilliseconds)
       : Poll.readable(eventFD, timeoutMilliseconds: timeoutMilliseconds)
     if r < 0 { return .failed(errno: Int32(-r)) }
     if r == 0 { return .timedOut }
+    if waiter >= 0 && token == Self.removalToken {
+      // The bus asked for the device back: nothing in flight will complete through us any more.
+      requests.queue.markBroken(.deviceRemoved)
+      return .broken
+    }
     wakeups &+= 1
     if waiter < 0 { collectInterrupts() }
     return .ready

@@ -86,11 +86,12 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
     let doorbell = session.transport.doorbell(queue: index)
     // A queue sleeps only on an interrupt no other queue shares.
     let fd = options.interrupts ? session.transport.ownInterruptEventFD(queue: index, among: session.queueCount) ?? -1 : -1
+    let removal = session.transport.removalEventFD ?? -1
     let q = session.takeQueue(index)
     do throws(VirtioError) {
       let requests = try BlockRequestQueue(
         queue: q, config: config, doorbell: doorbell, memory: &session.transport.dma, maxTransferBytes: options.maxTransferBytes)
-      return BlockQueue(virtio: requests, eventFD: fd, geometry: geometry, index: index, owner: self)
+      return BlockQueue(virtio: requests, eventFD: fd, removalFD: removal, geometry: geometry, index: index, owner: self)
     } catch {
       throw error
     }
@@ -129,6 +130,18 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
       geometry.capacitySectors.store(fresh.capacitySectors, ordering: .relaxed)
       currentInfo.capacityBytes = fresh.capacityBytes
       return currentInfo
+    }
+  }
+
+  func checkRemoved() -> Bool {
+    lock.withLock { () -> Bool in
+      if geometry.isRemoved { return true }
+      guard session.transport.deviceRemoved() else { return false }
+      // Queues first (they stop at their next empty poll), then the device goes.
+      geometry.removed.store(true, ordering: .releasing)
+      session.transport.releaseRemovedDevice()
+      logger.warning("the device was removed: its queues stopped, requests in flight failed, the device was released")
+      return true
     }
   }
 

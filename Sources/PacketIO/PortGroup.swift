@@ -35,6 +35,7 @@ public struct PortGroup: ~Copyable {
   var kernelDrops: [UInt64]
   var linkUp: [Bool]
   var needsReset: [Bool]
+  var removed: [Bool]
   let logger: Logger
   /// Headroom in front of every packet (room for the virtio-net header, §5.1.6).
   public static let headroom = 64
@@ -136,6 +137,7 @@ public struct PortGroup: ~Copyable {
     self.kernelDrops = Array(repeating: 0, count: slots)
     self.linkUp = infos.map(\.linkUp)
     self.needsReset = infos.map { _ in false }
+    self.removed = infos.map { _ in false }
     self.logger = options.logger
   }
 
@@ -198,20 +200,31 @@ public struct PortGroup: ~Copyable {
   // MARK: link state and counters (main thread)
 
   /// Sleeps up to `timeoutMilliseconds` on the ports' configuration-change
-  /// interrupts (and the stop fd), then checks every port: DEVICE_NEEDS_RESET
+  /// and removal interrupts (and the stop fd), then checks every port: a
+  /// surprise removal (the device is released, `PortEvent.removed`), DEVICE_NEEDS_RESET
   /// and the link (VFIO: §5.1.4 status after the config interrupt; vhost-user:
   /// the backend's socket — a hang-up is link down until the restarted
   /// backend is reconnected, which happens here, see `VirtioNetPort.check`;
   /// kernel: carrier). Returns what changed since the last call.
   public mutating func pollEvents(timeoutMilliseconds: Int) -> [PortEvent] {
     var fds: [Int32] = [StopSignal.fd]
-    for case .virtio(let p) in backends { if let fd = p.configEventFD { fds.append(fd) } }
+    for case .virtio(let p) in backends {
+      if let fd = p.configEventFD { fds.append(fd) }
+      if let fd = p.removalEventFD { fds.append(fd) }
+    }
     var ready = [UInt8](repeating: 0, count: fds.count)
     _ = fds.withUnsafeBufferPointer { f in
       ready.withUnsafeMutableBufferPointer { Poll.readable(f.baseAddress!, count: f.count, timeoutMilliseconds: timeoutMilliseconds, ready: $0.baseAddress!) }
     }
     var events: [PortEvent] = []
     for (i, b) in backends.enumerated() {
+      if removed[i] { continue }
+      if case .virtio(let p) = b, p.checkRemoved() {
+        removed[i] = true
+        linkUp[i] = false
+        events.append(.removed(port: i))
+        continue
+      }
       var up = linkUp[i]
       var reset = false
       switch b {
@@ -226,6 +239,7 @@ public struct PortGroup: ~Copyable {
         linkUp[i] = up
         events.append(up ? .linkUp(port: i) : .linkDown(port: i))
       }
+      if case .virtio(let p) = b, p.checkAnnounce() { events.append(.announce(port: i)) }
     }
     for s in 0..<kernelFDs.count where kernelFDs[s] >= 0 {
       var packets: UInt32 = 0
@@ -237,6 +251,15 @@ public struct PortGroup: ~Copyable {
 
   /// The link as last seen by `pollEvents` (or at open).
   public func isLinkUp(port: Int) -> Bool { linkUp[port] }
+
+  /// Gratuitous announcements port `port` sent and acknowledged (§5.1.6.5.4; virtio only).
+  public func announcements(port: Int) -> UInt64 {
+    if case .virtio(let p) = backends[port] { return p.announcements }
+    return 0
+  }
+
+  /// The port's device was removed (seen by `pollEvents`): its queues take and give nothing.
+  public func isRemoved(port: Int) -> Bool { removed[port] }
 
   /// Times port `port`'s device came back after going away — a vhost-user backend restart (0 on other paths).
   public func reconnects(port: Int) -> UInt64 {

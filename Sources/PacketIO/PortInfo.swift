@@ -27,11 +27,19 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
   case linkDown(port: Int)
   /// §2.1.2: the device set DEVICE_NEEDS_RESET; its queues stopped.
   case needsReset(port: Int)
+  /// The device was taken away (hot-unplug, an unbind: VFIO's device-request
+  /// interrupt, or its registers read all-ones): its queues stopped and it was
+  /// released so the removal completes; the other ports carry on.
+  case removed(port: Int)
+  /// The device asked to be announced (VIRTIO_NET_S_ANNOUNCE, §5.1.6.5.4:
+  /// the guest moved — a live migration): the port sends a gratuitous RARP
+  /// for its MAC and acknowledges (VIRTIO_NET_CTRL_ANNOUNCE_ACK).
+  case announce(port: Int)
 
   /// The port the event is about.
   public var port: Int {
     switch self {
-    case .linkUp(let p), .linkDown(let p), .needsReset(let p): p
+    case .linkUp(let p), .linkDown(let p), .needsReset(let p), .removed(let p), .announce(let p): p
     }
   }
 
@@ -40,6 +48,8 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
     case .linkUp(let p): "port \(p): link up"
     case .linkDown(let p): "port \(p): link down"
     case .needsReset(let p): "port \(p): the device needs a reset (DEVICE_NEEDS_RESET); restart the forwarder"
+    case .announce(let p): "port \(p): the device asks to be announced (a live migration): sending a gratuitous RARP for its MAC"
+    case .removed(let p): "port \(p): the device was removed (hot-unplug); its queues stopped and it was released, the other ports carry on"
     }
   }
 }

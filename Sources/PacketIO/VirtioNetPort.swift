@@ -20,6 +20,17 @@ protocol VirtioPortControl: AnyObject {
   func check() -> (linkUp: Bool, needsReset: Bool)
   var reconnects: UInt64 { get }
   var configInterrupts: UInt64 { get }
+  /// The descriptor a surprise removal makes readable (VFIO's device-request interrupt), if any.
+  var removalEventFD: Int32? { get }
+  /// Main thread, every poll: true once the device was removed — it is then
+  /// released and the workers stop its queues (the other ports carry on).
+  func checkRemoved() -> Bool
+  /// Main thread, after `check`: true when the device newly asked to be
+  /// announced (VIRTIO_NET_S_ANNOUNCE, §5.1.6.5.4); the worker of pair 0
+  /// sends the gratuitous packet, a later call acknowledges it.
+  func checkAnnounce() -> Bool
+  /// Announcements sent and acknowledged.
+  var announcements: UInt64 { get }
 }
 
 /// The ring layouts a `PortQueue` carries (split or packed), each to its case.
@@ -50,6 +61,15 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var reconnecting = false
   var epoch: UInt32 = 0
   var reconnects: UInt64 = 0
+  /// The device was taken away (hot-unplug) and released.
+  var removed = false
+  /// The port's MAC (config), for its gratuitous packet.
+  let mac: MACAddress?
+  /// The config's status said ANNOUNCE at the last `check`.
+  var announceAsked = false
+  /// An announce request handed to the worker of pair 0, not yet acknowledged to the device.
+  var announcePending: UInt32? = nil
+  var announcements: UInt64 = 0
   let address: PortAddress
   let logger: Logger
   /// How long one reconnect attempt may wait (the main thread's poll loop waits that long).
@@ -83,6 +103,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.board = ReconnectBoard(pairs: options.queues)
     self.taken = Array(repeating: false, count: options.queues)
     self.linkUp = config.linkUp
+    self.mac = config.mac
     self.address = address
     self.logger = logger
   }
@@ -99,7 +120,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     let pair = NetQueuePair(
       rx: rx, tx: tx, rxDoorbell: session.transport.doorbell(queue: rxIndex), txDoorbell: session.transport.doorbell(queue: txIndex),
       features: features)
-    return (Q.wrap(box(VirtioPortQueue(pair: pair, control: board.control(pair: q)))), wakeFD(q))
+    let port = VirtioPortQueue(pair: pair, control: board.control(pair: q), announceMAC: q == 0 ? mac : nil)
+    return (Q.wrap(box(port)), wakeFD(q))
   }
 
   private func wakeFD(_ q: Int) -> Int32 {
@@ -129,7 +151,29 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     }
   }
 
-  var configEventFD: Int32? { session.transport.configInterruptEventFD }
+  var configEventFD: Int32? { removed ? nil : session.transport.configInterruptEventFD }
+
+  var removalEventFD: Int32? { removed ? nil : session.transport.removalEventFD }
+
+  /// Surprise removal: the bus asked for the device back (or it reads
+  /// all-ones). The workers are told first (their pairs stop at the next
+  /// burst), then the device is released — its doorbells become harmless
+  /// memory, so a worker mid-burst touches nothing gone — and sleeping
+  /// workers are woken so they notice.
+  func checkRemoved() -> Bool {
+    if removed { return true }
+    guard session.transport.deviceRemoved() else { return false }
+    removed = true
+    linkUp = false
+    board.markRemoved()
+    session.transport.releaseRemovedDevice()
+    for q in 0..<pairs where taken[q] {
+      guard let fd = session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: q)) else { continue }
+      _ = EventFD.signal(fd)
+    }
+    logger.warning("the device was removed: its queues stopped and it was released; the other ports carry on", metadata: ["port": "\(address)"])
+    return true
+  }
 
   /// Main thread, every poll. A device that went away and may come back (a
   /// vhost-user backend hung up): link down, the workers asked for their ring
@@ -142,8 +186,40 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     if reconnecting || session.peerGone() { return resume() }
     if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
     if session.transport.readStatus().contains(.deviceNeedsReset) { return (linkUp, true) }
-    if let c = try? NetConfig(reading: session.transport, features: features) { linkUp = c.linkUp }
+    if let c = try? NetConfig(reading: session.transport, features: features) {
+      linkUp = c.linkUp
+      announceAsked = c.announce
+    }
     return (linkUp, false)
+  }
+
+  /// §5.1.6.5.4 "Gratuitous Packet Sending": the device sets
+  /// VIRTIO_NET_S_ANNOUNCE (and raises the config interrupt) when the guest
+  /// moved (live migration); the driver sends a gratuitous packet for its MAC,
+  /// then acknowledges with VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears the bit.
+  /// The packet goes out of pair 0's transmit queue, from its worker's thread.
+  func checkAnnounce() -> Bool {
+    guard !removed, control != nil, features.contains(bit: NetFeature.guestAnnounce) else { return false }
+    if let asked = announcePending {
+      // Sent (or nobody owns pair 0 to send it): acknowledge.
+      guard !taken[0] || board.announced(pair: 0) == asked else { return false }
+      announcePending = nil
+      do throws(VirtioError) {
+        try control?.acknowledgeAnnounce()
+        announcements &+= 1
+        logger.info("announced (gratuitous RARP sent, ANNOUNCE_ACK)", metadata: ["port": "\(address)"])
+      } catch {
+        logger.warning("ANNOUNCE_ACK failed: \(error.message)", metadata: ["port": "\(address)"])
+      }
+      announceAsked = false
+      return false
+    }
+    guard announceAsked else { return false }
+    announceAsked = false
+    announcePending = board.requestAnnounce()
+    // A worker asleep on its receive interrupt would serve the request only at the next frame.
+    if taken[0], let fd = session.transport.interruptEventFD(queue: NetConfig.receiveQueue(pair: 0)) { _ = EventFD.signal(fd) }
+    return true
   }
 
   private func resume() -> (linkUp: Bool, needsReset: Bool) {

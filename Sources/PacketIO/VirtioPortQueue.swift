@@ -3,10 +3,12 @@ import VirtioCore
 import VirtioNet
 
 /// Where a virtio-net port's main thread and the workers owning its queue
-/// pairs meet when the device restarts (a vhost-user backend): one request word (the reconnect
-/// epoch, written by the main thread) and per pair an acknowledgement and the
-/// two ring positions the new backend must resume from (written by the
-/// worker). Plain memory, each word on its own cache line group per pair;
+/// pairs meet: when the device restarts (a vhost-user backend), is removed
+/// (hot-unplug) or asks to be announced (§5.1.6.5.4). One request word
+/// (written by the main thread: removed bit, announce counter, reconnect
+/// epoch) and per pair an acknowledgement, the two ring positions the new
+/// backend must resume from and the last announce request served (written by
+/// the worker). Plain memory, each word on its own cache line group per pair;
 /// freed by the port after every queue is gone.
 struct ReconnectBoard: ~Copyable {
   let base: UnsafeMutableRawPointer
@@ -27,17 +29,38 @@ struct ReconnectBoard: ~Copyable {
     return ReconnectControl(request: base, slot: base + (pair + 1) * Self.line)
   }
 
-  /// Main thread: asks every worker of the port to drain and report (a new epoch).
-  func requestDrain() -> UInt32 {
-    let next = vio_pkt_load_acquire_u32(base) &+ 1
+  // The request word: bit 31 the device was removed (final), bits 16…30 an
+  // announce counter, bits 0…15 the drain epoch. Only the main thread writes it.
+  static let removedBit: UInt32 = 1 << 31
+  static let announceMask: UInt32 = 0x7FFF_0000
+  static let drainMask: UInt32 = 0xFFFF
+
+  private func bump(_ mask: UInt32, by one: UInt32) -> UInt32 {
+    let w = vio_pkt_load_acquire_u32(base)
+    let next = (w & ~mask) | ((w &+ one) & mask)
     vio_pkt_store_release_u32(base, next)
-    return next
+    return next & mask
   }
+
+  /// Main thread: the device was removed; every worker stops its pair at its next burst.
+  func markRemoved() {
+    vio_pkt_store_release_u32(base, vio_pkt_load_acquire_u32(base) | Self.removedBit)
+  }
+
+  /// Main thread: asks every worker of the port to drain and report (a new epoch).
+  func requestDrain() -> UInt32 { bump(Self.drainMask, by: 1) }
+
+  /// Main thread: asks the worker of pair 0 to send the port's gratuitous
+  /// packet (§5.1.6.5.4); returns the request, which `announced` echoes once sent.
+  func requestAnnounce() -> UInt32 { bump(Self.announceMask, by: 1 << 16) }
+
+  /// Main thread: the last announce request pair `p`'s worker served.
+  func announced(pair p: Int) -> UInt32 { vio_pkt_load_acquire_u32(control(pair: p).slot + 12) }
 
   /// Main thread: pair `p` drained for `epoch`; its resume positions (rx, tx).
   func drained(pair p: Int, epoch: UInt32) -> (rx: RingPosition, tx: RingPosition)? {
     let c = control(pair: p)
-    guard vio_pkt_load_acquire_u32(c.slot) == epoch else { return nil }
+    guard vio_pkt_load_acquire_u32(c.slot) & Self.drainMask == epoch else { return nil }
     return (ReconnectControl.position(vio_pkt_load_relaxed_u32(c.slot + 4)), ReconnectControl.position(vio_pkt_load_relaxed_u32(c.slot + 8)))
   }
 }
@@ -58,6 +81,9 @@ struct ReconnectControl: BitwiseCopyable {
     vio_pkt_store_release_u32(slot, epoch)
   }
 
+  /// Worker: the announce request `request` was served.
+  func announced(_ request: UInt32) { vio_pkt_store_release_u32(slot + 12, request) }
+
   static func word(_ p: RingPosition) -> UInt32 { UInt32(p.index) | (p.wrap ? 1 << 16 : 0) }
   static func position(_ w: UInt32) -> RingPosition { RingPosition(index: UInt16(truncatingIfNeeded: w), wrap: w & (1 << 16) != 0) }
 }
@@ -76,32 +102,74 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var pair: NetQueuePair<Q, Q>
   let control: ReconnectControl
   var acknowledged: UInt32 = 0
+  /// Pair 0 of a port with a MAC: the one that sends the port's gratuitous packet.
+  let announceMAC: MACAddress?
 
-  init(pair: consuming NetQueuePair<Q, Q>, control: ReconnectControl) {
+  init(pair: consuming NetQueuePair<Q, Q>, control: ReconnectControl, announceMAC: MACAddress? = nil) {
     self.pair = pair
     self.control = control
+    self.announceMAC = announceMAC
   }
 
   @inline(__always)
   mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
+    let r = control.requested
+    // A removed device's pair stops before taking anything more (what it left in the ring goes with it).
+    if r != acknowledged && r & ReconnectBoard.removedBit != 0 {
+      stopRemoved(r)
+      return 0
+    }
     let n = pair.receive(into: &burst, pool: &pool)
     // Fewer than asked: the used ring is empty, so this is where the old backend stopped.
-    if n < capacity { let r = control.requested; if r != acknowledged { report(r, &pool) } }
+    if n < capacity && r != acknowledged { serve(r, &pool, receiveRingEmpty: true) }
     return n
   }
 
   @inline(__always)
   mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     let r = control.requested
-    if r != acknowledged { drainThenReport(r, &pool) }
+    if r != acknowledged { serve(r, &pool, receiveRingEmpty: false) }
     return pair.transmit(burst, pool: &pool)
   }
 
   mutating func flush(pool: inout BufferPool) {
     let r = control.requested
-    if r != acknowledged { drainThenReport(r, &pool) }
+    if r != acknowledged { serve(r, &pool, receiveRingEmpty: false) }
     pair.reclaim(&pool)
+  }
+
+  /// What the main thread asked since the last request served: the device
+  /// was removed (stop), announce the port (send its gratuitous packet),
+  /// or report where the rings stopped (drain first unless RX is empty).
+  mutating func serve(_ r: UInt32, _ pool: inout BufferPool, receiveRingEmpty: Bool) {
+    if r & ReconnectBoard.removedBit != 0 { return stopRemoved(r) }
+    let changed = r ^ acknowledged
+    if changed & ReconnectBoard.announceMask != 0 {
+      announce(&pool)
+      control.announced(r & ReconnectBoard.announceMask)
+    }
+    if changed & ReconnectBoard.drainMask != 0 {
+      if receiveRingEmpty { report(r, &pool) } else { drainThenReport(r, &pool) }
+    }
+    acknowledged = r
+  }
+
+  /// §5.1.6.5.4: the port's gratuitous RARP, queued like any frame (a full
+  /// ring or an empty pool: counted in `txDropped`).
+  mutating func announce(_ pool: inout BufferPool) {
+    guard let mac = announceMAC else { return }
+    guard var b = pool.allocate() else {
+      pair.stats.txDropped &+= 1
+      return
+    }
+    b.length = UInt16(Announcement.frameLength)
+    Announcement.writeRARP(mac: mac, to: pool.pointer(b) + Int(b.offset))
+    let one = InlineArray<1, PacketBuffer>(repeating: b)
+    if pair.transmit(one.span, pool: &pool) == 0 {
+      pool.release(b)
+      pair.stats.txDropped &+= 1
+    }
   }
 
   /// The used ring of RX is empty: finish TX, publish both positions.
@@ -123,5 +191,14 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
       if n < 32 { break }
     }
     report(epoch, &pool)
+  }
+
+  /// The device was removed (the main thread released it): both rings stop
+  /// for good — receive finds nothing, transmit takes nothing (the caller
+  /// counts what it drops). Their buffers stay with the dead rings.
+  mutating func stopRemoved(_ epoch: UInt32) {
+    pair.rx.markBroken(.deviceRemoved)
+    pair.tx.markBroken(.deviceRemoved)
+    acknowledged = epoch
   }
 }

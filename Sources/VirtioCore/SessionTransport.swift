@@ -54,6 +54,17 @@ public protocol SessionTransport: Transport & ~Copyable {
   /// virtio reset ran.
   mutating func resetDevice() throws(VirtioError) -> Bool
 
+  /// Surprise removal: a descriptor that becomes readable when the bus asks
+  /// for the device back (VFIO's device-request and error interrupts; nil: none).
+  var removalEventFD: Int32? { get }
+  /// The device is being taken away or is gone (asked back, or its registers
+  /// read all-ones). Control path: a cheap check, not for every burst.
+  func deviceRemoved() -> Bool
+  /// Lets a removed device go so its removal can complete: stop it if it still
+  /// answers, release what holds it; the queues' memory stays valid for their
+  /// owners, their doorbells harmless. Idempotent.
+  mutating func releaseRemovedDevice()
+
   /// The device went away and may come back with the rings where they stopped
   /// (a vhost-user backend that hung up). One cheap check: call it when idle.
   func peerGone() -> Bool
@@ -65,6 +76,11 @@ public protocol SessionTransport: Transport & ~Copyable {
 extension SessionTransport where Self: ~Copyable {
   /// Transports whose device cannot come back: never gone in that sense.
   public func peerGone() -> Bool { false }
+
+  /// Transports without surprise removal (vhost-user: a hang-up is `peerGone`).
+  public var removalEventFD: Int32? { nil }
+  public func deviceRemoved() -> Bool { false }
+  public mutating func releaseRemovedDevice() {}
 
   public mutating func reconnect(resume: [Int: RingPosition], timeoutMilliseconds: Int?) throws(VirtioError) {
     throw VirtioError(.unsupported, "\(target): this transport cannot reconnect to a device; reopen it")

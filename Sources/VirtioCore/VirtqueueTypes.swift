@@ -86,6 +86,8 @@ import VirtioSpec
   case deviceStalled
   /// The device went away (surprise removal, reset by someone else).
   case deviceGone
+  /// The bus took the device away (hot-unplug: VFIO's device-request interrupt, or all-ones reads).
+  case deviceRemoved
 
   public var description: String {
     switch self {
@@ -107,6 +109,8 @@ import VirtioSpec
       "the device stopped completing buffers within the allowed time"
     case .deviceGone:
       "the device is no longer reachable"
+    case .deviceRemoved:
+      "the device was removed (hot-unplugged or unbound); requests in flight failed — re-add the function, bind it again and reopen it"
     }
   }
 }

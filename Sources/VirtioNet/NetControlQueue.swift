@@ -88,6 +88,13 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   }
 
   /// VIRTIO_NET_CTRL_RX_ALLMULTI (needs CTRL_RX).
+  /// §5.1.6.5.4: the gratuitous packets for VIRTIO_NET_S_ANNOUNCE were sent;
+  /// the device clears the status bit.
+  public mutating func acknowledgeAnnounce() throws(VirtioError) {
+    try requireFeature(NetFeature.guestAnnounce, "VIRTIO_NET_F_GUEST_ANNOUNCE")
+    try send(class: NetCtrl.classAnnounce, command: NetCtrl.announceAck, data: [])
+  }
+
   public mutating func setAllMulticast(_ on: Bool) throws(VirtioError) {
     try requireFeature(NetFeature.ctrlRx, "all-multicast mode")
     try send(class: NetCtrl.classRx, command: NetCtrl.rxAllMulti, data: [on ? 1 : 0])

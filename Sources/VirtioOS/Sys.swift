@@ -44,6 +44,19 @@ package enum Sys {
 
   package static func unlink(_ path: String) { _ = Glibc.unlink(path) }
 
+  /// Makes descriptor `fd` refer to /dev/null (dup2: the old file is closed in
+  /// the same step, so no other thread can take the number in between). The
+  /// number stays its owner's, closed once as before; what it referred to
+  /// loses this reference. False when /dev/null could not be opened or dup2 failed.
+  package static func redirectToDevNull(_ fd: Int32) -> Bool {
+    let null = Glibc.open("/dev/null", O_RDWR | O_CLOEXEC)
+    guard null >= 0 else { return false }
+    defer { Glibc.close(null) }
+    guard dup2(null, fd) == fd else { return false }
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    return true
+  }
+
   package static func ioctl(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer, _ name: String) throws(SysError) -> Int32 {
     try retrying(name) { vio_os_ioctl_ptr(fd, request, arg) }
   }

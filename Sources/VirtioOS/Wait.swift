@@ -38,6 +38,11 @@ package struct Epoll: ~Copyable {
     var token: UInt64 = 0
     return Int(vio_os_epoll_wait(epfd, &token, 1, Int32(clamping: timeoutMilliseconds)))
   }
+
+  /// The same, handing back the token of the descriptor that woke it.
+  package static func wait(_ epfd: Int32, token: inout UInt64, timeoutMilliseconds: Int) -> Int {
+    Int(vio_os_epoll_wait(epfd, &token, 1, Int32(clamping: timeoutMilliseconds)))
+  }
 }
 
 /// poll(2) for input.

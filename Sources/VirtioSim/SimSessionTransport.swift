@@ -75,6 +75,10 @@ public struct SimSessionTransport: ~Copyable, SessionTransport {
   public func interruptEventFD(queue index: Int) -> Int32? { nil }
   public var configInterruptEventFD: Int32? { nil }
 
+  /// Surprise removal as VFIO reports it: `registers.removedByBus` stands for the device-request interrupt.
+  public func deviceRemoved() -> Bool { registers.removedByBus }
+  public mutating func releaseRemovedDevice() { registers.noteRelease() }
+
   public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait {
     guard index >= 0, index < interrupts.seen.count else { return .failed(errno: 22) }
     let seen = interrupts.seen[index]

@@ -75,6 +75,10 @@ final class SimDeviceCore: @unchecked Sendable {
   var refuseMSIX = false
   var configChangesLeft = 0
   var configAlwaysChanging = false
+  /// Surprise removal: the bus asked for the device back.
+  var removedByBus = false
+  /// `SimSessionTransport.releaseRemovedDevice` calls.
+  var releases = 0
 
   // Device-thread side, here so waiters can use the one monitor.
   var interrupts: [Int]
@@ -342,6 +346,12 @@ extension SimTransport {
   public var configChangesDuringReads: Int { get { self[knob: \.configChangesLeft] } nonmutating set { self[knob: \.configChangesLeft] = newValue } }
   /// The device changes its config during every config read, forever.
   public var configAlwaysChanging: Bool { get { self[knob: \.configAlwaysChanging] } nonmutating set { self[knob: \.configAlwaysChanging] = newValue } }
+
+  /// Surprise removal: the bus asks for the device back (VFIO's device-request interrupt).
+  public var removedByBus: Bool { get { self[knob: \.removedByBus] } nonmutating set { self[knob: \.removedByBus] = newValue } }
+  /// Times the driver released the device after a removal.
+  public var releasesAfterRemoval: Int { locked { $0.releases } }
+  func noteRelease() { locked { $0.releases += 1 } }
 
   /// The features the device offers (set before the driver reads them).
   public var deviceFeatures: FeatureSet { get { self[knob: \.deviceFeatures] } nonmutating set { self[knob: \.deviceFeatures] = newValue } }

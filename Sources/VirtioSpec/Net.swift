@@ -124,6 +124,9 @@ public enum NetCtrl {
   public static let rxAllMulti: UInt8 = 1
   public static let classMAC: UInt8 = 1
   public static let macAddrSet: UInt8 = 1
+  /// §5.1.6.5.4: VIRTIO_NET_CTRL_ANNOUNCE, command ANNOUNCE_ACK (no data).
+  public static let classAnnounce: UInt8 = 3
+  public static let announceAck: UInt8 = 0
   public static let classMQ: UInt8 = 4
   public static let mqVQPairsSet: UInt8 = 0
   public static let ackOK: UInt8 = 0

@@ -92,6 +92,21 @@ struct BARMappings: ~Copyable {
 
   func size(bar: Int) -> Int { sizes[bar] }
 
+  /// After a surprise removal: every BAR mapping is replaced in place by
+  /// private memory that reads all-ones, as a removed PCI device reads. Views
+  /// handed out (the registers, other threads' doorbells) stay valid and
+  /// harmless, and the device file loses the references its mappings held.
+  func replaceWithInertMemory() {
+    for i in 0..<6 {
+      guard let p = bases[i] else { continue }
+      // SAFETY: MAP_FIXED over exactly the range this value mapped (and still
+      // owns, unmapped in deinit); the kernel swaps the pages in one step, so a
+      // concurrent access lands in either mapping, never in a hole.
+      let q = mmap(p, sizes[i], PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+      if q == p { memset(p, 0xFF, sizes[i]) }
+    }
+  }
+
   deinit {
     for i in 0..<6 {
       if let p = bases[i] { munmap(p, sizes[i]) }

@@ -69,15 +69,39 @@ struct VFIODevice: ~Copyable {
   }
 
   /// Number of MSI-X vectors the function has (VFIO_DEVICE_GET_IRQ_INFO), 0 if none.
-  func msixVectorCount() -> Int {
+  func msixVectorCount() -> Int { irqCount(VIO_VFIO_PCI_MSIX_IRQ_INDEX) }
+
+  /// Interrupts of VFIO IRQ index `index` that can signal an eventfd (0: none, or not offered).
+  func irqCount(_ index: UInt32) -> Int {
+    guard index < irqCount else { return 0 }
     var info = vfio_irq_info()
     info.argsz = UInt32(MemoryLayout<vfio_irq_info>.size)
-    info.index = VIO_VFIO_PCI_MSIX_IRQ_INDEX
+    info.index = index
     guard (try? Sys.ioctl(fd.raw, VIO_VFIO_DEVICE_GET_IRQ_INFO, &info, "VFIO_DEVICE_GET_IRQ_INFO")) != nil,
       info.flags & VIO_VFIO_IRQ_INFO_EVENTFD != 0
     else { return 0 }
     return Int(info.count)
   }
+
+  /// The surprise-removal channels: the device-request interrupt (the kernel
+  /// asks us to let the device go: hot-unplug, unbind) and, on PCIe
+  /// functions, the error interrupt (an uncorrectable error), both routed to
+  /// `eventfd`. Returns the names of the ones registered.
+  func watchRemoval(eventfd: Int32) -> [String] {
+    var watched: [String] = []
+    for (index, name) in [(VIO_VFIO_PCI_REQ_IRQ_INDEX, "request"), (VIO_VFIO_PCI_ERR_IRQ_INDEX, "error")] where irqCount(index) >= 1 {
+      var one = eventfd
+      if vio_vfio_set_irq_eventfds(fd.raw, index, 0, 1, &one) == 0 { watched.append(name) }
+    }
+    return watched
+  }
+
+  /// Lets go of the device file while the descriptor number stays owned (it
+  /// now refers to /dev/null, closed as usual later): the last reference to
+  /// the VFIO device goes once the BAR mappings are gone too, which is what a
+  /// pending removal in the kernel waits for. The kernel disables the
+  /// device's interrupts and resets it on that release.
+  func releaseDeviceFile() -> Bool { Sys.redirectToDevNull(fd.raw) }
 
   /// VFIO_DEVICE_RESET.
   func reset() throws(SysError) {

@@ -123,9 +123,22 @@ extension VFIOPCITransport {
       } catch {
         throw VirtioError(.transport, "cannot create an epoll instance: \(error)", errno: error.errno)
       }
+      // Surprise removal (hot-unplug, an unbind): without a request channel
+      // the kernel's removal blocks until this process exits.
+      var removal: OwnedFD? = nil
+      var removalFD: Int32 = -1
+      var watched: [String] = []
+      if let fd = try? EventFD.create() {
+        watched = device.watchRemoval(eventfd: fd.raw)
+        if !watched.isEmpty {
+          removalFD = fd.raw
+          removal = consume fd
+        }
+      }
+      logger.info("removal watched", metadata: ["interrupts": "\(watched.isEmpty ? "none" : watched.joined(separator: ","))"])
       space.members.append(address)
       return VFIOPCITransport(
-        interrupts: interrupts, bars: bars, space: space, device: device, group: group, address: address,
+        interrupts: interrupts, removal: removal, removalFD: removalFD, bars: bars, space: space, device: device, group: group, address: address,
         deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: logger,
         options: options, common: common, isr: isr, deviceConfig: deviceCfg, notify: notify, queueCount: queues)
     } catch {

@@ -38,6 +38,13 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   // DMA space (the last holder unmaps the arena, then closes the container),
   // the device and group fds go.
   var interrupts: MSIXInterrupts
+  /// Signalled by the kernel's device-request (and error) interrupt: the
+  /// device is being taken away (nil: the kernel offers neither).
+  let removal: OwnedFD?
+  /// `removal`'s descriptor, -1: none.
+  let removalFD: Int32
+  /// The device was let go after a removal request (`releaseRemovedDevice`).
+  var released = false
   let bars: BARMappings
   let space: VFIODMASpace
   let device: VFIODevice
@@ -90,13 +97,16 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   public internal(set) var configVector: UInt16 = virtioMSINoVector
 
   init(
-    interrupts: consuming MSIXInterrupts, bars: consuming BARMappings, space: VFIODMASpace, device: consuming VFIODevice,
+    interrupts: consuming MSIXInterrupts, removal: consuming OwnedFD?, removalFD: Int32, bars: consuming BARMappings, space: VFIODMASpace,
+    device: consuming VFIODevice,
     group: consuming VFIOGroup, address: PCIAddress, deviceType: DeviceType,
     capabilities: VirtioPCICapabilities, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo, msixVectorCount: Int,
     logger: Logger, options: VFIOPCIOptions, common: MMIORegion, isr: MMIORegion, deviceConfig: MMIORegion,
     notify: MMIORegion, queueCount: Int
   ) {
     self.interrupts = interrupts
+    self.removal = removal
+    self.removalFD = removalFD
     self.bars = bars
     self.space = space
     self.device = device
@@ -124,6 +134,13 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   }
 
   deinit {
+    // Released after a removal request: the kernel reset the function when it took it back.
+    if released {
+      notifyAddresses.deallocate()
+      driverFeatureWords.deallocate()
+      logger.info("closed after removal", metadata: ["dma_mappings": "\(dma.mappingCount)"])
+      return
+    }
     // §4.1.4.3.2 / §2.4: reset stops the device touching rings and buffers
     // before the DMA arena below unmaps them.
     common.write8(CommonCfg.device_status, 0)

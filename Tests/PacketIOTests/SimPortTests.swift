@@ -137,6 +137,66 @@ final class SimPortTests: XCTestCase {
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0)])
   }
 
+  /// Surprise removal (VFIO's device-request interrupt; here the simulator's
+  /// knob): reported once as an event, the device released once, the port's
+  /// queue stops — nothing more received, nothing taken to send.
+  func testSurpriseRemoval() throws {
+    let rig = try Rig(packed: false)
+    var q = rig.group.takeQueue(port: 0, queue: 0)
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
+    q.start(pool: &pool)
+    rig.wire.send((0..<3).map { Self.frame($0) })
+    XCTAssertEqual(receive(&q, &pool, count: 3), (0..<3).map { Self.frame($0) })
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
+    rig.registers.removedByBus = true
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.removed(port: 0)])
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "reported once")
+    XCTAssertTrue(rig.group.isRemoved(port: 0))
+    XCTAssertFalse(rig.group.isLinkUp(port: 0))
+    XCTAssertEqual(rig.registers.releasesAfterRemoval, 1)
+    rig.wire.send((3..<6).map { Self.frame($0) })
+    XCTAssertEqual(receive(&q, &pool, count: 3), [], "a removed port's queue returns nothing")
+    XCTAssertEqual(q.brokenReason, .deviceRemoved)
+    let b = pool.allocate()!
+    var p = b
+    p.length = 64
+    let taken = [p].withUnsafeBufferPointer { q.transmit($0.span, pool: &pool) }
+    XCTAssertEqual(taken, 0, "a removed port takes nothing to send")
+    pool.release(b)
+  }
+
+  /// §5.1.6.5.4: the device sets VIRTIO_NET_S_ANNOUNCE (after a live
+  /// migration); the port reports it, pair 0's worker sends a gratuitous RARP
+  /// from the port's MAC at its next call, and the next poll acknowledges
+  /// through the control queue (VIRTIO_NET_CTRL_ANNOUNCE_ACK).
+  func testGuestAnnounce() throws {
+    let rig = try Rig(packed: false, extra: [NetFeature.guestAnnounce])
+    var q = rig.group.takeQueue(port: 0, queue: 0)
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
+    q.start(pool: &pool)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
+    rig.registers.setConfig(NetSimConfig.bytes(status: NetStatus.linkUp | NetStatus.announce), at: 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.announce(port: 0)])
+    let deadline = Date().addingTimeInterval(10)
+    while rig.wire.transmitted().isEmpty && Date() < deadline { q.flush(pool: &pool) }
+    let sent = rig.wire.transmitted()
+    XCTAssertEqual(sent.count, 1, "one gratuitous packet")
+    if let f = sent.first {
+      XCTAssertEqual(f.count, 60)
+      XCTAssertEqual(Array(f[0..<6]), [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], "broadcast")
+      XCTAssertEqual(Array(f[6..<12]), [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF], "from the port's MAC")
+      XCTAssertEqual(Array(f[12..<14]), [0x80, 0x35], "RARP")
+      XCTAssertEqual(Array(f[20..<22]), [0, 3], "request reverse")
+      XCTAssertEqual(Array(f[22..<28]), [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF])
+    }
+    XCTAssertFalse(rig.wire.control!.commands.contains { $0.cls == NetCtrl.classAnnounce }, "acknowledged only after sending")
+    rig.registers.setConfig(NetSimConfig.bytes(), at: 0)  // the device clears the bit on the ack
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
+    XCTAssertTrue(rig.wire.control!.commands.contains { $0.cls == NetCtrl.classAnnounce && $0.command == NetCtrl.announceAck && $0.data.isEmpty })
+    XCTAssertEqual(rig.group.announcements(port: 0), 1)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "nothing more")
+  }
+
   /// A device that returns an id it was never given breaks the queue with a
   /// reason; the worker learns it from the queue, nothing traps.
   func testBrokenQueue() throws {

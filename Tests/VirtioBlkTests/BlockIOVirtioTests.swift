@@ -114,6 +114,27 @@ final class BlockIOVirtioTests: XCTestCase {
     XCTAssertEqual(poll(&q)?.status, .ok)
   }
 
+  /// Surprise removal (VFIO's device-request interrupt; here the simulator's
+  /// knob): `checkRemoved` says so once the bus asked, the device is released
+  /// once, and the queue stops with the reason at its next empty poll.
+  func testSurpriseRemoval() throws {
+    let host = try SimBlockDevice(SplitVirtqueue.self, features: [], config: SimBlockConfig())
+    var q = try host.device.makeQueue(0)
+    var pool = try host.device.makeBufferPool(count: 2, bufferSize: 4096)
+    XCTAssertEqual(q.read(into: pool.allocate()!, at: 0, tag: 1), .queued)
+    q.kick()
+    XCTAssertEqual(poll(&q)?.status, .ok)
+    XCTAssertFalse(host.device.checkRemoved())
+    host.registers.removedByBus = true
+    XCTAssertTrue(host.device.checkRemoved())
+    XCTAssertTrue(host.device.checkRemoved(), "stays removed")
+    XCTAssertEqual(host.registers.releasesAfterRemoval, 1, "released once")
+    XCTAssertNil(q.poll())
+    XCTAssertEqual(q.wait(timeoutMilliseconds: 0), .broken)
+    XCTAssertTrue(q.brokenReason?.contains("removed") == true, "\(q.brokenReason ?? "no reason")")
+    XCTAssertEqual(q.read(into: pool.allocate()!, at: 0, tag: 2), .queueBroken, "nothing more is submitted")
+  }
+
   func testErrorsSurfaceThroughBlockIO() throws {
     let host = try SimBlockDevice(PackedVirtqueue.self, features: [BlockFeature.ro], config: SimBlockConfig())
     host.disk.with { $0.failing = 8..<16 }

@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
-from guestbed import boot, hostchecks, initramfs, plan, variants  # noqa: E402
+from guestbed import boot, hostchecks, hotplug, initramfs, migration, plan, variants  # noqa: E402
 from guestbed.netserver import FrameServer, ethernet_frame  # noqa: E402
 from guestbed.qmp import QMP, QMPError  # noqa: E402
 
@@ -206,6 +206,77 @@ class QMPTests(unittest.TestCase):
         self.assertEqual(seen[0], {"execute": "qmp_capabilities"})
         self.assertEqual(seen[2], {"execute": "set_link",
                                    "arguments": {"name": "net0", "up": False}})
+
+
+class FaultTests(unittest.TestCase):
+    """Issue 18's host side: the destination's command line, the RARP count,
+    and waiting for a QMP event that came earlier or comes later."""
+
+    def test_destination_command(self):
+        with tempfile.TemporaryDirectory() as d:
+            cmd = ["qemu", "-device", "x", "-qmp", "unix:/a/qmp.sock,server=on,wait=off"]
+            out, qmp_sock, mig_sock = migration.destination_command(cmd, d)
+            self.assertEqual(out[:3], cmd[:3])
+            self.assertEqual(out[4], f"unix:{qmp_sock},server=on,wait=off")
+            self.assertEqual(out[-2:], ["-incoming", f"unix:{mig_sock}"])
+
+    def test_rarp_count(self):
+        mac = bytes.fromhex("525400123461")
+        rarp = b"\xff" * 6 + mac + b"\x80\x35" + bytes([0, 1, 8, 0, 6, 4, 0, 3]) + mac + bytes(4) + mac + bytes(4)
+        rarp += bytes(60 - len(rarp))
+
+        class Port:
+            frames = [rarp] * 3 + [rarp[:12] + b"\x08\x00" + rarp[14:]]
+            times = [10.0, 11.0, 12.0, 12.0]
+
+        class Ctx:
+            net_ports = {"net1": Port()}
+            migration = migration.Migration()
+        Ctx.migration.started_at, Ctx.migration.done_at, Ctx.migration.rounds = 10.5, 10.6, 1
+        check = hostchecks._handlers["migrate-announce"][0]
+        ok, why = check(Ctx, ["net1", "52:54:00:12:34:61", "1"])
+        self.assertTrue(ok, why)
+        ok, why = check(Ctx, ["net1", "52:54:00:12:34:61", "2"])
+        self.assertFalse(ok, "one RARP too few")
+        ok, why = check(Ctx, ["net1", "52:54:00:12:34:61", "0"])
+        self.assertFalse(ok, "the driver must have announced")
+
+    def test_hotplug_device_props(self):
+        props = hotplug.device_props()
+        self.assertEqual(props["nethp"]["bus"], "rpnethp")
+        self.assertEqual(props["blkhp"]["drive"], "dblkhp")
+        with tempfile.TemporaryDirectory() as d:
+            args = hotplug.qemu_args(d, "stream,id=nnethp")
+            self.assertLess(args.index("pcie-root-port,id=rpnethp,chassis=41,slot=41"),
+                            args.index(next(a for a in args if a.startswith("virtio-net-pci,id=nethp"))))
+
+    def test_wait_event(self):
+        tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(tmp.name, "qmp.sock")
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ls.bind(path)
+        ls.listen(1)
+
+        def fake_qemu():
+            conn, _ = ls.accept()
+            f = conn.makefile("rwb")
+            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            f.flush()
+            for line in f:
+                f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "a"}}\n')
+                f.write(b'{"return": {}}\n')
+                f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "b"}}\n')
+                f.flush()
+            conn.close()
+
+        t = threading.Thread(target=fake_qemu, daemon=True)
+        t.start()
+        with QMP(path, timeout=5) as q:
+            self.assertEqual(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "a", 5)["data"]["device"], "a")
+            self.assertEqual(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "b", 5)["data"]["device"], "b")
+            self.assertIsNone(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "c", 0.2))
+        ls.close()
+        tmp.cleanup()
 
 
 class ModuleTests(unittest.TestCase):

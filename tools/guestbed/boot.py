@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from . import blktest, fwdtest, hostchecks, log
+from . import blktest, fwdtest, hostchecks, hotplug, log, migration
 from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
@@ -112,8 +112,9 @@ def _write_pcap(path, frames):
 class _Console:
     """Reads QEMU's stdout (the serial console) on a thread, line by line."""
 
-    def __init__(self, stream):
-        self.lines = queue.Queue()
+    def __init__(self, stream, lines=None):
+        # A migration's destination QEMU feeds the same queue (migration.py).
+        self.lines = lines if lines is not None else queue.Queue()
         self._t = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self._t.start()
 
@@ -156,6 +157,8 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                 continue
             extra_ports[nid] = net_port(variant, net_backend, tap_name=f"gbtap{os.getpid() % 1000000}{'abcdefgh'[i]}",
                                         mtu=9000, txqueuelen=20000)
+        # The surprise-removal test's net function: its own frame server (hotplug.py).
+        extra_ports[hotplug.NET_ID] = FrameServer().start()
     except (OSError, ValueError) as e:
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
         for p in extra_ports.values():
@@ -167,6 +170,9 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                        qmp_sock, mem_mib, smp, scratch=scratch, extra_nets=extra_nets)
     # The block checks' extra drives (blkdebug faults, read-only), before -qmp: tools/guestbed/blktest.py.
     cmd[cmd.index("-qmp"):cmd.index("-qmp")] = blktest.qemu_args(workdir)
+    # The hotplug root ports and their functions, after every other device (tools/guestbed/hotplug.py).
+    cmd[cmd.index("-qmp"):cmd.index("-qmp")] = hotplug.MACHINE_ARGS + hotplug.qemu_args(
+        workdir, extra_ports[hotplug.NET_ID].netdev_arg("n" + hotplug.NET_ID))
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
         f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
                 "the host side of the net device:\n#   " + server.manual_hint() + "\n"
@@ -187,6 +193,8 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     console = _Console(proc.stdout)
     qmp = None
     eof = False
+    moved = migration.Migration()
+    source_eofs_to_skip = 0
     try:
         # QMP smoke test: the socket exists as soon as QEMU runs (unless
         # QEMU refused its command line and exited)
@@ -217,6 +225,10 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
             except queue.Empty:
                 continue
             if line is None:
+                if source_eofs_to_skip:
+                    # The migration's source QEMU quit; the guest runs on in the destination.
+                    source_eofs_to_skip -= 1
+                    continue
                 eof = True
                 break
             res.console.append(line)
@@ -240,6 +252,23 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
             if m and m.group(1).split(None, 1)[0] in fwdtest.KINDS:
                 parts = m.group(1).split(None, 3)
                 err = traffic_runs.handle(parts[0], parts[1:], extra_ports, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
+            if m and m.group(1).split(None, 1)[0] in migration.REQUESTS:
+                try:
+                    source = proc
+                    proc, qmp = migration.migrate(cmd, workdir, qmp, lambda s: _Console(s, console.lines), note, moved)
+                    source_eofs_to_skip = 1
+                    try:
+                        source.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(source.pid, signal.SIGKILL)
+                except RuntimeError as e:
+                    res.checks.append(("host-migrate", False, str(e)))
+                continue
+            if m and m.group(1).split(None, 1)[0] in hotplug.REQUESTS:
+                err = hotplug.handle_request(m.group(1).split(), qmp, note)
                 if err:
                     res.checks.append(("host-req", False, err))
                 continue
@@ -283,6 +312,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     ctx = hostchecks.BootContext(variant, frames, disk, res.console, workdir)
     ctx.net_ports = extra_ports
     ctx.traffic_runs = traffic_runs
+    ctx.migration = moved
     for req in hostcheck_requests:
         res.checks.append(hostchecks.run_requested(ctx, req))
     res.checks.extend(hostchecks.run_post_boot(ctx))

@@ -176,10 +176,10 @@ run_program() {
 
 # wait_until <seconds> <command...>: poll every 0.1 s until the command succeeds
 wait_until() {
-  _t=$(( $1 * 10 )); shift
-  while [ $_t -gt 0 ]; do
+  _wu=$(( $1 * 10 )); shift
+  while [ $_wu -gt 0 ]; do
     "$@" && return 0
-    usleep 100000; _t=$((_t - 1))
+    usleep 100000; _wu=$((_wu - 1))
   done
   return 1
 }
@@ -252,6 +252,17 @@ def default_plan_body(programs=("vio-guest-check",)):
         _plan_file("blk.sh").rstrip("\n"),
         'else',
         '  check_fail vio-fio-present "/bin/vio-fio is not in the initramfs"',
+        'fi',
+    ]
+    # Surprise removal and re-plug (issue 18): device_del / device_add of
+    # functions held by vio-fwd and vio-fio, in the plain split boot
+    # (Tests/guest/plans/hot-unplug.sh, tools/guestbed/hotplug.py).
+    lines += [
+        'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ] '
+        '&& [ -x /bin/vio-fwd ] && [ -x /bin/vio-fio ] && [ -x /bin/vio-bind ]; then',
+        _plan_file("hot-unplug.sh").rstrip("\n"),
+        # Live migration within the same boot (Tests/guest/plans/migrate.sh, tools/guestbed/migration.py).
+        _plan_file("migrate.sh").rstrip("\n"),
         'fi',
     ]
     # vio-bind's safety checks go last: they format the scratch disk and

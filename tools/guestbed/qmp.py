@@ -66,6 +66,35 @@ class QMP:
             if "return" in resp:
                 return resp["return"]
 
+    def wait_event(self, name, match=lambda data: True, timeout=60.0):
+        """The first event `name` (seen already or arriving within `timeout`
+        seconds) whose data satisfies `match`; None when none came."""
+        def hit(e):
+            return e.get("event") == name and match(e.get("data") or {})
+        for e in self.events:
+            if hit(e):
+                self.events.remove(e)
+                return e
+        deadline = time.monotonic() + timeout
+        old = self._sock.gettimeout()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._sock.settimeout(left)
+                try:
+                    msg = self._read()
+                except socket.timeout:
+                    return None
+                if "event" not in msg:
+                    continue
+                if hit(msg):
+                    return msg
+                self.events.append(msg)
+        finally:
+            self._sock.settimeout(old)
+
     def close(self):
         try:
             self._sock.close()

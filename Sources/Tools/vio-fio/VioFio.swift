@@ -174,10 +174,15 @@ struct VioFio: ParsableCommand {
     var lastIOs: UInt64 = 0
     var lastBytes: UInt64 = 0
     var last = t0
+    var removed = false
     while !runners.allSatisfy({ $0.result.finished.load(ordering: .acquiring) }) {
       usleep(100_000)
       let now = monotonicNanoseconds()
       guard now - last >= 1_000_000_000 else { continue }
+      if !removed && device.checkRemoved() {
+        removed = true
+        eprint("vio-fio: \(device.info.target) was removed (hot-unplug or unbind): its requests in flight failed and the device was released; the jobs stop")
+      }
       if let changed = device.refreshGeometry() {
         let how = changed.configInterrupts > 0 ? " (config change interrupt \(changed.configInterrupts))" : ""
         eprint("vio-fio: \(changed.target) changed capacity: now \(changed.capacityBytes) bytes\(how)")

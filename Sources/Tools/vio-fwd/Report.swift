@@ -36,7 +36,7 @@ enum Report {
       let tx = Double(now[p].txPackets &- before[p].txPackets) / dt / 1e6
       let gbit = Double(now[p].txBytes &- before[p].txBytes) * 8 / dt / 1e9
       parts.append(
-        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isLinkUp(port: p) ? "up" : "down")")
+        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isRemoved(port: p) ? "removed" : g.isLinkUp(port: p) ? "up" : "down")")
     }
     return "\(fmt(elapsed, 1))s " + parts.joined(separator: " | ")
   }
@@ -49,6 +49,7 @@ enum Report {
       lines.append("port\(p).drops=\(drops(s))")
       lines.append("port\(p).link=\(g.isLinkUp(port: p) ? "up" : "down")")
       lines.append("port\(p).reconnects=\(g.reconnects(port: p))")
+      lines.append("port\(p).removed=\(g.isRemoved(port: p) ? 1 : 0)")
     }
     let text = lines.joined(separator: "\n") + "\n"
     let tmp = path + ".tmp"
@@ -81,6 +82,10 @@ enum Report {
     var linkEvents: [Int]
     /// vhost-user: backend restarts reconnected, per port.
     var reconnects: [UInt64]
+    /// Ports whose device was removed during the run (hot-unplug).
+    var removed: [Bool]
+    /// Gratuitous announcements sent per port (after a live migration, §5.1.6.5.4).
+    var announcements: [UInt64]
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
@@ -110,6 +115,7 @@ enum Report {
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
             + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
             + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : "")
+            + (removed[p] ? ", REMOVED during the run" : "")
             + (ports[p].path == "kernel" ? ", dropped by the interface after the hand-over \(kernelTxDropped[p])" : ""))
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
@@ -125,7 +131,7 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"reconnects\":\(reconnects[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
+          "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"announcements\":\(announcements[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
           "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
         if let f = ports[p].fallback {

@@ -75,6 +75,7 @@ struct Run {
         Console.note(text)
         linkEvents[e.port] += 1
         if case .needsReset = e { exitCode = 1 }
+        // A removed port (hot-unplug) stops; the others carry on: not a reason to stop forwarding.
       }
       if exitCode != 0 { break }
       let t = monotonicNanoseconds()
@@ -99,7 +100,9 @@ struct Run {
       settings: s, elapsed: elapsed, ports: group.ports, stats: totals,
       queues: (0..<portCount).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }, configInterrupts: (0..<portCount).map { group.configInterrupts(port: $0) },
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents,
-      reconnects: (0..<portCount).map { group.reconnects(port: $0) }, events: events,
+      reconnects: (0..<portCount).map { group.reconnects(port: $0) }, removed: (0..<portCount).map { group.isRemoved(port: $0) },
+      announcements: (0..<portCount).map { group.announcements(port: $0) },
+      events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
       activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
     for line in summary.text() { Console.note(line) }

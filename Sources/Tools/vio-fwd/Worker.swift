@@ -45,7 +45,8 @@ final class WorkerBox: @unchecked Sendable {
       // Every frame delivered or counted: TX frames the kernel has not taken yet, RX frames left unread.
       queues[i].finish()
       queues[i].publishStats()
-      if let why = queues[i].brokenReason { r.broken.append("port \(queues[i].port) queue \(queues[i].queue): \(why)") }
+      // A removed port's queues stop by design (reported as a port event), not a device fault.
+      if let why = queues[i].brokenReason, why != .deviceRemoved { r.broken.append("port \(queues[i].port) queue \(queues[i].queue): \(why)") }
     }
     r.cpuNanoseconds = threadCPUNanoseconds() &- cpu0
     r.sleeps = queues.sleeps

@@ -67,6 +67,10 @@ static const uint32_t VIO_VFIO_PCI_NUM_REGIONS = VFIO_PCI_NUM_REGIONS;
 static const uint32_t VIO_VFIO_PCI_INTX_IRQ_INDEX = VFIO_PCI_INTX_IRQ_INDEX;
 static const uint32_t VIO_VFIO_PCI_MSI_IRQ_INDEX = VFIO_PCI_MSI_IRQ_INDEX;
 static const uint32_t VIO_VFIO_PCI_MSIX_IRQ_INDEX = VFIO_PCI_MSIX_IRQ_INDEX;
+/* Surprise removal: the kernel asks the user to release the device (REQ), or
+ * reports an uncorrectable PCIe error (ERR, only on PCIe functions). */
+static const uint32_t VIO_VFIO_PCI_ERR_IRQ_INDEX = VFIO_PCI_ERR_IRQ_INDEX;
+static const uint32_t VIO_VFIO_PCI_REQ_IRQ_INDEX = VFIO_PCI_REQ_IRQ_INDEX;
 
 /* mmap flags glibc exposes only as expressions: a 2 MiB hugetlb page. */
 static const int VIO_MAP_HUGE_2MB = 21 << 26; /* MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT */
