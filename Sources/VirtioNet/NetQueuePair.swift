@@ -160,8 +160,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       n &+= 1
       bytes &+= UInt64(dataLength)
     }
-    stats.rxPackets &+= UInt64(n)
-    stats.rxBytes &+= bytes
+    // An empty poll (most polls of an idle port) stores nothing.
+    if n > 0 {
+      stats.rxPackets &+= UInt64(n)
+      stats.rxBytes &+= bytes
+    }
     if rx.freeCount >= refillBatch { refill(&pool) }
     return n
   }
