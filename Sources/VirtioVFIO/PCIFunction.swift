@@ -144,7 +144,7 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     } catch {
       throw sysfsError(error, doing: "clear driver_override of \(address)", step: "return-to-kernel")
     }
-    if driver == "vfio-pci" || driver == "pci-stub" { try unbind() }
+    if driver == "vfio-pci" || driver == "pci-stub" || driver == "uio_pci_generic" { try unbind() }
     if driver == nil {
       do {
         try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)
