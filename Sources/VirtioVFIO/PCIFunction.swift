@@ -107,7 +107,7 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
           VirtioError(.vfioUnavailable, "the vfio-pci driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/vfio-pci); run `modprobe vfio-pci`"), step: "bind")
       }
       throw failure(
-        VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module"), step: "bind")
+        VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module: `modprobe \(target)`"), step: "bind")
     }
     do {
       try Sys.writeText(path + "/driver_override", target)
