@@ -28,8 +28,9 @@ extension BlockDevice {
       if options.allowNoIOMMU && KernelFallback.lacksIOMMU(function) { return try openNoIOMMU(address, options: options, logger: logger) }
       return try openVFIO(address, options: options, logger: logger)
     } catch {
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw error }
-      return try fallBack(function, because: KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU), options: options, logger: logger)
+      let why = KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU)
+      guard options.kernelFallback, KernelFallback.allows(error) else { throw why }
+      return try fallBack(function, because: why, options: options, logger: logger)
     }
   }
 

@@ -22,8 +22,9 @@ extension VirtioNetOpen {
       let (b, info, s) = try open(address, options: options, sharing: sharing, logger: logger)
       return (b, info, s)
     } catch {
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw error }
-      return try fallBack(address, because: KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU), options: options, logger: logger)
+      let why = KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU)
+      guard options.kernelFallback, KernelFallback.allows(error) else { throw why }
+      return try fallBack(address, because: why, options: options, logger: logger)
     }
   }
 
