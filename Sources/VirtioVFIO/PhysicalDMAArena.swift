@@ -119,12 +119,17 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     if order != Array(0..<pages) {
       do throws(VirtioError) {
         pointer = try Self.remap(fd: fd, order: order, size: size)
+      } catch {
         munmap(first, size)
+        throw fail(error)
+      }
+      // The pages stay in the memfd's page cache: the first mapping can go.
+      munmap(first, size)
+      do throws(VirtioError) {
         try lock(pointer, size)
         physical = try Self.physicalAddresses(pointer, pages: pages, pagemap: pagemap)
       } catch {
-        if pointer != first { munmap(pointer, size) }
-        munmap(first, size)
+        munmap(pointer, size)
         throw fail(error)
       }
     }

@@ -30,7 +30,7 @@ public struct UIOPCIOptions: Sendable {
 public struct UIOPCITransport: ~Copyable, Transport {
   // Release order (declaration order, after deinit): deinit resets the device;
   // then the BAR mappings, the config fd, and last the DMA pages.
-  @usableFromInline var regs: VirtioPCIRegisters
+  @usableFromInline let regs: VirtioPCIRegisters
   let bars: BARMappings
   let configFD: OwnedFD
   /// Locked hugepages, addressed by their physical addresses.

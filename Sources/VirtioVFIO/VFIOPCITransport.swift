@@ -71,7 +71,7 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   let options: VFIOPCIOptions
 
   /// The virtio-pci registers in the mapped BARs (written once, shared with `UIOPCITransport`).
-  @usableFromInline var regs: VirtioPCIRegisters
+  @usableFromInline let regs: VirtioPCIRegisters
   /// QEMU's VIRTIO_QUEUE_MAX.
   public static let queueTableCapacity = VirtioPCIRegisters.queueTableCapacity
   /// The vector the device accepted for config changes, or NO_VECTOR.

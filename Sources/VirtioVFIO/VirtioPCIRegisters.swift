@@ -32,10 +32,17 @@ struct VirtioPCIRegisters: ~Copyable {
   static let queueTableCapacity = 1024
   /// The four driver feature words last written (NOTIFICATION_DATA picks the doorbell width).
   @usableFromInline let driverFeatureWords: UnsafeMutablePointer<UInt32>
-  /// Per queue: the MSI-X vector the device accepted, or NO_VECTOR.
-  var queueVectors: [UInt16]
+  /// Per queue: the MSI-X vector the device accepted, or NO_VECTOR; then, at
+  /// index `notifyCount`, the config vector. Driver-private memory, so every
+  /// method is non-mutating and the transports hold this value as a `let`
+  /// (an inlinable setter of a ~Copyable property with a deinit trips the
+  /// optimizer in Swift 6.3).
+  let vectors: UnsafeMutablePointer<UInt16>
   /// The vector the device accepted for config changes, or NO_VECTOR.
-  var configVector: UInt16 = virtioMSINoVector
+  var configVector: UInt16 {
+    get { vectors[notifyCount] }
+    nonmutating set { vectors[notifyCount] = newValue }
+  }
 
   init(
     address: PCIAddress, deviceType: DeviceType, capabilities: VirtioPCICapabilities, logger: Logger, resetTimeoutMilliseconds: Int,
@@ -57,12 +64,14 @@ struct VirtioPCIRegisters: ~Copyable {
     self.notifyCount = n
     self.driverFeatureWords = .allocate(capacity: FeatureSet.wordCount)
     self.driverFeatureWords.initialize(repeating: 0, count: FeatureSet.wordCount)
-    self.queueVectors = Array(repeating: virtioMSINoVector, count: n)
+    self.vectors = .allocate(capacity: n + 1)
+    self.vectors.initialize(repeating: virtioMSINoVector, count: n + 1)
   }
 
   deinit {
     notifyAddresses.deallocate()
     driverFeatureWords.deallocate()
+    vectors.deallocate()
   }
 
   /// §4.1.4.3.2 / §2.4: a reset on the way out stops the device touching
@@ -131,7 +140,7 @@ struct VirtioPCIRegisters: ~Copyable {
     return Int(common.read16(CommonCfg.queue_size))
   }
 
-  mutating func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) {
+  func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) {
     guard index >= 0, index < notifyCount else {
       throw queueError(index, "the device has \(queueCount) queues")
     }
@@ -158,7 +167,7 @@ struct VirtioPCIRegisters: ~Copyable {
         index,
         "the device could not assign MSI-X vector \(v) (queue_msix_vector reads back 0x\(String(got, radix: 16)), §4.1.5.1.2); use fewer vectors, share one, or poll the queue")
     }
-    queueVectors[index] = got
+    vectors[index] = got
     // Step 5: the three areas, each a 64-bit register written as two 32-bit halves.
     common.write64(CommonCfg.queue_desc, a.descIOVA)
     common.write64(CommonCfg.queue_driver, a.driverIOVA)
@@ -179,7 +188,7 @@ struct VirtioPCIRegisters: ~Copyable {
       ])
   }
 
-  mutating func enableQueue(_ index: Int) throws(VirtioError) {
+  func enableQueue(_ index: Int) throws(VirtioError) {
     guard index >= 0, index < notifyCount, notifyAddresses[index] != nil else {
       throw queueError(index, "enable before configure")
     }
@@ -216,14 +225,13 @@ struct VirtioPCIRegisters: ~Copyable {
   func configGeneration() -> UInt8 { common.read8(CommonCfg.config_generation) }
 
   func vector(ofQueue index: Int) -> UInt16? {
-    guard index >= 0, index < queueVectors.count, queueVectors[index] != virtioMSINoVector else { return nil }
-    return queueVectors[index]
+    guard index >= 0, index < notifyCount, vectors[index] != virtioMSINoVector else { return nil }
+    return vectors[index]
   }
 
   /// Forgets every vector assignment (after a reset).
-  mutating func clearVectors() {
-    for i in 0..<queueVectors.count { queueVectors[i] = virtioMSINoVector }
-    configVector = virtioMSINoVector
+  func clearVectors() {
+    vectors.update(repeating: virtioMSINoVector, count: notifyCount + 1)
   }
 
   func queueError(_ index: Int, _ why: String) -> VirtioError {
