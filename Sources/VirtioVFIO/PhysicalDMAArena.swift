@@ -77,10 +77,16 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     return nil
   }
 
-  /// `size` bytes of hugetlb pages from a memfd, locked, their physical
-  /// addresses read, then mapped again in physical order.
+  /// Batches the free hugepages may hand out fragmented: a chunk gathers up
+  /// to this many batches of the size asked for while none of its runs is long enough.
+  static let gatherBatches = 4
+
+  /// Hugetlb pages holding a physically contiguous run of `size` bytes: a
+  /// batch of `size` bytes from a hugetlb memfd (populated, locked, each
+  /// page's physical address read), more batches while no run is long
+  /// enough (bounded), then every page gathered mapped again in physical order.
   private func mapChunk(size: Int) throws(VirtioError) -> Chunk {
-    let pages = size / Self.pageSize
+    let wanted = size / Self.pageSize
     let pagemap: Int32
     do {
       pagemap = try Sys.open(Pagemap.path, O_RDONLY)
@@ -92,46 +98,54 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
           errno: error.errno))
     }
     defer { Sys.close(pagemap) }
-    let fd = vio_dma_hugetlb_memfd("vio-dma-noiommu", UInt64(size))
-    guard fd >= 0 else {
-      let e = Glibc.errno
-      throw fail(VirtioError(.dmaAllocation, Self.hugePageShortage(size, "memfd_create(MFD_HUGETLB): \(Sys.errnoText(e))"), errno: e))
-    }
-    defer { Sys.close(fd) }
-    // SAFETY: the whole memfd, shared (so each page can be mapped again
-    // below at another address); MAP_POPULATE takes the hugepages now, so a
-    // shortage fails here rather than as SIGBUS on first touch.
-    guard let first = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0), first != MAP_FAILED else {
-      let e = Glibc.errno
-      throw fail(VirtioError(.dmaAllocation, Self.hugePageShortage(size, "mmap: \(Sys.errnoText(e))"), errno: e))
-    }
-    var physical: [UInt64] = []
-    do throws(VirtioError) {
-      try lock(first, size)
-      physical = try Self.physicalAddresses(first, pages: pages, pagemap: pagemap)
-    } catch {
-      munmap(first, size)
-      throw fail(error)
+    // The memfds hold the pages until the final mapping below has them.
+    var fds: [Int32] = []
+    defer { for fd in fds { Sys.close(fd) } }
+    var pages: [(fd: Int32, index: Int, physical: UInt64)] = []
+    for batch in 0..<Self.gatherBatches {
+      let fd = vio_dma_hugetlb_memfd("vio-dma-noiommu", UInt64(size))
+      guard fd >= 0 else {
+        let e = Glibc.errno
+        if batch > 0 { break }  // use what was gathered; allocate() says which runs it found
+        throw fail(VirtioError(.dmaAllocation, Self.hugePageShortage(size, "memfd_create(MFD_HUGETLB): \(Sys.errnoText(e))"), errno: e))
+      }
+      fds.append(fd)
+      // SAFETY: the whole memfd, shared (its pages are mapped again below at
+      // other addresses); MAP_POPULATE takes the hugepages now, so a shortage
+      // fails here rather than as SIGBUS on first touch.
+      guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0), p != MAP_FAILED else {
+        let e = Glibc.errno
+        if batch > 0 { break }
+        throw fail(VirtioError(.dmaAllocation, Self.hugePageShortage(size, "mmap: \(Sys.errnoText(e))"), errno: e))
+      }
+      do throws(VirtioError) {
+        try lock(p, size)
+        let physical = try Self.physicalAddresses(p, pages: wanted, pagemap: pagemap)
+        for (i, a) in physical.enumerated() { pages.append((fd, i, a)) }
+      } catch {
+        munmap(p, size)
+        throw fail(error)
+      }
+      munmap(p, size)
+      let sorted = pages.map(\.physical).sorted()
+      if Pagemap.contiguousRuns(sorted, pageSize: Self.pageSize).contains(where: { $0.count >= wanted }) { break }
     }
     // Physical order: page i of the final mapping is the i-th lowest frame.
-    let order = (0..<pages).sorted { physical[$0] < physical[$1] }
-    var pointer = first
-    if order != Array(0..<pages) {
-      do throws(VirtioError) {
-        pointer = try Self.remap(fd: fd, order: order, size: size)
-      } catch {
-        munmap(first, size)
-        throw fail(error)
-      }
-      // The pages stay in the memfd's page cache: the first mapping can go.
-      munmap(first, size)
-      do throws(VirtioError) {
-        try lock(pointer, size)
-        physical = try Self.physicalAddresses(pointer, pages: pages, pagemap: pagemap)
-      } catch {
-        munmap(pointer, size)
-        throw fail(error)
-      }
+    pages.sort { $0.physical < $1.physical }
+    let total = pages.count * Self.pageSize
+    let pointer: UnsafeMutableRawPointer
+    do throws(VirtioError) {
+      pointer = try Self.remap(pages.map { ($0.fd, $0.index) }, size: total)
+    } catch {
+      throw fail(error)
+    }
+    let physical: [UInt64]
+    do throws(VirtioError) {
+      try lock(pointer, total)
+      physical = try Self.physicalAddresses(pointer, pages: pages.count, pagemap: pagemap)
+    } catch {
+      munmap(pointer, total)
+      throw fail(error)
     }
     let runs = Pagemap.contiguousRuns(physical, pageSize: Self.pageSize).map {
       (offset: $0.first * Self.pageSize, length: $0.count * Self.pageSize, physical: physical[$0.first])
@@ -139,10 +153,10 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     logger.info(
       "no-IOMMU DMA chunk",
       metadata: [
-        "bytes": "\(size)", "pages": "\(pages)", "runs": "\(runs.count)",
+        "bytes": "\(total)", "pages": "\(pages.count)", "batches": "\(fds.count)", "runs": "\(runs.count)",
         "physical": "\(runs.map { "0x\(String($0.physical, radix: 16))+\($0.length >> 20)MiB" }.joined(separator: ","))",
       ])
-    return Chunk(pointer: pointer, size: size, runs: runs)
+    return Chunk(pointer: pointer, size: total, runs: runs)
   }
 
   /// mlock: the pages must stay where pagemap saw them.
@@ -186,8 +200,8 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     return PagemapEntry(raw: raw)
   }
 
-  /// A new mapping of the memfd with its pages in `order`.
-  static func remap(fd: Int32, order: [Int], size: Int) throws(VirtioError) -> UnsafeMutableRawPointer {
+  /// One mapping of `pages` (memfd, page index) in that order.
+  static func remap(_ pages: [(fd: Int32, index: Int)], size: Int) throws(VirtioError) -> UnsafeMutableRawPointer {
     // SAFETY: an address range reserved (PROT_NONE) with a page of slack, so a
     // 2 MiB aligned window of `size` fits; the slack is given back at once.
     guard let raw = mmap(nil, size + pageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), raw != MAP_FAILED else {
@@ -200,13 +214,14 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     let tail = Int(r + UInt(size + pageSize) - (aligned + UInt(size)))
     if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + UInt(size)), tail) }
     let base = UnsafeMutableRawPointer(bitPattern: aligned)!
-    for (slot, page) in order.enumerated() {
-      // SAFETY: MAP_FIXED over our own reservation only (slot < pages).
-      let p = mmap(base + slot * pageSize, pageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd, off_t(page * pageSize))
+    for (slot, page) in pages.enumerated() {
+      // SAFETY: MAP_FIXED over our own reservation only (slot < pages.count).
+      let p = mmap(
+        base + slot * pageSize, pageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, page.fd, off_t(page.index * pageSize))
       guard p != MAP_FAILED else {
         let e = Glibc.errno
         munmap(base, size)
-        throw VirtioError(.dmaAllocation, "cannot map hugepage \(page) in physical order: \(Sys.errnoText(e))", errno: e)
+        throw VirtioError(.dmaAllocation, "cannot map a hugepage in physical order: \(Sys.errnoText(e))", errno: e)
       }
     }
     return base

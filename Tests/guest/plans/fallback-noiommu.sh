@@ -125,11 +125,6 @@ uio_fail() {
   fi
 }
 uio_fail noiommu-uio-optin-missing "allow-no-iommu" --filename=pci:$BLK --no-fallback
-_hp=$(cat /proc/sys/vm/nr_hugepages)
-echo 0 > /proc/sys/vm/nr_hugepages
-uio_fail noiommu-uio-no-hugepages "hugepages" --filename=pci:$BLK --allow-no-iommu
-echo $_hp > /proc/sys/vm/nr_hugepages
-echo "GUESTBED hugepages: $(cat /proc/sys/vm/nr_hugepages) x 2 MiB reserved again"
 [ -n "$SCR" ] && uio_fail noiommu-uio-access-platform "ACCESS_PLATFORM" --filename=pci:$SCR --allow-no-iommu
 
 # vio-fwd over uio_pci_generic: the host checks every frame, in order.
@@ -182,6 +177,12 @@ perf_rr() {  # perf_rr <path> <qd> <vio-fio args...>
 perf_tx uio --allow-no-iommu
 perf_rr uio 1 --allow-no-iommu
 perf_rr uio 32 --allow-no-iommu
+# Last on this path: freeing every hugepage fragments them for whoever comes next.
+_hp=$(cat /proc/sys/vm/nr_hugepages)
+echo 0 > /proc/sys/vm/nr_hugepages
+uio_fail noiommu-uio-no-hugepages "hugepages" --filename=pci:$BLK --allow-no-iommu
+echo $_hp > /proc/sys/vm/nr_hugepages
+echo "GUESTBED hugepages: $(cat /proc/sys/vm/nr_hugepages) x 2 MiB reserved again"
 _out=$(/bin/vio-bind restore $NA $NB $BLK $SCR 2>&1) && check_pass noiommu-uio-restore "$(echo "$_out" | tr '\n' ' ' | cut -c1-200)" \
   || check_fail noiommu-uio-restore "$(echo "$_out" | tail -n2 | tr '\n' ' ')"
 perf_tx kernel
