@@ -163,7 +163,8 @@ enum FunctionCheck {
     } else {
       items.append(
         PreflightItem(
-          name: "\(name) group", level: .failure, detail: "no IOMMU group", advice: "this function cannot use VFIO without an IOMMU (see docs/INSTALL.md); the tools use its kernel driver"))
+          name: "\(name) group", level: .failure, detail: "no IOMMU group", advice:
+            "this function cannot use VFIO without an IOMMU (see docs/INSTALL.md); the tools use its kernel driver — or, opted in, uio_pci_generic with physical addresses (`vio-bind bind --no-iommu`, then --allow-no-iommu)"))
     }
     if d.usage.inUse {
       items.append(
