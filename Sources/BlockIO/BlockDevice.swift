@@ -85,6 +85,12 @@ public struct BlockDevice: ~Copyable {
     return try openVirtio(VFIOPCITransport.open(address, options: vfio, logger: logger), options: options, logger: logger)
   }
 
+  /// A `pci:` function on uio_pci_generic without an IOMMU (`allowNoIOMMU`):
+  /// physical addresses, polled queues.
+  static func openNoIOMMU(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockDriver {
+    try openVirtio(UIOPCITransport.open(address, logger: logger), options: options, logger: logger)
+  }
+
   /// A vhost-user-blk backend. Its shared memory is sized here, once (the
   /// backend maps it at SET_MEM_TABLE): rings, request headers and
   /// `bufferMemoryBytes` for buffer pools.

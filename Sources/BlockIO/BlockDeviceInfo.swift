@@ -38,6 +38,9 @@ public struct BlockDeviceInfo: Sendable, Equatable {
   /// Set when a `pci:` target runs on the kernel path because the userspace
   /// path could not take it: why, and which block device is used instead.
   public var fallback: KernelFallbackReason? = nil
+  /// Userspace path: what the device makes of the addresses in the rings
+  /// (`.iommu` over VFIO, `.physical` without an IOMMU, ...); nil on the kernel path.
+  public var dmaAddressing: DMAAddressing? = nil
   /// Configuration-change interrupts taken so far (virtio's config MSI-X vector, §4.1.5.1.2).
   public var configInterrupts: UInt64 = 0
 

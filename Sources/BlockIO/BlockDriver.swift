@@ -41,6 +41,12 @@ public struct BlockOpenOptions: Sendable {
   /// block device opened instead (io_uring), with the reason logged at warning
   /// level and in `BlockDeviceInfo.fallback`. false: the open fails instead.
   public var kernelFallback: Bool = true
+  /// In a machine without an IOMMU (most VMs), drive a `pci:` function bound
+  /// to uio_pci_generic from this process with physical addresses (locked 2 MiB
+  /// hugepages, addresses from /proc/self/pagemap; root needed) instead of
+  /// falling back to the kernel. The device can then reach all memory: a
+  /// driver bug is not contained by an IOMMU. Explicit opt-in, off by default.
+  public var allowNoIOMMU: Bool = false
   /// vhost-user: bytes of the shared memory kept for buffer pools. The backend
   /// maps that memory once, at open, so it is sized then (rings and request
   /// headers come on top); `makeBufferPool` fails beyond it.

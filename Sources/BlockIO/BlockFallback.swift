@@ -25,10 +25,12 @@ extension BlockDevice {
     do throws(VirtioError) {
       // A legacy-only device fails negotiation whatever VFIO does: find out from sysfs, before binding anything.
       if let legacy = KernelFallback.legacyOnly(function) { throw legacy }
+      if options.allowNoIOMMU && KernelFallback.lacksIOMMU(function) { return try openNoIOMMU(address, options: options, logger: logger) }
       return try openVFIO(address, options: options, logger: logger)
     } catch {
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw error }
-      return try fallBack(function, because: error, options: options, logger: logger)
+      let why = KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU)
+      guard options.kernelFallback, KernelFallback.allows(error) else { throw why }
+      return try fallBack(function, because: why, options: options, logger: logger)
     }
   }
 

@@ -46,6 +46,7 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
       maxTransferBytes: options.maxTransferBytes, serial: serial,
       details: "virtio-blk over \(session.transport.summary), \(Q.layout) ring, features \(names)")
     if options.readOnly { info.readOnly = true }
+    info.dmaAddressing = session.transport.dmaAddressing
     return info
   }
 

@@ -16,12 +16,19 @@ public struct Binder {
   public var sysfsRoot: String
   public var system: SystemView
   public var force: Bool
+  /// Bind to uio_pci_generic for the no-IOMMU path instead of vfio-pci:
+  /// only functions without an IOMMU group, with the same in-use checks.
+  public var noIOMMU: Bool
 
-  public init(sysfsRoot: String = "/sys", system: SystemView = SystemView(), force: Bool = false) {
+  public init(sysfsRoot: String = "/sys", system: SystemView = SystemView(), force: Bool = false, noIOMMU: Bool = false) {
     self.sysfsRoot = sysfsRoot
     self.system = system
     self.force = force
+    self.noIOMMU = noIOMMU
   }
+
+  /// The driver `bind` moves functions to.
+  public var targetDriver: String { noIOMMU ? UIOPCITransport.kernelDriver : "vfio-pci" }
 
   /// Everything that stops `addresses` from being bound, as refusals (empty: go ahead).
   public func preflight(_ addresses: [String], inventory: [PCIDeviceInfo]) -> [BindRefusal] {
@@ -36,11 +43,17 @@ public struct Binder {
         out.append(BindRefusal(address: a, message: "is \(d.vendorName) \(d.deviceName), not a virtio device; vio-bind only moves virtio functions"))
         continue
       }
-      if d.iommuGroup == nil {
+      if noIOMMU, let g = d.iommuGroup {
         out.append(
           BindRefusal(
             address: a,
-            message: "has no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on; in a VM add a vIOMMU, see docs/INSTALL.md). The kernel driver keeps it"))
+            message: "is in IOMMU group \(g): with an IOMMU, bind it to vfio-pci (`vio-bind bind \(a)`, without --no-iommu), which keeps the device inside its own memory"))
+      }
+      if !noIOMMU && d.iommuGroup == nil {
+        out.append(
+          BindRefusal(
+            address: a,
+            message: "has no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on; in a VM add a vIOMMU, see docs/INSTALL.md). The kernel driver keeps it; or, accepting that the device then reaches all memory unchecked, bind it to uio_pci_generic with `vio-bind bind --no-iommu \(a)` and run the tools with --allow-no-iommu"))
       }
       if d.usage.inUse && !force {
         let what = d.netInterfaces.isEmpty ? d.blockDevices.joined(separator: ", ") : d.netInterfaces.joined(separator: ", ")
@@ -59,7 +72,8 @@ public struct Binder {
     return out
   }
 
-  /// Binds each function to vfio-pci and checks its group is viable afterwards.
+  /// Binds each function to vfio-pci (uio_pci_generic with `noIOMMU`) and
+  /// checks its group is viable afterwards.
   /// Returns the driver each had before.
   public func bind(_ addresses: [String]) throws(BindRefusal) -> [String: String?] {
     let inventory = PCIInventory.scan(sysfsRoot: sysfsRoot, system: system)
@@ -69,10 +83,11 @@ public struct Binder {
       guard let pci = PCIAddress(a) else { throw BindRefusal(address: a, message: "not a PCI address (want DDDD:BB:DD.F)") }
       let f = PCIFunction(pci, sysfsRoot: sysfsRoot)
       do {
-        previous[a] = try f.bindToVFIO()
+        previous[a] = try f.bind(to: targetDriver)
       } catch {
         throw BindRefusal(address: a, message: error.message)
       }
+      if noIOMMU { continue }  // no IOMMU group to check
       let strays = f.iommuGroupMembers().filter { $0.driver != nil && $0.driver != "vfio-pci" }
       if !strays.isEmpty {
         throw BindRefusal(

@@ -13,12 +13,18 @@ extension VirtioNetOpen {
   {
     do throws(VirtioError) {
       // A legacy-only device fails negotiation whatever VFIO does: find out from sysfs, before binding anything.
-      if let legacy = KernelFallback.legacyOnly(PCIFunction(address, logger: logger)) { throw legacy }
+      let function = PCIFunction(address, logger: logger)
+      if let legacy = KernelFallback.legacyOnly(function) { throw legacy }
+      if options.allowNoIOMMU && KernelFallback.lacksIOMMU(function) {
+        let (b, info) = try openNoIOMMU(address, options: options, logger: logger)
+        return (b, info, sharing)
+      }
       let (b, info, s) = try open(address, options: options, sharing: sharing, logger: logger)
       return (b, info, s)
     } catch {
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw error }
-      return try fallBack(address, because: error, options: options, logger: logger)
+      let why = KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU)
+      guard options.kernelFallback, KernelFallback.allows(error) else { throw why }
+      return try fallBack(address, because: why, options: options, logger: logger)
     }
   }
 

@@ -4,8 +4,11 @@ import VirtioVFIO
 /// What a port turned out to be once open.
 public struct PortInfo: Sendable {
   public var address: PortAddress
-  /// `vfio` or `kernel`.
+  /// `vfio`, `uio` (no IOMMU), `vhost-user`, `kernel` or `userspace` (a transport given directly).
   public var path: String
+  /// What the device makes of the addresses in the rings: `.iommu` (VFIO),
+  /// `.physical` (no IOMMU), `.sharedMemory` (vhost-user); nil on the kernel path.
+  public var dmaAddressing: DMAAddressing? = nil
   /// Set when a `pci:` port runs on the kernel path because the userspace
   /// path could not take it: why, and which interface is used instead.
   public var fallback: KernelFallbackReason? = nil

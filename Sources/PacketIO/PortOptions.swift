@@ -25,6 +25,13 @@ public struct PortOptions: Sendable {
   /// opened on the kernel path, with the reason logged at warning level and in
   /// `PortInfo.fallback`. false: such a port fails `PortGroup.open` instead.
   public var kernelFallback: Bool = true
+  /// In a machine without an IOMMU (most VMs), drive `pci:` ports bound to
+  /// uio_pci_generic from this process with physical addresses (locked 2 MiB
+  /// hugepages, their addresses from /proc/self/pagemap; root needed) instead
+  /// of falling back to the kernel. The device can then reach all memory: a
+  /// driver bug is not contained by an IOMMU. Explicit opt-in, off by default;
+  /// a warning names the risk when a port opens this way.
+  public var allowNoIOMMU: Bool = false
   /// The ring layout to insist on: nil takes packed when the device offers
   /// VIRTIO_F_RING_PACKED (§2.8), else split; `.split` never negotiates
   /// packed; `.packed` fails to open a device that does not offer it.

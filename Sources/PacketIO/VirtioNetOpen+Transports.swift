@@ -21,6 +21,21 @@ extension VirtioNetOpen {
     return (.virtio(port), info, space)
   }
 
+  /// A virtio-net PCI function on uio_pci_generic, without an IOMMU
+  /// (`PortOptions.allowNoIOMMU`): physical addresses, polled queues. Its
+  /// buffers are physical memory every other no-IOMMU port of the group can
+  /// reach as well, so nothing is shared explicitly.
+  static func openNoIOMMU(_ address: PCIAddress, options: PortOptions, logger base: Logger) throws(VirtioError) -> (PortBackend, PortInfo) {
+    var logger = base
+    logger[metadataKey: "pci"] = "\(address)"
+    try preflight(address, logger: logger)
+    var uio = UIOPCIOptions()
+    uio.dmaChunkSize = options.vfio.dmaChunkSize
+    let t = try UIOPCITransport.open(address, options: uio, logger: logger)
+    let (port, info) = try open(t, address: .pci(address), path: "uio", pairsWithoutControlQueue: 1, options: options, logger: logger)
+    return (.virtio(port), info)
+  }
+
   /// Before VFIO: the function exists and is virtio-net (a clear message for
   /// a wrong address rather than a VFIO error about groups).
   static func preflight(_ address: PCIAddress, logger: Logger) throws(VirtioError) {

@@ -305,10 +305,13 @@ enum VirtioNetOpen {
     let rxRing = ringSize(rxd, rxMax)
     let txRing = ringSize(txd, txMax)
     let names = features.names(device: .net).joined(separator: ",")
+    let addressing = t.dmaAddressing
     func info(_ transport: String) -> PortInfo {
-      PortInfo(
+      var i = PortInfo(
         address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(transport); features \(names)", mac: config.mac,
         mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
+      i.dmaAddressing = addressing
+      return i
     }
     if packed {
       let s = try VirtioDevice.setUp(PackedVirtqueue.self, transport: t, features: features, plan: plan)

@@ -11,6 +11,18 @@ public enum InterruptWait: Equatable, Sendable {
   case failed(errno: Int32)
 }
 
+/// What the addresses in the rings mean to the device.
+public enum DMAAddressing: String, Sendable {
+  /// I/O virtual addresses an IOMMU translates (VFIO with ACCESS_PLATFORM).
+  case iommu
+  /// Guest-physical addresses, nothing in between (no IOMMU: uio_pci_generic).
+  case physical
+  /// Offsets into memory the backend maps (vhost-user).
+  case sharedMemory = "shared-memory"
+  /// This process's own addresses (a simulated device).
+  case host
+}
+
 /// A transport a `VirtioSession` can own: the registers of `Transport`, plus
 /// the memory the device reaches, its interrupts and what it adds to the
 /// opening sequence. Everything a session does is written once against this
@@ -25,6 +37,8 @@ public protocol SessionTransport: Transport & ~Copyable {
   var target: String { get }
   /// One phrase for device summaries: "VFIO, 3 MSI-X vectors", "vhost-user (/run/blk.sock), 64 MiB shared memory".
   var summary: String { get }
+  /// What the device makes of the addresses in the rings (reports say it).
+  var dmaAddressing: DMAAddressing { get }
   /// What the DRIVER_OK log line adds (memory, vectors).
   var setupMetadata: Logger.Metadata { get }
 

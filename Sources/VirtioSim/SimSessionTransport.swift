@@ -64,6 +64,7 @@ public struct SimSessionTransport: ~Copyable, SessionTransport {
 
   public var target: String { "sim:\(deviceType)" }
   public var summary: String { "a simulated device" }
+  public var dmaAddressing: DMAAddressing { .host }
   public var setupMetadata: Logger.Metadata { ["dma_bytes": "\(dma.bytesUsed)"] }
   /// The simulator's IOMMU translates every address: ACCESS_PLATFORM is the device's to offer.
   public func negotiationPolicy(_ driver: FeaturePolicy) -> FeaturePolicy { driver }

@@ -49,6 +49,20 @@ public enum KernelFallback {
     }
   }
 
+  /// No IOMMU covers `function` (it has no IOMMU group): VFIO cannot take
+  /// it; only the no-IOMMU path (uio_pci_generic, physical addresses) can.
+  public static func lacksIOMMU(_ function: PCIFunction) -> Bool { function.iommuGroup == nil }
+
+  /// A "no IOMMU" failure, saying that the userspace path without one exists
+  /// as an explicit opt-in when the caller did not ask for it.
+  public static func mentioningOptIn(_ error: VirtioError, allowed: Bool) -> VirtioError {
+    guard error.code == .noIOMMU, !allowed else { return error }
+    var e = error
+    e.message +=
+      "; or, accepting that the device then reaches all memory unchecked, opt in to the no-IOMMU userspace path: bind the function to uio_pci_generic (`vio-bind bind --no-iommu`) and pass --allow-no-iommu (allowNoIOMMU in the library options)"
+    return e
+  }
+
   /// Before VFIO is touched: a function that cannot take the modern (virtio
   /// 1.x) interface — its config space (readable in sysfs) has no virtio
   /// common/notify/ISR/device capabilities — fails negotiation whatever

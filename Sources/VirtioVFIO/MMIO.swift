@@ -58,7 +58,7 @@ struct MMIORegion: BitwiseCopyable {
   }
 }
 
-/// The BARs mmap'ed from a VFIO device fd; unmapped exactly once.
+/// The BARs mmap'ed from a VFIO device fd or sysfs `resourceN`; unmapped exactly once.
 struct BARMappings: ~Copyable {
   private var bases: [UnsafeMutableRawPointer?] = Array(repeating: nil, count: 6)
   private var sizes: [Int] = Array(repeating: 0, count: 6)
@@ -78,6 +78,26 @@ struct BARMappings: ~Copyable {
     guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, deviceFD, off_t(Int64(bitPattern: region.offset))),
       p != MAP_FAILED
     else { throw SysError("mmap BAR\(bar) (\(size) bytes)") }
+    bases[bar] = p
+    sizes[bar] = size
+  }
+
+  /// Maps BAR `bar` through its sysfs file (`/sys/bus/pci/devices/<BDF>/resourceN`,
+  /// for a function on uio_pci_generic, which has no VFIO device fd).
+  mutating func map(bar: Int, resourcePath path: String) throws(SysError) {
+    precondition(bar >= 0 && bar < 6)
+    if bases[bar] != nil { return }
+    let fd = try Sys.open(path, O_RDWR)
+    defer { Sys.close(fd) }
+    var st = stat()
+    guard fstat(fd, &st) == 0 else { throw SysError("fstat \(path)") }
+    guard st.st_size > 0 else { throw SysError("mmap BAR\(bar) (\(path) is empty: not a memory BAR)", errno: ENODEV) }
+    let size = Int(st.st_size)
+    // SAFETY: a fresh shared mapping of the whole BAR through sysfs; it stays
+    // mapped until deinit and is only handed out as MMIORegions bounded by its size.
+    guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+      throw SysError("mmap \(path) (\(size) bytes)")
+    }
     bases[bar] = p
     sizes[bar] = size
   }

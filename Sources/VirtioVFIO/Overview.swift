@@ -14,6 +14,12 @@
 //   VFIOPCITransport+Session.swift      what VirtioCore's one session needs from VFIO
 //                                       (SessionTransport): ACCESS_PLATFORM, MSI-X vectors,
 //                                       the DMA arena, the function reset; VirtioPCI.open
+//   VirtioPCIRegisters.swift            the virtio-pci registers in mapped BARs (§4.1.4),
+//                                       written once for VFIO and uio
+//   Pagemap.swift, PhysicalDMAArena.swift   no IOMMU: locked hugepages, physical addresses
+//                                       from /proc/self/pagemap, contiguous runs
+//   UIOPCITransport*.swift              no IOMMU (opt-in): uio_pci_generic, sysfs BARs and
+//                                       config, polled; refuses ACCESS_PLATFORM (§6.1)
 //
 // Typical use (a driver generic over the ring layout):
 //

@@ -107,7 +107,7 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
           VirtioError(.vfioUnavailable, "the vfio-pci driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/vfio-pci); run `modprobe vfio-pci`"), step: "bind")
       }
       throw failure(
-        VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module"), step: "bind")
+        VirtioError(.invalidArgument, "the \(target) driver is not loaded (no \(sysfsRoot)/bus/pci/drivers/\(target)); load its module: `modprobe \(target)`"), step: "bind")
     }
     do {
       try Sys.writeText(path + "/driver_override", target)
@@ -144,7 +144,7 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     } catch {
       throw sysfsError(error, doing: "clear driver_override of \(address)", step: "return-to-kernel")
     }
-    if driver == "vfio-pci" || driver == "pci-stub" { try unbind() }
+    if driver == "vfio-pci" || driver == "pci-stub" || driver == "uio_pci_generic" { try unbind() }
     if driver == nil {
       do {
         try Sys.writeText("\(sysfsRoot)/bus/pci/drivers_probe", address.description)

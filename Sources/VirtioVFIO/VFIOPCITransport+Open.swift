@@ -140,7 +140,10 @@ extension VFIOPCITransport {
       return VFIOPCITransport(
         interrupts: interrupts, removal: removal, removalFD: removalFD, bars: bars, space: space, device: device, group: group, address: address,
         deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: logger,
-        options: options, common: common, isr: isr, deviceConfig: deviceCfg, notify: notify, queueCount: queues)
+        options: options,
+        registers: VirtioPCIRegisters(
+          address: address, deviceType: type, capabilities: caps, logger: logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
+          common: common, isr: isr, deviceConfig: deviceCfg, notify: notify))
     } catch {
       throw failed(error)
     }
@@ -219,8 +222,7 @@ extension VFIOPCITransport {
       }
     }
     try reset()
-    for i in 0..<queueVectors.count { queueVectors[i] = virtioMSINoVector }
-    configVector = virtioMSINoVector
+    regs.clearVectors()
     logger.info("reset", metadata: ["function_reset": "\(functionReset)"])
     return functionReset
   }

@@ -17,6 +17,8 @@ extension VFIOPCITransport: SessionTransport {
     return "VFIO, \(vectors > 0 ? "\(vectors) MSI-X vectors" : "no interrupts")"
   }
 
+  public var dmaAddressing: DMAAddressing { .iommu }
+
   public var setupMetadata: Logger.Metadata {
     ["dma_bytes": "\(dma.mappedBytes)", "hugepages": "\(dma.usesHugePages)"]
   }

@@ -77,32 +77,20 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   public let logger: Logger
   let options: VFIOPCIOptions
 
-  let common: MMIORegion
-  let isrRegion: MMIORegion
-  let deviceConfig: MMIORegion
-  let notifyRegion: MMIORegion
-  /// Per queue: the notify address (§4.1.4.4), set by configureQueue.
-  @usableFromInline let notifyAddresses: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-  /// Entries in the per-queue tables: room for `queueTableCapacity` queues,
-  /// not just num_queues at open — QEMU's virtio-net adds queues when MQ is
-  /// negotiated (num_queues grows from 3 to 2 × pairs + 1 at FEATURES_OK).
-  @usableFromInline let notifyCount: Int
+  /// The virtio-pci registers in the mapped BARs (written once, shared with `UIOPCITransport`).
+  @usableFromInline let regs: VirtioPCIRegisters
   /// QEMU's VIRTIO_QUEUE_MAX.
-  public static let queueTableCapacity = 1024
-  /// The four driver feature words last written (NOTIFICATION_DATA picks the doorbell width).
-  @usableFromInline let driverFeatureWords: UnsafeMutablePointer<UInt32>
-  /// Per queue: the MSI-X vector the device accepted, or NO_VECTOR.
-  var queueVectors: [UInt16]
+  public static let queueTableCapacity = VirtioPCIRegisters.queueTableCapacity
   /// The vector the device accepted for config changes, or NO_VECTOR.
-  public internal(set) var configVector: UInt16 = virtioMSINoVector
+  public var configVector: UInt16 { regs.configVector }
+  var common: MMIORegion { regs.common }
 
   init(
     interrupts: consuming MSIXInterrupts, removal: consuming OwnedFD?, removalFD: Int32, bars: consuming BARMappings, space: VFIODMASpace,
     device: consuming VFIODevice,
     group: consuming VFIOGroup, address: PCIAddress, deviceType: DeviceType,
     capabilities: VirtioPCICapabilities, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo, msixVectorCount: Int,
-    logger: Logger, options: VFIOPCIOptions, common: MMIORegion, isr: MMIORegion, deviceConfig: MMIORegion,
-    notify: MMIORegion, queueCount: Int
+    logger: Logger, options: VFIOPCIOptions, registers: consuming VirtioPCIRegisters
   ) {
     self.interrupts = interrupts
     self.removal = removal
@@ -119,18 +107,7 @@ public struct VFIOPCITransport: ~Copyable, Transport {
     self.msixVectorCount = msixVectorCount
     self.logger = logger
     self.options = options
-    self.common = common
-    self.isrRegion = isr
-    self.deviceConfig = deviceConfig
-    self.notifyRegion = notify
-    let n = max(queueCount, Self.queueTableCapacity)
-    // SAFETY: driver-private tables of `n` entries / 4 words, freed in deinit.
-    self.notifyAddresses = .allocate(capacity: n)
-    self.notifyAddresses.initialize(repeating: nil, count: n)
-    self.notifyCount = n
-    self.driverFeatureWords = .allocate(capacity: FeatureSet.wordCount)
-    self.driverFeatureWords.initialize(repeating: 0, count: FeatureSet.wordCount)
-    self.queueVectors = Array(repeating: virtioMSINoVector, count: n)
+    self.regs = registers
   }
 
   deinit {
@@ -143,15 +120,8 @@ public struct VFIOPCITransport: ~Copyable, Transport {
     }
     // §4.1.4.3.2 / §2.4: reset stops the device touching rings and buffers
     // before the DMA arena below unmaps them.
-    common.write8(CommonCfg.device_status, 0)
-    var spins = 0
-    while common.read8(CommonCfg.device_status) != 0 && spins < 1000 {
-      Sys.sleep(milliseconds: 1)
-      spins += 1
-    }
+    regs.quiesce()
     device.disableMSIX()
-    notifyAddresses.deallocate()
-    driverFeatureWords.deallocate()
     logger.info("closed", metadata: ["dma_mappings": "\(dma.mappingCount)", "dma_bytes": "\(dma.mappedBytes)"])
   }
 
@@ -160,167 +130,45 @@ public struct VFIOPCITransport: ~Copyable, Transport {
 
   // MARK: Transport — status and features (§4.1.4.3)
 
-  public func readStatus() -> DeviceStatus {
-    DeviceStatus(rawValue: common.read8(CommonCfg.device_status))
-  }
-
-  public func writeStatus(_ status: DeviceStatus) {
-    common.write8(CommonCfg.device_status, status.rawValue)
-    logger.debug("device_status ←", metadata: ["status": "\(status)"])
-  }
-
-  /// §4.1.4.3.2: write 0 to device_status, then wait until it reads back 0
-  /// (the device may take time to finish in-flight work).
-  public func reset() throws(VirtioError) {
-    common.write8(CommonCfg.device_status, 0)
-    let deadline = monotonicNanoseconds() + UInt64(options.resetTimeoutMilliseconds) * 1_000_000
-    while common.read8(CommonCfg.device_status) != 0 {
-      if monotonicNanoseconds() > deadline {
-        let s = readStatus()
-        logger.error("reset timed out", metadata: ["step": "reset", "status": "\(s)"])
-        throw VirtioError(
-          .resetTimeout,
-          "\(deviceType) \(address) did not finish its reset within \(options.resetTimeoutMilliseconds) ms (device_status still \(s)); the device is stuck — rebind it to virtio-pci or restart the VM")
-      }
-      Sys.sleep(milliseconds: 1)
-    }
-    for i in 0..<notifyCount { notifyAddresses[i] = nil }
-    logger.debug("reset done")
-  }
-
-  public func readDeviceFeatures(word index: Int) -> UInt32 {
-    common.write32(CommonCfg.device_feature_select, UInt32(index))
-    return common.read32(CommonCfg.device_feature)
-  }
-
-  public func writeDriverFeatures(word index: Int, _ value: UInt32) {
-    common.write32(CommonCfg.driver_feature_select, UInt32(index))
-    common.write32(CommonCfg.driver_feature, value)
-    if index >= 0 && index < FeatureSet.wordCount { driverFeatureWords[index] = value }
-  }
-
+  public func readStatus() -> DeviceStatus { regs.readStatus() }
+  public func writeStatus(_ status: DeviceStatus) { regs.writeStatus(status) }
+  /// §4.1.4.3.2: write 0 to device_status, then wait until it reads back 0.
+  public func reset() throws(VirtioError) { try regs.reset() }
+  public func readDeviceFeatures(word index: Int) -> UInt32 { regs.readDeviceFeatures(word: index) }
+  public func writeDriverFeatures(word index: Int, _ value: UInt32) { regs.writeDriverFeatures(word: index, value) }
   /// The feature set last written to the device.
-  public var driverFeatures: FeatureSet {
-    var f = FeatureSet()
-    for w in 0..<FeatureSet.wordCount { f.setWord(w, driverFeatureWords[w]) }
-    return f
-  }
+  public var driverFeatures: FeatureSet { regs.driverFeatures }
 
   // MARK: Transport — queues (§4.1.5.1.3)
 
-  public var queueCount: Int { Int(common.read16(CommonCfg.num_queues)) }
+  public var queueCount: Int { regs.queueCount }
+  public func maxQueueSize(_ index: Int) -> Int { regs.maxQueueSize(index) }
+  public mutating func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) { try regs.configureQueue(index, a) }
+  public mutating func enableQueue(_ index: Int) throws(VirtioError) { try regs.enableQueue(index) }
 
-  public func maxQueueSize(_ index: Int) -> Int {
-    guard index >= 0, index < notifyCount else { return 0 }
-    common.write16(CommonCfg.queue_select, UInt16(index))
-    return Int(common.read16(CommonCfg.queue_size))
-  }
-
-  public mutating func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) {
-    guard index >= 0, index < notifyCount else {
-      throw queueError(index, "the device has \(queueCount) queues")
-    }
-    // §4.1.5.1.3 step 1: select the queue.
-    common.write16(CommonCfg.queue_select, UInt16(index))
-    // §4.1.4.3.2: the driver must not change a queue while queue_enable is 1.
-    guard common.read16(CommonCfg.queue_enable) == 0 else {
-      throw queueError(index, "it is already enabled; reset the device first")
-    }
-    // Step 2: queue_size 0 means the queue is not available.
-    let max = Int(common.read16(CommonCfg.queue_size))
-    guard max > 0 else { throw queueError(index, "the device reports queue_size 0 (queue not available)") }
-    guard a.size >= 1, a.size <= max else {
-      throw queueError(index, "size \(a.size) is outside 1...\(max), the device's maximum")
-    }
-    // Step 3: optionally a smaller size.
-    common.write16(CommonCfg.queue_size, UInt16(a.size))
-    // Step 4: MSI-X vector, then read it back (§4.1.5.1.2).
-    let wanted = a.msixVector ?? virtioMSINoVector
-    common.write16(CommonCfg.queue_msix_vector, wanted)
-    let got = common.read16(CommonCfg.queue_msix_vector)
-    if let v = a.msixVector, got != v {
-      throw queueError(
-        index,
-        "the device could not assign MSI-X vector \(v) (queue_msix_vector reads back 0x\(String(got, radix: 16)), §4.1.5.1.2); use fewer vectors, share one, or poll the queue")
-    }
-    queueVectors[index] = got
-    // Step 5: the three areas, each a 64-bit register written as two 32-bit halves.
-    common.write64(CommonCfg.queue_desc, a.descIOVA)
-    common.write64(CommonCfg.queue_driver, a.driverIOVA)
-    common.write64(CommonCfg.queue_device, a.deviceIOVA)
-    // §4.1.4.4: notify address = cap.offset + queue_notify_off × notify_off_multiplier.
-    let off = UInt64(common.read16(CommonCfg.queue_notify_off)) * UInt64(capabilities.notifyOffMultiplier)
-    let width: UInt64 = driverFeatureWords[1] & (1 << 6) != 0 ? 4 : 2
-    guard off + width <= UInt64(notifyRegion.length) else {
-      throw queueError(index, "its notify offset 0x\(String(off, radix: 16)) lies outside the notify structure (\(notifyRegion.length) bytes)")
-    }
-    notifyAddresses[index] = notifyRegion.base + Int(off)
-    logger.debug(
-      "queue registers",
-      metadata: [
-        "queue": "\(index)", "queue_size": "\(a.size)", "queue_desc": "0x\(String(a.descIOVA, radix: 16))",
-        "queue_driver": "0x\(String(a.driverIOVA, radix: 16))", "queue_device": "0x\(String(a.deviceIOVA, radix: 16))",
-        "queue_msix_vector": "\(got == virtioMSINoVector ? "none" : String(got))", "notify_off": "0x\(String(off, radix: 16))",
-      ])
-  }
-
-  public mutating func enableQueue(_ index: Int) throws(VirtioError) {
-    guard index >= 0, index < notifyCount, notifyAddresses[index] != nil else {
-      throw queueError(index, "enable before configure")
-    }
-    // §4.1.5.1.3 step 7: queue_enable ← 1.
-    common.write16(CommonCfg.queue_select, UInt16(index))
-    common.write16(CommonCfg.queue_enable, 1)
-    guard common.read16(CommonCfg.queue_enable) == 1 else {
-      throw queueError(index, "queue_enable did not read back 1")
-    }
-  }
-
-  /// §4.1.5.2: the doorbell. 16-bit queue index, or the 32-bit value with
-  /// NOTIFICATION_DATA (§2.9). Hot path: no allocation, no log, no throw.
-  @inlinable public func notify(queue index: Int, value: UInt32) {
-    guard index >= 0, index < notifyCount, let addr = notifyAddresses[index] else { return }
-    // VIRTIO_F_NOTIFICATION_DATA is bit 38: word 1, bit 6.
-    // SAFETY: `addr` lies inside the mapped notify structure with room for
-    // the access width (checked in configureQueue); one volatile store.
-    if driverFeatureWords[1] & (1 << 6) != 0 {
-      vio_mmio_write32(addr, value.littleEndian)
-    } else {
-      vio_mmio_write16(addr, UInt16(truncatingIfNeeded: value).littleEndian)
-    }
-  }
+  /// §4.1.5.2: the doorbell. Hot path: no allocation, no log, no throw.
+  @inlinable public func notify(queue index: Int, value: UInt32) { regs.notify(queue: index, value: value) }
 
   /// The queue's doorbell as a plain value, for a queue owner on its own
   /// thread (VirtioCore's `Doorbell`): a 16-bit write of the index, or a
   /// 32-bit write with NOTIFICATION_DATA. `.none` until the queue is configured.
   /// Valid while this transport lives (the BAR stays mapped).
-  public func doorbell(queue index: Int) -> Doorbell {
-    guard index >= 0, index < notifyCount, let addr = notifyAddresses[index] else { return .none }
-    return driverFeatureWords[1] & (1 << 6) != 0 ? .mmio32(addr) : .mmio16(addr)
-  }
+  public func doorbell(queue index: Int) -> Doorbell { regs.doorbell(queue: index) }
 
   // MARK: Transport — device configuration (§4.1.4.6)
 
-  public func configGeneration() -> UInt8 { common.read8(CommonCfg.config_generation) }
-  public var configSize: Int { deviceConfig.length }
-  public func readConfig8(_ offset: Int) -> UInt8 { deviceConfig.read8(offset) }
-  public func readConfig16(_ offset: Int) -> UInt16 { deviceConfig.read16(offset) }
-  public func readConfig32(_ offset: Int) -> UInt32 { deviceConfig.read32(offset) }
-  public func writeConfig8(_ offset: Int, _ value: UInt8) { deviceConfig.write8(offset, value) }
+  public func configGeneration() -> UInt8 { regs.configGeneration() }
+  public var configSize: Int { regs.deviceConfig.length }
+  public func readConfig8(_ offset: Int) -> UInt8 { regs.deviceConfig.read8(offset) }
+  public func readConfig16(_ offset: Int) -> UInt16 { regs.deviceConfig.read16(offset) }
+  public func readConfig32(_ offset: Int) -> UInt32 { regs.deviceConfig.read32(offset) }
+  public func writeConfig8(_ offset: Int, _ value: UInt8) { regs.deviceConfig.write8(offset, value) }
 
   // MARK: more than the Transport protocol
 
   /// §4.1.4.5: ISR status (read clears it). Only meaningful without MSI-X.
-  public func readISR() -> UInt8 { isrRegion.read8(0) }
+  public func readISR() -> UInt8 { regs.isrRegion.read8(0) }
 
   /// The vector the device accepted for queue `index` (nil: none).
-  public func vector(ofQueue index: Int) -> UInt16? {
-    guard index >= 0, index < queueVectors.count, queueVectors[index] != virtioMSINoVector else { return nil }
-    return queueVectors[index]
-  }
-
-  func queueError(_ index: Int, _ why: String) -> VirtioError {
-    logger.error("queue setup failed", metadata: ["step": "queue-setup", "queue": "\(index)", "reason": "\(why)"])
-    return VirtioError(.queueSetup, "\(deviceType) \(address) queue \(index): \(why)")
-  }
+  public func vector(ofQueue index: Int) -> UInt16? { regs.vector(ofQueue: index) }
 }

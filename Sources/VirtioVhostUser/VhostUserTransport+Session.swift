@@ -13,6 +13,8 @@ public typealias VhostUserOpenPlan = SessionPlan<VhostUserTransport>
 extension VhostUserTransport: SessionTransport {
   public var target: String { "\(endpoint)" }
 
+  public var dmaAddressing: DMAAddressing { .sharedMemory }
+
   public var summary: String {
     "vhost-user (\(endpoint.path)), call eventfds, \(dma.byteCount >> 20) MiB shared memory\(dma.usesHugePages ? " (2 MiB pages)" : "")"
   }

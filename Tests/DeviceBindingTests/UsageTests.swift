@@ -101,3 +101,41 @@ final class UsageTests: XCTestCase {
     XCTAssertTrue(Binder().preflight(["0000:00:09.0"], inventory: inv)[0].message.contains("no such PCI function"))
   }
 }
+
+/// `vio-bind bind --no-iommu`: uio_pci_generic, only without an IOMMU, the same in-use checks.
+final class NoIOMMUBindTests: XCTestCase {
+  func device(_ address: String, inUse: Bool = false, group: Int? = nil) -> PCIDeviceInfo {
+    var u = DeviceUsage()
+    if inUse { u.mounts = ["/dev/vda1 on / (ext4)"] }
+    return PCIDeviceInfo(
+      address: address, vendorID: 0x1AF4, deviceID: 0x1042, vendorName: "Red Hat, Inc.", deviceName: "Virtio block device",
+      className: "SCSI storage controller", driver: "virtio-pci", iommuGroup: group, groupPeers: [], netInterfaces: [],
+      blockDevices: ["vda"], usage: u)
+  }
+
+  func testTargetsUIOWithoutAnIOMMU() {
+    XCTAssertEqual(Binder(noIOMMU: true).targetDriver, "uio_pci_generic")
+    XCTAssertEqual(Binder().targetDriver, "vfio-pci")
+    XCTAssertTrue(Binder(noIOMMU: true).preflight(["0000:00:03.0"], inventory: [device("0000:00:03.0")]).isEmpty)
+  }
+
+  func testRefusesInUseUnlessForced() {
+    let inv = [device("0000:00:03.0", inUse: true)]
+    let r = Binder(noIOMMU: true).preflight(["0000:00:03.0"], inventory: inv)
+    XCTAssertEqual(r.count, 1)
+    XCTAssertTrue(r[0].message.contains("--force"), r[0].message)
+    XCTAssertTrue(Binder(force: true, noIOMMU: true).preflight(["0000:00:03.0"], inventory: inv).isEmpty)
+  }
+
+  func testRefusesAFunctionAnIOMMUCovers() {
+    let r = Binder(force: true, noIOMMU: true).preflight(["0000:00:03.0"], inventory: [device("0000:00:03.0", group: 3)])
+    XCTAssertEqual(r.count, 1)
+    XCTAssertTrue(r[0].message.contains("IOMMU group 3") && r[0].message.contains("vfio-pci"), r[0].message)
+  }
+
+  func testVFIORefusalNamesTheOptIn() {
+    let r = Binder(force: true).preflight(["0000:00:03.0"], inventory: [device("0000:00:03.0")])
+    XCTAssertEqual(r.count, 1)
+    XCTAssertTrue(r[0].message.contains("--no-iommu") && r[0].message.contains("--allow-no-iommu"), r[0].message)
+  }
+}

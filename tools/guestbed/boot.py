@@ -56,9 +56,9 @@ class BootResult:
 def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
                  mem_mib=1024, smp=2, cmdline=KERNEL_CMDLINE, scratch=None, extra_nets=()):
     net = ["virtio-net-pci", "id=net0", "netdev=n0", f"mac={NET_MAC}",
-           "disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
+           "disable-legacy=on"] + _iommu_props(variant) + ["romfile="]
     blk = ["virtio-blk-pci", "id=blk0", "drive=d0",
-           "disable-legacy=on", "iommu_platform=on"]
+           "disable-legacy=on"] + _iommu_props(variant)[:1]
     if not variant.iommu:
         cmdline = cmdline.replace("intel_iommu=on iommu=pt ", "")
     return [
@@ -78,6 +78,8 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
     ] + ([
         # A small disk nothing else reads, after blk0 (so it gets a later
         # PCI address): plans may put a filesystem on it (serial vio-scratch).
+        # It offers ACCESS_PLATFORM in every variant: without a vIOMMU it is
+        # the device the no-IOMMU path must refuse (fallback-noiommu.sh).
         "-drive", f"file={scratch},if=none,id=dscratch,format=raw",
         "-device", "virtio-blk-pci,id=blkscratch,drive=dscratch,serial=vio-scratch,"
                    "disable-legacy=on,iommu_platform=on",
@@ -92,13 +94,20 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
     ]
 
 
+def _iommu_props(variant):
+    """ACCESS_PLATFORM (and ATS) only behind the vIOMMU: without one, the
+    devices use physical addresses as they are (§6.1), which the no-IOMMU
+    userspace path needs (it refuses a device that offers ACCESS_PLATFORM)."""
+    return ["iommu_platform=on", "ats=on"] if variant.iommu else []
+
+
 def _extra_net(nid, mac, variant, props):
     """-device properties of an extra virtio-net device; "legacy" in props: a
     legacy-only one (no virtio 1.x interface, so no ACCESS_PLATFORM either)."""
     base = ["virtio-net-pci", f"id={nid}", f"netdev=n{nid}", f"mac={mac}"]
     if "legacy" in props:
         return base + ["disable-modern=on", "disable-legacy=off", "romfile="]
-    return (base + ["disable-legacy=on", "iommu_platform=on", "ats=on", "romfile="]
+    return (base + ["disable-legacy=on"] + _iommu_props(variant) + ["romfile="]
             + variant.net_props() + list(props))
 
 

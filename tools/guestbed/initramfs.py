@@ -31,6 +31,8 @@ MODULES = [
     "virtio_pci", "failover", "net_failover", "virtio_net", "virtio_blk",
     "irqbypass", "vfio", "vfio_iommu_type1", "vfio_virqfd", "vfio_pci_core",
     "vfio_pci",
+    # the no-IOMMU userspace path (issue 14): BARs through sysfs, no VFIO
+    "uio_pci_generic",
     # a filesystem for plans that mount the scratch disk (vio-bind's in-use checks)
     # (ext4 asks the crypto API for crc32c at mount time: load it first)
     "crc32c_generic", "ext4",

@@ -97,14 +97,14 @@ fwd_dev() {
 # fwd_start <tag> <vio-fwd args...>: starts it (--json, --stats-file, live
 #   line each second) and checks <tag>-start: it printed "forwarding:".
 fwd_start() {
-  _t=$1; shift
-  rm -f /tmp/$_t.stats /tmp/$_t.json /tmp/$_t.log
-  /bin/vio-fwd "$@" --stats-period 1 --stats-file /tmp/$_t.stats --json >/tmp/$_t.json 2>/tmp/$_t.log &
+  _tag=$1; shift
+  rm -f /tmp/$_tag.stats /tmp/$_tag.json /tmp/$_tag.log
+  /bin/vio-fwd "$@" --stats-period 1 --stats-file /tmp/$_tag.stats --json >/tmp/$_tag.json 2>/tmp/$_tag.log &
   FWD_PID=$!
-  if wait_until 120 grep -q "forwarding:" /tmp/$_t.log; then
-    check_pass $_t-start "$(grep -m1 'forwarding:' /tmp/$_t.log | cut -c1-300)"
+  if wait_until 120 grep -q "forwarding:" /tmp/$_tag.log; then
+    check_pass $_tag-start "$(grep -m1 'forwarding:' /tmp/$_tag.log | cut -c1-300)"
   else
-    check_fail $_t-start "vio-fwd did not start: $(tail -n3 /tmp/$_t.log | tr '\n' ' ')"
+    check_fail $_tag-start "vio-fwd did not start: $(tail -n3 /tmp/$_tag.log | tr '\n' ' ')"
   fi
 }
 # fwd_rx <tag>: frames vio-fwd received on port 0 so far

@@ -1,4 +1,5 @@
 /* sys.c — the few calls Swift cannot make directly (see include/vio_sys.h). */
+#define _GNU_SOURCE
 #include "vio_sys.h"
 
 #include <errno.h>
@@ -6,6 +7,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <linux/memfd.h>
+#include <unistd.h>
 
 /* The header spells these as literals so it need not include libc headers
  * that clash with Swift's Glibc module; pin them to the real values here. */
@@ -37,4 +40,16 @@ int vio_vfio_disable_irqs(int device_fd, uint32_t index) {
   set.start = 0;
   set.count = 0;
   return ioctl(device_fd, VFIO_DEVICE_SET_IRQS, &set);
+}
+
+int vio_dma_hugetlb_memfd(const char *name, uint64_t size) {
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, (off_t)size) < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
 }

@@ -81,8 +81,14 @@ struct Check: ParsableCommand {
 }
 
 struct Bind: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Bind virtio functions to vfio-pci after preflight; refuses devices in use unless --force.")
+  static let configuration = CommandConfiguration(
+    abstract: "Bind virtio functions to vfio-pci (or, with --no-iommu, uio_pci_generic) after preflight; refuses devices in use unless --force.")
   @Flag(help: "Bind even if the device is in use (mounted, routed, open).") var force = false
+  @Flag(
+    name: .customLong("no-iommu"),
+    help:
+      "Bind to uio_pci_generic, for a machine without an IOMMU (the tools then need --allow-no-iommu). The device can reach all memory: nothing contains a driver bug.")
+  var noIOMMU = false
   @Flag(help: "Log each step of the move.") var verbose = false
   @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
 
@@ -90,8 +96,13 @@ struct Bind: ParsableCommand {
 
   func run() throws {
     try move(verbose: verbose, failure: "refused: ") {
-      let previous = try Binder(force: force).bind(addresses)
-      for a in addresses { print("\(a): bound to vfio-pci (was \((previous[a] ?? nil) ?? "unbound"))") }
+      let binder = Binder(force: force, noIOMMU: noIOMMU)
+      if noIOMMU {
+        FileHandle.standardError.write(
+          Data("vio-bind: warning: binding to uio_pci_generic without an IOMMU: the device can read and write all memory; a driver bug is not contained\n".utf8))
+      }
+      let previous = try binder.bind(addresses)
+      for a in addresses { print("\(a): bound to \(binder.targetDriver) (was \((previous[a] ?? nil) ?? "unbound"))") }
     }
   }
 }
@@ -152,7 +163,8 @@ enum FunctionCheck {
     } else {
       items.append(
         PreflightItem(
-          name: "\(name) group", level: .failure, detail: "no IOMMU group", advice: "this function cannot use VFIO without an IOMMU (see docs/INSTALL.md); the tools use its kernel driver"))
+          name: "\(name) group", level: .failure, detail: "no IOMMU group", advice:
+            "this function cannot use VFIO without an IOMMU (see docs/INSTALL.md); the tools use its kernel driver — or, opted in, uio_pci_generic with physical addresses (`vio-bind bind --no-iommu`, then --allow-no-iommu)"))
     }
     if d.usage.inUse {
       items.append(

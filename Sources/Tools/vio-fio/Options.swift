@@ -100,6 +100,12 @@ struct Options: ParsableArguments {
   @Flag(name: .customLong("no-fallback"), help: "Fail when a pci: target cannot run over VFIO instead of using its kernel block device.")
   var noFallback = false
 
+  @Flag(
+    name: .customLong("allow-no-iommu"),
+    help:
+      "Without an IOMMU, drive a pci: target bound to uio_pci_generic (vio-bind bind --no-iommu) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The device can then reach all memory: nothing contains a driver bug.")
+  var allowNoIOMMU = false
+
   @Flag(name: .customLong("interrupts"), help: "Sleep on the queue's interrupt instead of polling.")
   var interrupts = false
 

@@ -28,7 +28,7 @@ enum NormalReport {
       }
       let s = r.queueStats
       out +=
-        "  vio: queue=\(r.queueIndex) backend=\(info.backend.rawValue) requests=\(s.requests) completed_ok=\(r.read.ios + r.write.ios + r.trim.ios) "
+        "  vio: queue=\(r.queueIndex) backend=\(info.backend.rawValue)\(info.dmaAddressing.map { " dma=\($0.rawValue)" } ?? "") requests=\(s.requests) completed_ok=\(r.read.ios + r.write.ios + r.trim.ios) "
         + "reads=\(s.reads) writes=\(s.writes) "
         + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
         + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
@@ -132,6 +132,7 @@ enum JSONReport {
       j.key("vio"); j.open("{")
       j.key("queue"); j.int(r.queueIndex)
       j.key("backend"); j.string(info.backend.rawValue)
+      if let a = info.dmaAddressing { j.key("dma_addressing"); j.string(a.rawValue) }
       j.key("details"); j.string(info.details)
       if let f = info.fallback {
         j.key("fallback"); j.open("{")

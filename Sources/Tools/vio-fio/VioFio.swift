@@ -47,6 +47,7 @@ struct VioFio: ParsableCommand {
     open.directIO = o.direct == 1
     open.interrupts = true
     open.kernelFallback = !o.noFallback
+    open.allowNoIOMMU = o.allowNoIOMMU
     if !target.isUserspace { open.queues = o.numjobs }
     if case .vhostUser = target {
       // The backend maps the shared memory once: room for every job's buffers (each rounded to 4 KiB).
@@ -63,6 +64,10 @@ struct VioFio: ParsableCommand {
       fail("cannot open \(target): \(error.message)", status: usage ? .usage : .failure)
     }
     let info = device.info
+    if info.dmaAddressing == .physical {
+      eprint(
+        "vio-fio: WARNING: \(target) runs WITHOUT an IOMMU (--allow-no-iommu): the device reads and writes memory by physical address, and nothing contains a driver bug")
+    }
     if let f = info.fallback {
       eprint("vio-fio: \(target): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)")
     }

@@ -134,6 +134,7 @@ enum Report {
           "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"announcements\":\(announcements[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
           "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
+        if let a = ports[p].dmaAddressing { kv.append("\"dma_addressing\":\(q(a.rawValue))") }
         if let f = ports[p].fallback {
           kv.append("\"fallback\":{\"interface\":\(q(f.kernelName)),\"because\":\(q(f.summary)),\"reason\":\(q(f.message))}")
         }

@@ -45,6 +45,10 @@ struct Run {
       "port \(i) \(p.address) (\(p.path), \(p.detail.split(separator: ";").first ?? ""), mac \(p.mac.map { "\($0)" } ?? "-"), mtu \(p.mtu), rings \(p.rxRingSize)/\(p.txRingSize), link \(p.linkUp ? "up" : "down"))"
     }
     for (i, p) in group.ports.enumerated() {
+      if p.dmaAddressing == .physical {
+        Console.note(
+          "WARNING: port \(i) \(p.address) runs WITHOUT an IOMMU (--allow-no-iommu): the device reads and writes memory by physical address, and nothing contains a driver bug")
+      }
       if let f = p.fallback { Console.note("port \(i) \(p.address): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)") }
     }
     Console.note(

@@ -95,6 +95,11 @@ struct VioFwd: ParsableCommand {
     name: .customLong("no-fallback"),
     help: "Fail when a pci: port cannot run over VFIO instead of handing it back to the kernel's virtio-net driver (AF_PACKET).")
   var noFallback = false
+  @Flag(
+    name: .customLong("allow-no-iommu"),
+    help:
+      "Without an IOMMU, drive pci: ports bound to uio_pci_generic (vio-bind bind --no-iommu) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The devices can then reach all memory: nothing contains a driver bug.")
+  var allowNoIOMMU = false
   @Option(help: "Ring layout: auto (packed when the device offers it), split or packed.")
   var ring: RingChoice = .auto
   @Flag(name: .customLong("no-csum-offload"), help: "Do not negotiate checksum offload (VIRTIO_NET_F_CSUM/GUEST_CSUM); complete checksums in software when needed.")
@@ -147,6 +152,7 @@ struct VioFwd: ParsableCommand {
     options.txDescriptors = txd
     options.promiscuous = !noPromisc
     options.kernelFallback = !noFallback
+    options.allowNoIOMMU = allowNoIOMMU
     options.checksumOffload = !noCsumOffload
     options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil
     options.logger = Logger(label: "vio-fwd")

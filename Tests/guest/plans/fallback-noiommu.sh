@@ -83,3 +83,108 @@ if [ $_rc -eq 0 ] && grep -q '"backend": *"kernel"' /tmp/nfio2.json && grep -q '
 else
   check_fail noiommu-fio-reverify-json "exit $_rc: $(tail -n3 /tmp/nfio2.err | tr '\n' ' ') $(grep -o '"backend"[^,]*' /tmp/nfio2.json | head -n1)"
 fi
+
+# ---- The no-IOMMU userspace path, opted into (issue 14) ----------------------
+# Devices here offer no ACCESS_PLATFORM (boot.py), except the scratch disk,
+# which the path must refuse. vio-bind binds to uio_pci_generic on request;
+# vio-fwd and vio-fio take the devices with --allow-no-iommu (physical
+# addresses, locked hugepages, polled queues). The host checks every frame
+# (net-traffic) and the image region written (blk-verify); then the same
+# devices on the kernel path, side by side (PERF lines, docs/PERFORMANCE.md).
+SCR=""
+for d in $(find_virtio 0x1042); do
+  for b in /sys/bus/pci/devices/$d/virtio*/block/*; do
+    [ "$(cat $b/serial 2>/dev/null)" = vio-scratch ] && SCR=$d
+  done
+done
+[ -n "$SCR" ] || check_fail noiommu-uio-scratch "no virtio-blk function with serial vio-scratch"
+
+# Opt-in missing: the kernel fallback above said the opt-in exists.
+if grep -q -- "--allow-no-iommu" /tmp/noiommu-fwd.log && grep -q -- "--allow-no-iommu" /tmp/nfio.out; then
+  check_pass noiommu-optin-named "$(grep -o 'or, accepting.*' /tmp/nfio.out | head -n1 | cut -c1-200)"
+else
+  check_fail noiommu-optin-named "the fallback reason does not name --allow-no-iommu: $(grep -m1 'because no IOMMU' /tmp/nfio.out | cut -c1-300)"
+fi
+
+_out=$(/bin/vio-bind bind --no-iommu $NA $NB $BLK $SCR 2>&1); _rc=$?
+if [ $_rc -eq 0 ] && [ "$(pci_driver $NA)$(pci_driver $NB)$(pci_driver $BLK)$(pci_driver $SCR)" = \
+  uio_pci_genericuio_pci_genericuio_pci_genericuio_pci_generic ] && echo "$_out" | grep -q "without an IOMMU"; then
+  check_pass noiommu-uio-bind "$(echo "$_out" | tr '\n' ' ' | cut -c1-300)"
+else
+  check_fail noiommu-uio-bind "exit $_rc, drivers $(pci_driver $NA) $(pci_driver $NB) $(pci_driver $BLK) $(pci_driver $SCR): $(echo "$_out" | tail -n3 | tr '\n' ' ')"
+fi
+
+# uio_fail <check> <want-text> <vio-fio args...>: exit 1 and the text in the message.
+uio_fail() {
+  _c=$1 _w=$2; shift 2
+  _out=$(timeout 120 /bin/vio-fio --rw=read --bs=4k --size=64k "$@" 2>&1); _rc=$?
+  if [ $_rc -eq 1 ] && echo "$_out" | grep -q -- "$_w"; then
+    check_pass $_c "$(echo "$_out" | grep -m1 -- "$_w" | cut -c1-300)"
+  else
+    check_fail $_c "exit $_rc (want 1, '$_w'): $(echo "$_out" | tail -n3 | tr '\n' ' ')"
+  fi
+}
+uio_fail noiommu-uio-optin-missing "allow-no-iommu" --filename=pci:$BLK --no-fallback
+[ -n "$SCR" ] && uio_fail noiommu-uio-access-platform "ACCESS_PLATFORM" --filename=pci:$SCR --allow-no-iommu
+
+# vio-fwd over uio_pci_generic: the host checks every frame, in order.
+fwd_start noiommu-uio --port pci:$NA --port pci:$NB --mode io --wait poll --allow-no-iommu
+if grep -q "WARNING: port 0 .*WITHOUT an IOMMU" /tmp/noiommu-uio.log; then
+  check_pass noiommu-uio-warning "$(grep -m1 'WITHOUT an IOMMU' /tmp/noiommu-uio.log | cut -c1-200)"
+else
+  check_fail noiommu-uio-warning "no warning about the missing IOMMU: $(head -n3 /tmp/noiommu-uio.log | tr '\n' ' ')"
+fi
+fwd_traffic noiommu-uio p1 net1 net2 1500 1000 4
+fwd_stop noiommu-uio
+_n=$(grep -o '"path":"uio"[^{]*"dma_addressing":"physical"' /tmp/noiommu-uio.json | wc -l)
+[ "$_n" -eq 2 ] && check_pass noiommu-uio-json "both ports: path uio, dma_addressing physical" \
+  || check_fail noiommu-uio-json "--json names $_n of 2 ports as uio/physical: $(head -c 400 /tmp/noiommu-uio.json)"
+
+# vio-fio write + verify over uio_pci_generic, in a region the kernel path did not write.
+timeout 300 /bin/vio-fio --filename=pci:$BLK --allow-no-iommu --name=uio --rw=randwrite --bs=4k --offset=4m --size=2m \
+  --iodepth=16 --verify=crc32c --end_fsync=1 >/tmp/ufio.out 2>&1
+_rc=$?
+if [ $_rc -eq 0 ] && grep -q "verify: 512 blocks ok, 0 bad" /tmp/ufio.out && grep -q "backend=virtio dma=physical" /tmp/ufio.out \
+  && grep -q "WITHOUT an IOMMU" /tmp/ufio.out; then
+  check_pass noiommu-uio-fio-write-verify "$(grep -m1 'Disk:' /tmp/ufio.out | cut -c1-160); $(grep -m1 'verify:' /tmp/ufio.out)"
+else
+  check_fail noiommu-uio-fio-write-verify "exit $_rc: $(grep -v '^ *|' /tmp/ufio.out | tail -n 5 | tr '\n' ' ')"
+fi
+hostcheck blk-verify $((4 * MIB)) $((2 * MIB)) 4096 noiommu-uio
+
+# Side by side, one boot: txonly pps (64-byte frames, 3 s, out of net2) and
+# 4 KiB random reads at QD1 and QD32 (3 s each, polling), userspace without
+# an IOMMU, then the kernel path (the same devices back on virtio-pci).
+perf_tx() {  # perf_tx <path> <vio-fwd args...>
+  _p=$1; shift
+  timeout 120 /bin/vio-fwd --port pci:$NB --mode txonly --pkt-size 64 --duration 3 --stats-period 0 --json "$@" \
+    >/tmp/ptx-$_p.json 2>/tmp/ptx-$_p.log
+  _v=$(grep -o '"rate_pps":[0-9]*' /tmp/ptx-$_p.json | head -n1 | cut -d: -f2)
+  _path=$(grep -o '"path":"[a-z-]*"' /tmp/ptx-$_p.json | head -n1)
+  [ -n "$_v" ] && check_pass noiommu-perf-$_p-txonly "pps=$_v $_path" \
+    || check_fail noiommu-perf-$_p-txonly "no rate: $(tail -n2 /tmp/ptx-$_p.log | tr '\n' ' ')"
+}
+perf_rr() {  # perf_rr <path> <qd> <vio-fio args...>
+  _p=$1 _q=$2; shift 2
+  timeout 120 /bin/vio-fio --filename=pci:$BLK --name=rr --rw=randread --bs=4k --iodepth=$_q --runtime=3 --time_based \
+    --offset=4m --size=2m --output-format=json "$@" >/tmp/prr-$_p-$_q.json 2>/tmp/prr-$_p-$_q.err
+  _v=$(sed -n 's/.*"read": {[^}]*"iops": \([0-9.]*\).*/\1/p' /tmp/prr-$_p-$_q.json | head -n1)
+  [ -z "$_v" ] && _v=$(tr -d '\n ' < /tmp/prr-$_p-$_q.json | grep -o '"read":{[^}]*"iops":[0-9.]*' | head -n1 | sed 's/.*"iops"://')
+  _b=$(grep -o '"backend": *"[a-z]*"' /tmp/prr-$_p-$_q.json | head -n1)
+  [ -n "$_v" ] && check_pass noiommu-perf-$_p-randread-qd$_q "iops=$_v $_b" \
+    || check_fail noiommu-perf-$_p-randread-qd$_q "no IOPS: $(tail -n2 /tmp/prr-$_p-$_q.err | tr '\n' ' ')"
+}
+perf_tx uio --allow-no-iommu
+perf_rr uio 1 --allow-no-iommu
+perf_rr uio 32 --allow-no-iommu
+# Last on this path: freeing every hugepage fragments them for whoever comes next.
+_hp=$(cat /proc/sys/vm/nr_hugepages)
+echo 0 > /proc/sys/vm/nr_hugepages
+uio_fail noiommu-uio-no-hugepages "hugepages" --filename=pci:$BLK --allow-no-iommu
+echo $_hp > /proc/sys/vm/nr_hugepages
+echo "GUESTBED hugepages: $(cat /proc/sys/vm/nr_hugepages) x 2 MiB reserved again"
+_out=$(/bin/vio-bind restore $NA $NB $BLK $SCR 2>&1) && check_pass noiommu-uio-restore "$(echo "$_out" | tr '\n' ' ' | cut -c1-200)" \
+  || check_fail noiommu-uio-restore "$(echo "$_out" | tail -n2 | tr '\n' ' ')"
+perf_tx kernel
+perf_rr kernel 1
+perf_rr kernel 32

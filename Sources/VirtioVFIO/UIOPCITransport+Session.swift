@@ -1,0 +1,47 @@
+import Logging
+import VirtioCore
+import VirtioSpec
+
+/// What VirtioCore's one session needs from the no-IOMMU transport: no
+/// ACCESS_PLATFORM (§6.1: without an IOMMU the device uses physical
+/// addresses as they are), no interrupts (uio has no MSI-X: every queue is
+/// polled), the physical-address arena, the virtio reset only.
+extension UIOPCITransport: SessionTransport {
+  public var target: String { "pci:\(address)" }
+
+  public var summary: String { "\(Self.kernelDriver), no IOMMU (physical addresses), polled" }
+
+  public var dmaAddressing: DMAAddressing { .physical }
+
+  public var setupMetadata: Logger.Metadata {
+    ["dma_bytes": "\(dma.mappedBytes)", "iova": "physical", "hugepages": "true"]
+  }
+
+  /// Never ask for ACCESS_PLATFORM: there is no IOMMU to translate (a device
+  /// offering it was refused at open).
+  public func negotiationPolicy(_ driver: FeaturePolicy) -> FeaturePolicy {
+    var p = driver
+    let ap = FeatureSet(bit: VirtioFeature.accessPlatform)
+    p.wanted.remove(ap)
+    p.required.remove(ap)
+    return p
+  }
+
+  public func explainNegotiationFailure(_ error: inout VirtioError) {}
+
+  /// No vectors: uio_pci_generic offers INTx only, switched off at open.
+  public mutating func routeInterrupts(queues: Int, enabled: Bool) throws(VirtioError) -> Int { 0 }
+  public func setupVector(forQueue index: Int) -> UInt16? { nil }
+  public func vector(ofQueue index: Int) -> UInt16? { nil }
+  public func interruptEventFD(queue index: Int) -> Int32? { nil }
+  public var configInterruptEventFD: Int32? { nil }
+  /// Nothing to wait on: EINVAL, as VFIO answers for a queue without a vector.
+  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait { .failed(errno: 22) }
+
+  /// The virtio reset only (§4.1.4.3.2): uio offers no function reset.
+  public mutating func resetDevice() throws(VirtioError) -> Bool {
+    try regs.reset()
+    regs.clearVectors()
+    return false
+  }
+}
