@@ -40,6 +40,11 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    // Metrics (issue 16): swift-metrics' API, a Prometheus registry, FlyingFox for the
+    // scrape endpoint (a small HTTP server without dependencies; NIO or Hummingbird cost more CI build time).
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
@@ -81,19 +86,30 @@ let package = Package(
       name: "ToolSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/ToolSupport"),
     .testTarget(name: "ToolSupportTests", dependencies: ["ToolSupport"]),
+    // The tools' metrics exporter (issue 16): PacketIO/BlockIO counters sampled off the data path,
+    // published through swift-metrics into a Prometheus registry, served over HTTP (text and JSON).
+    .target(
+      name: "VioMetrics",
+      dependencies: [
+        "PacketIO", "BlockIO", "ToolSupport", .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "FlyingFox", package: "FlyingFox"),
+      ],
+      path: "Sources/Tools/VioMetrics"),
+    .testTarget(name: "VioMetricsTests", dependencies: ["VioMetrics", "PacketIO", "BlockIO"]),
     // vio-fio's self-describing verify header, a library so a fuzz target can link it.
     .target(name: "VioFioVerify", dependencies: ["BlockIO"], path: "Sources/Tools/VioFioVerify"),
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", "ToolSupport", "VioFioVerify", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "ToolSupport", "VioFioVerify", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),
     .executableTarget(
       name: "vio-fwd",
       dependencies: [
-        "PacketIO", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "PacketIO", "ToolSupport", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fwd"),

@@ -18,6 +18,16 @@
 #include <linux/io_uring.h>
 
 
+/* ---- counters shared between threads --------------------------------------------
+ * BlockStatsBoard: one writer (a queue's thread) stores, any thread loads;
+ * relaxed 64-bit accesses (a reader may see one counter a request ahead of another). */
+static inline uint64_t vio_blk_load_relaxed_u64(const void *p) {
+  return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+static inline void vio_blk_store_relaxed_u64(void *p, uint64_t v) {
+  __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+
 /* ---- io_uring ---------------------------------------------------------------- */
 
 typedef struct vio_uring {
