@@ -12,7 +12,7 @@ import PackageDescription
 //   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
 //   VirtioSim       test support: a simulated device playing the device side of the rings
 // C shims live in Sources/Shims/<what they hold>: OS, VFIO, VhostUser, LibPCI,
-// KernelBlock (io_uring, block ioctls), KernelPacket (AF_PACKET rings).
+// KernelBlock (io_uring through liburing, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
 let package = Package(
@@ -65,7 +65,8 @@ let package = Package(
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
-    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock"),
+    // The kernel block path's io_uring is liburing's (Debian: liburing-dev).
+    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock", linkerSettings: [.linkedLibrary("uring")]),
     .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
     .target(
       name: "BlockIO",
