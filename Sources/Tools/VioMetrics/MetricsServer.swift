@@ -42,8 +42,11 @@ public final class MetricsServer: Sendable {
       case .tcp(let host, let port):
         server = HTTPServer(address: try sockaddr_in.inet(ip4: host, port: port), timeout: 15, logger: DisabledLogger.disabled)
       case .unix(let path):
+        try removeStaleSocket(path)
         server = HTTPServer(address: sockaddr_un.unix(path: path), timeout: 15, logger: DisabledLogger.disabled)
       }
+    } catch let e as MetricsServerError {
+      throw e
     } catch {
       throw MetricsServerError("cannot serve metrics on \(endpoint): \(error); give an IPv4 address such as 127.0.0.1")
     }
@@ -67,7 +70,8 @@ public final class MetricsServer: Sendable {
     }
     ready.wait()
     if let why = failure.first.withLock({ $0 }) {
-      throw MetricsServerError("cannot serve metrics on \(endpoint): \(why); choose another --metrics-port (or free that one)")
+      let option = if case .unix = endpoint { "--metrics-socket path" } else { "--metrics-port" }
+      throw MetricsServerError("cannot serve metrics on \(endpoint): \(why); choose another \(option) (or free that one)")
     }
     return MetricsServer(server: server, publisher: publisher, endpoint: endpoint)
   }
@@ -83,7 +87,8 @@ public final class MetricsServer: Sendable {
     return publisher.scrapes.final > 0
   }
 
-  /// Closes the listening socket and lets open connections finish (at most a second).
+  /// Closes the listening socket and lets open connections finish (at most a
+  /// second); a unix socket's file goes with it.
   public func stop() {
     let done = DispatchSemaphore(value: 0)
     Task {
@@ -91,6 +96,32 @@ public final class MetricsServer: Sendable {
       done.signal()
     }
     done.wait()
+    if case .unix(let path) = endpoint { unlink(path) }
+  }
+
+  /// A socket file left by an earlier run that nobody listens on any more is
+  /// removed; anything else at `path` (a listening socket, a regular file) is refused.
+  static func removeStaleSocket(_ path: String) throws(MetricsServerError) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    guard st.st_mode & S_IFMT == S_IFSOCK else {
+      throw MetricsServerError("cannot serve metrics on unix:\(path): it exists and is not a socket; choose another --metrics-socket path")
+    }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+      for (i, b) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b }
+    }
+    let connected = withUnsafePointer(to: &addr) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    if connected == 0 {
+      throw MetricsServerError("cannot serve metrics on unix:\(path): another process listens there; choose another --metrics-socket path")
+    }
+    if errno == ECONNREFUSED { unlink(path) }
   }
 }
 
