@@ -204,6 +204,13 @@ let package = Package(
   ]
 )
 
+// API documentation (issue 16): swift-docc-plugin, only when VIO_DOCS is set —
+// `tools/docs` sets it and builds in .build-docs — so a plain build never
+// resolves or fetches the plugin.
+if Context.environment["VIO_DOCS"] != nil {
+  package.dependencies.append(.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"))
+}
+
 // Fuzz targets (issue 13; Fuzz/README.md): libFuzzer entry points over every
 // parser of device- or backend-written data. Declared only when VIO_FUZZ is
 // set — `tools/fuzz` sets it and builds with -sanitize=fuzzer,address into
