@@ -40,11 +40,11 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-    // Metrics (issue 16): swift-metrics' API, a Prometheus registry, FlyingFox for the
-    // scrape endpoint (a small HTTP server without dependencies; NIO or Hummingbird cost more CI build time).
+    // Metrics (issue 16): swift-metrics' API (CoreMetrics), a Prometheus registry, and
+    // swift-nio's HTTP/1.1 server for the scrape endpoint (no Foundation in the tools; see ARCHITECTURE).
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-    .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
@@ -88,16 +88,19 @@ let package = Package(
       path: "Sources/Tools/ToolSupport"),
     .testTarget(name: "ToolSupportTests", dependencies: ["ToolSupport"]),
     // The tools' metrics exporter (issue 16): PacketIO/BlockIO counters sampled off the data path,
-    // published through swift-metrics into a Prometheus registry, served over HTTP (text and JSON).
+    // published through swift-metrics into a Prometheus registry, served over HTTP by swift-nio (text and JSON).
     .target(
       name: "VioMetrics",
       dependencies: [
-        "PacketIO", "BlockIO", "ToolSupport", .product(name: "Metrics", package: "swift-metrics"),
+        "PacketIO", "BlockIO", "ToolSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "FlyingFox", package: "FlyingFox"),
+        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
       ],
       path: "Sources/Tools/VioMetrics"),
-    .testTarget(name: "VioMetricsTests", dependencies: ["VioMetrics", "PacketIO", "BlockIO"]),
+    .testTarget(
+      name: "VioMetricsTests",
+      dependencies: ["VioMetrics", "PacketIO", "BlockIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     // vio-fio's self-describing verify header, a library so a fuzz target can link it.
     .target(name: "VioFioVerify", dependencies: ["BlockIO"], path: "Sources/Tools/VioFioVerify"),
     .executableTarget(

@@ -118,9 +118,11 @@ json=$(curl -sf "http://127.0.0.1:$FWD_PORT/metrics.json")
 python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert not j["finished"] and any(m["name"]=="vio_net_tx_packets_total" and m["value"]>0 for m in j["metrics"])' "$json" 2>/dev/null
 check "fwd/metrics-json" $? "GET /metrics.json during the run: $(echo "$json" | head -c 160)..."
 kill -INT "$FWD_PID" 2>/dev/null
-wait_for "finished vio-fwd || ! kill -0 $FWD_PID 2>/dev/null" 120
+# vio-fwd exits once a scrape has read its final values (or after the linger);
+# then Prometheus must hold that scrape (it stores it as it reads it: bounded wait).
 wait "$FWD_PID"
 rc=$?
+wait_for "finished vio-fwd" 60
 echo >&"$TP_FD"
 exec {TP_FD}>&-
 wait_for "! kill -0 $TP_PID 2>/dev/null" 30 || kill -9 "$TP_PID" 2>/dev/null
@@ -151,9 +153,9 @@ wait_for "in_run vio-fio vio_blk_written_bytes_total || ! kill -0 $FIO_PID 2>/de
 in_run vio-fio vio_blk_written_bytes_total
 check "fio/scraped-during-run" $? "prometheus scraped vio-fio while it wrote: $(value 'sum(last_over_time(vio_blk_written_bytes_total{job="vio-fio"}[10m]))') bytes so far$(kill -0 $FIO_PID 2>/dev/null || echo "; vio-fio exited early: $(tail_of "$out.err")")"
 kill -INT "$FIO_PID" 2>/dev/null
-wait_for "finished vio-fio || ! kill -0 $FIO_PID 2>/dev/null" 120
 wait "$FIO_PID"
 rc=$?
+wait_for "finished vio-fio" 60
 kill "$QSD_PID" 2>/dev/null
 finished vio-fio && ! grep -q "no scrape read the final" "$out.err" && [[ $rc == 0 ]]
 check "fio/final-scrape" $? "vio-fio exit $rc after prometheus scraped its final values (vio_run_finished $(value 'last_over_time(vio_run_finished{job="vio-fio"}[10m])'))$( [[ $rc != 0 ]] && echo ": $(tail_of "$out.err")")"

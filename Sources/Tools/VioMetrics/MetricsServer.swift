@@ -1,8 +1,7 @@
-import Dispatch
-import FlyingFox
-import FlyingSocks
-import Foundation
-import Synchronization
+import Glibc
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 
 /// Where the metrics are served.
 public enum MetricsEndpoint: Sendable, CustomStringConvertible {
@@ -19,16 +18,19 @@ public enum MetricsEndpoint: Sendable, CustomStringConvertible {
   }
 }
 
-/// The HTTP endpoint (FlyingFox, on its own tasks: the tool's threads never
-/// wait on it): `GET /metrics` answers Prometheus text, `GET /metrics.json`
-/// the same as JSON. Start it before the run; `stop` after the last scrape.
+/// The HTTP endpoint (swift-nio's HTTP/1.1 server on one event-loop thread of
+/// its own: the tool's threads never wait on it): `GET /metrics` answers
+/// Prometheus text, `GET /metrics.json` the same as JSON, anything else 404.
+/// Start it before the run; `stop` after the last scrape.
 public final class MetricsServer: Sendable {
-  let server: HTTPServer
+  let group: MultiThreadedEventLoopGroup
+  let channel: any Channel
   let publisher: MetricsPublisher
   public let endpoint: MetricsEndpoint
 
-  init(server: HTTPServer, publisher: MetricsPublisher, endpoint: MetricsEndpoint) {
-    self.server = server
+  init(group: MultiThreadedEventLoopGroup, channel: any Channel, publisher: MetricsPublisher, endpoint: MetricsEndpoint) {
+    self.group = group
+    self.channel = channel
     self.publisher = publisher
     self.endpoint = endpoint
   }
@@ -36,44 +38,29 @@ public final class MetricsServer: Sendable {
   /// Listens on `endpoint`; returns once it accepts connections, or throws a
   /// message saying why it cannot (address in use, bad address, no permission).
   public static func start(_ publisher: MetricsPublisher, on endpoint: MetricsEndpoint) throws(MetricsServerError) -> MetricsServer {
-    let server: HTTPServer
+    if case .unix(let path) = endpoint { try removeStaleSocket(path) }
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let bootstrap = ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 16)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+          try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(publisher: publisher))
+        }
+      }
     do {
+      let channel: any Channel
       switch endpoint {
-      case .tcp(let host, let port):
-        server = HTTPServer(address: try sockaddr_in.inet(ip4: host, port: port), timeout: 15, logger: DisabledLogger.disabled)
-      case .unix(let path):
-        try removeStaleSocket(path)
-        server = HTTPServer(address: sockaddr_un.unix(path: path), timeout: 15, logger: DisabledLogger.disabled)
+      case .tcp(let host, let port): channel = try bootstrap.bind(host: host, port: Int(port)).wait()
+      case .unix(let path): channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
       }
-    } catch let e as MetricsServerError {
-      throw e
+      return MetricsServer(group: group, channel: channel, publisher: publisher, endpoint: endpoint)
     } catch {
-      throw MetricsServerError("cannot serve metrics on \(endpoint): \(error); give an IPv4 address such as 127.0.0.1")
-    }
-    let failure = Failure()
-    let ready = DispatchSemaphore(value: 0)
-    Task {
-      await server.appendRoute("GET /metrics") { _ in
-        HTTPResponse(
-          statusCode: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: Data(publisher.scrapeText().utf8))
-      }
-      await server.appendRoute("GET /metrics.json") { _ in
-        HTTPResponse(statusCode: .ok, headers: [.contentType: "application/json"], body: Data(publisher.scrapeJSON().utf8))
-      }
-      let run = Task {
-        do { try await server.run() } catch { failure.set("\(error)") }
-        ready.signal()
-      }
-      do { try await server.waitUntilListening(timeout: 10) } catch { failure.set("not listening after 10 s") }
-      ready.signal()
-      _ = run
-    }
-    ready.wait()
-    if let why = failure.first.withLock({ $0 }) {
+      try? group.syncShutdownGracefully()
       let option = if case .unix = endpoint { "--metrics-socket path" } else { "--metrics-port" }
-      throw MetricsServerError("cannot serve metrics on \(endpoint): \(why); choose another \(option) (or free that one)")
+      throw MetricsServerError("cannot serve metrics on \(endpoint): \(error); choose another \(option) (or free that one)")
     }
-    return MetricsServer(server: server, publisher: publisher, endpoint: endpoint)
   }
 
   /// After `publisher.finish()`: waits until a scrape answered the final
@@ -87,15 +74,11 @@ public final class MetricsServer: Sendable {
     return publisher.scrapes.final > 0
   }
 
-  /// Closes the listening socket and lets open connections finish (at most a
-  /// second); a unix socket's file goes with it.
+  /// Closes the listening socket and the connections (a response already
+  /// handed to NIO is flushed first); a unix socket's file goes with it.
   public func stop() {
-    let done = DispatchSemaphore(value: 0)
-    Task {
-      await server.stop(timeout: 1)
-      done.signal()
-    }
-    done.wait()
+    try? channel.close().wait()
+    try? group.syncShutdownGracefully()
     if case .unix(let path) = endpoint { unlink(path) }
   }
 
@@ -125,10 +108,46 @@ public final class MetricsServer: Sendable {
   }
 }
 
-/// The first reason the server could not start, shared with its tasks.
-final class Failure: Sendable {
-  let first = Mutex<String?>(nil)
-  func set(_ why: String) { first.withLock { $0 = $0 ?? why } }
+/// One connection's requests: answered when the request is complete.
+final class MetricsHTTPHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  let publisher: MetricsPublisher
+  var head: HTTPRequestHead?
+
+  init(publisher: MetricsPublisher) { self.publisher = publisher }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .head(let h): head = h
+    case .body: break
+    case .end:
+      guard let h = head else { return }
+      head = nil
+      let path = h.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? h.uri
+      let (status, type, body): (HTTPResponseStatus, String, String) =
+        switch (h.method, path) {
+        case (.GET, "/metrics"): (.ok, "text/plain; version=0.0.4; charset=utf-8", publisher.scrapeText())
+        case (.GET, "/metrics.json"): (.ok, "application/json", publisher.scrapeJSON())
+        case (.GET, _): (.notFound, "text/plain", "not found: GET /metrics or /metrics.json\n")
+        default: (.methodNotAllowed, "text/plain", "only GET\n")
+        }
+      var headers = HTTPHeaders()
+      headers.add(name: "Content-Type", value: type)
+      headers.add(name: "Content-Length", value: String(body.utf8.count))
+      if !h.isKeepAlive { headers.add(name: "Connection", value: "close") }
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: status, headers: headers))), promise: nil)
+      var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+      buffer.writeString(body)
+      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+      if !h.isKeepAlive {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        done.whenComplete { _ in bound.value.close(promise: nil) }
+      }
+    }
+  }
 }
 
 public struct MetricsServerError: Error, CustomStringConvertible {
