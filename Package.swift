@@ -12,7 +12,7 @@ import PackageDescription
 //   VirtioVFIO      the VFIO-PCI transport (the only place that touches VFIO, BARs, MSI-X)
 //   VirtioSim       test support: a simulated device playing the device side of the rings
 // C shims live in Sources/Shims/<what they hold>: OS, VFIO, VhostUser, LibPCI,
-// KernelBlock (io_uring, block ioctls), KernelPacket (AF_PACKET rings).
+// KernelBlock (io_uring through liburing, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
 let package = Package(
@@ -40,6 +40,11 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    // Metrics (issue 16): swift-metrics' API (CoreMetrics), a Prometheus registry, and
+    // swift-nio's HTTP/1.1 server for the scrape endpoint (no Foundation in the tools; see ARCHITECTURE).
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
   ],
   targets: [
     .target(name: "VirtioSpec"),
@@ -60,7 +65,8 @@ let package = Package(
     .target(name: "VirtioBlk", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     .target(name: "VirtioNet", dependencies: ["VirtioCore", "VirtioSpec"], swiftSettings: strict),
     // Public APIs: one per device class, userspace (VFIO) or kernel path behind the same types.
-    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock"),
+    // The kernel block path's io_uring is liburing's (Debian: liburing-dev).
+    .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock", linkerSettings: [.linkedLibrary("uring")]),
     .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
     .target(
       name: "BlockIO",
@@ -81,19 +87,33 @@ let package = Package(
       name: "ToolSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Sources/Tools/ToolSupport"),
     .testTarget(name: "ToolSupportTests", dependencies: ["ToolSupport"]),
+    // The tools' metrics exporter (issue 16): PacketIO/BlockIO counters sampled off the data path,
+    // published through swift-metrics into a Prometheus registry, served over HTTP by swift-nio (text and JSON).
+    .target(
+      name: "VioMetrics",
+      dependencies: [
+        "PacketIO", "BlockIO", "ToolSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+      ],
+      path: "Sources/Tools/VioMetrics"),
+    .testTarget(
+      name: "VioMetricsTests",
+      dependencies: ["VioMetrics", "PacketIO", "BlockIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
     // vio-fio's self-describing verify header, a library so a fuzz target can link it.
     .target(name: "VioFioVerify", dependencies: ["BlockIO"], path: "Sources/Tools/VioFioVerify"),
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", "ToolSupport", "VioFioVerify", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "ToolSupport", "VioFioVerify", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),
     .executableTarget(
       name: "vio-fwd",
       dependencies: [
-        "PacketIO", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "PacketIO", "ToolSupport", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fwd"),
@@ -186,6 +206,13 @@ let package = Package(
       path: "Examples/PacketRelay/Tests/PacketRelayTests"),
   ]
 )
+
+// API documentation (issue 16): swift-docc-plugin, only when VIO_DOCS is set —
+// `tools/docs` sets it and builds in .build-docs — so a plain build never
+// resolves or fetches the plugin.
+if Context.environment["VIO_DOCS"] != nil {
+  package.dependencies.append(.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"))
+}
 
 // Fuzz targets (issue 13; Fuzz/README.md): libFuzzer entry points over every
 // parser of device- or backend-written data. Declared only when VIO_FUZZ is

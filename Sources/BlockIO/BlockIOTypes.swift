@@ -75,7 +75,7 @@ public enum BlockWaitResult: Equatable, Sendable {
 }
 
 /// Per-queue counters, kept by the queue's own thread (no atomics): read them there.
-public struct BlockQueueStats: Sendable, Equatable {
+public struct BlockQueueStats: Sendable, Equatable, BitwiseCopyable {
   /// Requests accepted (a request BlockIO split counts once).
   public var requests: UInt64 = 0
   public var reads: UInt64 = 0

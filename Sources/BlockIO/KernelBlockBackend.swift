@@ -45,7 +45,7 @@ import VirtioBlk
     self.supportsDiscard = info.supportsDiscard
     self.supportsWriteZeroes = info.supportsWriteZeroes
     // Never more requests in flight than the CQ holds (it is twice the SQ).
-    self.depth = Int(ring.pointee.sq_entries)
+    self.depth = Int(vio_uring_sq_entries(ring))
     // SAFETY: driver-private tables of `depth` entries, freed in deinit.
     slots = .allocate(capacity: self.depth)
     slots.initialize(repeating: KernelSlot(), count: self.depth)
@@ -110,15 +110,12 @@ import VirtioBlk
     return .queued
   }
 
-  /// Hands every filled SQE to the kernel with one io_uring_enter.
+  /// Hands every filled SQE to the kernel with one io_uring_enter (liburing's
+  /// io_uring_submit: also SQEs a failed submit left behind).
   @inlinable mutating func kick() {
-    _ = vio_uring_flush_sq(ring)
-    // Everything the kernel has not consumed yet (also SQEs a failed enter left behind).
-    let head = ring.pointee.sq_khead.pointee
-    let n = ring.pointee.sq_tail &- head
-    guard n > 0 else { return }
+    guard vio_uring_sq_pending(ring) > 0 else { return }
     notifications &+= 1
-    _ = vio_uring_enter(ring, n, 0, 0, 0)
+    _ = vio_uring_submit(ring)
   }
 
   @inlinable mutating func next() -> BlockIOCompletion? {
@@ -128,12 +125,8 @@ import VirtioBlk
     }
     var ud: UInt64 = 0
     var res: Int32 = 0
-    if vio_uring_peek(ring, &ud, &res) == 0 {
-      // COOP_TASKRUN: finished requests may be waiting for us to enter the kernel.
-      guard inFlight > 0, vio_uring_taskrun_pending(ring) != 0 else { return nil }
-      _ = vio_uring_enter(ring, 0, 0, VIO_IORING_ENTER_GETEVENTS, 0)
-      guard vio_uring_peek(ring, &ud, &res) != 0 else { return nil }
-    }
+    // COOP_TASKRUN: liburing's peek enters the kernel when finished requests wait there.
+    guard inFlight > 0, vio_uring_peek(ring, &ud, &res) != 0 else { return nil }
     // user_data is our slot number: the kernel echoes what we wrote, but check anyway.
     guard ud < UInt64(depth) else { return nil }
     let slot = Int(ud)
@@ -154,13 +147,13 @@ import VirtioBlk
     return BlockIOCompletion(tag: s.tag, op: s.op, status: status, bytes: status == .ok ? Int(s.length) : 0)
   }
 
-  /// io_uring_enter(GETEVENTS, min_complete 1) with a timeout: the process sleeps
-  /// until the device's interrupt has completed a request.
+  /// io_uring_wait_cqe_timeout: the process sleeps until the device's
+  /// interrupt has completed a request.
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
     guard inFlight > 0 else { return .ready }
     interrupts &+= 1
     let ns = Int64(max(timeoutMilliseconds, 1)) * 1_000_000
-    let r = vio_uring_enter(ring, 0, 1, VIO_IORING_ENTER_GETEVENTS, ns)
+    let r = vio_uring_wait(ring, ns)
     if r == -ETIME { return vio_uring_cq_ready(ring) > 0 ? .ready : .timedOut }
     if r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY { return .failed(errno: -r) }
     return .ready

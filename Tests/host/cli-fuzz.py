@@ -79,9 +79,9 @@ class Case:
 
 FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset_increment", "--runtime", "--rwmixread",
                "--randseed", "--hybrid", "--queue_size", "--stall_timeout", "--do_verify", "--direct", "--end_fsync",
-               "--verify_pattern"]
+               "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
-               "--tx-retries"]
+               "--tx-retries", "--metrics-port", "--metrics-linger"]
 
 
 def fio_cases(rng, n, tmp, notsock):

@@ -18,6 +18,8 @@ HOST_PACKAGES = {
     "cpio": "/usr/bin/cpio",
     # the block checks run the real fio (io_uring) in the guest as a cross-check
     "fio": "/usr/bin/fio",
+    # building the tools: BlockIO's kernel path links liburing
+    "liburing-dev": "/usr/include/liburing.h",
 }
 
 _updated = False

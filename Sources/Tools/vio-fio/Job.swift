@@ -51,6 +51,11 @@ final class JobResult: @unchecked Sendable {
   var failedRequests: [(op: BlockOperation, offset: UInt64, length: Int, status: BlockIOStatus)] = []
   var queueStats = BlockQueueStats()
   var queueIndex = 0
+  /// Counters and completion latencies for the metrics exporter, published to
+  /// `publishSlot` every `publishNanoseconds` and at the end (plain stores here).
+  var metrics = BlockQueueMetrics()
+  var publishSlot: BlockStatsSlot? = nil
+  static let publishNanoseconds: UInt64 = 10_000_000
   var notes: [String] = []
   /// Why the job stopped early (a broken or stalled queue).
   var fatal: String? = nil
@@ -138,6 +143,8 @@ final class JobRunner: @unchecked Sendable {
     if result.fatal == nil && spec.endFsync { flush(&q) }
     q.collectInterrupts()
     result.queueStats = q.stats
+    result.metrics.stats = result.queueStats
+    result.publishSlot?.publish(result.metrics)
     loop.free()
     result.finished.store(true, ordering: .releasing)
   }
@@ -254,6 +261,7 @@ struct IOLoop {
     let begin = monotonicNanoseconds()
     let deadline = spec.runtimeNanoseconds == 0 || verifyPass ? 0 : begin &+ spec.runtimeNanoseconds
     var lastProgress = begin
+    var lastPublish = begin
     var now = begin
     var exhausted = false
     while true {
@@ -297,6 +305,11 @@ struct IOLoop {
         lastProgress = now
         for i in 0..<n {
           complete(completions[i], now: now, pool, r, verifyPass: verifyPass)
+        }
+        if let slot = r.publishSlot, now &- lastPublish >= JobResult.publishNanoseconds {
+          r.metrics.stats = q.stats
+          slot.publish(r.metrics)
+          lastPublish = now
         }
         continue
       }
@@ -354,14 +367,17 @@ struct IOLoop {
       r.read.ios &+= 1
       r.read.bytes &+= UInt64(c.bytes)
       r.read.clat.record(latency)
+      r.metrics.recordLatency(op, nanoseconds: latency)
     case .write:
       r.write.ios &+= 1
       r.write.bytes &+= UInt64(c.bytes)
       r.write.clat.record(latency)
+      r.metrics.recordLatency(op, nanoseconds: latency)
     default:
       r.trim.ios &+= 1
       r.trim.bytes &+= UInt64(spec.blockSize)
       r.trim.clat.record(latency)
+      r.metrics.recordLatency(op, nanoseconds: latency)
     }
   }
 }

@@ -3,6 +3,7 @@ import BlockIO
 import Glibc
 import Logging
 import ToolSupport
+import VioMetrics
 
 /// vio-fio: fio's job options over BlockIO — a virtio-blk function driven
 /// from this process over VFIO (`--filename=pci:…`), a vhost-user-blk backend
@@ -33,6 +34,7 @@ struct VioFio: ParsableCommand {
       """)
 
   @OptionGroup var o: Options
+  @OptionGroup(title: "Metrics") var metrics: MetricsOptions
 
   mutating func run() throws {
     let level = Logger.Level(rawValue: o.logLevel) ?? .warning
@@ -74,12 +76,23 @@ struct VioFio: ParsableCommand {
     let specs = try plan(info)
     try checkCapabilities(info)
 
+    let exporter: MetricsRun?
+    do throws(MetricsServerError) {
+      exporter = try MetricsRun.start(metrics, tool: "vio-fio")
+    } catch {
+      fail(error.message)
+    }
+    if let e = exporter?.server { eprint("vio-fio: metrics: \(e.endpoint)") }
+    // Each job publishes its queue's counters and latencies here; the exporter samples them (main thread).
+    let board = BlockStatsBoard(slots: specs.count)
     var runners: [JobRunner] = []
     for spec in specs {
       do {
         let q = try device.makeQueue(target.isUserspace ? spec.index : spec.index)
         let pool = try device.makeBufferPool(count: spec.depth, bufferSize: spec.blockSize)
-        runners.append(JobRunner(spec: spec, queue: q, pool: pool))
+        let runner = JobRunner(spec: spec, queue: q, pool: pool)
+        if exporter != nil { runner.result.publishSlot = board.slot(runners.count) }
+        runners.append(runner)
       } catch {
         fail("job \(spec.index): \(error.message)")
       }
@@ -93,15 +106,22 @@ struct VioFio: ParsableCommand {
       }
     }
     for r in runners { r.start() }
-    watch(runners, device: device)
+    watch(runners, device: device, board: board, exporter: exporter)
     for r in runners { r.join() }
+    exporter?.update(Self.samples(runners, board: board, device: info.target))
 
     let results = runners.map { ($0.spec, $0.result) }
     switch o.outputFormat {
     case .normal: print(NormalReport.render(results, info: info), terminator: "")
     case .json: print(JSONReport.render(results, info: info, timestamp: time(nil)), terminator: "")
     }
+    if let note = exporter?.finish() { eprint("vio-fio: \(note)") }
     if results.contains(where: { $0.1.failed }) { throw ExitCode(1) }
+  }
+
+  /// Every job's published queue metrics, for the exporter.
+  static func samples(_ runners: [JobRunner], board: borrowing BlockStatsBoard, device: String) -> [MetricSample] {
+    BlockSamples.samples(device: device, queues: runners.indices.map { (runners[$0].result.queueIndex, board.read($0)) })
   }
 
   /// The jobs' ranges, checked against the device (usage errors: exit 64).
@@ -173,7 +193,7 @@ struct VioFio: ParsableCommand {
 
   /// While the jobs run: a live progress line (stderr), and configuration
   /// changes (a resized disk) noticed once a second.
-  func watch(_ runners: [JobRunner], device: borrowing BlockDevice) {
+  func watch(_ runners: [JobRunner], device: borrowing BlockDevice, board: borrowing BlockStatsBoard, exporter: MetricsRun?) {
     let show = o.eta == .always || (o.eta == .auto && isatty(2) != 0)
     let t0 = monotonicNanoseconds()
     var lastIOs: UInt64 = 0
@@ -182,6 +202,7 @@ struct VioFio: ParsableCommand {
     var removed = false
     while !runners.allSatisfy({ $0.result.finished.load(ordering: .acquiring) }) {
       usleep(100_000)
+      exporter?.update(Self.samples(runners, board: board, device: device.info.target))
       let now = monotonicNanoseconds()
       guard now - last >= 1_000_000_000 else { continue }
       if !removed && device.checkRemoved() {

@@ -1,5 +1,6 @@
 import Glibc
 import PacketIO
+import VioMetrics
 import VirtioCore
 import VirtioNet
 
@@ -8,6 +9,8 @@ import VirtioNet
 /// join the workers and report.
 struct Run {
   let settings: Settings
+  /// Where the counters are published for scraping, when --metrics-port/--metrics-socket asked for it.
+  let metrics: MetricsRun?
 
   func execute(_ group: inout PortGroup) throws -> Int32 {
     let s = settings
@@ -84,6 +87,7 @@ struct Run {
       if exitCode != 0 { break }
       let t = monotonicNanoseconds()
       activity.sample(at: t, packets: (0..<portCount).reduce(UInt64(0)) { $0 &+ Report.moved(group.stats(port: $1), s.mode) })
+      metrics?.update(Self.samples(group, linkEvents))
       if t >= nextStats {
         let current = (0..<portCount).map { group.stats(port: $0) }
         Console.note(Report.live(group, current, last, seconds: Double(t &- lastTime) / 1e9, elapsed: Double(t &- start) / 1e9))
@@ -109,9 +113,23 @@ struct Run {
       events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
       activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
+    // The exporter's last values are the summary's (the workers are joined).
+    metrics?.update(Self.samples(group, linkEvents))
     for line in summary.text() { Console.note(line) }
     if s.json { Console.out(summary.json()) }
+    if let note = metrics?.finish() { Console.note(note) }
     return exitCode
+  }
+
+  /// Every queue's published counters and every port's state, for the metrics exporter (main thread).
+  static func samples(_ group: borrowing PortGroup, _ linkEvents: [Int]) -> [MetricSample] {
+    let ports = (0..<group.count).map { p in
+      NetSamples.PortState(
+        address: group.ports[p].address.description, linkUp: group.isLinkUp(port: p), linkChanges: UInt64(linkEvents[p]),
+        configInterrupts: group.configInterrupts(port: p), reconnects: group.reconnects(port: p))
+    }
+    let queues = (0..<group.count).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }
+    return NetSamples.samples(queues: queues, ports: ports)
   }
 
   /// `now + nanoseconds`, or never (UInt64.max) for 0 or a sum past the clock's range.

@@ -16,6 +16,7 @@ import Glibc
 import Logging
 import PacketIO
 import ToolSupport
+import VioMetrics
 import VirtioCore
 import VirtioNet
 
@@ -110,6 +111,8 @@ struct VioFwd: ParsableCommand {
   var statsFile: String?
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "warning"
+  @OptionGroup(title: "Metrics")
+  var metrics: MetricsOptions
 
   /// Longest --duration and --stats-period: a year.
   static let maxNanoseconds: UInt64 = 365 * 86_400 * 1_000_000_000
@@ -174,7 +177,15 @@ struct VioFwd: ParsableCommand {
       Console.error("--pkt-size \(pktSize) is larger than port \(p.address)'s MTU \(p.mtu) allows (\(p.mtu + 14)); use a smaller --pkt-size")
       throw ExitCode(64)
     }
-    let code = try Run(settings: settings).execute(&group)
+    let exporter: MetricsRun?
+    do throws(MetricsServerError) {
+      exporter = try MetricsRun.start(metrics, tool: "vio-fwd")
+    } catch {
+      Console.error(error.message)
+      throw ExitCode(1)
+    }
+    if let e = exporter?.server { Console.note("metrics: \(e.endpoint)") }
+    let code = try Run(settings: settings, metrics: exporter).execute(&group)
     if code != 0 { throw ExitCode(code) }
   }
 

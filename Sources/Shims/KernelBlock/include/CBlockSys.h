@@ -1,49 +1,44 @@
 /* CBlockSys — the kernel block path of BlockIO, and what Swift cannot import:
  *
- *  - io_uring through its raw system calls (io_uring_setup / io_uring_enter,
- *    mmap'ed SQ/CQ rings; no liburing needed): the ring accessors are static
- *    inline so the Swift hot path compiles them in place;
+ *  - io_uring through liburing (Debian's liburing-dev): set-up, fixed files,
+ *    SQE preparation, submission, completion peeking and timed waits; the
+ *    per-request accessors are liburing's static inline functions wrapped in
+ *    static inline ones here, so the Swift hot path compiles them in place;
  *  - block-device ioctls (BLKGETSIZE64, BLKSSZGET, ...: function-like macros),
  *    O_DIRECT and the fallocate modes (behind _GNU_SOURCE), statx DIOALIGN;
  *  - (until VFIOBlockHost moves to VirtioOS) a forwarder for poll() on an eventfd;
  *  - CRC32C (SSE4.2 when the CPU has it, else a table).
  *
  * Only BlockIO imports this module; no C type appears in its public API.
- * Reference: include/uapi/linux/io_uring.h (Linux 6.1), io_uring_setup(2),
- * io_uring_enter(2); liburing's queue.c for the ring protocol. */
+ * Reference: liburing(7), io_uring_queue_init_params(3), io_uring_submit(3),
+ * io_uring_peek_cqe(3), io_uring_wait_cqe_timeout(3) (liburing 2.3). */
 #pragma once
 
 #include <stddef.h>
 #include <stdint.h>
+/* The kernel's uapi header first: swift-system's CSystem module includes it,
+ * and liburing's own copy (same include guard) would be a second, different
+ * definition of the same structs to Swift's module importer. */
 #include <linux/io_uring.h>
+#include <liburing.h>
 
+
+/* ---- counters shared between threads --------------------------------------------
+ * BlockStatsBoard: one writer (a queue's thread) stores, any thread loads;
+ * relaxed 64-bit accesses (a reader may see one counter a request ahead of another). */
+static inline uint64_t vio_blk_load_relaxed_u64(const void *p) {
+  return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+static inline void vio_blk_store_relaxed_u64(void *p, uint64_t v) {
+  __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
 
 /* ---- io_uring ---------------------------------------------------------------- */
 
 typedef struct vio_uring {
-  int fd;
-  unsigned sq_entries;
-  unsigned cq_entries;
-  unsigned sq_mask;
-  unsigned cq_mask;
-  unsigned features;
-  /* Kernel-shared ring words. */
-  unsigned *sq_khead;
-  unsigned *sq_ktail;
-  unsigned *sq_kflags;
-  unsigned *cq_khead;
-  unsigned *cq_ktail;
-  struct io_uring_sqe *sqes;
-  struct io_uring_cqe *cqes;
-  /* Driver-private: SQEs filled (sq_tail) and handed to the kernel (sq_submitted). */
-  unsigned sq_tail;
-  unsigned sq_submitted;
-  /* Mappings, released by vio_uring_exit. */
-  void *sq_ring;
-  size_t sq_ring_len;
-  void *cq_ring;
-  size_t cq_ring_len;
-  size_t sqes_len;
+  struct io_uring ring;
+  /* Whether io_uring_queue_init succeeded (vio_uring_exit is idempotent). */
+  int live;
 } vio_uring;
 
 /* Sets up a ring of `entries` submission entries (CQ twice that).
@@ -54,84 +49,53 @@ void vio_uring_exit(vio_uring *r);
 /* Registers one file as fixed file 0 (IORING_REGISTER_FILES). 0 or -errno. */
 int vio_uring_register_file(vio_uring *r, int fd);
 
-/* io_uring_enter(2). `flags` as the syscall's; timeout_ns > 0 bounds a wait
- * (IORING_ENTER_EXT_ARG). Returns the syscall's result or -errno (-ETIME on timeout). */
-int vio_uring_enter(vio_uring *r, unsigned to_submit, unsigned min_complete, unsigned flags, int64_t timeout_ns);
-
-/* Free submission entries. */
-static inline unsigned vio_uring_sq_space(const vio_uring *r) {
-  unsigned head = __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
-  return r->sq_entries - (r->sq_tail - head);
-}
-
-/* SQEs filled but not yet submitted. */
-static inline unsigned vio_uring_sq_pending(const vio_uring *r) { return r->sq_tail - r->sq_submitted; }
+/* Submission entries the ring has (the kernel may round `entries` up). */
+static inline unsigned vio_uring_sq_entries(const vio_uring *r) { return r->ring.sq.ring_entries; }
 
 /* Fills the next SQE. Returns 0, or -1 when the SQ is full. With `fixed`,
  * `fd` is an index into the registered files (IOSQE_FIXED_FILE). */
 static inline int vio_uring_queue(vio_uring *r, uint8_t opcode, int fd, int fixed, uint64_t addr, uint32_t len,
                                   uint64_t off, uint32_t op_flags, uint64_t user_data) {
-  unsigned head = __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
-  if (r->sq_tail - head >= r->sq_entries) return -1;
-  struct io_uring_sqe *sqe = &r->sqes[r->sq_tail & r->sq_mask];
-  __builtin_memset(sqe, 0, sizeof(*sqe));
-  sqe->opcode = opcode;
-  sqe->flags = fixed ? IOSQE_FIXED_FILE : 0;
-  sqe->fd = fd;
-  sqe->off = off;
-  sqe->addr = addr;
-  sqe->len = len;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+  if (!sqe) return -1;
+  /* io_uring_prep_rw clears the SQE's other fields; fallocate takes its length in addr, its mode in len. */
+  io_uring_prep_rw(opcode, sqe, fd, (const void *)(uintptr_t)addr, len, off);
   sqe->rw_flags = (__kernel_rwf_t)op_flags; /* union: rw_flags / fsync_flags */
-  sqe->user_data = user_data;
-  r->sq_tail++;
+  if (fixed) io_uring_sqe_set_flags(sqe, IOSQE_FIXED_FILE);
+  io_uring_sqe_set_data64(sqe, user_data);
   return 0;
 }
 
-/* Makes every filled SQE visible to the kernel (the SQ array is the identity
- * map set up at init): release store of the tail, as liburing's __io_uring_flush_sq. */
-static inline unsigned vio_uring_flush_sq(vio_uring *r) {
-  __atomic_store_n(r->sq_ktail, r->sq_tail, __ATOMIC_RELEASE);
-  unsigned n = r->sq_tail - r->sq_submitted;
-  r->sq_submitted = r->sq_tail;
-  return n;
-}
+/* SQEs the kernel has not consumed yet: filled since the last submit, or left by a failed one. */
+static inline unsigned vio_uring_sq_pending(const vio_uring *r) { return io_uring_sq_ready(&r->ring); }
 
-/* Pops one completion. Returns 1 and fills user_data/res, or 0 when the CQ is empty. */
+/* Hands every filled SQE to the kernel (tail release-stored, one
+ * io_uring_enter). Returns how many the kernel took, or -errno. */
+static inline int vio_uring_submit(vio_uring *r) { return io_uring_submit(&r->ring); }
+
+/* Pops one completion. Returns 1 and fills user_data/res, or 0 when none is
+ * ready. With COOP_TASKRUN, enters the kernel first only when the SQ flags
+ * say finished requests wait there as task work (liburing's peek does). */
 static inline int vio_uring_peek(vio_uring *r, uint64_t *user_data, int32_t *res) {
-  unsigned head = *r->cq_khead;
-  /* Acquire: the CQE contents are read after the tail that covers them. */
-  unsigned tail = __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE);
-  if (head == tail) return 0;
-  const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+  struct io_uring_cqe *c = 0;
+  if (io_uring_peek_cqe(&r->ring, &c) != 0 || !c) return 0;
   *user_data = c->user_data;
   *res = c->res;
-  /* Release: we are done reading the CQE before the kernel may reuse it. */
-  __atomic_store_n(r->cq_khead, head + 1, __ATOMIC_RELEASE);
+  io_uring_cqe_seen(&r->ring, c); /* the kernel may reuse the CQE */
   return 1;
 }
 
 /* Completions ready. */
-static inline unsigned vio_uring_cq_ready(const vio_uring *r) {
-  return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
-}
+static inline unsigned vio_uring_cq_ready(const vio_uring *r) { return io_uring_cq_ready(&r->ring); }
 
-/* With IORING_SETUP_COOP_TASKRUN, finished requests wait as task work until the
- * ring's task enters the kernel; IORING_SETUP_TASKRUN_FLAG makes the kernel say
- * so in the SQ flags, so a polling loop enters only when there is work. */
-static inline int vio_uring_taskrun_pending(const vio_uring *r) {
-#ifdef IORING_SQ_TASKRUN
-  return (__atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
-#else
-  return 0;
-#endif
-}
+/* Sleeps until a completion is ready or `timeout_ns` passed. 0, -ETIME, or -errno. */
+int vio_uring_wait(vio_uring *r, int64_t timeout_ns);
 
 static const uint8_t VIO_IORING_OP_READ = IORING_OP_READ;
 static const uint8_t VIO_IORING_OP_WRITE = IORING_OP_WRITE;
 static const uint8_t VIO_IORING_OP_FSYNC = IORING_OP_FSYNC;
 static const uint8_t VIO_IORING_OP_FALLOCATE = IORING_OP_FALLOCATE;
 static const uint32_t VIO_IORING_FSYNC_DATASYNC = IORING_FSYNC_DATASYNC;
-static const unsigned VIO_IORING_ENTER_GETEVENTS = IORING_ENTER_GETEVENTS;
 
 /* ---- files and block devices ------------------------------------------------- */
 
