@@ -19,6 +19,9 @@ HOST_PACKAGES = {
     # the block checks run the real fio (io_uring) in the guest as a cross-check
     "fio": "/usr/bin/fio",
 }
+# With --deb: the package runs under the host's systemd-udevd (copied into the
+# guest with its libraries), and dpkg-deb unpacks the package.
+UDEV_PACKAGES = {"udev": "/lib/systemd/systemd-udevd", "dpkg": "/usr/bin/dpkg-deb"}
 
 _updated = False
 

@@ -94,12 +94,19 @@ fwd_dev() {
 }
 
 # vio-fwd in the background, by tag: output in /tmp/<tag>.{json,log,stats}.
+# FWD_BIN: another vio-fwd binary (default /bin/vio-fwd); FWD_USER: run it as
+# that user (words without spaces in the arguments; /tmp writable for it).
 # fwd_start <tag> <vio-fwd args...>: starts it (--json, --stats-file, live
 #   line each second) and checks <tag>-start: it printed "forwarding:".
 fwd_start() {
   _t=$1; shift
   rm -f /tmp/$_t.stats /tmp/$_t.json /tmp/$_t.log
-  /bin/vio-fwd "$@" --stats-period 1 --stats-file /tmp/$_t.stats --json >/tmp/$_t.json 2>/tmp/$_t.log &
+  if [ -n "${FWD_USER:-}" ]; then
+    # as that user (su execs the shell, which execs vio-fwd: $! is vio-fwd); FWD_USER_PRE runs first (e.g. ulimit)
+    su $FWD_USER -c "${FWD_USER_PRE:-} exec ${FWD_BIN:-/bin/vio-fwd} $* --stats-period 1 --stats-file /tmp/$_t.stats --json" >/tmp/$_t.json 2>/tmp/$_t.log &
+  else
+    ${FWD_BIN:-/bin/vio-fwd} "$@" --stats-period 1 --stats-file /tmp/$_t.stats --json >/tmp/$_t.json 2>/tmp/$_t.log &
+  fi
   FWD_PID=$!
   if wait_until 120 grep -q "forwarding:" /tmp/$_t.log; then
     check_pass $_t-start "$(grep -m1 'forwarding:' /tmp/$_t.log | cut -c1-300)"
@@ -175,11 +182,12 @@ run_program() {
 }
 
 # wait_until <seconds> <command...>: poll every 0.1 s until the command succeeds
+# (its counter is _wu: fwd_start's tag is in _t)
 wait_until() {
-  _t=$(( $1 * 10 )); shift
-  while [ $_t -gt 0 ]; do
+  _wu=$(( $1 * 10 )); shift
+  while [ $_wu -gt 0 ]; do
     "$@" && return 0
-    usleep 100000; _t=$((_t - 1))
+    usleep 100000; _wu=$((_wu - 1))
   done
   return 1
 }
