@@ -1,3 +1,4 @@
+import Foundation
 import VirtioVFIO
 
 /// Boot-time binding (vio-bind.service): the functions a `BindConfig` lists,
@@ -21,7 +22,15 @@ extension Binder {
       if driver(of: a) == "vfio-pci" { out.append((a, .alreadyThere)) } else { todo.append(a) }
     }
     guard !todo.isEmpty else { return out }
-    let previous = try bind(todo)
+    let previous: [String: String?]
+    do {
+      previous = try bind(todo)
+    } catch {
+      // --force has no place in a boot list: the way out is to list less.
+      var e = error
+      e.message = e.message.replacingOccurrences(of: "Stop using it first, or pass --force", with: "Stop using it first, or take it off the list")
+      throw e
+    }
     for a in todo { out.append((a, .moved(from: previous[a] ?? nil))) }
     return out
   }

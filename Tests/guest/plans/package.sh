@@ -5,7 +5,8 @@
 # of group vio (not root) forwards host traffic with vio-fwd and runs vio-fio
 # write+verify on them (the host checks every frame and the disk image);
 # stopping hands them back. net0 and net3 are not listed: net0 is never
-# touched, and net3 bound by hand keeps a root-only /dev/vfio/N.
+# touched, and net3 bound by hand keeps a root-only /dev/vfio/N; a list that
+# names a mounted disk is refused whole.
 # (The maintainer scripts are not run here — busybox has no adduser/getent;
 # the plan makes the group and users the way postinst would. tools/test
 # installs the package for real on the host: Tests/host/package-install.sh.)
@@ -61,6 +62,29 @@ if unit_exec Start > /tmp/empty.out 2>&1 && grep -q "no functions listed" /tmp/e
 else
   check_fail pkg-empty-list-binds-nothing "$(tail -n3 /tmp/empty.out | tr '\n' ' ')"
 fi
+
+# A list that names a disk in use (the scratch disk, mounted) and net1: the unit
+# refuses, says why, and binds neither (all or none).
+SCRATCH="" SDEV=""
+for d in $(find_virtio 0x1042); do
+  for b in /sys/bus/pci/devices/$d/virtio*/block/*; do
+    [ -e "$b" ] && [ "$(cat $b/serial 2>/dev/null)" = vio-scratch ] && { SCRATCH=$d; SDEV=$(basename $b); }
+  done
+done
+cp $CONF /tmp/bind.conf.packaged
+mkdir -p /mnt/scratch
+if [ -n "$SCRATCH" ] && mke2fs -q /dev/$SDEV >/dev/null 2>&1 && mount -t ext2 /dev/$SDEV /mnt/scratch; then
+  printf '%s\n' $NA $SCRATCH >> $CONF
+  if ! unit_exec Start > /tmp/inuse.out 2>&1 && grep -q "mounted: /dev/$SDEV.*take it off the list" /tmp/inuse.out && same_drivers; then
+    check_pass pkg-in-use-refused-binds-none "$(grep -m1 refused /tmp/inuse.out | cut -c1-240)"
+  else
+    check_fail pkg-in-use-refused-binds-none "$(tail -n3 /tmp/inuse.out | tr '\n' ' ')"
+  fi
+  umount /mnt/scratch
+else
+  check_fail pkg-in-use-refused-binds-none "no mounted scratch disk (serial vio-scratch) to list"
+fi
+cp /tmp/bind.conf.packaged $CONF
 
 for d in $NA $NB $BLK; do echo $d; done >> $CONF
 if unit_exec Start > /tmp/start.out 2>&1; then check_pass pkg-unit-start "$(grep ': ' /tmp/start.out | tr '\n' ' ' | cut -c1-300)"
