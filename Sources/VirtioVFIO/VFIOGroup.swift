@@ -65,7 +65,7 @@ struct VFIOGroup: ~Copyable {
     case EACCES, EPERM:
       return VirtioError(
         .permissionDenied,
-        "no permission to open \(path) for \(address): run as root, or let your user open it with a udev rule (SUBSYSTEM==\"vfio\", MODE=\"0660\", GROUP=\"<group>\") and raise its locked-memory limit",
+        "no permission to open \(path) for \(address): join group vio (`sudo usermod -aG vio $USER`, then log in again; the swift-virtio package's udev rule opens the node to that group when \(address) is listed in /etc/vio/bind.conf) or run as root; see docs/INSTALL.md, \"Running without root\"",
         errno: error.errno)
     case ENOENT, ENODEV, ENXIO:
       if !Sys.exists("/dev/vfio/vfio") {

@@ -100,6 +100,10 @@ def _parser():
     g.add_argument("--binary", action="append", default=[], metavar="PATH",
                    help="add a binary to the guest's /bin (repeatable; wins over a "
                    "built product of the same name)")
+    g.add_argument("--deb", action="append", default=[], metavar="FILE",
+                   help="unpack this Debian package into the guest's root (its files, "
+                   "not its maintainer scripts), with the host's systemd-udevd to run "
+                   "its udev rules (repeatable; tools/package makes one)")
     g.add_argument("--no-build", action="store_true",
                    help="do not build the Swift products; use --binary paths only")
     g.add_argument("--products", default=",".join(PRODUCTS),
@@ -164,6 +168,8 @@ def main(argv=None):
                                      "netdev: the tap backend")
         if not a.no_install:
             deps.ensure_packages()
+            if a.deb:
+                deps.ensure_packages(deps.UDEV_PACKAGES)
         kernel = fetch_kernel()
         binaries = []
         if not a.no_build:
@@ -175,7 +181,8 @@ def main(argv=None):
                 body = f.read()
         else:
             body = plan.default_plan_body([p for p in a.run.split(",") if p])
-        base, _ = initramfs.build_base(kernel, binaries, workdir)
+        base, _ = initramfs.build_base(kernel, binaries, workdir,
+                                       debs=[os.path.abspath(d) for d in a.deb])
     except (SetupError, deps.DepsError, initramfs.InitramfsError,
             variants.VariantError, OSError) as e:
         print(f"guest-test: setup failed: {e}", flush=True)

@@ -21,6 +21,9 @@ HOST_PACKAGES = {
     # building the tools: BlockIO's kernel path links liburing
     "liburing-dev": "/usr/include/liburing.h",
 }
+# With --deb: the package runs under the host's systemd-udevd (copied into the
+# guest with its libraries), and dpkg-deb unpacks the package.
+UDEV_PACKAGES = {"udev": "/lib/systemd/systemd-udevd", "dpkg": "/usr/bin/dpkg-deb"}
 
 _updated = False
 

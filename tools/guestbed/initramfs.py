@@ -209,8 +209,43 @@ def pack_cpio(stage, out):
     return out
 
 
-def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MODULES):
-    """Stage and pack the base archive; returns (path, module load order)."""
+# systemd-udevd is udevadm under another name (systemd 252).
+UDEVADM = "/bin/udevadm"
+
+
+def add_debs(stage, debs):
+    """Unpacks each Debian package into the stage (dpkg-deb -x: its files, not
+    its maintainer scripts) with its binaries' shared libraries, and adds the
+    host's systemd-udevd to run its udev rules. Returns the libraries needed."""
+    libs = set()
+    for deb in debs:
+        r = subprocess.run(["dpkg-deb", "-x", deb, stage], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise InitramfsError(f"dpkg-deb -x {deb} failed: {r.stderr.strip()}")
+        listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], capture_output=True)
+        names = subprocess.run(["tar", "-t"], input=listing.stdout, capture_output=True).stdout.decode()
+        for name in names.split():
+            path = os.path.join(stage, name.lstrip("./"))
+            if os.path.isfile(path) and not os.path.islink(path) and os.access(path, os.X_OK):
+                libs.update(shared_libs(path))
+    if not os.path.exists(UDEVADM):
+        raise InitramfsError(f"{UDEVADM} missing (package udev): the package's udev rules need systemd-udevd")
+    dst = os.path.join(stage, "bin", "udevadm")
+    if os.path.lexists(dst):
+        os.unlink(dst)
+    _copy_file(UDEVADM, dst, 0o755)
+    os.makedirs(os.path.join(stage, "lib", "systemd"), exist_ok=True)
+    link = os.path.join(stage, "lib", "systemd", "systemd-udevd")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink("/bin/udevadm", link)
+    libs.update(shared_libs(UDEVADM))
+    return libs
+
+
+def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MODULES, debs=()):
+    """Stage and pack the base archive; returns (path, module load order).
+    `debs`: Debian packages unpacked into it, with systemd-udevd (add_debs)."""
     stage = os.path.join(workdir, "initramfs-base")
     if os.path.exists(stage):
         shutil.rmtree(stage)
@@ -240,7 +275,7 @@ def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MOD
     _write(os.path.join(stage, "etc", "guestbed", "modules"), "\n".join(order) + "\n")
 
     # the project's binaries and their shared libraries
-    libs = set()
+    libs = add_debs(stage, debs) if debs else set()
     for b in binaries:
         if not os.path.isfile(b):
             raise InitramfsError(f"binary {b} does not exist")

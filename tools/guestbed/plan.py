@@ -94,12 +94,19 @@ fwd_dev() {
 }
 
 # vio-fwd in the background, by tag: output in /tmp/<tag>.{json,log,stats}.
+# FWD_BIN: another vio-fwd binary (default /bin/vio-fwd); FWD_USER: run it as
+# that user (words without spaces in the arguments; /tmp writable for it).
 # fwd_start <tag> <vio-fwd args...>: starts it (--json, --stats-file, live
 #   line each second) and checks <tag>-start: it printed "forwarding:".
 fwd_start() {
   _tag=$1; shift
   rm -f /tmp/$_tag.stats /tmp/$_tag.json /tmp/$_tag.log
-  /bin/vio-fwd "$@" --stats-period 1 --stats-file /tmp/$_tag.stats --json >/tmp/$_tag.json 2>/tmp/$_tag.log &
+  if [ -n "${FWD_USER:-}" ]; then
+    # as that user (su execs the shell, which execs vio-fwd: $! is vio-fwd); FWD_USER_PRE runs first (e.g. ulimit)
+    su $FWD_USER -c "${FWD_USER_PRE:-} exec ${FWD_BIN:-/bin/vio-fwd} $* --stats-period 1 --stats-file /tmp/$_tag.stats --json" >/tmp/$_tag.json 2>/tmp/$_tag.log &
+  else
+    ${FWD_BIN:-/bin/vio-fwd} "$@" --stats-period 1 --stats-file /tmp/$_tag.stats --json >/tmp/$_tag.json 2>/tmp/$_tag.log &
+  fi
   FWD_PID=$!
   if wait_until 120 grep -q "forwarding:" /tmp/$_tag.log; then
     check_pass $_tag-start "$(grep -m1 'forwarding:' /tmp/$_tag.log | cut -c1-300)"
@@ -175,6 +182,7 @@ run_program() {
 }
 
 # wait_until <seconds> <command...>: poll every 0.1 s until the command succeeds
+# (its counter is _wu: fwd_start's tag is in _tag)
 wait_until() {
   _wu=$(( $1 * 10 )); shift
   while [ $_wu -gt 0 ]; do

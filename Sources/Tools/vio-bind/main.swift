@@ -19,7 +19,7 @@ struct VioBind: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vio-bind",
     abstract: "Show, check, bind and restore virtio PCI functions for userspace drivers (VFIO).",
-    subcommands: [Status.self, Check.self, Bind.self, Restore.self],
+    subcommands: [Status.self, Check.self, Bind.self, Restore.self, UdevGroup.self],
     defaultSubcommand: Status.self)
 }
 
@@ -82,7 +82,8 @@ struct Check: ParsableCommand {
 
 struct Bind: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Bind virtio functions to vfio-pci (or, with --no-iommu, uio_pci_generic) after preflight; refuses devices in use unless --force.")
+    abstract: "Bind virtio functions to vfio-pci (or, with --no-iommu, uio_pci_generic) after preflight; refuses devices in use unless --force.",
+    discussion: "With --config, binds the functions the file lists (vio-bind.service does this at boot) to vfio-pci: all of them or, when one is refused, none.")
   @Flag(help: "Bind even if the device is in use (mounted, routed, open).") var force = false
   @Flag(
     name: .customLong("no-iommu"),
@@ -90,12 +91,22 @@ struct Bind: ParsableCommand {
       "Bind to uio_pci_generic, for a machine without an IOMMU (the tools then need --allow-no-iommu). The device can reach all memory: nothing contains a driver bug.")
   var noIOMMU = false
   @Flag(help: "Log each step of the move.") var verbose = false
-  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
+  @Option(help: ArgumentHelp("Bind the functions listed in this file (one address per line) instead of arguments.", valueName: "file"))
+  var config: String?
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String] = []
 
-  func validate() throws { try checkAddresses(addresses) }
+  func validate() throws { try checkSource(addresses, config: config) }
 
   func run() throws {
     try move(verbose: verbose, failure: "refused: ") {
+      if let config {
+        if noIOMMU { throw ValidationError("--no-iommu does not apply to --config: the listed functions go to vfio-pci") }
+        let list = try BindConfig.load(path: config)
+        if list.addresses.isEmpty { print("\(config): no functions listed; nothing to bind") }
+        if force { FileHandle.standardError.write(Data("vio-bind: --force does not apply to --config: a listed function in use is refused\n".utf8)) }
+        for (a, r) in try Binder().bindListed(list) { print("\(a): \(describe(r))") }
+        return
+      }
       let binder = Binder(force: force, noIOMMU: noIOMMU)
       if noIOMMU {
         FileHandle.standardError.write(
@@ -108,17 +119,69 @@ struct Bind: ParsableCommand {
 }
 
 struct Restore: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Hand functions back to their kernel driver and wait for the interface / block device.")
+  static let configuration = CommandConfiguration(
+    abstract: "Hand functions back to their kernel driver and wait for the interface / block device.",
+    discussion: "With --config, restores the listed functions that are on vfio-pci (vio-bind.service does this on stop).")
   @Flag(help: "Log each step of the move.") var verbose = false
-  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String]
+  @Option(help: ArgumentHelp("Restore the functions listed in this file instead of arguments.", valueName: "file"))
+  var config: String?
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String] = []
 
-  func validate() throws { try checkAddresses(addresses) }
+  func validate() throws { try checkSource(addresses, config: config) }
 
   func run() throws {
     try move(verbose: verbose, failure: "") {
+      if let config {
+        let list = try BindConfig.load(path: config)
+        if list.addresses.isEmpty { print("\(config): no functions listed; nothing to restore") }
+        for (a, r) in try Binder().restoreListed(list) { print("\(a): \(describe(r))") }
+        return
+      }
       for (a, what) in try Binder().restore(addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
     }
   }
+}
+
+/// For the package's udev rule (IMPORT{program}): prints VIO_LISTED=1 when
+/// every function of IOMMU group N is listed in the config, else VIO_LISTED=0.
+struct UdevGroup: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "udev-group",
+    abstract: "For the udev rule: print VIO_LISTED=1 if every function of IOMMU group N is listed in the config file, else VIO_LISTED=0.")
+  @Option(help: ArgumentHelp("The list of functions.", valueName: "file")) var config = BindConfig.defaultPath
+  @Argument(help: "IOMMU group number (the N of /dev/vfio/N).") var group: Int
+
+  func validate() throws {
+    guard group >= 0 else { throw ValidationError("'\(group)' is not an IOMMU group number (want N of /dev/vfio/N, 0 or more)") }
+  }
+
+  func run() throws {
+    // An unreadable or malformed list lists nothing: the node stays root's (said on stderr, which udev logs).
+    let list: BindConfig
+    do throws(BindConfig.ParseError) {
+      list = try BindConfig.load(path: config)
+    } catch {
+      FileHandle.standardError.write(Data("vio-bind: \(error)\n".utf8))
+      list = BindConfig(addresses: [])
+    }
+    print("VIO_LISTED=\(list.listsGroup(group) ? 1 : 0)")
+  }
+}
+
+func describe(_ r: Binder.ListedResult) -> String {
+  switch r {
+  case .moved(let from): "bound to vfio-pci (was \(from ?? "unbound"))"
+  case .restored(let what): "back on \(what)"
+  case .alreadyThere: "already on vfio-pci"
+  case .leftAlone(let why): "left as it is (\(why))"
+  }
+}
+
+/// Addresses or --config, one of the two.
+func checkSource(_ addresses: [String], config: String?) throws {
+  if config != nil && !addresses.isEmpty { throw ValidationError("give PCI addresses or --config FILE, not both") }
+  if config == nil && addresses.isEmpty { throw ValidationError("give PCI addresses (DDDD:BB:DD.F) or --config FILE") }
+  try checkAddresses(addresses)
 }
 
 /// Runs a bind or restore: logging as asked, a failure on stderr and exit 1.
@@ -200,10 +263,10 @@ func isPCIAddress(_ s: String) -> Bool {
 
 /// An unknown first word is an unknown subcommand, not an argument of the
 /// default one (which would print `status`'s usage): say so and list them.
-let subcommands = ["status", "check", "bind", "restore", "help"]
+let subcommands = ["status", "check", "bind", "restore", "udev-group", "help"]
 if let first = CommandLine.arguments.dropFirst().first, !first.hasPrefix("-"), !subcommands.contains(first) {
   FileHandle.standardError.write(
-    Data("vio-bind: unknown subcommand '\(first)'; use one of: status, check, bind, restore (vio-bind --help)\n".utf8))
+    Data("vio-bind: unknown subcommand '\(first)'; use one of: status, check, bind, restore, udev-group (vio-bind --help)\n".utf8))
   exit(ExitStatus.usage.rawValue)
 }
 VioBind.main()
