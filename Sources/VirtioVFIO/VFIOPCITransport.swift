@@ -113,8 +113,6 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   deinit {
     // Released after a removal request: the kernel reset the function when it took it back.
     if released {
-      notifyAddresses.deallocate()
-      driverFeatureWords.deallocate()
       logger.info("closed after removal", metadata: ["dma_mappings": "\(dma.mappingCount)"])
       return
     }
