@@ -42,6 +42,13 @@ public struct BlockOpenOptions: Sendable {
   /// maps that memory once, at open, so it is sized then (rings and request
   /// headers come on top); `makeBufferPool` fails beyond it.
   public var bufferMemoryBytes: Int = 64 << 20
+  /// What happens to requests in flight when the device goes away and comes
+  /// back (a vhost-user backend restart): failed with `.deviceLost` (default),
+  /// or posted again to the device once it is back.
+  public var inFlightAfterRecovery: InFlightPolicy = .fail
+  /// How long a device that went away (a vhost-user backend that hung up) may
+  /// take to come back before its queues break with the reason.
+  public var reconnectTimeoutMilliseconds: Int = 10_000
   /// Per-request time limit for the blocking helpers (GET_ID at open).
   public var setupTimeoutMilliseconds: Int = 10_000
 

@@ -58,12 +58,15 @@ public struct BlockQueue: ~Copyable {
   }
 
   package init<Q: BlockIOLayout & ~Copyable>(
-    virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry, index: Int, owner: AnyObject
+    virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry, index: Int, owner: AnyObject,
+    recovery: (any BlockRecoveryDriver)? = nil, resubmit: Bool = false
   ) {
     // SAFETY: one backend, moved into its own allocation; deinitialised and
     // freed exactly once in deinit.
     let p = UnsafeMutablePointer<VirtioBlockBackend<Q>>.allocate(capacity: 1)
-    p.initialize(to: VirtioBlockBackend(requests: requests, eventFD: eventFD, geometry: geometry))
+    p.initialize(
+      to: VirtioBlockBackend(
+        requests: requests, eventFD: eventFD, geometry: geometry, recovery: recovery, queueIndex: index, resubmit: resubmit))
     self.init(Q.wrap(p), index: index, owner: owner)
   }
 
@@ -201,11 +204,17 @@ public struct BlockQueue: ~Copyable {
 
   /// Waits up to `timeoutMilliseconds` for completions, as `waitMode` says
   /// (polling: returns at once). Poll after `.ready`.
+  /// Before waiting (at most once a millisecond) a virtio queue checks that its
+  /// device is still there (vhost-user: the socket's hang-up, one poll(2)).
   public mutating func wait(timeoutMilliseconds: Int) -> BlockWaitResult {
     switch backend {
-    case .split(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
-    case .packed(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
-    case .kernel(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .split(let p):
+      p.pointee.checkDevice()
+      return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .packed(let p):
+      p.pointee.checkDevice()
+      return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .kernel(let p): return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
     }
   }
 
@@ -254,9 +263,28 @@ public struct BlockQueue: ~Copyable {
   /// queue completes nothing more; close the device.
   public var brokenReason: String? {
     switch backend {
-    case .split(let p): p.pointee.requests.brokenReason.map { "\($0)" }
-    case .packed(let p): p.pointee.requests.brokenReason.map { "\($0)" }
+    case .split(let p): p.pointee.goneReason ?? p.pointee.requests.brokenReason.map { "\($0)" }
+    case .packed(let p): p.pointee.goneReason ?? p.pointee.requests.brokenReason.map { "\($0)" }
     case .kernel: nil
+    }
+  }
+
+  /// The device went away and this queue waits for it to come back (its
+  /// in-flight requests already failed or wait to be posted again).
+  public var isRecovering: Bool {
+    switch backend {
+    case .split(let p): p.pointee.recovering
+    case .packed(let p): p.pointee.recovering
+    case .kernel: false
+    }
+  }
+
+  /// The driver restarts the ring of a queue it holds itself (queue 0 before it is handed out).
+  mutating func restartHeldRing() {
+    switch backend {
+    case .split(let p): p.pointee.restartRing()
+    case .packed(let p): p.pointee.restartRing()
+    case .kernel: break
     }
   }
 

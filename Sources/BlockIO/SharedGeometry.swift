@@ -7,10 +7,15 @@ import Synchronization
 @usableFromInline package final class SharedGeometry: Sendable {
   /// Capacity in 512-byte sectors.
   @usableFromInline package let capacitySectors: Atomic<UInt64>
+  /// Bumped by the driver each time it finds the device gone; a queue that
+  /// sees a new value restarts its ring (DeviceRecovery.swift).
+  @usableFromInline package let generation = Atomic<UInt32>(0)
 
   package init(capacitySectors: UInt64) {
     self.capacitySectors = Atomic(capacitySectors)
   }
 
   @inlinable var sectors: UInt64 { capacitySectors.load(ordering: .relaxed) }
+  /// One relaxed load: the hot path's only look at recovery.
+  @inlinable var currentGeneration: UInt32 { generation.load(ordering: .relaxed) }
 }

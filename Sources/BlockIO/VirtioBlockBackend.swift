@@ -5,7 +5,7 @@ import VirtioOS
 /// The userspace path of a `BlockQueue`: a virtio-blk request queue (split or
 /// packed, fixed at compile time per instantiation) plus the eventfd its MSI-X
 /// vector signals. Owned by one thread.
-@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
+@usableFromInline package struct VirtioBlockBackend<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
   @usableFromInline var requests: BlockRequestQueue<Q>
   /// The queue's own MSI-X eventfd (borrowed from the transport), or -1: no interrupts.
   @usableFromInline let eventFD: Int32
@@ -19,12 +19,33 @@ import VirtioOS
   let waiter: Int32
   /// Sleeps that an interrupt ended.
   @usableFromInline var wakeups: UInt64 = 0
+  // Recovery after the device went away (DeviceRecovery.swift); none on the
+  // hot path but the relaxed load of `geometry.generation` when a poll finds nothing.
+  /// The driver that reconnects the device (nil: a device that cannot come back).
+  unowned(unsafe) let recovery: (any BlockRecoveryDriver)?
+  let queueIndex: Int
+  let resubmit: Bool
+  @usableFromInline var seenGeneration: UInt32 = 0
+  /// The ring was restarted; waiting for the driver to bring the device back.
+  @usableFromInline var recovering = false
+  var lastCheck: UInt64 = 0
+  var restarts: UInt64 = 0
+  var resubmitted: UInt64 = 0
+  var lost: UInt64 = 0
+  /// Why the device is gone for good (it did not come back in time).
+  var goneReason: String? = nil
 
-  package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry) {
+  package init(
+    requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry,
+    recovery: (any BlockRecoveryDriver)? = nil, queueIndex: Int = 0, resubmit: Bool = false
+  ) {
     self.requests = requests
     self.eventFD = eventFD
     self.geometry = geometry
     self.waiter = eventFD >= 0 ? Self.edgeWaiter(eventFD) : -1
+    self.recovery = recovery
+    self.queueIndex = queueIndex
+    self.resubmit = resubmit
   }
 
   /// An epoll instance watching `eventFD` edge-triggered (EPOLLIN | EPOLLET):
@@ -77,7 +98,10 @@ import VirtioOS
       stash = nil
       return s
     }
-    guard let c = requests.nextCompletion() else { return nil }
+    guard let c = requests.nextCompletion() else {
+      if recovering || geometry.currentGeneration != seenGeneration { return recoverThenNext() }
+      return nil
+    }
     return BlockIOCompletion(tag: c.tag, op: c.op, status: BlockIOStatus(c.status), bytes: Int(c.bytes))
   }
 
@@ -121,6 +145,9 @@ extension VirtioBlockBackend where Q: ~Copyable {
     s.interrupts = interrupts
     s.splits = requests.stats.splits
     s.deviceRequests = requests.stats.requests
+    s.deviceRestarts = restarts
+    s.requestsResubmitted = resubmitted
+    s.requestsLost = lost
   }
 
   var isBroken: Bool { requests.brokenReason != nil }

@@ -45,6 +45,10 @@ public protocol ConstructibleVirtqueue: Virtqueue & ~Copyable {
   /// the ones a device processing in order had not finished — it will process
   /// them again. (vhost-user backend restart; see VirtioVhostUser.)
   var deviceResumePosition: RingPosition { get }
+  /// Starts the ring over in the same memory for a device that was reset or
+  /// replaced (index 0, wrap counter 1), handing back the token of every chain
+  /// the old device held. Only while no device uses the ring (RingRestart.swift).
+  mutating func restart(reclaiming reclaimed: (UInt64) -> Void)
 }
 
 extension SplitVirtqueue: ConstructibleVirtqueue {

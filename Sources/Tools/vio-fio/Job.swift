@@ -298,8 +298,11 @@ struct IOLoop {
         for i in 0..<n {
           complete(completions[i], now: now, pool, r, verifyPass: verifyPass)
         }
+        if r.fatal != nil { return }
         continue
       }
+      // The library is bringing a device back (its own timeout): not a stall.
+      if q.isRecovering { lastProgress = now }
       if let why = q.brokenReason {
         r.fatal = "the device queue broke with \(inFlight) request(s) in flight: \(why)"
         return
@@ -330,6 +333,10 @@ struct IOLoop {
     freeCount &+= 1
     let latency = now &- starts[slot]
     if c.status != .ok {
+      if c.status == .deviceLost && r.fatal == nil {
+        r.fatal =
+          "the device went away (a vhost-user backend that hung up?) with \(op) at offset \(offset) in flight: it failed as device lost and may or may not have been written; run with --recover=resubmit to post such requests again once the device is back"
+      }
       if op == .read { r.read.errors &+= 1 } else if op == .write { r.write.errors &+= 1 } else { r.trim.errors &+= 1 }
       if r.failedRequests.count < JobResult.listLimit { r.failedRequests.append((op, offset, spec.blockSize, c.status)) }
       return

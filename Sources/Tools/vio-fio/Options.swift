@@ -28,6 +28,11 @@ enum Eta: String, ExpressibleByArgument, CaseIterable {
   case auto, always, never
 }
 
+/// --recover: what a backend restart does to the requests in flight.
+enum Recover: String, ExpressibleByArgument, CaseIterable {
+  case fail, resubmit
+}
+
 /// The command line, with fio's option names (`--name=value` or `--name value`).
 struct Options: ParsableArguments {
   @Option(name: .customLong("name"), help: "Job name.")
@@ -112,6 +117,14 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("stall_timeout"), help: "Seconds without any completion before the device counts as stalled.")
   var stallTimeout = 30
 
+  @Option(
+    name: .customLong("recover"),
+    help: "vhost-user: requests in flight when the backend hangs up: fail (the job stops with the reason) or resubmit (post them again once it is back).")
+  var recover: Recover = .fail
+
+  @Option(name: .customLong("reconnect_timeout"), help: "vhost-user: seconds a backend that hung up may take to come back.")
+  var reconnectTimeout = 10
+
   @Option(name: .customLong("log-level"), help: "Driver log level (trace, debug, info, notice, warning, error).")
   var logLevel = "warning"
 
@@ -157,6 +170,7 @@ struct Options: ParsableArguments {
     if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
     try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
+    try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
       throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }

@@ -47,6 +47,8 @@ struct VioFio: ParsableCommand {
     open.directIO = o.direct == 1
     open.interrupts = true
     open.kernelFallback = !o.noFallback
+    open.inFlightAfterRecovery = o.recover == .resubmit ? .resubmit : .fail
+    open.reconnectTimeoutMilliseconds = o.reconnectTimeout * 1000
     if !target.isUserspace { open.queues = o.numjobs }
     if case .vhostUser = target {
       // The backend maps the shared memory once: room for every job's buffers (each rounded to 4 KiB).

@@ -1,0 +1,67 @@
+import VirtioCore
+import VirtioOS
+
+/// Where a device that can go away and come back stands (a vhost-user backend).
+enum RecoveryPhase {
+  case live
+  /// Gone since this time (monotonic ns); waiting for every queue to restart its ring, then for the device.
+  case recovering(since: UInt64)
+  /// It did not come back in time: every queue breaks with this reason.
+  case gone(String)
+}
+
+// Written once for every transport: a transport whose device cannot come back
+// (VFIO, the simulator) never reports `peerGone`, and none of this runs.
+extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyable {
+  func checkDevice() {
+    lock.withLock {
+      guard case .live = phase, session.peerGone() else { return }
+      phase = .recovering(since: monotonicNanoseconds())
+      let policy = options.inFlightAfterRecovery == .resubmit ? "posted again once it is back" : "failed (device lost)"
+      logger.warning(
+        "the device went away: reconnecting; requests in flight are \(policy)",
+        metadata: ["target": "\(target)", "timeout_ms": "\(options.reconnectTimeoutMilliseconds)"])
+      geometry.generation.wrappingAdd(1, ordering: .releasing)
+    }
+  }
+
+  func parked(queue: Int, generation: UInt32) -> RecoveryState {
+    lock.withLock { () -> RecoveryState in
+      let since: UInt64
+      switch phase {
+      case .live: return .back
+      case .gone(let why): return .gone(why)
+      case .recovering(let t): since = t
+      }
+      if queue >= 0 && queue < parkedGeneration.count { parkedGeneration[queue] = generation }
+      // Every queue handed out must have restarted its ring before the new device
+      // may look at any (vhost-user restarts them all at once).
+      for i in 0..<taken.count where taken[i] && !(i == 0 && first != nil) {
+        guard parkedGeneration[i] == generation else { return .recovering }
+      }
+      if var q = first.take() {
+        q.restartHeldRing()
+        first = consume q
+      }
+      var resume: [Int: RingPosition] = [:]
+      for i in 0..<taken.count where taken[i] { resume[i] = .start }
+      do throws(VirtioError) {
+        // Queues still in the session never held a request: start them over too.
+        for i in 0..<session.queueCount where session.queues.contains(i) { session.queues[i].restart { _ in } }
+        try session.reconnect(taken: resume, timeoutMilliseconds: 100)
+      } catch {
+        let waited = (monotonicNanoseconds() &- since) / 1_000_000
+        guard waited >= UInt64(options.reconnectTimeoutMilliseconds) else { return .recovering }
+        let why =
+          "\(target) went away and did not come back within \(options.reconnectTimeoutMilliseconds / 1000) s (last attempt: \(error.message)); restart the backend, then open the device again"
+        logger.error("device gone", metadata: ["target": "\(target)", "reason": "\(why)"])
+        phase = .gone(why)
+        return .gone(why)
+      }
+      phase = .live
+      reconnects &+= 1
+      logger.notice("the device is back: queues restarted", metadata: ["target": "\(target)", "reconnects": "\(reconnects)"])
+      return .back
+    }
+  }
+}
