@@ -60,7 +60,7 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
       }
       phase = .live
       reconnects &+= 1
-      logger.notice("the device is back: queues restarted", metadata: ["target": "\(target)", "reconnects": "\(reconnects)"])
+      logger.warning("the device is back: queues restarted", metadata: ["target": "\(target)", "reconnects": "\(reconnects)"])
       return .back
     }
   }
