@@ -22,6 +22,8 @@ struct JobSpec: Sendable {
   var pattern: UInt8
   var readBack: Bool
   var endFsync: Bool
+  /// --fsync: a flush after every this many writes (0: none).
+  var fsyncEvery: Int
   var seed: UInt64
   var waitMode: BlockWaitMode
   var stallNanoseconds: UInt64
@@ -61,6 +63,10 @@ final class JobResult: @unchecked Sendable {
   var verifyComplete: Bool { verifiedBlocks &+ badBlockCount >= verifyPlanned }
   let doneIOs = Atomic<UInt64>(0)
   let doneBytes = Atomic<UInt64>(0)
+  /// Writes that completed before a flush that completed (--fsync): durable.
+  /// Published after the flush completes, so a reader never counts more than is on the device.
+  let flushedIOs = Atomic<UInt64>(0)
+  let flushedBytes = Atomic<UInt64>(0)
   let finished = Atomic<Bool>(false)
 
   static let listLimit = 32
@@ -176,6 +182,13 @@ struct IOLoop {
   var pending: (op: BlockOperation, offset: UInt64)? = nil
   /// A stop request ended the pass before it was done.
   var interrupted = false
+  /// --fsync: writes queued since the last flush; a flush waits for the queue to drain, then is in flight.
+  var writesSinceFlush = 0
+  var flushDue = false
+  var flushing = false
+  /// Writes completed ok when the flush in flight was submitted: durable once it completes.
+  var flushCovers: (ios: UInt64, bytes: UInt64) = (0, 0)
+  static let flushTag = UInt64.max - 1
   var rng: UInt64
   /// The multiplier of the block permutation (coprime with the block count).
   let step: UInt64
@@ -259,7 +272,7 @@ struct IOLoop {
     while true {
       // Issue until the depth is reached, the range is done, or the queue is full.
       var submitted = 0
-      while freeCount > 0 && !exhausted {
+      while freeCount > 0 && !exhausted && !flushDue && !flushing {
         guard let io = next(verifyPass: verifyPass, now: now, deadline: deadline) else {
           exhausted = true
           break
@@ -285,10 +298,27 @@ struct IOLoop {
         starts[slot] = now
         ops[slot] = io.op
         submitted &+= 1
+        if io.op == .write && spec.fsyncEvery > 0 && !verifyPass {
+          writesSinceFlush &+= 1
+          if writesSinceFlush >= spec.fsyncEvery { flushDue = true }
+        }
+      }
+      // --fsync: once the writes before it completed, the flush (§5.2.6 VIRTIO_BLK_T_FLUSH).
+      if flushDue && freeCount == depth {
+        flushDue = false
+        if q.flush(tag: Self.flushTag) == .queued {
+          flushing = true
+          flushCovers = (r.write.ios, r.write.bytes)
+          writesSinceFlush = 0
+          submitted &+= 1
+        } else {
+          r.fatal = "--fsync: the flush was refused"
+          return
+        }
       }
       if submitted > 0 { q.kick() }
-      let inFlight = depth &- freeCount
-      if exhausted && inFlight == 0 { break }
+      let inFlight = depth &- freeCount &+ (flushing ? 1 : 0)
+      if exhausted && inFlight == 0 && !flushDue { break }
 
       var batch = completions.mutableSpan
       let n = q.poll(into: &batch)
@@ -325,6 +355,17 @@ struct IOLoop {
   mutating func complete(
     _ c: BlockIOCompletion, now: UInt64, _ pool: borrowing BlockBufferPool, _ r: JobResult, verifyPass: Bool
   ) {
+    if c.tag == Self.flushTag {
+      flushing = false
+      if c.status == .ok {
+        r.flushedIOs.store(flushCovers.ios, ordering: .relaxed)
+        r.flushedBytes.store(flushCovers.bytes, ordering: .relaxed)
+      } else {
+        r.write.errors &+= 1
+        if r.failedRequests.count < JobResult.listLimit { r.failedRequests.append((.flush, 0, 0, c.status)) }
+      }
+      return
+    }
     let slot = Int(c.tag)
     guard slot >= 0 && slot < depth else { return }
     let offset = offsets[slot]

@@ -90,6 +90,11 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("end_fsync"), help: "Flush when the job ends (1) so its writes are durable.")
   var endFsync = 0
 
+  @Option(
+    name: .customLong("fsync"),
+    help: "Flush after every N writes (0: never); each flush waits for the writes before it. The live line's `flushed` counts the writes a completed flush made durable.")
+  var fsync = 0
+
   @Option(name: .customLong("randseed"), help: "Seed of the random offsets and the verify payload.")
   var randseed: UInt64 = 0x5EED
 
@@ -171,6 +176,7 @@ struct Options: ParsableArguments {
     try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
     try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")
+    try Numbers.check(fsync, option: "--fsync", in: 0...1_000_000_000, what: "writes")
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
       throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }

@@ -152,6 +152,8 @@ enum JSONReport {
       j.key("device_restarts"); j.uint(s.deviceRestarts)
       j.key("requests_resubmitted"); j.uint(s.requestsResubmitted)
       j.key("requests_lost"); j.uint(s.requestsLost)
+      j.key("flushed_ios"); j.uint(r.flushedIOs.load(ordering: .relaxed))
+      j.key("flushed_bytes"); j.uint(r.flushedBytes.load(ordering: .relaxed))
       j.key("verify"); j.open("{")
       j.key("blocks_ok"); j.uint(r.verifiedBlocks)
       j.key("blocks_bad"); j.uint(r.badBlockCount)
