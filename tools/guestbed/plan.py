@@ -250,6 +250,8 @@ def default_plan_body(programs=("vio-guest-check",)):
     lines += [
         'if [ -x /bin/vio-fio ]; then',
         _plan_file("blk.sh").rstrip("\n"),
+        # kill -9 of vio-fio and vio-fwd, then fresh runs (issue 18).
+        _plan_file("kill-reopen.sh").rstrip("\n"),
         'else',
         '  check_fail vio-fio-present "/bin/vio-fio is not in the initramfs"',
         'fi',
