@@ -279,6 +279,17 @@ public struct BlockQueue: ~Copyable {
     }
   }
 
+  /// TEST ONLY (fault tests, vio-fio's hidden `--test-only-needs-reset-after`):
+  /// makes the device raise DEVICE_NEEDS_RESET by publishing an impossible
+  /// avail index (split rings). False where it cannot (packed, kernel path).
+  public mutating func testOnlyProvokeNeedsReset() -> Bool {
+    switch backend {
+    case .split(let p): p.pointee.requests.testOnlyProvokeNeedsReset()
+    case .packed(let p): p.pointee.requests.testOnlyProvokeNeedsReset()
+    case .kernel: false
+    }
+  }
+
   /// The driver restarts the ring of a queue it holds itself (queue 0 before it is handed out).
   mutating func restartHeldRing() {
     switch backend {

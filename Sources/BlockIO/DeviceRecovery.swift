@@ -58,7 +58,9 @@ extension VirtioBlockBackend where Q: ~Copyable {
     if recovering {
       switch recovery.parked(queue: queueIndex, generation: g) {
       case .recovering: break
-      case .back: recovering = false
+      case .back:
+        recovering = false
+        requests.notifyAfterRestart()
       case .gone(let why):
         recovering = false
         goneReason = why

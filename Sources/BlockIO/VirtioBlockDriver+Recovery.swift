@@ -1,11 +1,13 @@
 import VirtioCore
 import VirtioOS
 
-/// Where a device that can go away and come back stands (a vhost-user backend).
+/// Where a device that went away or must be reset stands.
 enum RecoveryPhase {
   case live
-  /// Gone since this time (monotonic ns); waiting for every queue to restart its ring, then for the device.
-  case recovering(since: UInt64)
+  /// Since this time (monotonic ns): waiting for every queue to restart its
+  /// ring, then for the device — reconnected (a vhost-user backend that hung
+  /// up) or reset and set up again (`reset`: DEVICE_NEEDS_RESET, §2.1.2).
+  case recovering(since: UInt64, reset: Bool)
   /// It did not come back in time: every queue breaks with this reason.
   case gone(String)
 }
@@ -13,13 +15,19 @@ enum RecoveryPhase {
 // Written once for every transport: a transport whose device cannot come back
 // (VFIO, the simulator) never reports `peerGone`, and none of this runs.
 extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyable {
+  /// A hang-up (vhost-user), or §2.1.2 DEVICE_NEEDS_RESET in the status (one
+  /// register read; the config interrupt that comes with it is not needed to see it).
   func checkDevice() {
     lock.withLock {
-      guard case .live = phase, session.peerGone() else { return }
-      phase = .recovering(since: monotonicNanoseconds())
+      guard case .live = phase else { return }
+      let gone = session.peerGone()
+      guard gone || session.transport.readStatus().contains(.deviceNeedsReset) else { return }
+      phase = .recovering(since: monotonicNanoseconds(), reset: !gone)
       let policy = options.inFlightAfterRecovery == .resubmit ? "posted again once it is back" : "failed (device lost)"
       logger.warning(
-        "the device went away: reconnecting; requests in flight are \(policy)",
+        gone
+          ? "the device went away: reconnecting; requests in flight are \(policy)"
+          : "the device set DEVICE_NEEDS_RESET: resetting and setting it up again; requests in flight are \(policy)",
         metadata: ["target": "\(target)", "timeout_ms": "\(options.reconnectTimeoutMilliseconds)"])
       geometry.generation.wrappingAdd(1, ordering: .releasing)
     }
@@ -28,10 +36,13 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
   func parked(queue: Int, generation: UInt32) -> RecoveryState {
     lock.withLock { () -> RecoveryState in
       let since: UInt64
+      let reset: Bool
       switch phase {
       case .live: return .back
       case .gone(let why): return .gone(why)
-      case .recovering(let t): since = t
+      case .recovering(let t, let r):
+        since = t
+        reset = r
       }
       if queue >= 0 && queue < parkedGeneration.count { parkedGeneration[queue] = generation }
       // Every queue handed out must have restarted its ring before the new device
@@ -48,8 +59,18 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
       do throws(VirtioError) {
         // Queues still in the session never held a request: start them over too.
         for i in 0..<session.queueCount where session.queues.contains(i) { session.queues[i].restart { _ in } }
-        try session.reconnect(taken: resume, timeoutMilliseconds: 100)
+        if reset {
+          try session.reinitialize()
+        } else {
+          try session.reconnect(taken: resume, timeoutMilliseconds: 100)
+        }
       } catch {
+        if reset {
+          let why = "\(target) set DEVICE_NEEDS_RESET and could not be set up again: \(error.message); reopen the device"
+          logger.error("device gone", metadata: ["target": "\(target)", "reason": "\(why)"])
+          phase = .gone(why)
+          return .gone(why)
+        }
         let waited = (monotonicNanoseconds() &- since) / 1_000_000
         guard waited >= UInt64(options.reconnectTimeoutMilliseconds) else { return .recovering }
         let why =
@@ -59,8 +80,10 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
         return .gone(why)
       }
       phase = .live
-      reconnects &+= 1
-      logger.warning("the device is back: queues restarted", metadata: ["target": "\(target)", "reconnects": "\(reconnects)"])
+      recoveries &+= 1
+      logger.warning(
+        reset ? "the device is back after a reset: queues restarted" : "the device is back: queues restarted",
+        metadata: ["target": "\(target)", "recoveries": "\(recoveries)"])
       return .back
     }
   }

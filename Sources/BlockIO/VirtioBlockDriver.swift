@@ -22,7 +22,7 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
   var phase = RecoveryPhase.live
   /// Per queue: the generation it last restarted its ring for.
   var parkedGeneration: [UInt32]
-  var reconnects: UInt64 = 0
+  var recoveries: UInt64 = 0
   let geometry: SharedGeometry
   let options: BlockOpenOptions
   let logger: Logger

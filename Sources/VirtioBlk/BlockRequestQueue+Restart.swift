@@ -38,7 +38,25 @@ extension BlockRequestQueue where Q: ConstructibleVirtqueue & ~Copyable {
   }
 }
 
+extension BlockRequestQueue where Q: ConstructibleVirtqueue & ~Copyable {
+  /// TEST ONLY (fault tests): publishes an impossible avail index and rings the
+  /// doorbell, so the device sets DEVICE_NEEDS_RESET. False on packed rings.
+  public mutating func testOnlyProvokeNeedsReset() -> Bool {
+    guard queue.testOnlyPublishImpossibleAvailIndex() else { return false }
+    doorbell.ring(queue.notificationValue)
+    return true
+  }
+}
+
 extension BlockRequestQueue where Q: ~Copyable {
+  /// Rings the doorbell whatever the suppression state says (§2.7.13.4 /
+  /// §2.8.21.4): a device just set up again or reconnected must look at
+  /// requests posted while it was away.
+  public mutating func notifyAfterRestart() {
+    doorbell.ring(queue.notificationValue)
+    stats.notifications &+= 1
+  }
+
   /// Requests waiting to complete as `.deviceLost`.
   public var lostRequests: Int { lostCount }
 

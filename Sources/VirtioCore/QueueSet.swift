@@ -49,6 +49,8 @@ public protocol ConstructibleVirtqueue: Virtqueue & ~Copyable {
   /// replaced (index 0, wrap counter 1), handing back the token of every chain
   /// the old device held. Only while no device uses the ring (RingRestart.swift).
   mutating func restart(reclaiming reclaimed: (UInt64) -> Void)
+  /// TEST ONLY: makes a real device raise DEVICE_NEEDS_RESET (split rings; false: not possible here).
+  mutating func testOnlyPublishImpossibleAvailIndex() -> Bool
 }
 
 extension SplitVirtqueue: ConstructibleVirtqueue {

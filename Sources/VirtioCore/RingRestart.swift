@@ -36,6 +36,23 @@ extension SplitVirtqueue {
   }
 }
 
+extension SplitVirtqueue {
+  /// TEST ONLY (issue 18's fault test): publishes an avail index more than the
+  /// queue size ahead of what the device has seen — impossible for a correct
+  /// driver — so a real device flags the ring as broken and sets
+  /// DEVICE_NEEDS_RESET (§2.1.2; QEMU: "Guest moved avail index"). The
+  /// driver's own state is unchanged; the caller rings the doorbell.
+  public mutating func testOnlyPublishImpossibleAvailIndex() -> Bool {
+    ring.storeRelease(\VirtqAvail.idx, at: availBase, lastPublished &+ UInt16(truncatingIfNeeded: size) &+ 1)
+    return true
+  }
+}
+
+extension PackedVirtqueue {
+  /// TEST ONLY: packed rings have no avail index to corrupt; nothing happens.
+  public mutating func testOnlyPublishImpossibleAvailIndex() -> Bool { false }
+}
+
 extension PackedVirtqueue {
   public mutating func restart(reclaiming reclaimed: (UInt64) -> Void) {
     for id in 0..<size where chains[id].inFlight {

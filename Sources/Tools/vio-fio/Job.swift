@@ -24,6 +24,8 @@ struct JobSpec: Sendable {
   var endFsync: Bool
   /// --fsync: a flush after every this many writes (0: none).
   var fsyncEvery: Int
+  /// TEST ONLY: after this many completions, provoke DEVICE_NEEDS_RESET once.
+  var testOnlyNeedsResetAfter: Int?
   var seed: UInt64
   var waitMode: BlockWaitMode
   var stallNanoseconds: UInt64
@@ -189,6 +191,8 @@ struct IOLoop {
   /// Writes completed ok when the flush in flight was submitted: durable once it completes.
   var flushCovers: (ios: UInt64, bytes: UInt64) = (0, 0)
   static let flushTag = UInt64.max - 1
+  /// The test-only fault was provoked (once per pass).
+  var provoked = false
   var rng: UInt64
   /// The multiplier of the block permutation (coprime with the block count).
   let step: UInt64
@@ -327,6 +331,11 @@ struct IOLoop {
         lastProgress = now
         for i in 0..<n {
           complete(completions[i], now: now, pool, r, verifyPass: verifyPass)
+        }
+        if let after = spec.testOnlyNeedsResetAfter, !provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
+          provoked = true
+          let done = q.testOnlyProvokeNeedsReset()
+          r.notes.append("test only: \(done ? "published an impossible avail index after \(after) completions" : "could not provoke DEVICE_NEEDS_RESET (packed ring or kernel path)")")
         }
         if r.fatal != nil { return }
         continue

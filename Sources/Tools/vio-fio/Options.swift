@@ -130,6 +130,11 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("reconnect_timeout"), help: "vhost-user: seconds a backend that hung up may take to come back.")
   var reconnectTimeout = 10
 
+  /// TEST ONLY (issue 18's fault test): after this many completions, job 0
+  /// publishes an impossible avail index so the device raises DEVICE_NEEDS_RESET.
+  @Option(name: .customLong("test-only-needs-reset-after"), help: .hidden)
+  var testOnlyNeedsResetAfter: Int?
+
   @Option(name: .customLong("log-level"), help: "Driver log level (trace, debug, info, notice, warning, error).")
   var logLevel = "warning"
 
@@ -177,6 +182,7 @@ struct Options: ParsableArguments {
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
     try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")
     try Numbers.check(fsync, option: "--fsync", in: 0...1_000_000_000, what: "writes")
+    if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
       throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }

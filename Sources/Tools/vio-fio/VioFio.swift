@@ -147,7 +147,7 @@ struct VioFio: ParsableCommand {
         index: i, name: o.name, workload: o.rw, readPercent: o.rwmixread, start: offset + UInt64(i) * inc, length: size,
         blockSize: bs, depth: depth, timeBased: o.timeBased, runtimeNanoseconds: o.runtime.flatMap(Units.duration) ?? 0,
         verify: o.verify, pattern: o.verifyPattern.flatMap(o.parsePattern) ?? 0, readBack: o.doVerify == 1,
-        endFsync: o.endFsync == 1, fsyncEvery: o.fsync, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
+        endFsync: o.endFsync == 1, fsyncEvery: o.fsync, testOnlyNeedsResetAfter: i == 0 ? o.testOnlyNeedsResetAfter : nil, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
         stallNanoseconds: UInt64(o.stallTimeout) * 1_000_000_000)
     }
   }
