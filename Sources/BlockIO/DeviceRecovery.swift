@@ -28,6 +28,10 @@ package protocol BlockRecoveryDriver: AnyObject, Sendable {
   /// Queue `queue` restarted its ring for `generation`. Once every queue has,
   /// the driver tries to bring the device back (one short attempt per call).
   func parked(queue: Int, generation: UInt32) -> RecoveryState
+  /// Queue `queue` is gone (its owner dropped it). `nextAvail`: where its ring
+  /// would take the next request — a restarted device must start there, not
+  /// at 0, or it would carry out the old requests still in the ring again.
+  func released(queue: Int, nextAvail: RingPosition, idle: Bool)
 }
 
 // How a queue goes through a recovery. The driver found the device gone and

@@ -59,6 +59,9 @@ import VirtioOS
 
   deinit {
     Sys.close(waiter)
+    // A queue given up while its device lives: the driver must leave its ring
+    // alone in a later recovery (DeviceRecovery.swift).
+    recovery?.released(queue: queueIndex, nextAvail: requests.queue.driverResumePosition, idle: requests.inFlight == 0)
   }
 
   @inlinable var inFlight: Int { requests.inFlight }

@@ -33,6 +33,14 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
     }
   }
 
+  func released(queue: Int, nextAvail: RingPosition, idle: Bool) {
+    lock.withLock {
+      guard queue >= 0 && queue < taken.count else { return }
+      releasedQueues[queue] = nextAvail
+      if !idle { logger.warning("queue dropped with requests in flight", metadata: ["queue": "\(queue)", "target": "\(target)"]) }
+    }
+  }
+
   func parked(queue: Int, generation: UInt32) -> RecoveryState {
     lock.withLock { () -> RecoveryState in
       let since: UInt64
@@ -47,7 +55,7 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
       if queue >= 0 && queue < parkedGeneration.count { parkedGeneration[queue] = generation }
       // Every queue handed out must have restarted its ring before the new device
       // may look at any (vhost-user restarts them all at once).
-      for i in 0..<taken.count where taken[i] && !(i == 0 && first != nil) {
+      for i in 0..<taken.count where taken[i] && !(i == 0 && first != nil) && releasedQueues[i] == nil {
         guard parkedGeneration[i] == generation else { return .recovering }
       }
       if var q = first.take() {
@@ -55,12 +63,13 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
         first = consume q
       }
       var resume: [Int: RingPosition] = [:]
-      for i in 0..<taken.count where taken[i] { resume[i] = .start }
+      for i in 0..<taken.count where taken[i] { resume[i] = releasedQueues[i] ?? .start }
       do throws(VirtioError) {
         // Queues still in the session never held a request: start them over too.
         for i in 0..<session.queueCount where session.queues.contains(i) { session.queues[i].restart { _ in } }
         if reset {
-          try session.reinitialize()
+          // A reset device starts every ring at 0: a dropped queue's ring stays off.
+          try session.reinitialize(skipping: Set(releasedQueues.keys))
         } else {
           try session.reconnect(taken: resume, timeoutMilliseconds: 100)
         }

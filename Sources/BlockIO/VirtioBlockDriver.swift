@@ -22,6 +22,8 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
   var phase = RecoveryPhase.live
   /// Per queue: the generation it last restarted its ring for.
   var parkedGeneration: [UInt32]
+  /// Queues their owners dropped: where each ring's next request would go (see `released`).
+  var releasedQueues: [Int: RingPosition] = [:]
   var recoveries: UInt64 = 0
   let geometry: SharedGeometry
   let options: BlockOpenOptions

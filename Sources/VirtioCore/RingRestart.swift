@@ -40,9 +40,16 @@ extension SplitVirtqueue {
   /// TEST ONLY (issue 18's fault test): publishes an avail index more than the
   /// queue size ahead of what the device has seen — impossible for a correct
   /// driver — so a real device flags the ring as broken and sets
-  /// DEVICE_NEEDS_RESET (§2.1.2; QEMU: "Guest moved avail index"). The
-  /// driver's own state is unchanged; the caller rings the doorbell.
+  /// DEVICE_NEEDS_RESET (§2.1.2). Every avail ring entry is first set to a
+  /// head outside the queue: a device that pops entries before it checks the
+  /// index (QEMU 7.2 does, through its cached avail index) finds only invalid
+  /// heads ("Guest says index N is available") instead of carrying out stale
+  /// chains of an earlier lap. The driver's shadow state is unchanged (a
+  /// restart follows); the caller rings the doorbell.
   public mutating func testOnlyPublishImpossibleAvailIndex() -> Bool {
+    for i in 0..<size {
+      ring.store16(availRingOffset &+ i &* MemoryLayout<SplitRingLayout.AvailEntry>.stride, UInt16(truncatingIfNeeded: size))
+    }
     ring.storeRelease(\VirtqAvail.idx, at: availBase, lastPublished &+ UInt16(truncatingIfNeeded: size) &+ 1)
     return true
   }

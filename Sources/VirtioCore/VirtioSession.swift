@@ -79,7 +79,8 @@ extension VirtioSession where T: ~Copyable, Queue: ~Copyable {
   /// the rings it had (their owners restarted them: index 0, wrap counter 1,
   /// `ConstructibleVirtqueue.restart`), the interrupts as they were, DRIVER_OK.
   /// The DMA memory, the rings and the interrupt eventfds stay the same.
-  public mutating func reinitialize() throws(VirtioError) {
+  /// Queues in `skipping` (dropped by their owners) are left off.
+  public mutating func reinitialize(skipping: Set<Int> = []) throws(VirtioError) {
     let policy = transport.negotiationPolicy(FeaturePolicy(required: features))
     let accepted = try DeviceInit.begin(&transport, policy: policy)
     guard accepted == features else {
@@ -89,7 +90,7 @@ extension VirtioSession where T: ~Copyable, Queue: ~Copyable {
         "\(transport.target) accepted \(accepted.names(device: transport.deviceType).joined(separator: ",")) after the reset, not the features it was driven with")
     }
     try transport.restoreInterruptRouting()
-    for (i, a) in addresses.enumerated() {
+    for (i, a) in addresses.enumerated() where !skipping.contains(i) {
       // §4.1.5.1.3: size, the three areas, the vector, then enable.
       try transport.configureQueue(i, a)
       try transport.enableQueue(i)

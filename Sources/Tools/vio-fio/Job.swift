@@ -67,6 +67,8 @@ final class JobResult: @unchecked Sendable {
   let doneBytes = Atomic<UInt64>(0)
   /// Writes that completed before a flush that completed (--fsync): durable.
   /// Published after the flush completes, so a reader never counts more than is on the device.
+  /// The test-only fault was provoked (once per job).
+  var provoked = false
   let flushedIOs = Atomic<UInt64>(0)
   let flushedBytes = Atomic<UInt64>(0)
   let finished = Atomic<Bool>(false)
@@ -191,8 +193,6 @@ struct IOLoop {
   /// Writes completed ok when the flush in flight was submitted: durable once it completes.
   var flushCovers: (ios: UInt64, bytes: UInt64) = (0, 0)
   static let flushTag = UInt64.max - 1
-  /// The test-only fault was provoked (once per pass).
-  var provoked = false
   var rng: UInt64
   /// The multiplier of the block permutation (coprime with the block count).
   let step: UInt64
@@ -332,8 +332,8 @@ struct IOLoop {
         for i in 0..<n {
           complete(completions[i], now: now, pool, r, verifyPass: verifyPass)
         }
-        if let after = spec.testOnlyNeedsResetAfter, !provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
-          provoked = true
+        if let after = spec.testOnlyNeedsResetAfter, !r.provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
+          r.provoked = true
           let done = q.testOnlyProvokeNeedsReset()
           r.notes.append("test only: \(done ? "published an impossible avail index after \(after) completions" : "could not provoke DEVICE_NEEDS_RESET (packed ring or kernel path)")")
         }
