@@ -22,6 +22,14 @@ extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyabl
       guard case .live = phase else { return }
       let gone = session.peerGone()
       guard gone || session.transport.readStatus().contains(.deviceNeedsReset) else { return }
+      if !gone {
+        // §2.1.2 / §2.4: reset first, so that no queue of the device (another
+        // one may still run) reads or writes a ring its owner is about to
+        // restart. A reset that fails is retried by `reinitialize`.
+        do throws(VirtioError) { try session.transport.reset() } catch {
+          logger.warning("reset after DEVICE_NEEDS_RESET failed", metadata: ["target": "\(target)", "reason": "\(error.message)"])
+        }
+      }
       phase = .recovering(since: monotonicNanoseconds(), reset: !gone)
       let policy = options.inFlightAfterRecovery == .resubmit ? "posted again once it is back" : "failed (device lost)"
       logger.warning(
