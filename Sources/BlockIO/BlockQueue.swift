@@ -59,14 +59,15 @@ public struct BlockQueue: ~Copyable {
 
   package init<Q: BlockIOLayout & ~Copyable>(
     virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry, index: Int, owner: AnyObject,
-    recovery: (any BlockRecoveryDriver)? = nil, resubmit: Bool = false
+    recovery: (any BlockRecoveryDriver)? = nil, resubmit: Bool = false, resetWhenBroken: Bool = false
   ) {
     // SAFETY: one backend, moved into its own allocation; deinitialised and
     // freed exactly once in deinit.
     let p = UnsafeMutablePointer<VirtioBlockBackend<Q>>.allocate(capacity: 1)
     p.initialize(
       to: VirtioBlockBackend(
-        requests: requests, eventFD: eventFD, geometry: geometry, recovery: recovery, queueIndex: index, resubmit: resubmit))
+        requests: requests, eventFD: eventFD, geometry: geometry, recovery: recovery, queueIndex: index, resubmit: resubmit,
+        resetWhenBroken: resetWhenBroken))
     self.init(Q.wrap(p), index: index, owner: owner)
   }
 

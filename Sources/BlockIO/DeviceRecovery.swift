@@ -28,6 +28,9 @@ package protocol BlockRecoveryDriver: AnyObject, Sendable {
   /// Queue `queue` restarted its ring for `generation`. Once every queue has,
   /// the driver tries to bring the device back (one short attempt per call).
   func parked(queue: Int, generation: UInt32) -> RecoveryState
+  /// Queue `queue` found the device misbehaving (`BrokenReason`) and the
+  /// caller asked for a reset then (`BlockOpenOptions.resetBrokenQueues`).
+  func queueBroke(queue: Int, reason: String)
   /// Queue `queue` is gone (its owner dropped it). `nextAvail`: where its ring
   /// would take the next request — a restarted device must start there, not
   /// at 0, or it would carry out the old requests still in the ring again.
@@ -53,6 +56,9 @@ extension VirtioBlockBackend where Q: ~Copyable {
 
   @usableFromInline mutating func recoverThenNext() -> BlockIOCompletion? {
     guard let recovery else { return nil }
+    if resetWhenBroken && !recovering, let why = requests.brokenReason {
+      recovery.queueBroke(queue: queueIndex, reason: "\(why)")
+    }
     let g = geometry.generation.load(ordering: .acquiring)
     if g != seenGeneration {
       seenGeneration = g

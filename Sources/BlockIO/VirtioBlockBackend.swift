@@ -25,6 +25,8 @@ import VirtioOS
   unowned(unsafe) let recovery: (any BlockRecoveryDriver)?
   let queueIndex: Int
   let resubmit: Bool
+  /// `BlockOpenOptions.resetBrokenQueues`.
+  @usableFromInline let resetWhenBroken: Bool
   @usableFromInline var seenGeneration: UInt32 = 0
   /// The ring was restarted; waiting for the driver to bring the device back.
   @usableFromInline var recovering = false
@@ -37,7 +39,7 @@ import VirtioOS
 
   package init(
     requests: consuming BlockRequestQueue<Q>, eventFD: Int32, geometry: SharedGeometry,
-    recovery: (any BlockRecoveryDriver)? = nil, queueIndex: Int = 0, resubmit: Bool = false
+    recovery: (any BlockRecoveryDriver)? = nil, queueIndex: Int = 0, resubmit: Bool = false, resetWhenBroken: Bool = false
   ) {
     self.requests = requests
     self.eventFD = eventFD
@@ -46,6 +48,7 @@ import VirtioOS
     self.recovery = recovery
     self.queueIndex = queueIndex
     self.resubmit = resubmit
+    self.resetWhenBroken = resetWhenBroken
   }
 
   /// An epoll instance watching `eventFD` edge-triggered (EPOLLIN | EPOLLET):
@@ -102,7 +105,9 @@ import VirtioOS
       return s
     }
     guard let c = requests.nextCompletion() else {
-      if recovering || geometry.currentGeneration != seenGeneration { return recoverThenNext() }
+      if recovering || geometry.currentGeneration != seenGeneration || (resetWhenBroken && requests.queue.isBroken) {
+        return recoverThenNext()
+      }
       return nil
     }
     return BlockIOCompletion(tag: c.tag, op: c.op, status: BlockIOStatus(c.status), bytes: Int(c.bytes))

@@ -17,28 +17,35 @@ enum RecoveryPhase {
 extension VirtioBlockDriver: BlockRecoveryDriver where T: ~Copyable, Q: ~Copyable {
   /// A hang-up (vhost-user), or §2.1.2 DEVICE_NEEDS_RESET in the status (one
   /// register read; the config interrupt that comes with it is not needed to see it).
-  func checkDevice() {
-    lock.withLock {
-      guard case .live = phase else { return }
-      let gone = session.peerGone()
-      guard gone || session.transport.readStatus().contains(.deviceNeedsReset) else { return }
-      if !gone {
-        // §2.1.2 / §2.4: reset first, so that no queue of the device (another
-        // one may still run) reads or writes a ring its owner is about to
-        // restart. A reset that fails is retried by `reinitialize`.
-        do throws(VirtioError) { try session.transport.reset() } catch {
-          logger.warning("reset after DEVICE_NEEDS_RESET failed", metadata: ["target": "\(target)", "reason": "\(error.message)"])
-        }
+  func checkDevice() { lock.withLock { startRecovery(broken: nil) } }
+
+  func queueBroke(queue: Int, reason: String) {
+    lock.withLock { startRecovery(broken: "queue \(queue): \(reason)") }
+  }
+
+  /// Under the lock: the device went away, set DEVICE_NEEDS_RESET, or (`broken`)
+  /// a queue stopped trusting it — then every queue restarts, the device is reset or reconnected.
+  private func startRecovery(broken: String?) {
+    guard case .live = phase else { return }
+    let gone = broken == nil && session.peerGone()
+    guard gone || broken != nil || session.transport.readStatus().contains(.deviceNeedsReset) else { return }
+    if !gone {
+      // §2.1.2 / §2.4: reset first, so that no queue of the device (another
+      // one may still run) reads or writes a ring its owner is about to
+      // restart. A reset that fails is retried by `reinitialize`.
+      do throws(VirtioError) { try session.transport.reset() } catch {
+        logger.warning("reset after DEVICE_NEEDS_RESET failed", metadata: ["target": "\(target)", "reason": "\(error.message)"])
       }
-      phase = .recovering(since: monotonicNanoseconds(), reset: !gone)
-      let policy = options.inFlightAfterRecovery == .resubmit ? "posted again once it is back" : "failed (device lost)"
-      logger.warning(
-        gone
-          ? "the device went away: reconnecting; requests in flight are \(policy)"
-          : "the device set DEVICE_NEEDS_RESET: resetting and setting it up again; requests in flight are \(policy)",
-        metadata: ["target": "\(target)", "timeout_ms": "\(options.reconnectTimeoutMilliseconds)"])
-      geometry.generation.wrappingAdd(1, ordering: .releasing)
     }
+    phase = .recovering(since: monotonicNanoseconds(), reset: !gone)
+    let policy = options.inFlightAfterRecovery == .resubmit ? "posted again once it is back" : "failed (device lost)"
+    logger.warning(
+      gone
+        ? "the device went away: reconnecting; requests in flight are \(policy)"
+        : broken.map { "\($0): resetting the device and setting it up again; requests in flight are \(policy)" }
+          ?? "the device set DEVICE_NEEDS_RESET: resetting and setting it up again; requests in flight are \(policy)",
+      metadata: ["target": "\(target)", "timeout_ms": "\(options.reconnectTimeoutMilliseconds)"])
+    geometry.generation.wrappingAdd(1, ordering: .releasing)
   }
 
   func released(queue: Int, nextAvail: RingPosition, idle: Bool) {

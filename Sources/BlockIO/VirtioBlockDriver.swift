@@ -100,7 +100,7 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
         queue: q, config: config, doorbell: doorbell, memory: &session.transport.dma, maxTransferBytes: options.maxTransferBytes)
       return BlockQueue(
         virtio: requests, eventFD: fd, geometry: geometry, index: index, owner: self, recovery: self,
-        resubmit: options.inFlightAfterRecovery == .resubmit)
+        resubmit: options.inFlightAfterRecovery == .resubmit, resetWhenBroken: options.resetBrokenQueues)
     } catch {
       throw error
     }

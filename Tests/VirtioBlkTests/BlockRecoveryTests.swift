@@ -20,6 +20,50 @@ final class BlockRecoveryTests: XCTestCase {
     try needsReset(PackedVirtqueue.self, resubmit: false)
   }
 
+  /// `resetBrokenQueues`: a device that returns an id it was never given
+  /// breaks the queue; the driver resets it and the write it held is posted
+  /// again and lands. Without the option the queue stays broken.
+  func testBrokenQueueResetWhenAsked() throws {
+    for reset in [true, false] {
+      var c = SimBlockConfig()
+      c.capacity = 4096
+      let disk = SimBlockDisk(sectors: Int(c.capacity))
+      let t = try SimSessionTransport(
+        deviceType: .block, features: FeatureSet(bits: [BlockFeature.flush]), queueSizes: [32], config: c.bytes, behaviour: disk.behaviour)
+      let sim = t.device
+      var options = BlockOpenOptions()
+      options.queueDepth = 32
+      options.inFlightAfterRecovery = .resubmit
+      options.resetBrokenQueues = reset
+      let device = try BlockDevice.open(transport: t, options: options)
+      var q = try device.makeQueue(0)
+      var pool = try device.makeBufferPool(count: 2, bufferSize: 4096)
+      let a = pool.allocate()!
+      for i in 0..<4096 { a.pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7 &+ 1), toByteOffset: i, as: UInt8.self) }
+      sim.inject(.usedID(13), queue: 0, afterCompletions: 0)
+      XCTAssertEqual(q.write(from: a, at: 4096, tag: 1), .queued)
+      q.kick()
+      var got: BlockIOCompletion? = nil
+      let deadline = Date().addingTimeInterval(reset ? 10 : 0.5)
+      while got == nil && Date() < deadline {
+        got = q.poll()
+        if got == nil { _ = q.wait(timeoutMilliseconds: 5) }
+      }
+      if reset {
+        XCTAssertEqual(got?.status, .ok, "posted again after the reset")
+        XCTAssertEqual(q.stats.deviceRestarts, 1)
+        XCTAssertNil(q.brokenReason)
+        XCTAssertEqual(disk.bytes(at: 4096, count: 4096), Array(UnsafeRawBufferPointer(start: a.pointer, count: 4096)))
+      } else {
+        XCTAssertNil(got)
+        XCTAssertNotNil(q.brokenReason, "without the option the queue stays broken")
+        XCTAssertEqual(q.stats.deviceRestarts, 0)
+      }
+      pool.release(a)
+      _ = consume q
+    }
+  }
+
   func needsReset<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type, resubmit: Bool) throws {
     let name = "\(Q.self) resubmit \(resubmit)"
     var offered = FeatureSet(bits: [BlockFeature.flush])
