@@ -51,6 +51,18 @@ public struct BlockOpenOptions: Sendable {
   /// maps that memory once, at open, so it is sized then (rings and request
   /// headers come on top); `makeBufferPool` fails beyond it.
   public var bufferMemoryBytes: Int = 64 << 20
+  /// What happens to requests in flight when the device goes away and comes
+  /// back (a vhost-user backend restart): failed with `.deviceLost` (default),
+  /// or posted again to the device once it is back.
+  public var inFlightAfterRecovery: InFlightPolicy = .fail
+  /// A queue that stopped trusting its device (it returned a buffer it was
+  /// never given, a length beyond what was posted…) resets the device and
+  /// sets it up again, as after DEVICE_NEEDS_RESET, instead of staying broken.
+  /// Off by default: a device that misbehaves once may do so again.
+  public var resetBrokenQueues = false
+  /// How long a device that went away (a vhost-user backend that hung up) may
+  /// take to come back before its queues break with the reason.
+  public var reconnectTimeoutMilliseconds: Int = 10_000
   /// Per-request time limit for the blocking helpers (GET_ID at open).
   public var setupTimeoutMilliseconds: Int = 10_000
 

@@ -16,6 +16,11 @@ public typealias BlockSubmitResult = VirtioBlk.BlockSubmitResult
   case invalidResponse(UInt8)
   /// The kernel failed the request with this errno.
   case system(errno: Int32)
+  /// The device went away (reset after DEVICE_NEEDS_RESET, or a vhost-user
+  /// backend that hung up) with the request in flight: it may or may not have
+  /// been carried out. `BlockOpenOptions.inFlightAfterRecovery = .resubmit`
+  /// posts such requests again once the device is back instead.
+  case deviceLost
 
   @inlinable init(_ s: VirtioBlk.BlockStatus) {
     switch s {
@@ -23,6 +28,7 @@ public typealias BlockSubmitResult = VirtioBlk.BlockSubmitResult
     case .ioError: self = .ioError
     case .unsupported: self = .unsupported
     case .invalid(let b): self = .invalidResponse(b)
+    case .deviceLost: self = .deviceLost
     }
   }
 
@@ -34,6 +40,7 @@ public typealias BlockSubmitResult = VirtioBlk.BlockSubmitResult
     case .invalidResponse(0xFF): "the device returned the request without a status"
     case .invalidResponse(let b): "the device answered with undefined status 0x\(String(b, radix: 16))"
     case .system(let e): "the kernel failed the request (errno \(e))"
+    case .deviceLost: "the device went away with the request in flight (it may or may not have been carried out)"
     }
   }
 }
@@ -100,6 +107,12 @@ public struct BlockQueueStats: Sendable, Equatable, BitwiseCopyable {
   /// Requests the device saw: virtio requests made available, each part of a
   /// split request counted (the kernel path: as `requests`).
   public var deviceRequests: UInt64 = 0
+  /// Times the device went away and came back (a vhost-user backend restart) while this queue lived.
+  public var deviceRestarts: UInt64 = 0
+  /// Requests in flight when the device went away: posted again after it came
+  /// back (`InFlightPolicy.resubmit`), or completed as `.deviceLost`.
+  public var requestsResubmitted: UInt64 = 0
+  public var requestsLost: UInt64 = 0
 
   public init() {}
 }

@@ -59,12 +59,15 @@ public struct BlockQueue: ~Copyable {
 
   package init<Q: BlockIOLayout & ~Copyable>(
     virtio requests: consuming BlockRequestQueue<Q>, eventFD: Int32, removalFD: Int32 = -1, geometry: SharedGeometry, index: Int,
-    owner: AnyObject
+    owner: AnyObject, recovery: (any BlockRecoveryDriver)? = nil, resubmit: Bool = false, resetWhenBroken: Bool = false
   ) {
     // SAFETY: one backend, moved into its own allocation; deinitialised and
     // freed exactly once in deinit.
     let p = UnsafeMutablePointer<VirtioBlockBackend<Q>>.allocate(capacity: 1)
-    p.initialize(to: VirtioBlockBackend(requests: requests, eventFD: eventFD, removalFD: removalFD, geometry: geometry))
+    p.initialize(
+      to: VirtioBlockBackend(
+        requests: requests, eventFD: eventFD, removalFD: removalFD, geometry: geometry, recovery: recovery, queueIndex: index,
+        resubmit: resubmit, resetWhenBroken: resetWhenBroken))
     self.init(Q.wrap(p), index: index, owner: owner)
   }
 
@@ -202,11 +205,17 @@ public struct BlockQueue: ~Copyable {
 
   /// Waits up to `timeoutMilliseconds` for completions, as `waitMode` says
   /// (polling: returns at once). Poll after `.ready`.
+  /// Before waiting (at most once a millisecond) a virtio queue checks that its
+  /// device is still there (vhost-user: the socket's hang-up, one poll(2)).
   public mutating func wait(timeoutMilliseconds: Int) -> BlockWaitResult {
     switch backend {
-    case .split(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
-    case .packed(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
-    case .kernel(let p): p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .split(let p):
+      p.pointee.checkDevice()
+      return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .packed(let p):
+      p.pointee.checkDevice()
+      return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
+    case .kernel(let p): return p.pointee.wait(waitMode, timeoutMilliseconds: timeoutMilliseconds)
     }
   }
 
@@ -255,9 +264,39 @@ public struct BlockQueue: ~Copyable {
   /// queue completes nothing more; close the device.
   public var brokenReason: String? {
     switch backend {
-    case .split(let p): p.pointee.requests.brokenReason.map { "\($0)" }
-    case .packed(let p): p.pointee.requests.brokenReason.map { "\($0)" }
+    case .split(let p): p.pointee.goneReason ?? p.pointee.requests.brokenReason.map { "\($0)" }
+    case .packed(let p): p.pointee.goneReason ?? p.pointee.requests.brokenReason.map { "\($0)" }
     case .kernel: nil
+    }
+  }
+
+  /// The device went away and this queue waits for it to come back (its
+  /// in-flight requests already failed or wait to be posted again).
+  public var isRecovering: Bool {
+    switch backend {
+    case .split(let p): p.pointee.recovering
+    case .packed(let p): p.pointee.recovering
+    case .kernel: false
+    }
+  }
+
+  /// TEST ONLY (fault tests, vio-fio's hidden `--test-only-needs-reset-after`):
+  /// makes the device raise DEVICE_NEEDS_RESET by publishing an impossible
+  /// avail index (split rings). False where it cannot (packed, kernel path).
+  public mutating func testOnlyProvokeNeedsReset() -> Bool {
+    switch backend {
+    case .split(let p): p.pointee.requests.testOnlyProvokeNeedsReset()
+    case .packed(let p): p.pointee.requests.testOnlyProvokeNeedsReset()
+    case .kernel: false
+    }
+  }
+
+  /// The driver restarts the ring of a queue it holds itself (queue 0 before it is handed out).
+  mutating func restartHeldRing() {
+    switch backend {
+    case .split(let p): p.pointee.restartRing()
+    case .packed(let p): p.pointee.restartRing()
+    case .kernel: break
     }
   }
 

@@ -9,6 +9,9 @@ import Synchronization
   @usableFromInline package let capacitySectors: Atomic<UInt64>
   /// The device was removed (hot-unplug): every queue stops at its next empty poll.
   @usableFromInline package let removed: Atomic<Bool>
+  /// Bumped by the driver each time it finds the device gone; a queue that
+  /// sees a new value restarts its ring (DeviceRecovery.swift).
+  @usableFromInline package let generation = Atomic<UInt32>(0)
 
   package init(capacitySectors: UInt64) {
     self.capacitySectors = Atomic(capacitySectors)
@@ -17,4 +20,6 @@ import Synchronization
 
   @inlinable var sectors: UInt64 { capacitySectors.load(ordering: .relaxed) }
   @inlinable var isRemoved: Bool { removed.load(ordering: .relaxed) }
+  /// One relaxed load: the hot path's only look at recovery.
+  @inlinable var currentGeneration: UInt32 { generation.load(ordering: .relaxed) }
 }

@@ -5,7 +5,7 @@ import VirtioOS
 /// The userspace path of a `BlockQueue`: a virtio-blk request queue (split or
 /// packed, fixed at compile time per instantiation) plus the eventfd its MSI-X
 /// vector signals. Owned by one thread.
-@usableFromInline package struct VirtioBlockBackend<Q: Virtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
+@usableFromInline package struct VirtioBlockBackend<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable, SpinnableBackend {
   @usableFromInline var requests: BlockRequestQueue<Q>
   /// The queue's own MSI-X eventfd (borrowed from the transport), or -1: no interrupts.
   @usableFromInline let eventFD: Int32
@@ -21,12 +21,36 @@ import VirtioOS
   let waiter: Int32
   /// Sleeps that an interrupt ended.
   @usableFromInline var wakeups: UInt64 = 0
+  // Recovery after the device went away (DeviceRecovery.swift); none on the
+  // hot path but the relaxed load of `geometry.generation` when a poll finds nothing.
+  /// The driver that reconnects the device (nil: a device that cannot come back).
+  unowned(unsafe) let recovery: (any BlockRecoveryDriver)?
+  let queueIndex: Int
+  let resubmit: Bool
+  /// `BlockOpenOptions.resetBrokenQueues`.
+  @usableFromInline let resetWhenBroken: Bool
+  @usableFromInline var seenGeneration: UInt32 = 0
+  /// The ring was restarted; waiting for the driver to bring the device back.
+  @usableFromInline var recovering = false
+  var lastCheck: UInt64 = 0
+  var restarts: UInt64 = 0
+  var resubmitted: UInt64 = 0
+  var lost: UInt64 = 0
+  /// Why the device is gone for good (it did not come back in time).
+  var goneReason: String? = nil
 
-  package init(requests: consuming BlockRequestQueue<Q>, eventFD: Int32, removalFD: Int32 = -1, geometry: SharedGeometry) {
+  package init(
+    requests: consuming BlockRequestQueue<Q>, eventFD: Int32, removalFD: Int32 = -1, geometry: SharedGeometry,
+    recovery: (any BlockRecoveryDriver)? = nil, queueIndex: Int = 0, resubmit: Bool = false, resetWhenBroken: Bool = false
+  ) {
     self.requests = requests
     self.eventFD = eventFD
     self.geometry = geometry
     self.waiter = eventFD >= 0 ? Self.edgeWaiter(eventFD, removalFD) : -1
+    self.recovery = recovery
+    self.queueIndex = queueIndex
+    self.resubmit = resubmit
+    self.resetWhenBroken = resetWhenBroken
   }
 
   /// Token of the removal eventfd in `waiter`.
@@ -45,6 +69,9 @@ import VirtioOS
 
   deinit {
     Sys.close(waiter)
+    // A queue given up while its device lives: the driver must leave its ring
+    // alone in a later recovery (DeviceRecovery.swift).
+    recovery?.released(queue: queueIndex, nextAvail: requests.queue.driverResumePosition, idle: requests.inFlight == 0)
   }
 
   @inlinable var inFlight: Int { requests.inFlight }
@@ -85,8 +112,13 @@ import VirtioOS
       return s
     }
     guard let c = requests.nextCompletion() else {
-      // An empty poll: one relaxed load tells whether the device was removed (BlockDevice.checkRemoved).
-      if geometry.isRemoved { requests.queue.markBroken(.deviceRemoved) }
+      // An empty poll: relaxed loads tell whether the device was removed
+      // (BlockDevice.checkRemoved: the queue stops) or is being recovered.
+      if geometry.isRemoved {
+        requests.queue.markBroken(.deviceRemoved)
+      } else if recovering || geometry.currentGeneration != seenGeneration || (resetWhenBroken && requests.queue.isBroken) {
+        return recoverThenNext()
+      }
       return nil
     }
     return BlockIOCompletion(tag: c.tag, op: c.op, status: BlockIOStatus(c.status), bytes: Int(c.bytes))
@@ -138,6 +170,9 @@ extension VirtioBlockBackend where Q: ~Copyable {
     s.interrupts = interrupts
     s.splits = requests.stats.splits
     s.deviceRequests = requests.stats.requests
+    s.deviceRestarts = restarts
+    s.requestsResubmitted = resubmitted
+    s.requestsLost = lost
   }
 
   var isBroken: Bool { requests.brokenReason != nil }

@@ -11,13 +11,20 @@ import VirtioSpec
 /// DMA memory, queues not yet handed out); the device is reset and released
 /// when the last queue, pool and `BlockDevice` referring to it are gone.
 final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>: BlockDriver, @unchecked Sendable {
-  private var session: VirtioSession<T, Q>
-  private let lock = DriverLock()
+  var session: VirtioSession<T, Q>
+  let lock = DriverLock()
   private var config: BlockConfig
   private var currentInfo: BlockDeviceInfo
-  private var taken: [Bool]
+  var taken: [Bool]
   /// Queue 0, made at open for GET_ID, waiting to be handed out.
-  private var first: BlockQueue?
+  var first: BlockQueue?
+  /// The device went away and may come back (VirtioBlockDriver+Recovery.swift).
+  var phase = RecoveryPhase.live
+  /// Per queue: the generation it last restarted its ring for.
+  var parkedGeneration: [UInt32]
+  /// Queues their owners dropped: where each ring's next request would go (see `released`).
+  var releasedQueues: [Int: RingPosition] = [:]
+  var recoveries: UInt64 = 0
   let geometry: SharedGeometry
   let options: BlockOpenOptions
   let logger: Logger
@@ -29,13 +36,14 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
     self.logger = logger
     self.geometry = SharedGeometry(capacitySectors: config.capacitySectors)
     self.taken = Array(repeating: false, count: self.session.queueCount)
+    self.parkedGeneration = Array(repeating: 0, count: self.session.queueCount)
     self.currentInfo = BlockDeviceInfo(virtio: config, target: "", queueCount: 0, queueDepth: 0, maxTransferBytes: 0, serial: nil, details: "")
     self.currentInfo = describe(serial: nil)
   }
 
   var info: BlockDeviceInfo { lock.withLock { currentInfo } }
 
-  private var target: String { session.transport.target }
+  var target: String { session.transport.target }
 
   /// One line: transport, ring layout and the features that matter.
   private func describe(serial: String?) -> BlockDeviceInfo {
@@ -92,7 +100,9 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
     do throws(VirtioError) {
       let requests = try BlockRequestQueue(
         queue: q, config: config, doorbell: doorbell, memory: &session.transport.dma, maxTransferBytes: options.maxTransferBytes)
-      return BlockQueue(virtio: requests, eventFD: fd, removalFD: removal, geometry: geometry, index: index, owner: self)
+      return BlockQueue(
+        virtio: requests, eventFD: fd, removalFD: removal, geometry: geometry, index: index, owner: self, recovery: self,
+        resubmit: options.inFlightAfterRecovery == .resubmit, resetWhenBroken: options.resetBrokenQueues)
     } catch {
       throw error
     }

@@ -28,7 +28,9 @@ extension BlockRequestQueue where Q: ~Copyable {
     let partMax = Int(maxRequestBytes)
     if length <= partMax {
       guard freeCount > 0 else { return refuseFull() }
-      return submitPart(op, sector: sector, address: address, length: length, state: SlotState(tag: tag, bytes: UInt32(length), op: op))
+      return submitPart(
+        op, sector: sector, address: address, length: length,
+        state: SlotState(tag: tag, bytes: UInt32(length), op: op, sector: sector, address: address))
     }
     let parts = (length &+ partMax &- 1) / partMax
     var descriptors = 0
@@ -47,7 +49,8 @@ extension BlockRequestQueue where Q: ~Copyable {
       let len = min(length &- offset, partMax)
       let r = submitPart(
         op, sector: sector &+ UInt64(offset / 512), address: address &+ UInt64(offset), length: len,
-        state: SlotState(tag: 0, bytes: UInt32(len), op: op, parent: p))
+        state: SlotState(
+          tag: 0, bytes: UInt32(len), op: op, parent: p, sector: sector &+ UInt64(offset / 512), address: address &+ UInt64(offset)))
       if r != .queued { return abandonParts(p, sent: sent, parts: parts, result: r) }
       sent &+= 1
       offset &+= len
@@ -87,7 +90,8 @@ extension BlockRequestQueue where Q: ~Copyable {
     var sent = 0
     while done < sectors {
       let n = min(sectors &- done, partMax)
-      let state = SlotState(tag: parts == 1 ? tag : 0, bytes: 0, op: op, parent: p)
+      let keep = UInt64(n) | (unmap && op == .writeZeroes ? 1 << 32 : 0)
+      let state = SlotState(tag: parts == 1 ? tag : 0, bytes: 0, op: op, parent: p, sector: sector &+ done, address: keep)
       let r = submitRangePart(op, sector: sector &+ done, sectors: UInt32(n), unmap: unmap && op == .writeZeroes, state: state)
       if r != .queued { return parts == 1 ? r : abandonParts(p, sent: sent, parts: parts, result: r) }
       sent &+= 1

@@ -29,6 +29,9 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   @usableFromInline let parents: UnsafeMutablePointer<ParentState>
   @usableFromInline let freeParents: UnsafeMutablePointer<UInt16>
   @usableFromInline var freeParentCount: Int
+  /// Slots the device was holding when it went away, to complete as `.deviceLost` (RequestRecovery.swift).
+  @usableFromInline let lostSlots: UnsafeMutablePointer<UInt16>
+  @usableFromInline var lostCount = 0
   /// Scratch space for one chain (header + data segments + status), so building
   /// a chain never allocates.
   @usableFromInline let chain: UnsafeMutablePointer<BufferSegment>
@@ -93,6 +96,7 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
     freeParents = .allocate(capacity: n)
     for i in 0..<n { freeParents[i] = UInt16(n - 1 - i) }
     freeParentCount = n
+    lostSlots = .allocate(capacity: n)
     chain = .allocate(capacity: dataSegs + 2)
     chain.initialize(repeating: .readable(0, 0), count: dataSegs + 2)
   }
@@ -102,6 +106,7 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
     freeSlots.deallocate()
     parents.deallocate()
     freeParents.deallocate()
+    lostSlots.deallocate()
     chain.deallocate()
   }
 
@@ -154,7 +159,10 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
     let n = segments.count &+ 2
     chain[n &- 1] = .writable(statusIOVA(base), 1)
     let result = addChain(count: n, slot: slot)
-    return finish(result, slot: slot, state: SlotState(tag: tag, bytes: UInt32(truncatingIfNeeded: total), op: op))
+    // One segment can be posted again after a device restart; more cannot (the caller's list is gone).
+    let address = segments.count == 1 ? segments[0].address : SlotState.noAddress
+    return finish(
+      result, slot: slot, state: SlotState(tag: tag, bytes: UInt32(truncatingIfNeeded: total), op: op, sector: sector, address: address))
   }
 
   /// A flush (§5.2.6: VIRTIO_BLK_T_FLUSH; only with VIRTIO_BLK_F_FLUSH): every
@@ -186,6 +194,7 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   /// The next finished request, or nil when none is ready. A broken queue
   /// returns nil; check `brokenReason`.
   @inlinable public mutating func nextCompletion() -> BlockCompletion? {
+    if lostCount != 0, let lost = nextLost() { return lost }
     while true {
       guard case .used(let used) = queue.nextUsed() else { return nil }
       // The token is the slot we passed to `add`; the ring core returned it from
@@ -294,12 +303,22 @@ public struct BlockRequestQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   @usableFromInline var op: BlockOp
   /// The split request this one is part of, or `noParent`.
   @usableFromInline var parent: UInt16
+  /// What it takes to post the request again after a device restart, kept
+  /// here, not read back from memory the device can write: the sector, and the
+  /// data's IOVA (read, write, GET_ID; `noAddress`: not one segment) or, for
+  /// discard / write-zeroes, the sector count (low 32 bits) and UNMAP (bit 32).
+  @usableFromInline var sector: UInt64
+  @usableFromInline var address: UInt64
 
-  @inlinable init(tag: UInt64 = 0, bytes: UInt32 = 0, op: BlockOp = .read, parent: UInt16 = 0xFFFF) {
+  @usableFromInline static var noAddress: UInt64 { .max }
+
+  @inlinable init(tag: UInt64 = 0, bytes: UInt32 = 0, op: BlockOp = .read, parent: UInt16 = 0xFFFF, sector: UInt64 = 0, address: UInt64 = 0) {
     self.tag = tag
     self.bytes = bytes
     self.op = op
     self.parent = parent
+    self.sector = sector
+    self.address = address
   }
 }
 

@@ -41,6 +41,10 @@ import VirtioSpec
   case unsupported
   /// A status byte the spec does not define (the device misbehaved), or none written.
   case invalid(UInt8)
+  /// Not from the device: the device went away (reset, or a vhost-user backend
+  /// that hung up) while the request was in flight; it may or may not have been
+  /// carried out. Never silent: every such request completes with this.
+  case deviceLost
 
   @inlinable public init(byte: UInt8) {
     switch byte {
@@ -58,6 +62,7 @@ import VirtioSpec
     case .unsupported: 1
     case .ioError: 2
     case .invalid: 3
+    case .deviceLost: 4
     }
   }
 
@@ -68,6 +73,7 @@ import VirtioSpec
     case .unsupported: "request not supported by the device (VIRTIO_BLK_S_UNSUPP)"
     case .invalid(0xFF): "the device returned the request without writing a status byte"
     case .invalid(let b): "the device wrote an undefined status byte 0x\(String(b, radix: 16))"
+    case .deviceLost: "the device went away with the request in flight (it may or may not have been carried out)"
     }
   }
 }

@@ -45,18 +45,30 @@ public protocol ConstructibleVirtqueue: Virtqueue & ~Copyable {
   /// the ones a device processing in order had not finished — it will process
   /// them again. (vhost-user backend restart; see VirtioVhostUser.)
   var deviceResumePosition: RingPosition { get }
+  /// Starts the ring over in the same memory for a device that was reset or
+  /// replaced (index 0, wrap counter 1), handing back the token of every chain
+  /// the old device held. Only while no device uses the ring (RingRestart.swift).
+  mutating func restart(reclaiming reclaimed: (UInt64) -> Void)
+  /// Where the driver will make its next chain available (split: the avail
+  /// index; packed: the slot and wrap counter): with nothing in flight, a new
+  /// device resuming here sees an empty ring.
+  var driverResumePosition: RingPosition { get }
+  /// TEST ONLY: makes a real device raise DEVICE_NEEDS_RESET (split rings; false: not possible here).
+  mutating func testOnlyPublishImpossibleAvailIndex() -> Bool
 }
 
 extension SplitVirtqueue: ConstructibleVirtqueue {
   public static var layout: RingLayout { .split }
   /// §2.7.8: the used index the driver has consumed up to.
   public var deviceResumePosition: RingPosition { RingPosition(index: lastUsed, wrap: true) }
+  public var driverResumePosition: RingPosition { RingPosition(index: availIdx, wrap: true) }
 }
 
 extension PackedVirtqueue: ConstructibleVirtqueue {
   public static var layout: RingLayout { .packed }
   /// §2.8.1: the slot of the next used descriptor and the driver's copy of the Device Ring Wrap Counter.
   public var deviceResumePosition: RingPosition { RingPosition(index: usedSlot, wrap: usedWrap) }
+  public var driverResumePosition: RingPosition { RingPosition(index: nextAvail, wrap: availWrap) }
 }
 
 /// A fixed set of noncopyable queues, indexed like the device's queues.

@@ -78,6 +78,10 @@ public protocol SessionTransport: Transport & ~Copyable {
   /// answers, release what holds it; the queues' memory stays valid for their
   /// owners, their doorbells harmless. Idempotent.
   mutating func releaseRemovedDevice()
+  /// After a virtio reset in `VirtioSession.reinitialize`: routes the
+  /// configuration-change interrupt as `routeInterrupts` did (VFIO: msix_config;
+  /// the MSI-X block and its eventfds stay), before the queues get their vectors again.
+  mutating func restoreInterruptRouting() throws(VirtioError)
 
   /// The device went away and may come back with the rings where they stopped
   /// (a vhost-user backend that hung up). One cheap check: call it when idle.
@@ -88,6 +92,9 @@ public protocol SessionTransport: Transport & ~Copyable {
 }
 
 extension SessionTransport where Self: ~Copyable {
+  /// Transports whose interrupts a virtio reset does not touch (vhost-user, the simulator).
+  public mutating func restoreInterruptRouting() throws(VirtioError) {}
+
   /// Transports whose device cannot come back: never gone in that sense.
   public func peerGone() -> Bool { false }
 

@@ -10,11 +10,14 @@ public struct VirtioSession<T: SessionTransport & ~Copyable, Queue: Constructibl
   public var transport: T
   /// The feature set the device accepted (FEATURES_OK stuck).
   public let features: FeatureSet
+  /// What each queue was configured with (§4.1.5.1.3), for `reinitialize`.
+  public let addresses: [QueueAddresses]
 
-  public init(queues: consuming QueueSet<Queue>, transport: consuming T, features: FeatureSet) {
+  public init(queues: consuming QueueSet<Queue>, transport: consuming T, features: FeatureSet, addresses: [QueueAddresses] = []) {
     self.queues = queues
     self.transport = transport
     self.features = features
+    self.addresses = addresses
   }
 
   public var layout: RingLayout { Queue.layout }
@@ -66,6 +69,34 @@ public struct VirtioSession<T: SessionTransport & ~Copyable, Queue: Constructibl
       resume[i] = queues[i].deviceResumePosition
     }
     try transport.reconnect(resume: resume, timeoutMilliseconds: timeoutMilliseconds)
+  }
+}
+
+extension VirtioSession where T: ~Copyable, Queue: ~Copyable {
+  /// §2.1.2: after DEVICE_NEEDS_RESET the driver resets the device and sets it
+  /// up again — §3.1.1 in place: reset, the same features (FEATURES_OK must
+  /// stick on exactly the set accepted before), every queue configured with
+  /// the rings it had (their owners restarted them: index 0, wrap counter 1,
+  /// `ConstructibleVirtqueue.restart`), the interrupts as they were, DRIVER_OK.
+  /// The DMA memory, the rings and the interrupt eventfds stay the same.
+  /// Queues in `skipping` (dropped by their owners) are left off.
+  public mutating func reinitialize(skipping: Set<Int> = []) throws(VirtioError) {
+    let policy = transport.negotiationPolicy(FeaturePolicy(required: features))
+    let accepted = try DeviceInit.begin(&transport, policy: policy)
+    guard accepted == features else {
+      DeviceInit.fail(&transport)
+      throw VirtioError(
+        .negotiationFailed,
+        "\(transport.target) accepted \(accepted.names(device: transport.deviceType).joined(separator: ",")) after the reset, not the features it was driven with")
+    }
+    try transport.restoreInterruptRouting()
+    for (i, a) in addresses.enumerated() where !skipping.contains(i) {
+      // §4.1.5.1.3: size, the three areas, the vector, then enable.
+      try transport.configureQueue(i, a)
+      try transport.enableQueue(i)
+    }
+    try DeviceInit.finish(&transport)
+    transport.logger.notice("device set up again after a reset", metadata: ["queues": "\(addresses.count)"])
   }
 }
 
@@ -141,6 +172,7 @@ public enum VirtioDevice {
       let vectors = try transport.routeInterrupts(queues: n, enabled: plan.interrupts)
       let ring = RingFeatures(negotiated: features)
       var queues = QueueSet<Q>(capacity: n)
+      var configured: [QueueAddresses] = []
       for i in 0..<n {
         var size = min(transport.maxQueueSize(i), plan.queueSizeLimit?(i) ?? plan.maxQueueSize)
         // §2.7: a split ring's size is a power of two.
@@ -151,9 +183,11 @@ public enum VirtioDevice {
         let q = try Q(index: UInt16(i), size: size, features: ring, memory: &transport.dma, maxIndirect: plan.maxIndirect)
         let v = transport.setupVector(forQueue: i)
         // §4.1.5.1.3 (and its vhost-user equivalent): size, the three areas, the vector, then enable.
-        try transport.configureQueue(
-          i, QueueAddresses(size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA, msixVector: v))
+        let addresses = QueueAddresses(
+          size: size, descIOVA: q.descAreaIOVA, driverIOVA: q.driverAreaIOVA, deviceIOVA: q.deviceAreaIOVA, msixVector: v)
+        try transport.configureQueue(i, addresses)
         try transport.enableQueue(i)
+        configured.append(addresses)
         logger.info(
           "queue ready",
           metadata: [
@@ -166,7 +200,7 @@ public enum VirtioDevice {
       var metadata: Logger.Metadata = ["queues": "\(n)", "layout": "\(Q.layout)", "vectors": "\(vectors)"]
       metadata.merge(transport.setupMetadata) { a, _ in a }
       logger.info("DRIVER_OK", metadata: metadata)
-      return VirtioSession(queues: queues, transport: transport, features: features)
+      return VirtioSession(queues: queues, transport: transport, features: features, addresses: configured)
     } catch {
       logger.error("device setup failed", metadata: ["step": "queues", "code": "\(error.code)", "reason": "\(error.message)"])
       DeviceInit.fail(&transport)

@@ -51,6 +51,13 @@ extension VFIOPCITransport: SessionTransport {
     return count
   }
 
+  /// §4.1.5.1.2: a virtio reset set msix_config back to NO_VECTOR; the MSI-X
+  /// block and its eventfds are untouched, so only the config vector is written again.
+  public mutating func restoreInterruptRouting() throws(VirtioError) {
+    guard enabledVectorCount > 0 else { return }
+    try setConfigVector(enabledVectorCount > 1 ? 0 : nil)
+  }
+
   public func setupVector(forQueue q: Int) -> UInt16? {
     switch enabledVectorCount {
     case 0: nil

@@ -79,6 +79,7 @@ class Case:
 
 FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset_increment", "--runtime", "--rwmixread",
                "--randseed", "--hybrid", "--queue_size", "--stall_timeout", "--do_verify", "--direct", "--end_fsync",
+               "--fsync", "--reconnect_timeout", "--test-only-needs-reset-after",
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
                "--tx-retries", "--metrics-port", "--metrics-linger"]

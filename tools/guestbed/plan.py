@@ -258,6 +258,8 @@ def default_plan_body(programs=("vio-guest-check",)):
     lines += [
         'if [ -x /bin/vio-fio ]; then',
         _plan_file("blk.sh").rstrip("\n"),
+        # issue 18: kill -9 and reopen, DEVICE_NEEDS_RESET recovered in-process.
+        _plan_file("recovery.sh").rstrip("\n"),
         'else',
         '  check_fail vio-fio-present "/bin/vio-fio is not in the initramfs"',
         'fi',

@@ -22,6 +22,10 @@ struct JobSpec: Sendable {
   var pattern: UInt8
   var readBack: Bool
   var endFsync: Bool
+  /// --fsync: a flush after every this many writes (0: none).
+  var fsyncEvery: Int
+  /// TEST ONLY: after this many completions, provoke DEVICE_NEEDS_RESET once.
+  var testOnlyNeedsResetAfter: Int?
   var seed: UInt64
   var waitMode: BlockWaitMode
   var stallNanoseconds: UInt64
@@ -66,6 +70,12 @@ final class JobResult: @unchecked Sendable {
   var verifyComplete: Bool { verifiedBlocks &+ badBlockCount >= verifyPlanned }
   let doneIOs = Atomic<UInt64>(0)
   let doneBytes = Atomic<UInt64>(0)
+  /// Writes that completed before a flush that completed (--fsync): durable.
+  /// Published after the flush completes, so a reader never counts more than is on the device.
+  /// The test-only fault was provoked (once per job).
+  var provoked = false
+  let flushedIOs = Atomic<UInt64>(0)
+  let flushedBytes = Atomic<UInt64>(0)
   let finished = Atomic<Bool>(false)
 
   static let listLimit = 32
@@ -183,6 +193,13 @@ struct IOLoop {
   var pending: (op: BlockOperation, offset: UInt64)? = nil
   /// A stop request ended the pass before it was done.
   var interrupted = false
+  /// --fsync: writes queued since the last flush; a flush waits for the queue to drain, then is in flight.
+  var writesSinceFlush = 0
+  var flushDue = false
+  var flushing = false
+  /// Writes completed ok when the flush in flight was submitted: durable once it completes.
+  var flushCovers: (ios: UInt64, bytes: UInt64) = (0, 0)
+  static let flushTag = UInt64.max - 1
   var rng: UInt64
   /// The multiplier of the block permutation (coprime with the block count).
   let step: UInt64
@@ -267,7 +284,7 @@ struct IOLoop {
     while true {
       // Issue until the depth is reached, the range is done, or the queue is full.
       var submitted = 0
-      while freeCount > 0 && !exhausted {
+      while freeCount > 0 && !exhausted && !flushDue && !flushing {
         guard let io = next(verifyPass: verifyPass, now: now, deadline: deadline) else {
           exhausted = true
           break
@@ -293,10 +310,27 @@ struct IOLoop {
         starts[slot] = now
         ops[slot] = io.op
         submitted &+= 1
+        if io.op == .write && spec.fsyncEvery > 0 && !verifyPass {
+          writesSinceFlush &+= 1
+          if writesSinceFlush >= spec.fsyncEvery { flushDue = true }
+        }
+      }
+      // --fsync: once the writes before it completed, the flush (§5.2.6 VIRTIO_BLK_T_FLUSH).
+      if flushDue && freeCount == depth {
+        flushDue = false
+        if q.flush(tag: Self.flushTag) == .queued {
+          flushing = true
+          flushCovers = (r.write.ios, r.write.bytes)
+          writesSinceFlush = 0
+          submitted &+= 1
+        } else {
+          r.fatal = "--fsync: the flush was refused"
+          return
+        }
       }
       if submitted > 0 { q.kick() }
-      let inFlight = depth &- freeCount
-      if exhausted && inFlight == 0 { break }
+      let inFlight = depth &- freeCount &+ (flushing ? 1 : 0)
+      if exhausted && inFlight == 0 && !flushDue { break }
 
       var batch = completions.mutableSpan
       let n = q.poll(into: &batch)
@@ -311,8 +345,16 @@ struct IOLoop {
           slot.publish(r.metrics)
           lastPublish = now
         }
+        if let after = spec.testOnlyNeedsResetAfter, !r.provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
+          r.provoked = true
+          let done = q.testOnlyProvokeNeedsReset()
+          r.notes.append("test only: \(done ? "published an impossible avail index after \(after) completions" : "could not provoke DEVICE_NEEDS_RESET (packed ring or kernel path)")")
+        }
+        if r.fatal != nil { return }
         continue
       }
+      // The library is bringing a device back (its own timeout): not a stall.
+      if q.isRecovering { lastProgress = now }
       if let why = q.brokenReason {
         r.fatal = "the device queue broke with \(inFlight) request(s) in flight: \(why)"
         return
@@ -335,6 +377,17 @@ struct IOLoop {
   mutating func complete(
     _ c: BlockIOCompletion, now: UInt64, _ pool: borrowing BlockBufferPool, _ r: JobResult, verifyPass: Bool
   ) {
+    if c.tag == Self.flushTag {
+      flushing = false
+      if c.status == .ok {
+        r.flushedIOs.store(flushCovers.ios, ordering: .relaxed)
+        r.flushedBytes.store(flushCovers.bytes, ordering: .relaxed)
+      } else {
+        r.write.errors &+= 1
+        if r.failedRequests.count < JobResult.listLimit { r.failedRequests.append((.flush, 0, 0, c.status)) }
+      }
+      return
+    }
     let slot = Int(c.tag)
     guard slot >= 0 && slot < depth else { return }
     let offset = offsets[slot]
@@ -343,6 +396,10 @@ struct IOLoop {
     freeCount &+= 1
     let latency = now &- starts[slot]
     if c.status != .ok {
+      if c.status == .deviceLost && r.fatal == nil {
+        r.fatal =
+          "the device went away (a vhost-user backend that hung up?) with \(op) at offset \(offset) in flight: it failed as device lost and may or may not have been written; run with --recover=resubmit to post such requests again once the device is back"
+      }
       if op == .read { r.read.errors &+= 1 } else if op == .write { r.write.errors &+= 1 } else { r.trim.errors &+= 1 }
       if r.failedRequests.count < JobResult.listLimit { r.failedRequests.append((op, offset, spec.blockSize, c.status)) }
       return

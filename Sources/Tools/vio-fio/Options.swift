@@ -28,6 +28,11 @@ enum Eta: String, ExpressibleByArgument, CaseIterable {
   case auto, always, never
 }
 
+/// --recover: what a backend restart does to the requests in flight.
+enum Recover: String, ExpressibleByArgument, CaseIterable {
+  case fail, resubmit
+}
+
 /// The command line, with fio's option names (`--name=value` or `--name value`).
 struct Options: ParsableArguments {
   @Option(name: .customLong("name"), help: "Job name.")
@@ -85,6 +90,11 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("end_fsync"), help: "Flush when the job ends (1) so its writes are durable.")
   var endFsync = 0
 
+  @Option(
+    name: .customLong("fsync"),
+    help: "Flush after every N writes (0: never); each flush waits for the writes before it. The live line's `flushed` counts the writes a completed flush made durable.")
+  var fsync = 0
+
   @Option(name: .customLong("randseed"), help: "Seed of the random offsets and the verify payload.")
   var randseed: UInt64 = 0x5EED
 
@@ -117,6 +127,19 @@ struct Options: ParsableArguments {
 
   @Option(name: .customLong("stall_timeout"), help: "Seconds without any completion before the device counts as stalled.")
   var stallTimeout = 30
+
+  @Option(
+    name: .customLong("recover"),
+    help: "vhost-user: requests in flight when the backend hangs up: fail (the job stops with the reason) or resubmit (post them again once it is back).")
+  var recover: Recover = .fail
+
+  @Option(name: .customLong("reconnect_timeout"), help: "vhost-user: seconds a backend that hung up may take to come back.")
+  var reconnectTimeout = 10
+
+  /// TEST ONLY (issue 18's fault test): after this many completions, job 0
+  /// publishes an impossible avail index so the device raises DEVICE_NEEDS_RESET.
+  @Option(name: .customLong("test-only-needs-reset-after"), help: .hidden)
+  var testOnlyNeedsResetAfter: Int?
 
   @Option(name: .customLong("log-level"), help: "Driver log level (trace, debug, info, notice, warning, error).")
   var logLevel = "warning"
@@ -163,6 +186,9 @@ struct Options: ParsableArguments {
     if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
     try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
+    try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")
+    try Numbers.check(fsync, option: "--fsync", in: 0...1_000_000_000, what: "writes")
+    if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
     if let e = ioengine, !["vio", "io_uring", "libaio", "psync", "sync"].contains(e) {
       throw ValidationError("--ioengine=\(e): vio-fio picks its engine from --filename (pci: → virtio over VFIO, vhost-user: → virtio over vhost-user, a path → io_uring)")
     }

@@ -32,7 +32,8 @@ enum NormalReport {
         + "reads=\(s.reads) writes=\(s.writes) "
         + "discards=\(s.discards) write_zeroes=\(s.writeZeroes) flushes=\(s.flushes) errors=\(s.errors) notifications=\(s.notifications) "
         + "interrupts=\(s.interrupts) queue_full=\(s.queueFullEvents) queue_full_ms=\(Units.fixed(Double(s.queueFullNanoseconds) / 1e6, 3)) "
-        + "splits=\(s.splits) device_requests=\(s.deviceRequests)\n"
+        + "splits=\(s.splits) device_requests=\(s.deviceRequests)"
+        + (s.deviceRestarts > 0 ? " device_restarts=\(s.deviceRestarts) resubmitted=\(s.requestsResubmitted) lost=\(s.requestsLost)" : "") + "\n"
       if r.interrupted {
         let done = r.read.ios + r.write.ios + r.trim.ios
         out += "  interrupted: \(stopSignalName) stopped the job after \(done) of \(spec.blocks) blocks\(spec.timeBased ? " (time_based)" : "")"
@@ -150,6 +151,11 @@ enum JSONReport {
       j.key("device_requests"); j.uint(s.deviceRequests)
       j.key("max_transfer_bytes"); j.int(info.maxTransferBytes)
       j.key("errors"); j.uint(s.errors)
+      j.key("device_restarts"); j.uint(s.deviceRestarts)
+      j.key("requests_resubmitted"); j.uint(s.requestsResubmitted)
+      j.key("requests_lost"); j.uint(s.requestsLost)
+      j.key("flushed_ios"); j.uint(r.flushedIOs.load(ordering: .relaxed))
+      j.key("flushed_bytes"); j.uint(r.flushedBytes.load(ordering: .relaxed))
       j.key("verify"); j.open("{")
       j.key("blocks_ok"); j.uint(r.verifiedBlocks)
       j.key("blocks_bad"); j.uint(r.badBlockCount)

@@ -50,6 +50,8 @@ struct VioFio: ParsableCommand {
     open.interrupts = true
     open.kernelFallback = !o.noFallback
     open.allowNoIOMMU = o.allowNoIOMMU
+    open.inFlightAfterRecovery = o.recover == .resubmit ? .resubmit : .fail
+    open.reconnectTimeoutMilliseconds = o.reconnectTimeout * 1000
     if !target.isUserspace { open.queues = o.numjobs }
     if case .vhostUser = target {
       // The backend maps the shared memory once: room for every job's buffers (each rounded to 4 KiB).
@@ -170,7 +172,7 @@ struct VioFio: ParsableCommand {
         index: i, name: o.name, workload: o.rw, readPercent: o.rwmixread, start: offset + UInt64(i) * inc, length: size,
         blockSize: bs, depth: depth, timeBased: o.timeBased, runtimeNanoseconds: o.runtime.flatMap(Units.duration) ?? 0,
         verify: o.verify, pattern: o.verifyPattern.flatMap(o.parsePattern) ?? 0, readBack: o.doVerify == 1,
-        endFsync: o.endFsync == 1, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
+        endFsync: o.endFsync == 1, fsyncEvery: o.fsync, testOnlyNeedsResetAfter: i == 0 ? o.testOnlyNeedsResetAfter : nil, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
         stallNanoseconds: UInt64(o.stallTimeout) * 1_000_000_000)
     }
   }
@@ -185,6 +187,9 @@ struct VioFio: ParsableCommand {
     }
     if o.rw == .zero && !info.supportsWriteZeroes {
       fail("\(info.target) does not support write-zeroes (VIRTIO_BLK_F_WRITE_ZEROES); nothing was submitted")
+    }
+    if o.fsync > 0 && !info.supportsFlush {
+      fail("\(info.target) does not support flush (VIRTIO_BLK_F_FLUSH): --fsync cannot make writes durable; nothing was submitted")
     }
     if o.endFsync == 1 && !info.supportsFlush {
       fail("\(info.target) does not support flush (VIRTIO_BLK_F_FLUSH): --end_fsync cannot make writes durable; nothing was submitted")
@@ -222,7 +227,13 @@ struct VioFio: ParsableCommand {
       let dt = Double(now - last) / 1e9
       let running = runners.filter { !$0.result.finished.load(ordering: .relaxed) }.count
       let elapsed = (now - t0) / 1_000_000_000
-      let line = "Jobs: \(running) (f=\(running)): [\(o.rw.rawValue)][\(Units.binary(Double(bytes - lastBytes) / dt))/s][\(Units.count(Double(ios - lastIOs) / dt)) IOPS][\(elapsed)s]"
+      // Completed I/Os and bytes, and the writes a completed flush made durable
+      // (--fsync): those are on the device whatever happens after this line.
+      let flushedIOs = runners.reduce(UInt64(0)) { $0 + $1.result.flushedIOs.load(ordering: .relaxed) }
+      let flushedBytes = runners.reduce(UInt64(0)) { $0 + $1.result.flushedBytes.load(ordering: .relaxed) }
+      let line =
+        "Jobs: \(running) (f=\(running)): [\(o.rw.rawValue)][\(Units.binary(Double(bytes - lastBytes) / dt))/s][\(Units.count(Double(ios - lastIOs) / dt)) IOPS][\(elapsed)s]"
+        + "[done \(ios) ios \(bytes) bytes][flushed \(flushedIOs) ios \(flushedBytes) bytes]"
       eprint("\r" + line, newline: false)
       lastIOs = ios
       lastBytes = bytes
