@@ -139,26 +139,33 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     return .added
   }
 
-  /// `add` of up to `count` one-segment device-writable buffers of `length`
-  /// bytes each (a receive refill), with the checks and counters once per
-  /// batch instead of once per buffer. `next` gives each buffer's address and
-  /// token, or nil to stop. Returns how many were added.
-  @inlinable @inline(__always) public mutating func addWritable(
-    upTo count: Int, length: UInt32, _ next: () -> (address: UInt64, token: UInt64)?
+  /// `add` of up to `count` one-segment buffers in a row (a receive refill,
+  /// a transmit burst), with the checks and counters once per batch instead
+  /// of once per buffer. `next` is asked only while the ring has room, and
+  /// gives each buffer and its token, or nil to stop; a buffer of length 0
+  /// ends the batch unposted (it stays the caller's, as `add` refuses it).
+  /// Returns how many were added.
+  @inlinable @inline(__always) public mutating func add(
+    upTo count: Int, _ next: () -> (segment: BufferSegment, token: UInt64)?
   ) -> Int {
-    guard !isBrokenFast, length > 0 else { return 0 }
+    guard !isBrokenFast else { return 0 }
     // Every chain holds a slot and an ID; freeIDCount >= freeSlots, checked anyway.
     let limit = min(count, freeSlots, freeIDCount)
     var added = 0
     while added < limit, let buffer = next() {
+      let segment = buffer.segment
+      guard segment.length > 0 else { break }
       let id = freeIDs[freeIDHead]
       freeIDHead = freeIDHead &+ 1 == size ? 0 : freeIDHead &+ 1
       // §2.8.21.1: each descriptor's flags last, with release.
       ring.storeReleasingFlags(
-        PackedDesc(addr: buffer.address, len: length, id: id, flags: VirtqDescFlags.write | availFlags),
+        PackedDesc(
+          addr: segment.address, len: segment.length, id: id,
+          flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | availFlags),
         at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
       advanceAvail()
-      chains[Int(id)] = ChainState(token: buffer.token, writable: length, count: 1, inFlight: true)
+      chains[Int(id)] = ChainState(
+        token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
       added &+= 1
     }
     freeIDCount &-= added

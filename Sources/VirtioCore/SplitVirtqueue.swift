@@ -155,24 +155,30 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     return .added
   }
 
-  /// `add` of up to `count` one-segment device-writable buffers of `length`
-  /// bytes each (a receive refill), with the checks and counters once per
-  /// batch instead of once per buffer. `next` gives each buffer's address and
-  /// token, or nil to stop. Returns how many were added.
-  @inlinable @inline(__always) public mutating func addWritable(
-    upTo count: Int, length: UInt32, _ next: () -> (address: UInt64, token: UInt64)?
+  /// `add` of up to `count` one-segment buffers in a row (a receive refill,
+  /// a transmit burst), with the checks and counters once per batch instead
+  /// of once per buffer. `next` is asked only while the ring has room, and
+  /// gives each buffer and its token, or nil to stop; a buffer of length 0
+  /// ends the batch unposted (it stays the caller's, as `add` refuses it).
+  /// Returns how many were added.
+  @inlinable @inline(__always) public mutating func add(
+    upTo count: Int, _ next: () -> (segment: BufferSegment, token: UInt64)?
   ) -> Int {
-    guard !isBrokenFast, length > 0 else { return 0 }
+    guard !isBrokenFast else { return 0 }
     let limit = min(count, numFree)
     var added = 0
     while added < limit, let buffer = next() {
+      let segment = buffer.segment
+      guard segment.length > 0 else { break }
       let head = freeHead
       // §2.7.13.1: each buffer in a free descriptor, §2.7.13.2: its head in the avail ring.
       ring.store(
-        VirtqDesc(addr: buffer.address, len: length, flags: VirtqDescFlags.write, next: 0),
+        VirtqDesc(
+          addr: segment.address, len: segment.length, flags: segment.deviceWritable ? VirtqDescFlags.write : 0, next: 0),
         at: Int(head) &* MemoryLayout<VirtqDesc>.stride)
       freeHead = nextFree[Int(head)]
-      chains[Int(head)] = ChainState(token: buffer.token, writable: length, count: 1, inFlight: true)
+      chains[Int(head)] = ChainState(
+        token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
       ring.store16(availRingOffset &+ Int(availIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride, head)
       availIdx &+= 1
       added &+= 1

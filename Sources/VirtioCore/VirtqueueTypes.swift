@@ -158,10 +158,11 @@ public protocol Virtqueue: ~Copyable {
   mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult
   /// Offers a single-segment buffer (the common case for packets).
   mutating func add(_ segment: BufferSegment, token: UInt64) -> AddResult
-  /// Offers up to `count` one-segment device-writable buffers of `length`
-  /// bytes (receive refill) as `add` would one by one; `next` gives each
-  /// buffer's address and token, or nil to stop. Returns how many were added.
-  mutating func addWritable(upTo count: Int, length: UInt32, _ next: () -> (address: UInt64, token: UInt64)?) -> Int
+  /// Offers up to `count` one-segment buffers as `add` would one by one, the
+  /// checks once per batch; `next` (asked only while there is room) gives each
+  /// buffer and its token, or nil to stop; a 0-byte buffer ends the batch
+  /// unposted. Returns how many were added.
+  mutating func add(upTo count: Int, _ next: () -> (segment: BufferSegment, token: UInt64)?) -> Int
   /// Makes everything added since the last call visible to the device and says
   /// whether the device wants a notification (EVENT_IDX / NO_NOTIFY / packed event flags).
   mutating func publish() -> Bool

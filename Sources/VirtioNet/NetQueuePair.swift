@@ -77,11 +77,17 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let start = pool.headroom &- Self.headerSize
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
-    let posted = rx.addWritable(upTo: want, length: length) {
+    var handed = 0
+    var last = PacketBuffer(index: 0, offset: 0, length: 0)
+    let posted = rx.add(upTo: want) {
       guard var b = pool.allocate() else { return nil }
       b.offset = offset
-      return (pool.iova(b) &+ UInt64(start), Self.token(b))
+      handed &+= 1
+      last = b
+      return (.writable(pool.iova(b) &+ UInt64(start), length), Self.token(b))
     }
+    // Not posted (a 0-byte buffer, which this pool's shape never gives): back to the pool.
+    if handed > posted { pool.release(last) }
     if posted < want && pool.available == 0 {
       if !rxStarved { stats.rxNoBuffers &+= 1 }
       rxStarved = true
@@ -189,21 +195,22 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// (`txErrors`). Reclaims finished buffers first; one doorbell at most.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
-    var n = 0
     var bytes: UInt64 = 0
     let count = burst.count
     // Each packet takes one descriptor (split) or one slot (packed): the room
     // is checked once per burst, not per packet.
     let room = min(count, tx.freeCount)
     var malformed = false
-    while n < room {
-      let b = burst[n]
+    var handed = 0
+    var lastLength = 0
+    let n = tx.add(upTo: room) {
+      let b = burst[handed]
       let start = Int(b.offset) &- Self.headerSize
       // The handle is the caller's: check it names a whole packet inside one
       // buffer of this pool with room for the header, so nothing outside it is written.
       guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
         malformed = true
-        break
+        return nil
       }
       let base = pool.pointer(b)
       // §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
@@ -223,15 +230,19 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
       (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
       (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
-      let seg = BufferSegment.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize))
-      guard tx.add(seg, token: Self.token(b)) == .added else {
-        // Broken queue (the room was checked): leave the rest to the caller.
-        malformed = true
-        break
-      }
+      handed &+= 1
+      lastLength = Int(b.length)
       bytes &+= UInt64(b.length)
-      n &+= 1
+      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize)), Self.token(b))
     }
+    // A packet handed over but not posted (a 0-byte segment, which a checked
+    // handle never makes) stays the caller's; fewer than there was room for
+    // with no malformed handle: the queue is broken — both are errors.
+    if handed > n {
+      bytes &-= UInt64(lastLength)
+      malformed = true
+    }
+    if n < room && !malformed && tx.brokenReason != nil { malformed = true }
     if malformed {
       stats.txErrors &+= 1
     } else if n < count {

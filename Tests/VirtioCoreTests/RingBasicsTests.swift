@@ -57,20 +57,20 @@ final class RingBasicsTests: XCTestCase {
     XCTAssertNil(r.d.driverBug)
   }
 
-  func testRefillBatchPostsLikeSingleAdds() throws {
-    try refillBatch(SplitRig.self)
-    try refillBatch(PackedRig.self)
+  func testBatchPostsLikeSingleAdds() throws {
+    try batch(SplitRig.self)
+    try batch(PackedRig.self)
   }
 
-  func refillBatch<Q: TestableQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Rig<Q, D>.Type) throws {
+  func batch<Q: TestableQueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Rig<Q, D>.Type) throws {
     var r = try Rig<Q, D>(size: 8)
     // The source runs dry after 5: the ring takes 5 and asks no further.
     var handed = 0
     let iovas = (0..<8).map { r.iova($0) }
-    let first = r.q.addWritable(upTo: 6, length: 48) {
+    let first = r.q.add(upTo: 6) {
       guard handed < 5 else { return nil }
       defer { handed += 1 }
-      return (iovas[handed], UInt64(100 + handed))
+      return (.writable(iovas[handed], 48), UInt64(100 + handed))
     }
     XCTAssertEqual(first, 5)
     XCTAssertEqual(handed, 5)
@@ -78,10 +78,10 @@ final class RingBasicsTests: XCTestCase {
     XCTAssertEqual(r.q.inFlight, 5)
     // Asking for more than is free: the ring takes what fits and never asks for the rest.
     var asked = 0
-    XCTAssertEqual(r.q.addWritable(upTo: 10, length: 48) { asked += 1; return (iovas[4 + asked], UInt64(104 + asked)) }, 3)
+    XCTAssertEqual(r.q.add(upTo: 10) { asked += 1; return (.writable(iovas[4 + asked], 48), UInt64(104 + asked)) }, 3)
     XCTAssertEqual(asked, 3, "\(Q.self): the ring asked for buffers it had no room for")
     XCTAssertEqual(r.q.freeCount, 0)
-    XCTAssertEqual(r.q.addWritable(upTo: 1, length: 48) { XCTFail("asked on a full ring"); return nil }, 0)
+    XCTAssertEqual(r.q.add(upTo: 1) { XCTFail("asked on a full ring"); return nil }, 0)
     XCTAssertTrue(r.q.publish())
     for i in 0..<8 {
       let c = try XCTUnwrap(r.d.nextAvail(), "\(Q.self): buffer \(i) not available")
@@ -93,10 +93,22 @@ final class RingBasicsTests: XCTestCase {
     _ = r.d.publishUsed()
     for i in 0..<8 { XCTAssertEqual(r.q.nextUsed(), .used(UsedBuffer(token: UInt64(100 + i), length: UInt32(i)))) }
     XCTAssertEqual(r.q.nextUsed(), .empty)
-    // Length 0 is refused as `add` refuses it; a broken queue takes nothing.
-    XCTAssertEqual(r.q.addWritable(upTo: 2, length: 0) { XCTFail("asked for a 0-byte buffer"); return nil }, 0)
+    // A readable buffer comes back with length 0, as from `add`.
+    XCTAssertEqual(r.q.add(upTo: 1) { (.readable(iovas[0], 100), 200) }, 1)
+    XCTAssertTrue(r.q.publish())
+    let c = try XCTUnwrap(r.d.nextAvail())
+    XCTAssertEqual(c.readableBytes, 100)
+    XCTAssertEqual(c.writableBytes, 0)
+    r.d.pushUsed(c, len: 0)
+    _ = r.d.publishUsed()
+    XCTAssertEqual(r.q.nextUsed(), .used(UsedBuffer(token: 200, length: 0)))
+    // A 0-byte buffer ends the batch unposted, as `add` refuses it; a broken queue takes nothing.
+    var zeroAsked = 0
+    XCTAssertEqual(r.q.add(upTo: 2) { zeroAsked += 1; return (.writable(iovas[1], 0), 300) }, 0)
+    XCTAssertEqual(zeroAsked, 1)
+    XCTAssertEqual(r.q.inFlight, 0)
     r.q.markBroken(.deviceStalled)
-    XCTAssertEqual(r.q.addWritable(upTo: 2, length: 48) { XCTFail("asked on a broken queue"); return nil }, 0)
+    XCTAssertEqual(r.q.add(upTo: 2) { XCTFail("asked on a broken queue"); return nil }, 0)
     XCTAssertNil(r.d.driverBug)
   }
 

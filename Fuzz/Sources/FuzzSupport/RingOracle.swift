@@ -52,22 +52,25 @@ public enum DriverStep {
     let wasBroken = q.isBroken
     switch op {
     case 0 where input.bool():
-      // A refill batch of up to 8 writable buffers: as many as asked, the ring
-      // and the buffers allow; nothing on a broken queue or for length 0.
+      // A batch of up to 8 one-segment buffers (a refill, a transmit burst): as
+      // many as asked, the ring and the source allow; a 0-byte one ends it
+      // unposted; nothing on a broken queue.
       let want = Int(input.u8() % 9)
-      let len = input.bool() ? UInt32(input.u16()) : 0
       let free = q.freeCount
-      var offered = 0
-      let added = q.addWritable(upTo: want, length: len) {
+      var handed = 0
+      var zero = false
+      let added = q.add(upTo: want) {
         guard input.u8() != 0 else { return nil }
-        offered += 1
+        handed += 1
+        let len = input.bool() ? UInt32(input.u16()) : 0
+        let writable = input.bool()
         let token = oracle.token()
-        oracle.added(token, writable: len)
-        return (input.u64(), token)
+        if len == 0 { zero = true } else { oracle.added(token, writable: writable ? len : 0) }
+        return (BufferSegment(address: input.u64(), length: len, deviceWritable: writable), token)
       }
-      require(added == offered, "addWritable said \(added) of \(offered) handed over")
-      require(added <= want && added <= free, "addWritable added \(added), asked \(want) with \(free) free")
-      require(!wasBroken && len > 0 || added == 0, "addWritable added \(added) (broken \(wasBroken), length \(len))")
+      require(added == handed - (zero ? 1 : 0), "add(upTo:) said \(added) of \(handed) handed over (a 0-byte one: \(zero))")
+      require(added <= want && added <= free, "add(upTo:) added \(added), asked \(want) with \(free) free")
+      require(!wasBroken || added == 0, "add(upTo:) added \(added) to a broken queue")
     case 0:
       // One segment; length 0 must be refused.
       let len = UInt32(input.u16())
