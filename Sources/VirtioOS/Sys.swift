@@ -172,6 +172,13 @@ package enum Sys {
 
   package static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+  /// memfd_create(2) (close-on-exec; 2 MiB hugetlb pages when asked) sized to
+  /// `size`: shared memory for a vhost-user backend, or the no-IOMMU arena's
+  /// pages. The fd, or -1 with errno set (the callers say what to reserve).
+  package static func memfd(_ name: String, size: Int, hugetlb: Bool) -> Int32 {
+    vio_os_memfd(name, UInt64(clamping: size), hugetlb ? 1 : 0)
+  }
+
   // MARK: time and limits
 
   /// Sleeps `milliseconds` (resumed after signals), e.g. between two attempts

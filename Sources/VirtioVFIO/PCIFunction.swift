@@ -2,6 +2,7 @@ import VirtioCore
 import Glibc
 import Logging
 import VirtioOS
+import VirtioSpec
 
 /// A PCI function as sysfs shows it (/sys/bus/pci/devices/<BDF>): which driver
 /// holds it, its IOMMU group, and the moves between drivers — unbind, bind to
@@ -43,6 +44,23 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
 
   public var vendorID: UInt16? { Sys.readLine(path + "/vendor").flatMap(Self.parseHex16) }
   public var deviceID: UInt16? { Sys.readLine(path + "/device").flatMap(Self.parseHex16) }
+
+  /// What a transport checks before it touches the function: that it exists
+  /// and is a virtio device this driver knows; its type, or an error saying
+  /// what to pass instead.
+  public func virtioDeviceType() throws(VirtioError) -> DeviceType {
+    guard exists else {
+      throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(path) does not exist); list functions with `lspci -D`")
+    }
+    let vendor = vendorID ?? 0
+    let pciDevice = deviceID ?? 0
+    guard vendor == DeviceType.pciVendorID, let type = DeviceType(pciDeviceID: pciDevice) else {
+      throw VirtioError(
+        .invalidArgument,
+        "\(address) is not a virtio device this driver knows (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(pciDevice, radix: 16))); pass a virtio-net or virtio-blk function")
+    }
+    return type
+  }
 
   /// The current `driver_override` (nil when unset).
   public var driverOverride: String? {

@@ -103,7 +103,7 @@ public struct PhysicalDMAArena: ~Copyable, DMAAllocator {
     defer { for fd in fds { Sys.close(fd) } }
     var pages: [(fd: Int32, index: Int, physical: UInt64)] = []
     for batch in 0..<Self.gatherBatches {
-      let fd = vio_dma_hugetlb_memfd("vio-dma-noiommu", UInt64(size))
+      let fd = Sys.memfd("vio-dma-noiommu", size: size, hugetlb: true)
       guard fd >= 0 else {
         let e = Glibc.errno
         if batch > 0 { break }  // use what was gathered; allocate() says which runs it found

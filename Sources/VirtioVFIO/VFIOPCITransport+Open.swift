@@ -31,16 +31,7 @@ extension VFIOPCITransport {
     }
     do throws(VirtioError) {
       let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
-      guard function.exists else {
-        throw VirtioError(.invalidArgument, "there is no PCI function \(address) (\(function.path) does not exist); list functions with `lspci -D`")
-      }
-      let vendor = function.vendorID ?? 0
-      let pciDevice = function.deviceID ?? 0
-      guard vendor == DeviceType.pciVendorID, let type = DeviceType(pciDeviceID: pciDevice) else {
-        throw VirtioError(
-          .invalidArgument,
-          "\(address) is not a virtio device this driver knows (vendor 0x\(String(vendor, radix: 16)), device 0x\(String(pciDevice, radix: 16))); pass a virtio-net or virtio-blk function")
-      }
+      let type = try function.virtioDeviceType()
       logger[metadataKey: "device"] = "\(type)"
       logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
 

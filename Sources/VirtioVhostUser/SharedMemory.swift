@@ -54,7 +54,7 @@ public struct SharedMemoryArena: ~Copyable, DMAAllocator {
     var raw: Int32 = -1
     var huge = false
     if pages != .small {
-      raw = vio_vhost_memfd("vio-vhost-user", UInt64(size), 1)
+      raw = Sys.memfd("vio-vhost-user", size: size, hugetlb: true)
       huge = raw >= 0
       if raw < 0 && pages == .hugeRequired {
         let e = errno
@@ -65,7 +65,7 @@ public struct SharedMemoryArena: ~Copyable, DMAAllocator {
       }
     }
     if raw < 0 {
-      raw = vio_vhost_memfd("vio-vhost-user", UInt64(size), 0)
+      raw = Sys.memfd("vio-vhost-user", size: size, hugetlb: false)
       guard raw >= 0 else {
         let e = errno
         throw VirtioError(.dmaAllocation, "cannot create \(size >> 20) MiB of shared memory (memfd_create: \(Sys.errnoText(e)))", errno: e)
@@ -79,7 +79,7 @@ public struct SharedMemoryArena: ~Copyable, DMAAllocator {
       // A hugetlb memfd is created even when too few pages are free; only the
       // populating map fails. Preferred, not required: fall back to 4 KiB pages.
       logger.notice("too few free 2 MiB pages for the shared memory; using 4 KiB pages", metadata: ["bytes": "\(size)"])
-      let small = vio_vhost_memfd("vio-vhost-user", UInt64(size), 0)
+      let small = Sys.memfd("vio-vhost-user", size: size, hugetlb: false)
       if small >= 0 {
         owned = OwnedFD(adopting: small)
         huge = false

@@ -11,6 +11,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <linux/memfd.h> /* MFD_HUGE_2MB */
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -157,4 +159,18 @@ int vio_os_pin_self(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int vio_os_memfd(const char *name, uint64_t size, int hugetlb) {
+  unsigned int flags = MFD_CLOEXEC;
+  if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
+  int fd = memfd_create(name, flags);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, (off_t)size) < 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
 }

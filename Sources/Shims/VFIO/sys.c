@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <linux/memfd.h>
 #include <unistd.h>
 
 /* The header spells these as literals so it need not include libc headers
@@ -42,14 +41,3 @@ int vio_vfio_disable_irqs(int device_fd, uint32_t index) {
   return ioctl(device_fd, VFIO_DEVICE_SET_IRQS, &set);
 }
 
-int vio_dma_hugetlb_memfd(const char *name, uint64_t size) {
-  int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
-  if (fd < 0) return -1;
-  if (ftruncate(fd, (off_t)size) < 0) {
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return -1;
-  }
-  return fd;
-}

@@ -12,11 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* linux/memfd.h: MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT (26); glibc does not export it. */
-#ifndef MFD_HUGE_2MB
-#define MFD_HUGE_2MB (21U << 26)
-#endif
-
 static int fill_address(struct sockaddr_un *sa, const char *path) {
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
@@ -164,20 +159,6 @@ int vio_vhost_peer_gone(int fd) {
     if (n == 0) return 1;
   }
   return 0;
-}
-
-int vio_vhost_memfd(const char *name, uint64_t size, int hugetlb) {
-  unsigned int flags = MFD_CLOEXEC;
-  if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-  int fd = memfd_create(name, flags);
-  if (fd < 0) return -1;
-  if (ftruncate(fd, (off_t)size) < 0) {
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return -1;
-  }
-  return fd;
 }
 
 void *vio_vhost_map_shared(int fd, uint64_t size, int populate) {

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Prometheus
 import Synchronization
+import ToolSupport
 
 /// The tools' metrics: samples go in (`update`, from the tool's main thread,
 /// a few times a second), swift-metrics handles backed by a Prometheus
@@ -122,17 +123,3 @@ public final class MetricsPublisher: Sendable {
   public var scrapes: (all: UInt64, final: UInt64) { state.withLock { ($0.scrapes, $0.finalScrapes) } }
 }
 
-enum JSON {
-  static func quote(_ s: String) -> String {
-    var o = "\""
-    for c in s.unicodeScalars {
-      switch c {
-      case "\"": o += "\\\""
-      case "\\": o += "\\\\"
-      case "\n": o += "\\n"
-      default: o += c.value < 0x20 ? "?" : String(c)
-      }
-    }
-    return o + "\""
-  }
-}

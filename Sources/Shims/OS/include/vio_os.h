@@ -18,6 +18,11 @@ int vio_os_ioctl_ulong(int fd, unsigned long request, unsigned long arg);
 /* getrlimit resource for locked memory (pinned to the real value in os.c). */
 static const int VIO_OS_RLIMIT_MEMLOCK = 8;
 
+/* ---- memfd --------------------------------------------------------------------- */
+/* memfd_create(name, MFD_CLOEXEC [| MFD_HUGETLB | MFD_HUGE_2MB]) sized to `size`
+ * with ftruncate: the fd, or -1 + errno (the fd closed again). */
+int vio_os_memfd(const char *name, uint64_t size, int hugetlb);
+
 /* ---- eventfd ------------------------------------------------------------------ */
 /* eventfd(0, EFD_CLOEXEC [| EFD_NONBLOCK]). */
 int vio_os_eventfd(int nonblocking);

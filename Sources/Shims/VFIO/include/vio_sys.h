@@ -77,10 +77,6 @@ static const int VIO_MAP_HUGE_2MB = 21 << 26; /* MAP_HUGE_2MB = 21 << MAP_HUGE_S
 
 /* ---- calls ---------------------------------------------------------------- */
 
-/* The no-IOMMU DMA arena's pages: memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB
- * | MFD_HUGE_2MB) + ftruncate(size) (flags glibc exposes only with
- * _GNU_SOURCE). -1 + errno on failure. */
-int vio_dma_hugetlb_memfd(const char *name, uint64_t size);
 
 /* VFIO_DEVICE_SET_IRQS with DATA_EVENTFD | ACTION_TRIGGER for vectors
  * [start, start + count) of `index`; fds[i] == -1 de-assigns one vector. */

@@ -1,8 +1,8 @@
 /* vio_vhost_sys.h — what the vhost-user transport needs from libc that Swift
  * cannot import or call safely: unix sockets with SCM_RIGHTS file descriptor
- * passing (CMSG_* are macros), memfd_create with its hugetlb flags, poll for a
+ * passing (CMSG_* are macros), mmap of the shared memfd, poll for a
  * peer hang-up, and the doorbell as a C function (VirtioCore's
- * Doorbell.function). eventfd and epoll are the OS layer's (VirtioOS).
+ * Doorbell.function). eventfd, epoll and memfd are the OS layer's (VirtioOS).
  *
  * Only VirtioVhostUser imports this module (`internal import CVhostSys`); no C
  * type appears in a public Swift API. Layout asserts pin the Linux vhost uapi
@@ -52,10 +52,6 @@ int vio_vhost_peer_gone(int fd);
 
 /* ---- shared memory --------------------------------------------------------- */
 
-/* memfd_create(name, MFD_CLOEXEC [| MFD_HUGETLB | MFD_HUGE_2MB]) + ftruncate(size).
- * Returns the fd or -1 + errno (ENOMEM / EINVAL with hugetlb: no 2 MiB pages
- * reserved — see /proc/sys/vm/nr_hugepages). */
-int vio_vhost_memfd(const char *name, uint64_t size, int hugetlb);
 
 /* mmap(MAP_SHARED [| MAP_POPULATE]) of the whole memfd. NULL + errno on failure. */
 void *vio_vhost_map_shared(int fd, uint64_t size, int populate);
