@@ -234,3 +234,22 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
 func lastComponent(_ path: String) -> String {
   String(path.split(separator: "/").last ?? Substring(path))
 }
+
+/// Where a PCI transport's open is (VFIO, uio): its logger, named after the
+/// function (and, once known, the device), and the step it is taking —
+/// logged with the reason when the open fails, since the caller may fall
+/// back to the kernel driver and show only the message.
+struct OpenProgress {
+  var logger: Logger
+  var step = "sysfs"
+
+  init(_ address: PCIAddress, logger base: Logger) {
+    logger = base
+    logger[metadataKey: "pci"] = "\(address)"
+  }
+
+  func failed(_ e: VirtioError) -> VirtioError {
+    logger.notice("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
+    return e
+  }
+}

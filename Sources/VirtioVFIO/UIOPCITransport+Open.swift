@@ -17,17 +17,11 @@ extension UIOPCITransport {
   public static func open(
     _ address: PCIAddress, options: UIOPCIOptions = UIOPCIOptions(), logger base: Logger = Logger(label: "virtio.uio"), sysfsRoot: String = "/sys"
   ) throws(VirtioError) -> UIOPCITransport {
-    var logger = base
-    logger[metadataKey: "pci"] = "\(address)"
-    var step = "sysfs"
-    func failed(_ e: VirtioError) -> VirtioError {
-      logger.notice("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
-      return e
-    }
+    var progress = OpenProgress(address, logger: base)
     do throws(VirtioError) {
       let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
       let type = try function.virtioDeviceType()
-      logger[metadataKey: "device"] = "\(type)"
+      progress.logger[metadataKey: "device"] = "\(type)"
       if let group = function.iommuGroup {
         throw VirtioError(
           .invalidArgument,
@@ -38,11 +32,11 @@ extension UIOPCITransport {
           .groupNotViable,
           "\(address) is on \(function.driver ?? "no driver"), not \(kernelDriver); for the no-IOMMU path bind it first: `vio-bind bind --no-iommu \(address)`")
       }
-      logger.warning(
+      progress.logger.warning(
         "opening WITHOUT an IOMMU: the device reaches all memory by physical address; a driver bug can corrupt any of it",
         metadata: ["driver": "\(kernelDriver)"])
 
-      step = "pci-config"
+      progress.step = "pci-config"
       let configPath = function.path + "/config"
       let configFD: OwnedFD
       do {
@@ -72,12 +66,12 @@ extension UIOPCITransport {
         throw VirtioError(.transport, "\(address): PCI config space access through \(configPath) failed: \(error)", errno: error.errno)
       }
 
-      step = "capabilities"
+      progress.step = "capabilities"
       let caps = try VirtioPCICapabilities.parse(config: snapshot)
       try caps.requireModern(name: "\(type) \(address)")
-      logger.info("capabilities", metadata: ["caps": "\(caps.summary)"])
+      progress.logger.info("capabilities", metadata: ["caps": "\(caps.summary)"])
 
-      step = "bars"
+      progress.step = "bars"
       var bars = BARMappings()
       let needed = Set([caps.common!.bar, caps.notify!.bar, caps.isr!.bar, caps.device!.bar])
       for bar in needed.sorted() {
@@ -88,20 +82,20 @@ extension UIOPCITransport {
         }
       }
       let regs = VirtioPCIRegisters(
-        address: address, deviceType: type, capabilities: caps, logger: logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
+        address: address, deviceType: type, capabilities: caps, logger: progress.logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
         common: try VFIOPCITransport.carve(bars, caps.common!, "common", address),
         isr: try VFIOPCITransport.carve(bars, caps.isr!, "ISR", address),
         deviceConfig: try VFIOPCITransport.carve(bars, caps.device!, "device config", address),
         notify: try VFIOPCITransport.carve(bars, caps.notify!, "notify", address))
 
-      step = "features"
+      progress.step = "features"
       try refuseAccessPlatform(regs, type: type, address: address)
 
       return UIOPCITransport(
-        registers: regs, bars: bars, configFD: configFD, dma: PhysicalDMAArena(chunkSize: options.dmaChunkSize, logger: logger),
-        address: address, deviceType: type, capabilities: caps, logger: logger)
+        registers: regs, bars: bars, configFD: configFD, dma: PhysicalDMAArena(chunkSize: options.dmaChunkSize, logger: progress.logger),
+        address: address, deviceType: type, capabilities: caps, logger: progress.logger)
     } catch {
-      throw failed(error)
+      throw progress.failed(error)
     }
   }
 

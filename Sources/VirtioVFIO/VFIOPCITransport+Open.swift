@@ -22,75 +22,69 @@ extension VFIOPCITransport {
     _ address: PCIAddress, options: VFIOPCIOptions = VFIOPCIOptions(), logger base: Logger = Logger(label: "virtio.vfio"),
     sysfsRoot: String = "/sys", sharing shared: VFIODMASpace? = nil
   ) throws(VirtioError) -> VFIOPCITransport {
-    var logger = base
-    logger[metadataKey: "pci"] = "\(address)"
-    var step = "sysfs"
-    func failed(_ e: VirtioError) -> VirtioError {
-      logger.notice("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
-      return e
-    }
+    var progress = OpenProgress(address, logger: base)
     do throws(VirtioError) {
       let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
       let type = try function.virtioDeviceType()
-      logger[metadataKey: "device"] = "\(type)"
-      logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
+      progress.logger[metadataKey: "device"] = "\(type)"
+      progress.logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
 
-      let joined = try joinSpace(function, shared: shared, options: options, logger: logger, step: &step)
+      let joined = try joinSpace(function, shared: shared, options: options, logger: progress.logger, step: &progress.step)
       let space = joined.space
       let group = joined.group
 
-      step = "device"
+      progress.step = "device"
       let device = try VFIODevice(fd: try group.deviceFD(address), address: address)
       let vectors = device.msixVectorCount()
-      logger.info(
+      progress.logger.info(
         "device fd open",
         metadata: [
           "regions": "\(device.regionCount)", "irq_indexes": "\(device.irqCount)", "msix_vectors": "\(vectors)",
           "function_reset": "\(device.supportsReset)",
         ])
       if device.supportsReset && options.functionResetAtOpen {
-        step = "function-reset"
+        progress.step = "function-reset"
         do {
           try device.reset()
-          logger.info("VFIO_DEVICE_RESET done")
+          progress.logger.info("VFIO_DEVICE_RESET done")
         } catch {
           // Not fatal: the virtio reset in DeviceInit.begin still follows.
-          logger.warning("VFIO_DEVICE_RESET failed; continuing with the virtio reset", metadata: ["reason": "\(error)"])
+          progress.logger.warning("VFIO_DEVICE_RESET failed; continuing with the virtio reset", metadata: ["reason": "\(error)"])
         }
       }
 
-      step = "pci-command"
+      progress.step = "pci-command"
       let cmd = try config(address) { () throws(SysError) in try device.configRead16(PCIConfig.command) }
       let want = cmd | PCIConfig.commandMemory | PCIConfig.commandBusMaster | PCIConfig.commandINTxDisable
       if want != cmd {
         try config(address) { () throws(SysError) in try device.configWrite16(PCIConfig.command, want) }
       }
       let now = try config(address) { () throws(SysError) in try device.configRead16(PCIConfig.command) }
-      logger.debug("PCI command", metadata: ["before": "0x\(String(cmd, radix: 16))", "after": "0x\(String(now, radix: 16))"])
+      progress.logger.debug("PCI command", metadata: ["before": "0x\(String(cmd, radix: 16))", "after": "0x\(String(now, radix: 16))"])
       let memBM = PCIConfig.commandMemory | PCIConfig.commandBusMaster
       guard now & memBM == memBM else {
         throw VirtioError(.transport, "\(address): memory space / bus master did not stick in the PCI command register (0x\(String(now, radix: 16)))")
       }
 
-      step = "capabilities"
+      progress.step = "capabilities"
       let snapshot = try config(address) { () throws(SysError) in try device.configBytes(256) }
       let caps = try VirtioPCICapabilities.parse(config: snapshot)
       try caps.requireModern(name: "\(type) \(address)")
-      logger.info("capabilities", metadata: ["caps": "\(caps.summary)"])
+      progress.logger.info("capabilities", metadata: ["caps": "\(caps.summary)"])
       for (off, id, vt) in caps.walked {
-        logger.debug(
+        progress.logger.debug(
           "capability",
           metadata: ["offset": "0x\(String(off, radix: 16))", "id": "0x\(String(id, radix: 16))", "cfg_type": "\(vt.map { String($0) } ?? "-")"])
       }
 
-      step = "bars"
+      progress.step = "bars"
       var bars = BARMappings()
       let needed = Set([caps.common!.bar, caps.notify!.bar, caps.isr!.bar, caps.device!.bar])
       for bar in needed.sorted() {
         do {
           let region = try device.barRegion(bar)
           try bars.map(bar: bar, region: region, deviceFD: device.fd.raw)
-          logger.debug("BAR mapped", metadata: ["bar": "\(bar)", "size": "0x\(String(region.size, radix: 16))"])
+          progress.logger.debug("BAR mapped", metadata: ["bar": "\(bar)", "size": "0x\(String(region.size, radix: 16))"])
         } catch {
           throw VirtioError(.transport, "\(address): cannot map BAR\(bar): \(error)", errno: error.errno)
         }
@@ -100,14 +94,14 @@ extension VFIOPCITransport {
       let deviceCfg = try carve(bars, caps.device!, "device config", address)
       let notify = try carve(bars, caps.notify!, "notify", address)
       let queues = Int(common.read16(CommonCfg.num_queues))
-      logger.debug(
+      progress.logger.debug(
         "common config",
         metadata: [
           "num_queues": "\(queues)", "device_status": "\(DeviceStatus(rawValue: common.read8(CommonCfg.device_status)))",
           "config_generation": "\(common.read8(CommonCfg.config_generation))",
         ])
 
-      step = "interrupts"
+      progress.step = "interrupts"
       let interrupts: MSIXInterrupts
       do {
         interrupts = try MSIXInterrupts(count: 0)
@@ -126,17 +120,17 @@ extension VFIOPCITransport {
           removal = consume fd
         }
       }
-      logger.info("removal watched", metadata: ["interrupts": "\(watched.isEmpty ? "none" : watched.joined(separator: ","))"])
+      progress.logger.info("removal watched", metadata: ["interrupts": "\(watched.isEmpty ? "none" : watched.joined(separator: ","))"])
       space.members.append(address)
       return VFIOPCITransport(
         interrupts: interrupts, removal: removal, removalFD: removalFD, bars: bars, space: space, device: device, group: group, address: address,
-        deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: logger,
+        deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: progress.logger,
         options: options,
         registers: VirtioPCIRegisters(
-          address: address, deviceType: type, capabilities: caps, logger: logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
+          address: address, deviceType: type, capabilities: caps, logger: progress.logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
           common: common, isr: isr, deviceConfig: deviceCfg, notify: notify))
     } catch {
-      throw failed(error)
+      throw progress.failed(error)
     }
   }
 
