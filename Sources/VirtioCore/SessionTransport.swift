@@ -135,3 +135,18 @@ public struct SessionPlan<T: SessionTransport & ~Copyable>: Sendable {
 
   public init(policy: FeaturePolicy) { self.policy = policy }
 }
+
+/// A transport without interrupts (uio_pci_generic with INTx off, the
+/// simulator): no vectors to route, no eventfd to sleep on — every queue polls.
+public protocol PolledSessionTransport: SessionTransport & ~Copyable {}
+
+extension PolledSessionTransport where Self: ~Copyable {
+  public mutating func routeInterrupts(queues: Int, enabled: Bool) throws(VirtioError) -> Int { 0 }
+  public func setupVector(forQueue index: Int) -> UInt16? { nil }
+  public func vector(ofQueue index: Int) -> UInt16? { nil }
+  public func interruptEventFD(queue index: Int) -> Int32? { nil }
+  public var configInterruptEventFD: Int32? { nil }
+  public func explainNegotiationFailure(_ error: inout VirtioError) {}
+  /// Nothing to wait on: EINVAL, as VFIO answers for a queue without a vector.
+  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait { .failed(errno: 22) }
+}

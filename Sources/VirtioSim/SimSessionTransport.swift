@@ -7,7 +7,7 @@ import VirtioSpec
 /// device thread (`SimDevice`), started here and stopped when the transport
 /// goes. What PacketIO and BlockIO are opened on in unit tests — the same
 /// session, ports, hosts and queues as over VFIO or vhost-user.
-public struct SimSessionTransport: ~Copyable, SessionTransport {
+public struct SimSessionTransport: ~Copyable, PolledSessionTransport {
   public let registers: SimTransport
   public var dma: SimDMA
   /// The device side: behaviour, completion order, injected faults, counters.
@@ -68,13 +68,8 @@ public struct SimSessionTransport: ~Copyable, SessionTransport {
   public var setupMetadata: Logger.Metadata { ["dma_bytes": "\(dma.bytesUsed)"] }
   /// The simulator's IOMMU translates every address: ACCESS_PLATFORM is the device's to offer.
   public func negotiationPolicy(_ driver: FeaturePolicy) -> FeaturePolicy { driver }
-  public func explainNegotiationFailure(_ error: inout VirtioError) {}
-  /// Interrupts are counted by the device thread, not delivered: queues poll.
-  public mutating func routeInterrupts(queues: Int, enabled: Bool) throws(VirtioError) -> Int { 0 }
-  public func setupVector(forQueue index: Int) -> UInt16? { nil }
-  public func vector(ofQueue index: Int) -> UInt16? { nil }
-  public func interruptEventFD(queue index: Int) -> Int32? { nil }
-  public var configInterruptEventFD: Int32? { nil }
+  // Interrupts are counted by the device thread, not delivered: queues poll
+  // (PolledSessionTransport); `waitForInterrupt` below waits for the count.
 
   /// Surprise removal as VFIO reports it: `registers.removedByBus` stands for the device-request interrupt.
   public func deviceRemoved() -> Bool { registers.removedByBus }

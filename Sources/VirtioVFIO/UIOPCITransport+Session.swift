@@ -6,7 +6,7 @@ import VirtioSpec
 /// ACCESS_PLATFORM (§6.1: without an IOMMU the device uses physical
 /// addresses as they are), no interrupts (uio has no MSI-X: every queue is
 /// polled), the physical-address arena, the virtio reset only.
-extension UIOPCITransport: SessionTransport {
+extension UIOPCITransport: PolledSessionTransport {
   public var target: String { "pci:\(address)" }
 
   public var summary: String { "\(Self.kernelDriver), no IOMMU (physical addresses), polled" }
@@ -27,16 +27,7 @@ extension UIOPCITransport: SessionTransport {
     return p
   }
 
-  public func explainNegotiationFailure(_ error: inout VirtioError) {}
-
-  /// No vectors: uio_pci_generic offers INTx only, switched off at open.
-  public mutating func routeInterrupts(queues: Int, enabled: Bool) throws(VirtioError) -> Int { 0 }
-  public func setupVector(forQueue index: Int) -> UInt16? { nil }
-  public func vector(ofQueue index: Int) -> UInt16? { nil }
-  public func interruptEventFD(queue index: Int) -> Int32? { nil }
-  public var configInterruptEventFD: Int32? { nil }
-  /// Nothing to wait on: EINVAL, as VFIO answers for a queue without a vector.
-  public func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait { .failed(errno: 22) }
+  // No vectors (PolledSessionTransport): uio_pci_generic offers INTx only, switched off at open.
 
   /// The virtio reset only (§4.1.4.3.2): uio offers no function reset.
   public mutating func resetDevice() throws(VirtioError) -> Bool {

@@ -24,31 +24,17 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SCRATCH=${VHOST_SCRATCH:-.build}
 WORK=$(mktemp -d /tmp/vio-prom.XXXXXX)
-PASSED=0
-FAILED=0
 PIDS=()
+SCRIPT=prometheus.sh
+TALLY=prometheus
+source Tests/host/checks.sh
 
-say() { echo "prometheus.sh: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "CHECK PASS $1${2:+: $2}"; }
-fail() { FAILED=$((FAILED + 1)); echo "CHECK FAIL $1: $2"; }
-check() { if [[ $2 == 0 ]]; then pass "$1" "$3"; else fail "$1" "$3"; fi; }
-setup_failed() { echo "prometheus.sh: setup failed: $*" >&2; echo "prometheus: $PASSED passed, $((FAILED + 1)) failed"; exit 2; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [[ -n ${PROM_KEEP:-} ]]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-# Waits until `cond` (a command) succeeds, at most $2 seconds.
-wait_for() {
-  local cond=$1 limit=$2 start=$SECONDS
-  while ! eval "$cond"; do
-    ((SECONDS - start >= limit)) && return 1
-    sleep 0.2
-  done
-}
-# Prints a failed tool's or server's log tail, for the CHECK FAIL that follows.
-tail_of() { tail -5 "$1" 2>/dev/null | tr '\n' ' '; }
 
 source tools/lib/packages.sh
 need_packages prometheus dpdk qemu-system-common qemu-utils python3 curl
@@ -135,14 +121,7 @@ check "fwd/prometheus-equals-summary" $? "$(grep -c '^ok' "$WORK/fwd.compare") c
 img="$WORK/disk.raw"
 sock="$WORK/blk.sock"
 truncate -s 64M "$img"
-qemu-storage-daemon \
-  --blockdev "driver=file,node-name=file0,filename=$img" \
-  --blockdev driver=raw,node-name=disk0,file=file0 \
-  --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on" \
-  >"$WORK/qsd.log" 2>&1 &
-QSD_PID=$!
-PIDS+=("$QSD_PID")
-wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 60 || setup_failed "qemu-storage-daemon did not create $sock: $(tail_of "$WORK/qsd.log")"
+start_qsd "$img" "$sock" "$WORK/qsd.log" 60 || setup_failed "qemu-storage-daemon did not create $sock: $(tail_of "$WORK/qsd.log")"
 out="$WORK/fio.json"
 # Time-based, stopped (SIGINT, a normal end without verify) once a scrape saw it working.
 "$FIO" --filename="vhost-user:$sock" --rw=randwrite --bs=4k --size=16m --iodepth=8 --time_based --runtime=300 \

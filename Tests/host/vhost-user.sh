@@ -20,15 +20,10 @@ ROOT=$PWD
 SCRATCH=${VHOST_SCRATCH:-.build}
 FRAMES=${VHOST_FRAMES:-20000}
 WORK=$(mktemp -d /tmp/vio-vhost.XXXXXX)
-PASSED=0
-FAILED=0
 PIDS=()
-
-say() { echo "vhost-user.sh: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "CHECK PASS $1${2:+: $2}"; }
-fail() { FAILED=$((FAILED + 1)); echo "CHECK FAIL $1: $2"; }
-check() { if [[ $2 == 0 ]]; then pass "$1" "$3"; else fail "$1" "$3"; fi; }
-setup_failed() { echo "vhost-user.sh: setup failed: $*" >&2; echo "vhost: $PASSED passed, $((FAILED + 1)) failed"; exit 2; }
+SCRIPT=vhost-user.sh
+TALLY=vhost
+source Tests/host/checks.sh
 
 HUGEPAGES_BEFORE=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo "")
 cleanup() {
@@ -79,13 +74,6 @@ FIO="$ROOT/$SCRATCH/debug/vio-fio"
 
 # ---- helpers -----------------------------------------------------------------
 # Waits until `cond` (a command) succeeds, at most $2 seconds.
-wait_for() {
-  local cond=$1 limit=$2 start=$SECONDS
-  while ! eval "$cond"; do
-    ((SECONDS - start >= limit)) && return 1
-    sleep 0.1
-  done
-}
 
 # testpmd with the vhost PMD, forwarding io on one port looped to itself
 # (every frame it receives from us goes back to us). stdin is a FIFO we hold
@@ -321,14 +309,7 @@ TAG="blk/"
 img="$WORK/disk.raw"
 sock="$WORK/blk.sock"
 truncate -s 64M "$img"
-qemu-storage-daemon \
-  --blockdev "driver=file,node-name=file0,filename=$img" \
-  --blockdev driver=raw,node-name=disk0,file=file0 \
-  --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on" \
-  >"$WORK/qsd.log" 2>&1 &
-QSD_PID=$!
-PIDS+=("$QSD_PID")
-wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
+start_qsd "$img" "$sock" "$WORK/qsd.log" || true
 run_checker "$WORK/blk.out" blk --socket "$sock" --blocks 64 --seed 7
 kill "$QSD_PID" 2>/dev/null
 wait_for "! kill -0 $QSD_PID 2>/dev/null" 30
@@ -347,14 +328,7 @@ TAG="fio-blk/"
 img="$WORK/fio.raw"
 sock="$WORK/fio-blk.sock"
 truncate -s 64M "$img"
-qemu-storage-daemon \
-  --blockdev "driver=file,node-name=file1,filename=$img" \
-  --blockdev driver=raw,node-name=disk1,file=file1 \
-  --export "type=vhost-user-blk,id=exp1,node-name=disk1,addr.type=unix,addr.path=$sock,writable=on" \
-  >"$WORK/qsd-fio.log" 2>&1 &
-QSD_PID=$!
-PIDS+=("$QSD_PID")
-wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
+start_qsd "$img" "$sock" "$WORK/qsd-fio.log" || true
 out="$WORK/fio-write.out"
 timeout 120 "$FIO" --filename="vhost-user:$sock" --rw=write --bs=4k --offset=1m --size=8m --iodepth=8 --verify=crc32c \
   --randseed=11 --output-format=json >"$out" 2>"$out.err"
@@ -379,14 +353,7 @@ TAG="fio-blk-large/"
 img="$WORK/fio-large.raw"
 sock="$WORK/fio-large.sock"
 truncate -s 64M "$img"
-qemu-storage-daemon \
-  --blockdev "driver=file,node-name=file2,filename=$img" \
-  --blockdev driver=raw,node-name=disk2,file=file2 \
-  --export "type=vhost-user-blk,id=exp2,node-name=disk2,addr.type=unix,addr.path=$sock,writable=on" \
-  >"$WORK/qsd-large.log" 2>&1 &
-QSD_PID=$!
-PIDS+=("$QSD_PID")
-wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
+start_qsd "$img" "$sock" "$WORK/qsd-large.log" || true
 # fio_vio <json> <key>: jobs[0].vio.<key>
 fio_vio() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["vio"][sys.argv[2]])' "$1" "$2" 2>/dev/null; }
 # fio_ios <json>: I/Os job 0 submitted — writes, reads, and the read-back pass's reads (one per verified block)
@@ -426,16 +393,6 @@ check "fio-blk-large/host-file" $? "${line#fio-host-file: }"
 # back ends the run after --reconnect_timeout with the reason.
 TAG="fio-blk-restart/"
 sock="$WORK/fio-restart.sock"
-start_qsd() {
-  qemu-storage-daemon \
-    --blockdev "driver=file,node-name=file3,filename=$img" \
-    --blockdev driver=raw,node-name=disk3,file=file3 \
-    --export "type=vhost-user-blk,id=exp3,node-name=disk3,addr.type=unix,addr.path=$sock,writable=on" \
-    >>"$WORK/qsd-restart.log" 2>&1 &
-  QSD_PID=$!
-  PIDS+=("$QSD_PID")
-  wait_for "[[ -S '$sock' ]] || ! kill -0 $QSD_PID 2>/dev/null" 30 || true
-}
 # fio_restart <name> <vio-fio options...>: runs vio-fio in the background on a
 # fresh image and kills the daemon once the first block is in the image (the
 # run writes 64 MiB sequentially, then reads it back: it is under way).
@@ -446,7 +403,7 @@ fio_restart() {
   img="$WORK/fio-restart-$name.raw"
   truncate -s 80M "$img"
   rm -f "$sock"
-  start_qsd
+  start_qsd "$img" "$sock" "$WORK/qsd-restart.log" || true
   (timeout 180 "$FIO" --filename="vhost-user:$sock" --rw=write --bs=4k --offset=1m --size=64m --iodepth=8 --verify=crc32c \
     --randseed=17 --output-format=json "$@" >"$out" 2>"$out.err"; echo "EXIT $?" >>"$out.err") &
   wait_for "[[ \$(od -An -tx4 -j 1048576 -N 4 '$img') != *00000000* ]] || grep -qs '^EXIT' '$out.err'" 60
@@ -456,7 +413,7 @@ fio_job() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][
 
 fio_restart resubmit --recover=resubmit
 wait_for "grep -q 'the device went away' '$out.err' || grep -qs '^EXIT' '$out.err'" 30
-start_qsd
+start_qsd "$img" "$sock" "$WORK/qsd-restart.log" || true
 wait_for "grep -q '^EXIT' '$out.err'" 120
 rc=$(sed -n 's/^EXIT //p' "$out.err")
 got=$(fio_job "$out" '(v["device_restarts"], v["requests_resubmitted"], v["requests_lost"], v["verify"]["blocks_ok"], v["verify"]["blocks_bad"], v["verify"]["complete"])')
