@@ -165,35 +165,47 @@ class FrameServerTests(unittest.TestCase):
             srv.close()
 
 
+def fake_qemu(test, answer):
+    """A QMP server on a fresh socket: the greeting, then answer(cmd, f)
+    for each command. Returns the socket's path and the server thread."""
+    tmp = tempfile.TemporaryDirectory()
+    test.addCleanup(tmp.cleanup)
+    path = os.path.join(tmp.name, "qmp.sock")
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(path)
+    ls.listen(1)
+
+    def serve():
+        conn, _ = ls.accept()
+        f = conn.makefile("rwb")
+        f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+        f.flush()
+        for line in f:
+            answer(json.loads(line), f)
+            f.flush()
+        conn.close()
+
+    test.addCleanup(ls.close)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return path, t
+
+
 class QMPTests(unittest.TestCase):
     def test_handshake_events_errors(self):
-        tmp = tempfile.TemporaryDirectory()
-        path = os.path.join(tmp.name, "qmp.sock")
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(path)
-        ls.listen(1)
         seen = []
 
-        def fake_qemu():
-            conn, _ = ls.accept()
-            f = conn.makefile("rwb")
-            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
-            f.flush()
-            for line in f:
-                cmd = json.loads(line)
-                seen.append(cmd)
-                if cmd["execute"] == "query-status":
-                    f.write(b'{"event": "RESUME", "timestamp": {}}\n')
-                    f.write(b'{"return": {"status": "running", "running": true}}\n')
-                elif cmd["execute"] == "bad":
-                    f.write(b'{"error": {"class": "CommandNotFound", "desc": "no"}}\n')
-                else:
-                    f.write(b'{"return": {}}\n')
-                f.flush()
-            conn.close()
+        def answer(cmd, f):
+            seen.append(cmd)
+            if cmd["execute"] == "query-status":
+                f.write(b'{"event": "RESUME", "timestamp": {}}\n')
+                f.write(b'{"return": {"status": "running", "running": true}}\n')
+            elif cmd["execute"] == "bad":
+                f.write(b'{"error": {"class": "CommandNotFound", "desc": "no"}}\n')
+            else:
+                f.write(b'{"return": {}}\n')
 
-        t = threading.Thread(target=fake_qemu, daemon=True)
-        t.start()
+        path, t = fake_qemu(self, answer)
         with QMP(path, timeout=5) as q:
             self.assertEqual(q.execute("query-status")["status"], "running")
             self.assertEqual(q.events[0]["event"], "RESUME")
@@ -201,8 +213,6 @@ class QMPTests(unittest.TestCase):
             with self.assertRaises(QMPError):
                 q.execute("bad")
         t.join(5)
-        ls.close()
-        tmp.cleanup()
         self.assertEqual(seen[0], {"execute": "qmp_capabilities"})
         self.assertEqual(seen[2], {"execute": "set_link",
                                    "arguments": {"name": "net0", "up": False}})
@@ -251,32 +261,16 @@ class FaultTests(unittest.TestCase):
                             args.index(next(a for a in args if a.startswith("virtio-net-pci,id=nethp"))))
 
     def test_wait_event(self):
-        tmp = tempfile.TemporaryDirectory()
-        path = os.path.join(tmp.name, "qmp.sock")
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(path)
-        ls.listen(1)
+        def answer(cmd, f):
+            f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "a"}}\n')
+            f.write(b'{"return": {}}\n')
+            f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "b"}}\n')
 
-        def fake_qemu():
-            conn, _ = ls.accept()
-            f = conn.makefile("rwb")
-            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
-            f.flush()
-            for line in f:
-                f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "a"}}\n')
-                f.write(b'{"return": {}}\n')
-                f.write(b'{"event": "DEVICE_DELETED", "data": {"device": "b"}}\n')
-                f.flush()
-            conn.close()
-
-        t = threading.Thread(target=fake_qemu, daemon=True)
-        t.start()
+        path, _ = fake_qemu(self, answer)
         with QMP(path, timeout=5) as q:
             self.assertEqual(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "a", 5)["data"]["device"], "a")
             self.assertEqual(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "b", 5)["data"]["device"], "b")
             self.assertIsNone(q.wait_event("DEVICE_DELETED", lambda d: d.get("device") == "c", 0.2))
-        ls.close()
-        tmp.cleanup()
 
 
 class ModuleTests(unittest.TestCase):

@@ -82,6 +82,17 @@ find_virtio() {
   return 0
 }
 
+# blk_by_serial <serial>: the virtio-blk function whose disk has that serial
+# (only while it is on virtio_blk)
+blk_by_serial() {
+  for _d in $(find_virtio 0x1042); do
+    for _s in /sys/bus/pci/devices/$_d/virtio*/block/*/serial; do
+      [ -r "$_s" ] && [ "$(cat $_s)" = "$1" ] && echo $_d && return 0
+    done
+  done
+  return 1
+}
+
 # fwd_dev <mac>: the virtio-net function (modern 0x1041 or legacy 0x1000)
 # whose kernel interface has that MAC (only while it is on virtio_net)
 fwd_dev() {

@@ -13,14 +13,7 @@
 
 hp_gone() { [ ! -e /sys/bus/pci/devices/$1 ]; }
 hp_net() { fwd_dev 52:54:00:12:34:64; }
-hp_blk() {
-  for _d in $(find_virtio 0x1042); do
-    for _s in /sys/bus/pci/devices/$_d/virtio*/block/*/serial; do
-      [ -r "$_s" ] && [ "$(cat $_s)" = vio-hotplug ] && echo $_d && return 0
-    done
-  done
-  return 1
-}
+hp_blk() { blk_by_serial vio-hotplug; }
 hp_has_net() { [ -n "$(hp_net)" ]; }
 hp_has_blk() { [ -n "$(hp_blk)" ]; }
 

@@ -11,18 +11,10 @@
 # the host counts them for each MAC (QEMU's own per announce round, plus
 # the driver's, which vio-fwd reports in its JSON).
 
-mig_blk() {
-  for _d in $(find_virtio 0x1042); do
-    for _s in /sys/bus/pci/devices/$_d/virtio*/block/*/serial; do
-      [ -r "$_s" ] && [ "$(cat $_s)" = vio-hotplug ] && echo $_d && return 0
-    done
-    # already on vfio-pci (after the hot-unplug checks): by the PCI slot of its root port
-  done
-  return 1
-}
 MA=$(fwd_dev 52:54:00:12:34:61)
 MB=$(fwd_dev 52:54:00:12:34:62)
-MK=$(mig_blk)
+# the hot-plug disk; already on vfio-pci after the hot-unplug checks: the one they found
+MK=$(blk_by_serial vio-hotplug)
 [ -n "$MK" ] || MK=${HK:-}
 if [ -z "$MA" ] || [ -z "$MB" ] || [ -z "$MK" ]; then
   check_fail migrate-devices "net1 '$MA', net2 '$MB', blkhp '$MK': a function is missing"
