@@ -11,14 +11,6 @@
 
 MIB=1048576
 
-blk_by_serial() {
-  for _d in $(find_virtio 0x1042); do
-    for _s in /sys/bus/pci/devices/$_d/virtio*/block/*/serial; do
-      [ -r "$_s" ] && [ "$(cat $_s)" = "$1" ] && echo $_d && return 0
-    done
-  done
-  return 1
-}
 blk_kdev() { ls /sys/bus/pci/devices/$1/virtio*/block/ 2>/dev/null | head -n1; }
 has_kdev() { [ -n "$(blk_kdev $1)" ]; }
 
