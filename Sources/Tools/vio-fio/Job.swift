@@ -197,6 +197,10 @@ struct IOLoop {
   var writesSinceFlush = 0
   var flushDue = false
   var flushing = false
+  /// Test only: after provoking DEVICE_NEEDS_RESET nothing new is posted until
+  /// the device was restarted (or this deadline passed), so a fast driver does
+  /// not publish a valid avail index over the impossible one before the device looked.
+  var holdUntil: UInt64 = 0
   /// Writes completed ok when the flush in flight was submitted: durable once it completes.
   var flushCovers: (ios: UInt64, bytes: UInt64) = (0, 0)
   static let flushTag = UInt64.max - 1
@@ -282,9 +286,10 @@ struct IOLoop {
     var now = begin
     var exhausted = false
     while true {
+      if holdUntil != 0 && (now >= holdUntil || q.stats.deviceRestarts > 0) { holdUntil = 0 }
       // Issue until the depth is reached, the range is done, or the queue is full.
       var submitted = 0
-      while freeCount > 0 && !exhausted && !flushDue && !flushing {
+      while freeCount > 0 && !exhausted && !flushDue && !flushing && holdUntil == 0 {
         guard let io = next(verifyPass: verifyPass, now: now, deadline: deadline) else {
           exhausted = true
           break
@@ -328,6 +333,18 @@ struct IOLoop {
           return
         }
       }
+      if submitted > 0, let after = spec.testOnlyNeedsResetAfter, !r.provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
+        // Test only: the requests just added are published with an impossible
+        // index instead (the device never saw them: they are in flight for
+        // sure), and nothing new goes out until the device was restarted.
+        r.provoked = true
+        let done = q.testOnlyProvokeNeedsReset()
+        if done {
+          holdUntil = now &+ 10_000_000_000
+          submitted = 0
+        }
+        r.notes.append("test only: \(done ? "published an impossible avail index after \(after) completions" : "could not provoke DEVICE_NEEDS_RESET (packed ring or kernel path)")")
+      }
       if submitted > 0 { q.kick() }
       let inFlight = depth &- freeCount &+ (flushing ? 1 : 0)
       if exhausted && inFlight == 0 && !flushDue { break }
@@ -345,11 +362,6 @@ struct IOLoop {
           slot.publish(r.metrics)
           lastPublish = now
         }
-        if let after = spec.testOnlyNeedsResetAfter, !r.provoked, r.doneIOs.load(ordering: .relaxed) >= UInt64(after) {
-          r.provoked = true
-          let done = q.testOnlyProvokeNeedsReset()
-          r.notes.append("test only: \(done ? "published an impossible avail index after \(after) completions" : "could not provoke DEVICE_NEEDS_RESET (packed ring or kernel path)")")
-        }
         if r.fatal != nil { return }
         continue
       }
@@ -364,7 +376,8 @@ struct IOLoop {
         r.fatal = "no completion for \(spec.stallNanoseconds / 1_000_000_000) s with \(inFlight) request(s) in flight: the device stopped answering"
         return
       }
-      if inFlight > 0 {
+      // While holding, waiting is what lets the library see the device's state.
+      if inFlight > 0 || holdUntil != 0 {
         switch q.wait(timeoutMilliseconds: 100) {
         case .failed(let e): r.notes.append("wait failed (errno \(e)); polling")
         default: break

@@ -4,9 +4,10 @@
 # in-process.
 # Expects $BLK (blk0, disk.img) and blk.sh's helpers (fio_run, expect).
 #
-# vio-fio writes 44-60 MiB of disk.img with a flush after every 16 writes
-# (--fsync=16); its live line says how many bytes a completed flush made
-# durable. It is killed with -9 once that is above zero; the host then
+# vio-fio writes 44-60 MiB of disk.img with a flush after every write
+# (--fsync=1 at queue depth 1: a flush after every write, so the run lasts
+# seconds however fast the machine, long enough for the first live line);
+# its live line says how many bytes a completed flush made durable. It is killed with -9 once that is above zero; the host then
 # verifies exactly that many bytes from 44 MiB in the image (after poweroff:
 # a flushed write survives whatever follows). A fresh vio-fio on the same
 # function must open it (VFIO resets the function the dead process left
@@ -16,7 +17,7 @@
 
 bind_vfio $BLK || check_fail kill-bind-vfio "$BLK is bound to $(pci_driver $BLK), not vfio-pci"
 rm -f /tmp/blk-kill.out
-timeout 300 /bin/vio-fio --filename=pci:$BLK --rw=write --bs=4k --offset=44m --size=16m --iodepth=8 --fsync=16 \
+timeout 300 /bin/vio-fio --filename=pci:$BLK --rw=write --bs=4k --offset=44m --size=16m --iodepth=1 --fsync=1 \
   --verify=crc32c --do_verify=0 --eta=always > /tmp/blk-kill.out 2>&1 &
 fio_pid=$!
 flushed_now() { tr '\r' '\n' < /tmp/blk-kill.out | sed -n 's/.*\[flushed [0-9]* ios \([0-9]*\) bytes\].*/\1/p' | tail -n1; }
