@@ -11,13 +11,10 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   public let size: Int
   @usableFromInline let features: RingFeatures
   @usableFromInline let ring: RingMemory
-  public let descAreaIOVA: UInt64
-  public let driverAreaIOVA: UInt64
-  public let deviceAreaIOVA: UInt64
+  public let areas: RingAreas
 
-  @usableFromInline let indirect: RingMemory?
-  @usableFromInline let indirectIOVA: UInt64
-  public let maxIndirect: Int
+  @usableFromInline let indirect: IndirectTables
+  public var maxIndirect: Int { indirect.perChain }
 
   // Shadow state (driver-private): per buffer ID, and a FIFO of free IDs
   // (FIFO keeps IDs in order for IN_ORDER, §2.8.21).
@@ -52,19 +49,17 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard let layout = PackedRingLayout(size: size) else {
       throw VirtioError(.queueSetup, "queue \(index): packed ring size \(size) is not in 1...32768")
     }
-    let (area, tables, perTable) = try RingAllocation.allocate(
+    let (area, indirect) = try RingAllocation.allocate(
       ringBytes: layout.totalBytes, size: size, features: features, maxIndirect: maxIndirect, memory: &memory)
     // Nothing below throws.
     self.index = index
     self.size = size
     self.features = features
     self.ring = RingMemory(area.pointer)
-    self.descAreaIOVA = area.iova
-    self.driverAreaIOVA = area.iova + UInt64(layout.driverEventOffset)
-    self.deviceAreaIOVA = area.iova + UInt64(layout.deviceEventOffset)
-    self.indirect = tables.map { RingMemory($0.pointer) }
-    self.indirectIOVA = tables?.iova ?? 0
-    self.maxIndirect = perTable
+    self.areas = RingAreas(
+      desc: area.iova, driver: area.iova + UInt64(layout.driverEventOffset),
+      device: area.iova + UInt64(layout.deviceEventOffset))
+    self.indirect = indirect
     self.chains = PrivateArray<ChainState>(count: size, repeating: .idle)
     let ids = PrivateArray<UInt16>(count: size, repeating: 0)
     for i in 0..<size { ids[i] = UInt16(i) }
@@ -180,11 +175,11 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     let n = chain.count
     if n == 1 { return add(chain[0], token: token) }
     guard let writable = BufferSegment.writableBytes(of: chain) else { return .invalidChain }
-    if let table = indirect, n <= maxIndirect {
+    if let table = indirect.memory, n <= indirect.perChain {
       // §2.8.19: one descriptor with INDIRECT pointing at a table of packed descriptors.
       guard freeSlots > 0, freeIDCount > 0 else { return .ringFull }
       let id = takeID()
-      let tableOffset = Int(id) &* maxIndirect &* MemoryLayout<PackedDesc>.stride
+      let (tableOffset, tableIOVA) = indirect.table(for: id)
       for i in 0..<n {
         let s = chain[i]
         // §2.8.19: in a table only WRITE is meaningful; the chain is the table order.
@@ -194,7 +189,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       }
       ring.storeReleasingFlags(
         PackedDesc(
-          addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* MemoryLayout<PackedDesc>.stride), id: id,
+          addr: tableIOVA, len: UInt32(n &* MemoryLayout<PackedDesc>.stride), id: id,
           flags: VirtqDescFlags.indirect | availFlags),
         at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
       advanceAvail()

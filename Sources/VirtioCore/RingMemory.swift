@@ -133,21 +133,43 @@ import VirtioSpec
   func free() { base.deallocate() }
 }
 
+/// The indirect descriptor tables of one ring (§2.7.5.3 split, §2.8.19 packed):
+/// one table of `perChain` descriptors per head / buffer ID, absent
+/// (`memory == nil`) without INDIRECT_DESC. Both descriptor formats are 16 bytes.
+@frozen @usableFromInline struct IndirectTables {
+  @usableFromInline let memory: RingMemory?
+  @usableFromInline let iova: UInt64
+  /// Descriptors per table: the longest chain one indirect descriptor can carry.
+  @usableFromInline let perChain: Int
+
+  @usableFromInline init(memory: RingMemory?, iova: UInt64, perChain: Int) {
+    self.memory = memory
+    self.iova = iova
+    self.perChain = perChain
+  }
+
+  /// Where the table of head / buffer ID `id` starts: its byte offset in `memory` and its IOVA.
+  @inlinable func table(for id: UInt16) -> (offset: Int, iova: UInt64) {
+    let offset = Int(id) &* perChain &* MemoryLayout<VirtqDesc>.stride
+    return (offset, iova &+ UInt64(offset))
+  }
+}
+
 /// The DMA memory both ring layouts need: the ring area (zeroed, page-aligned)
 /// and, with INDIRECT_DESC and `maxIndirect` > 1, one zeroed table of
 /// `min(maxIndirect, size)` descriptors per head / buffer ID.
 enum RingAllocation {
   static func allocate<A: DMAAllocator & ~Copyable>(
     ringBytes: Int, size: Int, features: RingFeatures, maxIndirect: Int, memory: inout A
-  ) throws(VirtioError) -> (area: DMARegion, tables: DMARegion?, perTable: Int) {
+  ) throws(VirtioError) -> (area: DMARegion, indirect: IndirectTables) {
     let area = try memory.allocate(byteCount: ringBytes, alignment: 4096)
     area.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: ringBytes)
     let perTable = min(maxIndirect, size)
-    guard features.indirect && perTable > 1 else { return (area, nil, 0) }
+    guard features.indirect && perTable > 1 else { return (area, IndirectTables(memory: nil, iova: 0, perChain: 0)) }
     let bytes = size * perTable * MemoryLayout<VirtqDesc>.stride  // = PackedDesc stride
     // §2.7.5.3 / §2.8.19: a table of descriptors, aligned as the descriptor table is.
     let tables = try memory.allocate(byteCount: bytes, alignment: SplitRingLayout.descAlignment)
     tables.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-    return (area, tables, perTable)
+    return (area, IndirectTables(memory: RingMemory(tables.pointer), iova: tables.iova, perChain: perTable))
   }
 }

@@ -41,14 +41,10 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   @usableFromInline let usedRingOffset: Int
   @usableFromInline let availEventOffset: Int
   @usableFromInline let sizeU32: UInt32
-  public let descAreaIOVA: UInt64
-  public let driverAreaIOVA: UInt64
-  public let deviceAreaIOVA: UInt64
+  public let areas: RingAreas
 
-  // Indirect tables: one per head, `maxIndirect` descriptors each (§2.7.5.3).
-  @usableFromInline let indirect: RingMemory?
-  @usableFromInline let indirectIOVA: UInt64
-  public let maxIndirect: Int
+  @usableFromInline let indirect: IndirectTables
+  public var maxIndirect: Int { indirect.perChain }
 
   // Shadow state (driver-private).
   @usableFromInline let nextFree: PrivateArray<UInt16>
@@ -87,7 +83,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard let layout = SplitRingLayout(size: size) else {
       throw VirtioError(.queueSetup, "queue \(index): split ring size \(size) is not a power of two in 1...32768")
     }
-    let (area, tables, perTable) = try RingAllocation.allocate(
+    let (area, indirect) = try RingAllocation.allocate(
       ringBytes: layout.totalBytes, size: size, features: features, maxIndirect: maxIndirect, memory: &memory)
     // Nothing below throws: a ~Copyable value must be fully built or not at all.
     self.index = index
@@ -104,12 +100,10 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     self.availEventOffset = layout.usedOffset + layout.availEventOffset
     self.sizeU32 = UInt32(size)
     self.movesUsedEvent = features.eventIdx
-    self.descAreaIOVA = area.iova + UInt64(layout.descOffset)
-    self.driverAreaIOVA = area.iova + UInt64(layout.availOffset)
-    self.deviceAreaIOVA = area.iova + UInt64(layout.usedOffset)
-    self.indirect = tables.map { RingMemory($0.pointer) }
-    self.indirectIOVA = tables?.iova ?? 0
-    self.maxIndirect = perTable
+    self.areas = RingAreas(
+      desc: area.iova + UInt64(layout.descOffset), driver: area.iova + UInt64(layout.availOffset),
+      device: area.iova + UInt64(layout.usedOffset))
+    self.indirect = indirect
     // Free list in ring order 0,1,…,size-1 (§2.7.9: with IN_ORDER the driver
     // uses descriptors in ring order; a FIFO free list keeps that order).
     let next = PrivateArray<UInt16>(count: size, repeating: 0)
@@ -193,11 +187,11 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     let n = chain.count
     if n == 1 { return add(chain[0], token: token) }
     guard let writable = BufferSegment.writableBytes(of: chain) else { return .invalidChain }
-    if let table = indirect, n <= maxIndirect {
+    if let table = indirect.memory, n <= indirect.perChain {
       // §2.7.5.3: one descriptor with INDIRECT pointing at a table of `n` descriptors.
       guard numFree > 0 else { return .ringFull }
       let head = freeHead
-      let tableOffset = Int(head) &* maxIndirect &* MemoryLayout<VirtqDesc>.stride
+      let (tableOffset, tableIOVA) = indirect.table(for: head)
       for i in 0..<n {
         let s = chain[i]
         var flags: UInt16 = s.deviceWritable ? VirtqDescFlags.write : 0
@@ -209,7 +203,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       }
       ring.store(
         VirtqDesc(
-          addr: indirectIOVA &+ UInt64(tableOffset), len: UInt32(n &* MemoryLayout<VirtqDesc>.stride),
+          addr: tableIOVA, len: UInt32(n &* MemoryLayout<VirtqDesc>.stride),
           flags: VirtqDescFlags.indirect, next: 0),
         at: Int(head) &* MemoryLayout<VirtqDesc>.stride)
       freeHead = nextFree[Int(head)]

@@ -136,6 +136,15 @@ public struct RingFeatures: Sendable, Equatable {
   }
 }
 
+/// Where a ring's three areas are, as the device addresses them (§2.6: the
+/// descriptor area, the driver area, the device area; §4.1.4.3 queue_desc,
+/// queue_driver, queue_device).
+public struct RingAreas: Sendable, Equatable {
+  public let desc: UInt64
+  public let driver: UInt64
+  public let device: UInt64
+}
+
 /// The driver side of one virtqueue, split or packed. Drivers are generic over
 /// this protocol, so the layout is chosen once at compile time per instantiation,
 /// not by an `if packed` in every helper.
@@ -150,9 +159,7 @@ public protocol Virtqueue: ~Copyable {
   var brokenReason: BrokenReason? { get }
 
   /// IOVAs to give the transport: descriptor area, driver area, device area.
-  var descAreaIOVA: UInt64 { get }
-  var driverAreaIOVA: UInt64 { get }
-  var deviceAreaIOVA: UInt64 { get }
+  var areas: RingAreas { get }
 
   /// Offers one chain (readable segments first, then writable ones, §2.6.4.2).
   mutating func add(_ chain: Span<BufferSegment>, token: UInt64) -> AddResult
@@ -185,6 +192,9 @@ public protocol Virtqueue: ~Copyable {
 
 extension Virtqueue where Self: ~Copyable {
   public var isBroken: Bool { brokenReason != nil }
+  public var descAreaIOVA: UInt64 { areas.desc }
+  public var driverAreaIOVA: UInt64 { areas.driver }
+  public var deviceAreaIOVA: UInt64 { areas.device }
 
   @inlinable public mutating func nextCompleted() -> PollResult { nextUsed() }
 

@@ -51,13 +51,13 @@ public enum VirtqDescFlags {
   }
 }
 
-/// The fixed head of virtq_avail — virtio 1.2 §2.7.6; Linux: struct vring_avail
-/// (`flags`, `idx`; `ring[]` follows at `SplitRingLayout.availRingOffset`, then
-/// `used_event`). Written by the driver, read by the device.
-@frozen public struct VirtqAvail: BitwiseCopyable, Equatable, Sendable {
-  /// `VirtqAvailFlags` bits.
+/// The fixed head of virtq_avail (§2.7.6) and of virtq_used (§2.7.8), which
+/// have the same two fields; Linux: struct vring_avail / vring_used without
+/// their `ring[]`.
+@frozen public struct VirtqRingHead: BitwiseCopyable, Equatable, Sendable {
+  /// `VirtqAvailFlags` or `VirtqUsedFlags` bits.
   public var flags: UInt16
-  /// Where the driver puts the next ring entry (free-running, modulo 2^16).
+  /// Where the writer puts its next ring entry (free-running, modulo 2^16).
   public var idx: UInt16
   @inlinable public init(flags: UInt16, idx: UInt16) {
     self.flags = flags
@@ -65,19 +65,13 @@ public enum VirtqDescFlags {
   }
 }
 
-/// The fixed head of virtq_used — virtio 1.2 §2.7.8; Linux: struct vring_used
-/// (`flags`, `idx`; `ring[]` of `VirtqUsedElem` follows at
-/// `SplitRingLayout.usedRingOffset`, then `avail_event`). Written by the device.
-@frozen public struct VirtqUsed: BitwiseCopyable, Equatable, Sendable {
-  /// `VirtqUsedFlags` bits.
-  public var flags: UInt16
-  /// Where the device puts the next used element (free-running, modulo 2^16).
-  public var idx: UInt16
-  @inlinable public init(flags: UInt16, idx: UInt16) {
-    self.flags = flags
-    self.idx = idx
-  }
-}
+/// virtq_avail's head (§2.7.6): written by the driver, read by the device;
+/// `ring[]` follows at `SplitRingLayout.availRingOffset`, then `used_event`.
+public typealias VirtqAvail = VirtqRingHead
+
+/// virtq_used's head (§2.7.8): written by the device; `ring[]` of
+/// `VirtqUsedElem` follows at `SplitRingLayout.usedRingOffset`, then `avail_event`.
+public typealias VirtqUsed = VirtqRingHead
 
 /// Avail ring flags — §2.7.6; Linux: VRING_AVAIL_F_NO_INTERRUPT.
 public enum VirtqAvailFlags {

@@ -12,13 +12,6 @@ public struct VirtioStructureLocation: Sendable, Equatable, CustomStringConverti
   /// Offset of the capability in config space.
   public var capabilityOffset: Int
 
-  public init(bar: Int, offset: UInt32, length: UInt32, capabilityOffset: Int) {
-    self.bar = bar
-    self.offset = offset
-    self.length = length
-    self.capabilityOffset = capabilityOffset
-  }
-
   public var description: String { "BAR\(bar)+0x\(String(offset, radix: 16)) len 0x\(String(length, radix: 16))" }
 }
 

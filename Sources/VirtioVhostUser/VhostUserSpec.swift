@@ -155,13 +155,6 @@ public struct VhostUserMemoryRegion: Sendable, Equatable {
   public var userspace_addr: UInt64
   /// Offset of the region inside the file descriptor sent with it.
   public var mmap_offset: UInt64
-
-  public init(guest_phys_addr: UInt64, memory_size: UInt64, userspace_addr: UInt64, mmap_offset: UInt64) {
-    self.guest_phys_addr = guest_phys_addr
-    self.memory_size = memory_size
-    self.userspace_addr = userspace_addr
-    self.mmap_offset = mmap_offset
-  }
 }
 
 /// Byte-level encoding of messages and payloads (no unsafe struct punning).

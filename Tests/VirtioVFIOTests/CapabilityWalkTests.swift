@@ -1,5 +1,5 @@
 import VirtioSpec
-import VirtioVFIO
+@testable import VirtioVFIO
 import XCTest
 
 /// The capability walk against config spaces shaped like QEMU's modern

@@ -142,20 +142,15 @@ enum JSONReport {
         j.key("reason"); j.string(f.message)
         j.close("}")
       }
-      j.key("requests"); j.uint(s.requests)
-      j.key("notifications"); j.uint(s.notifications)
-      j.key("interrupts"); j.uint(s.interrupts)
-      j.key("queue_full_events"); j.uint(s.queueFullEvents)
-      j.key("queue_full_ns"); j.uint(s.queueFullNanoseconds)
-      j.key("splits"); j.uint(s.splits)
-      j.key("device_requests"); j.uint(s.deviceRequests)
+      let counters: KeyValuePairs<String, UInt64> = [
+        "requests": s.requests, "notifications": s.notifications, "interrupts": s.interrupts,
+        "queue_full_events": s.queueFullEvents, "queue_full_ns": s.queueFullNanoseconds, "splits": s.splits,
+        "device_requests": s.deviceRequests, "errors": s.errors, "device_restarts": s.deviceRestarts,
+        "requests_resubmitted": s.requestsResubmitted, "requests_lost": s.requestsLost,
+        "flushed_ios": r.flushedIOs.load(ordering: .relaxed), "flushed_bytes": r.flushedBytes.load(ordering: .relaxed),
+      ]
+      for (key, value) in counters { j.key(key); j.uint(value) }
       j.key("max_transfer_bytes"); j.int(info.maxTransferBytes)
-      j.key("errors"); j.uint(s.errors)
-      j.key("device_restarts"); j.uint(s.deviceRestarts)
-      j.key("requests_resubmitted"); j.uint(s.requestsResubmitted)
-      j.key("requests_lost"); j.uint(s.requestsLost)
-      j.key("flushed_ios"); j.uint(r.flushedIOs.load(ordering: .relaxed))
-      j.key("flushed_bytes"); j.uint(r.flushedBytes.load(ordering: .relaxed))
       j.key("verify"); j.open("{")
       j.key("blocks_ok"); j.uint(r.verifiedBlocks)
       j.key("blocks_bad"); j.uint(r.badBlockCount)
