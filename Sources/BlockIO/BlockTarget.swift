@@ -14,19 +14,11 @@ public enum BlockTarget: Sendable, Equatable, CustomStringConvertible {
   /// (connect to the backend) or `vhost-user-server:/path.sock` (listen; the
   /// backend connects) for vhost-user; anything else is a path.
   public init(parsing text: String) throws(VirtioError) {
-    if text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") {
-      guard let e = VhostUserEndpoint(target: text) else {
-        throw VirtioError(.invalidArgument,
-          "\(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:/tmp/vhost-blk.sock")
-      }
+    if let e = try VhostUserEndpoint(prefixed: text, example: "/tmp/vhost-blk.sock") {
       self = .vhostUser(e)
       return
     }
-    if text.hasPrefix("pci:") {
-      let bdf = String(text.dropFirst(4))
-      guard let a = PCIAddress(bdf) else {
-        throw VirtioError(.invalidArgument, "\(text): not a PCI address; write pci:DDDD:BB:DD.F, e.g. pci:0000:00:03.0 (see `lspci -D`)")
-      }
+    if let a = try PCIAddress(prefixed: text, example: "0000:00:03.0") {
       self = .pci(a)
       return
     }

@@ -17,20 +17,11 @@ public enum PortAddress: Sendable, Hashable, CustomStringConvertible {
   /// (connect to the backend's socket) or `vhost-user-server:/path.sock`
   /// (listen; the backend connects), and interface names (`eth1`).
   public init(parsing text: String) throws(VirtioError) {
-    if text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") {
-      guard let e = VhostUserEndpoint(target: text) else {
-        throw VirtioError(
-          .invalidArgument,
-          "port \(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:/tmp/vhost-net.sock")
-      }
+    if let e = try VhostUserEndpoint(prefixed: text, example: "/tmp/vhost-net.sock") {
       self = .vhostUser(e)
       return
     }
-    if text.hasPrefix("pci:") {
-      let bdf = String(text.dropFirst(4))
-      guard let a = PCIAddress(bdf) else {
-        throw VirtioError(.invalidArgument, "port \(text): '\(bdf)' is not a PCI address; write pci:DDDD:BB:DD.F, e.g. pci:0000:00:02.0 (see `lspci -D`)")
-      }
+    if let a = try PCIAddress(prefixed: text, example: "0000:00:02.0") {
       self = .pci(a)
       return
     }

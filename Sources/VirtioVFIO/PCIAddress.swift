@@ -1,3 +1,5 @@
+import VirtioCore
+
 /// A PCI function's address, `DDDD:BB:DD.F` (domain, bus, device, function) —
 /// the name sysfs, lspci and VFIO use for it.
 public struct PCIAddress: Hashable, Sendable, CustomStringConvertible {
@@ -31,6 +33,19 @@ public struct PCIAddress: Hashable, Sendable, CustomStringConvertible {
       let dev = UInt8(df[0], radix: 16), let fn = UInt8(df[1], radix: 16), dev < 32, fn < 8
     else { return nil }
     self.init(domain: domain, bus: bus, device: dev, function: fn)
+  }
+
+  /// A device target as the tools and the APIs take it: nil without the
+  /// `pci:` prefix (it names something else); throws when the rest is not a
+  /// PCI address. `example` is an address for the message.
+  public init?(prefixed text: String, example: String) throws(VirtioError) {
+    guard text.hasPrefix("pci:") else { return nil }
+    let bdf = String(text.dropFirst(4))
+    guard let a = PCIAddress(bdf) else {
+      throw VirtioError(
+        .invalidArgument, "\(text): '\(bdf)' is not a PCI address; write pci:DDDD:BB:DD.F, e.g. pci:\(example) (see `lspci -D`)")
+    }
+    self = a
   }
 
   /// `0000:00:02.0`.

@@ -43,7 +43,20 @@ public enum VhostUserEndpoint: Sendable, Hashable, CustomStringConvertible {
       return nil
     }
   }
-}
+
+
+  /// A device target as the tools and the APIs take it: nil when `text` has
+  /// neither prefix (it names something else); throws when it has one but no
+  /// socket path. `example` is a socket path for the message.
+  public init?(prefixed text: String, example: String) throws(VirtioError) {
+    guard text.hasPrefix("vhost-user:") || text.hasPrefix("vhost-user-server:") else { return nil }
+    guard let e = VhostUserEndpoint(target: text) else {
+      throw VirtioError(
+        .invalidArgument,
+        "\(text): no socket path after the colon; write vhost-user:/path/to/backend.sock (or vhost-user-server:/path.sock to listen), e.g. vhost-user:\(example)")
+    }
+    self = e
+  }}
 
 /// The control connection to one backend: the socket (replaced on reconnect),
 /// framing, file descriptor passing, replies and REPLY_ACK. Control path only:
