@@ -19,6 +19,15 @@ wait_for() {
     sleep 0.1
   done
 }
+# build_products P...: swift build each product into $SCRATCH (debug), or stop the script.
+build_products() {
+  say "building $*"
+  local product
+  for product in "$@"; do
+    swift build --scratch-path "$SCRATCH" --product "$product" >"$WORK/build.log" 2>&1 ||
+      { tail -30 "$WORK/build.log"; setup_failed "swift build --product $product failed"; }
+  done
+}
 # tail_of FILE: a log's last lines on one line, for the CHECK FAIL that follows.
 tail_of() { tail -5 "$1" 2>/dev/null | tr '\n' ' '; }
 # start_qsd IMAGE SOCKET LOG [SECONDS]: qemu-storage-daemon exporting the raw

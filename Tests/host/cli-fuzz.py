@@ -85,6 +85,17 @@ FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duratio
                "--tx-retries", "--metrics-port", "--metrics-linger"]
 
 
+def numeric_options(rng, options):
+    """One to three of the numeric options, each with a random number, as --opt=N or --opt N."""
+    args = []
+    for opt in rng.sample(options, rng.randrange(1, 4)):
+        if rng.random() < 0.5:
+            args.append(opt + "=" + random_number(rng))
+        else:
+            args += [opt, random_number(rng)]
+    return args
+
+
 def fio_cases(rng, n, tmp, notsock):
     # A missing file (kernel path), a regular file as a socket, a path through a regular file (ENOTDIR).
     targets = [os.path.join(tmp, "no-such-disk.img"), "vhost-user:" + notsock, "vhost-user:" + notsock + "/x.sock"]
@@ -99,11 +110,7 @@ def fio_cases(rng, n, tmp, notsock):
                      "--runtime=" + rng.choice(["1", "1ns", "1us", "1ms", "1s", "1m", "1h", "1d", "365d", "366d",
                                                 "213504d", "99999999999999h", "0.5", "inf"])]
         else:
-            for opt in rng.sample(FIO_NUMERIC, rng.randrange(1, 4)):
-                if rng.random() < 0.5:
-                    args.append(opt + "=" + random_number(rng))
-                else:
-                    args += [opt, random_number(rng)]
+            args += numeric_options(rng, FIO_NUMERIC)
         if rng.random() < 0.2:
             args.append(rng.choice(["--time_based", "--verify=crc32c", "--rw=randrw", "--rw=write", "--interrupts",
                                     "--verify=pattern", "--output-format=json", "--rw=sideways", "--bogus=1"]))
@@ -124,11 +131,7 @@ def fwd_cases(rng, n, notsock):
             args += ["--duration", rng.choice(["0", "1", "0.5", "365", "99999999", "1e400", "inf", "nan"]) + unit,
                      "--stats-period", rng.choice(["0", "1", "0.001", "366", "-1", "inf"]) + unit]
         else:
-            for opt in rng.sample(FWD_NUMERIC, rng.randrange(1, 4)):
-                if rng.random() < 0.5:
-                    args.append(opt + "=" + random_number(rng))
-                else:
-                    args += [opt, random_number(rng)]
+            args += numeric_options(rng, FWD_NUMERIC)
         if rng.random() < 0.2:
             args.append(rng.choice(["--json", "--mode=txonly", "--mode=sideways", "--wait=hybrid", "--ring=packed", "--no-fallback",
                                     "--log-level=loud"]))

@@ -39,11 +39,7 @@ trap cleanup EXIT
 source tools/lib/packages.sh
 need_packages prometheus dpdk qemu-system-common qemu-utils python3 curl
 
-say "building vio-fwd, vio-fio"
-for product in vio-fwd vio-fio; do
-  swift build --scratch-path "$SCRATCH" --product "$product" >"$WORK/build.log" 2>&1 ||
-    { tail -30 "$WORK/build.log"; setup_failed "swift build --product $product failed"; }
-done
+build_products vio-fwd vio-fio
 FWD="$ROOT/$SCRATCH/debug/vio-fwd"
 FIO="$ROOT/$SCRATCH/debug/vio-fio"
 Q="python3 $ROOT/Tests/host/prom_query.py"

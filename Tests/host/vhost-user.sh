@@ -63,11 +63,7 @@ fi
 say "frontend memory: $PAGES pages ($(free_pages) free 2 MiB pages)"
 
 # ---- build --------------------------------------------------------------------
-say "building vio-vhost-check, vio-fwd, vio-fio"
-for product in vio-vhost-check vio-fwd vio-fio; do
-  swift build --scratch-path "$SCRATCH" --product "$product" >"$WORK/build.log" 2>&1 ||
-    { tail -30 "$WORK/build.log"; setup_failed "swift build --product $product failed"; }
-done
+build_products vio-vhost-check vio-fwd vio-fio
 CHECKER="$ROOT/$SCRATCH/debug/vio-vhost-check"
 FWD="$ROOT/$SCRATCH/debug/vio-fwd"
 FIO="$ROOT/$SCRATCH/debug/vio-fio"

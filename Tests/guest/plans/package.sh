@@ -116,20 +116,19 @@ echo "PKG-MEMLOCK $MEMLOCK (what pam_limits gives a vio member's session; set he
 FIO_ARGS="--filename=pci:$BLK --rw=randwrite --bs=4k --size=4m --iodepth=16 --verify=crc32c --end_fsync=1"
 
 # Access missing: a clear message, no fallback, no trap.
-su outsider -c "ulimit -l $MEMLOCK; exec /usr/bin/vio-fio --name=outsider $FIO_ARGS" > /tmp/outsider.out 2>&1
-_rc=$?
-if [ $_rc -ne 0 ] && [ $_rc -lt 128 ] && grep -q "no permission to open /dev/vfio/" /tmp/outsider.out; then
-  check_pass pkg-nongroup-refused "exit $_rc: $(grep -m1 'no permission' /tmp/outsider.out | cut -c1-240)"
-else
-  check_fail pkg-nongroup-refused "exit $_rc: $(tail -n2 /tmp/outsider.out | tr '\n' ' ')"
-fi
-su op -c "ulimit -l 64; exec /usr/bin/vio-fio --name=lowlimit $FIO_ARGS" > /tmp/lowlimit.out 2>&1
-_rc=$?
-if [ $_rc -ne 0 ] && [ $_rc -lt 128 ] && grep -q "locked-memory limit" /tmp/lowlimit.out; then
-  check_pass pkg-memlock-needed "exit $_rc: $(grep -m1 'locked-memory' /tmp/lowlimit.out | cut -c1-240)"
-else
-  check_fail pkg-memlock-needed "exit $_rc: $(tail -n2 /tmp/lowlimit.out | tr '\n' ' ')"
-fi
+# expect_refusal CHECK USER MEMLOCK PATTERN: vio-fio as USER with that locked-memory
+# limit exits non-zero (not by a signal) with a message containing PATTERN.
+expect_refusal() {
+  su "$2" -c "ulimit -l $3; exec /usr/bin/vio-fio --name=$1 $FIO_ARGS" > /tmp/$1.out 2>&1
+  _rc=$?
+  if [ $_rc -ne 0 ] && [ $_rc -lt 128 ] && grep -q "$4" /tmp/$1.out; then
+    check_pass "$1" "exit $_rc: $(grep -m1 "$4" /tmp/$1.out | cut -c1-240)"
+  else
+    check_fail "$1" "exit $_rc: $(tail -n2 /tmp/$1.out | tr '\n' ' ')"
+  fi
+}
+expect_refusal pkg-nongroup-refused outsider "$MEMLOCK" "no permission to open /dev/vfio/"
+expect_refusal pkg-memlock-needed op 64 "locked-memory limit"
 
 # A vio member, the package's memlock: vio-fwd net1 -> net2 (the host checks every frame).
 FWD_BIN=/usr/bin/vio-fwd FWD_USER=op FWD_USER_PRE="ulimit -l $MEMLOCK;"
