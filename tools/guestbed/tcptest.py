@@ -42,6 +42,7 @@ import json
 import os
 import tempfile
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -172,6 +173,8 @@ class TcpBed:
 
     def _iperf(self, label):
         """One transfer; returns (ok, detail, gbit_s)."""
+        if shutil.which("iperf3") is None:
+            return False, "iperf3 is not installed on the host: apt-get install iperf3 (tools/test does)", None
         self._set_up()
         a, b = self.ns["net4"], self.ns["net5"]
         server = subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-1", "-J",
