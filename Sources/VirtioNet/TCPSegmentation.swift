@@ -1,3 +1,5 @@
+import VirtioSpec
+
 /// Software segmentation of one TCP super-packet (a GSO frame: virtio-net
 /// gso_type TCPV4 / TCPV6 with gso_size, §5.1.6.2 and §5.1.6.4.1) into frames
 /// of at most `mss` payload bytes each, for a port whose device did not offer
@@ -22,6 +24,8 @@ public enum TCPSegmentation {
     case badHeader
     /// gso_size 0.
     case zeroMSS
+    /// The header's gso_type is not TCPV4 / TCPV6, or names the other IP version than the packet's.
+    case gsoTypeMismatch
   }
 
   /// Where a super-packet's headers and payload lie, and how it splits.
@@ -40,6 +44,20 @@ public enum TCPSegmentation {
     public func segmentPayload(_ i: Int) -> Int { min(mss, payloadLength &- i &* mss) }
     /// The frame length of segment `i`.
     public func segmentLength(_ i: Int) -> Int { headerLength &+ segmentPayload(i) }
+  }
+
+  /// `layout` for a packet whose virtio_net_hdr says `gsoType` (ECN bit
+  /// allowed) and `gsoSize` (§5.1.6.4.1): the header is the device's word,
+  /// the packet must agree with it (TCPV4 an IPv4 packet, TCPV6 an IPv6 one).
+  public static func layout(_ frame: UnsafeRawPointer, length: Int, gsoType: UInt8, gsoSize: UInt16) -> Result<Layout, Refusal> {
+    let type = gsoType & ~VirtioNetHdr.gsoECN
+    guard type == VirtioNetHdr.gsoTCPv4 || type == VirtioNetHdr.gsoTCPv6 else { return .failure(.gsoTypeMismatch) }
+    switch layout(frame, length: length, mss: Int(gsoSize)) {
+    case .success(let l):
+      return l.isIPv6 == (type == VirtioNetHdr.gsoTCPv6) ? .success(l) : .failure(.gsoTypeMismatch)
+    case .failure(let r):
+      return .failure(r)
+    }
   }
 
   /// Reads and checks the headers of `length` bytes at `frame`.

@@ -1,4 +1,5 @@
 import VirtioNet
+import VirtioSpec
 import XCTest
 
 /// Software TCP segmentation: segments a receiver would accept (checksums
@@ -98,6 +99,24 @@ final class TCPSegmentationTests: XCTestCase {
     var jumbo = v6
     jumbo[18] = 0; jumbo[19] = 0
     XCTAssertEqual(refusal(jumbo), .badHeader)
+  }
+
+  func testGSOTypeMustAgreeWithThePacket() {
+    let v4 = Frames.tcp(v6: false, vlan: false, payload: [1, 2, 3], flags: 0x10, seq: 0, id: 0)
+    let v6 = Frames.tcp(v6: true, vlan: false, payload: [1, 2, 3], flags: 0x10, seq: 0, id: 0)
+    func check(_ f: [UInt8], _ type: UInt8) -> TCPSegmentation.Refusal? {
+      f.withUnsafeBytes { b in
+        if case .failure(let r) = TCPSegmentation.layout(b.baseAddress!, length: f.count, gsoType: type, gsoSize: 1448) { return r }
+        return nil
+      }
+    }
+    XCTAssertNil(check(v4, VirtioNetHdr.gsoTCPv4))
+    XCTAssertNil(check(v4, VirtioNetHdr.gsoTCPv4 | VirtioNetHdr.gsoECN))
+    XCTAssertNil(check(v6, VirtioNetHdr.gsoTCPv6))
+    XCTAssertEqual(check(v4, VirtioNetHdr.gsoTCPv6), .gsoTypeMismatch)
+    XCTAssertEqual(check(v6, VirtioNetHdr.gsoTCPv4), .gsoTypeMismatch)
+    XCTAssertEqual(check(v4, VirtioNetHdr.gsoUDPL4), .gsoTypeMismatch)
+    XCTAssertEqual(check(v4, VirtioNetHdr.gsoNone), .gsoTypeMismatch)
   }
 
   func testWriteChecksIndexAndCapacity() throws {
