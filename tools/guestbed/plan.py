@@ -136,17 +136,22 @@ fwd_traffic() {
   wait_until 300 fwd_has_rx $1 $5 || check_fail $1-received "vio-fwd received $(fwd_rx $1) of $5 frames"
   hostreq net-traffic-wait $1 $2
 }
-# fwd_stop <tag>: SIGINT, checks <tag>-exit (status 0), prints the JSON for
-#   the host (VIOFWD-JSON <tag>) and asks it to check the frames of <tag>.
-fwd_stop() {
-  kill -INT $FWD_PID
-  wait $FWD_PID
+# fwd_exit <check> <log> <pid>: SIGINT to that vio-fwd, checks it exits 0.
+fwd_exit() {
+  kill -INT $3
+  wait $3
   _rc=$?
   if [ $_rc -eq 0 ]; then
-    check_pass $1-exit "$(grep 'total:' /tmp/$1.log)"
+    check_pass $1 "$(grep 'total:' $2)"
   else
-    check_fail $1-exit "vio-fwd exit status $_rc: $(tail -n3 /tmp/$1.log | tr '\n' ' ')"
+    check_fail $1 "vio-fwd exit status $_rc: $(tail -n3 $2 | tr '\n' ' ')"
   fi
+}
+
+# fwd_stop <tag>: fwd_exit as <tag>-exit, prints the JSON for the host
+#   (VIOFWD-JSON <tag>) and asks it to check the frames of <tag>.
+fwd_stop() {
+  fwd_exit $1-exit /tmp/$1.log $FWD_PID
   echo "VIOFWD-JSON $1 $(cat /tmp/$1.json)"
   hostcheck net-traffic $1 $1
 }

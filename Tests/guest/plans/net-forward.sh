@@ -75,14 +75,7 @@ else
       || check_fail net-fwd-link-up "vio-fwd reported no link up on port 1: $(tail -n2 /tmp/fwd.log | tr '\n' ' ')"
     fwd_phase p2 600 ""
   fi
-  kill -INT $FWD
-  wait $FWD
-  rc=$?
-  if [ $rc -eq 0 ]; then
-    check_pass net-fwd-exit "$(grep 'total:' /tmp/fwd.log)"
-  else
-    check_fail net-fwd-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/fwd.log | tr '\n' ' ')"
-  fi
+  fwd_exit net-fwd-exit /tmp/fwd.log $FWD
   grep -e 'summary:' -e '  port ' /tmp/fwd.log
   echo "VIOFWD-JSON fwd $(cat /tmp/fwd.json)"
   hostcheck net-traffic fwd

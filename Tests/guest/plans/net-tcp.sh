@@ -56,14 +56,7 @@ else
   bind_vfio $TA && bind_vfio $TB || check_fail tcp-vfio-bind "$TA: $(pci_driver $TA), $TB: $(pci_driver $TB)"
   fwd_start tcp --port pci:$TA --port pci:$TB --mode io --wait hybrid
   tcp_run vfio
-  kill -INT $FWD_PID
-  wait $FWD_PID
-  rc=$?
-  if [ $rc -eq 0 ]; then
-    check_pass tcp-vfio-exit "$(grep 'total:' /tmp/tcp.log)"
-  else
-    check_fail tcp-vfio-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/tcp.log | tr '\n' ' ')"
-  fi
+  fwd_exit tcp-vfio-exit /tmp/tcp.log $FWD_PID
   grep -e 'summary:' -e '  port ' /tmp/tcp.log
   hostreq tcp-report
   bind_kernel $TA && bind_kernel $TB || check_fail tcp-handback "$TA: $(pci_driver $TA), $TB: $(pci_driver $TB)"
