@@ -259,6 +259,8 @@ def default_plan_body(programs=("vio-guest-check",)):
         # The legacy-only device's fallback (fwdtest.DEVICES net3), in the plain split boot.
         'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ]; then',
         _plan_file("fallback-legacy.sh").rstrip("\n"),
+        # issue 18: DEVICE_NEEDS_RESET on a net port, recovered in-process.
+        _plan_file("net-needs-reset.sh").rstrip("\n"),
         'fi',
         'else',
         '  check_fail vio-fwd-present "/bin/vio-fwd is not in the initramfs"',
