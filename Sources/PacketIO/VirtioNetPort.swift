@@ -191,8 +191,11 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   /// DEVICE_NEEDS_RESET (recovered in-process, NetRecovery.swift), and the
   /// link from the config (§5.1.4, re-read until config_generation is stable).
   func check() -> (linkUp: Bool, needsReset: Bool) {
-    if recovery.failed != nil { return (false, false) }
-    if recovery.phase != 0 { return continueRecovery() }
+    if recovery.failed != nil || recovery.phase != 0 {
+      // Drained, or the group's poll would wake at once until the recovery ends.
+      if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
+      return recovery.failed != nil ? (false, false) : continueRecovery()
+    }
     if reconnecting || session.peerGone() { return resume() }
     if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
     if Self.asksForReset(session.transport.readStatus()) { return beginRecovery() }
