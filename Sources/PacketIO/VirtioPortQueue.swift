@@ -4,11 +4,12 @@ import VirtioNet
 
 /// Where a virtio-net port's main thread and the workers owning its queue
 /// pairs meet: when the device restarts (a vhost-user backend), is removed
-/// (hot-unplug) or asks to be announced (§5.1.6.5.4). One request word
-/// (written by the main thread: removed bit, announce counter, reconnect
-/// epoch) and per pair an acknowledgement, the two ring positions the new
-/// backend must resume from and the last announce request served (written by
-/// the worker). Plain memory, each word on its own cache line group per pair;
+/// (hot-unplug), must be reset (DEVICE_NEEDS_RESET, NetRecovery.swift) or
+/// asks to be announced (§5.1.6.5.4). One request word (written by the main
+/// thread: removed bit, restart phase, announce counter, reconnect epoch) and
+/// per pair an acknowledgement, the two ring positions the new backend must
+/// resume from, the last announce request served and the restart phase
+/// parked for with its losses (written by the worker: +0, +4/+8, +12, +16/+20/+24). Plain memory, each word on its own cache line group per pair;
 /// freed by the port after every queue is gone.
 struct ReconnectBoard: ~Copyable {
   let base: UnsafeMutableRawPointer

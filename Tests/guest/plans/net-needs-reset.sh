@@ -25,7 +25,10 @@ if [ -n "$RA" ] && [ -n "$RB" ] && bind_vfio $RA && bind_vfio $RB; then
   order=$(grep -oE "port 1: (the device needs a reset|link down|recovered|link up)" /tmp/net-reset.log | sed 's/port 1: //' | tr '\n' '/')
   [ "$order" = "the device needs a reset/link down/recovered/link up/" ] && check_pass net-reset-events "$order" ||
     check_fail net-reset-events "events on port 1: '$order'"
-  fwd_traffic net-reset p2 net1 net2 1000 1500 4
+  # fwd_traffic waits for the run's total: 3000 + 1000 frames received on port A.
+  hostreq net-traffic net-reset p2 '{"from":"net1","to":"net2","count":1000,"rate":1500,"flows":4,"jumbo":false}'
+  wait_until 300 fwd_has_rx net-reset 4000 || check_fail net-reset-received "vio-fwd received $(fwd_rx net-reset) of 4000 frames"
+  hostreq net-traffic-wait net-reset p2
   fwd_stop net-reset
   grep -E "test only|NEEDS_RESET|recovered|port 1: link" /tmp/net-reset.log | head -n 8
   # vio-fwd's JSON: port 1 recovered once; what the reset lost is in its drops.
