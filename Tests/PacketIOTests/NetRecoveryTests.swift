@@ -63,6 +63,29 @@ final class NetRecoveryTests: XCTestCase {
     XCTAssertNil(q.brokenReason)
   }
 
+  /// A device that cannot be set up again after the reset (it refuses
+  /// DRIVER_OK): the port is reported failed once, its queue stops with a
+  /// reason, and nothing more is attempted.
+  func testDeviceThatDoesNotComeBackFailsThePort() throws {
+    let rig = try SimPortTests.Rig(packed: false)
+    var q = rig.group.takeQueue(port: 0, queue: 0)
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
+    q.start(pool: &pool)
+    rig.registers.failsDriverOK = true
+    rig.registers.setDeviceNeedsReset()
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
+    XCTAssertEqual(receive(&q, &pool, count: 1, tries: 3), [])
+    let events = rig.group.pollEvents(timeoutMilliseconds: 0)
+    XCTAssertEqual(events.count, 1, "\(events)")
+    guard case .failed(0, let why)? = events.first else { return XCTFail("\(events)") }
+    XCTAssertTrue(why.contains("could not be set up again"), why)
+    XCTAssertTrue(rig.group.isFailed(port: 0))
+    XCTAssertEqual(rig.group.recoveries(port: 0), 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "reported once")
+    XCTAssertEqual(transmit(&q, &pool, [SimPortTests.frame(1)]), 0, "a failed port takes nothing to send")
+    XCTAssertNotNil(q.brokenReason)
+  }
+
   func receive(_ q: inout PortQueue, _ pool: inout BufferPool, count: Int, tries: Int = Int.max) -> [[UInt8]] {
     var got: [[UInt8]] = []
     var burst = [PacketBuffer](repeating: PacketBuffer(index: 0, offset: 0, length: 0), count: 32)
