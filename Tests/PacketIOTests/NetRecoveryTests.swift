@@ -63,6 +63,29 @@ final class NetRecoveryTests: XCTestCase {
     XCTAssertNil(q.brokenReason)
   }
 
+  /// Two queue pairs: the device is set up again only once both workers
+  /// parked, VQ_PAIRS_SET is sent again (§5.1.6.5.5), and both pairs carry traffic after.
+  func testTwoPairsRecoverTogether() throws {
+    let rig = try SimPortTests.Rig(packed: false, pairs: 2, queues: 2)
+    var q0 = rig.group.takeQueue(port: 0, queue: 0)
+    var q1 = rig.group.takeQueue(port: 0, queue: 1)
+    var pool = try rig.group.makeBufferPool(count: 2 * rig.group.poolSize(burst: 32))
+    q0.start(pool: &pool)
+    q1.start(pool: &pool)
+    rig.registers.setDeviceNeedsReset()
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
+    XCTAssertEqual(receive(&q0, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "pair 1 has not parked yet")
+    XCTAssertEqual(receive(&q1, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.recovered(port: 0, lostTx: 0, lostRx: 0), .linkUp(port: 0)])
+    let pairsSet = rig.wire.control!.commands.filter { $0.cls == NetCtrl.classMQ && $0.command == NetCtrl.mqVQPairsSet && $0.data == [2, 0] }
+    XCTAssertEqual(pairsSet.count, 2, "VQ_PAIRS_SET sent again after the reset")
+    rig.wire.send((0..<10).map { SimPortTests.frame($0) }, pair: 1)
+    rig.wire.send((100..<105).map { SimPortTests.frame($0) }, pair: 0)
+    XCTAssertEqual(receive(&q1, &pool, count: 10), (0..<10).map { SimPortTests.frame($0) })
+    XCTAssertEqual(receive(&q0, &pool, count: 5), (100..<105).map { SimPortTests.frame($0) })
+  }
+
   /// A device that cannot be set up again after the reset (it refuses
   /// DRIVER_OK): the port is reported failed once, its queue stops with a
   /// reason, and nothing more is attempted.
