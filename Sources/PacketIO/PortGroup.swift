@@ -36,6 +36,8 @@ public struct PortGroup: ~Copyable {
   var linkUp: [Bool]
   var needsReset: [Bool]
   var removed: [Bool]
+  /// The device asked for a reset and could not be set up again (NetRecovery.swift).
+  var failed: [Bool]
   let logger: Logger
   /// Headroom in front of every packet (room for the virtio-net header, §5.1.6).
   public static let headroom = 64
@@ -138,6 +140,7 @@ public struct PortGroup: ~Copyable {
     self.linkUp = infos.map(\.linkUp)
     self.needsReset = infos.map { _ in false }
     self.removed = infos.map { _ in false }
+    self.failed = infos.map { _ in false }
     self.logger = options.logger
   }
 
@@ -234,6 +237,16 @@ public struct PortGroup: ~Copyable {
       if reset && !needsReset[i] {
         needsReset[i] = true
         events.append(.needsReset(port: i))
+      }
+      // NEEDS_RESET recovered in-process (or not): before the link comes up again.
+      if case .virtio(let p) = b, let outcome = p.takeRecoveryOutcome() {
+        needsReset[i] = false
+        switch outcome {
+        case .recovered(let tx, let rx): events.append(.recovered(port: i, lostTx: tx, lostRx: rx))
+        case .failed(let why):
+          failed[i] = true
+          events.append(.failed(port: i, reason: why))
+        }
       }
       if up != linkUp[i] {
         linkUp[i] = up

@@ -28,8 +28,16 @@ public struct PortInfo: Sendable {
 public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
   case linkUp(port: Int)
   case linkDown(port: Int)
-  /// §2.1.2: the device set DEVICE_NEEDS_RESET; its queues stopped.
+  /// §2.1.2: the device set DEVICE_NEEDS_RESET; the port resets it and sets
+  /// it up again in-process (link down meanwhile), then reports `recovered` or `failed`.
   case needsReset(port: Int)
+  /// The device is set up again after DEVICE_NEEDS_RESET, queues restarted:
+  /// frames that were queued for transmission (`lostTx`) or received but not
+  /// yet read (`lostRx`) were dropped, counted in `txDropped` / `rxDropped`.
+  case recovered(port: Int, lostTx: UInt64, lostRx: UInt64)
+  /// The device could not be set up again after DEVICE_NEEDS_RESET: its
+  /// queues stopped for good; the other ports carry on.
+  case failed(port: Int, reason: String)
   /// The device was taken away (hot-unplug, an unbind: VFIO's device-request
   /// interrupt, or its registers read all-ones): its queues stopped and it was
   /// released so the removal completes; the other ports carry on.
@@ -43,6 +51,7 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
   public var port: Int {
     switch self {
     case .linkUp(let p), .linkDown(let p), .needsReset(let p), .removed(let p), .announce(let p): p
+    case .recovered(let p, _, _), .failed(let p, _): p
     }
   }
 
@@ -50,7 +59,10 @@ public enum PortEvent: Sendable, Equatable, CustomStringConvertible {
     switch self {
     case .linkUp(let p): "port \(p): link up"
     case .linkDown(let p): "port \(p): link down"
-    case .needsReset(let p): "port \(p): the device needs a reset (DEVICE_NEEDS_RESET); restart the forwarder"
+    case .needsReset(let p): "port \(p): the device needs a reset (DEVICE_NEEDS_RESET): resetting it and setting it up again"
+    case .recovered(let p, let tx, let rx):
+      "port \(p): recovered from DEVICE_NEEDS_RESET in-process; \(tx) frame(s) queued for transmission and \(rx) received but unread were dropped (counted)"
+    case .failed(let p, let why): "port \(p): FAILED: \(why)"
     case .announce(let p): "port \(p): the device asks to be announced (a live migration): sending a gratuitous RARP for its MAC"
     case .removed(let p): "port \(p): the device was removed (hot-unplug); its queues stopped and it was released, the other ports carry on"
     }

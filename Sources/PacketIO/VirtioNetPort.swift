@@ -31,6 +31,11 @@ protocol VirtioPortControl: AnyObject {
   func checkAnnounce() -> Bool
   /// Announcements sent and acknowledged.
   var announcements: UInt64 { get }
+  /// How the last recovery from DEVICE_NEEDS_RESET ended, once (NetRecovery.swift).
+  func takeRecoveryOutcome() -> PortRecoveryOutcome?
+  var recoveries: UInt64 { get }
+  /// TEST ONLY: make the device itself set DEVICE_NEEDS_RESET.
+  func testOnlyProvokeNeedsReset() -> Bool
 }
 
 /// The ring layouts a `PortQueue` carries (split or packed), each to its case.
@@ -72,6 +77,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var announcements: UInt64 = 0
   let address: PortAddress
   let logger: Logger
+  /// DEVICE_NEEDS_RESET recovery (NetRecovery.swift).
+  var recovery: NetPortRecovery
   /// How long one reconnect attempt may wait (the main thread's poll loop waits that long).
   static var attemptMilliseconds: Int { 1000 }
 
@@ -106,6 +113,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.mac = config.mac
     self.address = address
     self.logger = logger
+    self.recovery = NetPortRecovery(promiscuous: options.promiscuous, maxQueuePairs: config.maxQueuePairs)
   }
 
   /// Queue pair `q` (receiveq q = 2q, transmitq q = 2q+1, §5.1.2), rung from
@@ -180,12 +188,17 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   /// positions; once all reported, one reconnect attempt per call (at most
   /// `attemptMilliseconds`), then link up. Otherwise, after a
   /// configuration-change interrupt (or on a timer): §2.1.2
-  /// DEVICE_NEEDS_RESET, and the link from the config (§5.1.4, re-read until
-  /// config_generation is stable).
+  /// DEVICE_NEEDS_RESET (recovered in-process, NetRecovery.swift), and the
+  /// link from the config (§5.1.4, re-read until config_generation is stable).
   func check() -> (linkUp: Bool, needsReset: Bool) {
+    if recovery.failed != nil || recovery.phase != 0 {
+      // Drained, or the group's poll would wake at once until the recovery ends.
+      if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
+      return recovery.failed != nil ? (false, false) : continueRecovery()
+    }
     if reconnecting || session.peerGone() { return resume() }
     if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
-    if session.transport.readStatus().contains(.deviceNeedsReset) { return (linkUp, true) }
+    if Self.asksForReset(session.transport.readStatus()) { return beginRecovery() }
     if let c = try? NetConfig(reading: session.transport, features: features) {
       linkUp = c.linkUp
       announceAsked = c.announce

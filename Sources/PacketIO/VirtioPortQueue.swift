@@ -4,11 +4,12 @@ import VirtioNet
 
 /// Where a virtio-net port's main thread and the workers owning its queue
 /// pairs meet: when the device restarts (a vhost-user backend), is removed
-/// (hot-unplug) or asks to be announced (§5.1.6.5.4). One request word
-/// (written by the main thread: removed bit, announce counter, reconnect
-/// epoch) and per pair an acknowledgement, the two ring positions the new
-/// backend must resume from and the last announce request served (written by
-/// the worker). Plain memory, each word on its own cache line group per pair;
+/// (hot-unplug), must be reset (DEVICE_NEEDS_RESET, NetRecovery.swift) or
+/// asks to be announced (§5.1.6.5.4). One request word (written by the main
+/// thread: removed bit, restart phase, announce counter, reconnect epoch) and
+/// per pair an acknowledgement, the two ring positions the new backend must
+/// resume from, the last announce request served and the restart phase
+/// parked for with its losses (written by the worker: +0, +4/+8, +12, +16/+20/+24). Plain memory, each word on its own cache line group per pair;
 /// freed by the port after every queue is gone.
 struct ReconnectBoard: ~Copyable {
   let base: UnsafeMutableRawPointer
@@ -29,11 +30,18 @@ struct ReconnectBoard: ~Copyable {
     return ReconnectControl(request: base, slot: base + (pair + 1) * Self.line)
   }
 
-  // The request word: bit 31 the device was removed (final), bits 16…30 an
-  // announce counter, bits 0…15 the drain epoch. Only the main thread writes it.
+  // The request word: bit 31 the device was removed (final), bits 24…30 the
+  // restart phase (odd: the device is being reset, NetRecovery.swift), bits
+  // 16…23 an announce counter, bits 12…15 a test-only counter (provoke
+  // DEVICE_NEEDS_RESET), bits 0…11 the drain epoch. Only the main thread writes it.
   static let removedBit: UInt32 = 1 << 31
-  static let announceMask: UInt32 = 0x7FFF_0000
-  static let drainMask: UInt32 = 0xFFFF
+  static let restartMask: UInt32 = 0x7F00_0000
+  static let restartOne: UInt32 = 1 << 24
+  static let announceMask: UInt32 = 0x00FF_0000
+  static let provokeMask: UInt32 = 0x0000_F000
+  static let drainMask: UInt32 = 0x0FFF
+
+  func bumpField(_ mask: UInt32, by one: UInt32) -> UInt32 { bump(mask, by: one) }
 
   private func bump(_ mask: UInt32, by one: UInt32) -> UInt32 {
     let w = vio_pkt_load_acquire_u32(base)
@@ -102,6 +110,10 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var pair: NetQueuePair<Q, Q>
   let control: ReconnectControl
   var acknowledged: UInt32 = 0
+  /// The restart phase this pair parked for (odd), 0 when running (NetRecovery.swift).
+  var parkedPhase: UInt32 = 0
+  /// Test only: when this pair published an impossible avail index (monotonic ns), 0 if it did not.
+  var provokedAt: UInt64 = 0
   /// Pair 0 of a port with a MAC: the one that sends the port's gratuitous packet.
   let announceMAC: MACAddress?
 
@@ -115,11 +127,9 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
     let r = control.requested
-    // A removed device's pair stops before taking anything more (what it left in the ring goes with it).
-    if r != acknowledged && r & ReconnectBoard.removedBit != 0 {
-      stopRemoved(r)
-      return 0
-    }
+    // A removed device's pair stops before taking anything more (what it left
+    // in the ring goes with it); a device being reset parks it (NetRecovery.swift).
+    if r != acknowledged && parks(r, &pool) { return 0 }
     let n = pair.receive(into: &burst, pool: &pool)
     // Fewer than asked: the used ring is empty, so this is where the old backend stopped.
     if n < capacity && r != acknowledged { serve(r, &pool, receiveRingEmpty: true) }
@@ -129,13 +139,19 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   @inline(__always)
   mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     let r = control.requested
-    if r != acknowledged { serve(r, &pool, receiveRingEmpty: false) }
+    if r != acknowledged {
+      if parks(r, &pool) { return 0 }
+      serve(r, &pool, receiveRingEmpty: false)
+    }
     return pair.transmit(burst, pool: &pool)
   }
 
   mutating func flush(pool: inout BufferPool) {
     let r = control.requested
-    if r != acknowledged { serve(r, &pool, receiveRingEmpty: false) }
+    if r != acknowledged {
+      if parks(r, &pool) { return }
+      serve(r, &pool, receiveRingEmpty: false)
+    }
     pair.reclaim(&pool)
   }
 
@@ -144,6 +160,9 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   /// or report where the rings stopped (drain first unless RX is empty).
   mutating func serve(_ r: UInt32, _ pool: inout BufferPool, receiveRingEmpty: Bool) {
     if r & ReconnectBoard.removedBit != 0 { return stopRemoved(r) }
+    // Restart and test-only requests are `parks`'s; it took what it served into `acknowledged`.
+    let mine = ReconnectBoard.restartMask | ReconnectBoard.provokeMask
+    if (r ^ acknowledged) & ~mine == 0 { return }
     let changed = r ^ acknowledged
     if changed & ReconnectBoard.announceMask != 0 {
       announce(&pool)
@@ -152,7 +171,7 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     if changed & ReconnectBoard.drainMask != 0 {
       if receiveRingEmpty { report(r, &pool) } else { drainThenReport(r, &pool) }
     }
-    acknowledged = r
+    acknowledged = (r & ~mine) | (acknowledged & mine)
   }
 
   /// §5.1.6.5.4: the port's gratuitous RARP, queued like any frame (a full
@@ -176,7 +195,6 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   mutating func report(_ epoch: UInt32, _ pool: inout BufferPool) {
     pair.reclaim(&pool)
     control.acknowledge(epoch: epoch, rx: pair.rx.deviceResumePosition, tx: pair.tx.deviceResumePosition)
-    acknowledged = epoch
   }
 
   /// From a transmit-only caller: received frames nobody would take are

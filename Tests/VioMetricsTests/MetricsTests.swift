@@ -52,11 +52,12 @@ final class MetricsTests: XCTestCase {
     s.txDropped = 2
     let samples = NetSamples.samples(
       queues: [[s, NetQueueStats()]],
-      ports: [.init(address: "vhost-user:/x", linkUp: true, linkChanges: 1, configInterrupts: 0, reconnects: 3)])
-    XCTAssertEqual(samples.count, 2 * NetSamples.counters.count + 4)
+      ports: [.init(address: "vhost-user:/x", linkUp: true, linkChanges: 1, configInterrupts: 0, reconnects: 3, recoveries: 2)])
+    XCTAssertEqual(samples.count, 2 * NetSamples.counters.count + 5)
     let rx = samples.first { $0.name == "vio_net_rx_packets_total" && $0.labels.contains { $0 == ("queue", "0") } }
     XCTAssertEqual(rx?.value, 7)
     XCTAssertEqual(samples.first { $0.name == "vio_net_reconnects_total" }?.value, 3)
+    XCTAssertEqual(samples.first { $0.name == "vio_net_recoveries_total" }?.value, 2)
   }
 
   func testLatencyBuckets() {

@@ -82,7 +82,7 @@ FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset
                "--fsync", "--reconnect_timeout", "--test-only-needs-reset-after",
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
-               "--tx-retries", "--metrics-port", "--metrics-linger"]
+               "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after"]
 
 
 def numeric_options(rng, options):

@@ -55,6 +55,7 @@ def fwd(prom, job, path):
         for key in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped", "tx_ring_full", "rx_errors", "notifications"):
             rows.append((f"port {i} {key}", last(prom, f"vio_net_{key}_total", labels), p[key]))
         rows.append((f"port {i} reconnects", last(prom, "vio_net_reconnects_total", labels), p["reconnects"]))
+        rows.append((f"port {i} recoveries", last(prom, "vio_net_recoveries_total", labels), p["recoveries"]))
         rows.append((f"port {i} link changes", last(prom, "vio_net_link_changes_total", labels), p["link_events"]))
     return compare(rows)
 

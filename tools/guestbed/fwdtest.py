@@ -215,3 +215,18 @@ def _net_traffic(ctx, args):
               f"{phases[0].src}->{phases[0].dst} intact, once, in flow order; {missing} missing, vio-fwd dropped {drops}, "
               f"forwarded {fwd.get('forwarded')}, wait {fwd.get('wait')}{spread}{rate}")
     return (not problems), ("; ".join(problems) + rate if problems else detail)
+
+
+@hostchecks.hostcheck("net-traffic-complete", nargs=2)
+def _net_traffic_complete(ctx, args):
+    """One phase of a run had to arrive whole: every frame intact, once, in
+    per-flow order, none missing whatever the forwarder counted (issue 18:
+    the frames sent after a port recovered from DEVICE_NEEDS_RESET)."""
+    run, name = args
+    runs = getattr(ctx, "traffic_runs", None)
+    p = next((p for p in (runs.phases.get(run, []) if runs else []) if p.name == name), None)
+    if p is None:
+        return False, f"no traffic phase {run}/{name} was sent"
+    if p.error:
+        return False, f"{name}: {p.error}"
+    return p.verdict().summary(explained_losses=0)

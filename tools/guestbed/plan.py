@@ -266,6 +266,8 @@ def default_plan_body(programs=("vio-guest-check",)):
         # Real TCP through vio-fwd and the guest kernel (issue 15; tcptest.py).
         _plan_file("net-tcp.sh").rstrip("\n"),
         _plan_file("fallback-legacy.sh").rstrip("\n"),
+        # issue 18: DEVICE_NEEDS_RESET on a net port, recovered in-process.
+        _plan_file("net-needs-reset.sh").rstrip("\n"),
         'fi',
         'else',
         '  check_fail vio-fwd-present "/bin/vio-fwd is not in the initramfs"',

@@ -13,8 +13,11 @@ public enum NetSamples {
     public var linkChanges: UInt64
     public var configInterrupts: UInt64
     public var reconnects: UInt64
+    /// In-process recoveries from DEVICE_NEEDS_RESET.
+    public var recoveries: UInt64
 
-    public init(address: String, linkUp: Bool, linkChanges: UInt64, configInterrupts: UInt64, reconnects: UInt64) {
+    public init(address: String, linkUp: Bool, linkChanges: UInt64, configInterrupts: UInt64, reconnects: UInt64, recoveries: UInt64 = 0) {
+      self.recoveries = recoveries
       self.address = address
       self.linkUp = linkUp
       self.linkChanges = linkChanges
@@ -44,6 +47,7 @@ public enum NetSamples {
       out.append(MetricSample("vio_net_link_changes_total", portLabels, port.linkChanges))
       out.append(MetricSample("vio_net_config_interrupts_total", portLabels, port.configInterrupts))
       out.append(MetricSample("vio_net_reconnects_total", portLabels, port.reconnects))
+      out.append(MetricSample("vio_net_recoveries_total", portLabels, port.recoveries))
     }
     return out
   }

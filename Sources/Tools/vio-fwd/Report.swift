@@ -86,6 +86,9 @@ enum Report {
     var removed: [Bool]
     /// Gratuitous announcements sent per port (after a live migration, §5.1.6.5.4).
     var announcements: [UInt64]
+    /// In-process recoveries from DEVICE_NEEDS_RESET, and ports whose device did not come back.
+    var recoveries: [UInt64]
+    var failed: [Bool]
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
@@ -116,6 +119,8 @@ enum Report {
             + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
             + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : "")
             + (removed[p] ? ", REMOVED during the run" : "")
+            + (recoveries[p] > 0 ? ", recovered from DEVICE_NEEDS_RESET \(recoveries[p]) time(s)" : "")
+            + (failed[p] ? ", FAILED (the device did not come back after DEVICE_NEEDS_RESET)" : "")
             + (ports[p].path == "kernel" ? ", dropped by the interface after the hand-over \(kernelTxDropped[p])" : ""))
       }
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
@@ -131,7 +136,8 @@ enum Report {
         var kv = [
           "\"port\":\(q(ports[p].address.description))", "\"path\":\(q(ports[p].path))", "\"mtu\":\(ports[p].mtu)", "\"detail\":\(q(ports[p].detail))",
           "\"link_up\":\(links[p])", "\"link_events\":\(linkEvents[p])", "\"config_interrupts\":\(configInterrupts[p])",
-          "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"announcements\":\(announcements[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
+          "\"reconnects\":\(reconnects[p])", "\"removed\":\(removed[p])", "\"announcements\":\(announcements[p])",
+          "\"recoveries\":\(recoveries[p])", "\"failed\":\(failed[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
           "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
         if let a = ports[p].dmaAddressing { kv.append("\"dma_addressing\":\(q(a.rawValue))") }

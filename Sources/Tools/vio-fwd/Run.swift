@@ -62,6 +62,7 @@ struct Run {
     var events: [String] = []
     var linkEvents = [Int](repeating: 0, count: portCount)
     var exitCode: Int32 = 0
+    var provoke = TestOnlyNeedsReset(after: s.testOnlyNeedsResetAfter)
     // A stats period of 0 means no live lines: the next one is never due.
     // (Both sums saturate: `start &+ UInt64.max` used to wrap to start - 1, a
     // live line on every pass of this loop.)
@@ -81,10 +82,11 @@ struct Run {
         events.append(text)
         Console.note(text)
         linkEvents[e.port] += 1
-        if case .needsReset = e { exitCode = 1 }
+        // A port whose device could not be set up again after DEVICE_NEEDS_RESET fails the run, at its end.
+        if case .failed = e { exitCode = 1 }
         // A removed port (hot-unplug) stops; the others carry on: not a reason to stop forwarding.
       }
-      if exitCode != 0 { break }
+      provoke.poll(&group)
       let t = monotonicNanoseconds()
       activity.sample(at: t, packets: (0..<portCount).reduce(UInt64(0)) { $0 &+ Report.moved(group.stats(port: $1), s.mode) })
       metrics?.update(Self.samples(group, linkEvents))
@@ -110,6 +112,7 @@ struct Run {
       links: (0..<portCount).map { group.isLinkUp(port: $0) }, linkEvents: linkEvents,
       reconnects: (0..<portCount).map { group.reconnects(port: $0) }, removed: (0..<portCount).map { group.isRemoved(port: $0) },
       announcements: (0..<portCount).map { group.announcements(port: $0) },
+      recoveries: (0..<portCount).map { group.recoveries(port: $0) }, failed: (0..<portCount).map { group.isFailed(port: $0) },
       events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
       activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
@@ -126,7 +129,7 @@ struct Run {
     let ports = (0..<group.count).map { p in
       NetSamples.PortState(
         address: group.ports[p].address.description, linkUp: group.isLinkUp(port: p), linkChanges: UInt64(linkEvents[p]),
-        configInterrupts: group.configInterrupts(port: p), reconnects: group.reconnects(port: p))
+        configInterrupts: group.configInterrupts(port: p), reconnects: group.reconnects(port: p), recoveries: group.recoveries(port: p))
     }
     let queues = (0..<group.count).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0) } }
     return NetSamples.samples(queues: queues, ports: ports)

@@ -57,7 +57,8 @@ struct VioFwd: ParsableCommand {
       One worker thread per queue pair serves queue q of every port, with one buffer pool:
       a packet received on a VFIO or vhost-user port is transmitted on another of its kind without a copy.
       A group mixes VFIO ports or vhost-user ports (not both) with kernel interfaces. A vhost-user backend
-      that restarts takes the port's link down until it is back; the forwarder reconnects and goes on.
+      that restarts takes the port's link down until it is back; the forwarder reconnects and goes on. A device that sets
+      DEVICE_NEEDS_RESET is reset and set up again in-process (link down meanwhile; frames lost in the reset are counted).
       Live line per --stats-period on stderr; final summary on stderr, or one JSON line on stdout with --json.
       Exit status: 0 done, 1 a port failed, 64 bad usage or a port that is not there (docs/USAGE.md).
       """)
@@ -113,6 +114,11 @@ struct VioFwd: ParsableCommand {
   var logLevel: String = "warning"
   @OptionGroup(title: "Metrics")
   var metrics: MetricsOptions
+  /// Test only (issue 18's fault test): once a port sent N frames, its split
+  /// TX ring publishes an impossible avail index so the device itself sets
+  /// DEVICE_NEEDS_RESET, and the port recovers in-process.
+  @Option(name: .customLong("test-only-needs-reset-after"), help: .hidden)
+  var testOnlyNeedsResetAfter: Int?
 
   /// Longest --duration and --stats-period: a year.
   static let maxNanoseconds: UInt64 = 365 * 86_400 * 1_000_000_000
@@ -138,6 +144,7 @@ struct VioFwd: ParsableCommand {
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
     try Numbers.check(txRetries, option: "--tx-retries", in: 0...Int(Int32.max))
+    if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
     guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical") }
   }
 
@@ -193,7 +200,8 @@ struct VioFwd: ParsableCommand {
     Settings(
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
-      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile)
+      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
+      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter)
   }
 }
 
@@ -211,6 +219,7 @@ struct Settings: Sendable {
   var idlePolls: Int
   var txRetries: Int
   var statsFile: String?
+  var testOnlyNeedsResetAfter: Int? = nil
 }
 
 enum Console {
