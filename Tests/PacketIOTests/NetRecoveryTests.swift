@@ -23,7 +23,7 @@ final class NetRecoveryTests: XCTestCase {
     let free = pool.available
     q.start(pool: &pool)
     rig.wire.send((0..<5).map { SimPortTests.frame($0) })
-    XCTAssertEqual(receive(&q, &pool, count: 5), (0..<5).map { SimPortTests.frame($0) }, layout)
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 5), (0..<5).map { SimPortTests.frame($0) }, layout)
 
     // When the device fails it holds 3 frames received but not read, and 4
     // queued for transmission that it never took.
@@ -37,7 +37,7 @@ final class NetRecoveryTests: XCTestCase {
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)], layout)
     XCTAssertFalse(rig.group.isLinkUp(port: 0))
     // Until the device is back the worker's next bursts restart its rings and park: nothing in, nothing out.
-    XCTAssertEqual(receive(&q, &pool, count: 1, tries: 3), [], layout)
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 1, tries: 3), [], layout)
     XCTAssertEqual(transmit(&q, &pool, [SimPortTests.frame(2000)]), 0, "a parked pair takes nothing to send (\(layout))")
     XCTAssertEqual(pool.available, free, "every buffer of both rings is back in the pool (\(layout))")
 
@@ -51,7 +51,7 @@ final class NetRecoveryTests: XCTestCase {
     // The pair refills and goes on: frames both ways, in order.
     rig.device.allow(queue: 1, chains: nil)
     rig.wire.send((100..<120).map { SimPortTests.frame($0) })
-    XCTAssertEqual(receive(&q, &pool, count: 20), (100..<120).map { SimPortTests.frame($0) }, layout)
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 20), (100..<120).map { SimPortTests.frame($0) }, layout)
     let out = (1100..<1110).map { SimPortTests.frame($0) }
     XCTAssertEqual(transmit(&q, &pool, out), 10, layout)
     while rig.wire.transmitted().count < 10 && Date() < deadline.addingTimeInterval(10) { q.flush(pool: &pool) }
@@ -74,16 +74,16 @@ final class NetRecoveryTests: XCTestCase {
     q1.start(pool: &pool)
     rig.registers.setDeviceNeedsReset()
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
-    XCTAssertEqual(receive(&q0, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(receiveFrames(&q0, &pool, count: 1, tries: 3), [])
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "pair 1 has not parked yet")
-    XCTAssertEqual(receive(&q1, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(receiveFrames(&q1, &pool, count: 1, tries: 3), [])
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.recovered(port: 0, lostTx: 0, lostRx: 0), .linkUp(port: 0)])
     let pairsSet = rig.wire.control!.commands.filter { $0.cls == NetCtrl.classMQ && $0.command == NetCtrl.mqVQPairsSet && $0.data == [2, 0] }
     XCTAssertEqual(pairsSet.count, 2, "VQ_PAIRS_SET sent again after the reset")
     rig.wire.send((0..<10).map { SimPortTests.frame($0) }, pair: 1)
     rig.wire.send((100..<105).map { SimPortTests.frame($0) }, pair: 0)
-    XCTAssertEqual(receive(&q1, &pool, count: 10), (0..<10).map { SimPortTests.frame($0) })
-    XCTAssertEqual(receive(&q0, &pool, count: 5), (100..<105).map { SimPortTests.frame($0) })
+    XCTAssertEqual(receiveFrames(&q1, &pool, count: 10), (0..<10).map { SimPortTests.frame($0) })
+    XCTAssertEqual(receiveFrames(&q0, &pool, count: 5), (100..<105).map { SimPortTests.frame($0) })
   }
 
   /// A device that cannot be set up again after the reset (it refuses
@@ -97,7 +97,7 @@ final class NetRecoveryTests: XCTestCase {
     rig.registers.failsDriverOK = true
     rig.registers.setDeviceNeedsReset()
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
-    XCTAssertEqual(receive(&q, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 1, tries: 3), [])
     let events = rig.group.pollEvents(timeoutMilliseconds: 0)
     XCTAssertEqual(events.count, 1, "\(events)")
     guard case .failed(0, let why)? = events.first else { return XCTFail("\(events)") }
@@ -107,26 +107,6 @@ final class NetRecoveryTests: XCTestCase {
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "reported once")
     XCTAssertEqual(transmit(&q, &pool, [SimPortTests.frame(1)]), 0, "a failed port takes nothing to send")
     XCTAssertNotNil(q.brokenReason)
-  }
-
-  func receive(_ q: inout PortQueue, _ pool: inout BufferPool, count: Int, tries: Int = Int.max) -> [[UInt8]] {
-    var got: [[UInt8]] = []
-    var burst = [PacketBuffer](repeating: PacketBuffer(index: 0, offset: 0, length: 0), count: 32)
-    let deadline = Date().addingTimeInterval(10)
-    var left = tries
-    while got.count < count && left > 0 && Date() < deadline {
-      left -= 1
-      let n = burst.withUnsafeMutableBufferPointer { b in
-        var span = b.mutableSpan
-        return q.receive(into: &span, pool: &pool)
-      }
-      for i in 0..<n {
-        got.append(Array(pool.data(burst[i])))
-        pool.release(burst[i])
-      }
-      if n == 0 { sched_yield() }
-    }
-    return got
   }
 
   /// Hands `frames` to the queue once (no retry); what it refuses goes back to the pool. Returns how many it took.

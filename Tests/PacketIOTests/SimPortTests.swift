@@ -47,23 +47,6 @@ final class SimPortTests: XCTestCase {
     return f
   }
 
-  func receive(_ q: inout PortQueue, _ pool: inout BufferPool, count: Int) -> [[UInt8]] {
-    var got: [[UInt8]] = []
-    var burst = [PacketBuffer](repeating: PacketBuffer(index: 0, offset: 0, length: 0), count: 32)
-    let deadline = Date().addingTimeInterval(10)
-    while got.count < count && q.brokenReason == nil && Date() < deadline {
-      let n = burst.withUnsafeMutableBufferPointer { b in
-        var span = b.mutableSpan
-        return q.receive(into: &span, pool: &pool)
-      }
-      for i in 0..<n {
-        got.append(Array(pool.data(burst[i])))
-        pool.release(burst[i])
-      }
-      if n == 0 { sched_yield() }
-    }
-    return got
-  }
 
   func testReceiveAndTransmitBothLayouts() throws {
     for packed in [false, true] {
@@ -75,7 +58,7 @@ final class SimPortTests: XCTestCase {
       q.start(pool: &pool)
       let sent = (0..<100).map { Self.frame($0, length: 60 + $0 % 40) }
       rig.wire.send(sent)
-      let got = receive(&q, &pool, count: 100)
+      let got = receiveFrames(&q, &pool, count: 100)
       XCTAssertEqual(got, sent, "every frame, in order, byte for byte (\(packed ? "packed" : "split"))")
 
       // Transmit: the device records exactly the frames, in order.
@@ -118,8 +101,8 @@ final class SimPortTests: XCTestCase {
     q1.start(pool: &pool)
     rig.wire.send((0..<10).map { Self.frame($0) }, pair: 1)
     rig.wire.send((100..<105).map { Self.frame($0) }, pair: 0)
-    XCTAssertEqual(receive(&q1, &pool, count: 10), (0..<10).map { Self.frame($0) })
-    XCTAssertEqual(receive(&q0, &pool, count: 5), (100..<105).map { Self.frame($0) })
+    XCTAssertEqual(receiveFrames(&q1, &pool, count: 10), (0..<10).map { Self.frame($0) })
+    XCTAssertEqual(receiveFrames(&q0, &pool, count: 5), (100..<105).map { Self.frame($0) })
   }
 
   /// Link down / up from the config's status (§5.1.4) and DEVICE_NEEDS_RESET
@@ -148,7 +131,7 @@ final class SimPortTests: XCTestCase {
     var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
     q.start(pool: &pool)
     rig.wire.send((0..<3).map { Self.frame($0) })
-    XCTAssertEqual(receive(&q, &pool, count: 3), (0..<3).map { Self.frame($0) })
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 3), (0..<3).map { Self.frame($0) })
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
     rig.registers.removedByBus = true
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.removed(port: 0)])
@@ -157,7 +140,7 @@ final class SimPortTests: XCTestCase {
     XCTAssertFalse(rig.group.isLinkUp(port: 0))
     XCTAssertEqual(rig.registers.releasesAfterRemoval, 1)
     rig.wire.send((3..<6).map { Self.frame($0) })
-    XCTAssertEqual(receive(&q, &pool, count: 3), [], "a removed port's queue returns nothing")
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 3), [], "a removed port's queue returns nothing")
     XCTAssertEqual(q.brokenReason, .deviceRemoved)
     let b = pool.allocate()!
     var p = b
@@ -208,10 +191,10 @@ final class SimPortTests: XCTestCase {
     q.start(pool: &pool)
     rig.device.inject(.usedID(999), queue: 0, afterCompletions: 3)
     rig.wire.send((0..<10).map { Self.frame($0) })
-    let got = receive(&q, &pool, count: 10)
+    let got = receiveFrames(&q, &pool, count: 10)
     XCTAssertEqual(got, (0..<3).map { Self.frame($0) }, "the frames before the bad entry arrive")
     XCTAssertNotNil(q.brokenReason, "the queue says why it stopped")
-    XCTAssertEqual(receive(&q, &pool, count: 1), [], "a broken queue returns nothing more")
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 1), [], "a broken queue returns nothing more")
   }
 
   /// The transport's type is what a user opening the simulator gets wrong
@@ -226,4 +209,26 @@ final class SimPortTests: XCTestCase {
       XCTAssertTrue(error.message.contains("not virtio-net"), error.message)
     }
   }
+}
+
+/// Receives until `count` frames came, the queue broke, `tries` polls were made
+/// or 10 s passed; every buffer goes back to the pool.
+func receiveFrames(_ q: inout PortQueue, _ pool: inout BufferPool, count: Int, tries: Int = Int.max) -> [[UInt8]] {
+  var got: [[UInt8]] = []
+  var burst = [PacketBuffer](repeating: PacketBuffer(index: 0, offset: 0, length: 0), count: 32)
+  let deadline = Date().addingTimeInterval(10)
+  var left = tries
+  while got.count < count && left > 0 && q.brokenReason == nil && Date() < deadline {
+    left -= 1
+    let n = burst.withUnsafeMutableBufferPointer { b in
+      var span = b.mutableSpan
+      return q.receive(into: &span, pool: &pool)
+    }
+    for i in 0..<n {
+      got.append(Array(pool.data(burst[i])))
+      pool.release(burst[i])
+    }
+    if n == 0 { sched_yield() }
+  }
+  return got
 }
