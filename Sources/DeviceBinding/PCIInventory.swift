@@ -69,7 +69,8 @@ public enum PCIInventory {
       let peers = f.iommuGroupMembers().filter { $0.device != address }.map {
         PCIDeviceInfo.GroupPeer(address: $0.device, driver: $0.driver)
       }
-      let group = f.iommuGroup
+      // VFIO's made-up no-IOMMU group isolates nothing: shown as none.
+      let group = f.hasIOMMU ? f.iommuGroup : nil
       out.append(
         PCIDeviceInfo(
           address: address, vendorID: e.vendor, deviceID: e.device, vendorName: e.vendorName,
