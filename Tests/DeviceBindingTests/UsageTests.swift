@@ -1,4 +1,4 @@
-import DeviceBinding
+@testable import DeviceBinding
 import Foundation
 import XCTest
 
@@ -113,8 +113,45 @@ final class NoIOMMUBindTests: XCTestCase {
       blockDevices: ["vda"], usage: u)
   }
 
+  /// A throw-away sysfs root with what `NoIOMMUDriver` reads: vfio's
+  /// parameter (`nil`: vfio without no-IOMMU support) and vfio-pci loaded or not.
+  func fakeSysfs(parameter: String?, vfioPCI: Bool) -> String {
+    let root = NSTemporaryDirectory() + "vio-noiommu-\(UUID().uuidString)"
+    let fm = FileManager.default
+    try? fm.createDirectory(atPath: root + "/module/vfio/parameters", withIntermediateDirectories: true)
+    if vfioPCI { try? fm.createDirectory(atPath: root + "/bus/pci/drivers/vfio-pci", withIntermediateDirectories: true) }
+    if let parameter { fm.createFile(atPath: root + "/" + NoIOMMUDriver.vfioParameter, contents: Data((parameter + "\n").utf8)) }
+    addTeardownBlock { try? fm.removeItem(atPath: root) }
+    return root
+  }
+
+  func testTargetsUIOWithoutVFIONoIOMMUMode() {
+    let root = fakeSysfs(parameter: nil, vfioPCI: true)
+    XCTAssertEqual(Binder(sysfsRoot: root, noIOMMU: true).targetDriver, "uio_pci_generic")
+    XCTAssertTrue(Binder(sysfsRoot: root, noIOMMU: true).noIOMMUDriver.reason.contains("CONFIG_VFIO_NOIOMMU"))
+    XCTAssertEqual(Binder(sysfsRoot: root).targetDriver, "vfio-pci")
+    // vfio has the mode but vfio-pci is not loaded: uio, saying how to get it.
+    let noDriver = NoIOMMUDriver.choose(sysfsRoot: fakeSysfs(parameter: "N", vfioPCI: false))
+    XCTAssertEqual(noDriver.driver, "uio_pci_generic")
+    XCTAssertTrue(noDriver.reason.contains("modprobe vfio-pci"), noDriver.reason)
+  }
+
+  /// vfio with no-IOMMU support: vfio-pci, switching the mode on when it is off (and only then).
+  func testTargetsVFIONoIOMMUModeWhenVFIOHasIt() throws {
+    let on = NoIOMMUDriver.choose(sysfsRoot: fakeSysfs(parameter: "Y", vfioPCI: true))
+    XCTAssertEqual(on.driver, "vfio-pci")
+    XCTAssertFalse(on.enablesNoIOMMUMode)
+    let root = fakeSysfs(parameter: "N", vfioPCI: true)
+    let off = Binder(sysfsRoot: root, noIOMMU: true).noIOMMUDriver
+    XCTAssertEqual(off.driver, "vfio-pci")
+    XCTAssertTrue(off.enablesNoIOMMUMode)
+    XCTAssertTrue(off.reason.contains("enable_unsafe_noiommu_mode=1"), off.reason)
+    try off.enable(sysfsRoot: root)
+    // sysfs takes the write whole; the fake file keeps what followed the first byte.
+    XCTAssertEqual(try String(contentsOfFile: root + "/" + NoIOMMUDriver.vfioParameter, encoding: .utf8).prefix(1), "1")
+  }
+
   func testTargetsUIOWithoutAnIOMMU() {
-    XCTAssertEqual(Binder(noIOMMU: true).targetDriver, "uio_pci_generic")
     XCTAssertEqual(Binder().targetDriver, "vfio-pci")
     XCTAssertTrue(Binder(noIOMMU: true).preflight(["0000:00:03.0"], inventory: [device("0000:00:03.0")]).isEmpty)
   }
