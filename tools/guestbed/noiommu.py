@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 
 from . import log
+from .deps import DepsError, apt_update_once
 from .initramfs import modinfo
 
 MODULE = "vfio.ko"
@@ -83,7 +84,15 @@ def _build(kernel, dest):
             pkgs = [f"linux-source-{series}={version}", f"linux-headers-{kver}={version}",
                     f"linux-headers-{common}={version}", f"linux-kbuild-{series}={version}"]
             log(f"vfio no-IOMMU module: downloading {' '.join(pkgs)}")
-            _run(["apt-get", "download", *pkgs], tmp, logf, "apt-get download")
+            try:
+                _run(["apt-get", "download", *pkgs], tmp, logf, "apt-get download")
+            except NoIOMMUBuildError:
+                # Stale package lists (the kernel came from the cache): refresh once.
+                try:
+                    apt_update_once()
+                except DepsError as e:
+                    raise NoIOMMUBuildError(str(e))
+                _run(["apt-get", "download", *pkgs], tmp, logf, "apt-get download")
             root = os.path.join(tmp, "root")
             for deb in sorted(glob.glob(os.path.join(tmp, "*.deb"))):
                 _run(["dpkg-deb", "-x", deb, root], tmp, logf, f"dpkg-deb -x {os.path.basename(deb)}")
