@@ -76,7 +76,7 @@ public enum PCIInventory {
           address: address, vendorID: e.vendor, deviceID: e.device, vendorName: e.vendorName,
           deviceName: e.deviceName, className: e.className, driver: f.driver, iommuGroup: group, groupPeers: peers,
           netInterfaces: net, blockDevices: block,
-          usage: system.usage(netInterfaces: net, blockDevices: block, vfioGroup: f.driver == "vfio-pci" ? group : nil)))
+          usage: system.usage(netInterfaces: net, blockDevices: block, vfioGroup: f.driver == "vfio-pci" ? f.iommuGroup : nil)))
     }
     return out.sorted { a, b in
       a.isVirtio != b.isVirtio ? a.isVirtio : a.address < b.address

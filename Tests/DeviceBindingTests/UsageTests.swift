@@ -37,6 +37,20 @@ final class UsageTests: XCTestCase {
 
   var view: SystemView { SystemView(procRoot: root + "/proc", sysRoot: root + "/sys", devRoot: root + "/dev") }
 
+  /// A process holding the group's node — /dev/vfio/N, or /dev/vfio/noiommu-N
+  /// in VFIO's no-IOMMU mode — has the function in use.
+  func testOpenVFIOGroupNodeIsInUse() throws {
+    for node in ["vfio/7", "vfio/noiommu-7"] {
+      try? FileManager.default.removeItem(atPath: root + "/proc/4242")
+      try make("proc/4242/comm", "vio-fwd\n")
+      try FileManager.default.createDirectory(atPath: root + "/proc/4242/fd", withIntermediateDirectories: true)
+      try FileManager.default.createSymbolicLink(atPath: root + "/proc/4242/fd/5", withDestinationPath: root + "/dev/" + node)
+      let u = view.usage(netInterfaces: [], blockDevices: [], vfioGroup: 7)
+      XCTAssertEqual(u.openBy, ["pid 4242 (vio-fwd) has \(root)/dev/\(node) open"], node)
+      XCTAssertFalse(view.usage(netInterfaces: [], blockDevices: [], vfioGroup: 8).inUse, node)
+    }
+  }
+
   func testMountedPartitionMakesDiskBusy() {
     let u = view.usage(netInterfaces: [], blockDevices: ["vda"], vfioGroup: nil)
     XCTAssertTrue(u.inUse)
