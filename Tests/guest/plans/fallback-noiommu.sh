@@ -9,6 +9,9 @@
 #   vio-fio:   pci:blk0 -> /dev/vdX on io_uring: write + verify, re-verify,
 #              and the host checks the image (HOSTCHECK blk-verify).
 #   --no-fallback: both tools fail with the reason (exit 1).
+# Then, opted in (issue 14), the userspace path without an IOMMU: over
+# uio_pci_generic, then over VFIO's no-IOMMU mode (a rebuilt vfio.ko), then
+# the kernel path, with figures side by side.
 
 NA=$(fwd_dev 52:54:00:12:34:61)
 NB=$(fwd_dev 52:54:00:12:34:62)
