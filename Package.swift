@@ -119,7 +119,7 @@ let package = Package(
       path: "Sources/Tools/vio-fwd"),
     // Binding: libpci enumeration, in-use detection, preflight, vfio-pci moves.
     .target(name: "CLibPCI", path: "Sources/Shims/LibPCI", linkerSettings: [.linkedLibrary("pci")]),
-    .target(name: "DeviceBinding", dependencies: ["CLibPCI", "VirtioVFIO", "VirtioCore", "VirtioSpec"]),
+    .target(name: "DeviceBinding", dependencies: ["CLibPCI", "VirtioVFIO", "VirtioCore", "VirtioSpec", "VirtioOS"]),
     .executableTarget(
       name: "vio-bind",
       dependencies: [

@@ -85,10 +85,16 @@ public struct BlockDevice: ~Copyable {
     return try openVirtio(VFIOPCITransport.open(address, options: vfio, logger: logger), options: options, logger: logger)
   }
 
-  /// A `pci:` function on uio_pci_generic without an IOMMU (`allowNoIOMMU`):
-  /// physical addresses, polled queues.
+  /// A `pci:` function without an IOMMU (`allowNoIOMMU`), physical
+  /// addresses: on vfio-pci in VFIO's no-IOMMU mode (MSI-X kept), else on
+  /// uio_pci_generic (polled queues).
   static func openNoIOMMU(_ address: PCIAddress, options: BlockOpenOptions, logger: Logger) throws(VirtioError) -> any BlockDriver {
-    try openVirtio(UIOPCITransport.open(address, logger: logger), options: options, logger: logger)
+    if PCIFunction(address, logger: logger).inNoIOMMUGroup {
+      var vfio = VFIOPCIOptions()
+      vfio.allowNoIOMMU = true
+      return try openVirtio(VFIOPCITransport.open(address, options: vfio, logger: logger), options: options, logger: logger)
+    }
+    return try openVirtio(UIOPCITransport.open(address, logger: logger), options: options, logger: logger)
   }
 
   /// A vhost-user-blk backend. Its shared memory is sized here, once (the

@@ -16,8 +16,9 @@ public struct Binder {
   public var sysfsRoot: String
   public var system: SystemView
   public var force: Bool
-  /// Bind to uio_pci_generic for the no-IOMMU path instead of vfio-pci:
-  /// only functions without an IOMMU group, with the same in-use checks.
+  /// Bind for the no-IOMMU path: vfio-pci in VFIO's no-IOMMU mode when
+  /// vfio has it, else uio_pci_generic (`NoIOMMUDriver`); only functions
+  /// without an IOMMU group, with the same in-use checks.
   public var noIOMMU: Bool
 
   public init(sysfsRoot: String = "/sys", system: SystemView = SystemView(), force: Bool = false, noIOMMU: Bool = false) {
@@ -28,7 +29,10 @@ public struct Binder {
   }
 
   /// The driver `bind` moves functions to.
-  public var targetDriver: String { noIOMMU ? UIOPCITransport.kernelDriver : "vfio-pci" }
+  public var targetDriver: String { noIOMMU ? noIOMMUDriver.driver : "vfio-pci" }
+
+  /// What `bind` does without an IOMMU, and why (reads sysfs).
+  public var noIOMMUDriver: NoIOMMUDriver { NoIOMMUDriver.choose(sysfsRoot: sysfsRoot) }
 
   /// Everything that stops `addresses` from being bound, as refusals (empty: go ahead).
   public func preflight(_ addresses: [String], inventory: [PCIDeviceInfo]) -> [BindRefusal] {
@@ -72,18 +76,20 @@ public struct Binder {
     return out
   }
 
-  /// Binds each function to vfio-pci (uio_pci_generic with `noIOMMU`) and
+  /// Binds each function to vfio-pci (with `noIOMMU`: `noIOMMUDriver`) and
   /// checks its group is viable afterwards.
   /// Returns the driver each had before.
   public func bind(_ addresses: [String]) throws(BindRefusal) -> [String: String?] {
     let inventory = PCIInventory.scan(sysfsRoot: sysfsRoot, system: system)
     if let first = preflight(addresses, inventory: inventory).first { throw first }
+    let target = targetDriver
+    if noIOMMU { try noIOMMUDriver.enable(sysfsRoot: sysfsRoot) }
     var previous: [String: String?] = [:]
     for a in addresses {
       guard let pci = PCIAddress(a) else { throw BindRefusal(address: a, message: "not a PCI address (want DDDD:BB:DD.F)") }
       let f = PCIFunction(pci, sysfsRoot: sysfsRoot)
       do {
-        previous[a] = try f.bind(to: targetDriver)
+        previous[a] = try f.bind(to: target)
       } catch {
         throw BindRefusal(address: a, message: error.message)
       }

@@ -69,13 +69,14 @@ public enum PCIInventory {
       let peers = f.iommuGroupMembers().filter { $0.device != address }.map {
         PCIDeviceInfo.GroupPeer(address: $0.device, driver: $0.driver)
       }
-      let group = f.iommuGroup
+      // VFIO's made-up no-IOMMU group isolates nothing: shown as none.
+      let group = f.hasIOMMU ? f.iommuGroup : nil
       out.append(
         PCIDeviceInfo(
           address: address, vendorID: e.vendor, deviceID: e.device, vendorName: e.vendorName,
           deviceName: e.deviceName, className: e.className, driver: f.driver, iommuGroup: group, groupPeers: peers,
           netInterfaces: net, blockDevices: block,
-          usage: system.usage(netInterfaces: net, blockDevices: block, vfioGroup: f.driver == "vfio-pci" ? group : nil)))
+          usage: system.usage(netInterfaces: net, blockDevices: block, vfioGroup: f.driver == "vfio-pci" ? f.iommuGroup : nil)))
     }
     return out.sorted { a, b in
       a.isVirtio != b.isVirtio ? a.isVirtio : a.address < b.address

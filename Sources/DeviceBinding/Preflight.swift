@@ -30,7 +30,7 @@ public enum Preflight {
         PreflightItem(
           name: "iommu", level: .failure, detail: "no IOMMU groups in \(sysRoot)/kernel/iommu_groups",
           advice:
-            "enable an IOMMU: boot with intel_iommu=on (or amd_iommu=on); in a VM give it a vIOMMU (QEMU: -device intel-iommu,intremap=on,caching-mode=on and iommu_platform=on on the virtio devices). Without one, the library falls back to the kernel drivers, or, opted in (`vio-bind bind --no-iommu`, the tools' --allow-no-iommu), drives uio_pci_generic functions with physical addresses"))
+            "enable an IOMMU: boot with intel_iommu=on (or amd_iommu=on); in a VM give it a vIOMMU (QEMU: -device intel-iommu,intremap=on,caching-mode=on and iommu_platform=on on the virtio devices). Without one, the library falls back to the kernel drivers, or, opted in (`vio-bind bind --no-iommu`, the tools' --allow-no-iommu), drives the functions from this process with physical addresses (vfio-pci in no-IOMMU mode, or uio_pci_generic)"))
     } else {
       items.append(PreflightItem(name: "iommu", level: .ok, detail: "\(groups.count) IOMMU groups; kernel command line: \(cmdline.trimmingCharacters(in: .whitespacesAndNewlines))", advice: ""))
     }

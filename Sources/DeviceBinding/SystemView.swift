@@ -51,7 +51,9 @@ public struct SystemView: Sendable {
       u.routes += routes(on: ifname)
       u.addresses += addresses(on: ifname)
     }
-    let devPaths = Set(blockNames.map { "\(devRoot)/\($0)" } + (vfioGroup.map { ["\(devRoot)/vfio/\($0)"] } ?? []))
+    // A group's node: /dev/vfio/N, or /dev/vfio/noiommu-N in VFIO's no-IOMMU mode.
+    let groupNodes = vfioGroup.map { ["\(devRoot)/vfio/\($0)", "\(devRoot)/vfio/noiommu-\($0)"] } ?? []
+    let devPaths = Set(blockNames.map { "\(devRoot)/\($0)" } + groupNodes)
     if !devPaths.isEmpty { u.openBy = openers(of: devPaths) }
     return u
   }

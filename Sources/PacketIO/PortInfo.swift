@@ -4,7 +4,7 @@ import VirtioVFIO
 /// What a port turned out to be once open.
 public struct PortInfo: Sendable {
   public var address: PortAddress
-  /// `vfio`, `uio` (no IOMMU), `vhost-user`, `kernel` or `userspace` (a transport given directly).
+  /// `vfio`, `vfio-noiommu` or `uio` (no IOMMU), `vhost-user`, `kernel` or `userspace` (a transport given directly).
   public var path: String
   /// What the device makes of the addresses in the rings: `.iommu` (VFIO),
   /// `.physical` (no IOMMU), `.sharedMemory` (vhost-user); nil on the kernel path.

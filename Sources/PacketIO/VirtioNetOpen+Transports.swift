@@ -21,14 +21,23 @@ extension VirtioNetOpen {
     return (.virtio(port), info, space)
   }
 
-  /// A virtio-net PCI function on uio_pci_generic, without an IOMMU
-  /// (`PortOptions.allowNoIOMMU`): physical addresses, polled queues. Its
+  /// A virtio-net PCI function without an IOMMU (`PortOptions.allowNoIOMMU`):
+  /// on vfio-pci in VFIO's no-IOMMU mode (MSI-X kept), else on
+  /// uio_pci_generic (polled queues); physical addresses either way. Its
   /// buffers are physical memory every other no-IOMMU port of the group can
   /// reach as well, so nothing is shared explicitly.
   static func openNoIOMMU(_ address: PCIAddress, options: PortOptions, logger base: Logger) throws(VirtioError) -> (PortBackend, PortInfo) {
     var logger = base
     logger[metadataKey: "pci"] = "\(address)"
     try preflight(address, logger: logger)
+    if PCIFunction(address, logger: logger).inNoIOMMUGroup {
+      var vfio = options.vfio
+      vfio.allowNoIOMMU = true
+      let t = try VFIOPCITransport.open(address, options: vfio, logger: logger)
+      let (port, info) = try open(
+        t, address: .pci(address), path: VFIOPCITransport.noIOMMUBackend, pairsWithoutControlQueue: 1, options: options, logger: logger)
+      return (.virtio(port), info)
+    }
     var uio = UIOPCIOptions()
     uio.dmaChunkSize = options.vfio.dmaChunkSize
     let t = try UIOPCITransport.open(address, options: uio, logger: logger)

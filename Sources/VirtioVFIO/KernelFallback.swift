@@ -49,9 +49,10 @@ public enum KernelFallback {
     }
   }
 
-  /// No IOMMU covers `function` (it has no IOMMU group): VFIO cannot take
-  /// it; only the no-IOMMU path (uio_pci_generic, physical addresses) can.
-  public static func lacksIOMMU(_ function: PCIFunction) -> Bool { function.iommuGroup == nil }
+  /// No IOMMU covers `function` (it has no IOMMU group, or only the one VFIO
+  /// makes up in no-IOMMU mode): VFIO with an IOMMU cannot take it; only the
+  /// no-IOMMU path (VFIO's no-IOMMU mode or uio_pci_generic, physical addresses) can.
+  public static func lacksIOMMU(_ function: PCIFunction) -> Bool { !function.hasIOMMU }
 
   /// A "no IOMMU" failure, saying that the userspace path without one exists
   /// as an explicit opt-in when the caller did not ask for it.
@@ -59,7 +60,7 @@ public enum KernelFallback {
     guard error.code == .noIOMMU, !allowed else { return error }
     var e = error
     e.message +=
-      "; or, accepting that the device then reaches all memory unchecked, opt in to the no-IOMMU userspace path: bind the function to uio_pci_generic (`vio-bind bind --no-iommu`) and pass --allow-no-iommu (allowNoIOMMU in the library options)"
+      "; or, accepting that the device then reaches all memory unchecked, opt in to the no-IOMMU userspace path: bind the function with `vio-bind bind --no-iommu` (vfio-pci in no-IOMMU mode, else uio_pci_generic) and pass --allow-no-iommu (allowNoIOMMU in the library options)"
     return e
   }
 

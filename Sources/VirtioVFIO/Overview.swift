@@ -9,6 +9,8 @@
 //   MMIO.swift                          BARs mmap'ed from the device fd; volatile register access
 //   DMAArena.swift                      pinned memory (2 MiB hugetlb or 4 KiB), VFIO_IOMMU_MAP_DMA,
 //                                       IOVA bump allocator — VirtioCore's DMAAllocator
+//   VFIODMAMemory.swift                 a container's memory: DMAArena, or (VFIO's no-IOMMU
+//                                       mode, /dev/vfio/noiommu-N) PhysicalDMAArena
 //   Interrupts.swift                    one eventfd per MSI-X vector, epoll, counters
 //   VFIOPCITransport*.swift             VirtioCore's Transport over all of the above
 //   VFIOPCITransport+Session.swift      what VirtioCore's one session needs from VFIO

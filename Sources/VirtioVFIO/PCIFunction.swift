@@ -42,6 +42,21 @@ public struct PCIFunction: Sendable, CustomStringConvertible {
     Sys.readLink(path + "/iommu_group").flatMap { Int(lastComponent($0)) }
   }
 
+  /// The function's group is one VFIO made up in no-IOMMU mode (vfio-pci
+  /// bound it with enable_unsafe_noiommu_mode=1; the group is named
+  /// `vfio-noiommu`, its node is /dev/vfio/noiommu-N): no IOMMU isolates it.
+  public var inNoIOMMUGroup: Bool {
+    guard let g = iommuGroup else { return false }
+    return Sys.readLine("\(sysfsRoot)/kernel/iommu_groups/\(g)/name") == Self.noIOMMUGroupName
+  }
+
+  /// The name vfio gives the groups it makes in no-IOMMU mode (Linux: drivers/vfio).
+  public static let noIOMMUGroupName = "vfio-noiommu"
+
+  /// An IOMMU really isolates the function (it has a group that is not a
+  /// made-up no-IOMMU one).
+  public var hasIOMMU: Bool { iommuGroup != nil && !inNoIOMMUGroup }
+
   public var vendorID: UInt16? { Sys.readLine(path + "/vendor").flatMap(Self.parseHex16) }
   public var deviceID: UInt16? { Sys.readLine(path + "/device").flatMap(Self.parseHex16) }
 

@@ -89,32 +89,13 @@ extension UIOPCITransport {
         notify: try VFIOPCITransport.carve(bars, caps.notify!, "notify", address))
 
       progress.step = "features"
-      try refuseAccessPlatform(regs, type: type, address: address)
+      try regs.refuseAccessPlatformWithoutIOMMU()
 
       return UIOPCITransport(
         registers: regs, bars: bars, configFD: configFD, dma: PhysicalDMAArena(chunkSize: options.dmaChunkSize, logger: progress.logger),
         address: address, deviceType: type, capabilities: caps, logger: progress.logger)
     } catch {
       throw progress.failed(error)
-    }
-  }
-
-  /// §6.1 / §2.2: a device offering VIRTIO_F_ACCESS_PLATFORM sits behind a
-  /// platform IOMMU and expects addresses it translates; with none here, the
-  /// physical addresses this transport gives would reach the device
-  /// untranslated only if it ignored the feature it offers — refuse instead.
-  /// §3.1.1 steps 1–3 (reset, ACKNOWLEDGE, DRIVER) to read the offer, then reset again.
-  static func refuseAccessPlatform(_ regs: borrowing VirtioPCIRegisters, type: DeviceType, address: PCIAddress) throws(VirtioError) {
-    try regs.reset()
-    regs.writeStatus(.acknowledge)
-    regs.writeStatus([.acknowledge, .driver])
-    let word = VirtioFeature.accessPlatform / 32
-    let offered = regs.readDeviceFeatures(word: word) & (1 << UInt32(VirtioFeature.accessPlatform % 32)) != 0
-    try regs.reset()
-    if offered {
-      throw VirtioError(
-        .refused,
-        "\(type) \(address) offers VIRTIO_F_ACCESS_PLATFORM (feature bit 33, §6.1): it expects its DMA addresses translated by an IOMMU, and this machine has none, so the no-IOMMU path refuses it; remove iommu_platform=on from the device (QEMU), or give the VM a vIOMMU and use VFIO")
     }
   }
 }

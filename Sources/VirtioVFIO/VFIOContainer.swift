@@ -10,8 +10,25 @@ public enum VFIOIOMMUType: Sendable, CustomStringConvertible {
   case type1v2
   /// VFIO_TYPE1_IOMMU: the original model (fallback).
   case type1
+  /// VFIO_NOIOMMU_IOMMU: no IOMMU at all (vfio's enable_unsafe_noiommu_mode):
+  /// no DMA mapping, the device uses physical addresses.
+  case noIOMMU
 
-  public var description: String { self == .type1v2 ? "TYPE1v2" : "TYPE1" }
+  public var description: String {
+    switch self {
+    case .type1v2: "TYPE1v2"
+    case .type1: "TYPE1"
+    case .noIOMMU: "NOIOMMU"
+    }
+  }
+
+  var ioctlArgument: UInt {
+    switch self {
+    case .type1v2: VIO_VFIO_TYPE1v2_IOMMU
+    case .type1: VIO_VFIO_TYPE1_IOMMU
+    case .noIOMMU: VIO_VFIO_NOIOMMU_IOMMU
+    }
+  }
 }
 
 /// What VFIO_IOMMU_GET_INFO reports about the container's IOMMU.
@@ -37,8 +54,9 @@ public struct VFIOContainer: ~Copyable {
   let fd: OwnedFD
   public private(set) var iommuType: VFIOIOMMUType?
 
-  /// Opens /dev/vfio/vfio and checks the API version and type1 support.
-  static func open() throws(VirtioError) -> VFIOContainer {
+  /// Opens /dev/vfio/vfio and checks the API version and type1 support
+  /// (`noIOMMU`: the no-IOMMU model instead).
+  static func open(noIOMMU: Bool = false) throws(VirtioError) -> VFIOContainer {
     let path = "/dev/vfio/vfio"
     let raw: Int32
     do {
@@ -50,6 +68,14 @@ public struct VFIOContainer: ~Copyable {
     let version = (try? Sys.ioctl(raw, VIO_VFIO_GET_API_VERSION, value: 0, "VFIO_GET_API_VERSION")) ?? -1
     guard version == VIO_VFIO_API_VERSION else {
       throw VirtioError(.vfioUnavailable, "\(path) speaks VFIO API version \(version), this driver needs \(VIO_VFIO_API_VERSION); use a newer kernel")
+    }
+    if noIOMMU {
+      guard container.supports(.noIOMMU) else {
+        throw VirtioError(
+          .noIOMMU,
+          "the VFIO container offers no no-IOMMU model: vfio is not in no-IOMMU mode; set it (`echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode`, a kernel built with CONFIG_VFIO_NOIOMMU) and bind again with `vio-bind bind --no-iommu`, or use uio_pci_generic")
+      }
+      return container
     }
     guard container.supports(.type1v2) || container.supports(.type1) else {
       throw VirtioError(
@@ -76,8 +102,21 @@ public struct VFIOContainer: ~Copyable {
 
   /// VFIO_CHECK_EXTENSION for a type1 model.
   func supports(_ type: VFIOIOMMUType) -> Bool {
-    let ext = type == .type1v2 ? VIO_VFIO_TYPE1v2_IOMMU : VIO_VFIO_TYPE1_IOMMU
-    return ((try? Sys.ioctl(fd.raw, VIO_VFIO_CHECK_EXTENSION, value: ext, "VFIO_CHECK_EXTENSION")) ?? 0) > 0
+    ((try? Sys.ioctl(fd.raw, VIO_VFIO_CHECK_EXTENSION, value: type.ioctlArgument, "VFIO_CHECK_EXTENSION")) ?? 0) > 0
+  }
+
+  /// VFIO_SET_IOMMU(VFIO_NOIOMMU_IOMMU): a container with no IOMMU behind it
+  /// (no DMA map ioctl; needs CAP_SYS_RAWIO). Needs a group in the container.
+  mutating func setNoIOMMU() throws(VirtioError) -> VFIOIOMMUType {
+    do {
+      _ = try Sys.ioctl(fd.raw, VIO_VFIO_SET_IOMMU, value: VIO_VFIO_NOIOMMU_IOMMU, "VFIO_SET_IOMMU(NOIOMMU)")
+    } catch {
+      throw VirtioError(
+        error.errno == EPERM ? .permissionDenied : .transport,
+        "VFIO_SET_IOMMU(NOIOMMU) failed (\(error.reason)); VFIO's no-IOMMU mode needs root (CAP_SYS_RAWIO)", errno: error.errno)
+    }
+    iommuType = .noIOMMU
+    return .noIOMMU
   }
 
   /// VFIO_SET_IOMMU: TYPE1v2 when offered, else TYPE1. Needs a group in the container.
@@ -85,9 +124,8 @@ public struct VFIOContainer: ~Copyable {
     if let t = iommuType { return t }
     var lastError: SysError? = nil
     for type in [VFIOIOMMUType.type1v2, .type1] where supports(type) {
-      let arg = type == .type1v2 ? VIO_VFIO_TYPE1v2_IOMMU : VIO_VFIO_TYPE1_IOMMU
       do {
-        _ = try Sys.ioctl(fd.raw, VIO_VFIO_SET_IOMMU, value: arg, "VFIO_SET_IOMMU(\(type))")
+        _ = try Sys.ioctl(fd.raw, VIO_VFIO_SET_IOMMU, value: type.ioctlArgument, "VFIO_SET_IOMMU(\(type))")
         iommuType = type
         return type
       } catch {

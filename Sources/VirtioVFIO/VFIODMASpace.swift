@@ -18,14 +18,14 @@ import VirtioCore
 /// control path only (setting up queues and pools), never per packet.
 public final class VFIODMASpace {
   // Destroyed in declaration order: the arena unmaps while the container is still open.
-  var arena: DMAArena
+  var arena: VFIODMAMemory
   let container: VFIOContainer
   public let iommuType: VFIOIOMMUType
   public let iommuInfo: VFIOIOMMUInfo
   /// Functions opened in this space so far (for messages).
   public internal(set) var members: [PCIAddress] = []
 
-  init(arena: consuming DMAArena, container: consuming VFIOContainer, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo) {
+  init(arena: consuming VFIODMAMemory, container: consuming VFIOContainer, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo) {
     self.arena = arena
     self.container = container
     self.iommuType = iommuType
@@ -34,4 +34,7 @@ public final class VFIODMASpace {
 
   /// Bytes mapped for the devices of this space.
   public var mappedBytes: Int { arena.mappedBytes }
+
+  /// VFIO's no-IOMMU mode: nothing translates, the devices get physical addresses.
+  public var isNoIOMMU: Bool { iommuType == .noIOMMU }
 }

@@ -14,7 +14,10 @@ struct VFIOGroup: ~Copyable {
   /// Opens /dev/vfio/<N> for `function`, after checking in sysfs that the
   /// group exists and that every member is free for VFIO, so the error names
   /// the device and driver in the way.
-  static func open(for function: PCIFunction) throws(VirtioError) -> VFIOGroup {
+  ///
+  /// `allowNoIOMMU`: a group VFIO made up in no-IOMMU mode is opened
+  /// (/dev/vfio/noiommu-N); without it such a group is refused as "no IOMMU".
+  static func open(for function: PCIFunction, allowNoIOMMU: Bool = false) throws(VirtioError) -> VFIOGroup {
     let address = function.address
     guard let number = function.iommuGroup else {
       let groups = Sys.listDirectory("\(function.sysfsRoot)/kernel/iommu_groups") ?? []
@@ -26,9 +29,15 @@ struct VFIOGroup: ~Copyable {
       throw VirtioError(
         .noIOMMU, "\(address) is not in any IOMMU group (no \(function.path)/iommu_group): its IOMMU does not cover it; VFIO cannot drive it — use the kernel driver")
     }
+    let noIOMMU = function.inNoIOMMUGroup
+    if noIOMMU && !allowNoIOMMU {
+      throw VirtioError(
+        .noIOMMU,
+        "\(address) is bound to vfio-pci in no-IOMMU mode (IOMMU group \(number) is VFIO's made-up `\(PCIFunction.noIOMMUGroupName)` group): no IOMMU isolates it")
+    }
     if let err = notViable(function, group: number) { throw err }
 
-    let path = "/dev/vfio/\(number)"
+    let path = noIOMMU ? "/dev/vfio/noiommu-\(number)" : "/dev/vfio/\(number)"
     let raw: Int32
     do {
       raw = try Sys.open(path, O_RDWR)

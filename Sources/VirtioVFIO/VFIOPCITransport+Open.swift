@@ -6,7 +6,9 @@ import VirtioSpec
 extension VFIOPCITransport {
   /// Opens a virtio-pci function that is bound to vfio-pci:
   /// container → group (viability checked, naming any device in the way) →
-  /// type1 IOMMU → device fd → VFIO_DEVICE_RESET (when offered) → memory and
+  /// type1 IOMMU (opted in, `allowNoIOMMU`, for a function vfio-pci holds in
+  /// no-IOMMU mode: the no-IOMMU model, physical-address hugepages, and the
+  /// ACCESS_PLATFORM refusal after the BARs) → device fd → VFIO_DEVICE_RESET (when offered) → memory and
   /// bus-master enable → capability walk → BARs mapped → DMA arena.
   /// The device is left in whatever virtio state it had; `DeviceInit.begin`
   /// resets it (§3.1.1 step 1).
@@ -93,6 +95,13 @@ extension VFIOPCITransport {
       let isr = try carve(bars, caps.isr!, "ISR", address)
       let deviceCfg = try carve(bars, caps.device!, "device config", address)
       let notify = try carve(bars, caps.notify!, "notify", address)
+      let registers = VirtioPCIRegisters(
+        address: address, deviceType: type, capabilities: caps, logger: progress.logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
+        common: common, isr: isr, deviceConfig: deviceCfg, notify: notify)
+      if space.isNoIOMMU {
+        progress.step = "features"
+        try registers.refuseAccessPlatformWithoutIOMMU()
+      }
       let queues = Int(common.read16(CommonCfg.num_queues))
       progress.logger.debug(
         "common config",
@@ -125,10 +134,7 @@ extension VFIOPCITransport {
       return VFIOPCITransport(
         interrupts: interrupts, removal: removal, removalFD: removalFD, bars: bars, space: space, device: device, group: group, address: address,
         deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: progress.logger,
-        options: options,
-        registers: VirtioPCIRegisters(
-          address: address, deviceType: type, capabilities: caps, logger: progress.logger, resetTimeoutMilliseconds: options.resetTimeoutMilliseconds,
-          common: common, isr: isr, deviceConfig: deviceCfg, notify: notify))
+        options: options, registers: registers)
     } catch {
       throw progress.failed(error)
     }
@@ -139,17 +145,43 @@ extension VFIOPCITransport {
   static func joinSpace(
     _ function: PCIFunction, shared: VFIODMASpace?, options: VFIOPCIOptions, logger: Logger, step: inout String
   ) throws(VirtioError) -> GroupInSpace {
+    // VFIO's no-IOMMU mode: vfio-pci holds the function in a made-up group
+    // (/dev/vfio/noiommu-N), the container has no IOMMU, DMA addresses are physical.
+    let noIOMMU = options.allowNoIOMMU && function.inNoIOMMUGroup
+    if noIOMMU {
+      logger.warning(
+        "opening WITHOUT an IOMMU (VFIO no-IOMMU mode): the device reaches all memory by physical address; a driver bug can corrupt any of it",
+        metadata: ["driver": "vfio-pci", "group": "noiommu-\(function.iommuGroup.map { String($0) } ?? "?")"])
+    }
     if let shared {
+      guard shared.isNoIOMMU == noIOMMU else {
+        throw VirtioError(
+          .invalidArgument,
+          "\(function.address) cannot share a DMA space \(noIOMMU ? "with an IOMMU" : "in VFIO's no-IOMMU mode"): \(noIOMMU ? "it has no IOMMU" : "it is isolated by an IOMMU"); open it on its own")
+      }
       // Another function's container: join its IOMMU address space (the
       // IOMMU model is already set; type1 replays its mappings for this group).
       step = "group"
-      let group = try VFIOGroup.open(for: function)
+      let group = try VFIOGroup.open(for: function, allowNoIOMMU: noIOMMU)
       step = "container"
       try group.attach(to: shared.container)
       logger.info(
         "joined a shared DMA space",
         metadata: ["group": "\(group.number)", "iommu": "\(shared.iommuType)", "with": "\(shared.members.map { "\($0)" }.joined(separator: ","))"])
       return GroupInSpace(group: group, space: shared)
+    } else if noIOMMU {
+      step = "container"
+      var container = try VFIOContainer.open(noIOMMU: true)
+      step = "group"
+      let group = try VFIOGroup.open(for: function, allowNoIOMMU: true)
+      try group.attach(to: container)
+      step = "iommu"
+      let type = try container.setNoIOMMU()
+      logger.info("no-IOMMU container", metadata: ["group": "noiommu-\(group.number)", "iommu": "\(type)", "iova": "physical"])
+      // No DMA map ioctl in this mode: hugepages whose physical addresses pagemap gives.
+      let arena = VFIODMAMemory.physical(PhysicalDMAArena(chunkSize: options.dmaChunkSize, logger: logger))
+      let info = VFIOIOMMUInfo(pageSizes: 0, iovaRanges: [], dmaMappingsAvailable: nil)
+      return GroupInSpace(group: group, space: VFIODMASpace(arena: arena, container: container, iommuType: type, iommuInfo: info))
     } else {
       step = "container"
       var container = try VFIOContainer.open()
@@ -167,8 +199,8 @@ extension VFIOPCITransport {
           "iova_ranges": "\(info.iovaRanges.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }.joined(separator: ","))",
           "dma_mappings_available": "\(info.dmaMappingsAvailable.map { String($0) } ?? "?")",
         ])
-      let arena = DMAArena(
-        containerFD: container.fd.raw, info: info, policy: options.hugePages, chunkSize: options.dmaChunkSize, logger: logger)
+      let arena = VFIODMAMemory.iommu(
+        DMAArena(containerFD: container.fd.raw, info: info, policy: options.hugePages, chunkSize: options.dmaChunkSize, logger: logger))
       return GroupInSpace(group: group, space: VFIODMASpace(arena: arena, container: container, iommuType: iommuType, iommuInfo: info))
     }
   }

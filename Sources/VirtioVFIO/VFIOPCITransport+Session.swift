@@ -14,26 +14,40 @@ extension VFIOPCITransport: SessionTransport {
 
   public var summary: String {
     let vectors = enabledVectorCount
-    return "VFIO, \(vectors > 0 ? "\(vectors) MSI-X vectors" : "no interrupts")"
+    let irq = vectors > 0 ? "\(vectors) MSI-X vectors" : "no interrupts"
+    return space.isNoIOMMU ? "\(Self.noIOMMUBackend), no IOMMU (physical addresses), \(irq)" : "VFIO, \(irq)"
   }
 
-  public var dmaAddressing: DMAAddressing { .iommu }
+  /// How the no-IOMMU mode names itself in reports (PortInfo.path, logs).
+  public static let noIOMMUBackend = "vfio-noiommu"
+
+  public var dmaAddressing: DMAAddressing { dma.addressing }
 
   public var setupMetadata: Logger.Metadata {
-    ["dma_bytes": "\(dma.mappedBytes)", "hugepages": "\(dma.usesHugePages)"]
+    var m: Logger.Metadata = ["dma_bytes": "\(dma.mappedBytes)", "hugepages": "\(dma.usesHugePages)"]
+    if space.isNoIOMMU { m["iova"] = "physical" }
+    return m
   }
 
   /// VFIO's IOVAs reach the device only through the IOMMU: ACCESS_PLATFORM
-  /// wanted always, required unless the options say otherwise.
+  /// wanted always, required unless the options say otherwise. In no-IOMMU
+  /// mode never asked for (§6.1: nothing translates; a device offering it
+  /// was refused at open).
   public func negotiationPolicy(_ driver: FeaturePolicy) -> FeaturePolicy {
     var p = driver
+    if space.isNoIOMMU {
+      let ap = FeatureSet(bit: VirtioFeature.accessPlatform)
+      p.wanted.remove(ap)
+      p.required.remove(ap)
+      return p
+    }
     p.wanted.formUnion(FeatureSet(bit: VirtioFeature.accessPlatform))
     if options.requireAccessPlatform { p.required.formUnion(FeatureSet(bit: VirtioFeature.accessPlatform)) }
     return p
   }
 
   public func explainNegotiationFailure(_ e: inout VirtioError) {
-    guard e.code == .missingFeatures, options.requireAccessPlatform,
+    guard e.code == .missingFeatures, options.requireAccessPlatform, !space.isNoIOMMU,
       !readDeviceFeatures().contains(bit: VirtioFeature.accessPlatform)
     else { return }
     e.message +=

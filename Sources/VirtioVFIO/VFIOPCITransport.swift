@@ -18,6 +18,11 @@ public struct VFIOPCIOptions: Sendable {
   /// would use guest-physical addresses and bypass the IOMMU, so the IOVAs of
   /// the DMA arena would be meaningless to it.
   public var requireAccessPlatform: Bool = true
+  /// Open a function vfio-pci holds in no-IOMMU mode (vfio loaded with
+  /// enable_unsafe_noiommu_mode=1: /dev/vfio/noiommu-N). The device then
+  /// reaches all memory by physical address (hugepages, `PhysicalDMAArena`);
+  /// MSI-X still works. Off: such a function is refused as "no IOMMU".
+  public var allowNoIOMMU: Bool = false
 
   public init() {}
 }
@@ -50,10 +55,11 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   let device: VFIODevice
   let group: VFIOGroup
 
-  /// DMA memory mapped into this function's IOMMU domain: rings and buffers
-  /// come from here. Shared with every function opened in the same
-  /// `dmaSpace`. Control path only (an exclusive access to a shared arena).
-  public var dma: DMAArena {
+  /// DMA memory mapped into this function's IOMMU domain (no-IOMMU mode:
+  /// hugepages addressed physically): rings and buffers come from here.
+  /// Shared with every function opened in the same `dmaSpace`. Control path
+  /// only (an exclusive access to a shared arena).
+  public var dma: VFIODMAMemory {
     _read { yield space.arena }
     _modify { yield &space.arena }
   }

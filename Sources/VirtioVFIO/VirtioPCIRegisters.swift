@@ -239,3 +239,25 @@ struct VirtioPCIRegisters: ~Copyable {
     return VirtioError(.queueSetup, "\(deviceType) \(address) queue \(index): \(why)")
   }
 }
+
+extension VirtioPCIRegisters {
+  /// The no-IOMMU paths (uio, VFIO's no-IOMMU mode).
+  /// §6.1 / §2.2: a device offering VIRTIO_F_ACCESS_PLATFORM sits behind a
+  /// platform IOMMU and expects addresses it translates; with none here, the
+  /// physical addresses a no-IOMMU transport gives would reach the device
+  /// untranslated only if it ignored the feature it offers — refuse instead.
+  /// §3.1.1 steps 1–3 (reset, ACKNOWLEDGE, DRIVER) to read the offer, then reset again.
+  func refuseAccessPlatformWithoutIOMMU() throws(VirtioError) {
+    try reset()
+    writeStatus(.acknowledge)
+    writeStatus([.acknowledge, .driver])
+    let word = VirtioFeature.accessPlatform / 32
+    let offered = readDeviceFeatures(word: word) & (1 << UInt32(VirtioFeature.accessPlatform % 32)) != 0
+    try reset()
+    if offered {
+      throw VirtioError(
+        .refused,
+        "\(deviceType) \(address) offers VIRTIO_F_ACCESS_PLATFORM (feature bit 33, §6.1): it expects its DMA addresses translated by an IOMMU, and this machine has none, so the no-IOMMU path refuses it; remove iommu_platform=on from the device (QEMU), or give the VM a vIOMMU and use VFIO")
+    }
+  }
+}

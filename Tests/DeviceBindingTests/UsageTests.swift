@@ -1,4 +1,4 @@
-import DeviceBinding
+@testable import DeviceBinding
 import Foundation
 import XCTest
 
@@ -36,6 +36,20 @@ final class UsageTests: XCTestCase {
   }
 
   var view: SystemView { SystemView(procRoot: root + "/proc", sysRoot: root + "/sys", devRoot: root + "/dev") }
+
+  /// A process holding the group's node — /dev/vfio/N, or /dev/vfio/noiommu-N
+  /// in VFIO's no-IOMMU mode — has the function in use.
+  func testOpenVFIOGroupNodeIsInUse() throws {
+    for node in ["vfio/7", "vfio/noiommu-7"] {
+      try? FileManager.default.removeItem(atPath: root + "/proc/4242")
+      try make("proc/4242/comm", "vio-fwd\n")
+      try FileManager.default.createDirectory(atPath: root + "/proc/4242/fd", withIntermediateDirectories: true)
+      try FileManager.default.createSymbolicLink(atPath: root + "/proc/4242/fd/5", withDestinationPath: root + "/dev/" + node)
+      let u = view.usage(netInterfaces: [], blockDevices: [], vfioGroup: 7)
+      XCTAssertEqual(u.openBy, ["pid 4242 (vio-fwd) has \(root)/dev/\(node) open"], node)
+      XCTAssertFalse(view.usage(netInterfaces: [], blockDevices: [], vfioGroup: 8).inUse, node)
+    }
+  }
 
   func testMountedPartitionMakesDiskBusy() {
     let u = view.usage(netInterfaces: [], blockDevices: ["vda"], vfioGroup: nil)
@@ -113,8 +127,45 @@ final class NoIOMMUBindTests: XCTestCase {
       blockDevices: ["vda"], usage: u)
   }
 
+  /// A throw-away sysfs root with what `NoIOMMUDriver` reads: vfio's
+  /// parameter (`nil`: vfio without no-IOMMU support) and vfio-pci loaded or not.
+  func fakeSysfs(parameter: String?, vfioPCI: Bool) -> String {
+    let root = NSTemporaryDirectory() + "vio-noiommu-\(UUID().uuidString)"
+    let fm = FileManager.default
+    try? fm.createDirectory(atPath: root + "/module/vfio/parameters", withIntermediateDirectories: true)
+    if vfioPCI { try? fm.createDirectory(atPath: root + "/bus/pci/drivers/vfio-pci", withIntermediateDirectories: true) }
+    if let parameter { fm.createFile(atPath: root + "/" + NoIOMMUDriver.vfioParameter, contents: Data((parameter + "\n").utf8)) }
+    addTeardownBlock { try? fm.removeItem(atPath: root) }
+    return root
+  }
+
+  func testTargetsUIOWithoutVFIONoIOMMUMode() {
+    let root = fakeSysfs(parameter: nil, vfioPCI: true)
+    XCTAssertEqual(Binder(sysfsRoot: root, noIOMMU: true).targetDriver, "uio_pci_generic")
+    XCTAssertTrue(Binder(sysfsRoot: root, noIOMMU: true).noIOMMUDriver.reason.contains("CONFIG_VFIO_NOIOMMU"))
+    XCTAssertEqual(Binder(sysfsRoot: root).targetDriver, "vfio-pci")
+    // vfio has the mode but vfio-pci is not loaded: uio, saying how to get it.
+    let noDriver = NoIOMMUDriver.choose(sysfsRoot: fakeSysfs(parameter: "N", vfioPCI: false))
+    XCTAssertEqual(noDriver.driver, "uio_pci_generic")
+    XCTAssertTrue(noDriver.reason.contains("modprobe vfio-pci"), noDriver.reason)
+  }
+
+  /// vfio with no-IOMMU support: vfio-pci, switching the mode on when it is off (and only then).
+  func testTargetsVFIONoIOMMUModeWhenVFIOHasIt() throws {
+    let on = NoIOMMUDriver.choose(sysfsRoot: fakeSysfs(parameter: "Y", vfioPCI: true))
+    XCTAssertEqual(on.driver, "vfio-pci")
+    XCTAssertFalse(on.enablesNoIOMMUMode)
+    let root = fakeSysfs(parameter: "N", vfioPCI: true)
+    let off = Binder(sysfsRoot: root, noIOMMU: true).noIOMMUDriver
+    XCTAssertEqual(off.driver, "vfio-pci")
+    XCTAssertTrue(off.enablesNoIOMMUMode)
+    XCTAssertTrue(off.reason.contains("enable_unsafe_noiommu_mode=1"), off.reason)
+    try off.enable(sysfsRoot: root)
+    // sysfs takes the write whole; the fake file keeps what followed the first byte.
+    XCTAssertEqual(try String(contentsOfFile: root + "/" + NoIOMMUDriver.vfioParameter, encoding: .utf8).prefix(1), "1")
+  }
+
   func testTargetsUIOWithoutAnIOMMU() {
-    XCTAssertEqual(Binder(noIOMMU: true).targetDriver, "uio_pci_generic")
     XCTAssertEqual(Binder().targetDriver, "vfio-pci")
     XCTAssertTrue(Binder(noIOMMU: true).preflight(["0000:00:03.0"], inventory: [device("0000:00:03.0")]).isEmpty)
   }

@@ -92,7 +92,8 @@ final class NoIOMMUTests: XCTestCase {
   func testFallbackReasonNamesTheOptInOnlyWhenNotTaken() {
     let e = VirtioError(.noIOMMU, "no IOMMU is active")
     let told = KernelFallback.mentioningOptIn(e, allowed: false)
-    XCTAssertTrue(told.message.contains("--allow-no-iommu") && told.message.contains("uio_pci_generic"), told.message)
+    XCTAssertTrue(
+      told.message.contains("--allow-no-iommu") && told.message.contains("uio_pci_generic") && told.message.contains("vfio-pci in no-IOMMU mode"), told.message)
     XCTAssertEqual(KernelFallback.mentioningOptIn(e, allowed: true).message, e.message)
     XCTAssertEqual(KernelFallback.mentioningOptIn(VirtioError(.groupNotViable, "x"), allowed: false).message, "x")
   }
@@ -103,6 +104,47 @@ final class NoIOMMUTests: XCTestCase {
     fs.addFunction("0000:00:04.0", driver: "virtio-pci", group: 2)
     XCTAssertTrue(KernelFallback.lacksIOMMU(PCIFunction(PCIAddress("0000:00:03.0")!, sysfsRoot: fs.root)))
     XCTAssertFalse(KernelFallback.lacksIOMMU(PCIFunction(PCIAddress("0000:00:04.0")!, sysfsRoot: fs.root)))
+  }
+
+  /// VFIO's no-IOMMU mode gives the function a made-up group named
+  /// `vfio-noiommu`: that is no IOMMU, and VFIO opens it only opted in.
+  func testNoIOMMUGroupIsNoIOMMU() {
+    let fs = FakeSysfs()
+    fs.addFunction("0000:00:03.0", driver: "vfio-pci", group: 2)
+    fs.write("kernel/iommu_groups/2/name", "vfio-noiommu\n")
+    fs.addFunction("0000:00:04.0", driver: "vfio-pci", group: 3)
+    let noiommu = PCIFunction(PCIAddress("0000:00:03.0")!, sysfsRoot: fs.root)
+    let real = PCIFunction(PCIAddress("0000:00:04.0")!, sysfsRoot: fs.root)
+    XCTAssertTrue(noiommu.inNoIOMMUGroup)
+    XCTAssertFalse(noiommu.hasIOMMU)
+    XCTAssertTrue(KernelFallback.lacksIOMMU(noiommu))
+    XCTAssertFalse(real.inNoIOMMUGroup)
+    XCTAssertTrue(real.hasIOMMU)
+    XCTAssertFalse(KernelFallback.lacksIOMMU(real))
+    do {
+      _ = try VFIOGroup.open(for: noiommu)
+      XCTFail("a no-IOMMU group opened without the opt-in")
+    } catch {
+      XCTAssertEqual(error.code, .noIOMMU)
+      XCTAssertTrue(error.message.contains("no-IOMMU mode") && error.message.contains("vfio-noiommu"), error.message)
+      XCTAssertTrue(KernelFallback.allows(error))
+    }
+  }
+
+  /// The no-IOMMU container model and VFIO's DMA memory in that mode: physical addresses, hugepages.
+  func testVFIONoIOMMUMemoryIsPhysical() {
+    XCTAssertEqual(VFIOIOMMUType.noIOMMU.description, "NOIOMMU")
+    XCTAssertEqual(VFIOIOMMUType.noIOMMU.ioctlArgument, 8)  // VFIO_NOIOMMU_IOMMU in linux/vfio.h
+    var memory = VFIODMAMemory.physical(PhysicalDMAArena(logger: .init(label: "test")))
+    XCTAssertEqual(memory.addressing, .physical)
+    XCTAssertTrue(memory.usesHugePages)
+    XCTAssertEqual(memory.mappedBytes, 0)
+    XCTAssertEqual(memory.mappingCount, 0)
+    // Invalid requests are refused before any page is taken, and the arena stays usable.
+    XCTAssertThrowsError(try memory.allocate(byteCount: 0, alignment: 64))
+    XCTAssertThrowsError(try memory.allocate(byteCount: 64, alignment: 3))
+    XCTAssertEqual(memory.addressing, .physical)
+    XCTAssertEqual(memory.mappedBytes, 0)
   }
 
   func testUIOOpenRefusesAFunctionNotOnUIOOrWithAnIOMMU() {
@@ -139,13 +181,13 @@ final class NoIOMMUTests: XCTestCase {
         address: PCIAddress("0000:00:03.0")!, deviceType: .block, capabilities: VirtioPCICapabilities(), logger: .init(label: "test"),
         resetTimeoutMilliseconds: 100, common: region, isr: region, deviceConfig: region, notify: region)
       if refused {
-        XCTAssertThrowsError(try UIOPCITransport.refuseAccessPlatform(regs, type: .block, address: regs.address)) { e in
+        XCTAssertThrowsError(try regs.refuseAccessPlatformWithoutIOMMU()) { e in
           let v = e as! VirtioError
           XCTAssertEqual(v.code, .refused)
           XCTAssertTrue(v.message.contains("ACCESS_PLATFORM") && v.message.contains("§6.1") && v.message.contains("iommu_platform"), v.message)
         }
       } else {
-        XCTAssertNoThrow(try UIOPCITransport.refuseAccessPlatform(regs, type: .block, address: regs.address))
+        XCTAssertNoThrow(try regs.refuseAccessPlatformWithoutIOMMU())
       }
       XCTAssertEqual(memory.load(fromByteOffset: CommonCfg.device_status, as: UInt8.self), 0, "left reset")
     }

@@ -19,7 +19,7 @@ import time
 
 from . import REPO_ROOT, blktest, log
 from . import boot as bootmod
-from . import deps, initramfs, plan, variants
+from . import deps, initramfs, noiommu, plan, variants
 from .kernel import fetch_kernel
 
 # Swift products built for the guest (each lands in the initramfs's /bin).
@@ -181,8 +181,19 @@ def main(argv=None):
                 body = f.read()
         else:
             body = plan.default_plan_body([p for p in a.run.split(",") if p])
+        # A boot without a vIOMMU also proves VFIO's no-IOMMU mode: its vfio.ko
+        # is rebuilt (cached) with CONFIG_VFIO_NOIOMMU; the plan fails with the
+        # reason when that was impossible.
+        noiommu_vfio = noiommu_error = None
+        if any(not v.iommu for v in vlist):
+            try:
+                noiommu_vfio = noiommu.vfio_noiommu_module(kernel)
+            except (noiommu.NoIOMMUBuildError, OSError) as e:
+                noiommu_error = str(e)
+                log(f"vfio no-IOMMU module unavailable: {e}")
         base, _ = initramfs.build_base(kernel, binaries, workdir,
-                                       debs=[os.path.abspath(d) for d in a.deb])
+                                       debs=[os.path.abspath(d) for d in a.deb],
+                                       noiommu_vfio=noiommu_vfio)
     except (SetupError, deps.DepsError, initramfs.InitramfsError,
             variants.VariantError, OSError) as e:
         print(f"guest-test: setup failed: {e}", flush=True)
@@ -196,6 +207,9 @@ def main(argv=None):
         env = v.env(a.smp)
         env["GUESTBED_HUGEPAGES"] = str(a.hugepages)
         env["GUESTBED_BIND"] = "vfio" if a.prebind else "kernel"
+        if not v.iommu:
+            env["GUESTBED_NOIOMMU_VFIO"] = ("/" + initramfs.NOIOMMU_VFIO) if noiommu_vfio else ""
+            env["GUESTBED_NOIOMMU_VFIO_ERROR"] = noiommu_error or ""
         initrd = initramfs.build_variant(base, plan.compose(body), plan.env_file(env), vdir)
         log(f"booting variant {v.name} (timeout {a.timeout} s)")
         r = bootmod.boot(v, kernel, initrd, vdir, timeout_s=a.timeout, mem_mib=a.mem,

@@ -245,9 +245,17 @@ def add_debs(stage, debs):
     return libs
 
 
-def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MODULES, debs=()):
+# Where a rebuilt vfio.ko with VFIO's no-IOMMU mode lies in the guest (not
+# loaded at boot; the no-IOMMU plan swaps it in: plans/fallback-noiommu.sh).
+NOIOMMU_VFIO = "lib/modules/noiommu/vfio.ko"
+
+
+def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MODULES, debs=(),
+               noiommu_vfio=None):
     """Stage and pack the base archive; returns (path, module load order).
-    `debs`: Debian packages unpacked into it, with systemd-udevd (add_debs)."""
+    `debs`: Debian packages unpacked into it, with systemd-udevd (add_debs).
+    `noiommu_vfio`: a vfio.ko built with CONFIG_VFIO_NOIOMMU (noiommu.py),
+    staged at NOIOMMU_VFIO."""
     stage = os.path.join(workdir, "initramfs-base")
     if os.path.exists(stage):
         shutil.rmtree(stage)
@@ -275,6 +283,8 @@ def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MOD
         with open(os.path.join(stage, "lib", "modules", n + ".ko"), "wb") as f:
             f.write(tree.elf(n))
     _write(os.path.join(stage, "etc", "guestbed", "modules"), "\n".join(order) + "\n")
+    if noiommu_vfio:
+        _copy_file(noiommu_vfio, os.path.join(stage, NOIOMMU_VFIO))
 
     # the project's binaries and their shared libraries
     libs = add_debs(stage, debs) if debs else set()

@@ -82,13 +82,13 @@ struct Check: ParsableCommand {
 
 struct Bind: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Bind virtio functions to vfio-pci (or, with --no-iommu, uio_pci_generic) after preflight; refuses devices in use unless --force.",
+    abstract: "Bind virtio functions to vfio-pci (or, with --no-iommu, vfio-pci in no-IOMMU mode or uio_pci_generic) after preflight; refuses devices in use unless --force.",
     discussion: "With --config, binds the functions the file lists (vio-bind.service does this at boot) to vfio-pci: all of them or, when one is refused, none.")
   @Flag(help: "Bind even if the device is in use (mounted, routed, open).") var force = false
   @Flag(
     name: .customLong("no-iommu"),
     help:
-      "Bind to uio_pci_generic, for a machine without an IOMMU (the tools then need --allow-no-iommu). The device can reach all memory: nothing contains a driver bug.")
+      "For a machine without an IOMMU: bind to vfio-pci in VFIO's no-IOMMU mode when the kernel's vfio has it (sets enable_unsafe_noiommu_mode=1; MSI-X kept), else to uio_pci_generic (polled); the tools then need --allow-no-iommu. The device can reach all memory: nothing contains a driver bug.")
   var noIOMMU = false
   @Flag(help: "Log each step of the move.") var verbose = false
   @Option(help: ArgumentHelp("Bind the functions listed in this file (one address per line) instead of arguments.", valueName: "file"))
@@ -109,8 +109,11 @@ struct Bind: ParsableCommand {
       }
       let binder = Binder(force: force, noIOMMU: noIOMMU)
       if noIOMMU {
+        let choice = binder.noIOMMUDriver
         FileHandle.standardError.write(
-          Data("vio-bind: warning: binding to uio_pci_generic without an IOMMU: the device can read and write all memory; a driver bug is not contained\n".utf8))
+          Data(
+            "vio-bind: warning: binding to \(choice.driver) without an IOMMU: the device can read and write all memory; a driver bug is not contained\nvio-bind: \(choice.driver) because \(choice.reason)\n"
+              .utf8))
       }
       let previous = try binder.bind(addresses)
       for a in addresses { print("\(a): bound to \(binder.targetDriver) (was \((previous[a] ?? nil) ?? "unbound"))") }

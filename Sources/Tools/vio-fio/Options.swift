@@ -113,7 +113,7 @@ struct Options: ParsableArguments {
   @Flag(
     name: .customLong("allow-no-iommu"),
     help:
-      "Without an IOMMU, drive a pci: target bound to uio_pci_generic (vio-bind bind --no-iommu) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The device can then reach all memory: nothing contains a driver bug.")
+      "Without an IOMMU, drive a pci: target bound with vio-bind bind --no-iommu (vfio-pci in no-IOMMU mode, or uio_pci_generic) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The device can then reach all memory: nothing contains a driver bug.")
   var allowNoIOMMU = false
 
   @Flag(name: .customLong("interrupts"), help: "Sleep on the queue's interrupt instead of polling.")

@@ -100,7 +100,7 @@ struct VioFwd: ParsableCommand {
   @Flag(
     name: .customLong("allow-no-iommu"),
     help:
-      "Without an IOMMU, drive pci: ports bound to uio_pci_generic (vio-bind bind --no-iommu) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The devices can then reach all memory: nothing contains a driver bug.")
+      "Without an IOMMU, drive pci: ports bound with vio-bind bind --no-iommu (vfio-pci in no-IOMMU mode, or uio_pci_generic) from this process with physical addresses (root, 2 MiB hugepages) instead of the kernel path. The devices can then reach all memory: nothing contains a driver bug.")
   var allowNoIOMMU = false
   @Option(help: "Ring layout: auto (packed when the device offers it), split or packed.")
   var ring: RingChoice = .auto

@@ -39,6 +39,8 @@ static const unsigned long VIO_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
 static const int VIO_VFIO_API_VERSION = VFIO_API_VERSION;
 static const unsigned long VIO_VFIO_TYPE1_IOMMU = VFIO_TYPE1_IOMMU;
 static const unsigned long VIO_VFIO_TYPE1v2_IOMMU = VFIO_TYPE1v2_IOMMU;
+/* No-IOMMU mode (CONFIG_VFIO_NOIOMMU, vfio's enable_unsafe_noiommu_mode=1): no DMA mapping. */
+static const unsigned long VIO_VFIO_NOIOMMU_IOMMU = VFIO_NOIOMMU_IOMMU;
 
 static const uint32_t VIO_VFIO_GROUP_FLAGS_VIABLE = VFIO_GROUP_FLAGS_VIABLE;
 static const uint32_t VIO_VFIO_GROUP_FLAGS_CONTAINER_SET = VFIO_GROUP_FLAGS_CONTAINER_SET;
