@@ -100,13 +100,19 @@ def _download_and_unpack(pkg, dest):
             f.write(kver + "\n")
         with open(os.path.join(stage, "PACKAGE"), "w") as f:
             f.write(os.path.basename(debs[0]) + "\n")
-        with open(os.path.join(stage, ".complete"), "w") as f:
-            f.write("ok\n")
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.rename(stage, dest)
+        publish_cache_entry(stage, dest, "ok")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_cache_entry(stage, dest, stamp):
+    """Marks the staged cache entry complete (`stamp` in .complete) and moves it
+    to `dest`, replacing what was there: a cache entry is whole or absent."""
+    with open(os.path.join(stage, ".complete"), "w") as f:
+        f.write(f"{stamp}\n")
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.rename(stage, dest)
 
 
 def _cached(pkg):

@@ -28,6 +28,7 @@ import tempfile
 from . import log
 from .deps import DepsError, apt_update_once
 from .initramfs import modinfo
+from .kernel import publish_cache_entry
 
 MODULE = "vfio.ko"
 
@@ -137,11 +138,7 @@ def _build(kernel, dest):
         os.makedirs(stage)
         shutil.copy(ko, os.path.join(stage, MODULE))
         shutil.copy(logpath, os.path.join(stage, "BUILD.log"))
-        with open(os.path.join(stage, ".complete"), "w") as f:
-            f.write(f"{version}\n")
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.rename(stage, dest)
+        publish_cache_entry(stage, dest, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -131,17 +131,23 @@ uio_fail noiommu-uio-optin-missing "allow-no-iommu" --filename=pci:$BLK --no-fal
 [ -n "$SCR" ] && uio_fail noiommu-uio-access-platform "ACCESS_PLATFORM" --filename=pci:$SCR --allow-no-iommu
 
 # vio-fwd over uio_pci_generic: the host checks every frame, in order.
-fwd_start noiommu-uio --port pci:$NA --port pci:$NB --mode io --wait poll --allow-no-iommu
-if grep -q "WARNING: port 0 .*WITHOUT an IOMMU" /tmp/noiommu-uio.log; then
-  check_pass noiommu-uio-warning "$(grep -m1 'WITHOUT an IOMMU' /tmp/noiommu-uio.log | cut -c1-200)"
-else
-  check_fail noiommu-uio-warning "no warning about the missing IOMMU: $(head -n3 /tmp/noiommu-uio.log | tr '\n' ' ')"
-fi
-fwd_traffic noiommu-uio p1 net1 net2 1500 1000 4
-fwd_stop noiommu-uio
-_n=$(grep -o '"path":"uio"[^{]*"dma_addressing":"physical"' /tmp/noiommu-uio.json | wc -l)
-[ "$_n" -eq 2 ] && check_pass noiommu-uio-json "both ports: path uio, dma_addressing physical" \
-  || check_fail noiommu-uio-json "--json names $_n of 2 ports as uio/physical: $(head -c 400 /tmp/noiommu-uio.json)"
+# noiommu_fwd <tag> <wait> <path>: vio-fwd net1 -> net2 with --allow-no-iommu;
+# checks the warning at start, every frame on the host, and that the JSON names
+# both ports as <path> with physical DMA addresses.
+noiommu_fwd() {
+  fwd_start $1 --port pci:$NA --port pci:$NB --mode io --wait $2 --allow-no-iommu
+  if grep -q "WARNING: port 0 .*WITHOUT an IOMMU" /tmp/$1.log; then
+    check_pass $1-warning "$(grep -m1 'WITHOUT an IOMMU' /tmp/$1.log | cut -c1-200)"
+  else
+    check_fail $1-warning "no warning about the missing IOMMU: $(head -n3 /tmp/$1.log | tr '\n' ' ')"
+  fi
+  fwd_traffic $1 p1 net1 net2 1500 1000 4
+  fwd_stop $1
+  _n=$(grep -o "\"path\":\"$3\"[^{]*\"dma_addressing\":\"physical\"" /tmp/$1.json | wc -l)
+  [ "$_n" -eq 2 ] && check_pass $1-json "both ports: path $3, dma_addressing physical" \
+    || check_fail $1-json "--json names $_n of 2 ports as $3/physical: $(head -c 400 /tmp/$1.json)"
+}
+noiommu_fwd noiommu-uio poll uio
 
 # vio-fio write + verify over uio_pci_generic, in a region the kernel path did not write.
 timeout 300 /bin/vio-fio --filename=pci:$BLK --allow-no-iommu --name=uio --rw=randwrite --bs=4k --offset=4m --size=2m \
@@ -231,17 +237,7 @@ else
   [ -n "$SCR" ] && uio_fail noiommu-vfio-access-platform "ACCESS_PLATFORM" --filename=pci:$SCR --allow-no-iommu
 
   # vio-fwd on interrupts (MSI-X through VFIO eventfds): the host checks every frame, in order.
-  fwd_start noiommu-vfio --port pci:$NA --port pci:$NB --mode io --wait interrupt --allow-no-iommu
-  if grep -q "WARNING: port 0 .*WITHOUT an IOMMU" /tmp/noiommu-vfio.log; then
-    check_pass noiommu-vfio-warning "$(grep -m1 'WITHOUT an IOMMU' /tmp/noiommu-vfio.log | cut -c1-200)"
-  else
-    check_fail noiommu-vfio-warning "no warning about the missing IOMMU: $(head -n3 /tmp/noiommu-vfio.log | tr '\n' ' ')"
-  fi
-  fwd_traffic noiommu-vfio p1 net1 net2 1500 1000 4
-  fwd_stop noiommu-vfio
-  _n=$(grep -o '"path":"vfio-noiommu"[^{]*"dma_addressing":"physical"' /tmp/noiommu-vfio.json | wc -l)
-  [ "$_n" -eq 2 ] && check_pass noiommu-vfio-json "both ports: path vfio-noiommu, dma_addressing physical" \
-    || check_fail noiommu-vfio-json "--json names $_n of 2 ports as vfio-noiommu/physical: $(head -c 400 /tmp/noiommu-vfio.json)"
+  noiommu_fwd noiommu-vfio interrupt vfio-noiommu
   # MSI-X is what this mode keeps over uio: every queue sleeps on its own vector.
   _n=$(grep -o '"path":"vfio-noiommu"[^{]*vfio-noiommu, no IOMMU (physical addresses), [0-9]* MSI-X vectors' /tmp/noiommu-vfio.json | wc -l)
   if [ "$_n" -eq 2 ] && ! grep -q "it polls" /tmp/noiommu-vfio.log; then
