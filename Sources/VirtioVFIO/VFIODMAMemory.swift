@@ -9,26 +9,27 @@ public enum VFIODMAMemory: ~Copyable, DMAAllocator {
   case physical(PhysicalDMAArena)
 
   public mutating func allocate(byteCount: Int, alignment: Int) throws(VirtioError) -> DMARegion {
-    // A noncopyable payload is mutated by taking it out and putting it back.
+    // A noncopyable payload is mutated by taking it out and putting it back,
+    // whether the allocation worked or not.
     switch consume self {
     case .iommu(var arena):
-      do {
-        let region = try arena.allocate(byteCount: byteCount, alignment: alignment)
-        self = .iommu(arena)
-        return region
-      } catch {
-        self = .iommu(arena)
-        throw error
-      }
+      let region = Self.allocate(from: &arena, byteCount, alignment)
+      self = .iommu(arena)
+      return try region.get()
     case .physical(var arena):
-      do {
-        let region = try arena.allocate(byteCount: byteCount, alignment: alignment)
-        self = .physical(arena)
-        return region
-      } catch {
-        self = .physical(arena)
-        throw error
-      }
+      let region = Self.allocate(from: &arena, byteCount, alignment)
+      self = .physical(arena)
+      return try region.get()
+    }
+  }
+
+  private static func allocate<A: DMAAllocator & ~Copyable>(
+    from arena: inout A, _ byteCount: Int, _ alignment: Int
+  ) -> Result<DMARegion, VirtioError> {
+    do throws(VirtioError) {
+      return .success(try arena.allocate(byteCount: byteCount, alignment: alignment))
+    } catch {
+      return .failure(error)
     }
   }
 
