@@ -99,7 +99,7 @@ final class ChainTests: XCTestCase {
     _: Q.Type, _: D.Type, maxIndirect: Int
   ) throws {
     let features = maxIndirect > 0 ? [VirtioFeature.indirectDesc] : []
-    var r = try NetRig<Q, D>(size: 16, features: features, maxIndirect: maxIndirect)
+    var r = try NetRig<Q, D>(size: 32, features: features, maxIndirect: maxIndirect)
     let start = r.pool.available
     let big = testFrame(7, length: 5000)
     let long = testFrame(8, length: 12 * 700)  // 12 segments: past an 8-entry indirect table
