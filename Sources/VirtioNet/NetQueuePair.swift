@@ -218,6 +218,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     return n
   }
 
+  /// Buffers of a MRG_RXBUF frame still being put together (its first
+  /// buffers arrived, the rest not yet): the pair holds them, not the pool.
+  public func assemblingBuffers(_ pool: borrowing BufferPool) -> Int {
+    rxPending > 0 ? pool.packetSize(rxHead).segments : 0
+  }
+
   /// The chain in `rxHead` is complete: its checksum offsets are checked
   /// against its whole length. Returns it, or nil when dropped (counted).
   @inlinable mutating func finishChain(_ pool: inout BufferPool) -> PacketBuffer? {
