@@ -131,22 +131,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         continue
       }
       if rxPending > 0 {
-        // §5.1.6.4: a continuation buffer holds frame data from where it was posted, no header.
-        rxPending &-= 1
-        b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
-        b.length = UInt16(truncatingIfNeeded: used.length)
-        guard used.length > 0 else {
-          // A device that says a frame goes on but wrote nothing here: drop the frame and its rest.
-          stats.rxErrors &+= 1
-          pool.release(b)
-          pool.release(rxHead)
-          rxSkip = rxPending
-          rxPending = 0
-          continue
-        }
-        pool.append(b, head: &rxHead, tail: &rxTail)
-        rxChainBytes &+= Int(used.length)
-        if rxPending == 0, let frame = finishChain(&pool) {
+        // §5.1.6.4: the next buffer of a frame spread over several (MRG_RXBUF).
+        if let frame = continueFrame(b, length: used.length, pool: &pool) {
           burst[n] = frame
           n &+= 1
           bytes &+= UInt64(rxChainBytes)
@@ -164,16 +150,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       // It is read only for a feature that gives it meaning: without MRG_RXBUF
       // and GUEST_CSUM the frame's cache lines stay the device's.
       let header = pool.pointer(b) + (Int(b.offset) &- headerLength)
-      var numBuffers = 1
       if mergeable {
-        // §5.1.6.4: num_buffers buffers hold this frame, this one first. 0, or
-        // more than the ring could ever have posted, is a lie: the frame is
-        // dropped, counted, and at most a ring's worth of buffers skipped.
-        numBuffers = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self)))
-        if numBuffers < 1 || numBuffers > rx.size {
-          stats.rxErrors &+= 1
-          pool.release(b)
-          rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+        // §5.1.6.4: num_buffers buffers hold this frame, this one first.
+        let numBuffers = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
+        if numBuffers != 1 {
+          startFrame(b, numBuffers: Int(numBuffers), length: len, header: header, pool: &pool)
           continue
         }
       }
@@ -185,25 +166,19 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         // partial checksum, complete it from csum_start (kept as metadata).
         if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
         if flags & VirtioNetHdr.flagNeedsCsum != 0 {
-          b.flags |= PacketBuffer.needsChecksum
-          b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-          b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
-          // Device-written offsets: only kept when the checksum field lies inside
-          // the frame (a chain's whole length is known when it is complete).
-          if numBuffers == 1 && Int(b.csumStart) &+ Int(b.csumOffset) &+ 2 > dataLength {
+          let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+          let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+          // Device-written offsets: only kept when the checksum field lies inside the frame.
+          if Int(start) &+ Int(offset) &+ 2 <= dataLength {
+            b.flags |= PacketBuffer.needsChecksum
+            b.csumStart = start
+            b.csumOffset = offset
+          } else {
             stats.rxErrors &+= 1
             pool.release(b)
             continue
           }
         }
-      }
-      if numBuffers > 1 {
-        // The head of a chain: its other buffers follow in used order (§5.1.6.4).
-        rxHead = b
-        rxTail = b
-        rxPending = numBuffers &- 1
-        rxChainBytes = dataLength
-        continue
       }
       burst[n] = b
       n &+= 1
@@ -224,9 +199,60 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     rxPending > 0 ? pool.packetSize(rxHead).segments : 0
   }
 
-  /// The chain in `rxHead` is complete: its checksum offsets are checked
-  /// against its whole length. Returns it, or nil when dropped (counted).
-  @inlinable mutating func finishChain(_ pool: inout BufferPool) -> PacketBuffer? {
+  /// MRG_RXBUF (§5.1.6.4): the first buffer of a frame whose header says it
+  /// takes `numBuffers` (≠ 1). Out of line: the one-buffer path stays as it
+  /// was. 0, or more than the ring could ever have posted, is a lie: the
+  /// frame is dropped, counted, and at most a ring's worth of buffers skipped.
+  @inline(never) @usableFromInline
+  mutating func startFrame(_ first: PacketBuffer, numBuffers: Int, length: Int, header: UnsafeMutableRawPointer, pool: inout BufferPool) {
+    var b = first
+    guard numBuffers >= 1, numBuffers <= rx.size else {
+      stats.rxErrors &+= 1
+      pool.release(b)
+      rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+      return
+    }
+    let dataLength = length &- headerLength
+    b.length = UInt16(truncatingIfNeeded: dataLength)
+    if rxChecksum {
+      // §5.1.6.4.1, as for one buffer; the checksum field is checked against
+      // the whole chain when it is complete.
+      let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+      if flags & VirtioNetHdr.flagNeedsCsum != 0 {
+        b.flags |= PacketBuffer.needsChecksum
+        b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+        b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+      }
+    }
+    // Its other buffers follow in used order.
+    rxHead = b
+    rxTail = b
+    rxPending = numBuffers &- 1
+    rxChainBytes = dataLength
+  }
+
+  /// MRG_RXBUF: a continuation buffer — frame data from where it was posted,
+  /// no header — joins the frame being assembled. Returns the frame once its
+  /// last buffer is in (nil before, or when it was dropped: counted).
+  @inline(never) @usableFromInline
+  mutating func continueFrame(_ buffer: PacketBuffer, length: UInt32, pool: inout BufferPool) -> PacketBuffer? {
+    var b = buffer
+    rxPending &-= 1
+    b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
+    b.length = UInt16(truncatingIfNeeded: length)
+    guard length > 0 else {
+      // The device said the frame goes on but wrote nothing here: drop it and its rest.
+      stats.rxErrors &+= 1
+      pool.release(b)
+      pool.release(rxHead)
+      rxSkip = rxPending
+      rxPending = 0
+      return nil
+    }
+    pool.append(b, head: &rxHead, tail: &rxTail)
+    rxChainBytes &+= Int(length)
+    guard rxPending == 0 else { return nil }
     let head = rxHead
     if head.flags & PacketBuffer.needsChecksum != 0 && Int(head.csumStart) &+ Int(head.csumOffset) &+ 2 > rxChainBytes {
       stats.rxErrors &+= 1
@@ -245,10 +271,14 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     // The used length of a sent buffer means nothing: the ring may skip reading it.
     while case .used(let used) = tx.nextCompleted() {
-      var b = Self.buffer(used.token)
-      // A chain's token carries its mark: all its buffers go back together.
-      if used.token & Self.chainTokenBit != 0 { b.flags = PacketBuffer.chained }
-      pool.release(b)
+      if used.token & Self.chainTokenBit == 0 {
+        pool.release(Self.buffer(used.token))
+      } else {
+        // A chain's token carries its mark: all its buffers go back together.
+        var b = Self.buffer(used.token)
+        b.flags = PacketBuffer.chained
+        pool.release(b)
+      }
       n &+= 1
     }
     return n
@@ -263,66 +293,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
-    var bytes: UInt64 = 0
     let count = burst.count
-    var n = 0
-    var malformed = false
-    // Plain copies: the closure below must not read `self` while `tx` is being changed.
-    let headerLength = self.headerLength
-    let txChecksum = self.txChecksum
-    while true {
-      // Each one-buffer packet takes one descriptor (split) or one slot
-      // (packed): the room is checked once per run, not per packet.
-      let room = min(count &- n, tx.freeCount)
-      var atChain = false
-      var handed = 0
-      var lastLength = 0
-      let first = n
-      let k = tx.add(upTo: room) {
-        let b = burst[first &+ handed]
-        // A chain leaves the batch: it is posted on its own below.
-        if b.flags & PacketBuffer.chained != 0 {
-          atChain = true
-          return nil
-        }
-        let start = Int(b.offset) &- headerLength
-        // The handle is the caller's: check it names a whole packet inside one
-        // buffer of this pool with room for the header, so nothing outside it is written.
-        guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
-          malformed = true
-          return nil
-        }
-        let base = pool.pointer(b)
-        if b.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
-          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
-        }
-        Self.writeHeader(b, at: base + start, checksumOffload: txChecksum)
-        handed &+= 1
-        lastLength = Int(b.length)
-        bytes &+= UInt64(b.length)
-        return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerLength)), Self.token(b))
-      }
-      n &+= k
-      // A packet handed over but not posted (a 0-byte segment, which a checked
-      // handle never makes) stays the caller's: an error.
-      if handed > k {
-        bytes &-= UInt64(lastLength)
-        malformed = true
-      }
-      guard atChain && handed == k && n < count else { break }
-      switch addChain(burst[n], pool: &pool) {
-      case .added(let length):
-        n &+= 1
-        bytes &+= UInt64(length)
-        stats.txChains &+= 1
-        continue
-      case .ringFull:
-        break
-      case .malformed:
-        malformed = true
-      }
-      break
-    }
+    var run = postOneBufferPackets(burst, from: 0, pool: &pool)
+    // Out of line: a burst of one-buffer packets never goes there.
+    if run.atChain { run = postWithChains(burst, after: run, pool: &pool) }
+    let n = run.posted
+    let bytes = run.bytes
+    var malformed = run.malformed
     // Short with no malformed handle and a broken queue: an error too, not a full ring.
     if n < count && !malformed && tx.brokenReason != nil { malformed = true }
     if malformed {
@@ -337,6 +314,97 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       stats.notifications &+= 1
     }
     return n
+  }
+
+  /// What a stretch of `transmit` posted.
+  @usableFromInline struct TransmitRun {
+    @usableFromInline var posted: Int
+    @usableFromInline var bytes: UInt64
+    @usableFromInline var malformed: Bool
+    /// It stopped at a chained packet (every packet before it was posted).
+    @usableFromInline var atChain: Bool
+    @inlinable init(posted: Int, bytes: UInt64, malformed: Bool, atChain: Bool) {
+      self.posted = posted
+      self.bytes = bytes
+      self.malformed = malformed
+      self.atChain = atChain
+    }
+  }
+
+  /// Posts the one-buffer packets of `burst` from `first` on, up to the first
+  /// chained one, as one batch (`add(upTo:)`): the ring's checks once.
+  @inlinable @inline(__always)
+  mutating func postOneBufferPackets(_ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool) -> TransmitRun {
+    // Each packet takes one descriptor (split) or one slot (packed): the room
+    // is checked once per batch, not per packet.
+    let room = min(burst.count &- first, tx.freeCount)
+    // Plain copies: the closure below must not read `self` while `tx` is being changed.
+    let headerLength = self.headerLength
+    let txChecksum = self.txChecksum
+    var malformed = false
+    var atChain = false
+    var handed = 0
+    var lastLength = 0
+    var bytes: UInt64 = 0
+    let k = tx.add(upTo: room) {
+      let b = burst[first &+ handed]
+      // A chain leaves the batch: `postWithChains` takes it.
+      if b.flags & PacketBuffer.chained != 0 {
+        atChain = true
+        return nil
+      }
+      let start = Int(b.offset) &- headerLength
+      // The handle is the caller's: check it names a whole packet inside one
+      // buffer of this pool with room for the header, so nothing outside it is written.
+      guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
+        malformed = true
+        return nil
+      }
+      let base = pool.pointer(b)
+      if b.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
+        InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+      }
+      Self.writeHeader(b, at: base + start, checksumOffload: txChecksum)
+      handed &+= 1
+      lastLength = Int(b.length)
+      bytes &+= UInt64(b.length)
+      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerLength)), Self.token(b))
+    }
+    // A packet handed over but not posted (a 0-byte segment, which a checked
+    // handle never makes) stays the caller's: an error.
+    if handed > k {
+      bytes &-= UInt64(lastLength)
+      malformed = true
+    }
+    return TransmitRun(posted: first &+ k, bytes: bytes, malformed: malformed, atChain: atChain && handed == k)
+  }
+
+  /// The rest of a burst that holds chains: each chain on its own
+  /// (`addChain`), the one-buffer packets between them in batches.
+  @inline(never) @usableFromInline
+  mutating func postWithChains(_ burst: Span<PacketBuffer>, after first: TransmitRun, pool: inout BufferPool) -> TransmitRun {
+    var total = first
+    while total.atChain && total.posted < burst.count {
+      switch addChain(burst[total.posted], pool: &pool) {
+      case .added(let length):
+        total.posted &+= 1
+        total.bytes &+= UInt64(length)
+        stats.txChains &+= 1
+      case .ringFull:
+        total.atChain = false
+        return total
+      case .malformed:
+        total.malformed = true
+        total.atChain = false
+        return total
+      }
+      let next = postOneBufferPackets(burst, from: total.posted, pool: &pool)
+      total.posted = next.posted
+      total.bytes &+= next.bytes
+      total.malformed = next.malformed
+      total.atChain = next.atChain
+    }
+    return total
   }
 
   /// §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
@@ -369,7 +437,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// head's data as the first descriptor, each further segment as one more
   /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
   /// that fit). Every segment of the caller's chain is checked first.
-  @inlinable mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @usableFromInline mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
     let start = Int(head.offset) &- headerLength
     guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
       return .malformed
