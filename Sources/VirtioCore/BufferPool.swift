@@ -102,7 +102,7 @@ public struct BufferPool: ~Copyable {
     guard Int(buffer.index) < count, freeTop < count else { return }
     free[freeTop] = buffer.index
     freeTop &+= 1
-    if buffer.flags & PacketBuffer.chained != 0 { releaseSegments(after: buffer) }
+    if _slowPath(buffer.flags & PacketBuffer.chained != 0) { releaseSegments(after: buffer) }
   }
 
   /// The rest of a chain; at most `count` steps, so even a corrupted table

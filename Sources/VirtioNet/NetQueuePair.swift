@@ -34,8 +34,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline var rxTail = PacketBuffer(index: 0, offset: 0, length: 0)
   @usableFromInline var rxPending: Int = 0
   @usableFromInline var rxChainBytes: Int = 0
-  /// Bytes of the virtio_net_hdr in front of every frame: a per-pair value,
-  /// since features can make it longer (HASH_REPORT: 20).
+  /// Bytes of the virtio_net_hdr in front of every frame, per pair since
+  /// features can make it longer (HASH_REPORT: 20). Today always 12; the
+  /// one-buffer receive and transmit loops use the constant `headerSize`
+  /// instead, which net-bench measured ~20 instructions per packet cheaper
+  /// (docs/PERFORMANCE.md): a feature that changes the length must make those
+  /// two loops read this (or specialise them) and pay that.
   public let headerLength: Int
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
@@ -119,19 +123,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// linked in the pool in the order the device used them (no copy).
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
     var n = 0
     var bytes: UInt64 = 0
     while n < capacity {
       guard case .used(let used) = rx.nextUsed() else { break }
       var b = Self.buffer(used.token)
-      if rxSkip > 0 {
-        // The rest of a frame dropped below: these buffers hold frame data, not a header.
-        rxSkip &-= 1
-        pool.release(b)
-        continue
-      }
-      if rxPending > 0 {
-        // §5.1.6.4: the next buffer of a frame spread over several (MRG_RXBUF).
+      if _slowPath((rxSkip | rxPending) != 0) {
+        // MRG_RXBUF (§5.1.6.4): a buffer that goes on a frame — dropped, or being put together.
         if let frame = continueFrame(b, length: used.length, pool: &pool) {
           burst[n] = frame
           n &+= 1
@@ -153,7 +153,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       if mergeable {
         // §5.1.6.4: num_buffers buffers hold this frame, this one first.
         let numBuffers = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
-        if numBuffers != 1 {
+        if _slowPath(numBuffers != 1) {
           startFrame(b, numBuffers: Int(numBuffers), length: len, header: header, pool: &pool)
           continue
         }
@@ -203,7 +203,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// takes `numBuffers` (≠ 1). Out of line: the one-buffer path stays as it
   /// was. 0, or more than the ring could ever have posted, is a lie: the
   /// frame is dropped, counted, and at most a ring's worth of buffers skipped.
-  @inline(never) @usableFromInline
+  @inlinable @inline(never)
   mutating func startFrame(_ first: PacketBuffer, numBuffers: Int, length: Int, header: UnsafeMutableRawPointer, pool: inout BufferPool) {
     var b = first
     guard numBuffers >= 1, numBuffers <= rx.size else {
@@ -233,11 +233,18 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   }
 
   /// MRG_RXBUF: a continuation buffer — frame data from where it was posted,
-  /// no header — joins the frame being assembled. Returns the frame once its
+  /// no header — is skipped (the rest of a dropped frame) or joins the frame
+  /// being assembled. Returns the frame once its
   /// last buffer is in (nil before, or when it was dropped: counted).
-  @inline(never) @usableFromInline
+  @inlinable @inline(never)
   mutating func continueFrame(_ buffer: PacketBuffer, length: UInt32, pool: inout BufferPool) -> PacketBuffer? {
     var b = buffer
+    if rxSkip > 0 {
+      // The rest of a dropped frame: these buffers hold frame data, not a header.
+      rxSkip &-= 1
+      pool.release(b)
+      return nil
+    }
     rxPending &-= 1
     b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
     b.length = UInt16(truncatingIfNeeded: length)
@@ -271,14 +278,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     // The used length of a sent buffer means nothing: the ring may skip reading it.
     while case .used(let used) = tx.nextCompleted() {
-      if used.token & Self.chainTokenBit == 0 {
-        pool.release(Self.buffer(used.token))
-      } else {
-        // A chain's token carries its mark: all its buffers go back together.
-        var b = Self.buffer(used.token)
-        b.flags = PacketBuffer.chained
-        pool.release(b)
-      }
+      // A chain's token carries its mark (bit 48 → `chained`, 4): all its buffers go back together.
+      var b = Self.buffer(used.token)
+      b.flags = UInt8(truncatingIfNeeded: used.token >> 46) & PacketBuffer.chained
+      pool.release(b)
       n &+= 1
     }
     return n
@@ -296,7 +299,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let count = burst.count
     var run = postOneBufferPackets(burst, from: 0, pool: &pool)
     // Out of line: a burst of one-buffer packets never goes there.
-    if run.atChain { run = postWithChains(burst, after: run, pool: &pool) }
+    if _slowPath(run.atChain) { run = postWithChains(burst, after: run, pool: &pool) }
     let n = run.posted
     let bytes = run.bytes
     var malformed = run.malformed
@@ -339,7 +342,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // is checked once per batch, not per packet.
     let room = min(burst.count &- first, tx.freeCount)
     // Plain copies: the closure below must not read `self` while `tx` is being changed.
-    let headerLength = self.headerLength
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
     let txChecksum = self.txChecksum
     var malformed = false
     var atChain = false
@@ -348,11 +352,6 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var bytes: UInt64 = 0
     let k = tx.add(upTo: room) {
       let b = burst[first &+ handed]
-      // A chain leaves the batch: `postWithChains` takes it.
-      if b.flags & PacketBuffer.chained != 0 {
-        atChain = true
-        return nil
-      }
       let start = Int(b.offset) &- headerLength
       // The handle is the caller's: check it names a whole packet inside one
       // buffer of this pool with room for the header, so nothing outside it is written.
@@ -361,10 +360,27 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         return nil
       }
       let base = pool.pointer(b)
-      if b.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
-        InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+      // §5.1.6.2: virtio_net_hdr_v1 (see `writeHeader`), written here with
+      // the software fallback in one test of the packet's flags.
+      var word0: UInt64 = 0
+      var word1: UInt32 = 0
+      // One test of the flags for both rare cases: a chain, a partial checksum.
+      if _slowPath(b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained) != 0) {
+        // A chain leaves the batch: `postWithChains` takes it.
+        if b.flags & PacketBuffer.chained != 0 {
+          atChain = true
+          return nil
+        }
+        if txChecksum {
+          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
+          word1 = UInt32(b.csumOffset)
+        } else {
+          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+        }
       }
-      Self.writeHeader(b, at: base + start, checksumOffload: txChecksum)
+      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
+      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
       handed &+= 1
       lastLength = Int(b.length)
       bytes &+= UInt64(b.length)
@@ -381,7 +397,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
 
   /// The rest of a burst that holds chains: each chain on its own
   /// (`addChain`), the one-buffer packets between them in batches.
-  @inline(never) @usableFromInline
+  @inlinable @inline(never)
   mutating func postWithChains(_ burst: Span<PacketBuffer>, after first: TransmitRun, pool: inout BufferPool) -> TransmitRun {
     var total = first
     while total.atChain && total.posted < burst.count {
@@ -437,7 +453,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// head's data as the first descriptor, each further segment as one more
   /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
   /// that fit). Every segment of the caller's chain is checked first.
-  @usableFromInline mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @inlinable @inline(never) mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
     let start = Int(head.offset) &- headerLength
     guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
       return .malformed
