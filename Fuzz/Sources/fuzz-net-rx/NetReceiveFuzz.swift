@@ -121,7 +121,8 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
       pair.refill(&pool)
     }
     if pair.brokenReason == nil {
-      let heldBuffers = held.reduce(0) { $0 + segments($1, pool) }
+      var heldBuffers = 0
+      for b in held { heldBuffers += segments(b, pool) }
       let assembling = pair.assemblingBuffers(pool)
       let total = pool.available + pair.rx.inFlight + assembling + transmitting + heldBuffers
       require(
