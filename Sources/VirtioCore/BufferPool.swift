@@ -14,6 +14,8 @@
   public var length: UInt16
   /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
   /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
+  /// Keep `chained` when changing them: without it a chain's further buffers
+  /// are no longer reached (nor released) through this handle.
   public var flags: UInt8
   public var reserved: UInt8
   public var csumStart: UInt16

@@ -93,7 +93,8 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         checkHandle(b, pool, "received")
         if input.bool() {
           // As the AF_PACKET path does for a CSUMNOTREADY frame.
-          b.flags = 0
+          // (a chain keeps its mark: its buffers stay linked to the head).
+          b.flags &= PacketBuffer.chained
           ChecksumOffsets.mark(&b, pool: pool)
           checkHandle(b, pool, "ChecksumOffsets")
         }
