@@ -124,10 +124,12 @@ package struct PacketSocketQueue: ~Copyable {
         stats.txErrors &+= 1
         break
       }
+      // A chain is copied segment by segment into one frame.
+      let length = b.isChained ? pool.packetSize(b).bytes : Int(b.length)
       // Longer than a ring frame, or what the kernel would refuse (tpacket_snd: -EMSGSIZE) and with
       // PACKET_LOSS skip uncounted: taken and dropped here, counted (a retry could never succeed).
-      if Int(b.length) > room
-        || (Int(b.length) > maxFrame && !(Int(b.length) <= maxFrame &+ 4 && Self.isVLAN(pool.pointer(b) + Int(b.offset))))
+      if length > room
+        || (length > maxFrame && !(length <= maxFrame &+ 4 && Self.isVLAN(pool.pointer(b) + Int(b.offset))))
       {
         stats.txErrors &+= 1
         stats.txDropped &+= 1
@@ -146,16 +148,28 @@ package struct PacketSocketQueue: ~Copyable {
       if status & UInt32(VIO_TP_STATUS_WRONG_FORMAT) != 0 { stats.txErrors &+= 1 }
       let data = pool.pointer(b) + Int(b.offset)
       if b.flags & PacketBuffer.needsChecksum != 0 {
-        InternetChecksum.complete(data: data, length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+        if b.isChained {
+          _ = InternetChecksum.complete(chain: b, bytes: length, pool: pool)
+        } else {
+          InternetChecksum.complete(data: data, length: length, start: Int(b.csumStart), offset: Int(b.csumOffset))
+        }
         b.flags &= ~PacketBuffer.needsChecksum
       }
-      // SAFETY: length <= room: the copy ends inside the frame.
+      // SAFETY: length <= room: the copy, every segment of it, ends inside the frame.
       (frame + Int(VIO_TP2_TX_DATA)).copyMemory(from: data, byteCount: Int(b.length))
-      frame.storeBytes(of: UInt32(b.length), toByteOffset: Int(VIO_TP2_LEN), as: UInt32.self)
+      var at = Int(b.length)
+      var seg = b
+      // A caller's segment outside its buffer ends the copy (the frame is then short, not out of bounds).
+      while let s = pool.next(after: seg), at &+ Int(s.length) <= length, Int(s.offset) &+ Int(s.length) <= pool.bufferSize {
+        (frame + Int(VIO_TP2_TX_DATA) + at).copyMemory(from: pool.pointer(s) + Int(s.offset), byteCount: Int(s.length))
+        at &+= Int(s.length)
+        seg = s
+      }
+      frame.storeBytes(of: UInt32(at), toByteOffset: Int(VIO_TP2_LEN), as: UInt32.self)
       vio_pkt_store_release_u32(frame, UInt32(VIO_TP_STATUS_SEND_REQUEST))
       pool.release(b)
       txIndex = txIndex &+ 1 == txFrames ? 0 : txIndex &+ 1
-      bytes &+= UInt64(b.length)
+      bytes &+= UInt64(at)
       n &+= 1
     }
     stats.txPackets &+= UInt64(n &- refused)

@@ -24,7 +24,8 @@ public struct PortGroup: ~Copyable {
   /// What each port is, in the order given.
   public let ports: [PortInfo]
   public let queuesPerPort: Int
-  /// Bytes per pool buffer: headroom + the largest frame any port's MTU allows.
+  /// Bytes per pool buffer: `PortOptions.bufferSize` (rounded up to 64), else
+  /// headroom + the largest frame any port's MTU allows.
   public let bufferSize: Int
   let board: StatsBoard
   var host: ProcessMemory
@@ -99,7 +100,9 @@ public struct PortGroup: ~Copyable {
       for b in backends.reversed() { b.destroy() }
       throw error
     }
-    return PortGroup(backends: backends, ports: infos, space: space, options: options)
+    let group = PortGroup(backends: backends, ports: infos, space: space, options: options)
+    try group.checkBufferSize(options)
+    return group
   }
 
   /// A group of one port: the virtio-net device behind `transport`, just
@@ -112,12 +115,17 @@ public struct PortGroup: ~Copyable {
     let address = PortAddress.device(transport.target)
     let (port, info) = try VirtioNetOpen.open(
       transport, address: address, path: "userspace", pairsWithoutControlQueue: 1, options: options, logger: options.logger)
-    return PortGroup(backends: [.virtio(port)], ports: [info], space: nil, options: options)
+    let group = PortGroup(backends: [.virtio(port)], ports: [info], space: nil, options: options)
+    try group.checkBufferSize(options)
+    return group
   }
 
   static func check(_ options: PortOptions) throws(VirtioError) {
     guard options.queues >= 1, options.queues <= 32 else {
       throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
+    }
+    if let size = options.bufferSize, size < 256 || size > 65536 {
+      throw VirtioError(.invalidArgument, "buffer size \(size): use 256 to 65536 bytes (or leave it unset to fit the largest frame)")
     }
     guard options.rxDescriptors >= 1, options.rxDescriptors <= 32768, options.txDescriptors >= 1, options.txDescriptors <= 32768 else {
       throw VirtioError(.invalidArgument, "ring sizes \(options.rxDescriptors)/\(options.txDescriptors): use 1 to 32768 descriptors")
@@ -130,7 +138,7 @@ public struct PortGroup: ~Copyable {
     self.backends = backends
     self.ports = infos
     self.queuesPerPort = options.queues
-    self.bufferSize = max(2048, (Self.headroom + frame + 63) & ~63)
+    self.bufferSize = options.bufferSize.map { ($0 + 63) & ~63 } ?? max(2048, (Self.headroom + frame + 63) & ~63)
     self.board = StatsBoard(slots: slots)
     self.host = ProcessMemory()
     self.space = space
@@ -160,6 +168,16 @@ public struct PortGroup: ~Copyable {
   }
 
   public var count: Int { backends.count }
+
+  /// Buffers smaller than a port's largest frame: only a virtio port with
+  /// MRG_RXBUF can receive such frames (as chains).
+  func checkBufferSize(_ options: PortOptions) throws(VirtioError) {
+    for p in ports where !p.mergeableReceiveBuffers && bufferSize - Self.headroom < PortOptions.frameBytes(mtu: p.mtu) {
+      throw VirtioError(
+        .invalidArgument,
+        "port \(p.address): buffers of \(bufferSize) bytes cannot hold its \(PortOptions.frameBytes(mtu: p.mtu))-byte frames (MTU \(p.mtu)) without VIRTIO_NET_F_MRG_RXBUF (\(p.path == "kernel" ? "a kernel port copies each frame into one buffer" : "not negotiated")); use a buffer size of at least \(PortOptions.frameBytes(mtu: p.mtu) + Self.headroom) or leave it unset")
+    }
+  }
 
   /// Queue `queue` of port `port`, for the worker that will own it (each
   /// once). VFIO: its RX ring is not filled until `PortQueue.start(pool:)`.

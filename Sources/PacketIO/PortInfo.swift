@@ -20,6 +20,9 @@ public struct PortInfo: Sendable {
   public var rxRingSize: Int
   public var txRingSize: Int
   public var linkUp: Bool
+  /// VIRTIO_NET_F_MRG_RXBUF was negotiated: a frame larger than one buffer
+  /// arrives as a chain (false on the kernel path, which copies into one buffer).
+  public var mergeableReceiveBuffers: Bool = false
   /// The largest burst either ring can take at once.
   public var maxBurst: Int { min(rxRingSize, txRingSize) }
 }

@@ -43,6 +43,16 @@ public struct PortOptions: Sendable {
   /// offload bookkeeping; a frame marked `needsChecksum` is then completed in
   /// software before it is sent.
   public var checksumOffload: Bool = true
+  /// Negotiate VIRTIO_NET_F_MRG_RXBUF (§5.1.6.4): the device may spread a
+  /// frame over several receive buffers, which arrive as one chained
+  /// `PacketBuffer`. Needed for buffers smaller than the largest frame.
+  public var mergeableReceiveBuffers: Bool = true
+  /// Bytes per pool buffer. Nil: headroom + the largest frame any port's MTU
+  /// allows, so every frame fits one buffer. Smaller (at least 256, e.g.
+  /// 2048 for a 9000-byte MTU) needs MRG_RXBUF on every virtio port: larger
+  /// frames then arrive as chains (each holding several pool buffers: size
+  /// pools for that); a kernel port needs room for a whole frame.
+  public var bufferSize: Int? = nil
   /// vhost-user: bytes of the memory shared with the backends (rings and every
   /// worker's buffer pool), sized when the group opens since each backend maps
   /// it once. Nil: enough for the rings and one `poolSize` pool per queue.
@@ -60,6 +70,7 @@ public struct PortOptions: Sendable {
   func netFeaturePolicy() -> FeaturePolicy {
     var p = NetFeaturePolicy.policy
     if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
+    if !mergeableReceiveBuffers { p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf)) }
     switch ringLayout {
     case nil: break
     case .split?:

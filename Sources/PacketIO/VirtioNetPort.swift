@@ -324,6 +324,7 @@ enum VirtioNetOpen {
         address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(transport); features \(names)", mac: config.mac,
         mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
       i.dmaAddressing = addressing
+      i.mergeableReceiveBuffers = features.contains(bit: NetFeature.mrgRxbuf)
       return i
     }
     if packed {

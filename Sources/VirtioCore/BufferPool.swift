@@ -1,6 +1,11 @@
 /// A packet or data buffer handed around by value: which buffer of which pool,
 /// where the data starts and how long it is, plus per-packet metadata. No
 /// class, no reference count: copying a handle copies 16 bytes.
+///
+/// A packet larger than one buffer is a chain: this handle is its head (its
+/// first segment, with the packet's metadata) and carries `chained`; the
+/// pool's link table names each further segment (`BufferPool.next(after:)`),
+/// in place, without a copy. Releasing the head releases the whole chain.
 @frozen public struct PacketBuffer: BitwiseCopyable, Equatable, Sendable {
   /// Index of the buffer in its pool.
   public var index: UInt32
@@ -9,6 +14,8 @@
   public var length: UInt16
   /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
   /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
+  /// Keep `chained` when changing them: without it a chain's further buffers
+  /// are no longer reached (nor released) through this handle.
   public var flags: UInt8
   public var reserved: UInt8
   public var csumStart: UInt16
@@ -19,6 +26,12 @@
   public static let needsChecksum: UInt8 = 1
   /// RX: the checksum was validated (GUEST_CSUM, VIRTIO_NET_HDR_F_DATA_VALID).
   public static let checksumValid: UInt8 = 2
+  /// The pool's link table holds this segment's successor (or says it is the
+  /// last): set on a chain's head and on each of its further segments.
+  public static let chained: UInt8 = 4
+
+  /// True for a packet of several buffers (see `BufferPool.next(after:)`).
+  @inlinable public var isChained: Bool { flags & Self.chained != 0 }
 
   @inlinable public init(index: UInt32, offset: UInt16, length: UInt16) {
     self.index = index
@@ -44,6 +57,9 @@ public struct BufferPool: ~Copyable {
   public let headroom: Int
   @usableFromInline let free: UnsafeMutablePointer<UInt32>
   @usableFromInline var freeTop: Int
+  /// Chains: `links[i]` is the segment after buffer `i` (`endOfChain` when none).
+  @usableFromInline let links: UnsafeMutablePointer<PacketBuffer>
+  @usableFromInline static var endOfChain: UInt32 { UInt32.max }
 
   /// `count` buffers of `bufferSize` bytes (rounded up to 64), from `memory`.
   public init<A: DMAAllocator & ~Copyable>(
@@ -62,9 +78,15 @@ public struct BufferPool: ~Copyable {
     free = .allocate(capacity: count)
     for i in 0..<count { free[i] = UInt32(count - 1 - i) }
     freeTop = count
+    // SAFETY: a driver-private table of `count` handles, freed in deinit; read only through chained handles.
+    links = .allocate(capacity: count)
+    links.initialize(repeating: PacketBuffer(index: Self.endOfChain, offset: 0, length: 0), count: count)
   }
 
-  deinit { free.deallocate() }
+  deinit {
+    free.deallocate()
+    links.deallocate()
+  }
 
   public var available: Int { freeTop }
 
@@ -75,12 +97,63 @@ public struct BufferPool: ~Copyable {
     return PacketBuffer(index: free[freeTop], offset: UInt16(truncatingIfNeeded: headroom), length: 0)
   }
 
-  /// Returns a buffer. A handle whose index is not from this pool is ignored
-  /// rather than corrupting the stack.
+  /// Returns a buffer — with a chained handle, it and every segment after it.
+  /// A handle whose index is not from this pool is ignored rather than
+  /// corrupting the stack.
   @inlinable public mutating func release(_ buffer: PacketBuffer) {
     guard Int(buffer.index) < count, freeTop < count else { return }
     free[freeTop] = buffer.index
     freeTop &+= 1
+    if _slowPath(buffer.flags & PacketBuffer.chained != 0) { releaseSegments(after: buffer) }
+  }
+
+  /// The rest of a chain; at most `count` steps, so even a corrupted table
+  /// (a cycle) cannot keep this looping.
+  @usableFromInline mutating func releaseSegments(after head: PacketBuffer) {
+    var cur = head
+    for _ in 0..<count {
+      guard let next = self.next(after: cur), freeTop < count else { return }
+      free[freeTop] = next.index
+      freeTop &+= 1
+      cur = next
+    }
+  }
+
+  // MARK: chains
+
+  /// The segment after `segment` in its packet, or nil when it is the last
+  /// (or the packet is one buffer).
+  @inlinable public func next(after segment: PacketBuffer) -> PacketBuffer? {
+    guard segment.flags & PacketBuffer.chained != 0, Int(segment.index) < count else { return nil }
+    let n = links[Int(segment.index)]
+    return n.index == Self.endOfChain ? nil : n
+  }
+
+  /// Appends `segment` after `tail`, the last segment of the packet whose
+  /// head is `head` (`tail` may be `head`). `head` gains `chained`; `tail`
+  /// becomes `segment`. Zero copy: only the link table changes.
+  @inlinable public mutating func append(_ segment: PacketBuffer, head: inout PacketBuffer, tail: inout PacketBuffer) {
+    guard Int(segment.index) < count, Int(tail.index) < count else { return }
+    var s = segment
+    s.flags |= PacketBuffer.chained
+    links[Int(s.index)] = PacketBuffer(index: Self.endOfChain, offset: 0, length: 0)
+    if tail.index == head.index { head.flags |= PacketBuffer.chained }
+    links[Int(tail.index)] = s
+    tail = s
+  }
+
+  /// Buffers in the packet and their data bytes (the head's and every
+  /// further segment's), walking at most `count` links.
+  @inlinable public func packetSize(_ head: PacketBuffer) -> (segments: Int, bytes: Int) {
+    var segments = 1
+    var bytes = Int(head.length)
+    var cur = head
+    while segments <= count, let n = next(after: cur) {
+      segments &+= 1
+      bytes &+= Int(n.length)
+      cur = n
+    }
+    return (segments, bytes)
   }
 
   /// Where buffer `index` starts, for the driver and for the device.

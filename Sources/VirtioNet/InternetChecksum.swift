@@ -1,3 +1,5 @@
+import VirtioCore
+
 /// The Internet checksum (RFC 1071), for packets whose checksum was left
 /// partial (virtio-net NEEDS_CSUM, Linux CHECKSUM_PARTIAL) going out of a port
 /// that cannot complete it (no VIRTIO_NET_F_CSUM, or the kernel path).
@@ -29,5 +31,43 @@ public enum InternetChecksum {
     // SAFETY: field + 2 <= length (checked above).
     data.storeBytes(of: UInt8(truncatingIfNeeded: folded >> 8), toByteOffset: field, as: UInt8.self)
     data.storeBytes(of: UInt8(truncatingIfNeeded: folded), toByteOffset: field &+ 1, as: UInt8.self)
+  }
+
+  /// Adds `part`, the folded sum of bytes that began at an odd offset of the
+  /// whole, to `total`: RFC 1071 §2(B), a sum of bytes shifted by one is the
+  /// byte-swapped sum.
+  @inlinable public static func combine(_ total: UInt16, _ part: UInt16, atOddOffset odd: Bool) -> UInt16 {
+    let p = odd ? part.byteSwapped : part
+    var acc = UInt32(total) &+ UInt32(p)
+    acc = (acc & 0xFFFF) &+ (acc >> 16)
+    return UInt16(truncatingIfNeeded: acc)
+  }
+}
+
+extension InternetChecksum {
+  /// Completes a partial checksum over a chain in software (RFC 1071): the
+  /// checksum field must lie in the head, the summed bytes run to the chain's
+  /// end (`bytes`: the chain's data length). False when the field is not in the head.
+  @inlinable public static func complete(chain head: PacketBuffer, bytes: Int, pool: borrowing BufferPool) -> Bool {
+    let startAt = Int(head.csumStart)
+    let field = startAt &+ Int(head.csumOffset)
+    guard field &+ 2 <= Int(head.length), field &+ 2 <= bytes else { return false }
+    let data = pool.pointer(head) + Int(head.offset)
+    // The head's part from csum_start, then each segment; a part that starts
+    // at an odd offset of the summed range is byte-swapped (RFC 1071 §2(B)).
+    var total = sum(data + startAt, Int(head.length) &- startAt)
+    var at = Int(head.length) &- startAt
+    var cur = head
+    while let s = pool.next(after: cur) {
+      let part = sum(pool.pointer(s) + Int(s.offset), Int(s.length))
+      total = combine(total, part, atOddOffset: at & 1 != 0)
+      at &+= Int(s.length)
+      cur = s
+    }
+    let folded = ~total
+    // SAFETY: field + 2 <= head.length (checked above): inside the head's data.
+    data.storeBytes(of: UInt8(truncatingIfNeeded: folded >> 8), toByteOffset: field, as: UInt8.self)
+    data.storeBytes(of: UInt8(truncatingIfNeeded: folded), toByteOffset: field &+ 1, as: UInt8.self)
+    return true
   }
 }

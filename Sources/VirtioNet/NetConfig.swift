@@ -15,7 +15,7 @@ public enum NetFeaturePolicy {
   public static let required = FeatureSet(bits: [VirtioFeature.version1])
   public static let wanted = FeatureSet(bits: [
     NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.ctrlRx,
-    NetFeature.guestAnnounce, NetFeature.mq, NetFeature.csum, NetFeature.guestCsum, VirtioFeature.accessPlatform, VirtioFeature.ringPacked,
+    NetFeature.guestAnnounce, NetFeature.mq, NetFeature.mrgRxbuf, NetFeature.csum, NetFeature.guestCsum, VirtioFeature.accessPlatform, VirtioFeature.ringPacked,
     VirtioFeature.indirectDesc, VirtioFeature.eventIdx, VirtioFeature.inOrder,
   ])
   public static var policy: FeaturePolicy { FeaturePolicy(required: required, wanted: wanted) }

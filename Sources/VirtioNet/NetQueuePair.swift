@@ -28,6 +28,19 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let refillBatch: Int
   /// MRG_RXBUF: continuation buffers of a dropped multi-buffer frame still to skip.
   @usableFromInline var rxSkip: Int = 0
+  /// MRG_RXBUF: the frame being assembled (head, last segment, buffers still
+  /// to come, bytes so far), carried across bursts.
+  @usableFromInline var rxHead = PacketBuffer(index: 0, offset: 0, length: 0)
+  @usableFromInline var rxTail = PacketBuffer(index: 0, offset: 0, length: 0)
+  @usableFromInline var rxPending: Int = 0
+  @usableFromInline var rxChainBytes: Int = 0
+  /// Bytes of the virtio_net_hdr in front of every frame, per pair since
+  /// features can make it longer (HASH_REPORT: 20). Today always 12; the
+  /// one-buffer receive and transmit loops use the constant `headerSize`
+  /// instead, which net-bench measured ~20 instructions per packet cheaper
+  /// (docs/PERFORMANCE.md): a feature that changes the length must make those
+  /// two loops read this (or specialise them) and pay that.
+  public let headerLength: Int
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
 
@@ -47,6 +60,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.txChecksum = features.contains(bit: NetFeature.csum)
     self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
     self.refillBatch = max(1, min(32, self.rx.size / 8))
+    self.headerLength = Self.headerSize
     self.rx.disableInterrupts()
     // TX completions are reclaimed by polling in `transmit`: never interrupt for them.
     self.tx.disableInterrupts()
@@ -64,8 +78,9 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   // MARK: receive (§5.1.6.3, §5.1.6.4)
 
   /// Fills the RX ring from `pool` (§5.1.6.3.1: the driver should keep the
-  /// receive queue populated; each buffer holds a whole frame, so no frame
-  /// needs MRG_RXBUF). One publish and at most one doorbell. Returns how many
+  /// receive queue populated). One buffer per descriptor; a frame larger than
+  /// one buffer needs MRG_RXBUF (the port sizes buffers for its MTU
+  /// otherwise). One publish and at most one doorbell. Returns how many
   /// buffers were posted.
   @inlinable @discardableResult
   public mutating func refill(_ pool: inout BufferPool) -> Int {
@@ -74,7 +89,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let want = rx.freeCount
     let offset = UInt16(truncatingIfNeeded: pool.headroom)
     // The device writes header + frame from `offset - 12` to the end of the buffer.
-    let start = pool.headroom &- Self.headerSize
+    let start = pool.headroom &- headerLength
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
     var handed = 0
@@ -103,23 +118,30 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
 
   /// Takes up to `burst.count` received packets into `burst`; returns how many.
   /// The caller owns them (transmit them or release them to the pool). Refills
-  /// the ring in batches.
+  /// the ring in batches. With MRG_RXBUF a frame may span several buffers: it
+  /// comes out as one chained handle (`PacketBuffer.isChained`), its buffers
+  /// linked in the pool in the order the device used them (no copy).
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
     var n = 0
     var bytes: UInt64 = 0
     while n < capacity {
       guard case .used(let used) = rx.nextUsed() else { break }
       var b = Self.buffer(used.token)
-      if rxSkip > 0 {
-        // The rest of a frame dropped below: these buffers hold frame data, not a header.
-        rxSkip &-= 1
-        pool.release(b)
+      if _slowPath((rxSkip | rxPending) != 0) {
+        // MRG_RXBUF (§5.1.6.4): a buffer that goes on a frame — dropped, or being put together.
+        if let frame = continueFrame(b, length: used.length, pool: &pool) {
+          burst[n] = frame
+          n &+= 1
+          bytes &+= UInt64(rxChainBytes)
+        }
         continue
       }
       // The ring core checked used.length <= what was posted (the whole buffer).
       let len = Int(used.length)
-      guard len >= Self.headerSize else {
+      guard len >= headerLength else {
         stats.rxErrors &+= 1
         pool.release(b)
         continue
@@ -127,20 +149,16 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       // SAFETY: the header lies in the buffer's headroom (offset >= 12), inside the pool's region.
       // It is read only for a feature that gives it meaning: without MRG_RXBUF
       // and GUEST_CSUM the frame's cache lines stay the device's.
-      let header = pool.pointer(b) + (Int(b.offset) &- Self.headerSize)
+      let header = pool.pointer(b) + (Int(b.offset) &- headerLength)
       if mergeable {
-        // §5.1.6.4: num_buffers buffers hold this frame. Ours hold a whole frame
-        // each, so a device using more is dropped (with its continuation
-        // buffers), counted; a value the ring cannot hold is capped.
-        let numBuffers = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self)))
-        if numBuffers != 1 {
-          stats.rxErrors &+= 1
-          pool.release(b)
-          rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+        // §5.1.6.4: num_buffers buffers hold this frame, this one first.
+        let numBuffers = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
+        if _slowPath(numBuffers != 1) {
+          startFrame(b, numBuffers: Int(numBuffers), length: len, header: header, pool: &pool)
           continue
         }
       }
-      let dataLength = len &- Self.headerSize
+      let dataLength = len &- headerLength
       b.length = UInt16(truncatingIfNeeded: dataLength)
       if rxChecksum {
         let flags = header.load(fromByteOffset: 0, as: UInt8.self)
@@ -175,6 +193,83 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     return n
   }
 
+  /// Buffers of a MRG_RXBUF frame still being put together (its first
+  /// buffers arrived, the rest not yet): the pair holds them, not the pool.
+  public func assemblingBuffers(_ pool: borrowing BufferPool) -> Int {
+    rxPending > 0 ? pool.packetSize(rxHead).segments : 0
+  }
+
+  /// MRG_RXBUF (§5.1.6.4): the first buffer of a frame whose header says it
+  /// takes `numBuffers` (≠ 1). Out of line: the one-buffer path stays as it
+  /// was. 0, or more than the ring could ever have posted, is a lie: the
+  /// frame is dropped, counted, and at most a ring's worth of buffers skipped.
+  @inlinable @inline(never)
+  mutating func startFrame(_ first: PacketBuffer, numBuffers: Int, length: Int, header: UnsafeMutableRawPointer, pool: inout BufferPool) {
+    var b = first
+    guard numBuffers >= 1, numBuffers <= rx.size else {
+      stats.rxErrors &+= 1
+      pool.release(b)
+      rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+      return
+    }
+    let dataLength = length &- headerLength
+    b.length = UInt16(truncatingIfNeeded: dataLength)
+    if rxChecksum {
+      // §5.1.6.4.1, as for one buffer; the checksum field is checked against
+      // the whole chain when it is complete.
+      let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+      if flags & VirtioNetHdr.flagNeedsCsum != 0 {
+        b.flags |= PacketBuffer.needsChecksum
+        b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+        b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+      }
+    }
+    // Its other buffers follow in used order.
+    rxHead = b
+    rxTail = b
+    rxPending = numBuffers &- 1
+    rxChainBytes = dataLength
+  }
+
+  /// MRG_RXBUF: a continuation buffer — frame data from where it was posted,
+  /// no header — is skipped (the rest of a dropped frame) or joins the frame
+  /// being assembled. Returns the frame once its
+  /// last buffer is in (nil before, or when it was dropped: counted).
+  @inlinable @inline(never)
+  mutating func continueFrame(_ buffer: PacketBuffer, length: UInt32, pool: inout BufferPool) -> PacketBuffer? {
+    var b = buffer
+    if rxSkip > 0 {
+      // The rest of a dropped frame: these buffers hold frame data, not a header.
+      rxSkip &-= 1
+      pool.release(b)
+      return nil
+    }
+    rxPending &-= 1
+    b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
+    b.length = UInt16(truncatingIfNeeded: length)
+    guard length > 0 else {
+      // The device said the frame goes on but wrote nothing here: drop it and its rest.
+      stats.rxErrors &+= 1
+      pool.release(b)
+      pool.release(rxHead)
+      rxSkip = rxPending
+      rxPending = 0
+      return nil
+    }
+    pool.append(b, head: &rxHead, tail: &rxTail)
+    rxChainBytes &+= Int(length)
+    guard rxPending == 0 else { return nil }
+    let head = rxHead
+    if head.flags & PacketBuffer.needsChecksum != 0 && Int(head.csumStart) &+ Int(head.csumOffset) &+ 2 > rxChainBytes {
+      stats.rxErrors &+= 1
+      pool.release(head)
+      return nil
+    }
+    stats.rxChains &+= 1
+    return head
+  }
+
   // MARK: transmit (§5.1.6.2)
 
   /// Returns every finished TX buffer to the pool; returns how many.
@@ -183,7 +278,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     // The used length of a sent buffer means nothing: the ring may skip reading it.
     while case .used(let used) = tx.nextCompleted() {
-      pool.release(Self.buffer(used.token))
+      // A chain's token carries its mark (bit 48 → `chained`, 4): all its buffers go back together.
+      var b = Self.buffer(used.token)
+      b.flags = UInt8(truncatingIfNeeded: used.token >> 46) & PacketBuffer.chained
+      pool.release(b)
       n &+= 1
     }
     return n
@@ -193,56 +291,20 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// rest stay the caller's: retry or release them). Stops at the first packet
   /// it cannot take: ring full (`txRingFull`) or a malformed handle
   /// (`txErrors`). Reclaims finished buffers first; one doorbell at most.
+  /// A chained packet (several buffers) goes out as one descriptor chain —
+  /// indirect when the ring has tables for it — and its buffers return to the
+  /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
-    var bytes: UInt64 = 0
     let count = burst.count
-    // Each packet takes one descriptor (split) or one slot (packed): the room
-    // is checked once per burst, not per packet.
-    let room = min(count, tx.freeCount)
-    var malformed = false
-    var handed = 0
-    var lastLength = 0
-    let n = tx.add(upTo: room) {
-      let b = burst[handed]
-      let start = Int(b.offset) &- Self.headerSize
-      // The handle is the caller's: check it names a whole packet inside one
-      // buffer of this pool with room for the header, so nothing outside it is written.
-      guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
-        malformed = true
-        return nil
-      }
-      let base = pool.pointer(b)
-      // §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
-      // little-endian words (flags, gso_type, hdr_len, gso_size, csum_start |
-      // csum_offset, num_buffers): all zero but for a partial checksum, which
-      // goes to the device with CSUM, else is completed here.
-      var word0: UInt64 = 0
-      var word1: UInt32 = 0
-      if b.flags & PacketBuffer.needsChecksum != 0 {
-        if txChecksum {
-          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
-          word1 = UInt32(b.csumOffset)
-        } else {
-          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
-        }
-      }
-      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
-      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
-      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
-      handed &+= 1
-      lastLength = Int(b.length)
-      bytes &+= UInt64(b.length)
-      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize)), Self.token(b))
-    }
-    // A packet handed over but not posted (a 0-byte segment, which a checked
-    // handle never makes) stays the caller's; fewer than there was room for
-    // with no malformed handle: the queue is broken — both are errors.
-    if handed > n {
-      bytes &-= UInt64(lastLength)
-      malformed = true
-    }
-    if n < room && !malformed && tx.brokenReason != nil { malformed = true }
+    var run = postOneBufferPackets(burst, from: 0, pool: &pool)
+    // Out of line: a burst of one-buffer packets never goes there.
+    if _slowPath(run.atChain) { run = postWithChains(burst, after: run, pool: &pool) }
+    let n = run.posted
+    let bytes = run.bytes
+    var malformed = run.malformed
+    // Short with no malformed handle and a broken queue: an error too, not a full ring.
+    if n < count && !malformed && tx.brokenReason != nil { malformed = true }
     if malformed {
       stats.txErrors &+= 1
     } else if n < count {
@@ -256,6 +318,173 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     return n
   }
+
+  /// What a stretch of `transmit` posted.
+  @usableFromInline struct TransmitRun {
+    @usableFromInline var posted: Int
+    @usableFromInline var bytes: UInt64
+    @usableFromInline var malformed: Bool
+    /// It stopped at a chained packet (every packet before it was posted).
+    @usableFromInline var atChain: Bool
+    @inlinable init(posted: Int, bytes: UInt64, malformed: Bool, atChain: Bool) {
+      self.posted = posted
+      self.bytes = bytes
+      self.malformed = malformed
+      self.atChain = atChain
+    }
+  }
+
+  /// Posts the one-buffer packets of `burst` from `first` on, up to the first
+  /// chained one, as one batch (`add(upTo:)`): the ring's checks once.
+  @inlinable @inline(__always)
+  mutating func postOneBufferPackets(_ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool) -> TransmitRun {
+    // Each packet takes one descriptor (split) or one slot (packed): the room
+    // is checked once per batch, not per packet.
+    let room = min(burst.count &- first, tx.freeCount)
+    // Plain copies: the closure below must not read `self` while `tx` is being changed.
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
+    let txChecksum = self.txChecksum
+    var malformed = false
+    var atChain = false
+    var handed = 0
+    var lastLength = 0
+    var bytes: UInt64 = 0
+    let k = tx.add(upTo: room) {
+      let b = burst[first &+ handed]
+      let start = Int(b.offset) &- headerLength
+      // The handle is the caller's: check it names a whole packet inside one
+      // buffer of this pool with room for the header, so nothing outside it is written.
+      guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
+        malformed = true
+        return nil
+      }
+      let base = pool.pointer(b)
+      // §5.1.6.2: virtio_net_hdr_v1 (see `writeHeader`), written here with
+      // the software fallback in one test of the packet's flags.
+      var word0: UInt64 = 0
+      var word1: UInt32 = 0
+      // One test of the flags for both rare cases: a chain, a partial checksum.
+      if _slowPath(b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained) != 0) {
+        // A chain leaves the batch: `postWithChains` takes it.
+        if b.flags & PacketBuffer.chained != 0 {
+          atChain = true
+          return nil
+        }
+        if txChecksum {
+          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
+          word1 = UInt32(b.csumOffset)
+        } else {
+          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+        }
+      }
+      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
+      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+      handed &+= 1
+      lastLength = Int(b.length)
+      bytes &+= UInt64(b.length)
+      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerLength)), Self.token(b))
+    }
+    // A packet handed over but not posted (a 0-byte segment, which a checked
+    // handle never makes) stays the caller's: an error.
+    if handed > k {
+      bytes &-= UInt64(lastLength)
+      malformed = true
+    }
+    return TransmitRun(posted: first &+ k, bytes: bytes, malformed: malformed, atChain: atChain && handed == k)
+  }
+
+  /// The rest of a burst that holds chains: each chain on its own
+  /// (`addChain`), the one-buffer packets between them in batches.
+  @inlinable @inline(never)
+  mutating func postWithChains(_ burst: Span<PacketBuffer>, after first: TransmitRun, pool: inout BufferPool) -> TransmitRun {
+    var total = first
+    while total.atChain && total.posted < burst.count {
+      switch addChain(burst[total.posted], pool: &pool) {
+      case .added(let length):
+        total.posted &+= 1
+        total.bytes &+= UInt64(length)
+        stats.txChains &+= 1
+      case .ringFull:
+        total.atChain = false
+        return total
+      case .malformed:
+        total.malformed = true
+        total.atChain = false
+        return total
+      }
+      let next = postOneBufferPackets(burst, from: total.posted, pool: &pool)
+      total.posted = next.posted
+      total.bytes &+= next.bytes
+      total.malformed = next.malformed
+      total.atChain = next.atChain
+    }
+    return total
+  }
+
+  /// §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
+  /// little-endian words (flags, gso_type, hdr_len, gso_size, csum_start |
+  /// csum_offset, num_buffers): all zero but for a partial checksum, which
+  /// goes to the device with CSUM (without it the caller completed it).
+  @inlinable @inline(__always) static func writeHeader(_ b: PacketBuffer, at header: UnsafeMutableRawPointer, checksumOffload: Bool) {
+    var word0: UInt64 = 0
+    var word1: UInt32 = 0
+    if b.flags & PacketBuffer.needsChecksum != 0 && checksumOffload {
+      word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
+      word1 = UInt32(b.csumOffset)
+    }
+    // SAFETY: the caller checked start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+    header.storeBytes(of: word0.littleEndian, as: UInt64.self)
+    header.storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+  }
+
+  /// Most buffers one transmitted packet may span (a 64 KiB segment in 2 KiB
+  /// buffers is 33); a longer chain is refused as malformed.
+  public static var maxTransmitSegments: Int { 64 }
+
+  @usableFromInline enum ChainAdd {
+    case added(bytes: Int)
+    case ringFull
+    case malformed
+  }
+
+  /// Posts one chained packet: the header in the head's headroom and the
+  /// head's data as the first descriptor, each further segment as one more
+  /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
+  /// that fit). Every segment of the caller's chain is checked first.
+  @inlinable @inline(never) mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+    let start = Int(head.offset) &- headerLength
+    guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
+      return .malformed
+    }
+    var segments = InlineArray<64, BufferSegment>(repeating: .readable(0, 0))
+    segments[0] = .readable(pool.iova(head) &+ UInt64(start), UInt32(Int(head.length) &+ headerLength))
+    var used = 1
+    var bytes = Int(head.length)
+    var cur = head
+    while let s = pool.next(after: cur) {
+      guard used < Self.maxTransmitSegments, s.length > 0, Int(s.offset) &+ Int(s.length) <= pool.bufferSize else { return .malformed }
+      segments[used] = .readable(pool.iova(s) &+ UInt64(s.offset), UInt32(s.length))
+      used &+= 1
+      bytes &+= Int(s.length)
+      cur = s
+    }
+    let base = pool.pointer(head)
+    if head.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
+      guard InternetChecksum.complete(chain: head, bytes: bytes, pool: pool) else { return .malformed }
+    }
+    Self.writeHeader(head, at: base + start, checksumOffload: txChecksum)
+    let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | Self.chainTokenBit)
+    switch result {
+    case .added: return .added(bytes: bytes)
+    case .ringFull: return .ringFull
+    case .invalidChain, .broken: return .malformed
+    }
+  }
+
+  /// A transmit token's mark for a chained packet: reclaim releases all its buffers.
+  @inlinable static var chainTokenBit: UInt64 { 1 << 48 }
 
   // MARK: interrupts (§2.7.7 / §2.8.10)
 

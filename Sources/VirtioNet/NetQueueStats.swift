@@ -5,9 +5,9 @@
   public var rxPackets: UInt64 = 0
   public var rxBytes: UInt64 = 0
   /// Frames the device returned that the driver could not accept: shorter
-  /// than the virtio-net header, spread over several buffers (MRG_RXBUF with
-  /// num_buffers > 1 although every buffer holds a full frame), or with a
-  /// num_buffers the ring cannot hold.
+  /// than the virtio-net header, a MRG_RXBUF num_buffers of 0 or more than
+  /// the ring holds, an empty continuation buffer, or checksum offsets
+  /// outside the frame.
   public var rxErrors: UInt64 = 0
   /// Times the RX ring could not be refilled because the pool was empty.
   public var rxNoBuffers: UInt64 = 0
@@ -31,6 +31,11 @@
   /// the kernel path's PACKET_STATISTICS tp_drops (a virtio-net device does
   /// not report its own, §5.1: back-pressure or a silent drop in the device).
   public var rxDropped: UInt64 = 0
+  /// Received frames that spanned several buffers (MRG_RXBUF, §5.1.6.4), and
+  /// transmitted packets of several buffers (descriptor chains): both also
+  /// counted in rxPackets / txPackets.
+  public var rxChains: UInt64 = 0
+  public var txChains: UInt64 = 0
 
   public init() {}
 
@@ -38,7 +43,7 @@
   public static var counters: [WritableKeyPath<NetQueueStats, UInt64>] {
     [
       \.rxPackets, \.rxBytes, \.rxErrors, \.rxNoBuffers, \.txPackets, \.txBytes, \.txRingFull, \.txErrors, \.notifications,
-      \.interrupts, \.txDropped, \.rxDropped,
+      \.interrupts, \.txDropped, \.rxDropped, \.rxChains, \.txChains,
     ]
   }
 

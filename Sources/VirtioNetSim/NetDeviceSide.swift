@@ -63,6 +63,54 @@ public struct NetDeviceSide<R: DeviceRing & ~Copyable>: ~Copyable {
     return true
   }
 
+  /// MRG_RXBUF (§5.1.6.4): writes `header` and `frame` across as many
+  /// available RX buffers as it takes, the header only at the start of the
+  /// first, whose num_buffers says how many (`numBuffers` overrides it: a
+  /// lying device). Returns the buffers used, or 0 when the driver posted too
+  /// few (those taken are returned empty).
+  @discardableResult
+  public mutating func deliverMerged(
+    _ frame: [UInt8], header: VirtioNetHdr = VirtioNetHdr(), numBuffers: UInt16? = nil
+  ) -> Int {
+    let headerBytes = MemoryLayout<VirtioNetHdr>.size
+    var chains: [DeviceChain] = []
+    var lengths: [UInt32] = []
+    var headerAt: UnsafeMutableRawPointer? = nil
+    let bytes = [UInt8](repeating: 0, count: headerBytes) + frame
+    var at = 0
+    while at < bytes.count {
+      guard let chain = rx.nextAvail() else {
+        for c in chains { rx.pushUsed(c, len: 0) }
+        return 0
+      }
+      var used: UInt32 = 0
+      for i in 0..<chain.segmentCount where at < bytes.count {
+        let s = rx.segment(i)
+        guard s.isWritable else { continue }
+        if headerAt == nil {
+          guard Int(s.length) >= headerBytes else {
+            rx.pushUsed(chain, len: 0)
+            return 0
+          }
+          headerAt = s.pointer
+        }
+        let n = min(Int(s.length), bytes.count - at)
+        bytes.withUnsafeBytes { s.pointer.copyMemory(from: $0.baseAddress! + at, byteCount: n) }
+        at += n
+        used += UInt32(n)
+      }
+      chains.append(chain)
+      lengths.append(used)
+    }
+    // The header last, once num_buffers is known.
+    var h = header
+    h.num_buffers = numBuffers ?? UInt16(chains.count)
+    withUnsafeBytes(of: h) { headerAt!.copyMemory(from: $0.baseAddress!, byteCount: headerBytes) }
+    for (i, c) in chains.enumerated() { rx.pushUsed(c, len: lengths[i]) }
+    delivered += 1
+    return chains.count
+  }
+
   /// Makes delivered frames visible; true when the driver wanted an interrupt.
   @discardableResult
   public mutating func publishRX() -> Bool {

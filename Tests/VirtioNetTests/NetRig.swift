@@ -15,13 +15,13 @@ struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>:
   /// Counts the doorbells (queue 0: RX, 1: TX).
   let bell: SimTransport
 
-  init(size: Int, features: [Int] = [VirtioFeature.eventIdx], poolCount: Int = 512, bufferSize: Int = 2048) throws {
+  init(size: Int, features: [Int] = [VirtioFeature.eventIdx], poolCount: Int = 512, bufferSize: Int = 2048, maxIndirect: Int = 0) throws {
     var f = FeatureSet(bits: [VirtioFeature.version1] + features)
     if Q.layout == .packed { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     let ring = RingFeatures(negotiated: f)
     var dma = try SimDMA()
     let rx = try Q(index: 0, size: size, features: ring, memory: &dma, maxIndirect: 0)
-    let tx = try Q(index: 1, size: size, features: ring, memory: &dma, maxIndirect: 0)
+    let tx = try Q(index: 1, size: size, features: ring, memory: &dma, maxIndirect: maxIndirect)
     let bell = SimTransport(deviceFeatures: f, queueSizes: [size, size])
     let dev = try NetDeviceSide<D>(rx: rx, tx: tx, features: ring, memory: dma.iommu)
     let pool = try BufferPool(count: poolCount, bufferSize: bufferSize, headroom: 64, memory: &dma)
@@ -45,6 +45,33 @@ struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>:
   }
 
   func bytes(_ b: PacketBuffer) -> [UInt8] { Array(UnsafeRawBufferPointer(pool.data(b))) }
+
+  /// Every byte of a packet, its chain's segments in order.
+  func packetBytes(_ head: PacketBuffer) -> [UInt8] {
+    var out = bytes(head)
+    var cur = head
+    while let s = pool.next(after: cur) {
+      out += bytes(s)
+      cur = s
+    }
+    return out
+  }
+
+  /// A chained packet holding `frame`, cut into segments of the given sizes.
+  mutating func chain(_ frame: [UInt8], cuts: [Int]) -> PacketBuffer {
+    var head = packet(Array(frame[0..<cuts[0]]))
+    var tail = head
+    var at = cuts[0]
+    for n in cuts.dropFirst() {
+      var s = pool.allocate()!
+      s.length = UInt16(n)
+      frame[at..<(at + n)].withUnsafeBytes { pool.data(s).copyMemory(from: $0) }
+      pool.append(s, head: &head, tail: &tail)
+      at += n
+    }
+    precondition(at == frame.count)
+    return head
+  }
 
   /// A fresh buffer holding `frame`, ready to transmit.
   mutating func packet(_ frame: [UInt8]) -> PacketBuffer {

@@ -266,24 +266,6 @@ final class QueuePairTests: XCTestCase {
     XCTAssertEqual(r.receive(), [], "a broken queue stays quiet")
   }
 
-  func testMergedFrameIsDroppedWithItsContinuationBuffers() throws {
-    var r = try SplitRig(size: 16, features: [NetFeature.mrgRxbuf, VirtioFeature.eventIdx])
-    r.pair.refill(&r.pool)
-    r.dev.deliver(testFrame(0, length: 64))
-    // A 3-buffer frame: the header says so, then two buffers of raw frame data.
-    r.dev.deliver(testFrame(1, length: 64), header: VirtioNetHdr(num_buffers: 3))
-    r.dev.publishRX()
-    XCTAssertEqual(r.receive().count, 1, "the good frame; the first piece of the merged one is dropped")
-    r.dev.deliver([UInt8](repeating: 0xEE, count: 200), header: VirtioNetHdr(num_buffers: 1))  // continuation
-    r.dev.deliver([UInt8](repeating: 0xEE, count: 200), header: VirtioNetHdr(num_buffers: 1))  // continuation
-    r.dev.deliver(testFrame(4, length: 90))
-    r.dev.publishRX()
-    let got = r.receive()
-    XCTAssertEqual(got.count, 1)
-    XCTAssertEqual(got.first.map { r.bytes($0) }, testFrame(4, length: 90))
-    XCTAssertEqual(r.pair.stats.rxErrors, 1)
-  }
-
   func testAbsurdNumBuffersIsCapped() throws {
     var r = try SplitRig(size: 8, features: [NetFeature.mrgRxbuf])
     r.pair.refill(&r.pool)

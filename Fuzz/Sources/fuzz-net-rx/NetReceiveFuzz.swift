@@ -12,9 +12,14 @@ import VirtioSpec
 // 802.1Q / IPv4 / IPv6 / TCP / UDP headers, and transmit on a device without
 // CSUM completes the partial checksum in software at the device's offsets.
 //
-// Checked: no read or write outside the pool (ASan); every received handle
-// lies inside its buffer; a NEEDS_CSUM handle's checksum field lies inside
-// the frame; no buffer lost or duplicated: pool + rings + held = all.
+// With MRG_RXBUF the header's num_buffers makes the following buffers one
+// frame (§5.1.6.4): they come out as one chain, held chains are transmitted
+// as descriptor chains and return to the pool whole.
+//
+// Checked: no read or write outside the pool (ASan); every received handle,
+// every segment of a chain, lies inside its buffer; a NEEDS_CSUM handle's
+// checksum field lies inside the frame; no buffer lost or duplicated: pool +
+// rings + a frame being assembled + held = all.
 //
 // Input: byte 0 features (bit 0 MRG_RXBUF, 1 GUEST_CSUM, 2 IN_ORDER), byte 1
 // pool size, then operations (Fuzz/README.md).
@@ -39,15 +44,25 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
   var pair = NetQueuePair(rx: rxq, tx: txq, rxDoorbell: .none, txDoorbell: .none, features: features)
   pair.refill(&pool)
   var held: [PacketBuffer] = []
+  /// Buffers of the packets transmitted and not yet reclaimed (chains count each segment).
+  var transmitting = 0
+  func segments(_ b: PacketBuffer, _ pool: borrowing BufferPool) -> Int { pool.packetSize(b).segments }
 
   func checkHandle(_ b: PacketBuffer, _ pool: borrowing BufferPool, _ what: String) {
     require(Int(b.index) < pool.count, "\(what): buffer index \(b.index) outside the pool of \(pool.count)")
     require(Int(b.offset) >= NetQueuePair<SplitVirtqueue, SplitVirtqueue>.headerSize, "\(what): offset \(b.offset) leaves no header room")
     require(Int(b.offset) + Int(b.length) <= pool.bufferSize, "\(what): \(b.offset)+\(b.length) past the \(pool.bufferSize)-byte buffer")
+    let (count, bytes) = pool.packetSize(b)
+    require(count <= pool.count, "\(what): a chain of \(count) buffers from a pool of \(pool.count)")
     if b.flags & PacketBuffer.needsChecksum != 0 {
       require(
-        Int(b.csumStart) + Int(b.csumOffset) + 2 <= Int(b.length),
-        "\(what): checksum field at \(b.csumStart)+\(b.csumOffset) outside the \(b.length)-byte frame")
+        Int(b.csumStart) + Int(b.csumOffset) + 2 <= bytes,
+        "\(what): checksum field at \(b.csumStart)+\(b.csumOffset) outside the \(bytes)-byte frame")
+    }
+    var cur = b
+    while let s = pool.next(after: cur) {
+      require(Int(s.index) < pool.count && Int(s.offset) + Int(s.length) <= pool.bufferSize && s.length > 0, "\(what): segment \(s) outside its buffer")
+      cur = s
     }
   }
 
@@ -78,7 +93,8 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         checkHandle(b, pool, "received")
         if input.bool() {
           // As the AF_PACKET path does for a CSUMNOTREADY frame.
-          b.flags = 0
+          // (a chain keeps its mark: its buffers stay linked to the head).
+          b.flags &= PacketBuffer.chained
           ChecksumOffsets.mark(&b, pool: pool)
           checkHandle(b, pool, "ChecksumOffsets")
         }
@@ -87,6 +103,7 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case 2:
       // Forward what is held (software checksum completion: no CSUM negotiated).
       let n = pair.transmit(held.span, pool: &pool)
+      for b in held[0..<n] { transmitting += segments(b, pool) }
       held.removeFirst(n)
     case 3:
       for b in held { pool.release(b) }
@@ -99,12 +116,19 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
       }
       txDevice.publishUsed(txDevice.usedIdx)
       pair.reclaim(&pool)
+      // Every chain the device held came back.
+      if pair.brokenReason == nil { transmitting = 0 }
     default:
       pair.refill(&pool)
     }
     if pair.brokenReason == nil {
-      let total = pool.available + pair.rx.inFlight + pair.tx.inFlight + held.count
-      require(total == pool.count, "buffers: \(pool.available) free + \(pair.rx.inFlight) rx + \(pair.tx.inFlight) tx + \(held.count) held != \(pool.count)")
+      var heldBuffers = 0
+      for b in held { heldBuffers += segments(b, pool) }
+      let assembling = pair.assemblingBuffers(pool)
+      let total = pool.available + pair.rx.inFlight + assembling + transmitting + heldBuffers
+      require(
+        total == pool.count,
+        "buffers: \(pool.available) free + \(pair.rx.inFlight) rx + \(assembling) assembling + \(transmitting) tx + \(heldBuffers) held != \(pool.count)")
     }
   }
   return 0

@@ -37,6 +37,10 @@ struct cnet_dev {
   const uint8_t *frame;
   uint32_t frame_len;
   uint64_t rx_frames, tx_frames;
+  /* MRG_RXBUF (§5.1.6.4): a frame larger than one RX buffer goes on in the next ones;
+   * rx_at is how much of the current frame is written (0: the next buffer starts one). */
+  int mergeable;
+  uint32_t rx_at;
 };
 
 static void q_init(struct q *q, void *desc, void *driver, void *device, uint16_t size) {
@@ -56,6 +60,29 @@ cnet_dev *cnet_dev_new(int packed, void *rx_desc, void *rx_driver, void *rx_devi
   return d;
 }
 void cnet_dev_free(cnet_dev *d) { free(d); }
+void cnet_dev_set_mergeable(cnet_dev *d) { d->mergeable = 1; }
+
+/* MRG_RXBUF: the next piece of the frame into an RX buffer of `cap` bytes; the first
+ * piece after a header whose num_buffers counts the buffers the frame takes (every
+ * posted buffer has the same size). Returns the bytes written. */
+static inline uint32_t use_rx_merged(cnet_dev *d, uint64_t addr, uint32_t cap) {
+  uint8_t *b = (uint8_t *)(uintptr_t)addr;
+  uint32_t off = 0;
+  if (d->rx_at == 0) {
+    uint32_t first = cap - HDR;
+    uint16_t nb = 1;
+    if (d->frame_len > first) nb += (uint16_t)((d->frame_len - first + cap - 1) / cap);
+    memset(b, 0, HDR);
+    memcpy(b + 10, &nb, 2);
+    off = HDR;
+  }
+  uint32_t chunk = d->frame_len - d->rx_at;
+  if (chunk > cap - off) chunk = cap - off;
+  memcpy(b + off, d->frame + d->rx_at, chunk);
+  d->rx_at += chunk;
+  if (d->rx_at == d->frame_len) d->rx_at = 0;
+  return off + chunk;
+}
 
 /* What the device does with one buffer: an RX buffer gets a zero virtio_net_hdr_v1 and
  * the frame (returns the length written); of a TX buffer it reads the frame's first
@@ -79,12 +106,15 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
   struct desc *table = q->desc;
   uint16_t idx = ld_acq16(&avail[1]);
   uint32_t n = 0;
+  /* Per pass, not per buffer: whether frames are spread, and the least an RX buffer must hold. */
+  const int mrg = rx && d->mergeable;
+  const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   while (q->last_avail != idx) {
     uint16_t head = ld16(&avail[2 + (q->last_avail & q->mask)]);
     if (head >= q->size) { d->broken = 1; return n; }
     struct desc *e = &table[head];
-    if (rx && (e->len < HDR + d->frame_len || !(e->flags & F_WRITE))) { d->broken = 1; return n; }
-    uint32_t len = use_buffer(d, e->addr, rx);
+    if (rx && (e->len < need || !(e->flags & F_WRITE))) { d->broken = 1; return n; }
+    uint32_t len = mrg ? use_rx_merged(d, e->addr, e->len) : use_buffer(d, e->addr, rx);
     uint8_t *u = used + 4 + 8 * (size_t)(q->used_idx & q->mask);
     memcpy(u, &(uint32_t){head}, 4);
     memcpy(u + 4, &len, 4);
@@ -102,13 +132,15 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
 static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
   struct pdesc *ring = q->desc;
   uint32_t n = 0;
+  const int mrg = rx && d->mergeable;
+  const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   for (;;) {
     struct pdesc *p = &ring[q->slot];
     uint16_t f = ld_acq16(&p->flags);
     int a = (f & P_AVAIL) != 0, u = (f & P_USED) != 0;
     if (a != q->wrap || u == q->wrap) break;
-    if (rx && p->len < HDR + d->frame_len) { d->broken = 1; return n; }
-    uint32_t len = use_buffer(d, p->addr, rx);
+    if (rx && p->len < need) { d->broken = 1; return n; }
+    uint32_t len = mrg ? use_rx_merged(d, p->addr, p->len) : use_buffer(d, p->addr, rx);
     uint16_t id = p->id;
     struct pdesc *w = &ring[q->used_slot];
     w->id = id; w->len = len;

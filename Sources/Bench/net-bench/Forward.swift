@@ -19,14 +19,16 @@ struct Result {
 /// CPU (`threaded`) or alternating with the driver on this thread.
 @inline(never)
 func forward<Q: ConstructibleVirtqueue & ~Copyable>(
-  _: Q.Type, packed: Bool, ringSize: Int, burst: Int, packets: UInt64, frame: [UInt8], threaded: Bool
+  _: Q.Type, packed: Bool, ringSize: Int, burst: Int, packets: UInt64, frame: [UInt8], threaded: Bool, chains: Bool = false
 ) -> Result {
   var dma = BenchDMA()
   var f = FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.eventIdx])
   if packed { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+  // Chains: frames larger than a 2 KiB buffer arrive with MRG_RXBUF and leave as indirect chains.
+  if chains { f.formUnion(FeatureSet(bits: [NetFeature.mrgRxbuf, VirtioFeature.indirectDesc])) }
   let ring = RingFeatures(negotiated: f)
   let rx = try! Q(index: 0, size: ringSize, features: ring, memory: &dma, maxIndirect: 0)
-  let tx = try! Q(index: 1, size: ringSize, features: ring, memory: &dma, maxIndirect: 0)
+  let tx = try! Q(index: 1, size: ringSize, features: ring, memory: &dma, maxIndirect: chains ? 8 : 0)
   func p(_ iova: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(iova)) }
   let device = frame.withUnsafeBufferPointer { fr in
     cnet_dev_new(
@@ -34,9 +36,12 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
       p(tx.driverAreaIOVA), p(tx.deviceAreaIOVA), UInt16(ringSize), fr.baseAddress, UInt32(fr.count))!
   }
   defer { cnet_dev_free(device) }
+  if chains { cnet_dev_set_mergeable(device) }
   // The frame template must outlive the device thread: keep a copy here.
   var pair = NetQueuePair(rx: rx, tx: tx, rxDoorbell: .none, txDoorbell: .none, features: f)
-  var pool = try! BufferPool(count: 4 * ringSize + 2 * burst, bufferSize: 2048, headroom: 64, memory: &dma)
+  // Chains hold several buffers each: room for every ring full and the bursts in hand.
+  let perPacket = chains ? (frame.count + 12 + 1995) / 1996 : 1
+  var pool = try! BufferPool(count: 4 * ringSize + 2 * burst * perPacket, bufferSize: 2048, headroom: 64, memory: &dma)
   let slots = UnsafeMutableBufferPointer<PacketBuffer>.allocate(capacity: burst)
   defer { slots.deallocate() }
   slots.initialize(repeating: PacketBuffer(index: 0, offset: 0, length: 0))
@@ -74,6 +79,7 @@ func forward<Q: ConstructibleVirtqueue & ~Copyable>(
   r.counts.allocations = alloc_counter_total() &- a0
   if let handle { cnet_dev_stop(handle) }
   r.counts.notifications = pair.stats.notifications
+  if chains && pair.stats.rxChains == 0 { r.counts.broken = true }
   r.txRingFull = pair.stats.txRingFull
   withExtendedLifetime(frame) {}
   return r

@@ -5,6 +5,8 @@
 //
 //   net-bench [--mode threaded|single]             table: burst 1, 8, 32, 64; median of --runs
 //   net-bench --single --layout split --burst 32 --packets N     one single-threaded run (callgrind)
+//   --chains (with --frame 4000, say): frames spread over 2 KiB buffers with MRG_RXBUF,
+//   forwarded as indirect descriptor chains
 import BenchSupport
 import CAllocCounter
 import Glibc
@@ -17,11 +19,18 @@ let runs = args.intOption("--runs", 5)
 let packets = UInt64(args.intOption("--packets", 2_000_000))
 let frameLength = args.intOption("--frame", 64)
 let frame: [UInt8] = (0..<frameLength).map { UInt8(truncatingIfNeeded: $0) }
+let chains = args.contains("--chains")
+if chains && (frameLength <= 2048 - 64 || frameLength > 8 * 1996 - 12) {
+  print("net-bench: --chains needs a --frame of 1985 to 15956 bytes (more than one 2 KiB buffer, at most an 8-entry indirect table)")
+  exit(64)
+}
 
 func run(_ layout: String, burst: Int, threaded: Bool) -> Result {
   switch layout {
-  case "split": forward(SplitVirtqueue.self, packed: false, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded)
-  default: forward(PackedVirtqueue.self, packed: true, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded)
+  case "split":
+    forward(SplitVirtqueue.self, packed: false, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded, chains: chains)
+  default:
+    forward(PackedVirtqueue.self, packed: true, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded, chains: chains)
   }
 }
 
@@ -52,7 +61,7 @@ if args.contains("--single") {
 // --mode threaded (driver on CPU 0, device on CPU 1) or single (both alternating on one thread).
 let threaded = args.option("--mode", "threaded") != "single"
 print(
-  "net-bench: ring size \(ringSize), \(frameLength)-byte frames, \(packets) packets per run, median of \(runs) runs, "
+  "net-bench: ring size \(ringSize), \(frameLength)-byte frames\(chains ? " (MRG_RXBUF chains of 2 KiB buffers)" : ""), \(packets) packets per run, median of \(runs) runs, "
     + (threaded ? "driver on CPU 0, device on CPU 1" : "driver and device alternating on one thread")
 )
 print("| burst | split Mpps | packed Mpps | doorbells/pkt split / packed | TX ring full split / packed | allocations/pkt split / packed |")

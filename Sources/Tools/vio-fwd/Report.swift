@@ -66,7 +66,7 @@ enum Report {
       ("rx_packets", s.rxPackets), ("rx_bytes", s.rxBytes), ("tx_packets", s.txPackets), ("tx_bytes", s.txBytes),
       ("tx_dropped", s.txDropped), ("tx_ring_full", s.txRingFull), ("tx_errors", s.txErrors), ("rx_errors", s.rxErrors),
       ("rx_no_buffers", s.rxNoBuffers), ("rx_dropped", s.rxDropped), ("notifications", s.notifications),
-      ("interrupts", s.interrupts),
+      ("interrupts", s.interrupts), ("rx_chains", s.rxChains), ("tx_chains", s.txChains),
     ]
   }
 
@@ -116,7 +116,7 @@ enum Report {
         out.append(
           "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
-            + "notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
+            + "chains rx \(s.rxChains) tx \(s.txChains), notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
             + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : "")
             + (removed[p] ? ", REMOVED during the run" : "")
             + (recoveries[p] > 0 ? ", recovered from DEVICE_NEEDS_RESET \(recoveries[p]) time(s)" : "")

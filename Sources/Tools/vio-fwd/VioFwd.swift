@@ -106,6 +106,14 @@ struct VioFwd: ParsableCommand {
   var ring: RingChoice = .auto
   @Flag(name: .customLong("no-csum-offload"), help: "Do not negotiate checksum offload (VIRTIO_NET_F_CSUM/GUEST_CSUM); complete checksums in software when needed.")
   var noCsumOffload = false
+  @Flag(
+    name: .customLong("no-mrg-rxbuf"),
+    help: "Do not negotiate VIRTIO_NET_F_MRG_RXBUF: every received frame must fit one buffer (then --buffer-size must hold the largest frame).")
+  var noMergeableBuffers = false
+  @Option(
+    name: .customLong("buffer-size"),
+    help: "Bytes per packet buffer (256 ... 65536); default: room for the largest frame the MTUs allow. Smaller: larger frames arrive and leave as chains of buffers (MRG_RXBUF).")
+  var bufferSize: Int?
   @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
   var noPromisc = false
   @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
@@ -142,6 +150,7 @@ struct VioFwd: ParsableCommand {
     try Numbers.check(pktSize, option: "--pkt-size", in: 60...(9216 + 18), what: "bytes")
     _ = try Numbers.duration(duration, option: "--duration", in: 0...Self.maxNanoseconds)
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
+    if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
     try Numbers.check(txRetries, option: "--tx-retries", in: 0...Int(Int32.max))
     if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
@@ -164,6 +173,8 @@ struct VioFwd: ParsableCommand {
     options.kernelFallback = !noFallback
     options.allowNoIOMMU = allowNoIOMMU
     options.checksumOffload = !noCsumOffload
+    options.mergeableReceiveBuffers = !noMergeableBuffers
+    options.bufferSize = bufferSize
     options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil
     options.logger = Logger(label: "vio-fwd")
     let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above
@@ -178,6 +189,10 @@ struct VioFwd: ParsableCommand {
     // A burst must fit in every ring, as opened (a device may have smaller rings than asked).
     for p in group.ports where burst > p.maxBurst {
       Console.error("--burst \(burst) is larger than port \(p.address)'s rings (RX \(p.rxRingSize), TX \(p.txRingSize)); use --burst \(p.maxBurst) or less")
+      throw ExitCode(64)
+    }
+    if mode == .txonly && pktSize > group.bufferSize - PortGroup.headroom {
+      Console.error("--pkt-size \(pktSize) does not fit one buffer of \(group.bufferSize) bytes (txonly sends one-buffer frames); use a smaller --pkt-size or a larger --buffer-size")
       throw ExitCode(64)
     }
     if mode == .txonly, let p = group.ports.first(where: { pktSize > PortOptions.frameBytes(mtu: $0.mtu) - 4 }) {

@@ -11,6 +11,9 @@ typedef struct cnet_dev cnet_dev;
 /* Queue areas as the driver reports them (descAreaIOVA, driverAreaIOVA, deviceAreaIOVA). */
 cnet_dev *cnet_dev_new(int packed, void *rx_desc, void *rx_driver, void *rx_device, uint16_t rx_size, void *tx_desc,
                        void *tx_driver, void *tx_device, uint16_t tx_size, const uint8_t *frame, uint32_t frame_len);
+/* MRG_RXBUF: frames larger than an RX buffer are spread over several (num_buffers in
+ * the first one's header); TX chains must then be indirect (one slot each). */
+void cnet_dev_set_mergeable(cnet_dev *d);
 void cnet_dev_free(cnet_dev *d);
 /* One pass: fill the available RX buffers, consume the available TX chains. Returns the work done. */
 uint32_t cnet_dev_process(cnet_dev *d);
