@@ -19,6 +19,9 @@
   public static let needsChecksum: UInt8 = 1
   /// RX: the checksum was validated (GUEST_CSUM, VIRTIO_NET_HDR_F_DATA_VALID).
   public static let checksumValid: UInt8 = 2
+  /// RX: the device reported this packet's hash (virtio-net HASH_REPORT); it
+  /// sits in the headroom until the buffer is transmitted or rewritten.
+  public static let hashReported: UInt8 = 0x80
 
   @inlinable public init(index: UInt32, offset: UInt16, length: UInt16) {
     self.index = index

@@ -31,8 +31,14 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
 
-  /// §5.1.6: with VERSION_1 the header is always virtio_net_hdr_v1 (12 bytes).
+  /// §5.1.6: with VERSION_1 the header is virtio_net_hdr_v1 (12 bytes).
   public static var headerSize: Int { 12 }
+  /// This pair's header: 12 bytes, or virtio_net_hdr_v1_hash (20) with
+  /// HASH_REPORT, in both directions (§5.1.6).
+  public let headerSize: Int
+  /// VIRTIO_NET_F_HASH_REPORT: each received header carries hash_value and
+  /// hash_report (§5.1.6.4.3); packets are marked so `BufferPool.receiveHash` reads them.
+  @usableFromInline let hashReport: Bool
 
   /// A pair over two configured queues. Interrupts start disabled on both
   /// (polling); `armReceiveInterrupt` asks for the next RX one.
@@ -46,6 +52,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.mergeable = features.contains(bit: NetFeature.mrgRxbuf)
     self.txChecksum = features.contains(bit: NetFeature.csum)
     self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
+    self.hashReport = features.contains(bit: NetFeature.hashReport)
+    self.headerSize = hashReport ? VirtioNetHdrHash.size : Self.headerSize
     self.refillBatch = max(1, min(32, self.rx.size / 8))
     self.rx.disableInterrupts()
     // TX completions are reclaimed by polling in `transmit`: never interrupt for them.
@@ -73,8 +81,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // the room and the segment's offset and length are computed once.
     let want = rx.freeCount
     let offset = UInt16(truncatingIfNeeded: pool.headroom)
-    // The device writes header + frame from `offset - 12` to the end of the buffer.
-    let start = pool.headroom &- Self.headerSize
+    // The device writes header + frame from `offset - headerSize` to the end of the buffer.
+    let start = pool.headroom &- headerSize
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
     var handed = 0
@@ -119,15 +127,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       }
       // The ring core checked used.length <= what was posted (the whole buffer).
       let len = Int(used.length)
-      guard len >= Self.headerSize else {
+      guard len >= headerSize else {
         stats.rxErrors &+= 1
         pool.release(b)
         continue
       }
-      // SAFETY: the header lies in the buffer's headroom (offset >= 12), inside the pool's region.
+      // SAFETY: the header lies in the buffer's headroom (offset >= headerSize), inside the pool's region.
       // It is read only for a feature that gives it meaning: without MRG_RXBUF
       // and GUEST_CSUM the frame's cache lines stay the device's.
-      let header = pool.pointer(b) + (Int(b.offset) &- Self.headerSize)
+      let header = pool.pointer(b) + (Int(b.offset) &- headerSize)
       if mergeable {
         // §5.1.6.4: num_buffers buffers hold this frame. Ours hold a whole frame
         // each, so a device using more is dropped (with its continuation
@@ -140,13 +148,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
           continue
         }
       }
-      let dataLength = len &- Self.headerSize
+      let dataLength = len &- headerSize
       b.length = UInt16(truncatingIfNeeded: dataLength)
+      // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
+      if hashReport { b.flags = PacketBuffer.hashReported }
       if rxChecksum {
         let flags = header.load(fromByteOffset: 0, as: UInt8.self)
         // §5.1.6.4.1: DATA_VALID — the device checked it; NEEDS_CSUM — only a
         // partial checksum, complete it from csum_start (kept as metadata).
-        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
         if flags & VirtioNetHdr.flagNeedsCsum != 0 {
           let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
           let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
@@ -203,9 +213,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var malformed = false
     var handed = 0
     var lastLength = 0
+    let headerSize = self.headerSize
+    let hashReport = self.hashReport
     let n = tx.add(upTo: room) {
       let b = burst[handed]
-      let start = Int(b.offset) &- Self.headerSize
+      let start = Int(b.offset) &- headerSize
       // The handle is the caller's: check it names a whole packet inside one
       // buffer of this pool with room for the header, so nothing outside it is written.
       guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
@@ -227,13 +239,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
           InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
         }
       }
-      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      // SAFETY: start >= 0 and start + headerSize <= offset: the header lies in the buffer's headroom.
       (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
       (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+      // virtio_net_hdr_v1_hash: hash_value, hash_report and padding are the device's to fill; zero on transmit.
+      if hashReport { (base + start).storeBytes(of: UInt64(0), toByteOffset: 12, as: UInt64.self) }
       handed &+= 1
       lastLength = Int(b.length)
       bytes &+= UInt64(b.length)
-      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ Self.headerSize)), Self.token(b))
+      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerSize)), Self.token(b))
     }
     // A packet handed over but not posted (a 0-byte segment, which a checked
     // handle never makes) stays the caller's; fewer than there was room for
