@@ -31,6 +31,12 @@ protocol VirtioPortControl: AnyObject {
   func checkAnnounce() -> Bool
   /// Announcements sent and acknowledged.
   var announcements: UInt64 { get }
+  /// Control-queue settings at run time (main thread), each §5.1.6.5 command waited for.
+  func setRSS(_ rss: RSSConfig) throws(VirtioError)
+  func setMACFilter(_ macs: [MACAddress]) throws(VirtioError)
+  func setVLAN(_ vid: UInt16, enabled: Bool) throws(VirtioError)
+  func setMACAddress(_ mac: MACAddress) throws(VirtioError)
+  func setPromiscuous(_ on: Bool) throws(VirtioError)
 }
 
 /// The ring layouts a `PortQueue` carries (split or packed), each to its case.
@@ -51,6 +57,7 @@ extension PackedVirtqueue: NetLayout {
 final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copyable>: VirtioPortControl {
   var session: VirtioSession<T, Q>
   var control: NetControlQueue<Q>?
+  let hasControl: Bool
   let features: FeatureSet
   let pairs: Int
   let board: ReconnectBoard
@@ -85,18 +92,24 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     if let ci = config.controlQueue(features: features) {
       let q = s.takeQueue(ci)
       var c = try NetControlQueue(queue: q, doorbell: s.transport.doorbell(queue: ci), features: features, memory: &s.transport.dma)
-      // §5.1.6.5.5: only the first pair is used until VQ_PAIRS_SET.
-      if options.queues > 1 {
+      // §5.1.6.5.5: only the first pair is used until VQ_PAIRS_SET (or RSS_CONFIG, which sets them too).
+      if let rss = options.rss {
+        try c.setRSS(rss, config: config, pairs: options.queues)
+        logger.info(
+          "RSS set", metadata: ["pairs": "\(options.queues)", "hash_report": "\(features.contains(bit: NetFeature.hashReport))"])
+      } else if options.queues > 1 {
         try c.setQueuePairs(options.queues, maxPairs: config.maxQueuePairs)
         logger.info("queue pairs set", metadata: ["pairs": "\(options.queues)", "max": "\(config.maxQueuePairs)"])
       }
-      // §5.1.6.5.1: receive frames for any address (the forwarder is not the destination).
-      if options.promiscuous && features.contains(bit: NetFeature.ctrlRx) {
-        try c.setPromiscuous(true)
-      }
+      // §5.1.6.5.1: receive frames for any address (the forwarder is not the
+      // destination), or — said explicitly, since a device may start
+      // promiscuous (QEMU does) — only those the filters below let through.
+      if features.contains(bit: NetFeature.ctrlRx) { try c.setPromiscuous(options.promiscuous) }
+      try Self.applyFilters(&c, options: options)
       control = consume c
     }
     self.session = s
+    self.hasControl = config.controlQueue(features: features) != nil
     self.control = control
     self.features = features
     self.pairs = options.queues
@@ -106,6 +119,49 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.mac = config.mac
     self.address = address
     self.logger = logger
+  }
+
+  /// §5.1.6.5.2 / §5.1.6.5.3: the port's MAC, MAC tables and VLANs as the options ask.
+  static func applyFilters(_ c: inout NetControlQueue<Q>, options: PortOptions) throws(VirtioError) {
+    if let mac = options.macAddress { try c.setMACAddress(mac) }
+    if let macs = options.macFilter {
+      try c.setMACTable(unicast: macs.filter { !$0.isMulticast }, multicast: macs.filter(\.isMulticast))
+    }
+    for vid in options.vlanFilter ?? [] { try c.setVLAN(vid, enabled: true) }
+  }
+
+  /// Why a control-queue setting cannot be made now, if it cannot.
+  func requireControl(_ what: String) throws(VirtioError) {
+    guard !removed else { throw VirtioError(.invalidArgument, "port \(address) was removed; \(what) is impossible") }
+    guard hasControl else {
+      throw VirtioError(.missingFeatures, "port \(address) has no control queue (VIRTIO_NET_F_CTRL_VQ), needed for \(what)")
+    }
+  }
+
+  func setRSS(_ rss: RSSConfig) throws(VirtioError) {
+    try requireControl("RSS")
+    let config = try NetConfig(reading: session.transport, features: features)
+    try control?.setRSS(rss, config: config, pairs: pairs)
+  }
+
+  func setMACFilter(_ macs: [MACAddress]) throws(VirtioError) {
+    try requireControl("a MAC filter")
+    try control?.setMACTable(unicast: macs.filter { !$0.isMulticast }, multicast: macs.filter(\.isMulticast))
+  }
+
+  func setVLAN(_ vid: UInt16, enabled: Bool) throws(VirtioError) {
+    try requireControl("a VLAN filter")
+    try control?.setVLAN(vid, enabled: enabled)
+  }
+
+  func setMACAddress(_ mac: MACAddress) throws(VirtioError) {
+    try requireControl("setting the MAC address")
+    try control?.setMACAddress(mac)
+  }
+
+  func setPromiscuous(_ on: Bool) throws(VirtioError) {
+    try requireControl("promiscuous mode")
+    try control?.setPromiscuous(on)
   }
 
   /// Queue pair `q` (receiveq q = 2q, transmitq q = 2q+1, §5.1.2), rung from
