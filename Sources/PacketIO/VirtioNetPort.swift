@@ -330,7 +330,16 @@ enum VirtioNetOpen {
       throw VirtioError(.invalidArgument, "port \(port) is a \(t.deviceType) device, not virtio-net")
     }
     var plan = SessionPlan<T>(policy: options.netFeaturePolicy())
-    let features = try VirtioDevice.negotiate(&t, plan: plan)
+    let features: FeatureSet
+    do throws(VirtioError) {
+      features = try VirtioDevice.negotiate(&t, plan: plan)
+    } catch {
+      // RSS and filters make features required that the kernel driver would not give either.
+      guard error.code == .missingFeatures, options.usesControlFeatures else { throw error }
+      throw VirtioError(
+        .missingFeatures,
+        "port \(port): \(error.message.replacing("; use the kernel driver for this device", with: "")); the RSS / MAC / VLAN settings asked for need them (QEMU: virtio-net-pci mq=on,rss=on,hash=on on a multi-queue netdev with vhost=off; ctrl_vlan, ctrl_mac_addr); leave those settings out for this device")
+    }
     let config = try NetConfig(reading: t, features: features)
     // §5.1.6.5.5: more than one pair through the control queue (VQ_PAIRS_SET);
     // a transport that enables rings itself (vhost-user) offers its own count.
