@@ -113,6 +113,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// The caller owns them (transmit them or release them to the pool). Refills
   /// the ring in batches.
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
+    // One branch per burst; each body is compiled with its header size as a
+    // constant, so the 12-byte path costs what it did before HASH_REPORT.
+    hashReport
+      ? receive(into: &burst, pool: &pool, headerSize: VirtioNetHdrHash.size, hashReport: true)
+      : receive(into: &burst, pool: &pool, headerSize: Self.headerSize, hashReport: false)
+  }
+
+  @inlinable @inline(__always)
+  mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool, headerSize: Int, hashReport: Bool) -> Int {
     let capacity = burst.count
     var n = 0
     var bytes: UInt64 = 0
@@ -204,6 +213,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// it cannot take: ring full (`txRingFull`) or a malformed handle
   /// (`txErrors`). Reclaims finished buffers first; one doorbell at most.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
+    hashReport
+      ? transmit(burst, pool: &pool, headerSize: VirtioNetHdrHash.size, hashReport: true)
+      : transmit(burst, pool: &pool, headerSize: Self.headerSize, hashReport: false)
+  }
+
+  @inlinable @inline(__always)
+  mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool, headerSize: Int, hashReport: Bool) -> Int {
     reclaim(&pool)
     var bytes: UInt64 = 0
     let count = burst.count
@@ -213,8 +229,6 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var malformed = false
     var handed = 0
     var lastLength = 0
-    let headerSize = self.headerSize
-    let hashReport = self.hashReport
     let n = tx.add(upTo: room) {
       let b = burst[handed]
       let start = Int(b.offset) &- headerSize
