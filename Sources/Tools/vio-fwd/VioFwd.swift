@@ -117,6 +117,10 @@ struct VioFwd: ParsableCommand {
   var rssTable: String?
   @Option(name: .customLong("rss-hash"), help: "RSS hash types: \(NetHashType.names.map(\.0).joined(separator: ",")) (default: all the device supports). Implies --rss.")
   var rssHash: String?
+  @Flag(
+    name: .customLong("tag-rx"),
+    help: "Test mode (io/macswap): rewrite each forwarded frame's source MAC to 02:<queue>:<reported hash, 4 bytes> (06:<queue>:0 without a hash), so the far end sees which queue and hash each flow got.")
+  var tagReceive = false
   @Option(help: "Set the ports' MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET).")
   var mac: String?
   @Option(name: .customLong("mac-filter"), help: "Receive frames for these MACs besides the port's own (comma-separated, multicast too; 'none' for only its own). Implies --no-promisc.")
@@ -295,7 +299,7 @@ struct VioFwd: ParsableCommand {
     Settings(
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
-      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile)
+      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile, tagReceive: tagReceive)
   }
 }
 
@@ -313,6 +317,8 @@ struct Settings: Sendable {
   var idlePolls: Int
   var txRetries: Int
   var statsFile: String?
+  /// --tag-rx: the source MAC of each forwarded frame says its queue and hash.
+  var tagReceive = false
   /// Worker q's CPU (--cpus), or nil: not pinned.
   var cpus: [Int]? = nil
 }
