@@ -97,7 +97,10 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
         try c.setRSS(rss, config: config, pairs: options.queues)
         logger.info(
           "RSS set", metadata: ["pairs": "\(options.queues)", "hash_report": "\(features.contains(bit: NetFeature.hashReport))"])
-      } else if options.queues > 1 {
+      } else if options.queues > 1 || features.contains(bit: NetFeature.mq) {
+        // Sent for one pair too: it also turns off RSS a previous user set —
+        // QEMU 7.2 keeps RSS across a device reset (fixed upstream later), and
+        // its stale table would steer frames to pairs no longer in use.
         try c.setQueuePairs(options.queues, maxPairs: config.maxQueuePairs)
         logger.info("queue pairs set", metadata: ["pairs": "\(options.queues)", "max": "\(config.maxQueuePairs)"])
       }
