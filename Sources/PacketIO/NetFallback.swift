@@ -23,7 +23,8 @@ extension VirtioNetOpen {
       return (b, info, s)
     } catch {
       let why = KernelFallback.mentioningOptIn(error, allowed: options.allowNoIOMMU)
-      guard options.kernelFallback, KernelFallback.allows(error) else { throw why }
+      // RSS and receive filters exist only on the userspace path: no fallback for them.
+      guard options.kernelFallback, !options.usesControlFeatures, KernelFallback.allows(error) else { throw why }
       return try fallBack(address, because: why, options: options, logger: logger)
     }
   }

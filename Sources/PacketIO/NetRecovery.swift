@@ -16,7 +16,7 @@ import VirtioSpec
 // receive and transmit return 0 (the caller counts what it drops). Once every
 // pair parked, the main thread restarts the control queue, sets the device
 // up again with the same features and rings (`VirtioSession.reinitialize`),
-// sends the control state again (VQ_PAIRS_SET, promiscuous) and raises the
+// sends the control state again (NetControlState) and raises the
 // phase to even: each worker fills its receive ring, tells the device, and
 // goes on. A device that does not come back fails the port; the others go on.
 
@@ -35,9 +35,6 @@ struct NetPortRecovery {
   /// Set when the device could not be set up again: the port stays stopped.
   var failed: String? = nil
   var outcome: PortRecoveryOutcome? = nil
-  /// The control state to send again after the reset.
-  let promiscuous: Bool
-  let maxQueuePairs: Int
   /// How long the workers may take to park (each parks at its next burst or wake-up).
   static let parkNanoseconds: UInt64 = 5_000_000_000
 }
@@ -180,14 +177,13 @@ extension VirtioNetPort where T: ~Copyable, Q: ~Copyable {
     return (linkUp, false)
   }
 
-  /// §5.1.6.5: what the port had set through the control queue, sent again
-  /// to the device that forgot it in the reset (see `init`).
+  /// §5.1.6.5: what the port had set through the control queue (queue
+  /// pairs or RSS, promiscuous, MAC, MAC table, VLANs), sent again to the
+  /// device that forgot it in the reset.
   func resendControlState() throws(VirtioError) {
     guard control != nil else { return }
-    // §5.1.6.5.5: only the first pair is used until VQ_PAIRS_SET.
-    if pairs > 1 { try control?.setQueuePairs(pairs, maxPairs: recovery.maxQueuePairs) }
-    // §5.1.6.5.1
-    if recovery.promiscuous && features.contains(bit: NetFeature.ctrlRx) { try control?.setPromiscuous(true) }
+    let config = try NetConfig(reading: session.transport, features: features)
+    try controlState.apply(to: &control!, config: config, features: features)
   }
 
   private func failRecovery(_ why: String) -> (linkUp: Bool, needsReset: Bool) {

@@ -51,6 +51,11 @@ public struct PortGroup: ~Copyable {
       throw VirtioError(.invalidArgument, "port \(a) is given twice; each port may appear once")
     }
     try checkMemoryDomains(addresses)
+    if options.usesControlFeatures, let k = addresses.first(where: { if case .interface = $0 { true } else { false } }) {
+      throw VirtioError(
+        .invalidArgument,
+        "port \(k) is a kernel interface: RSS and MAC/VLAN filters are virtio-net control-queue settings of pci: and vhost-user: ports; leave them out or drop that port")
+    }
     // Every port exists and is what it says before any is opened: a typo in
     // the last port must not first take the others through VFIO.
     for a in addresses {
@@ -121,6 +126,7 @@ public struct PortGroup: ~Copyable {
   }
 
   static func check(_ options: PortOptions) throws(VirtioError) {
+    try options.checkFilters()
     guard options.queues >= 1, options.queues <= 32 else {
       throw VirtioError(.invalidArgument, "\(options.queues) queues per port: use 1 to 32")
     }
@@ -291,6 +297,44 @@ public struct PortGroup: ~Copyable {
 
   /// The port's device was removed (seen by `pollEvents`): its queues take and give nothing.
   public func isRemoved(port: Int) -> Bool { removed[port] }
+
+  // MARK: control-queue settings at run time (virtio-net ports, main thread)
+
+  /// VIRTIO_NET_CTRL_MQ_RSS_CONFIG on `port` (§5.1.6.5.7): a new key, hash
+  /// types or indirection table, checked against the device's limits first.
+  /// Flows move to the queues the new table names from the next packet.
+  public mutating func setRSS(port: Int, _ rss: RSSConfig) throws(VirtioError) {
+    try virtioControl(port, "RSS").setRSS(rss)
+  }
+
+  /// VIRTIO_NET_CTRL_MAC_TABLE_SET on `port` (§5.1.6.5.2): receive frames for
+  /// these addresses besides the port's own (promiscuous mode off); [] clears.
+  public mutating func setMACFilter(port: Int, _ macs: [MACAddress]) throws(VirtioError) {
+    try virtioControl(port, "a MAC filter").setMACFilter(macs)
+  }
+
+  /// VIRTIO_NET_CTRL_VLAN_ADD / _DEL on `port` (§5.1.6.5.3; needs CTRL_VLAN, negotiated when `PortOptions.vlanFilter` is set).
+  public mutating func setVLAN(port: Int, _ vid: UInt16, enabled: Bool) throws(VirtioError) {
+    try virtioControl(port, "a VLAN filter").setVLAN(vid, enabled: enabled)
+  }
+
+  /// VIRTIO_NET_CTRL_MAC_ADDR_SET on `port` (§5.1.6.5.2; needs CTRL_MAC_ADDR).
+  public mutating func setMACAddress(port: Int, _ mac: MACAddress) throws(VirtioError) {
+    try virtioControl(port, "setting the MAC address").setMACAddress(mac)
+  }
+
+  /// VIRTIO_NET_CTRL_RX_PROMISC on `port` (§5.1.6.5.1; needs CTRL_RX).
+  public mutating func setPromiscuous(port: Int, _ on: Bool) throws(VirtioError) {
+    try virtioControl(port, "promiscuous mode").setPromiscuous(on)
+  }
+
+  func virtioControl(_ port: Int, _ what: String) throws(VirtioError) -> VirtioPortControl {
+    guard port >= 0, port < backends.count else { throw VirtioError(.invalidArgument, "port \(port): the group has ports 0 ... \(backends.count - 1)") }
+    guard case .virtio(let v) = backends[port] else {
+      throw VirtioError(.invalidArgument, "port \(ports[port].address) is on the kernel path: \(what) is a virtio-net control-queue setting")
+    }
+    return v
+  }
 
   /// Times port `port`'s device came back after going away — a vhost-user backend restart (0 on other paths).
   public func reconnects(port: Int) -> UInt64 {

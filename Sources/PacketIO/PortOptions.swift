@@ -53,6 +53,21 @@ public struct PortOptions: Sendable {
   /// frames then arrive as chains (each holding several pool buffers: size
   /// pools for that); a kernel port needs room for a whole frame.
   public var bufferSize: Int? = nil
+  /// Receive-side scaling (VIRTIO_NET_F_RSS, §5.1.6.5.7): the Toeplitz key,
+  /// hash types and indirection table (defaults: every supported type, the
+  /// suite key, queues round-robin). Negotiates RSS and HASH_REPORT (each
+  /// received packet's hash in `BufferPool.receiveHash`); a port whose device
+  /// lacks RSS fails to open with a message. nil: neither is asked for.
+  public var rss: RSSConfig? = nil
+  /// VIRTIO_NET_CTRL_MAC_ADDR_SET (needs CTRL_MAC_ADDR): the address the device filters unicast frames for.
+  public var macAddress: MACAddress? = nil
+  /// VIRTIO_NET_CTRL_MAC_TABLE_SET (needs CTRL_RX): addresses received besides
+  /// the port's own (unicast and multicast, split by the group bit). Needs
+  /// `promiscuous` false to matter; an empty list receives only the port's own.
+  public var macFilter: [MACAddress]? = nil
+  /// VIRTIO_NET_CTRL_VLAN_ADD for each id (negotiates CTRL_VLAN: tagged
+  /// frames of other VLANs are then dropped by the device). Needs `promiscuous` false.
+  public var vlanFilter: [UInt16]? = nil
   /// vhost-user: bytes of the memory shared with the backends (rings and every
   /// worker's buffer pool), sized when the group opens since each backend maps
   /// it once. Nil: enough for the rings and one `poolSize` pool per queue.
@@ -71,6 +86,15 @@ public struct PortOptions: Sendable {
     var p = NetFeaturePolicy.policy
     if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
     if !mergeableReceiveBuffers { p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf)) }
+    // Opt-in: HASH_REPORT widens every header to 20 bytes, and CTRL_VLAN makes
+    // the device drop tagged frames of VLANs not added (§5.1.6.5.3).
+    if rss != nil {
+      p.required.formUnion(FeatureSet(bits: [NetFeature.ctrlVQ, NetFeature.rss]))
+      p.wanted.formUnion(FeatureSet(bit: NetFeature.hashReport))
+    }
+    if macAddress != nil { p.required.formUnion(FeatureSet(bits: [NetFeature.ctrlVQ, NetFeature.ctrlMACAddr])) }
+    if macFilter != nil { p.required.formUnion(FeatureSet(bits: [NetFeature.ctrlVQ, NetFeature.ctrlRx])) }
+    if vlanFilter != nil { p.required.formUnion(FeatureSet(bits: [NetFeature.ctrlVQ, NetFeature.ctrlVLAN])) }
     switch ringLayout {
     case nil: break
     case .split?:
@@ -79,6 +103,23 @@ public struct PortOptions: Sendable {
       p.required.formUnion(FeatureSet(bit: VirtioFeature.ringPacked))
     }
     return p
+  }
+
+  /// RSS or a receive filter asked for: settings of the virtio-net control
+  /// queue, which a kernel (AF_PACKET) port cannot apply.
+  var usesControlFeatures: Bool { rss != nil || macAddress != nil || macFilter != nil || vlanFilter != nil }
+
+  /// Checks what can be checked before any device is opened.
+  func checkFilters() throws(VirtioError) {
+    guard macFilter != nil || vlanFilter != nil else { return }
+    guard !promiscuous else {
+      throw VirtioError(
+        .invalidArgument,
+        "MAC and VLAN filters have no effect in promiscuous mode (the device delivers every frame, §5.1.6.5.1); set promiscuous to false (vio-fwd: --no-promisc)")
+    }
+    if let bad = vlanFilter?.first(where: { $0 > NetCtrl.maxVLANID }) {
+      throw VirtioError(.invalidArgument, "VLAN \(bad): ids are 0 ... \(NetCtrl.maxVLANID)")
+    }
   }
 
   /// Largest data length a buffer must hold for an MTU: Ethernet header and

@@ -36,6 +36,12 @@ protocol VirtioPortControl: AnyObject {
   var recoveries: UInt64 { get }
   /// TEST ONLY: make the device itself set DEVICE_NEEDS_RESET.
   func testOnlyProvokeNeedsReset() -> Bool
+  /// Control-queue settings at run time (main thread), each §5.1.6.5 command waited for.
+  func setRSS(_ rss: RSSConfig) throws(VirtioError)
+  func setMACFilter(_ macs: [MACAddress]) throws(VirtioError)
+  func setVLAN(_ vid: UInt16, enabled: Bool) throws(VirtioError)
+  func setMACAddress(_ mac: MACAddress) throws(VirtioError)
+  func setPromiscuous(_ on: Bool) throws(VirtioError)
 }
 
 /// The ring layouts a `PortQueue` carries (split or packed), each to its case.
@@ -56,6 +62,7 @@ extension PackedVirtqueue: NetLayout {
 final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copyable>: VirtioPortControl {
   var session: VirtioSession<T, Q>
   var control: NetControlQueue<Q>?
+  let hasControl: Bool
   let features: FeatureSet
   let pairs: Int
   let board: ReconnectBoard
@@ -79,6 +86,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   let logger: Logger
   /// DEVICE_NEEDS_RESET recovery (NetRecovery.swift).
   var recovery: NetPortRecovery
+  /// What the control queue was told, for a recovery to tell it again.
+  var controlState: NetControlState
   /// How long one reconnect attempt may wait (the main thread's poll loop waits that long).
   static var attemptMilliseconds: Int { 1000 }
 
@@ -89,21 +98,21 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     var s = session
     let features = s.features
     var control: NetControlQueue<Q>? = nil
+    let controlState = NetControlState(options: options)
     if let ci = config.controlQueue(features: features) {
       let q = s.takeQueue(ci)
       var c = try NetControlQueue(queue: q, doorbell: s.transport.doorbell(queue: ci), features: features, memory: &s.transport.dma)
-      // §5.1.6.5.5: only the first pair is used until VQ_PAIRS_SET.
-      if options.queues > 1 {
-        try c.setQueuePairs(options.queues, maxPairs: config.maxQueuePairs)
-        logger.info("queue pairs set", metadata: ["pairs": "\(options.queues)", "max": "\(config.maxQueuePairs)"])
-      }
-      // §5.1.6.5.1: receive frames for any address (the forwarder is not the destination).
-      if options.promiscuous && features.contains(bit: NetFeature.ctrlRx) {
-        try c.setPromiscuous(true)
-      }
+      try controlState.apply(to: &c, config: config, features: features)
+      logger.info(
+        "control state set",
+        metadata: [
+          "pairs": "\(options.queues)", "rss": "\(options.rss != nil)", "promiscuous": "\(options.promiscuous)",
+          "hash_report": "\(features.contains(bit: NetFeature.hashReport))",
+        ])
       control = consume c
     }
     self.session = s
+    self.hasControl = config.controlQueue(features: features) != nil
     self.control = control
     self.features = features
     self.pairs = options.queues
@@ -113,7 +122,48 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.mac = config.mac
     self.address = address
     self.logger = logger
-    self.recovery = NetPortRecovery(promiscuous: options.promiscuous, maxQueuePairs: config.maxQueuePairs)
+    self.controlState = controlState
+    self.recovery = NetPortRecovery()
+  }
+
+  /// Why a control-queue setting cannot be made now, if it cannot.
+  func requireControl(_ what: String) throws(VirtioError) {
+    guard !removed else { throw VirtioError(.invalidArgument, "port \(address) was removed; \(what) is impossible") }
+    guard hasControl else {
+      throw VirtioError(.missingFeatures, "port \(address) has no control queue (VIRTIO_NET_F_CTRL_VQ), needed for \(what)")
+    }
+  }
+
+  func setRSS(_ rss: RSSConfig) throws(VirtioError) {
+    try requireControl("RSS")
+    let config = try NetConfig(reading: session.transport, features: features)
+    try control?.setRSS(rss, config: config, pairs: pairs)
+    controlState.rss = rss
+  }
+
+  func setMACFilter(_ macs: [MACAddress]) throws(VirtioError) {
+    try requireControl("a MAC filter")
+    try control?.setMACTable(unicast: macs.filter { !$0.isMulticast }, multicast: macs.filter(\.isMulticast))
+    controlState.macFilter = macs
+  }
+
+  func setVLAN(_ vid: UInt16, enabled: Bool) throws(VirtioError) {
+    try requireControl("a VLAN filter")
+    try control?.setVLAN(vid, enabled: enabled)
+    controlState.vlans.removeAll { $0 == vid }
+    if enabled { controlState.vlans.append(vid) }
+  }
+
+  func setMACAddress(_ mac: MACAddress) throws(VirtioError) {
+    try requireControl("setting the MAC address")
+    try control?.setMACAddress(mac)
+    controlState.macAddress = mac
+  }
+
+  func setPromiscuous(_ on: Bool) throws(VirtioError) {
+    try requireControl("promiscuous mode")
+    try control?.setPromiscuous(on)
+    controlState.promiscuous = on
   }
 
   /// Queue pair `q` (receiveq q = 2q, transmitq q = 2q+1, §5.1.2), rung from
@@ -287,7 +337,16 @@ enum VirtioNetOpen {
       throw VirtioError(.invalidArgument, "port \(port) is a \(t.deviceType) device, not virtio-net")
     }
     var plan = SessionPlan<T>(policy: options.netFeaturePolicy())
-    let features = try VirtioDevice.negotiate(&t, plan: plan)
+    let features: FeatureSet
+    do throws(VirtioError) {
+      features = try VirtioDevice.negotiate(&t, plan: plan)
+    } catch {
+      // RSS and filters make features required that the kernel driver would not give either.
+      guard error.code == .missingFeatures, options.usesControlFeatures else { throw error }
+      throw VirtioError(
+        .missingFeatures,
+        "port \(port): \(error.message.replacing("; use the kernel driver for this device", with: "")); the RSS / MAC / VLAN settings asked for need them (QEMU: virtio-net-pci mq=on,rss=on,hash=on on a multi-queue netdev with vhost=off; ctrl_vlan, ctrl_mac_addr); leave those settings out for this device")
+    }
     let config = try NetConfig(reading: t, features: features)
     // §5.1.6.5.5: more than one pair through the control queue (VQ_PAIRS_SET);
     // a transport that enables rings itself (vhost-user) offers its own count.

@@ -33,6 +33,10 @@
   /// True for a packet of several buffers (see `BufferPool.next(after:)`).
   @inlinable public var isChained: Bool { flags & Self.chained != 0 }
 
+  /// RX: the device reported this packet's hash (virtio-net HASH_REPORT); it
+  /// sits in the headroom until the buffer is transmitted or rewritten.
+  public static let hashReported: UInt8 = 0x80
+
   @inlinable public init(index: UInt32, offset: UInt16, length: UInt16) {
     self.index = index
     self.offset = offset

@@ -52,6 +52,11 @@ public struct NetConfig: Sendable, Equatable {
   public var maxQueuePairs: Int
   /// MTU (MTU feature), else nil.
   public var mtu: Int?
+  /// RSS / HASH_REPORT limits (§5.1.4): the longest Toeplitz key, the longest
+  /// indirection table (RSS) and the hash types the device computes; 0 without the features.
+  public var rssMaxKeySize = 0
+  public var rssMaxIndirectionTableLength = 0
+  public var supportedHashTypes: UInt32 = 0
 
   public init<T: Transport & ~Copyable>(reading transport: borrowing T, features f: FeatureSet) throws(VirtioError) {
     typealias O = VirtioNetConfig.Offset
@@ -69,10 +74,21 @@ public struct NetConfig: Sendable, Equatable {
           ))
       }
       let status = has(NetFeature.status, O.status, 2) ? t.readConfig16(O.status) : NetStatus.linkUp
-      return NetConfig(
+      // §5.1.4: max_virtqueue_pairs exists with MQ or RSS; the key size and hash types with RSS or HASH_REPORT.
+      let pairsBit = f.contains(bit: NetFeature.mq) ? NetFeature.mq : NetFeature.rss
+      let hashBit = f.contains(bit: NetFeature.rss) ? NetFeature.rss : NetFeature.hashReport
+      var c = NetConfig(
         mac: mac, linkUp: status & NetStatus.linkUp != 0, announce: status & NetStatus.announce != 0,
-        maxQueuePairs: has(NetFeature.mq, O.max_virtqueue_pairs, 2) ? max(Int(t.readConfig16(O.max_virtqueue_pairs)), 1) : 1,
+        maxQueuePairs: has(pairsBit, O.max_virtqueue_pairs, 2) ? max(Int(t.readConfig16(O.max_virtqueue_pairs)), 1) : 1,
         mtu: has(NetFeature.mtu, O.mtu, 2) ? Int(t.readConfig16(O.mtu)) : nil)
+      if has(hashBit, O.supported_hash_types, 4) {
+        c.rssMaxKeySize = Int(t.readConfig8(O.rss_max_key_size))
+        c.supportedHashTypes = t.readConfig32(O.supported_hash_types)
+      }
+      if has(NetFeature.rss, O.rss_max_indirection_table_length, 2) {
+        c.rssMaxIndirectionTableLength = Int(t.readConfig16(O.rss_max_indirection_table_length))
+      }
+      return c
     }
   }
 
@@ -88,6 +104,7 @@ public struct NetConfig: Sendable, Equatable {
   public static func receiveQueue(pair: Int) -> Int { 2 * pair }
   public static func transmitQueue(pair: Int) -> Int { 2 * pair + 1 }
   public func controlQueue(features f: FeatureSet) -> Int? {
-    f.contains(bit: NetFeature.ctrlVQ) ? 2 * (f.contains(bit: NetFeature.mq) ? maxQueuePairs : 1) : nil
+    // §5.1.2: N is max_virtqueue_pairs with MQ or RSS, else 1.
+    f.contains(bit: NetFeature.ctrlVQ) ? 2 * (f.contains(bit: NetFeature.mq) || f.contains(bit: NetFeature.rss) ? maxQueuePairs : 1) : nil
   }
 }

@@ -6,14 +6,17 @@ import VirtioSpec
 public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   public var queue: Q
   @usableFromInline let doorbell: Doorbell
-  /// header (2 bytes) at 0, command data at 16 (up to 48 bytes), ack at 64.
+  /// header (2 bytes) at 0, ack at 64, command data at 128 (up to `maxDataBytes`).
   let scratch: DMARegion
+  /// The longest command data: an RSS configuration with a 128-entry
+  /// table and a 255-byte key, or MAC tables of a few hundred addresses.
+  public static var maxDataBytes: Int { 4096 - 128 }
   public let features: FeatureSet
 
   public init<A: DMAAllocator & ~Copyable>(
     queue: consuming Q, doorbell: Doorbell, features: FeatureSet, memory: inout A
   ) throws(VirtioError) {
-    let region = try memory.allocate(byteCount: 128, alignment: 64)
+    let region = try memory.allocate(byteCount: 4096, alignment: 64)
     self.queue = queue
     self.doorbell = doorbell
     self.scratch = region
@@ -29,17 +32,19 @@ public struct NetControlQueue<Q: Virtqueue & ~Copyable>: ~Copyable {
   public mutating func send(
     class cls: UInt8, command: UInt8, data: [UInt8], timeout: Duration = .seconds(5)
   ) throws(VirtioError) {
-    guard data.count <= 48 else { throw VirtioError(.invalidArgument, "control command data of \(data.count) bytes is too long") }
-    // SAFETY: all offsets below lie inside the 128-byte scratch region.
+    guard data.count <= Self.maxDataBytes else {
+      throw VirtioError(.invalidArgument, "control command data of \(data.count) bytes is too long (at most \(Self.maxDataBytes)); use fewer entries")
+    }
+    // SAFETY: all offsets below lie inside the 4096-byte scratch region (data: 128 + maxDataBytes).
     scratch.pointer.storeBytes(of: cls, toByteOffset: 0, as: UInt8.self)
     scratch.pointer.storeBytes(of: command, toByteOffset: 1, as: UInt8.self)
-    for (i, b) in data.enumerated() { scratch.pointer.storeBytes(of: b, toByteOffset: 16 + i, as: UInt8.self) }
+    for (i, b) in data.enumerated() { scratch.pointer.storeBytes(of: b, toByteOffset: 128 + i, as: UInt8.self) }
     scratch.pointer.storeBytes(of: UInt8(0xFF), toByteOffset: 64, as: UInt8.self)
     var chain = InlineArray<3, BufferSegment>(repeating: .readable(0, 0))
     chain[0] = .readable(scratch.iova, 2)
     var n = 1
     if !data.isEmpty {
-      chain[1] = .readable(scratch.iova + 16, UInt32(data.count))
+      chain[1] = .readable(scratch.iova + 128, UInt32(data.count))
       n = 2
     }
     chain[n] = .writable(scratch.iova + 64, 1)

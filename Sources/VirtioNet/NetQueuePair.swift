@@ -4,7 +4,7 @@ import VirtioSpec
 /// One receive queue and one transmit queue of a virtio-net device, driven by
 /// one thread: bursts in, bursts out, buffers from a `BufferPool` by value.
 ///
-/// Every buffer carries the 12-byte virtio_net_hdr_v1 (§5.1.6) in its headroom,
+/// Every buffer carries the virtio_net_hdr (§5.1.6; 12 bytes, 20 with HASH_REPORT) in its headroom,
 /// right before the data, so a received buffer can be transmitted as is (zero
 /// copy): the RX header is overwritten by the TX header in place.
 ///
@@ -34,17 +34,19 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline var rxTail = PacketBuffer(index: 0, offset: 0, length: 0)
   @usableFromInline var rxPending: Int = 0
   @usableFromInline var rxChainBytes: Int = 0
-  /// Bytes of the virtio_net_hdr in front of every frame, per pair since
-  /// features can make it longer (HASH_REPORT: 20). Today always 12; the
-  /// one-buffer receive and transmit loops use the constant `headerSize`
-  /// instead, which net-bench measured ~20 instructions per packet cheaper
-  /// (docs/PERFORMANCE.md): a feature that changes the length must make those
-  /// two loops read this (or specialise them) and pay that.
+  /// Bytes of the virtio_net_hdr in front of every frame: 12, or
+  /// virtio_net_hdr_v1_hash (20) with HASH_REPORT, in both directions
+  /// (§5.1.6). The one-buffer receive and transmit loops are compiled once per
+  /// length with it as a constant (reading this field there cost ~20
+  /// instructions per packet, docs/PERFORMANCE.md).
   public let headerLength: Int
+  /// VIRTIO_NET_F_HASH_REPORT: each received header carries hash_value and
+  /// hash_report (§5.1.6.4.3); packets are marked so `BufferPool.receiveHash` reads them.
+  @usableFromInline let hashReport: Bool
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
 
-  /// §5.1.6: with VERSION_1 the header is always virtio_net_hdr_v1 (12 bytes).
+  /// §5.1.6: with VERSION_1 the header is virtio_net_hdr_v1 (12 bytes).
   public static var headerSize: Int { 12 }
 
   /// A pair over two configured queues. Interrupts start disabled on both
@@ -60,7 +62,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.txChecksum = features.contains(bit: NetFeature.csum)
     self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
     self.refillBatch = max(1, min(32, self.rx.size / 8))
-    self.headerLength = Self.headerSize
+    self.hashReport = features.contains(bit: NetFeature.hashReport)
+    self.headerLength = hashReport ? VirtioNetHdrHash.size : Self.headerSize
     self.rx.disableInterrupts()
     // TX completions are reclaimed by polling in `transmit`: never interrupt for them.
     self.tx.disableInterrupts()
@@ -88,7 +91,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // the room and the segment's offset and length are computed once.
     let want = rx.freeCount
     let offset = UInt16(truncatingIfNeeded: pool.headroom)
-    // The device writes header + frame from `offset - 12` to the end of the buffer.
+    // The device writes header + frame from `offset - headerLength` to the end of the buffer.
     let start = pool.headroom &- headerLength
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
@@ -122,9 +125,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// comes out as one chained handle (`PacketBuffer.isChained`), its buffers
   /// linked in the pool in the order the device used them (no copy).
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
+    // One branch per burst; each body has its header length as a constant (see `headerLength`).
+    hashReport
+      ? receive(into: &burst, pool: &pool, headerLength: VirtioNetHdrHash.size, hashReport: true)
+      : receive(into: &burst, pool: &pool, headerLength: Self.headerSize, hashReport: false)
+  }
+
+  @inlinable @inline(__always)
+  mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool, headerLength: Int, hashReport: Bool) -> Int {
     let capacity = burst.count
-    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
-    let headerLength = Self.headerSize
     var n = 0
     var bytes: UInt64 = 0
     while n < capacity {
@@ -146,7 +155,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         pool.release(b)
         continue
       }
-      // SAFETY: the header lies in the buffer's headroom (offset >= 12), inside the pool's region.
+      // SAFETY: the header lies in the buffer's headroom (offset >= headerLength), inside the pool's region.
       // It is read only for a feature that gives it meaning: without MRG_RXBUF
       // and GUEST_CSUM the frame's cache lines stay the device's.
       let header = pool.pointer(b) + (Int(b.offset) &- headerLength)
@@ -160,11 +169,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       }
       let dataLength = len &- headerLength
       b.length = UInt16(truncatingIfNeeded: dataLength)
+      // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
+      if hashReport { b.flags = PacketBuffer.hashReported }
       if rxChecksum {
         let flags = header.load(fromByteOffset: 0, as: UInt8.self)
         // §5.1.6.4.1: DATA_VALID — the device checked it; NEEDS_CSUM — only a
         // partial checksum, complete it from csum_start (kept as metadata).
-        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
         if flags & VirtioNetHdr.flagNeedsCsum != 0 {
           let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
           let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
@@ -214,11 +225,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     let dataLength = length &- headerLength
     b.length = UInt16(truncatingIfNeeded: dataLength)
+    if hashReport { b.flags = PacketBuffer.hashReported }
     if rxChecksum {
       // §5.1.6.4.1, as for one buffer; the checksum field is checked against
       // the whole chain when it is complete.
       let flags = header.load(fromByteOffset: 0, as: UInt8.self)
-      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
       if flags & VirtioNetHdr.flagNeedsCsum != 0 {
         b.flags |= PacketBuffer.needsChecksum
         b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
@@ -297,7 +309,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
     let count = burst.count
-    var run = postOneBufferPackets(burst, from: 0, pool: &pool)
+    // One branch per burst; each batch body has its header length as a constant (see `headerLength`).
+    var run =
+      hashReport
+      ? postOneBufferPackets(burst, from: 0, pool: &pool, headerLength: VirtioNetHdrHash.size, hashReport: true)
+      : postOneBufferPackets(burst, from: 0, pool: &pool, headerLength: Self.headerSize, hashReport: false)
     // Out of line: a burst of one-buffer packets never goes there.
     if _slowPath(run.atChain) { run = postWithChains(burst, after: run, pool: &pool) }
     let n = run.posted
@@ -337,13 +353,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// Posts the one-buffer packets of `burst` from `first` on, up to the first
   /// chained one, as one batch (`add(upTo:)`): the ring's checks once.
   @inlinable @inline(__always)
-  mutating func postOneBufferPackets(_ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool) -> TransmitRun {
+  mutating func postOneBufferPackets(
+    _ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool, headerLength: Int, hashReport: Bool
+  ) -> TransmitRun {
     // Each packet takes one descriptor (split) or one slot (packed): the room
     // is checked once per batch, not per packet.
     let room = min(burst.count &- first, tx.freeCount)
     // Plain copies: the closure below must not read `self` while `tx` is being changed.
-    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
-    let headerLength = Self.headerSize
     let txChecksum = self.txChecksum
     var malformed = false
     var atChain = false
@@ -378,9 +394,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
           InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
         }
       }
-      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      // SAFETY: start >= 0 and start + headerLength <= offset: the header lies in the buffer's headroom.
       (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
       (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+      // virtio_net_hdr_v1_hash: hash_value, hash_report and padding are the device's to fill; zero on transmit.
+      if hashReport { (base + start).storeBytes(of: UInt64(0), toByteOffset: 12, as: UInt64.self) }
       handed &+= 1
       lastLength = Int(b.length)
       bytes &+= UInt64(b.length)
@@ -414,7 +432,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         total.atChain = false
         return total
       }
-      let next = postOneBufferPackets(burst, from: total.posted, pool: &pool)
+      let next = postOneBufferPackets(burst, from: total.posted, pool: &pool, headerLength: headerLength, hashReport: hashReport)
       total.posted = next.posted
       total.bytes &+= next.bytes
       total.malformed = next.malformed
@@ -427,16 +445,20 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// little-endian words (flags, gso_type, hdr_len, gso_size, csum_start |
   /// csum_offset, num_buffers): all zero but for a partial checksum, which
   /// goes to the device with CSUM (without it the caller completed it).
-  @inlinable @inline(__always) static func writeHeader(_ b: PacketBuffer, at header: UnsafeMutableRawPointer, checksumOffload: Bool) {
+  @inlinable @inline(__always) static func writeHeader(
+    _ b: PacketBuffer, at header: UnsafeMutableRawPointer, checksumOffload: Bool, hashReport: Bool
+  ) {
     var word0: UInt64 = 0
     var word1: UInt32 = 0
     if b.flags & PacketBuffer.needsChecksum != 0 && checksumOffload {
       word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
       word1 = UInt32(b.csumOffset)
     }
-    // SAFETY: the caller checked start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+    // SAFETY: the caller checked start >= 0 and start + headerLength <= offset: the header lies in the buffer's headroom.
     header.storeBytes(of: word0.littleEndian, as: UInt64.self)
     header.storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+    // virtio_net_hdr_v1_hash: the device's to fill; zero on transmit.
+    if hashReport { header.storeBytes(of: UInt64(0), toByteOffset: 12, as: UInt64.self) }
   }
 
   /// Most buffers one transmitted packet may span (a 64 KiB segment in 2 KiB
@@ -474,7 +496,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     if head.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
       guard InternetChecksum.complete(chain: head, bytes: bytes, pool: pool) else { return .malformed }
     }
-    Self.writeHeader(head, at: base + start, checksumOffload: txChecksum)
+    Self.writeHeader(head, at: base + start, checksumOffload: txChecksum, hashReport: hashReport)
     let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | Self.chainTokenBit)
     switch result {
     case .added: return .added(bytes: bytes)

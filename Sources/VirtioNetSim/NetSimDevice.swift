@@ -8,7 +8,8 @@ import VirtioSpec
 public enum NetSimConfig {
   public static func bytes(
     mac: [UInt8] = [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF], status: UInt16 = NetStatus.linkUp, maxPairs: UInt16 = 1,
-    mtu: UInt16 = 1500
+    mtu: UInt16 = 1500, rssMaxKeySize: UInt8 = 40, rssMaxIndirectionTableLength: UInt16 = 128,
+    supportedHashTypes: UInt32 = NetHashType.ipv4 | NetHashType.tcpv4 | NetHashType.udpv4 | NetHashType.ipv6 | NetHashType.tcpv6 | NetHashType.udpv6
   ) -> [UInt8] {
     precondition(mac.count == 6)
     var b = [UInt8](repeating: 0, count: 24)
@@ -20,6 +21,10 @@ public enum NetSimConfig {
     b[O.max_virtqueue_pairs + 1] = UInt8(maxPairs >> 8)
     b[O.mtu] = UInt8(mtu & 0xFF)
     b[O.mtu + 1] = UInt8(mtu >> 8)
+    b[O.rss_max_key_size] = rssMaxKeySize
+    b[O.rss_max_indirection_table_length] = UInt8(rssMaxIndirectionTableLength & 0xFF)
+    b[O.rss_max_indirection_table_length + 1] = UInt8(rssMaxIndirectionTableLength >> 8)
+    for i in 0..<4 { b[O.supported_hash_types + i] = UInt8(truncatingIfNeeded: supportedHashTypes >> (8 * UInt32(i))) }
     return b
   }
 }

@@ -10,16 +10,22 @@ import VirtioSpec
 /// recorded per queue pair (header stripped), and the control queue is
 /// answered (`ControlResponder`). A receive queue takes buffers only for
 /// frames waiting (`SimDevice.allow`), so the driver's buffers stay posted
-/// until there is traffic, as on a real device.
+/// until there is traffic, as on a real device. With `hashReport` the header
+/// is virtio_net_hdr_v1_hash (20 bytes) and carries the Toeplitz hash of an
+/// IPv4 UDP frame's addresses and ports under `Toeplitz.defaultKey`
+/// (§5.1.6.4.3), as a device with HASH_REPORT and that key would.
 public final class NetWire: Sendable {
   public let pairs: Int
+  public let hashReport: Bool
+  var headerSize: Int { hashReport ? VirtioNetHdrHash.size : MemoryLayout<VirtioNetHdr>.size }
   public let control: ControlResponder?
   private let state: Mutex<(waiting: [[[UInt8]]], sent: [[[UInt8]]])>
   private let device = Mutex<SimDevice?>(nil)
 
   /// `pairs` queue pairs (receiveq 2q, transmitq 2q+1), then the control queue when `controlQueue`.
-  public init(pairs: Int, controlQueue: Bool) {
+  public init(pairs: Int, controlQueue: Bool, hashReport: Bool = false) {
     self.pairs = pairs
+    self.hashReport = hashReport
     control = controlQueue ? ControlResponder(queue: 2 * pairs) : nil
     state = Mutex((Array(repeating: [], count: pairs), Array(repeating: [], count: pairs)))
   }
@@ -56,8 +62,12 @@ public final class NetWire: Sendable {
   /// Writes the next waiting frame behind a zeroed header (num_buffers 1) into the writable segments.
   private func receive(pair: Int, into segments: [DeviceSegment]) -> UInt32 {
     guard let frame = state.withLock({ s in s.waiting[pair].isEmpty ? nil : s.waiting[pair].removeFirst() }) else { return 0 }
-    var bytes = [UInt8](repeating: 0, count: MemoryLayout<VirtioNetHdr>.size)
+    var bytes = [UInt8](repeating: 0, count: headerSize)
     bytes[10] = 1  // num_buffers (le16)
+    if hashReport, let (value, report) = Self.hash(frame) {
+      for i in 0..<4 { bytes[VirtioNetHdrHash.hashValueOffset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+      bytes[VirtioNetHdrHash.hashReportOffset] = UInt8(report)
+    }
     bytes += frame
     var written = 0
     for s in segments where s.isWritable && written < bytes.count {
@@ -72,8 +82,15 @@ public final class NetWire: Sendable {
   private func record(pair: Int, _ segments: [DeviceSegment]) -> UInt32 {
     var bytes: [UInt8] = []
     for s in segments where !s.isWritable { bytes += UnsafeRawBufferPointer(start: s.pointer, count: Int(s.length)) }
-    let frame = Array(bytes.dropFirst(MemoryLayout<VirtioNetHdr>.size))
+    let frame = Array(bytes.dropFirst(headerSize))
     state.withLock { $0.sent[pair].append(frame) }
     return 0
+  }
+
+  /// IPv4 UDP (no options): the UDPv4 hash over source, destination and ports.
+  static func hash(_ f: [UInt8]) -> (UInt32, UInt16)? {
+    guard f.count >= 42, f[12] == 0x08, f[13] == 0x00, f[14] == 0x45, f[23] == 17 else { return nil }
+    let input = Array(f[26..<34]) + Array(f[34..<38])
+    return (Toeplitz.hash(key: Toeplitz.defaultKey, input: input), NetHashReport.udpv4)
   }
 }

@@ -46,6 +46,15 @@ public struct WorkerThread: ~Copyable {
   deinit { vio_os_thread_join(handle) }
 }
 
+/// The CPUs this process may run on (its affinity mask: taskset, cgroup
+/// cpusets), ascending — what a CPU list for pinned workers must lie within.
+public func allowedCPUs() throws(SysError) -> [Int] {
+  var out = [Int32](repeating: 0, count: 4096)
+  let n = out.withUnsafeMutableBufferPointer { vio_os_allowed_cpus($0.baseAddress, Int32($0.count)) }
+  guard n >= 0 else { throw SysError("sched_getaffinity", errno: -n, advice: "cannot read the CPUs this process may use") }
+  return out.prefix(Int(n)).map { Int($0) }
+}
+
 final class ThreadStart: @unchecked Sendable {
   let cpu: Int
   let body: @Sendable () -> Void

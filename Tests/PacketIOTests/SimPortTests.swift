@@ -18,11 +18,14 @@ final class SimPortTests: XCTestCase {
     let device: SimDevice
     let registers: SimTransport
 
-    init(packed: Bool, pairs: Int = 1, queues: Int = 1, extra: [Int] = []) throws {
+    init(
+      packed: Bool, pairs: Int = 1, queues: Int = 1, extra: [Int] = [], hashReport: Bool = false,
+      options configure: (inout PortOptions) -> Void = { _ in }
+    ) throws {
       var features = FeatureSet(bits: [NetFeature.mac, NetFeature.status, NetFeature.ctrlVQ, NetFeature.ctrlRx, VirtioFeature.eventIdx] + extra)
       if pairs > 1 { features.formUnion(FeatureSet(bit: NetFeature.mq)) }
       if packed { features.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
-      let wire = NetWire(pairs: pairs, controlQueue: true)
+      let wire = NetWire(pairs: pairs, controlQueue: true, hashReport: hashReport)
       let t = try SimSessionTransport(
         deviceType: .net, features: features, queueSizes: Array(repeating: 64, count: 2 * pairs) + [64],
         config: NetSimConfig.bytes(maxPairs: UInt16(pairs)), behaviour: wire.behaviour)
@@ -33,6 +36,7 @@ final class SimPortTests: XCTestCase {
       options.queues = queues
       options.rxDescriptors = 64
       options.txDescriptors = 64
+      configure(&options)
       group = try PortGroup.open(transport: t, options: options)
       self.wire = wire
     }

@@ -22,7 +22,10 @@ struct ControlRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     var t = SimTransport(
       deviceType: .net, deviceFeatures: offered, queueSizes: Array(repeating: 64, count: queues),
       config: NetSimConfig.bytes(maxPairs: maxPairs))
-    let accepted = try DeviceInit.begin(&t, policy: NetFeaturePolicy.policy)
+    // What is offered is wanted too (RSS, CTRL_VLAN, ... are opt-in in the driver's policy).
+    var policy = NetFeaturePolicy.policy
+    policy.wanted.formUnion(FeatureSet(bits: extra))
+    let accepted = try DeviceInit.begin(&t, policy: policy)
     let config = try NetConfig(reading: t, features: accepted)
     guard let index = config.controlQueue(features: accepted) else { throw XCTSkip("no control queue negotiated") }
     var dma = try SimDMA()

@@ -32,7 +32,7 @@ class VariantTests(unittest.TestCase):
         self.assertEqual(v.blk_props(), ["packed=on", "event_idx=off", "indirect_desc=off",
                                          "queue-size=64", "num-queues=2"])
         self.assertEqual(v.net_props(), ["packed=on", "event_idx=off", "indirect_desc=off",
-                                         "mq=on", "vectors=6"])
+                                         "mq=on", "vectors=6", "rss=on", "hash=on"])
         self.assertEqual(v.name, "packed:event_idx=off:indirect=off:blk-qsize=64:mq=2")
 
     def test_net_queue_size_sets_rx_and_tx(self):
@@ -141,6 +141,29 @@ class ForwardAccountingTests(unittest.TestCase):
     def test_only_the_kernel_path(self):
         from guestbed import fwdtest
         self.assertEqual(fwdtest._accounting_problems(self.fwd(1539, 1469, 0, path="vfio")), [])
+
+
+class RSSCheckTests(unittest.TestCase):
+    """fwdtest's Toeplitz (the host's prediction of vio-fwd --rss queues)
+    against the RSS verification suite, and the tag round trip."""
+
+    def test_toeplitz_vectors(self):
+        from guestbed import fwdtest
+        k = fwdtest.RSS_KEY
+        for src, dst, sport, dport, l3, l4 in [
+            ((66, 9, 149, 187), (161, 142, 100, 80), 2794, 1766, 0x323e8fc2, 0x51ccc178),
+            ((199, 92, 111, 2), (65, 69, 140, 83), 14230, 4739, 0xd718262a, 0xc626b0ea),
+            ((153, 39, 163, 191), (202, 188, 127, 2), 44251, 1303, 0x5d1809c5, 0x10e828a2),
+        ]:
+            self.assertEqual(fwdtest.toeplitz(k, bytes(src + dst)), l3)
+            self.assertEqual(fwdtest.toeplitz(k, bytes(src + dst) + struct.pack(">HH", sport, dport)), l4)
+
+    def test_untag_restores_the_frame(self):
+        from guestbed import fwdtest, traffic
+        fr = traffic.frame(7, 3, 1, 100)
+        tagged = fr[:6] + bytes([2, 1, 0xde, 0xad, 0xbe, 0xef]) + fr[12:]
+        self.assertEqual(fwdtest.untag(tagged), fr)
+        self.assertEqual(traffic.parse(fwdtest.untag(tagged), 7)[:3], (3, 1, True))
 
 
 class FrameServerTests(unittest.TestCase):

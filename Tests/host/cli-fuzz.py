@@ -83,7 +83,11 @@ FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
                "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after"]
-
+# List and text options (issue 15): cpulists, RSS tables and keys, MACs, VLANs.
+FWD_LISTS = ["--cpus", "--rss-table", "--vlan-filter", "--rss-key", "--rss-hash", "--mac", "--mac-filter"]
+LIST_VALUES = ["0", "0-1", "1,0", "0,0", "3-1", "1,", ",", "-", "0-99999999999999999999", "4095", "4096", "0-4095",
+               "18446744073709551616", "6d5a", "6d5", "zz", "02:00:00:00:00:01", "01:00:5e:00:00:01", "none",
+               "ipv4,udp4", "ipv5", "\u0663", ""]
 
 def numeric_options(rng, options):
     """One to three of the numeric options, each with a random number, as --opt=N or --opt N."""
@@ -132,6 +136,8 @@ def fwd_cases(rng, n, notsock):
                      "--stats-period", rng.choice(["0", "1", "0.001", "366", "-1", "inf"]) + unit]
         else:
             args += numeric_options(rng, FWD_NUMERIC)
+        if rng.random() < 0.3:
+            args += [rng.choice(FWD_LISTS), rng.choice(LIST_VALUES + [random_number(rng)])]
         if rng.random() < 0.2:
             args.append(rng.choice(["--json", "--mode=txonly", "--mode=sideways", "--wait=hybrid", "--ring=packed", "--no-fallback",
                                     "--log-level=loud"]))

@@ -54,6 +54,8 @@ class Phase:
         self.frames = traffic.plan(self.run_id, int(spec.get("count", 1000)), int(spec.get("flows", 4)),
                                    bool(spec.get("jumbo", False)))
         self.rate = float(spec.get("rate", 1000))
+        # vio-fwd --tag-rx with RSS: {"table": [...]}; frames come back with the source MAC rewritten.
+        self.rss = spec.get("rss")
         self.out = ports[self.src]
         self.inp = ports[self.dst]
         self.error = None
@@ -75,8 +77,34 @@ class Phase:
     def verdict(self):
         v = traffic.Verdict(self.run_id, self.frames)
         for fr in self.inp.received(lambda f: True):
-            v.feed(fr)
+            v.feed(untag(fr) if self.rss else fr)
         return v
+
+    def rss_problems(self):
+        """(problems, summary): every tagged frame of a flow arrived on the queue
+        the indirection table names for the flow's Toeplitz hash (UDPv4:
+        addresses and ports, the default key) and carries that hash."""
+        table = self.rss["table"]
+        got = {}                                    # flow -> {(tag byte, queue, hash)}
+        for fr in self.inp.received(lambda f: True):
+            if len(fr) < 38:
+                continue
+            p = traffic.parse(untag(fr), self.run_id)
+            if p is None:
+                continue
+            got.setdefault(p[0], set()).add((fr[6], fr[7], int.from_bytes(fr[8:12], "big")))
+        problems, queues = [], {}
+        for flow in sorted(got):
+            sample = next(f for fl, _, f in self.frames if fl == flow)
+            h = toeplitz(RSS_KEY, sample[26:38])
+            want = (0x02, table[h & (len(table) - 1)], h)
+            if got[flow] != {want}:
+                problems.append(f"flow {flow}: tags {sorted(got[flow])}, want queue {want[1]} hash {h:#010x}")
+            queues[flow] = want[1]
+        flows = len({f for f, _, _ in self.frames})
+        if len(got) < flows:
+            problems.append(f"only {len(got)} of {flows} flows came back tagged")
+        return problems, queues
 
     def arrival_rate(self):
         """Frames per second between the first and the last of this phase's
@@ -103,6 +131,27 @@ class Phase:
                 return n
             time.sleep(0.5)
         return last_count
+
+
+# The key vio-fwd --rss uses by default (the RSS verification suite's, 40 bytes).
+RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa")
+
+
+def toeplitz(key, data):
+    """The Toeplitz hash (virtio §5.1.6.4.3.1): for each set input bit i, the
+    32 key bits starting at bit i are XORed in (zero bits past the key's end)."""
+    k = int.from_bytes(key, "big") << (len(data) * 8)     # room to slide past the end
+    top = len(key) * 8 + len(data) * 8
+    h = 0
+    for i in range(len(data) * 8):
+        if data[i // 8] & (0x80 >> (i % 8)):
+            h ^= (k >> (top - 32 - i)) & 0xFFFFFFFF
+    return h
+
+
+def untag(fr):
+    """A frame vio-fwd --tag-rx rewrote, with the test's source MAC back."""
+    return fr[:6] + traffic.SRC_MAC + fr[12:]
 
 
 class Runs:
@@ -230,3 +279,30 @@ def _net_traffic_complete(ctx, args):
     if p.error:
         return False, f"{name}: {p.error}"
     return p.verdict().summary(explained_losses=0)
+@hostchecks.hostcheck("net-rss", nargs=1)
+def _net_rss(ctx, args):
+    """Issue 15: with RSS, each flow came back tagged with the queue the
+    indirection table names for its Toeplitz hash, and that hash; phases with
+    different tables (in order) move the flows the tables predict."""
+    run = args[0]
+    runs = getattr(ctx, "traffic_runs", None)
+    phases = [p for p in (runs.phases.get(run, []) if runs else []) if p.rss]
+    if not phases:
+        return False, f"no RSS traffic was sent for run {run}"
+    problems, parts, placements = [], [], []
+    for p in phases:
+        v = p.verdict()
+        ok, text = v.summary()
+        if not ok:
+            problems.append(f"{p.name}: {text}")
+        pr, queues = p.rss_problems()
+        problems += [f"{p.name}: {x}" for x in pr]
+        placements.append(queues)
+        parts.append(f"{p.name} table {p.rss['table']}: {v.received}/{len(p.frames)} frames, flows on queues "
+                     + "/".join(str(sum(1 for q in queues.values() if q == i)) for i in range(max(p.rss['table']) + 1)))
+    if len(placements) > 1:
+        moved = sum(1 for f in placements[0] if placements[-1].get(f) != placements[0][f])
+        if moved == 0:
+            problems.append("the changed table moved no flow")
+        parts.append(f"{moved} flow(s) moved with the table")
+    return (not problems), ("; ".join(problems) if problems else "; ".join(parts) + "; every frame tagged with the predicted queue and hash")

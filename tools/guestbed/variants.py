@@ -13,7 +13,7 @@ A variant spec is a base name and optional `:key=value` modifiers:
                              the backend is vhost-user)
     split:mq=2               blk num-queues=2 and net mq=on with 2 pairs
     split:blk-queues=4       blk num-queues only (QEMU's default: one per vCPU)
-    split:net-queues=2       net mq=on,vectors=2N+2 and a 2-queue netdev
+    split:net-queues=2       net mq=on,vectors=2N+2,rss=on,hash=on and a 2-queue netdev
                              (needs the tap backend: see boot.py)
     split:iommu=off          no vIOMMU (no intel-iommu device, no
                              intel_iommu=on): VFIO cannot work, and the
@@ -89,7 +89,8 @@ class Variant:
         if self.net_qsize:
             p += [f"rx_queue_size={self.net_qsize}", f"tx_queue_size={self.net_qsize}"]
         if self.net_queues and self.net_queues > 1:
-            p += ["mq=on", f"vectors={2 * self.net_queues + 2}"]
+            # RSS with hash report (QEMU's software RSS: the taps are vhost=off), for vio-fwd --rss.
+            p += ["mq=on", f"vectors={2 * self.net_queues + 2}", "rss=on", "hash=on"]
         return p
 
     def blk_props(self):
@@ -111,6 +112,7 @@ class Variant:
             "GUESTBED_NET_QUEUES": str(self.net_queues or 1),
             "GUESTBED_BLK_QUEUES": str(self.blk_queues or smp),
             "GUESTBED_IOMMU": "on" if self.iommu else "off",
+            "GUESTBED_NET_RSS": "on" if (self.net_queues or 1) > 1 else "off",
         }
         if self.blk_qsize:
             e["GUESTBED_BLK_QSIZE"] = str(self.blk_qsize)

@@ -161,6 +161,16 @@ int vio_os_pin_self(int cpu) {
   return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
+int vio_os_allowed_cpus(int *out, int max) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -errno;
+  int n = 0;
+  for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+    if (CPU_ISSET(c, &set)) out[n++] = c;
+  return n;
+}
+
 int vio_os_memfd(const char *name, uint64_t size, int hugetlb) {
   unsigned int flags = MFD_CLOEXEC;
   if (hugetlb) flags |= MFD_HUGETLB | MFD_HUGE_2MB;

@@ -28,7 +28,10 @@ enum Report {
   static func moved(_ s: NetQueueStats, _ mode: Mode) -> UInt64 { mode == .rxonly ? s.rxPackets : s.txPackets }
 
   /// One line per period: per port RX/TX Mpps, TX Gbit/s (frame bytes), drops, link.
-  static func live(_ g: borrowing PortGroup, _ now: [NetQueueStats], _ before: [NetQueueStats], seconds: Double, elapsed: Double) -> String {
+  /// With several queues, each port's received packets per queue so far (`rxq a/b`): where RSS put the flows.
+  static func live(
+    _ g: borrowing PortGroup, _ now: [NetQueueStats], _ before: [NetQueueStats], seconds: Double, elapsed: Double, queueRx: [[UInt64]] = []
+  ) -> String {
     var parts: [String] = []
     let dt = max(seconds, 1e-9)
     for p in 0..<now.count {
@@ -36,7 +39,8 @@ enum Report {
       let tx = Double(now[p].txPackets &- before[p].txPackets) / dt / 1e6
       let gbit = Double(now[p].txBytes &- before[p].txBytes) * 8 / dt / 1e9
       parts.append(
-        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isRemoved(port: p) ? "removed" : g.isLinkUp(port: p) ? "up" : "down")")
+        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isRemoved(port: p) ? "removed" : g.isLinkUp(port: p) ? "up" : "down")"
+          + (p < queueRx.count && queueRx[p].count > 1 ? " rxq \(queueRx[p].map(String.init).joined(separator: "/"))" : ""))
     }
     return "\(fmt(elapsed, 1))s " + parts.joined(separator: " | ")
   }
@@ -155,6 +159,7 @@ enum Report {
         + "\"elapsed_s\":\(Report.fmt(elapsed, 3)),\"forwarded\":\(forwarded),\"dropped\":\(dropped),"
         + "\"active_s\":\(Report.fmt(activeSeconds, 3)),\"rate_pps\":\(Report.fmt(ratePPS, 0)),\"peak_pps\":\(Report.fmt(peakPPS, 0)),"
         + "\"cpu_ns\":\(cpuNanoseconds),\"cpu_ns_per_packet\":\(Report.fmt(cpuPerPacket, 1)),\"sleeps\":\(sleeps),"
+        + "\"cpus\":[\((settings.cpus ?? []).map(String.init).joined(separator: ","))],"
         + "\"events\":[\(events.map(q).joined(separator: ","))],\"ports\":[\(ps.joined(separator: ","))]}"
     }
   }

@@ -37,7 +37,7 @@ struct Run {
     let start = monotonicNanoseconds()
     for (i, box) in boxes.enumerated() {
       do throws(SysError) {
-        threads.append(try WorkerThread { box.run() })
+        threads.append(try WorkerThread(cpu: s.cpus?[i] ?? -1) { box.run() })
       } catch {
         Console.error("worker \(i): cannot start its thread: \(error)")
         StopSignal.request()
@@ -55,7 +55,8 @@ struct Run {
       if let f = p.fallback { Console.note("port \(i) \(p.address): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)") }
     }
     Console.note(
-      "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue); "
+      "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue)"
+        + (s.cpus.map { "; workers pinned to CPUs \($0.map(String.init).joined(separator: ","))" } ?? "") + "; "
         + desc.joined(separator: "; "))
 
     let interfaceDrops = InterfaceDrops(group.ports)
@@ -92,7 +93,8 @@ struct Run {
       metrics?.update(Self.samples(group, linkEvents))
       if t >= nextStats {
         let current = (0..<portCount).map { group.stats(port: $0) }
-        Console.note(Report.live(group, current, last, seconds: Double(t &- lastTime) / 1e9, elapsed: Double(t &- start) / 1e9))
+        let perQueue = (0..<portCount).map { p in (0..<group.queuesPerPort).map { group.stats(port: p, queue: $0).rxPackets } }
+        Console.note(Report.live(group, current, last, seconds: Double(t &- lastTime) / 1e9, elapsed: Double(t &- start) / 1e9, queueRx: perQueue))
         if let f = s.statsFile { Report.writeStatsFile(f, group, current, elapsed: Double(t &- start) / 1e9) }
         last = current
         lastTime = t

@@ -71,8 +71,10 @@ struct VioFwd: ParsableCommand {
   var ports: [String] = []
   @Option(help: "Forwarding mode: \(Mode.allCases.map(\.rawValue).joined(separator: ", ")).")
   var mode: Mode = .io
-  @Option(help: "Queue pairs per port, one worker thread each.")
-  var queues: Int = 1
+  @Option(help: "Queue pairs per port, one worker thread each (default 1, or one per --cpus CPU).")
+  var queues: Int?
+  @Option(help: "Pin one worker per CPU, in order (worker q on the q-th CPU): a cpulist such as 1,2 or 0-3, within the CPUs this process may use.")
+  var cpus: String?
   @Option(help: "Packets per receive/transmit burst (1 ... the smallest ring).")
   var burst: Int = 32
   @Option(help: "RX ring size (descriptors / frames).")
@@ -114,8 +116,26 @@ struct VioFwd: ParsableCommand {
     name: .customLong("buffer-size"),
     help: "Bytes per packet buffer (256 ... 65536); default: room for the largest frame the MTUs allow. Smaller: larger frames arrive and leave as chains of buffers (MRG_RXBUF).")
   var bufferSize: Int?
-  @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode.")
+  @Flag(name: .customLong("no-promisc"), help: "Do not put the ports in promiscuous mode (receive only frames the device's MAC and filters let through).")
   var noPromisc = false
+  @Flag(help: "Receive-side scaling (VIRTIO_NET_F_RSS) with hash report when offered: flows spread over --queues by the Toeplitz hash (QEMU: virtio-net-pci rss=on,hash=on).")
+  var rss = false
+  @Option(name: .customLong("rss-key"), help: "RSS Toeplitz key in hex (at most the device's rss_max_key_size bytes; default: the common 40-byte key). Implies --rss.")
+  var rssKey: String?
+  @Option(name: .customLong("rss-table"), help: "RSS indirection table: queue per hash bucket, e.g. 0,1,1,0 (a power of two of entries, each below --queues). Implies --rss.")
+  var rssTable: String?
+  @Option(name: .customLong("rss-hash"), help: "RSS hash types: \(NetHashType.names.map(\.0).joined(separator: ",")) (default: all the device supports). Implies --rss.")
+  var rssHash: String?
+  @Flag(
+    name: .customLong("tag-rx"),
+    help: "Test mode (io/macswap): rewrite each forwarded frame's source MAC to 02:<queue>:<reported hash, 4 bytes> (06:<queue>:0 without a hash), so the far end sees which queue and hash each flow got.")
+  var tagReceive = false
+  @Option(help: "Set the ports' MAC address (VIRTIO_NET_CTRL_MAC_ADDR_SET).")
+  var mac: String?
+  @Option(name: .customLong("mac-filter"), help: "Receive frames for these MACs besides the port's own (comma-separated, multicast too; 'none' for only its own). Implies --no-promisc.")
+  var macFilter: String?
+  @Option(name: .customLong("vlan-filter"), help: "Receive tagged frames only for these VLAN ids (e.g. 5,100-102). Implies --no-promisc.")
+  var vlanFilter: String?
   @Option(name: .customLong("stats-file"), help: "Rewrite this file every stats period with key=value counters (for scripts).")
   var statsFile: String?
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.")
@@ -140,7 +160,24 @@ struct VioFwd: ParsableCommand {
         throw ValidationError(error.message)
       }
     }
-    try Numbers.check(queues, option: "--queues", in: 1...32)
+    if let q = queues { try Numbers.check(q, option: "--queues", in: 1...32) }
+    if let c = cpus {
+      let list = try Lists.cpus(c, option: "--cpus")
+      try Numbers.check(list.count, option: "--cpus (workers)", in: 1...32)
+      if let q = queues, q != list.count {
+        throw ValidationError("--cpus \(c) names \(list.count) CPU(s) but --queues is \(q); one worker per queue pair and CPU: give as many of each")
+      }
+      let allowed: [Int]
+      do throws(SysError) {
+        allowed = try allowedCPUs()
+      } catch {
+        throw ValidationError("--cpus: \(error)")
+      }
+      if let bad = list.first(where: { !allowed.contains($0) }) {
+        throw ValidationError("--cpus \(c): CPU \(bad) is not one this process may run on (allowed: \(Self.cpuList(allowed))); pick from those")
+      }
+    }
+    _ = try steering()
     try Numbers.check(burst, option: "--burst", in: 1...1024, what: "(and at most the ring size)")
     try Numbers.check(rxd, option: "--rxd", in: 1...32768)
     try Numbers.check(txd, option: "--txd", in: 1...32768)
@@ -157,6 +194,66 @@ struct VioFwd: ParsableCommand {
     guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical") }
   }
 
+  /// `[0,1,2,5]` as `0-2,5`.
+  static func cpuList(_ cpus: [Int]) -> String {
+    var parts: [String] = []
+    var i = 0
+    while i < cpus.count {
+      var j = i
+      while j + 1 < cpus.count && cpus[j + 1] == cpus[j] + 1 { j += 1 }
+      parts.append(i == j ? "\(cpus[i])" : "\(cpus[i])-\(cpus[j])")
+      i = j + 1
+    }
+    return parts.joined(separator: ",")
+  }
+
+  /// RSS and filter options as PortOptions settings (validated: exit 64 with a message).
+  func steering() throws -> (rss: RSSConfig?, mac: MACAddress?, macFilter: [MACAddress]?, vlans: [UInt16]?) {
+    var r: RSSConfig? = nil
+    if rss || rssKey != nil || rssTable != nil || rssHash != nil {
+      var c = RSSConfig()
+      if let k = rssKey {
+        c.key = try Lists.hex(k, option: "--rss-key")
+        guard c.key!.count <= 255 else { throw ValidationError("--rss-key: \(c.key!.count) bytes; at most 255 (and the device's rss_max_key_size)") }
+      }
+      if let t = rssTable {
+        let table = try Lists.table(t, option: "--rss-table", in: 0...31)
+        guard table.count & (table.count - 1) == 0, table.count <= 65536 else {
+          throw ValidationError("--rss-table: \(table.count) entries; use a power of two (1, 2, 4, ... up to the device's rss_max_indirection_table_length)")
+        }
+        let pairs = queues ?? cpus.flatMap { try? Lists.cpus($0, option: "--cpus").count } ?? 1
+        if let bad = table.first(where: { $0 >= pairs }) {
+          throw ValidationError("--rss-table: entry \(bad) names a queue past the \(pairs) queue pair(s); use entries 0 ... \(pairs - 1) or more --queues")
+        }
+        c.indirectionTable = table
+      }
+      if let h = rssHash {
+        guard let bits = NetHashTypeNames.parse(h) else {
+          throw ValidationError("--rss-hash \(h): use names among \(NetHashType.names.map(\.0).joined(separator: ",")), comma-separated")
+        }
+        c.hashTypes = bits
+      }
+      r = c
+    }
+    var mac: MACAddress? = nil
+    if let m = self.mac {
+      guard let a = MACAddress(parsing: m), !a.isMulticast else { throw ValidationError("--mac \(m): give a unicast address such as 02:00:00:00:00:01") }
+      mac = a
+    }
+    var macs: [MACAddress]? = nil
+    if let f = macFilter {
+      macs = []
+      if f != "none" {
+        for part in f.split(separator: ",", omittingEmptySubsequences: false) {
+          guard let a = MACAddress(parsing: String(part)) else { throw ValidationError("--mac-filter: \(part) is not a MAC address (aa:bb:cc:dd:ee:ff)") }
+          macs!.append(a)
+        }
+      }
+    }
+    let vlans = try vlanFilter.map { v in try Lists.table(v, option: "--vlan-filter", in: 0...4095).map { UInt16($0) } }
+    return (r, mac, macs, vlans)
+  }
+
   func run() throws {
     let level = Logger.Level(rawValue: logLevel) ?? .warning
     LoggingSystem.bootstrap { label in
@@ -166,10 +263,17 @@ struct VioFwd: ParsableCommand {
     }
     StopSignal.install()
     var options = PortOptions()
-    options.queues = queues
+    let pinned = try cpus.map { try Lists.cpus($0, option: "--cpus") }
+    options.queues = queues ?? pinned?.count ?? 1
     options.rxDescriptors = rxd
     options.txDescriptors = txd
-    options.promiscuous = !noPromisc
+    let steer = try steering()
+    options.rss = steer.rss
+    options.macAddress = steer.mac
+    options.macFilter = steer.macFilter
+    options.vlanFilter = steer.vlans
+    // Filters only matter with promiscuous mode off (§5.1.6.5.1).
+    options.promiscuous = !noPromisc && steer.macFilter == nil && steer.vlans == nil
     options.kernelFallback = !noFallback
     options.allowNoIOMMU = allowNoIOMMU
     options.checksumOffload = !noCsumOffload
@@ -207,7 +311,9 @@ struct VioFwd: ParsableCommand {
       throw ExitCode(1)
     }
     if let e = exporter?.server { Console.note("metrics: \(e.endpoint)") }
-    let code = try Run(settings: settings, metrics: exporter).execute(&group)
+    var run = settings
+    run.cpus = pinned
+    let code = try Run(settings: run, metrics: exporter).execute(&group)
     if code != 0 { throw ExitCode(code) }
   }
 
@@ -216,7 +322,7 @@ struct VioFwd: ParsableCommand {
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
       idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
-      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter)
+      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive)
   }
 }
 
@@ -235,6 +341,10 @@ struct Settings: Sendable {
   var txRetries: Int
   var statsFile: String?
   var testOnlyNeedsResetAfter: Int? = nil
+  /// --tag-rx: the source MAC of each forwarded frame says its queue and hash.
+  var tagReceive = false
+  /// Worker q's CPU (--cpus), or nil: not pinned.
+  var cpus: [Int]? = nil
 }
 
 enum Console {

@@ -93,6 +93,7 @@ enum Forwarder {
           if n == 0 { continue }
           moved &+= n
           if s.mode == .macswap { swapMACs(burst, n, pool) }
+          if s.tagReceive { tagSource(burst, n, pool, queue: plan.index) }
           send(&queues, peers[p], burst, n, &pool, retries: s.txRetries)
         case .rxonly:
           var span = burst.mutableSpan
@@ -166,6 +167,21 @@ enum Forwarder {
       d.storeBytes(of: src2, toByteOffset: 4, as: UInt16.self)
       d.storeBytes(of: dst, toByteOffset: 6, as: UInt32.self)
       d.storeBytes(of: dst2, toByteOffset: 10, as: UInt16.self)
+    }
+  }
+
+  /// --tag-rx (a test mode): the source MAC becomes 02:QQ:HH:HH:HH:HH — the
+  /// receive queue and the hash the device reported (big-endian) — or
+  /// 06:QQ:00:00:00:00 without a reported hash, so the far end sees where each
+  /// frame arrived (tools/guestbed/fwdtest.py checks it against the RSS table).
+  static func tagSource(_ burst: UnsafeMutableBufferPointer<PacketBuffer>, _ n: Int, _ pool: borrowing BufferPool, queue: Int) {
+    for i in 0..<n where burst[i].length >= 12 {
+      let hash = pool.receiveHash(burst[i])
+      let d = pool.pointer(burst[i]) + Int(burst[i].offset)
+      // SAFETY: the frame has at least 12 bytes (checked) inside its buffer.
+      d.storeBytes(of: hash == nil ? UInt8(0x06) : UInt8(0x02), toByteOffset: 6, as: UInt8.self)
+      d.storeBytes(of: UInt8(truncatingIfNeeded: queue), toByteOffset: 7, as: UInt8.self)
+      d.storeBytes(of: (hash?.value ?? 0).bigEndian, toByteOffset: 8, as: UInt32.self)
     }
   }
 
