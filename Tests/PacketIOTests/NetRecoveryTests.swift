@@ -86,6 +86,42 @@ final class NetRecoveryTests: XCTestCase {
     XCTAssertEqual(receiveFrames(&q0, &pool, count: 5), (100..<105).map { SimPortTests.frame($0) })
   }
 
+  /// The control state as it stood, not as the options said at open: after
+  /// the reset the device is told promiscuous off, the MAC, the MAC table
+  /// and the VLANs again, with the changes made at run time (§5.1.6.5.2/3).
+  func testFiltersSentAgainAsTheyStood() throws {
+    let own = MACAddress((0x02, 0, 0, 0, 0, 0x11))
+    let unicast = MACAddress((0x02, 0, 0, 0, 0, 0x22))
+    let rig = try SimPortTests.Rig(
+      packed: false, extra: [NetFeature.ctrlVLAN, NetFeature.ctrlMACAddr],
+      options: {
+        $0.promiscuous = false
+        $0.macAddress = own
+        $0.macFilter = [unicast]
+        $0.vlanFilter = [5, 300]
+      })
+    try rig.group.setVLAN(port: 0, 5, enabled: false)
+    try rig.group.setVLAN(port: 0, 7, enabled: true)
+    try rig.group.setMACFilter(port: 0, [])
+    var q = rig.group.takeQueue(port: 0, queue: 0)
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
+    q.start(pool: &pool)
+    let before = rig.wire.control!.commands.count
+    rig.registers.setDeviceNeedsReset()
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
+    XCTAssertEqual(receiveFrames(&q, &pool, count: 1, tries: 3), [])
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.recovered(port: 0, lostTx: 0, lostRx: 0), .linkUp(port: 0)])
+    XCTAssertEqual(
+      Array(rig.wire.control!.commands[before...]),
+      [
+        ControlCommand(cls: NetCtrl.classRx, command: NetCtrl.rxPromisc, data: [0]),
+        ControlCommand(cls: NetCtrl.classMAC, command: NetCtrl.macAddrSet, data: own.byteArray),
+        ControlCommand(cls: NetCtrl.classMAC, command: NetCtrl.macTableSet, data: [0, 0, 0, 0, 0, 0, 0, 0]),
+        ControlCommand(cls: NetCtrl.classVLAN, command: NetCtrl.vlanAdd, data: [44, 1]),
+        ControlCommand(cls: NetCtrl.classVLAN, command: NetCtrl.vlanAdd, data: [7, 0]),
+      ])
+  }
+
   /// A device that cannot be set up again after the reset (it refuses
   /// DRIVER_OK): the port is reported failed once, its queue stops with a
   /// reason, and nothing more is attempted.
