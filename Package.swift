@@ -227,6 +227,7 @@ if Context.environment["VIO_FUZZ"] != nil {
     ("fuzz-pci-caps", ["VirtioVFIO", "VirtioCore"]),
     ("fuzz-net-rx", ["VirtioNet", "PacketIO", "VirtioCore", "VirtioSpec"]),
     ("fuzz-verify-header", ["VioFioVerify"]),
+    ("fuzz-tcp-segment", ["VirtioNet"]),
     ("fuzz-tpacket", ["PacketIO", "VirtioCore"]),
     ("fuzz-vhost-reply", ["VirtioVhostUser", "VirtioCore", .product(name: "Logging", package: "swift-log")]),
   ]

@@ -115,6 +115,13 @@ public enum NetStatus {
   public static let flagRSCInfo: UInt8 = 4
   /// VIRTIO_NET_HDR_GSO_NONE.
   public static let gsoNone: UInt8 = 0
+  /// VIRTIO_NET_HDR_GSO_TCPV4 / UDP / TCPV6 / UDP_L4, and the ECN bit ORed
+  /// into any of them (§5.1.6.2: HOST_TSO4/6, HOST_UFO, HOST_USO, HOST_ECN).
+  public static let gsoTCPv4: UInt8 = 1
+  public static let gsoUDP: UInt8 = 3
+  public static let gsoTCPv6: UInt8 = 4
+  public static let gsoUDPL4: UInt8 = 5
+  public static let gsoECN: UInt8 = 0x80
 }
 
 /// Control virtqueue — §5.1.6.5; Linux: struct virtio_net_ctrl_hdr, VIRTIO_NET_CTRL_*.

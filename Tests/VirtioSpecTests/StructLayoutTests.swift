@@ -123,6 +123,7 @@ final class StructLayoutTests: XCTestCase {
       [
         "F_NEEDS_CSUM": Int(H.flagNeedsCsum), "F_DATA_VALID": Int(H.flagDataValid),
         "F_RSC_INFO": Int(H.flagRSCInfo), "GSO_NONE": Int(H.gsoNone),
+        "GSO_TCPV4": Int(H.gsoTCPv4), "GSO_UDP": Int(H.gsoUDP), "GSO_TCPV6": Int(H.gsoTCPv6), "GSO_ECN": Int(H.gsoECN),
       ])
   }
 

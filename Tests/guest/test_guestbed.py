@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
-from guestbed import boot, hostchecks, hotplug, initramfs, migration, plan, variants  # noqa: E402
+from guestbed import boot, hostchecks, hotplug, initramfs, migration, plan, tcptest, variants  # noqa: E402
 from guestbed.netserver import FrameServer, ethernet_frame  # noqa: E402
 from guestbed.qmp import QMP, QMPError  # noqa: E402
 
@@ -308,6 +308,36 @@ class ModuleTests(unittest.TestCase):
                          ["virtio_ring", "virtio", "vfio", "vfio_pci_core", "vfio_pci"])
         with self.assertRaises(initramfs.InitramfsError):
             tree.load_order(["absent"])
+
+
+class TcpVerdictTests(unittest.TestCase):
+    """iperf3's two JSON reports -> the tcp-iperf check (tcptest._verdict)."""
+    def reports(self, sent, got, secs=2.0, error=None):
+        c = {"end": {"sum_sent": {"bytes": sent, "retransmits": 0}}}
+        s = {"end": {"sum_received": {"bytes": got, "seconds": secs}}}
+        if error:
+            s["error"] = error
+        return json.dumps(c), json.dumps(s)
+
+    def test_whole_transfer_gives_gbits(self):
+        ok, detail, gbit = tcptest._verdict(*self.reports(tcptest.TRANSFER, tcptest.TRANSFER - 4096))
+        self.assertTrue(ok, detail)
+        self.assertAlmostEqual(gbit, (tcptest.TRANSFER - 4096) * 8 / 2.0 / 1e9)
+
+    def test_short_send_more_received_errors_and_garbage_fail(self):
+        for args in ((tcptest.TRANSFER - 1, 100), (tcptest.TRANSFER, tcptest.TRANSFER + 1),
+                     (tcptest.TRANSFER, 0), (tcptest.TRANSFER, 100, 0.0)):
+            self.assertFalse(tcptest._verdict(*self.reports(*args))[0], args)
+        self.assertFalse(tcptest._verdict(*self.reports(tcptest.TRANSFER, 100, error="unable to connect"))[0])
+        self.assertFalse(tcptest._verdict("iperf3: error", "{}")[0])
+
+    def test_netdev_has_vnet_headers_and_unique_names(self):
+        bed = tcptest.TcpBed()
+        arg = bed.netdev_arg("net4")
+        self.assertIn("vnet_hdr=on", arg)
+        self.assertIn("vhost=off", arg)
+        self.assertNotEqual(bed.tap["net4"], bed.tap["net5"])
+        self.assertTrue(all(len(t) <= 15 for t in bed.tap.values()), "IFNAMSIZ")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from . import blktest, fwdtest, hostchecks, hotplug, log, migration
+from . import blktest, fwdtest, hostchecks, hotplug, log, migration, tcptest
 from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
@@ -158,6 +158,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     if os.path.exists(qmp_sock):
         os.unlink(qmp_sock)
     extra_ports = {}                # the forwarder test's devices: id -> host side
+    tcp = None                      # the real-TCP test's taps and namespaces (tcptest.py)
     try:
         server = net_port(variant, net_backend)
         for i, (nid, _, props) in enumerate(fwdtest.DEVICES):
@@ -168,13 +169,17 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                                         mtu=9000, txqueuelen=20000)
         # The surprise-removal test's net function: its own frame server (hotplug.py).
         extra_ports[hotplug.NET_ID] = FrameServer().start()
+        tcp = tcptest.TcpBed().start()
     except (OSError, ValueError) as e:
         res.checks.append(("boot", False, f"host side of the net device: {e}"))
         for p in extra_ports.values():
             p.close()
+        if tcp is not None:
+            tcp.close()
         return res
     traffic_runs = fwdtest.Runs()
     extra_nets = [(nid, extra_ports[nid].netdev_arg(f"n{nid}"), mac, props) for nid, mac, props in fwdtest.DEVICES]
+    extra_nets += [(nid, tcp.netdev_arg(nid), mac, props) for nid, mac, props in tcptest.DEVICES]
     cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,
                        qmp_sock, mem_mib, smp, scratch=scratch, extra_nets=extra_nets)
     # The block checks' extra drives (blkdebug faults, read-only), before -qmp: tools/guestbed/blktest.py.
@@ -200,6 +205,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     console = _Console(proc.stdout)
+    tcp.attach()
     qmp = None
     eof = False
     moved = migration.Migration()
@@ -264,6 +270,11 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                 if err:
                     res.checks.append(("host-req", False, err))
                 continue
+            if m and m.group(1).split(None, 1)[0] in tcptest.REQUESTS:
+                err = tcp.handle(m.group(1).split(), server, res.checks, note)
+                if err:
+                    res.checks.append(("host-req", False, err))
+                continue
             if m and m.group(1).split(None, 1)[0] in migration.REQUESTS:
                 try:
                     source = proc
@@ -308,6 +319,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
         server.close()
         for p in extra_ports.values():
             p.close()
+        tcp.close()
         conlog.close()
 
     if getattr(server, "error", None):

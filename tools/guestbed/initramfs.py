@@ -36,6 +36,8 @@ MODULES = [
     # a filesystem for plans that mount the scratch disk (vio-bind's in-use checks)
     # (ext4 asks the crypto API for crc32c at mount time: load it first)
     "crc32c_generic", "ext4",
+    # the guest kernel's own forwarding of the real-TCP test (Tests/guest/plans/net-tcp.sh)
+    "bridge",
 ]
 # Modules that may be absent (merged into vfio.ko from Linux 6.2 on).
 OPTIONAL_MODULES = {"vfio_virqfd"}

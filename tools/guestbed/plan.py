@@ -258,6 +258,8 @@ def default_plan_body(programs=("vio-guest-check",)):
         _plan_file("net-forward.sh").rstrip("\n"),
         # The legacy-only device's fallback (fwdtest.DEVICES net3), in the plain split boot.
         'if [ "$GUESTBED_RING" = split ] && [ "${GUESTBED_NET_QUEUES:-1}" -eq 1 ]; then',
+        # Real TCP through vio-fwd and the guest kernel (issue 15; tcptest.py).
+        _plan_file("net-tcp.sh").rstrip("\n"),
         _plan_file("fallback-legacy.sh").rstrip("\n"),
         'fi',
         'else',
