@@ -15,10 +15,15 @@
   /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
   /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
   public var flags: UInt8
-  public var reserved: UInt8
+  /// Segmentation offload (virtio-net §5.1.6.2 / §5.1.6.4.1): the header's
+  /// gso_type (TCPV4, TCPV6, with the ECN bit) — 0 for a frame that goes out
+  /// as it is — and gso_size, the payload bytes of each segment. On RX, what
+  /// the device handed over (GUEST_TSO4/6); on TX, what a port must do: pass
+  /// it to a device with HOST_TSO4/6, or segment in software.
+  public var gsoType: UInt8
   public var csumStart: UInt16
   public var csumOffset: UInt16
-  public var pad: UInt16
+  public var gsoSize: UInt16
 
   /// TX: the device computes the checksum from `csumStart`, storing at `csumStart + csumOffset`.
   public static let needsChecksum: UInt8 = 1
@@ -36,10 +41,10 @@
     self.offset = offset
     self.length = length
     self.flags = 0
-    self.reserved = 0
+    self.gsoType = 0
     self.csumStart = 0
     self.csumOffset = 0
-    self.pad = 0
+    self.gsoSize = 0
   }
 }
 

@@ -24,6 +24,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let txChecksum: Bool
   /// VIRTIO_NET_F_GUEST_CSUM: the device may hand over partial checksums / vouch for them (§5.1.6.4).
   @usableFromInline let rxChecksum: Bool
+  /// The gso_types (one bit per value, `NetOffloads.mask`) the device may
+  /// hand over (GUEST_TSO4/6) and will segment (HOST_TSO4/6); the ECN bit's
+  /// too (GUEST_ECN / HOST_ECN).
+  @usableFromInline let rxGSOMask: UInt8
+  @usableFromInline let rxECN: Bool
+  @usableFromInline let txGSOMask: UInt8
+  @usableFromInline let txECN: Bool
+  /// MRG_RXBUF: the hdr_len of the GSO frame being assembled, checked against its whole length.
+  @usableFromInline var rxHeaderHint: Int = 0
   /// Refill the RX ring once this many slots are free (one doorbell per batch).
   @usableFromInline let refillBatch: Int
   /// MRG_RXBUF: continuation buffers of a dropped multi-buffer frame still to skip.
@@ -55,6 +64,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.mergeable = features.contains(bit: NetFeature.mrgRxbuf)
     self.txChecksum = features.contains(bit: NetFeature.csum)
     self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
+    let offloads = NetOffloads(features: features)
+    self.rxGSOMask = offloads.rxGSOMask
+    self.rxECN = offloads.rxECN
+    self.txGSOMask = offloads.txGSOMask
+    self.txECN = offloads.txECN
     self.refillBatch = max(1, min(32, self.rx.size / 8))
     self.headerLength = Self.headerSize
     self.rx.disableInterrupts()
@@ -196,6 +210,27 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
             continue
           }
         }
+        // §5.1.6.4.1: a large TCP segment (GUEST_TSO4/6) — the gso_type must be
+        // one negotiated, gso_size an MSS, hdr_len inside the frame; else the
+        // frame (and the rest of its buffers) is dropped and counted.
+        let gso = header.load(fromByteOffset: 1, as: UInt8.self)
+        if gso != 0 {
+          let type = gso & ~VirtioNetHdr.gsoECN
+          let hint = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+          let size = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+          guard type < 8, rxGSOMask >> type & 1 == 1, type != 0, gso == type || rxECN, size > 0,
+            numBuffers > 1 || hint <= dataLength
+          else {
+            stats.rxErrors &+= 1
+            pool.release(b)
+            rxSkip = numBuffers &- 1
+            continue
+          }
+          b.gsoType = gso
+          b.gsoSize = size
+          rxHeaderHint = hint
+          if numBuffers == 1 { stats.rxGSO &+= 1 }
+        }
       }
       if numBuffers > 1 {
         // The head of a chain: its other buffers follow in used order (§5.1.6.4).
@@ -232,6 +267,14 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       stats.rxErrors &+= 1
       pool.release(head)
       return nil
+    }
+    if head.gsoType != 0 {
+      guard rxHeaderHint <= rxChainBytes else {
+        stats.rxErrors &+= 1
+        pool.release(head)
+        return nil
+      }
+      stats.rxGSO &+= 1
     }
     stats.rxChains &+= 1
     return head
@@ -280,8 +323,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       let first = n
       let k = tx.add(upTo: room) {
         let b = burst[first &+ handed]
-        // A chain leaves the batch: it is posted on its own below.
-        if b.flags & PacketBuffer.chained != 0 {
+        // A chain or a GSO packet leaves the batch: it is posted on its own below.
+        if b.flags & PacketBuffer.chained != 0 || b.gsoType != 0 {
           atChain = true
           return nil
         }
@@ -310,11 +353,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         malformed = true
       }
       guard atChain && handed == k && n < count else { break }
-      switch addChain(burst[n], pool: &pool) {
+      let p = burst[n]
+      switch p.gsoType != 0 ? addGSO(p, pool: &pool) : addChain(p, pool: &pool) {
       case .added(let length):
         n &+= 1
         bytes &+= UInt64(length)
-        stats.txChains &+= 1
+        if p.isChained { stats.txChains &+= 1 }
         continue
       case .ringFull:
         break
@@ -369,7 +413,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// head's data as the first descriptor, each further segment as one more
   /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
   /// that fit). Every segment of the caller's chain is checked first.
-  @inlinable mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @inlinable mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool, headerHint: Int = 0) -> ChainAdd {
     let start = Int(head.offset) &- headerLength
     guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
       return .malformed
@@ -391,12 +435,114 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       guard InternetChecksum.complete(chain: head, bytes: bytes, pool: pool) else { return .malformed }
     }
     Self.writeHeader(head, at: base + start, checksumOffload: txChecksum)
-    let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | Self.chainTokenBit)
+    if headerHint > 0 { Self.writeSegmentation(head, headerHint: headerHint, at: base + start) }
+    // A one-buffer packet (a GSO frame in a big buffer) is released as one.
+    let mark = head.isChained ? Self.chainTokenBit : 0
+    let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | mark)
     switch result {
     case .added: return .added(bytes: bytes)
     case .ringFull: return .ringFull
     case .invalidChain, .broken: return .malformed
     }
+  }
+
+  /// §5.1.6.2: the GSO words of a header `writeHeader` just wrote (gso_type,
+  /// hdr_len, gso_size); the checksum words stay as written (NEEDS_CSUM).
+  @inlinable static func writeSegmentation(_ b: PacketBuffer, headerHint: Int, at header: UnsafeMutableRawPointer) {
+    // SAFETY: as `writeHeader`: the 12 header bytes lie in the buffer's headroom.
+    header.storeBytes(of: b.gsoType, toByteOffset: 1, as: UInt8.self)
+    header.storeBytes(of: UInt16(truncatingIfNeeded: headerHint).littleEndian, toByteOffset: 2, as: UInt16.self)
+    header.storeBytes(of: b.gsoSize.littleEndian, toByteOffset: 4, as: UInt16.self)
+  }
+
+  /// Posts a GSO packet (`gsoType` set): to the device as it is when it
+  /// negotiated that type (HOST_TSO4/6, HOST_ECN for the ECN bit) and the
+  /// packet's checksum is partial (§5.1.6.2.1: a GSO packet goes with
+  /// NEEDS_CSUM); else cut into MSS-sized frames in software here, the way
+  /// the device would have.
+  @inlinable mutating func addGSO(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+    let type = head.gsoType & ~VirtioNetHdr.gsoECN
+    let offloadable = type < 8 && txGSOMask >> type & 1 == 1 && (head.gsoType == type || txECN)
+      && head.flags & PacketBuffer.needsChecksum != 0 && txChecksum && head.gsoSize > 0
+    if offloadable, Int(head.index) < pool.count, Int(head.csumStart) &+ 13 < Int(head.length),
+      Int(head.offset) &+ Int(head.length) <= pool.bufferSize
+    {
+      // hdr_len (a hint, §5.1.6.2): up to the end of the TCP header, csum_start being its start.
+      let dataOffset = pool.pointer(head).load(fromByteOffset: Int(head.offset) &+ Int(head.csumStart) &+ 12, as: UInt8.self)
+      let result = addChain(head, pool: &pool, headerHint: Int(head.csumStart) &+ Int(dataOffset >> 4) &* 4)
+      if case .added = result { stats.txGSO &+= 1 }
+      return result
+    }
+    return addSegmented(head, pool: &pool)
+  }
+
+  /// Software segmentation (`TCPSegmentation`): each segment of `head`'s
+  /// packet is copied into one fresh pool buffer with its headers fixed up
+  /// and its checksums complete, and posted as a one-buffer packet; then
+  /// `head` (the whole chain) goes back to the pool. All or nothing: ring
+  /// slots and pool buffers for every segment are checked first. A packet
+  /// whose headers are not in its first buffer, that is not TCP over IPv4 /
+  /// IPv6 as its gso_type says, or whose segments do not fit one buffer, is
+  /// malformed.
+  @inlinable mutating func addSegmented(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+    guard Int(head.index) < pool.count, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
+      return .malformed
+    }
+    // The caller's chain: every segment inside its buffer, at most a pool's worth of them.
+    var total = Int(head.length)
+    var walked = 1
+    var cur = head
+    while let s = pool.next(after: cur) {
+      guard walked < pool.count, Int(s.offset) &+ Int(s.length) <= pool.bufferSize else { return .malformed }
+      total &+= Int(s.length)
+      walked &+= 1
+      cur = s
+    }
+    let frame = UnsafeRawPointer(pool.pointer(head) + Int(head.offset))
+    guard case .success(let layout) = TCPSegmentation.layout(
+      frame, length: total, headerBytes: Int(head.length), gsoType: head.gsoType, gsoSize: head.gsoSize)
+    else { return .malformed }
+    let k = layout.segmentCount
+    guard layout.segmentLength(0) <= pool.bufferSize &- pool.headroom, pool.headroom >= headerLength else { return .malformed }
+    guard tx.freeCount >= k, pool.available >= k else { return .ringFull }
+    // Payload cursor: segment `at` of the chain, `used` bytes of it consumed.
+    var at = head
+    var used = layout.headerLength
+    for i in 0..<k {
+      guard var out = pool.allocate() else { return .ringFull }
+      let len = layout.segmentLength(i)
+      out.length = UInt16(truncatingIfNeeded: len)
+      let dst = pool.pointer(out) + Int(out.offset)
+      // SAFETY: headerLength <= head.length (layout read them there); len <= bufferSize - headroom (checked above).
+      dst.copyMemory(from: frame, byteCount: layout.headerLength)
+      var filled = layout.headerLength
+      while filled < len {
+        if used == Int(at.length) {
+          // layout() checked the IP length against `total`: a next segment exists.
+          guard let n = pool.next(after: at) else { pool.release(out); return .malformed }
+          at = n
+          used = 0
+          continue
+        }
+        let c = min(len &- filled, Int(at.length) &- used)
+        // SAFETY: c bytes from `used` lie in segment `at`'s data; filled + c <= len.
+        (dst + filled).copyMemory(from: pool.pointer(at) + (Int(at.offset) &+ used), byteCount: c)
+        filled &+= c
+        used &+= c
+      }
+      TCPSegmentation.fixUp(segment: i, of: layout, at: dst)
+      Self.writeHeader(out, at: dst - headerLength, checksumOffload: false)
+      let posted = tx.add(.readable(pool.iova(out) &+ UInt64(Int(out.offset) &- headerLength), UInt32(len &+ headerLength)), token: Self.token(out))
+      guard posted == .added else {
+        // Only a broken queue refuses here (the room was checked): the rest is not sent.
+        pool.release(out)
+        return .malformed
+      }
+    }
+    stats.txSegmented &+= 1
+    stats.txSegments &+= UInt64(k)
+    pool.release(head)
+    return .added(bytes: total)
   }
 
   /// A transmit token's mark for a chained packet: reclaim releases all its buffers.

@@ -49,10 +49,14 @@ public enum TCPSegmentation {
   /// `layout` for a packet whose virtio_net_hdr says `gsoType` (ECN bit
   /// allowed) and `gsoSize` (§5.1.6.4.1): the header is the device's word,
   /// the packet must agree with it (TCPV4 an IPv4 packet, TCPV6 an IPv6 one).
-  public static func layout(_ frame: UnsafeRawPointer, length: Int, gsoType: UInt8, gsoSize: UInt16) -> Result<Layout, Refusal> {
+  /// `headerBytes`: how many bytes at `frame` may be read (a chain's head
+  /// segment, whose headers must all lie in it); nil: all `length`.
+  public static func layout(
+    _ frame: UnsafeRawPointer, length: Int, headerBytes: Int? = nil, gsoType: UInt8, gsoSize: UInt16
+  ) -> Result<Layout, Refusal> {
     let type = gsoType & ~VirtioNetHdr.gsoECN
     guard type == VirtioNetHdr.gsoTCPv4 || type == VirtioNetHdr.gsoTCPv6 else { return .failure(.gsoTypeMismatch) }
-    switch layout(frame, length: length, mss: Int(gsoSize)) {
+    switch layout(frame, length: length, headerBytes: headerBytes, mss: Int(gsoSize)) {
     case .success(let l):
       return l.isIPv6 == (type == VirtioNetHdr.gsoTCPv6) ? .success(l) : .failure(.gsoTypeMismatch)
     case .failure(let r):
@@ -60,16 +64,19 @@ public enum TCPSegmentation {
     }
   }
 
-  /// Reads and checks the headers of `length` bytes at `frame`.
-  public static func layout(_ frame: UnsafeRawPointer, length: Int, mss: Int) -> Result<Layout, Refusal> {
+  /// Reads and checks the headers of `length` bytes at `frame` (of which
+  /// only the first `headerBytes` are read, when given).
+  public static func layout(_ frame: UnsafeRawPointer, length: Int, headerBytes: Int? = nil, mss: Int) -> Result<Layout, Refusal> {
     func u8(_ i: Int) -> Int { Int(frame.load(fromByteOffset: i, as: UInt8.self)) }
     func be16(_ i: Int) -> Int { u8(i) << 8 | u8(i &+ 1) }
     guard mss > 0 else { return .failure(.zeroMSS) }
-    guard length >= 14 else { return .failure(.truncated) }
+    // Every header byte read lies below `readable`; the IP length is checked against `length`.
+    let readable = min(headerBytes ?? length, length)
+    guard readable >= 14 else { return .failure(.truncated) }
     var l3 = 14
     var type = be16(12)
     if type == 0x8100 {
-      guard length >= 18 else { return .failure(.truncated) }
+      guard readable >= 18 else { return .failure(.truncated) }
       type = be16(16)
       l3 = 18
     }
@@ -77,7 +84,7 @@ public enum TCPSegmentation {
     let end: Int
     let v6: Bool
     if type == 0x0800 {
-      guard length >= l3 &+ 20 else { return .failure(.truncated) }
+      guard readable >= l3 &+ 20 else { return .failure(.truncated) }
       let ihl = (u8(l3) & 0x0F) &* 4
       guard u8(l3) >> 4 == 4, ihl >= 20 else { return .failure(.badHeader) }
       guard u8(l3 &+ 9) == 6 else { return .failure(.notTCP) }
@@ -88,7 +95,7 @@ public enum TCPSegmentation {
       end = l3 &+ total
       v6 = false
     } else if type == 0x86DD {
-      guard length >= l3 &+ 40 else { return .failure(.truncated) }
+      guard readable >= l3 &+ 40 else { return .failure(.truncated) }
       guard u8(l3) >> 4 == 6 else { return .failure(.badHeader) }
       guard u8(l3 &+ 6) == 6 else { return .failure(.notTCP) }
       let payload = be16(l3 &+ 4)
@@ -100,10 +107,10 @@ public enum TCPSegmentation {
     } else {
       return .failure(.notIP)
     }
-    guard end >= l4 &+ 20 else { return .failure(.truncated) }
+    guard end >= l4 &+ 20, l4 &+ 20 <= readable else { return .failure(.truncated) }
     let tcpHeader = (u8(l4 &+ 12) >> 4) &* 4
     guard tcpHeader >= 20 else { return .failure(.badHeader) }
-    guard l4 &+ tcpHeader <= end else { return .failure(.truncated) }
+    guard l4 &+ tcpHeader <= end, l4 &+ tcpHeader <= readable else { return .failure(.truncated) }
     return .success(Layout(l3: l3, l4: l4, headerLength: l4 &+ tcpHeader, payloadLength: end &- l4 &- tcpHeader,
                            isIPv6: v6, mss: mss))
   }
@@ -120,6 +127,18 @@ public enum TCPSegmentation {
     // length; i < segmentCount keeps this slice within the payload; total <= capacity.
     out.copyMemory(from: frame, byteCount: layout.headerLength)
     (out + layout.headerLength).copyMemory(from: frame + (layout.headerLength &+ i &* layout.mss), byteCount: payload)
+    fixUp(segment: i, of: layout, at: out)
+    return total
+  }
+
+  /// Turns the copy at `out` — the original's headers, then segment `i`'s
+  /// payload (`layout.segmentLength(i)` bytes in all) — into segment `i`:
+  /// lengths, IPv4 identification and header checksum, sequence number,
+  /// flags and the TCP checksum (complete, not partial). For callers that
+  /// gather the payload themselves (a chain).
+  public static func fixUp(segment i: Int, of layout: Layout, at out: UnsafeMutableRawPointer) {
+    guard i >= 0, i < layout.segmentCount else { return }
+    let total = layout.segmentLength(i)
     func put16(_ at: Int, _ v: Int) {
       out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 8), toByteOffset: at, as: UInt8.self)
       out.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: at &+ 1, as: UInt8.self)
@@ -153,6 +172,5 @@ public enum TCPSegmentation {
     out.storeBytes(of: UInt8(truncatingIfNeeded: flags), toByteOffset: l4 &+ 13, as: UInt8.self)
     put16(l4 &+ 16, 0)
     put16(l4 &+ 16, Int(~InternetChecksum.sum(out + l4, tcpLength, initial: pseudo)))
-    return total
   }
 }
