@@ -485,52 +485,22 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// IPv6 as its gso_type says, or whose segments do not fit one buffer, is
   /// malformed.
   @inlinable mutating func addSegmented(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
-    guard Int(head.index) < pool.count, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
-      return .malformed
-    }
-    // The caller's chain: every segment inside its buffer, at most a pool's worth of them.
-    var total = Int(head.length)
-    var walked = 1
-    var cur = head
-    while let s = pool.next(after: cur) {
-      guard walked < pool.count, Int(s.offset) &+ Int(s.length) <= pool.bufferSize else { return .malformed }
-      total &+= Int(s.length)
-      walked &+= 1
-      cur = s
-    }
-    let frame = UnsafeRawPointer(pool.pointer(head) + Int(head.offset))
-    guard case .success(let layout) = TCPSegmentation.layout(
-      frame, length: total, headerBytes: Int(head.length), gsoType: head.gsoType, gsoSize: head.gsoSize)
-    else { return .malformed }
-    let k = layout.segmentCount
-    guard layout.segmentLength(0) <= pool.bufferSize &- pool.headroom, pool.headroom >= headerLength else { return .malformed }
+    // The caller's chain, every segment checked: PoolPacket refuses what it cannot cut.
+    guard head.length > 0, var packet = TCPSegmentation.PoolPacket(head, pool: pool) else { return .malformed }
+    let total = packet.bytes
+    let k = packet.layout.segmentCount
+    guard packet.layout.segmentLength(0) <= pool.bufferSize &- pool.headroom, pool.headroom >= headerLength else { return .malformed }
     guard tx.freeCount >= k, pool.available >= k else { return .ringFull }
-    // Payload cursor: segment `at` of the chain, `used` bytes of it consumed.
-    var at = head
-    var used = layout.headerLength
     for i in 0..<k {
       guard var out = pool.allocate() else { return .ringFull }
-      let len = layout.segmentLength(i)
+      let len = packet.layout.segmentLength(i)
       out.length = UInt16(truncatingIfNeeded: len)
       let dst = pool.pointer(out) + Int(out.offset)
-      // SAFETY: headerLength <= head.length (layout read them there); len <= bufferSize - headroom (checked above).
-      dst.copyMemory(from: frame, byteCount: layout.headerLength)
-      var filled = layout.headerLength
-      while filled < len {
-        if used == Int(at.length) {
-          // layout() checked the IP length against `total`: a next segment exists.
-          guard let n = pool.next(after: at) else { pool.release(out); return .malformed }
-          at = n
-          used = 0
-          continue
-        }
-        let c = min(len &- filled, Int(at.length) &- used)
-        // SAFETY: c bytes from `used` lie in segment `at`'s data; filled + c <= len.
-        (dst + filled).copyMemory(from: pool.pointer(at) + (Int(at.offset) &+ used), byteCount: c)
-        filled &+= c
-        used &+= c
+      // len <= bufferSize - headroom (checked above): the segment fits the buffer.
+      guard packet.write(segment: i, into: dst, pool: pool) else {
+        pool.release(out)
+        return .malformed
       }
-      TCPSegmentation.fixUp(segment: i, of: layout, at: dst)
       Self.writeHeader(out, at: dst - headerLength, checksumOffload: false)
       let posted = tx.add(.readable(pool.iova(out) &+ UInt64(Int(out.offset) &- headerLength), UInt32(len &+ headerLength)), token: Self.token(out))
       guard posted == .added else {

@@ -1,3 +1,4 @@
+import VirtioCore
 import VirtioSpec
 
 /// Software segmentation of one TCP super-packet (a GSO frame: virtio-net
@@ -172,5 +173,73 @@ public enum TCPSegmentation {
     out.storeBytes(of: UInt8(truncatingIfNeeded: flags), toByteOffset: l4 &+ 13, as: UInt8.self)
     put16(l4 &+ 16, 0)
     put16(l4 &+ 16, Int(~InternetChecksum.sum(out + l4, tcpLength, initial: pseudo)))
+  }
+}
+
+extension TCPSegmentation {
+  /// Segmentation of a packet held in pool buffers (one, or a chain whose
+  /// head holds every header): `layout` reads the head only and checks the IP
+  /// length against the whole packet; `write` builds each segment into any
+  /// memory (a pool buffer, a TPACKET frame) from the head's headers and the
+  /// payload gathered along the chain. Segments must be written in order.
+  public struct PoolPacket {
+    public let layout: Layout
+    @usableFromInline let head: PacketBuffer
+    /// Payload cursor: the segment being read and the bytes of it consumed.
+    @usableFromInline var at: PacketBuffer
+    @usableFromInline var used: Int
+
+    /// The packet's whole length (every segment's data).
+    public let bytes: Int
+
+    /// Nil when the packet cannot be segmented: a segment outside its buffer,
+    /// more segments than the pool has (a cycle), `layout`'s refusals,
+    /// headers past the head.
+    public init?(_ head: PacketBuffer, pool: borrowing BufferPool) {
+      guard Int(head.index) < pool.count, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else { return nil }
+      var total = Int(head.length)
+      var walked = 1
+      var cur = head
+      while let s = pool.next(after: cur) {
+        guard walked < pool.count, Int(s.offset) &+ Int(s.length) <= pool.bufferSize else { return nil }
+        total &+= Int(s.length)
+        walked &+= 1
+        cur = s
+      }
+      bytes = total
+      let frame = UnsafeRawPointer(pool.pointer(head) + Int(head.offset))
+      guard case .success(let l) = TCPSegmentation.layout(
+        frame, length: total, headerBytes: Int(head.length), gsoType: head.gsoType, gsoSize: head.gsoSize)
+      else { return nil }
+      layout = l
+      self.head = head
+      at = head
+      used = l.headerLength
+    }
+
+    /// Writes the next segment, `i`, into `out` (room for `layout.segmentLength(i)`);
+    /// false when the chain ends early or a segment lies outside its buffer.
+    public mutating func write(segment i: Int, into out: UnsafeMutableRawPointer, pool: borrowing BufferPool) -> Bool {
+      let len = layout.segmentLength(i)
+      // SAFETY: headerLength <= head.length (layout read the headers there); the caller gives len bytes.
+      out.copyMemory(from: pool.pointer(head) + Int(head.offset), byteCount: layout.headerLength)
+      var filled = layout.headerLength
+      while filled < len {
+        if used >= Int(at.length) {
+          // init checked every segment; the IP length is within the packet: a next one exists.
+          guard let n = pool.next(after: at) else { return false }
+          at = n
+          used = 0
+          continue
+        }
+        let c = min(len &- filled, Int(at.length) &- used)
+        // SAFETY: c bytes from `used` lie in segment `at`'s data (inside its buffer: init); filled + c <= len.
+        (out + filled).copyMemory(from: pool.pointer(at) + (Int(at.offset) &+ used), byteCount: c)
+        filled &+= c
+        used &+= c
+      }
+      TCPSegmentation.fixUp(segment: i, of: layout, at: out)
+      return true
+    }
   }
 }
