@@ -460,9 +460,9 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// packet's checksum is partial (§5.1.6.2.1: a GSO packet goes with
   /// NEEDS_CSUM); else cut into MSS-sized frames in software here, the way
   /// the device would have.
-  @inlinable mutating func addGSO(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @inlinable @inline(never) mutating func addGSO(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
     let type = head.gsoType & ~VirtioNetHdr.gsoECN
-    let offloadable = type < 8 && txGSOMask >> type & 1 == 1 && (head.gsoType == type || txECN)
+    let offloadable = type != 0 && type < 8 && txGSOMask >> type & 1 == 1 && (head.gsoType == type || txECN)
       && head.flags & PacketBuffer.needsChecksum != 0 && txChecksum && head.gsoSize > 0
     if offloadable, Int(head.index) < pool.count, Int(head.csumStart) &+ 13 < Int(head.length),
       Int(head.offset) &+ Int(head.length) <= pool.bufferSize
@@ -484,7 +484,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// whose headers are not in its first buffer, that is not TCP over IPv4 /
   /// IPv6 as its gso_type says, or whose segments do not fit one buffer, is
   /// malformed.
-  @inlinable mutating func addSegmented(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @inlinable @inline(never) mutating func addSegmented(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
     // The caller's chain, every segment checked: PoolPacket refuses what it cannot cut.
     guard head.length > 0, var packet = TCPSegmentation.PoolPacket(head, pool: pool) else { return .malformed }
     let total = packet.bytes
