@@ -24,7 +24,8 @@ public struct PortGroup: ~Copyable {
   /// What each port is, in the order given.
   public let ports: [PortInfo]
   public let queuesPerPort: Int
-  /// Bytes per pool buffer: headroom + the largest frame any port's MTU allows.
+  /// Bytes per pool buffer: `PortOptions.bufferSize` (rounded up to 64), else
+  /// headroom + the largest frame any port's MTU allows.
   public let bufferSize: Int
   let board: StatsBoard
   var host: ProcessMemory

@@ -56,7 +56,8 @@ public struct PortOptions: Sendable {
   /// Bytes per pool buffer. Nil: headroom + the largest frame any port's MTU
   /// allows, so every frame fits one buffer. Smaller (at least 256, e.g.
   /// 2048 for a 9000-byte MTU) needs MRG_RXBUF on every virtio port: larger
-  /// frames then arrive as chains; a kernel port needs room for a whole frame.
+  /// frames then arrive as chains (each holding several pool buffers: size
+  /// pools for that); a kernel port needs room for a whole frame.
   public var bufferSize: Int? = nil
   /// vhost-user: bytes of the memory shared with the backends (rings and every
   /// worker's buffer pool), sized when the group opens since each backend maps

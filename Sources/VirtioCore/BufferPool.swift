@@ -14,6 +14,8 @@
   public var length: UInt16
   /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
   /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
+  /// Keep `chained` when changing them: without it a chain's further buffers
+  /// are no longer reached (nor released) through this handle.
   public var flags: UInt8
   /// Segmentation offload (virtio-net §5.1.6.2 / §5.1.6.4.1): the header's
   /// gso_type (TCPV4, TCPV6, with the ECN bit) — 0 for a frame that goes out
@@ -107,7 +109,7 @@ public struct BufferPool: ~Copyable {
     guard Int(buffer.index) < count, freeTop < count else { return }
     free[freeTop] = buffer.index
     freeTop &+= 1
-    if buffer.flags & PacketBuffer.chained != 0 { releaseSegments(after: buffer) }
+    if _slowPath(buffer.flags & PacketBuffer.chained != 0) { releaseSegments(after: buffer) }
   }
 
   /// The rest of a chain; at most `count` steps, so even a corrupted table

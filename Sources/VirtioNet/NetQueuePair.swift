@@ -43,8 +43,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline var rxTail = PacketBuffer(index: 0, offset: 0, length: 0)
   @usableFromInline var rxPending: Int = 0
   @usableFromInline var rxChainBytes: Int = 0
-  /// Bytes of the virtio_net_hdr in front of every frame: a per-pair value,
-  /// since features can make it longer (HASH_REPORT: 20).
+  /// Bytes of the virtio_net_hdr in front of every frame, per pair since
+  /// features can make it longer (HASH_REPORT: 20). Today always 12; the
+  /// one-buffer receive and transmit loops use the constant `headerSize`
+  /// instead, which net-bench measured ~20 instructions per packet cheaper
+  /// (docs/PERFORMANCE.md): a feature that changes the length must make those
+  /// two loops read this (or specialise them) and pay that.
   public let headerLength: Int
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
@@ -133,34 +137,16 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// linked in the pool in the order the device used them (no copy).
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
     let capacity = burst.count
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
     var n = 0
     var bytes: UInt64 = 0
     while n < capacity {
       guard case .used(let used) = rx.nextUsed() else { break }
       var b = Self.buffer(used.token)
-      if rxSkip > 0 {
-        // The rest of a frame dropped below: these buffers hold frame data, not a header.
-        rxSkip &-= 1
-        pool.release(b)
-        continue
-      }
-      if rxPending > 0 {
-        // §5.1.6.4: a continuation buffer holds frame data from where it was posted, no header.
-        rxPending &-= 1
-        b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
-        b.length = UInt16(truncatingIfNeeded: used.length)
-        guard used.length > 0 else {
-          // A device that says a frame goes on but wrote nothing here: drop the frame and its rest.
-          stats.rxErrors &+= 1
-          pool.release(b)
-          pool.release(rxHead)
-          rxSkip = rxPending
-          rxPending = 0
-          continue
-        }
-        pool.append(b, head: &rxHead, tail: &rxTail)
-        rxChainBytes &+= Int(used.length)
-        if rxPending == 0, let frame = finishChain(&pool) {
+      if _slowPath((rxSkip | rxPending) != 0) {
+        // MRG_RXBUF (§5.1.6.4): a buffer that goes on a frame — dropped, or being put together.
+        if let frame = continueFrame(b, length: used.length, pool: &pool) {
           burst[n] = frame
           n &+= 1
           bytes &+= UInt64(rxChainBytes)
@@ -178,16 +164,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       // It is read only for a feature that gives it meaning: without MRG_RXBUF
       // and GUEST_CSUM the frame's cache lines stay the device's.
       let header = pool.pointer(b) + (Int(b.offset) &- headerLength)
-      var numBuffers = 1
       if mergeable {
-        // §5.1.6.4: num_buffers buffers hold this frame, this one first. 0, or
-        // more than the ring could ever have posted, is a lie: the frame is
-        // dropped, counted, and at most a ring's worth of buffers skipped.
-        numBuffers = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self)))
-        if numBuffers < 1 || numBuffers > rx.size {
-          stats.rxErrors &+= 1
-          pool.release(b)
-          rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+        // §5.1.6.4: num_buffers buffers hold this frame, this one first.
+        let numBuffers = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
+        if _slowPath(numBuffers != 1) {
+          startFrame(b, numBuffers: Int(numBuffers), length: len, header: header, pool: &pool)
           continue
         }
       }
@@ -199,46 +180,28 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         // partial checksum, complete it from csum_start (kept as metadata).
         if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
         if flags & VirtioNetHdr.flagNeedsCsum != 0 {
-          b.flags |= PacketBuffer.needsChecksum
-          b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-          b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
-          // Device-written offsets: only kept when the checksum field lies inside
-          // the frame (a chain's whole length is known when it is complete).
-          if numBuffers == 1 && Int(b.csumStart) &+ Int(b.csumOffset) &+ 2 > dataLength {
+          let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+          let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+          // Device-written offsets: only kept when the checksum field lies inside the frame.
+          if Int(start) &+ Int(offset) &+ 2 <= dataLength {
+            b.flags |= PacketBuffer.needsChecksum
+            b.csumStart = start
+            b.csumOffset = offset
+          } else {
             stats.rxErrors &+= 1
             pool.release(b)
             continue
           }
         }
-        // §5.1.6.4.1: a large TCP segment (GUEST_TSO4/6) — the gso_type must be
-        // one negotiated, gso_size an MSS, hdr_len inside the frame; else the
-        // frame (and the rest of its buffers) is dropped and counted.
-        let gso = header.load(fromByteOffset: 1, as: UInt8.self)
-        if gso != 0 {
-          let type = gso & ~VirtioNetHdr.gsoECN
-          let hint = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-          let size = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-          guard type < 8, rxGSOMask >> type & 1 == 1, type != 0, gso == type || rxECN, size > 0,
-            numBuffers > 1 || hint <= dataLength
-          else {
+        // §5.1.6.4.1: a large TCP segment (GUEST_TSO4/6), checked out of line.
+        if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
+          guard readSegmentation(&b, header: header, frameLength: dataLength) else {
             stats.rxErrors &+= 1
             pool.release(b)
-            rxSkip = numBuffers &- 1
             continue
           }
-          b.gsoType = gso
-          b.gsoSize = size
-          rxHeaderHint = hint
-          if numBuffers == 1 { stats.rxGSO &+= 1 }
+          stats.rxGSO &+= 1
         }
-      }
-      if numBuffers > 1 {
-        // The head of a chain: its other buffers follow in used order (§5.1.6.4).
-        rxHead = b
-        rxTail = b
-        rxPending = numBuffers &- 1
-        rxChainBytes = dataLength
-        continue
       }
       burst[n] = b
       n &+= 1
@@ -259,9 +222,74 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     rxPending > 0 ? pool.packetSize(rxHead).segments : 0
   }
 
-  /// The chain in `rxHead` is complete: its checksum offsets are checked
-  /// against its whole length. Returns it, or nil when dropped (counted).
-  @inlinable mutating func finishChain(_ pool: inout BufferPool) -> PacketBuffer? {
+  /// MRG_RXBUF (§5.1.6.4): the first buffer of a frame whose header says it
+  /// takes `numBuffers` (≠ 1). Out of line: the one-buffer path stays as it
+  /// was. 0, or more than the ring could ever have posted, is a lie: the
+  /// frame is dropped, counted, and at most a ring's worth of buffers skipped.
+  @inlinable @inline(never)
+  mutating func startFrame(_ first: PacketBuffer, numBuffers: Int, length: Int, header: UnsafeMutableRawPointer, pool: inout BufferPool) {
+    var b = first
+    guard numBuffers >= 1, numBuffers <= rx.size else {
+      stats.rxErrors &+= 1
+      pool.release(b)
+      rxSkip = min(max(numBuffers &- 1, 0), rx.size &- 1)
+      return
+    }
+    let dataLength = length &- headerLength
+    b.length = UInt16(truncatingIfNeeded: dataLength)
+    if rxChecksum {
+      // §5.1.6.4.1, as for one buffer; the checksum field is checked against
+      // the whole chain when it is complete.
+      let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags = PacketBuffer.checksumValid }
+      if flags & VirtioNetHdr.flagNeedsCsum != 0 {
+        b.flags |= PacketBuffer.needsChecksum
+        b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+        b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+      }
+      // A GSO header that lies: the frame is dropped, its other buffers skipped.
+      if header.load(fromByteOffset: 1, as: UInt8.self) != 0 && !readSegmentation(&b, header: header, frameLength: nil) {
+        stats.rxErrors &+= 1
+        pool.release(b)
+        rxSkip = numBuffers &- 1
+        return
+      }
+    }
+    // Its other buffers follow in used order.
+    rxHead = b
+    rxTail = b
+    rxPending = numBuffers &- 1
+    rxChainBytes = dataLength
+  }
+
+  /// MRG_RXBUF: a continuation buffer — frame data from where it was posted,
+  /// no header — is skipped (the rest of a dropped frame) or joins the frame
+  /// being assembled. Returns the frame once its
+  /// last buffer is in (nil before, or when it was dropped: counted).
+  @inlinable @inline(never)
+  mutating func continueFrame(_ buffer: PacketBuffer, length: UInt32, pool: inout BufferPool) -> PacketBuffer? {
+    var b = buffer
+    if rxSkip > 0 {
+      // The rest of a dropped frame: these buffers hold frame data, not a header.
+      rxSkip &-= 1
+      pool.release(b)
+      return nil
+    }
+    rxPending &-= 1
+    b.offset = UInt16(truncatingIfNeeded: pool.headroom &- headerLength)
+    b.length = UInt16(truncatingIfNeeded: length)
+    guard length > 0 else {
+      // The device said the frame goes on but wrote nothing here: drop it and its rest.
+      stats.rxErrors &+= 1
+      pool.release(b)
+      pool.release(rxHead)
+      rxSkip = rxPending
+      rxPending = 0
+      return nil
+    }
+    pool.append(b, head: &rxHead, tail: &rxTail)
+    rxChainBytes &+= Int(length)
+    guard rxPending == 0 else { return nil }
     let head = rxHead
     if head.flags & PacketBuffer.needsChecksum != 0 && Int(head.csumStart) &+ Int(head.csumOffset) &+ 2 > rxChainBytes {
       stats.rxErrors &+= 1
@@ -280,6 +308,25 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     return head
   }
 
+  /// §5.1.6.4.1: the header's gso_type (one negotiated, GUEST_TSO4/6; the ECN
+  /// bit only with GUEST_ECN), gso_size (an MSS, not 0) and hdr_len (within
+  /// `frameLength`; a chain's is kept in `rxHeaderHint` and checked when it is
+  /// complete) into `b`. False: the header lies, the frame is dropped.
+  @inlinable @inline(never)
+  mutating func readSegmentation(_ b: inout PacketBuffer, header: UnsafeMutableRawPointer, frameLength: Int?) -> Bool {
+    let gso = header.load(fromByteOffset: 1, as: UInt8.self)
+    let type = gso & ~VirtioNetHdr.gsoECN
+    let hint = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+    let size = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+    guard type != 0, type < 8, rxGSOMask >> type & 1 == 1, gso == type || rxECN, size > 0, hint <= (frameLength ?? Int.max) else {
+      return false
+    }
+    b.gsoType = gso
+    b.gsoSize = size
+    rxHeaderHint = hint
+    return true
+  }
+
   // MARK: transmit (§5.1.6.2)
 
   /// Returns every finished TX buffer to the pool; returns how many.
@@ -288,9 +335,9 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     // The used length of a sent buffer means nothing: the ring may skip reading it.
     while case .used(let used) = tx.nextCompleted() {
+      // A chain's token carries its mark (bit 48 → `chained`, 4): all its buffers go back together.
       var b = Self.buffer(used.token)
-      // A chain's token carries its mark: all its buffers go back together.
-      if used.token & Self.chainTokenBit != 0 { b.flags = PacketBuffer.chained }
+      b.flags = UInt8(truncatingIfNeeded: used.token >> 46) & PacketBuffer.chained
       pool.release(b)
       n &+= 1
     }
@@ -306,67 +353,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
     reclaim(&pool)
-    var bytes: UInt64 = 0
     let count = burst.count
-    var n = 0
-    var malformed = false
-    // Plain copies: the closure below must not read `self` while `tx` is being changed.
-    let headerLength = self.headerLength
-    let txChecksum = self.txChecksum
-    while true {
-      // Each one-buffer packet takes one descriptor (split) or one slot
-      // (packed): the room is checked once per run, not per packet.
-      let room = min(count &- n, tx.freeCount)
-      var atChain = false
-      var handed = 0
-      var lastLength = 0
-      let first = n
-      let k = tx.add(upTo: room) {
-        let b = burst[first &+ handed]
-        // A chain or a GSO packet leaves the batch: it is posted on its own below.
-        if b.flags & PacketBuffer.chained != 0 || b.gsoType != 0 {
-          atChain = true
-          return nil
-        }
-        let start = Int(b.offset) &- headerLength
-        // The handle is the caller's: check it names a whole packet inside one
-        // buffer of this pool with room for the header, so nothing outside it is written.
-        guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
-          malformed = true
-          return nil
-        }
-        let base = pool.pointer(b)
-        if b.flags & PacketBuffer.needsChecksum != 0 && !txChecksum {
-          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
-        }
-        Self.writeHeader(b, at: base + start, checksumOffload: txChecksum)
-        handed &+= 1
-        lastLength = Int(b.length)
-        bytes &+= UInt64(b.length)
-        return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerLength)), Self.token(b))
-      }
-      n &+= k
-      // A packet handed over but not posted (a 0-byte segment, which a checked
-      // handle never makes) stays the caller's: an error.
-      if handed > k {
-        bytes &-= UInt64(lastLength)
-        malformed = true
-      }
-      guard atChain && handed == k && n < count else { break }
-      let p = burst[n]
-      switch p.gsoType != 0 ? addGSO(p, pool: &pool) : addChain(p, pool: &pool) {
-      case .added(let length):
-        n &+= 1
-        bytes &+= UInt64(length)
-        if p.isChained { stats.txChains &+= 1 }
-        continue
-      case .ringFull:
-        break
-      case .malformed:
-        malformed = true
-      }
-      break
-    }
+    var run = postOneBufferPackets(burst, from: 0, pool: &pool)
+    // Out of line: a burst of one-buffer packets never goes there.
+    if _slowPath(run.atChain) { run = postWithChains(burst, after: run, pool: &pool) }
+    let n = run.posted
+    let bytes = run.bytes
+    var malformed = run.malformed
     // Short with no malformed handle and a broken queue: an error too, not a full ring.
     if n < count && !malformed && tx.brokenReason != nil { malformed = true }
     if malformed {
@@ -381,6 +374,112 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       stats.notifications &+= 1
     }
     return n
+  }
+
+  /// What a stretch of `transmit` posted.
+  @usableFromInline struct TransmitRun {
+    @usableFromInline var posted: Int
+    @usableFromInline var bytes: UInt64
+    @usableFromInline var malformed: Bool
+    /// It stopped at a chained packet (every packet before it was posted).
+    @usableFromInline var atChain: Bool
+    @inlinable init(posted: Int, bytes: UInt64, malformed: Bool, atChain: Bool) {
+      self.posted = posted
+      self.bytes = bytes
+      self.malformed = malformed
+      self.atChain = atChain
+    }
+  }
+
+  /// Posts the one-buffer packets of `burst` from `first` on, up to the first
+  /// chained (or GSO) one, as one batch (`add(upTo:)`): the ring's checks once.
+  @inlinable @inline(__always)
+  mutating func postOneBufferPackets(_ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool) -> TransmitRun {
+    // Each packet takes one descriptor (split) or one slot (packed): the room
+    // is checked once per batch, not per packet.
+    let room = min(burst.count &- first, tx.freeCount)
+    // Plain copies: the closure below must not read `self` while `tx` is being changed.
+    // The constant, not `self.headerLength`: folded into the address arithmetic (see `headerLength`).
+    let headerLength = Self.headerSize
+    let txChecksum = self.txChecksum
+    var malformed = false
+    var atChain = false
+    var handed = 0
+    var lastLength = 0
+    var bytes: UInt64 = 0
+    let k = tx.add(upTo: room) {
+      let b = burst[first &+ handed]
+      let start = Int(b.offset) &- headerLength
+      // The handle is the caller's: check it names a whole packet inside one
+      // buffer of this pool with room for the header, so nothing outside it is written.
+      guard Int(b.index) < pool.count, start >= 0, b.length > 0, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
+        malformed = true
+        return nil
+      }
+      let base = pool.pointer(b)
+      // §5.1.6.2: virtio_net_hdr_v1 (see `writeHeader`), written here with
+      // the software fallback in one test of the packet's flags.
+      var word0: UInt64 = 0
+      var word1: UInt32 = 0
+      // One test of the flags for both rare cases: a chain, a partial checksum.
+      // One test for the rare cases: a chain, a partial checksum, a GSO packet.
+      if _slowPath((b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained)) | b.gsoType != 0) {
+        // A chain or a GSO packet leaves the batch: `postWithChains` takes it.
+        if b.flags & PacketBuffer.chained != 0 || b.gsoType != 0 {
+          atChain = true
+          return nil
+        }
+        if txChecksum {
+          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
+          word1 = UInt32(b.csumOffset)
+        } else {
+          InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
+        }
+      }
+      // SAFETY: start >= 0 and start + 12 <= offset: the header lies in the buffer's headroom.
+      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
+      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
+      handed &+= 1
+      lastLength = Int(b.length)
+      bytes &+= UInt64(b.length)
+      return (.readable(pool.iova(b) &+ UInt64(start), UInt32(Int(b.length) &+ headerLength)), Self.token(b))
+    }
+    // A packet handed over but not posted (a 0-byte segment, which a checked
+    // handle never makes) stays the caller's: an error.
+    if handed > k {
+      bytes &-= UInt64(lastLength)
+      malformed = true
+    }
+    return TransmitRun(posted: first &+ k, bytes: bytes, malformed: malformed, atChain: atChain && handed == k)
+  }
+
+  /// The rest of a burst that holds chains or GSO packets: each on its own
+  /// (`addChain`, `addGSO`), the one-buffer packets between them in batches.
+  @inlinable @inline(never)
+  mutating func postWithChains(_ burst: Span<PacketBuffer>, after first: TransmitRun, pool: inout BufferPool) -> TransmitRun {
+    var total = first
+    while total.atChain && total.posted < burst.count {
+      let p = burst[total.posted]
+      switch p.gsoType != 0 ? addGSO(p, pool: &pool) : addChain(p, pool: &pool) {
+      case .added(let length):
+        total.posted &+= 1
+        total.bytes &+= UInt64(length)
+        if p.isChained { stats.txChains &+= 1 }
+      case .ringFull:
+        total.atChain = false
+        return total
+      case .malformed:
+        total.malformed = true
+        total.atChain = false
+        return total
+      }
+      let next = postOneBufferPackets(burst, from: total.posted, pool: &pool)
+      total.posted = next.posted
+      total.bytes &+= next.bytes
+      total.malformed = next.malformed
+      total.atChain = next.atChain
+    }
+    return total
   }
 
   /// §5.1.6.2: virtio_net_hdr_v1 in front of the frame, written as two
@@ -413,7 +512,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// head's data as the first descriptor, each further segment as one more
   /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
   /// that fit). Every segment of the caller's chain is checked first.
-  @inlinable mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool, headerHint: Int = 0) -> ChainAdd {
+  @inlinable @inline(never) mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool, headerHint: Int = 0) -> ChainAdd {
     let start = Int(head.offset) &- headerLength
     guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
       return .malformed

@@ -108,7 +108,8 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         checkHandle(b, pool, "received")
         if input.bool() {
           // As the AF_PACKET path does for a CSUMNOTREADY frame.
-          b.flags = 0
+          // (a chain keeps its mark: its buffers stay linked to the head).
+          b.flags &= PacketBuffer.chained
           ChecksumOffsets.mark(&b, pool: pool)
           checkHandle(b, pool, "ChecksumOffsets")
         }
@@ -142,7 +143,8 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
       pair.refill(&pool)
     }
     if pair.brokenReason == nil {
-      let heldBuffers = held.reduce(0) { $0 + segments($1, pool) }
+      var heldBuffers = 0
+      for b in held { heldBuffers += segments(b, pool) }
       let assembling = pair.assemblingBuffers(pool)
       let total = pool.available + pair.rx.inFlight + assembling + transmitting + heldBuffers
       require(

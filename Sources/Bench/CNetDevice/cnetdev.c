@@ -106,12 +106,15 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
   struct desc *table = q->desc;
   uint16_t idx = ld_acq16(&avail[1]);
   uint32_t n = 0;
+  /* Per pass, not per buffer: whether frames are spread, and the least an RX buffer must hold. */
+  const int mrg = rx && d->mergeable;
+  const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   while (q->last_avail != idx) {
     uint16_t head = ld16(&avail[2 + (q->last_avail & q->mask)]);
     if (head >= q->size) { d->broken = 1; return n; }
     struct desc *e = &table[head];
-    if (rx && (e->len < (d->mergeable ? HDR + 1 : HDR + d->frame_len) || !(e->flags & F_WRITE))) { d->broken = 1; return n; }
-    uint32_t len = rx && d->mergeable ? use_rx_merged(d, e->addr, e->len) : use_buffer(d, e->addr, rx);
+    if (rx && (e->len < need || !(e->flags & F_WRITE))) { d->broken = 1; return n; }
+    uint32_t len = mrg ? use_rx_merged(d, e->addr, e->len) : use_buffer(d, e->addr, rx);
     uint8_t *u = used + 4 + 8 * (size_t)(q->used_idx & q->mask);
     memcpy(u, &(uint32_t){head}, 4);
     memcpy(u + 4, &len, 4);
@@ -129,13 +132,15 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
 static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
   struct pdesc *ring = q->desc;
   uint32_t n = 0;
+  const int mrg = rx && d->mergeable;
+  const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   for (;;) {
     struct pdesc *p = &ring[q->slot];
     uint16_t f = ld_acq16(&p->flags);
     int a = (f & P_AVAIL) != 0, u = (f & P_USED) != 0;
     if (a != q->wrap || u == q->wrap) break;
-    if (rx && p->len < (d->mergeable ? HDR + 1 : HDR + d->frame_len)) { d->broken = 1; return n; }
-    uint32_t len = rx && d->mergeable ? use_rx_merged(d, p->addr, p->len) : use_buffer(d, p->addr, rx);
+    if (rx && p->len < need) { d->broken = 1; return n; }
+    uint32_t len = mrg ? use_rx_merged(d, p->addr, p->len) : use_buffer(d, p->addr, rx);
     uint16_t id = p->id;
     struct pdesc *w = &ring[q->used_slot];
     w->id = id; w->len = len;

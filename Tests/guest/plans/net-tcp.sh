@@ -70,12 +70,14 @@ else
     else
       check_fail tcp-vfio-$run-exit "vio-fwd exit status $rc: $(tail -n3 /tmp/tcp-$run.log | tr '\n' ' ')"
     fi
-    grep -e 'offloads' -e 'summary:' -e '  port ' /tmp/tcp-$run.log
+    grep -E 'offloads|summary:|  port ' /tmp/tcp-$run.log
   done
   # The offloads were used (vio-fwd's own count; the transfer's proof is the host's): large
   # segments came in (GUEST_TSO) and went out whole (HOST_TSO) or cut in software.
-  gso_in=$(grep -o '"rx_gso":[0-9]*' /tmp/tcp-offloads-on.json | awk -F: '{ s += $2 } END { print s + 0 }')
-  gso_out=$(grep -o -e '"tx_gso":[0-9]*' -e '"tx_segmented":[0-9]*' /tmp/tcp-offloads-on.json | awk -F: '{ s += $2 } END { print s + 0 }')
+  # (one pattern per grep: busybox grep -o takes only one of several -e)
+  json_sum() { grep -o "\"$1\":[0-9]*" /tmp/tcp-offloads-on.json | awk -F: '{ s += $2 } END { print s + 0 }'; }
+  gso_in=$(json_sum rx_gso)
+  gso_out=$(( $(json_sum tx_gso) + $(json_sum tx_segmented) ))
   if [ "${gso_in:-0}" -gt 0 ] && [ "${gso_out:-0}" -gt 0 ]; then
     check_pass tcp-vfio-offloads-used "GSO packets received $gso_in, sent as such or segmented $gso_out"
   else
