@@ -422,10 +422,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       var word0: UInt64 = 0
       var word1: UInt32 = 0
       // One test of the flags for both rare cases: a chain, a partial checksum.
-      // One test for the rare cases: a chain, a partial checksum, a GSO packet.
-      if _slowPath((b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained)) | b.gsoType != 0) {
+      // One test of the flags for the rare cases: a chain, a partial checksum, a GSO packet.
+      if _slowPath(b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained | PacketBuffer.segmented) != 0) {
         // A chain or a GSO packet leaves the batch: `postWithChains` takes it.
-        if b.flags & PacketBuffer.chained != 0 || b.gsoType != 0 {
+        if b.flags & (PacketBuffer.chained | PacketBuffer.segmented) != 0 {
           atChain = true
           return nil
         }

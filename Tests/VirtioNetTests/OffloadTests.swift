@@ -117,18 +117,31 @@ final class OffloadTests: XCTestCase {
     plain.flags |= PacketBuffer.needsChecksum
     plain.csumStart = 34
     plain.csumOffset = 6
-    XCTAssertEqual(r.transmit([head, plain]), 2, "\(Q.layout)")
+    // One buffer, no chain: `gsoType` alone (it sets `segmented`) takes it off the fast path.
+    let small = Self.superPacket(1500)
+    var single = r.packet(small)
+    single.gsoType = VirtioNetHdr.gsoTCPv4
+    single.gsoSize = 700
+    single.flags |= PacketBuffer.needsChecksum
+    single.csumStart = 34
+    single.csumOffset = 16
+    XCTAssertEqual(single.flags & PacketBuffer.segmented, PacketBuffer.segmented)
+    XCTAssertEqual(r.transmit([head, plain, single]), 3, "\(Q.layout)")
     var sent: [(VirtioNetHdr, [UInt8])] = []
     r.dev.collectTX { sent.append(($0, $1)) }
-    XCTAssertEqual(sent.count, 2)
-    guard sent.count == 2 else { return }
+    XCTAssertEqual(sent.count, 3)
+    guard sent.count == 3 else { return }
+    XCTAssertEqual(sent[2].0, VirtioNetHdr(
+      flags: VirtioNetHdr.flagNeedsCsum, gso_type: VirtioNetHdr.gsoTCPv4, hdr_len: 54, gso_size: 700, csum_start: 34, csum_offset: 16))
+    XCTAssertEqual(sent[2].1, small)
     XCTAssertEqual(sent[0].0, VirtioNetHdr(
       flags: VirtioNetHdr.flagNeedsCsum, gso_type: VirtioNetHdr.gsoTCPv4, hdr_len: 54, gso_size: 1000, csum_start: 34, csum_offset: 16),
       "\(Q.layout): §5.1.6.2 GSO header, hdr_len to the end of the TCP header")
     XCTAssertEqual(sent[0].1, big, "zero copy: the chain as it is")
     XCTAssertEqual(sent[1].0, VirtioNetHdr(flags: VirtioNetHdr.flagNeedsCsum, csum_start: 34, csum_offset: 6))
-    XCTAssertEqual(r.pair.stats.txGSO, 1)
+    XCTAssertEqual(r.pair.stats.txGSO, 2)
     XCTAssertEqual(r.pair.stats.txSegmented, 0)
+    XCTAssertEqual(r.pair.stats.txChains, 1)
   }
 
   /// A forward from a port with GUEST_TSO4 to a port without HOST_TSO4 (one

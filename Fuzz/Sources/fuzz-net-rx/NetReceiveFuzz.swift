@@ -109,7 +109,7 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         if input.bool() {
           // As the AF_PACKET path does for a CSUMNOTREADY frame.
           // (a chain keeps its mark: its buffers stay linked to the head).
-          b.flags &= PacketBuffer.chained
+          b.flags &= PacketBuffer.chained | PacketBuffer.segmented
           ChecksumOffsets.mark(&b, pool: pool)
           checkHandle(b, pool, "ChecksumOffsets")
         }
