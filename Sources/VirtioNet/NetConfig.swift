@@ -3,14 +3,10 @@ import VirtioSpec
 
 /// What the driver asks of a virtio-net device — §5.1.3. Only VERSION_1 is
 /// required (a legacy-only device goes to the kernel path); everything else
-/// is used when offered.
-///
-/// Not MRG_RXBUF: every receive buffer holds a whole frame of the MTU
-/// (§5.1.6.3.1), so merging buys nothing, and reading `num_buffers` would
-/// touch a line of every received frame the device just wrote (rxonly on the
-/// packed ring: +7 % without it against DPDK's vhost). A frame larger than a
-/// buffer is the device's to drop (QEMU, vhost-net and DPDK's vhost do).
-/// `NetQueuePair` still handles MRG_RXBUF when a caller's policy asks for it.
+/// is used when offered: MRG_RXBUF (frames larger than a buffer arrive as
+/// chains), checksum and TCP segmentation offload both ways (GUEST_TSO only
+/// with MRG_RXBUF: `dependencies`). PacketIO's `PortOptions` can leave any
+/// of these out.
 public enum NetFeaturePolicy {
   public static let required = FeatureSet(bits: [VirtioFeature.version1])
   public static let wanted = FeatureSet(bits: [
