@@ -8,6 +8,7 @@
 @_exported import protocol VirtioCore.SessionTransport
 @_exported import struct VirtioNet.NetQueueStats
 @_exported import struct VirtioNet.MACAddress
+@_exported import struct VirtioNet.NetOffloads
 @_exported import struct VirtioVFIO.PCIAddress
 @_exported import struct VirtioVFIO.VFIOPCIOptions
 @_exported import enum VirtioVFIO.HugePagePolicy

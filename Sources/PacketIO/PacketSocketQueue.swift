@@ -124,6 +124,25 @@ package struct PacketSocketQueue: ~Copyable {
         stats.txErrors &+= 1
         break
       }
+      // A GSO packet (from a port with GUEST_TSO4/6): cut in software, one ring frame per segment.
+      if b.gsoType != 0 {
+        switch sendSegmented(b, pool: &pool) {
+        case .sent(let length):
+          bytes &+= UInt64(length)
+          n &+= 1
+          continue
+        case .ringFull:
+          stats.txRingFull &+= UInt64(count &- n)
+        case .refused:
+          stats.txErrors &+= 1
+          stats.txDropped &+= 1
+          pool.release(b)
+          n &+= 1
+          refused &+= 1
+          continue
+        }
+        break
+      }
       // A chain is copied segment by segment into one frame.
       let length = b.isChained ? pool.packetSize(b).bytes : Int(b.length)
       // Longer than a ring frame, or what the kernel would refuse (tpacket_snd: -EMSGSIZE) and with
@@ -176,6 +195,45 @@ package struct PacketSocketQueue: ~Copyable {
     stats.txBytes &+= bytes
     if n > refused || kickPending { kick() }
     return n
+  }
+
+  enum SegmentedSend {
+    case sent(bytes: Int)
+    case ringFull
+    case refused
+  }
+
+  /// Software segmentation onto the TX ring (`TCPSegmentation.PoolPacket`):
+  /// every segment built straight into its own frame, once the ring has a
+  /// frame for each (all or nothing); the packet's buffers go back to the
+  /// pool. Refused: not TCP as its gso_type says, headers past its first
+  /// buffer, or segments longer than the interface takes.
+  mutating func sendSegmented(_ b: PacketBuffer, pool: inout BufferPool) -> SegmentedSend {
+    guard var packet = TCPSegmentation.PoolPacket(b, pool: pool) else { return .refused }
+    let k = packet.layout.segmentCount
+    let largest = packet.layout.segmentLength(0)
+    let vlan = Self.isVLAN(pool.pointer(b) + Int(b.offset))
+    guard k <= txFrames, largest <= frameSize &- Int(VIO_TP2_TX_DATA), largest <= maxFrame &+ (vlan ? 4 : 0) else { return .refused }
+    for j in 0..<k {
+      // SAFETY: the index is taken mod txFrames: the frame lies inside the mapped TX ring.
+      let status = vio_pkt_load_acquire_u32(tx + ((txIndex &+ j) % txFrames) &* frameSize)
+      if status & UInt32(VIO_TP_STATUS_SEND_REQUEST | VIO_TP_STATUS_SENDING) != 0 { return .ringFull }
+    }
+    var bytes = 0
+    for i in 0..<k {
+      let frame = tx + txIndex &* frameSize
+      let length = packet.layout.segmentLength(i)
+      // SAFETY: length <= frameSize - TX_DATA (the largest segment, checked above): inside the frame.
+      guard packet.write(segment: i, into: frame + Int(VIO_TP2_TX_DATA), pool: pool) else { return .refused }
+      frame.storeBytes(of: UInt32(length), toByteOffset: Int(VIO_TP2_LEN), as: UInt32.self)
+      vio_pkt_store_release_u32(frame, UInt32(VIO_TP_STATUS_SEND_REQUEST))
+      txIndex = txIndex &+ 1 == txFrames ? 0 : txIndex &+ 1
+      bytes &+= length
+    }
+    pool.release(b)
+    stats.txSegmented &+= 1
+    stats.txSegments &+= UInt64(k)
+    return .sent(bytes: bytes)
   }
 
   /// An 802.1Q / 802.1ad tag after the MAC addresses (the kernel allows 4 more bytes then).

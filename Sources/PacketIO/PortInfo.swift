@@ -23,6 +23,8 @@ public struct PortInfo: Sendable {
   /// VIRTIO_NET_F_MRG_RXBUF was negotiated: a frame larger than one buffer
   /// arrives as a chain (false on the kernel path, which copies into one buffer).
   public var mergeableReceiveBuffers: Bool = false
+  /// The checksum and segmentation offloads negotiated, each way (none on the kernel path).
+  public var offloads = NetOffloads(features: .empty)
   /// The largest burst either ring can take at once.
   public var maxBurst: Int { min(rxRingSize, txRingSize) }
 }

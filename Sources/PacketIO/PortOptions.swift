@@ -43,6 +43,12 @@ public struct PortOptions: Sendable {
   /// offload bookkeeping; a frame marked `needsChecksum` is then completed in
   /// software before it is sent.
   public var checksumOffload: Bool = true
+  /// Negotiate TCP segmentation offload (§5.1.6.2, §5.1.6.4.1): HOST_TSO4/6
+  /// (the device cuts a 64 KiB TCP segment we send into frames) and
+  /// GUEST_TSO4/6 (it hands over such segments: only with MRG_RXBUF, they
+  /// arrive as chains), with ECN both ways. Needs `checksumOffload`. A GSO
+  /// packet sent to a port without HOST_TSO4/6 is segmented in software.
+  public var segmentationOffload: Bool = true
   /// Negotiate VIRTIO_NET_F_MRG_RXBUF (§5.1.6.4): the device may spread a
   /// frame over several receive buffers, which arrive as one chained
   /// `PacketBuffer`. Needed for buffers smaller than the largest frame.
@@ -85,6 +91,8 @@ public struct PortOptions: Sendable {
   func netFeaturePolicy() -> FeaturePolicy {
     var p = NetFeaturePolicy.policy
     if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
+    // Without checksum offload the dependencies drop TSO too; said here for the reader.
+    if !segmentationOffload || !checksumOffload { p.wanted.remove(FeatureSet(bits: NetFeaturePolicy.segmentation)) }
     if !mergeableReceiveBuffers { p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf)) }
     // Opt-in: HASH_REPORT widens every header to 20 bytes, and CTRL_VLAN makes
     // the device drop tagged frames of VLANs not added (§5.1.6.5.3).

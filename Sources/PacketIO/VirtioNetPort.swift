@@ -384,6 +384,7 @@ enum VirtioNetOpen {
         mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
       i.dmaAddressing = addressing
       i.mergeableReceiveBuffers = features.contains(bit: NetFeature.mrgRxbuf)
+      i.offloads = NetOffloads(features: features)
       return i
     }
     if packed {

@@ -14,13 +14,14 @@
   public var length: UInt16
   /// Checksum metadata (virtio-net §5.1.6.2): on TX, the device must fill in
   /// a checksum at `csumStart + csumOffset`; on RX, the device vouched for it.
-  /// Keep `chained` when changing them: without it a chain's further buffers
+  /// Keep `chained` (and `segmented`) when changing them: without it a chain's further buffers
   /// are no longer reached (nor released) through this handle.
   public var flags: UInt8
-  public var reserved: UInt8
+  /// Storage of `gsoType` (set it through `gsoType`, which keeps `segmented` in step).
+  @usableFromInline var gsoTypeValue: UInt8
   public var csumStart: UInt16
   public var csumOffset: UInt16
-  public var pad: UInt16
+  public var gsoSize: UInt16
 
   /// TX: the device computes the checksum from `csumStart`, storing at `csumStart + csumOffset`.
   public static let needsChecksum: UInt8 = 1
@@ -29,6 +30,24 @@
   /// The pool's link table holds this segment's successor (or says it is the
   /// last): set on a chain's head and on each of its further segments.
   public static let chained: UInt8 = 4
+
+  /// Set while `gsoType` is not 0, so that one test of `flags` finds every
+  /// packet the transmit fast path must leave to its slow path.
+  public static let segmented: UInt8 = 8
+
+  /// Segmentation offload (virtio-net §5.1.6.2 / §5.1.6.4.1): the header's
+  /// gso_type (TCPV4, TCPV6, with the ECN bit) — 0 for a frame that goes out
+  /// as it is — with `gsoSize`, the payload bytes of each segment. On RX, what
+  /// the device handed over (GUEST_TSO4/6); on TX, what a port must do: pass
+  /// it to a device with HOST_TSO4/6 (the checksum partial, `needsChecksum`),
+  /// or segment in software. Setting it sets or clears `segmented` in `flags`.
+  @inlinable public var gsoType: UInt8 {
+    get { gsoTypeValue }
+    set {
+      gsoTypeValue = newValue
+      flags = newValue != 0 ? flags | Self.segmented : flags & ~Self.segmented
+    }
+  }
 
   /// True for a packet of several buffers (see `BufferPool.next(after:)`).
   @inlinable public var isChained: Bool { flags & Self.chained != 0 }
@@ -42,10 +61,10 @@
     self.offset = offset
     self.length = length
     self.flags = 0
-    self.reserved = 0
+    self.gsoTypeValue = 0
     self.csumStart = 0
     self.csumOffset = 0
-    self.pad = 0
+    self.gsoSize = 0
   }
 }
 

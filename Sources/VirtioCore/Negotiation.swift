@@ -6,10 +6,25 @@ public struct FeaturePolicy: Sendable, Equatable {
   public var required: FeatureSet
   /// Used when offered.
   public var wanted: FeatureSet
+  /// A wanted feature accepted only with another (§2.2.1: the driver must
+  /// not accept a feature whose prerequisite it did not accept).
+  public var dependencies: [FeatureDependency] = []
 
-  public init(required: FeatureSet, wanted: FeatureSet = .empty) {
+  public init(required: FeatureSet, wanted: FeatureSet = .empty, dependencies: [FeatureDependency] = []) {
     self.required = required
     self.wanted = wanted
+    self.dependencies = dependencies
+  }
+}
+
+/// `feature` is accepted only when at least one of `requiresAny` is.
+public struct FeatureDependency: Sendable, Equatable {
+  public var feature: Int
+  public var requiresAny: FeatureSet
+
+  public init(_ feature: Int, requiresAny bits: [Int]) {
+    self.feature = feature
+    self.requiresAny = FeatureSet(bits: bits)
   }
 }
 
@@ -20,10 +35,22 @@ public enum NegotiationOutcome: Sendable, Equatable {
 }
 
 extension FeaturePolicy {
-  /// accepted = offered ∩ (required ∪ wanted); fails if required ⊄ offered.
+  /// accepted = offered ∩ (required ∪ wanted), less every wanted feature
+  /// whose dependency is not accepted; fails if required ⊄ offered.
   public func negotiate(offered: FeatureSet) -> NegotiationOutcome {
     let missing = required.subtracting(offered)
     guard missing.isEmpty else { return .missingRequired(missing: missing, offered: offered) }
-    return .accepted(offered.intersection(required.union(wanted)))
+    var accepted = offered.intersection(required.union(wanted))
+    // Dropping one feature may orphan another (ECN after TSO after CSUM): until nothing changes.
+    var changed = true
+    while changed {
+      changed = false
+      for d in dependencies where accepted.contains(bit: d.feature) && !required.contains(bit: d.feature)
+        && accepted.intersection(d.requiresAny).isEmpty {
+        accepted.remove(FeatureSet(bit: d.feature))
+        changed = true
+      }
+    }
+    return .accepted(accepted)
   }
 }

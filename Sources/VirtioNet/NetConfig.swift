@@ -3,22 +3,85 @@ import VirtioSpec
 
 /// What the driver asks of a virtio-net device — §5.1.3. Only VERSION_1 is
 /// required (a legacy-only device goes to the kernel path); everything else
-/// is used when offered.
-///
-/// Not MRG_RXBUF: every receive buffer holds a whole frame of the MTU
-/// (§5.1.6.3.1), so merging buys nothing, and reading `num_buffers` would
-/// touch a line of every received frame the device just wrote (rxonly on the
-/// packed ring: +7 % without it against DPDK's vhost). A frame larger than a
-/// buffer is the device's to drop (QEMU, vhost-net and DPDK's vhost do).
-/// `NetQueuePair` still handles MRG_RXBUF when a caller's policy asks for it.
+/// is used when offered: MRG_RXBUF (frames larger than a buffer arrive as
+/// chains), checksum and TCP segmentation offload both ways (GUEST_TSO only
+/// with MRG_RXBUF: `dependencies`). PacketIO's `PortOptions` can leave any
+/// of these out.
 public enum NetFeaturePolicy {
   public static let required = FeatureSet(bits: [VirtioFeature.version1])
   public static let wanted = FeatureSet(bits: [
     NetFeature.mac, NetFeature.status, NetFeature.mtu, NetFeature.ctrlVQ, NetFeature.ctrlRx,
     NetFeature.guestAnnounce, NetFeature.mq, NetFeature.mrgRxbuf, NetFeature.csum, NetFeature.guestCsum, VirtioFeature.accessPlatform, VirtioFeature.ringPacked,
     VirtioFeature.indirectDesc, VirtioFeature.eventIdx, VirtioFeature.inOrder,
-  ])
-  public static var policy: FeaturePolicy { FeaturePolicy(required: required, wanted: wanted) }
+  ] + segmentation)
+  /// TCP segmentation offload both ways, with ECN (§5.1.6.2, §5.1.6.4.1).
+  public static let segmentation = [
+    NetFeature.hostTSO4, NetFeature.hostTSO6, NetFeature.hostECN, NetFeature.guestTSO4, NetFeature.guestTSO6,
+    NetFeature.guestECN,
+  ]
+  /// §5.1.3.1's feature dependencies, and GUEST_TSO4/6 only with MRG_RXBUF:
+  /// a 64 KiB segment then arrives as a chain of the pool's buffers (this
+  /// driver never posts the 65562-byte buffers the spec asks for otherwise).
+  public static let dependencies = [
+    FeatureDependency(NetFeature.guestTSO4, requiresAny: [NetFeature.guestCsum]),
+    FeatureDependency(NetFeature.guestTSO6, requiresAny: [NetFeature.guestCsum]),
+    FeatureDependency(NetFeature.guestTSO4, requiresAny: [NetFeature.mrgRxbuf]),
+    FeatureDependency(NetFeature.guestTSO6, requiresAny: [NetFeature.mrgRxbuf]),
+    FeatureDependency(NetFeature.guestECN, requiresAny: [NetFeature.guestTSO4, NetFeature.guestTSO6]),
+    FeatureDependency(NetFeature.hostTSO4, requiresAny: [NetFeature.csum]),
+    FeatureDependency(NetFeature.hostTSO6, requiresAny: [NetFeature.csum]),
+    FeatureDependency(NetFeature.hostECN, requiresAny: [NetFeature.hostTSO4, NetFeature.hostTSO6]),
+  ]
+  public static var policy: FeaturePolicy { FeaturePolicy(required: required, wanted: wanted, dependencies: dependencies) }
+}
+
+/// The offloads a port negotiated (§5.1.3), as the queue pair uses them:
+/// checksum both ways, and which GSO types each direction carries.
+public struct NetOffloads: Sendable, Equatable, CustomStringConvertible {
+  /// CSUM: the device completes partial checksums we send.
+  public var txChecksum: Bool
+  /// GUEST_CSUM: the device hands over partial / validated checksums.
+  public var rxChecksum: Bool
+  /// HOST_TSO4 / HOST_TSO6 / HOST_ECN: the device segments what we send.
+  public var txTCPv4: Bool
+  public var txTCPv6: Bool
+  public var txECN: Bool
+  /// GUEST_TSO4 / GUEST_TSO6 / GUEST_ECN: the device may hand over 64 KiB TCP segments.
+  public var rxTCPv4: Bool
+  public var rxTCPv6: Bool
+  public var rxECN: Bool
+
+  public init(features f: FeatureSet) {
+    txChecksum = f.contains(bit: NetFeature.csum)
+    rxChecksum = f.contains(bit: NetFeature.guestCsum)
+    txTCPv4 = f.contains(bit: NetFeature.hostTSO4)
+    txTCPv6 = f.contains(bit: NetFeature.hostTSO6)
+    txECN = f.contains(bit: NetFeature.hostECN)
+    rxTCPv4 = f.contains(bit: NetFeature.guestTSO4)
+    rxTCPv6 = f.contains(bit: NetFeature.guestTSO6)
+    rxECN = f.contains(bit: NetFeature.guestECN)
+  }
+
+  /// The gso_type values (ECN bit included) a direction carries, one bit per
+  /// value (bit 0: GSO_NONE, always): a header's type is accepted when
+  /// `mask >> (type & 7) & 1 == 1` and its ECN bit is allowed.
+  static func mask(_ v4: Bool, _ v6: Bool) -> UInt8 {
+    1 | (v4 ? 1 << VirtioNetHdr.gsoTCPv4 : 0) | (v6 ? 1 << VirtioNetHdr.gsoTCPv6 : 0)
+  }
+  public var txGSOMask: UInt8 { Self.mask(txTCPv4, txTCPv6) }
+  public var rxGSOMask: UInt8 { Self.mask(rxTCPv4, rxTCPv6) }
+
+  /// "csum tx+rx, tso4 tx+rx, tso6 tx+rx, ecn tx+rx" — or "none".
+  public var description: String {
+    func both(_ name: String, _ tx: Bool, _ rx: Bool) -> String? {
+      tx || rx ? "\(name) " + [tx ? "tx" : nil, rx ? "rx" : nil].compactMap { $0 }.joined(separator: "+") : nil
+    }
+    let parts = [
+      both("csum", txChecksum, rxChecksum), both("tso4", txTCPv4, rxTCPv4), both("tso6", txTCPv6, rxTCPv6),
+      both("ecn", txECN, rxECN),
+    ].compactMap { $0 }
+    return parts.isEmpty ? "none" : parts.joined(separator: ", ")
+  }
 }
 
 /// A 48-bit Ethernet address.

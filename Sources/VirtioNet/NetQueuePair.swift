@@ -24,6 +24,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let txChecksum: Bool
   /// VIRTIO_NET_F_GUEST_CSUM: the device may hand over partial checksums / vouch for them (§5.1.6.4).
   @usableFromInline let rxChecksum: Bool
+  /// The gso_types (one bit per value, `NetOffloads.mask`) the device may
+  /// hand over (GUEST_TSO4/6) and will segment (HOST_TSO4/6); the ECN bit's
+  /// too (GUEST_ECN / HOST_ECN).
+  @usableFromInline let rxGSOMask: UInt8
+  @usableFromInline let rxECN: Bool
+  @usableFromInline let txGSOMask: UInt8
+  @usableFromInline let txECN: Bool
+  /// MRG_RXBUF: the hdr_len of the GSO frame being assembled, checked against its whole length.
+  @usableFromInline var rxHeaderHint: Int = 0
   /// Refill the RX ring once this many slots are free (one doorbell per batch).
   @usableFromInline let refillBatch: Int
   /// MRG_RXBUF: continuation buffers of a dropped multi-buffer frame still to skip.
@@ -61,6 +70,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.mergeable = features.contains(bit: NetFeature.mrgRxbuf)
     self.txChecksum = features.contains(bit: NetFeature.csum)
     self.rxChecksum = features.contains(bit: NetFeature.guestCsum)
+    let offloads = NetOffloads(features: features)
+    self.rxGSOMask = offloads.rxGSOMask
+    self.rxECN = offloads.rxECN
+    self.txGSOMask = offloads.txGSOMask
+    self.txECN = offloads.txECN
     self.refillBatch = max(1, min(32, self.rx.size / 8))
     self.hashReport = features.contains(bit: NetFeature.hashReport)
     self.headerLength = hashReport ? VirtioNetHdrHash.size : Self.headerSize
@@ -190,6 +204,15 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
             continue
           }
         }
+        // §5.1.6.4.1: a large TCP segment (GUEST_TSO4/6), checked out of line.
+        if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
+          guard readSegmentation(&b, header: header, frameLength: dataLength) else {
+            stats.rxErrors &+= 1
+            pool.release(b)
+            continue
+          }
+          stats.rxGSO &+= 1
+        }
       }
       burst[n] = b
       n &+= 1
@@ -236,6 +259,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
         b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
         b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
       }
+      // A GSO header that lies: the frame is dropped, its other buffers skipped.
+      if header.load(fromByteOffset: 1, as: UInt8.self) != 0 && !readSegmentation(&b, header: header, frameLength: nil) {
+        stats.rxErrors &+= 1
+        pool.release(b)
+        rxSkip = numBuffers &- 1
+        return
+      }
     }
     // Its other buffers follow in used order.
     rxHead = b
@@ -278,8 +308,35 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       pool.release(head)
       return nil
     }
+    if head.gsoType != 0 {
+      guard rxHeaderHint <= rxChainBytes else {
+        stats.rxErrors &+= 1
+        pool.release(head)
+        return nil
+      }
+      stats.rxGSO &+= 1
+    }
     stats.rxChains &+= 1
     return head
+  }
+
+  /// §5.1.6.4.1: the header's gso_type (one negotiated, GUEST_TSO4/6; the ECN
+  /// bit only with GUEST_ECN), gso_size (an MSS, not 0) and hdr_len (within
+  /// `frameLength`; a chain's is kept in `rxHeaderHint` and checked when it is
+  /// complete) into `b`. False: the header lies, the frame is dropped.
+  @inlinable @inline(never)
+  mutating func readSegmentation(_ b: inout PacketBuffer, header: UnsafeMutableRawPointer, frameLength: Int?) -> Bool {
+    let gso = header.load(fromByteOffset: 1, as: UInt8.self)
+    let type = gso & ~VirtioNetHdr.gsoECN
+    let hint = Int(UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+    let size = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+    guard type != 0, type < 8, rxGSOMask >> type & 1 == 1, gso == type || rxECN, size > 0, hint <= (frameLength ?? Int.max) else {
+      return false
+    }
+    b.gsoType = gso
+    b.gsoSize = size
+    rxHeaderHint = hint
+    return true
   }
 
   // MARK: transmit (§5.1.6.2)
@@ -351,7 +408,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   }
 
   /// Posts the one-buffer packets of `burst` from `first` on, up to the first
-  /// chained one, as one batch (`add(upTo:)`): the ring's checks once.
+  /// chained (or GSO) one, as one batch (`add(upTo:)`): the ring's checks once.
   @inlinable @inline(__always)
   mutating func postOneBufferPackets(
     _ burst: Span<PacketBuffer>, from first: Int, pool: inout BufferPool, headerLength: Int, hashReport: Bool
@@ -380,10 +437,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       // the software fallback in one test of the packet's flags.
       var word0: UInt64 = 0
       var word1: UInt32 = 0
-      // One test of the flags for both rare cases: a chain, a partial checksum.
-      if _slowPath(b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained) != 0) {
-        // A chain leaves the batch: `postWithChains` takes it.
-        if b.flags & PacketBuffer.chained != 0 {
+      // One test of the flags for the rare cases: a chain, a partial checksum, a GSO packet.
+      if _slowPath(b.flags & (PacketBuffer.needsChecksum | PacketBuffer.chained | PacketBuffer.segmented) != 0) {
+        // A chain or a GSO packet leaves the batch: `postWithChains` takes it.
+        if b.flags & (PacketBuffer.chained | PacketBuffer.segmented) != 0 {
           atChain = true
           return nil
         }
@@ -413,17 +470,18 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     return TransmitRun(posted: first &+ k, bytes: bytes, malformed: malformed, atChain: atChain && handed == k)
   }
 
-  /// The rest of a burst that holds chains: each chain on its own
-  /// (`addChain`), the one-buffer packets between them in batches.
+  /// The rest of a burst that holds chains or GSO packets: each on its own
+  /// (`addChain`, `addGSO`), the one-buffer packets between them in batches.
   @inlinable @inline(never)
   mutating func postWithChains(_ burst: Span<PacketBuffer>, after first: TransmitRun, pool: inout BufferPool) -> TransmitRun {
     var total = first
     while total.atChain && total.posted < burst.count {
-      switch addChain(burst[total.posted], pool: &pool) {
+      let p = burst[total.posted]
+      switch p.gsoType != 0 ? addGSO(p, pool: &pool) : addChain(p, pool: &pool) {
       case .added(let length):
         total.posted &+= 1
         total.bytes &+= UInt64(length)
-        stats.txChains &+= 1
+        if p.isChained { stats.txChains &+= 1 }
       case .ringFull:
         total.atChain = false
         return total
@@ -475,7 +533,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// head's data as the first descriptor, each further segment as one more
   /// (§2.7.5 / §2.8.13; the ring core makes it indirect when it has tables
   /// that fit). Every segment of the caller's chain is checked first.
-  @inlinable @inline(never) mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+  @inlinable @inline(never) mutating func addChain(_ head: PacketBuffer, pool: inout BufferPool, headerHint: Int = 0) -> ChainAdd {
     let start = Int(head.offset) &- headerLength
     guard Int(head.index) < pool.count, start >= 0, head.length > 0, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else {
       return .malformed
@@ -497,12 +555,84 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       guard InternetChecksum.complete(chain: head, bytes: bytes, pool: pool) else { return .malformed }
     }
     Self.writeHeader(head, at: base + start, checksumOffload: txChecksum, hashReport: hashReport)
-    let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | Self.chainTokenBit)
+    if headerHint > 0 { Self.writeSegmentation(head, headerHint: headerHint, at: base + start) }
+    // A one-buffer packet (a GSO frame in a big buffer) is released as one.
+    let mark = head.isChained ? Self.chainTokenBit : 0
+    let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | mark)
     switch result {
     case .added: return .added(bytes: bytes)
     case .ringFull: return .ringFull
     case .invalidChain, .broken: return .malformed
     }
+  }
+
+  /// §5.1.6.2: the GSO words of a header `writeHeader` just wrote (gso_type,
+  /// hdr_len, gso_size); the checksum words stay as written (NEEDS_CSUM).
+  @inlinable static func writeSegmentation(_ b: PacketBuffer, headerHint: Int, at header: UnsafeMutableRawPointer) {
+    // SAFETY: as `writeHeader`: the 12 header bytes lie in the buffer's headroom.
+    header.storeBytes(of: b.gsoType, toByteOffset: 1, as: UInt8.self)
+    header.storeBytes(of: UInt16(truncatingIfNeeded: headerHint).littleEndian, toByteOffset: 2, as: UInt16.self)
+    header.storeBytes(of: b.gsoSize.littleEndian, toByteOffset: 4, as: UInt16.self)
+  }
+
+  /// Posts a GSO packet (`gsoType` set): to the device as it is when it
+  /// negotiated that type (HOST_TSO4/6, HOST_ECN for the ECN bit) and the
+  /// packet's checksum is partial (§5.1.6.2.1: a GSO packet goes with
+  /// NEEDS_CSUM); else cut into MSS-sized frames in software here, the way
+  /// the device would have.
+  @inlinable @inline(never) mutating func addGSO(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+    let type = head.gsoType & ~VirtioNetHdr.gsoECN
+    let offloadable = type != 0 && type < 8 && txGSOMask >> type & 1 == 1 && (head.gsoType == type || txECN)
+      && head.flags & PacketBuffer.needsChecksum != 0 && txChecksum && head.gsoSize > 0
+    if offloadable, Int(head.index) < pool.count, Int(head.csumStart) &+ 13 < Int(head.length),
+      Int(head.offset) &+ Int(head.length) <= pool.bufferSize
+    {
+      // hdr_len (a hint, §5.1.6.2): up to the end of the TCP header, csum_start being its start.
+      let dataOffset = pool.pointer(head).load(fromByteOffset: Int(head.offset) &+ Int(head.csumStart) &+ 12, as: UInt8.self)
+      let result = addChain(head, pool: &pool, headerHint: Int(head.csumStart) &+ Int(dataOffset >> 4) &* 4)
+      if case .added = result { stats.txGSO &+= 1 }
+      return result
+    }
+    return addSegmented(head, pool: &pool)
+  }
+
+  /// Software segmentation (`TCPSegmentation`): each segment of `head`'s
+  /// packet is copied into one fresh pool buffer with its headers fixed up
+  /// and its checksums complete, and posted as a one-buffer packet; then
+  /// `head` (the whole chain) goes back to the pool. All or nothing: ring
+  /// slots and pool buffers for every segment are checked first. A packet
+  /// whose headers are not in its first buffer, that is not TCP over IPv4 /
+  /// IPv6 as its gso_type says, or whose segments do not fit one buffer, is
+  /// malformed.
+  @inlinable @inline(never) mutating func addSegmented(_ head: PacketBuffer, pool: inout BufferPool) -> ChainAdd {
+    // The caller's chain, every segment checked: PoolPacket refuses what it cannot cut.
+    guard head.length > 0, var packet = TCPSegmentation.PoolPacket(head, pool: pool) else { return .malformed }
+    let total = packet.bytes
+    let k = packet.layout.segmentCount
+    guard packet.layout.segmentLength(0) <= pool.bufferSize &- pool.headroom, pool.headroom >= headerLength else { return .malformed }
+    guard tx.freeCount >= k, pool.available >= k else { return .ringFull }
+    for i in 0..<k {
+      guard var out = pool.allocate() else { return .ringFull }
+      let len = packet.layout.segmentLength(i)
+      out.length = UInt16(truncatingIfNeeded: len)
+      let dst = pool.pointer(out) + Int(out.offset)
+      // len <= bufferSize - headroom (checked above): the segment fits the buffer.
+      guard packet.write(segment: i, into: dst, pool: pool) else {
+        pool.release(out)
+        return .malformed
+      }
+      Self.writeHeader(out, at: dst - headerLength, checksumOffload: false, hashReport: hashReport)
+      let posted = tx.add(.readable(pool.iova(out) &+ UInt64(Int(out.offset) &- headerLength), UInt32(len &+ headerLength)), token: Self.token(out))
+      guard posted == .added else {
+        // Only a broken queue refuses here (the room was checked): the rest is not sent.
+        pool.release(out)
+        return .malformed
+      }
+    }
+    stats.txSegmented &+= 1
+    stats.txSegments &+= UInt64(k)
+    pool.release(head)
+    return .added(bytes: total)
   }
 
   /// A transmit token's mark for a chained packet: reclaim releases all its buffers.

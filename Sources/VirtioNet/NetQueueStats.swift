@@ -6,8 +6,8 @@
   public var rxBytes: UInt64 = 0
   /// Frames the device returned that the driver could not accept: shorter
   /// than the virtio-net header, a MRG_RXBUF num_buffers of 0 or more than
-  /// the ring holds, an empty continuation buffer, or checksum offsets
-  /// outside the frame.
+  /// the ring holds, an empty continuation buffer, checksum offsets outside
+  /// the frame, or a GSO header (§5.1.6.4.1) not negotiated or out of bounds.
   public var rxErrors: UInt64 = 0
   /// Times the RX ring could not be refilled because the pool was empty.
   public var rxNoBuffers: UInt64 = 0
@@ -36,6 +36,14 @@
   /// counted in rxPackets / txPackets.
   public var rxChains: UInt64 = 0
   public var txChains: UInt64 = 0
+  /// Large TCP segments received as such (GUEST_TSO4/6: gso_type set).
+  public var rxGSO: UInt64 = 0
+  /// GSO packets handed to the device to segment (HOST_TSO4/6).
+  public var txGSO: UInt64 = 0
+  /// GSO packets segmented in software (the device lacks the offload), and
+  /// the frames that made: each such packet is counted once in txPackets.
+  public var txSegmented: UInt64 = 0
+  public var txSegments: UInt64 = 0
 
   public init() {}
 
@@ -43,7 +51,7 @@
   public static var counters: [WritableKeyPath<NetQueueStats, UInt64>] {
     [
       \.rxPackets, \.rxBytes, \.rxErrors, \.rxNoBuffers, \.txPackets, \.txBytes, \.txRingFull, \.txErrors, \.notifications,
-      \.interrupts, \.txDropped, \.rxDropped, \.rxChains, \.txChains,
+      \.interrupts, \.txDropped, \.rxDropped, \.rxChains, \.txChains, \.rxGSO, \.txGSO, \.txSegmented, \.txSegments,
     ]
   }
 

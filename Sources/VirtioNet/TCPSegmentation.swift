@@ -1,3 +1,4 @@
+import VirtioCore
 import VirtioSpec
 
 /// Software segmentation of one TCP super-packet (a GSO frame: virtio-net
@@ -49,10 +50,14 @@ public enum TCPSegmentation {
   /// `layout` for a packet whose virtio_net_hdr says `gsoType` (ECN bit
   /// allowed) and `gsoSize` (§5.1.6.4.1): the header is the device's word,
   /// the packet must agree with it (TCPV4 an IPv4 packet, TCPV6 an IPv6 one).
-  public static func layout(_ frame: UnsafeRawPointer, length: Int, gsoType: UInt8, gsoSize: UInt16) -> Result<Layout, Refusal> {
+  /// `headerBytes`: how many bytes at `frame` may be read (a chain's head
+  /// segment, whose headers must all lie in it); nil: all `length`.
+  public static func layout(
+    _ frame: UnsafeRawPointer, length: Int, headerBytes: Int? = nil, gsoType: UInt8, gsoSize: UInt16
+  ) -> Result<Layout, Refusal> {
     let type = gsoType & ~VirtioNetHdr.gsoECN
     guard type == VirtioNetHdr.gsoTCPv4 || type == VirtioNetHdr.gsoTCPv6 else { return .failure(.gsoTypeMismatch) }
-    switch layout(frame, length: length, mss: Int(gsoSize)) {
+    switch layout(frame, length: length, headerBytes: headerBytes, mss: Int(gsoSize)) {
     case .success(let l):
       return l.isIPv6 == (type == VirtioNetHdr.gsoTCPv6) ? .success(l) : .failure(.gsoTypeMismatch)
     case .failure(let r):
@@ -60,16 +65,19 @@ public enum TCPSegmentation {
     }
   }
 
-  /// Reads and checks the headers of `length` bytes at `frame`.
-  public static func layout(_ frame: UnsafeRawPointer, length: Int, mss: Int) -> Result<Layout, Refusal> {
+  /// Reads and checks the headers of `length` bytes at `frame` (of which
+  /// only the first `headerBytes` are read, when given).
+  public static func layout(_ frame: UnsafeRawPointer, length: Int, headerBytes: Int? = nil, mss: Int) -> Result<Layout, Refusal> {
     func u8(_ i: Int) -> Int { Int(frame.load(fromByteOffset: i, as: UInt8.self)) }
     func be16(_ i: Int) -> Int { u8(i) << 8 | u8(i &+ 1) }
     guard mss > 0 else { return .failure(.zeroMSS) }
-    guard length >= 14 else { return .failure(.truncated) }
+    // Every header byte read lies below `readable`; the IP length is checked against `length`.
+    let readable = min(headerBytes ?? length, length)
+    guard readable >= 14 else { return .failure(.truncated) }
     var l3 = 14
     var type = be16(12)
     if type == 0x8100 {
-      guard length >= 18 else { return .failure(.truncated) }
+      guard readable >= 18 else { return .failure(.truncated) }
       type = be16(16)
       l3 = 18
     }
@@ -77,7 +85,7 @@ public enum TCPSegmentation {
     let end: Int
     let v6: Bool
     if type == 0x0800 {
-      guard length >= l3 &+ 20 else { return .failure(.truncated) }
+      guard readable >= l3 &+ 20 else { return .failure(.truncated) }
       let ihl = (u8(l3) & 0x0F) &* 4
       guard u8(l3) >> 4 == 4, ihl >= 20 else { return .failure(.badHeader) }
       guard u8(l3 &+ 9) == 6 else { return .failure(.notTCP) }
@@ -88,7 +96,7 @@ public enum TCPSegmentation {
       end = l3 &+ total
       v6 = false
     } else if type == 0x86DD {
-      guard length >= l3 &+ 40 else { return .failure(.truncated) }
+      guard readable >= l3 &+ 40 else { return .failure(.truncated) }
       guard u8(l3) >> 4 == 6 else { return .failure(.badHeader) }
       guard u8(l3 &+ 6) == 6 else { return .failure(.notTCP) }
       let payload = be16(l3 &+ 4)
@@ -100,10 +108,10 @@ public enum TCPSegmentation {
     } else {
       return .failure(.notIP)
     }
-    guard end >= l4 &+ 20 else { return .failure(.truncated) }
+    guard end >= l4 &+ 20, l4 &+ 20 <= readable else { return .failure(.truncated) }
     let tcpHeader = (u8(l4 &+ 12) >> 4) &* 4
     guard tcpHeader >= 20 else { return .failure(.badHeader) }
-    guard l4 &+ tcpHeader <= end else { return .failure(.truncated) }
+    guard l4 &+ tcpHeader <= end, l4 &+ tcpHeader <= readable else { return .failure(.truncated) }
     return .success(Layout(l3: l3, l4: l4, headerLength: l4 &+ tcpHeader, payloadLength: end &- l4 &- tcpHeader,
                            isIPv6: v6, mss: mss))
   }
@@ -120,6 +128,18 @@ public enum TCPSegmentation {
     // length; i < segmentCount keeps this slice within the payload; total <= capacity.
     out.copyMemory(from: frame, byteCount: layout.headerLength)
     (out + layout.headerLength).copyMemory(from: frame + (layout.headerLength &+ i &* layout.mss), byteCount: payload)
+    fixUp(segment: i, of: layout, at: out)
+    return total
+  }
+
+  /// Turns the copy at `out` — the original's headers, then segment `i`'s
+  /// payload (`layout.segmentLength(i)` bytes in all) — into segment `i`:
+  /// lengths, IPv4 identification and header checksum, sequence number,
+  /// flags and the TCP checksum (complete, not partial). For callers that
+  /// gather the payload themselves (a chain).
+  public static func fixUp(segment i: Int, of layout: Layout, at out: UnsafeMutableRawPointer) {
+    guard i >= 0, i < layout.segmentCount else { return }
+    let total = layout.segmentLength(i)
     func put16(_ at: Int, _ v: Int) {
       out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 8), toByteOffset: at, as: UInt8.self)
       out.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: at &+ 1, as: UInt8.self)
@@ -153,6 +173,73 @@ public enum TCPSegmentation {
     out.storeBytes(of: UInt8(truncatingIfNeeded: flags), toByteOffset: l4 &+ 13, as: UInt8.self)
     put16(l4 &+ 16, 0)
     put16(l4 &+ 16, Int(~InternetChecksum.sum(out + l4, tcpLength, initial: pseudo)))
-    return total
+  }
+}
+
+extension TCPSegmentation {
+  /// Segmentation of a packet held in pool buffers (one, or a chain whose
+  /// head holds every header): `layout` reads the head only and checks the IP
+  /// length against the whole packet; `write` builds each segment into any
+  /// memory (a pool buffer, a TPACKET frame) from the head's headers and the
+  /// payload gathered along the chain. Segments must be written in order.
+  public struct PoolPacket {
+    public let layout: Layout
+    @usableFromInline let head: PacketBuffer
+    /// Payload cursor: the segment being read and the bytes of it consumed.
+    @usableFromInline var at: PacketBuffer
+    @usableFromInline var used: Int
+
+    /// The packet's whole length (every segment's data).
+    public let bytes: Int
+
+    /// Nil when the packet cannot be segmented: a segment outside its buffer,
+    /// more segments than the pool has (a cycle), `layout`'s refusals,
+    /// headers past the head.
+    public init?(_ head: PacketBuffer, pool: borrowing BufferPool) {
+      guard Int(head.index) < pool.count, Int(head.offset) &+ Int(head.length) <= pool.bufferSize else { return nil }
+      var total = Int(head.length)
+      var walked = 1
+      var cur = head
+      while let s = pool.next(after: cur) {
+        guard walked < pool.count, Int(s.offset) &+ Int(s.length) <= pool.bufferSize else { return nil }
+        total &+= Int(s.length)
+        walked &+= 1
+        cur = s
+      }
+      bytes = total
+      let frame = UnsafeRawPointer(pool.pointer(head) + Int(head.offset))
+      guard case .success(let l) = TCPSegmentation.layout(
+        frame, length: total, headerBytes: Int(head.length), gsoType: head.gsoType, gsoSize: head.gsoSize)
+      else { return nil }
+      layout = l
+      self.head = head
+      at = head
+      used = l.headerLength
+    }
+
+    /// Writes the next segment, `i`, into `out` (room for `layout.segmentLength(i)`);
+    /// false when the chain ends early or a segment lies outside its buffer.
+    public mutating func write(segment i: Int, into out: UnsafeMutableRawPointer, pool: borrowing BufferPool) -> Bool {
+      let len = layout.segmentLength(i)
+      // SAFETY: headerLength <= head.length (layout read the headers there); the caller gives len bytes.
+      out.copyMemory(from: pool.pointer(head) + Int(head.offset), byteCount: layout.headerLength)
+      var filled = layout.headerLength
+      while filled < len {
+        if used >= Int(at.length) {
+          // init checked every segment; the IP length is within the packet: a next one exists.
+          guard let n = pool.next(after: at) else { return false }
+          at = n
+          used = 0
+          continue
+        }
+        let c = min(len &- filled, Int(at.length) &- used)
+        // SAFETY: c bytes from `used` lie in segment `at`'s data (inside its buffer: init); filled + c <= len.
+        (out + filled).copyMemory(from: pool.pointer(at) + (Int(at.offset) &+ used), byteCount: c)
+        filled &+= c
+        used &+= c
+      }
+      TCPSegmentation.fixUp(segment: i, of: layout, at: out)
+      return true
+    }
   }
 }

@@ -51,6 +51,23 @@ class VariantTests(unittest.TestCase):
                 variants.parse_list(bad)
 
 
+class InitramfsCopyTests(unittest.TestCase):
+    def test_binary_named_like_an_applet_replaces_the_link_not_busybox(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "busybox"), "w") as f:
+                f.write("busybox")
+            os.symlink("busybox", os.path.join(d, "setpriv"))
+            src = os.path.join(d, "src")
+            with open(src, "w") as f:
+                f.write("util-linux setpriv")
+            initramfs._copy_file(src, os.path.join(d, "setpriv"), 0o755)
+            self.assertFalse(os.path.islink(os.path.join(d, "setpriv")))
+            with open(os.path.join(d, "busybox")) as f:
+                self.assertEqual(f.read(), "busybox")
+            with open(os.path.join(d, "setpriv")) as f:
+                self.assertEqual(f.read(), "util-linux setpriv")
+
+
 class PlanTests(unittest.TestCase):
     def test_compose_ends_with_plan_done(self):
         text = plan.compose("echo hi\n")

@@ -176,6 +176,8 @@ def main(argv=None):
             binaries += build_products([p for p in a.products.split(",") if p])
         binaries += [os.path.abspath(b) for b in a.binary]
         binaries += blktest.host_binaries()      # fio, for the block checks' cross-check
+        # setpriv (util-linux): a refusal check runs vio-fio without CAP_SYS_ADMIN
+        binaries += [p for p in ("/usr/bin/setpriv",) if os.path.exists(p)]
         if a.plan:
             with open(a.plan) as f:
                 body = f.read()

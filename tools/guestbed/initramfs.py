@@ -183,6 +183,10 @@ def shared_libs(binary):
 
 def _copy_file(src, dst, mode=None):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
+    # A binary named like a busybox applet (setpriv) replaces the applet's
+    # link; writing through the link would overwrite busybox itself.
+    if os.path.islink(dst):
+        os.unlink(dst)
     shutil.copyfile(src, dst)          # follows symlinks: the real content
     os.chmod(dst, mode if mode is not None else
              stat.S_IMODE(os.stat(src).st_mode) | 0o444)

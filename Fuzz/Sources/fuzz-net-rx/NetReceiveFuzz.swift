@@ -14,14 +14,19 @@ import VirtioSpec
 //
 // With MRG_RXBUF the header's num_buffers makes the following buffers one
 // frame (§5.1.6.4): they come out as one chain, held chains are transmitted
-// as descriptor chains and return to the pool whole.
+// as descriptor chains and return to the pool whole. With GUEST_TSO4/6 the
+// header's gso_type / gso_size / hdr_len are checked (§5.1.6.4.1) and kept
+// in the handle; transmitting such a packet passes it to the device
+// (HOST_TSO4 and CSUM) or cuts it in software (TCPSegmentation over the chain).
 //
 // Checked: no read or write outside the pool (ASan); every received handle,
 // every segment of a chain, lies inside its buffer; a NEEDS_CSUM handle's
-// checksum field lies inside the frame; no buffer lost or duplicated: pool +
-// rings + a frame being assembled + held = all.
+// checksum field lies inside the frame; a GSO handle names a negotiated
+// gso_type and an MSS; no buffer lost or duplicated: pool + rings + a frame
+// being assembled + held = all.
 //
-// Input: byte 0 features (bit 0 MRG_RXBUF, 1 GUEST_CSUM, 2 IN_ORDER), byte 1
+// Input: byte 0 features (bit 0 MRG_RXBUF, 1 GUEST_CSUM, 2 IN_ORDER,
+// 3 GUEST_TSO4/6, 4 GUEST_ECN, 5 CSUM + HOST_TSO4), byte 1
 // pool size, then operations (Fuzz/README.md).
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -31,6 +36,10 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
   var features = FeatureSet()
   if f & 1 != 0 { features = features.union(FeatureSet(bit: NetFeature.mrgRxbuf)) }
   if f & 2 != 0 { features = features.union(FeatureSet(bit: NetFeature.guestCsum)) }
+  if f & 8 != 0 { features = features.union(FeatureSet(bits: [NetFeature.guestTSO4, NetFeature.guestTSO6])) }
+  if f & 16 != 0 { features = features.union(FeatureSet(bit: NetFeature.guestECN)) }
+  if f & 32 != 0 { features = features.union(FeatureSet(bits: [NetFeature.csum, NetFeature.hostTSO4])) }
+  let offloads = NetOffloads(features: features)
   let ring = RingFeatures(inOrder: f & 4 != 0)
   let poolCount = 2 + Int(input.u8() % 30)
   let queueSize = 8
@@ -58,6 +67,12 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
       require(
         Int(b.csumStart) + Int(b.csumOffset) + 2 <= bytes,
         "\(what): checksum field at \(b.csumStart)+\(b.csumOffset) outside the \(bytes)-byte frame")
+    }
+    if b.gsoType != 0 {
+      let type = b.gsoType & ~VirtioNetHdr.gsoECN
+      require(offloads.rxGSOMask >> type & 1 == 1 && type != 0, "\(what): gso_type \(b.gsoType) not negotiated (\(offloads))")
+      require(b.gsoType == type || offloads.rxECN, "\(what): the ECN bit without GUEST_ECN")
+      require(b.gsoSize > 0, "\(what): gso_size 0")
     }
     var cur = b
     while let s = pool.next(after: cur) {
@@ -94,17 +109,23 @@ public func netReceiveFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         if input.bool() {
           // As the AF_PACKET path does for a CSUMNOTREADY frame.
           // (a chain keeps its mark: its buffers stay linked to the head).
-          b.flags &= PacketBuffer.chained
+          b.flags &= PacketBuffer.chained | PacketBuffer.segmented
           ChecksumOffsets.mark(&b, pool: pool)
           checkHandle(b, pool, "ChecksumOffsets")
         }
         held.append(b)
       }
     case 2:
-      // Forward what is held (software checksum completion: no CSUM negotiated).
+      // Forward what is held (software checksum completion without CSUM; GSO
+      // packets passed on with HOST_TSO4, else segmented: the original goes
+      // back to the pool, fresh buffers to the ring). What left the held set
+      // and did not come back to the pool, and what the pool gave, is in flight.
+      let heldBefore = held.reduce(0) { $0 + segments($1, pool) }
+      let poolBefore = pool.available
       let n = pair.transmit(held.span, pool: &pool)
-      for b in held[0..<n] { transmitting += segments(b, pool) }
       held.removeFirst(n)
+      let heldAfter = held.reduce(0) { $0 + segments($1, pool) }
+      transmitting += heldBefore - heldAfter + poolBefore - pool.available
     case 3:
       for b in held { pool.release(b) }
       held.removeAll()

@@ -38,8 +38,12 @@ enum Report {
       let rx = Double(now[p].rxPackets &- before[p].rxPackets) / dt / 1e6
       let tx = Double(now[p].txPackets &- before[p].txPackets) / dt / 1e6
       let gbit = Double(now[p].txBytes &- before[p].txBytes) * 8 / dt / 1e9
+      // Offload use, once there is any: GSO packets in, to the device, cut in software (this period).
+      let s = now[p], b = before[p]
+      let gso = s.rxGSO | s.txGSO | s.txSegmented == 0 ? ""
+        : " gso rx \(s.rxGSO &- b.rxGSO) tx \(s.txGSO &- b.txGSO) sw \(s.txSegmented &- b.txSegmented)"
       parts.append(
-        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isRemoved(port: p) ? "removed" : g.isLinkUp(port: p) ? "up" : "down")"
+        "port\(p) rx \(fmt(rx, 4)) Mpps tx \(fmt(tx, 4)) Mpps \(fmt(gbit, 3)) Gbit/s drops \(drops(now[p])) link \(g.isRemoved(port: p) ? "removed" : g.isLinkUp(port: p) ? "up" : "down")\(gso)"
           + (p < queueRx.count && queueRx[p].count > 1 ? " rxq \(queueRx[p].map(String.init).joined(separator: "/"))" : ""))
     }
     return "\(fmt(elapsed, 1))s " + parts.joined(separator: " | ")
@@ -71,6 +75,7 @@ enum Report {
       ("tx_dropped", s.txDropped), ("tx_ring_full", s.txRingFull), ("tx_errors", s.txErrors), ("rx_errors", s.rxErrors),
       ("rx_no_buffers", s.rxNoBuffers), ("rx_dropped", s.rxDropped), ("notifications", s.notifications),
       ("interrupts", s.interrupts), ("rx_chains", s.rxChains), ("tx_chains", s.txChains),
+      ("rx_gso", s.rxGSO), ("tx_gso", s.txGSO), ("tx_segmented", s.txSegmented), ("tx_segments", s.txSegments),
     ]
   }
 
@@ -120,7 +125,7 @@ enum Report {
         out.append(
           "  port \(p) \(ports[p].address) (\(ports[p].path)): rx \(s.rxPackets) pkts \(s.rxBytes) B, tx \(s.txPackets) pkts \(s.txBytes) B, "
             + "dropped \(s.txDropped) (tx ring full \(s.txRingFull)), rx errors \(s.rxErrors), rx no-buffer \(s.rxNoBuffers), rx dropped \(s.rxDropped), "
-            + "chains rx \(s.rxChains) tx \(s.txChains), notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
+            + "chains rx \(s.rxChains) tx \(s.txChains), gso rx \(s.rxGSO) tx \(s.txGSO), segmented in software \(s.txSegmented) (\(s.txSegments) frames), notifications \(s.notifications), interrupts \(s.interrupts), config interrupts \(configInterrupts[p]), link \(links[p] ? "up" : "down") (\(linkEvents[p]) change(s))"
             + (ports[p].path == "vhost-user" ? ", reconnects \(reconnects[p])" : "")
             + (removed[p] ? ", REMOVED during the run" : "")
             + (recoveries[p] > 0 ? ", recovered from DEVICE_NEEDS_RESET \(recoveries[p]) time(s)" : "")
@@ -144,6 +149,7 @@ enum Report {
           "\"recoveries\":\(recoveries[p])", "\"failed\":\(failed[p])", "\"drops\":\(Report.drops(s) &+ kernelTxDropped[p])",
           "\"kernel_tx_dropped\":\(kernelTxDropped[p])",
         ]
+        kv.append("\"offloads\":\(q(ports[p].offloads.description))")
         if let a = ports[p].dmaAddressing { kv.append("\"dma_addressing\":\(q(a.rawValue))") }
         if let f = ports[p].fallback {
           kv.append("\"fallback\":{\"interface\":\(q(f.kernelName)),\"because\":\(q(f.summary)),\"reason\":\(q(f.message))}")

@@ -45,7 +45,7 @@ struct Run {
       }
     }
     let desc = group.ports.enumerated().map { (i, p) in
-      "port \(i) \(p.address) (\(p.path), \(p.detail.split(separator: ";").first ?? ""), mac \(p.mac.map { "\($0)" } ?? "-"), mtu \(p.mtu), rings \(p.rxRingSize)/\(p.txRingSize), link \(p.linkUp ? "up" : "down"))"
+      "port \(i) \(p.address) (\(p.path), \(p.detail.split(separator: ";").first ?? ""), mac \(p.mac.map { "\($0)" } ?? "-"), mtu \(p.mtu), rings \(p.rxRingSize)/\(p.txRingSize), offloads \(p.offloads), link \(p.linkUp ? "up" : "down"))"
     }
     for (i, p) in group.ports.enumerated() {
       if p.dmaAddressing == .physical {

@@ -109,6 +109,12 @@ struct VioFwd: ParsableCommand {
   @Flag(name: .customLong("no-csum-offload"), help: "Do not negotiate checksum offload (VIRTIO_NET_F_CSUM/GUEST_CSUM); complete checksums in software when needed.")
   var noCsumOffload = false
   @Flag(
+    name: .customLong("no-tso"),
+    help: "Do not negotiate TCP segmentation offload (VIRTIO_NET_F_HOST_TSO4/6, GUEST_TSO4/6, ECN); a large TCP segment from another port is then segmented in software.")
+  var noTSO = false
+  @Flag(name: .customLong("no-offloads"), help: "Neither checksum nor segmentation offload: --no-csum-offload and --no-tso.")
+  var noOffloads = false
+  @Flag(
     name: .customLong("no-mrg-rxbuf"),
     help: "Do not negotiate VIRTIO_NET_F_MRG_RXBUF: every received frame must fit one buffer (then --buffer-size must hold the largest frame).")
   var noMergeableBuffers = false
@@ -276,7 +282,8 @@ struct VioFwd: ParsableCommand {
     options.promiscuous = !noPromisc && steer.macFilter == nil && steer.vlans == nil
     options.kernelFallback = !noFallback
     options.allowNoIOMMU = allowNoIOMMU
-    options.checksumOffload = !noCsumOffload
+    options.checksumOffload = !noCsumOffload && !noOffloads
+    options.segmentationOffload = !noTSO && !noOffloads
     options.mergeableReceiveBuffers = !noMergeableBuffers
     options.bufferSize = bufferSize
     options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil

@@ -44,7 +44,7 @@ func netPlan() -> VhostUserOpenPlan {
   wanted.remove(FeatureSet(bits: args.without))
   var required = NetFeaturePolicy.required
   if args.layout == "packed" { required.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
-  var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: required, wanted: wanted))
+  var plan = VhostUserOpenPlan(policy: FeaturePolicy(required: required, wanted: wanted, dependencies: NetFeaturePolicy.dependencies))
   plan.maxQueueSize = args.queueSize
   plan.queueCount = { _, _ in 2 }
   return plan

@@ -118,9 +118,10 @@ else
 fi
 
 # uio_fail <check> <want-text> <vio-fio args...>: exit 1 and the text in the message.
+# (FIO_PREFIX, when set, runs before vio-fio: e.g. setpriv)
 uio_fail() {
   _c=$1 _w=$2; shift 2
-  _out=$(timeout 120 /bin/vio-fio --rw=read --bs=4k --size=64k "$@" 2>&1); _rc=$?
+  _out=$(timeout 120 ${FIO_PREFIX:-} /bin/vio-fio --rw=read --bs=4k --size=64k "$@" 2>&1); _rc=$?
   if [ $_rc -eq 1 ] && echo "$_out" | grep -q -- "$_w"; then
     check_pass $_c "$(echo "$_out" | grep -m1 -- "$_w" | cut -c1-300)"
   else
@@ -235,6 +236,17 @@ else
   fi
   uio_fail noiommu-vfio-optin-missing "allow-no-iommu" --filename=pci:$BLK --no-fallback
   [ -n "$SCR" ] && uio_fail noiommu-vfio-access-platform "ACCESS_PLATFORM" --filename=pci:$SCR --allow-no-iommu
+  # Without CAP_SYS_ADMIN /proc/self/pagemap shows page frame numbers as 0
+  # (the DMA memory's physical addresses unreadable): refused, nothing sent
+  # to the device. Only SYS_ADMIN is dropped: CAP_SYS_RAWIO still opens the
+  # no-IOMMU group, so the refusal comes from the pagemap.
+  if [ -x /bin/setpriv ]; then
+    FIO_PREFIX="setpriv --bounding-set -sys_admin --"
+    uio_fail noiommu-vfio-pagemap-unreadable "page frame numbers read as 0" --filename=pci:$BLK --allow-no-iommu --no-fallback
+    FIO_PREFIX=
+  else
+    check_fail noiommu-vfio-pagemap-unreadable "no setpriv in the guest (util-linux on the host)"
+  fi
 
   # vio-fwd on interrupts (MSI-X through VFIO eventfds): the host checks every frame, in order.
   noiommu_fwd noiommu-vfio interrupt vfio-noiommu
