@@ -241,7 +241,8 @@ else
   # to the device. Only SYS_ADMIN is dropped: CAP_SYS_RAWIO still opens the
   # no-IOMMU group, so the refusal comes from the pagemap.
   if [ -x /bin/setpriv ]; then
-    FIO_PREFIX="setpriv --bounding-set -sys_admin --"
+    # the path: busybox ash runs its own setpriv applet (no --bounding-set) for a bare name
+    FIO_PREFIX="/bin/setpriv --bounding-set -sys_admin --"
     uio_fail noiommu-vfio-pagemap-unreadable "page frame numbers read as 0" --filename=pci:$BLK --allow-no-iommu --no-fallback
     FIO_PREFIX=
   else
