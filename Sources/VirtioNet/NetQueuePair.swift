@@ -183,36 +183,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       }
       let dataLength = len &- headerLength
       b.length = UInt16(truncatingIfNeeded: dataLength)
-      // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
-      if hashReport { b.flags = PacketBuffer.hashReported }
-      if rxChecksum {
-        let flags = header.load(fromByteOffset: 0, as: UInt8.self)
-        // §5.1.6.4.1: DATA_VALID — the device checked it; NEEDS_CSUM — only a
-        // partial checksum, complete it from csum_start (kept as metadata).
-        if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
-        if flags & VirtioNetHdr.flagNeedsCsum != 0 {
-          let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-          let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
-          // Device-written offsets: only kept when the checksum field lies inside the frame.
-          if Int(start) &+ Int(offset) &+ 2 <= dataLength {
-            b.flags |= PacketBuffer.needsChecksum
-            b.csumStart = start
-            b.csumOffset = offset
-          } else {
-            stats.rxErrors &+= 1
-            pool.release(b)
-            continue
-          }
-        }
-        // §5.1.6.4.1: a large TCP segment (GUEST_TSO4/6), checked out of line.
-        if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
-          guard readSegmentation(&b, header: header, frameLength: dataLength) else {
-            stats.rxErrors &+= 1
-            pool.release(b)
-            continue
-          }
-          stats.rxGSO &+= 1
-        }
+      guard readHeader(&b, header: header, frameLength: dataLength, hashReport: hashReport) else {
+        stats.rxErrors &+= 1
+        pool.release(b)
+        continue
       }
       burst[n] = b
       n &+= 1
@@ -225,6 +199,38 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     if rx.freeCount >= refillBatch { refill(&pool) }
     return n
+  }
+
+  /// The receive header's metadata into `b` (§5.1.6.4.3 hash report mark;
+  /// §5.1.6.4.1 DATA_VALID, NEEDS_CSUM with its offsets, a large TCP segment
+  /// out of line). Read only for a feature that gives it meaning.
+  /// `frameLength`: the checksum field and hdr_len must lie inside it (nil for
+  /// the first buffer of a chain: checked when it is complete). False: the
+  /// device-written header lies and the frame is to be dropped.
+  @inlinable @inline(__always)
+  mutating func readHeader(_ b: inout PacketBuffer, header: UnsafeMutableRawPointer, frameLength: Int?, hashReport: Bool) -> Bool {
+    // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
+    if hashReport { b.flags = PacketBuffer.hashReported }
+    guard rxChecksum else { return true }
+    let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+    // DATA_VALID — the device checked it; NEEDS_CSUM — only a partial
+    // checksum, complete it from csum_start (kept as metadata).
+    if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
+    if flags & VirtioNetHdr.flagNeedsCsum != 0 {
+      let start = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+      let offset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+      // Device-written offsets: only kept when the checksum field lies inside the frame.
+      if let frameLength, Int(start) &+ Int(offset) &+ 2 > frameLength { return false }
+      b.flags |= PacketBuffer.needsChecksum
+      b.csumStart = start
+      b.csumOffset = offset
+    }
+    // A large TCP segment (GUEST_TSO4/6), checked out of line; a chain's is counted when complete.
+    if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
+      guard readSegmentation(&b, header: header, frameLength: frameLength) else { return false }
+      if frameLength != nil { stats.rxGSO &+= 1 }
+    }
+    return true
   }
 
   /// Buffers of a MRG_RXBUF frame still being put together (its first
@@ -248,24 +254,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     let dataLength = length &- headerLength
     b.length = UInt16(truncatingIfNeeded: dataLength)
-    if hashReport { b.flags = PacketBuffer.hashReported }
-    if rxChecksum {
-      // §5.1.6.4.1, as for one buffer; the checksum field is checked against
-      // the whole chain when it is complete.
-      let flags = header.load(fromByteOffset: 0, as: UInt8.self)
-      if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
-      if flags & VirtioNetHdr.flagNeedsCsum != 0 {
-        b.flags |= PacketBuffer.needsChecksum
-        b.csumStart = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-        b.csumOffset = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
-      }
+    // The checksum field and hdr_len are checked against the whole chain when it is complete.
+    guard readHeader(&b, header: header, frameLength: nil, hashReport: hashReport) else {
       // A GSO header that lies: the frame is dropped, its other buffers skipped.
-      if header.load(fromByteOffset: 1, as: UInt8.self) != 0 && !readSegmentation(&b, header: header, frameLength: nil) {
-        stats.rxErrors &+= 1
-        pool.release(b)
-        rxSkip = numBuffers &- 1
-        return
-      }
+      stats.rxErrors &+= 1
+      pool.release(b)
+      rxSkip = numBuffers &- 1
+      return
     }
     // Its other buffers follow in used order.
     rxHead = b
