@@ -118,6 +118,14 @@ package struct PacketSocketQueue: ~Copyable {
     /// Taken but dropped (too long for the interface): in `n`, not in `txPackets`.
     var refused = 0
     var bytes: UInt64 = 0
+    /// Taken and dropped, counted: a retry could never succeed.
+    func refuse(_ b: PacketBuffer) {
+      stats.txErrors &+= 1
+      stats.txDropped &+= 1
+      pool.release(b)
+      n &+= 1
+      refused &+= 1
+    }
     while n < count {
       var b = burst[n]
       guard Int(b.index) < pool.count, b.length >= 14, Int(b.offset) &+ Int(b.length) <= pool.bufferSize else {
@@ -134,11 +142,7 @@ package struct PacketSocketQueue: ~Copyable {
         case .ringFull:
           stats.txRingFull &+= UInt64(count &- n)
         case .refused:
-          stats.txErrors &+= 1
-          stats.txDropped &+= 1
-          pool.release(b)
-          n &+= 1
-          refused &+= 1
+          refuse(b)
           continue
         }
         break
@@ -150,11 +154,7 @@ package struct PacketSocketQueue: ~Copyable {
       if length > room
         || (length > maxFrame && !(length <= maxFrame &+ 4 && Self.isVLAN(pool.pointer(b) + Int(b.offset))))
       {
-        stats.txErrors &+= 1
-        stats.txDropped &+= 1
-        pool.release(b)
-        n &+= 1
-        refused &+= 1
+        refuse(b)
         continue
       }
       let frame = tx + txIndex &* frameSize
