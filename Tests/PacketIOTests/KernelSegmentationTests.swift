@@ -1,6 +1,7 @@
 import PacketIO
 import VirtioCore
 import VirtioNet
+import VirtioNetSim
 import VirtioSim
 import VirtioSpec
 import XCTest
@@ -45,7 +46,7 @@ final class KernelSegmentationTests: XCTestCase {
     let before = pool.available
 
     XCTAssertEqual(q.transmit([head].span, pool: &pool), 1)
-    let expected = Self.flatSegments(frame, mss: 1448)
+    let expected = expectedSegments(of: frame, mss: 1448)
     XCTAssertEqual(expected.count, 3)
     var got: [[UInt8]] = []
     for i in 0..<expected.count {
@@ -82,16 +83,5 @@ final class KernelSegmentationTests: XCTestCase {
     f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 7, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]
     f += [0x30, 0x39, 0x14, 0x51, 0, 0, 0, 9, 0, 0, 0, 1, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
     return f + (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 5 &+ 1) }
-  }
-
-  static func flatSegments(_ frame: [UInt8], mss: Int) -> [[UInt8]] {
-    frame.withUnsafeBytes { b in
-      guard case .success(let l) = TCPSegmentation.layout(b.baseAddress!, length: frame.count, mss: mss) else { return [] }
-      var out = [UInt8](repeating: 0, count: 70000)
-      return (0..<l.segmentCount).map { i in
-        let n = out.withUnsafeMutableBytes { TCPSegmentation.write(segment: i, of: l, from: b.baseAddress!, into: $0.baseAddress!, capacity: 70000) }
-        return Array(out[0..<n])
-      }
-    }
   }
 }

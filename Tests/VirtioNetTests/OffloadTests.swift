@@ -169,7 +169,7 @@ final class OffloadTests: XCTestCase {
       XCTAssertEqual(r.transmit(got), 1, "\(Q.layout)")
       var sent: [(VirtioNetHdr, [UInt8])] = []
       r.dev.collectTX { sent.append(($0, $1)) }
-      let expected = Self.contiguousSegments(big, mss: 1000)
+      let expected = expectedSegments(of: big, mss: 1000)
       XCTAssertEqual(expected.count, 5)
       XCTAssertEqual(sent.map(\.1), expected, "\(Q.layout) csum \(txChecksum): byte-exact segments")
       for (h, f) in sent {
@@ -218,16 +218,5 @@ final class OffloadTests: XCTestCase {
     offered.remove(FeatureSet(bits: [NetFeature.mrgRxbuf, NetFeature.csum]))
     guard case .accepted(let got) = policy.negotiate(offered: offered) else { return XCTFail() }
     XCTAssertEqual(NetOffloads(features: got).description, "csum rx")
-  }
-
-  static func contiguousSegments(_ frame: [UInt8], mss: Int) -> [[UInt8]] {
-    frame.withUnsafeBytes { b in
-      guard case .success(let l) = TCPSegmentation.layout(b.baseAddress!, length: frame.count, mss: mss) else { return [] }
-      var out = [UInt8](repeating: 0, count: 70000)
-      return (0..<l.segmentCount).map { i in
-        let n = out.withUnsafeMutableBytes { TCPSegmentation.write(segment: i, of: l, from: b.baseAddress!, into: $0.baseAddress!, capacity: 70000) }
-        return Array(out[0..<n])
-      }
-    }
   }
 }
