@@ -18,7 +18,8 @@ extension NetQueuePair where RX: ConstructibleVirtqueue & ~Copyable, TX: Constru
     }
     var txLost = 0
     tx.restart { token in
-      pool.release(Self.buffer(token))
+      // A chain's token: all its buffers (see `reclaim`).
+      pool.release(index: UInt32(truncatingIfNeeded: token))
       txLost &+= 1
     }
     // Posted receive buffers held no frame: back to the pool, not a loss.

@@ -342,10 +342,9 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     var n = 0
     // The used length of a sent buffer means nothing: the ring may skip reading it.
     while case .used(let used) = tx.nextCompleted() {
-      // A chain's token carries its mark (bit 48 → `chained`, 4): all its buffers go back together.
-      var b = Self.buffer(used.token)
-      b.flags = UInt8(truncatingIfNeeded: used.token >> 46) & PacketBuffer.chained
-      pool.release(b)
+      // A chain's token carries `BufferPool.chainMark` in its index: all its
+      // buffers go back together, found by the pool's range check (no test here).
+      pool.release(index: UInt32(truncatingIfNeeded: used.token))
       n &+= 1
     }
     return n
@@ -552,7 +551,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     Self.writeHeader(head, at: base + start, checksumOffload: txChecksum, hashReport: hashReport)
     if headerHint > 0 { Self.writeSegmentation(head, headerHint: headerHint, at: base + start) }
     // A one-buffer packet (a GSO frame in a big buffer) is released as one.
-    let mark = head.isChained ? Self.chainTokenBit : 0
+    let mark = head.isChained ? UInt64(BufferPool.chainMark) : 0
     let result = tx.add(segments.span.extracting(0..<used), token: Self.token(head) | mark)
     switch result {
     case .added: return .added(bytes: bytes)
@@ -629,9 +628,6 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     pool.release(head)
     return .added(bytes: total)
   }
-
-  /// A transmit token's mark for a chained packet: reclaim releases all its buffers.
-  @inlinable static var chainTokenBit: UInt64 { 1 << 48 }
 
   // MARK: interrupts (§2.7.7 / §2.8.10)
 
