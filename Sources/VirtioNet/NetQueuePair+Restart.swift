@@ -24,7 +24,12 @@ extension NetQueuePair where RX: ConstructibleVirtqueue & ~Copyable, TX: Constru
     }
     // Posted receive buffers held no frame: back to the pool, not a loss.
     rx.restart { token in pool.release(Self.buffer(token)) }
-    rxSkip = 0
+    // A frame half assembled when the device stopped: its buffers back, counted as lost.
+    if rxFollowing > 0 && !rxDropping {
+      pool.release(rxHead)
+      rxLost &+= 1
+    }
+    rxFollowing = 0
     rxStarved = false
     // As at set-up: polling, no interrupts asked for.
     rx.disableInterrupts()
