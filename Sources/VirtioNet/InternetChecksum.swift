@@ -11,7 +11,7 @@ public enum InternetChecksum {
     // carry added back (§2(C)/(D)), folded to 16 bits and turned big-endian
     // (§2(B): the sum in the other byte order is the byte-swapped sum); the
     // last 0–7 bytes two at a time. Two bytes at a time throughout cost
-    // ~6 times the instructions (docs/PERFORMANCE.md, net-bench --gso software).
+    // ~3.6 times the instructions (docs/PERFORMANCE.md, net-bench --gso software).
     var wide: UInt64 = 0
     var i = 0
     while i &+ 8 <= length {
