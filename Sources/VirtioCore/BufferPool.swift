@@ -88,7 +88,7 @@ public struct BufferPool: ~Copyable {
   public init<A: DMAAllocator & ~Copyable>(
     count: Int, bufferSize: Int, headroom: Int = 64, memory: inout A
   ) throws(VirtioError) {
-    guard count > 0, count <= Int(UInt32.max), bufferSize > headroom, bufferSize <= Int(UInt16.max) + 1 else {
+    guard count > 0, count <= Int(Self.chainMark), bufferSize > headroom, bufferSize <= Int(UInt16.max) + 1 else {
       throw VirtioError(.invalidArgument, "buffer pool: \(count) buffers of \(bufferSize) bytes (headroom \(headroom)) is not a usable shape")
     }
     let size = (bufferSize + 63) & ~63
@@ -128,6 +128,31 @@ public struct BufferPool: ~Copyable {
     free[freeTop] = buffer.index
     freeTop &+= 1
     if _slowPath(buffer.flags & PacketBuffer.chained != 0) { releaseSegments(after: buffer) }
+  }
+
+  /// Set in a buffer index that stands for a whole chain (a transmit
+  /// token's index, `release(index:)`). No pool has 2^31 buffers, so the
+  /// range check every release makes finds the mark too: a one-buffer
+  /// release pays no test for chains.
+  public static var chainMark: UInt32 { 1 << 31 }
+
+  /// Returns buffer `index` — or, with `chainMark`, the chain it heads, all
+  /// its segments. An index not from this pool is ignored, as `release` does.
+  @inlinable public mutating func release(index: UInt32) {
+    guard _fastPath(Int(index) < count && freeTop < count) else {
+      releaseMarked(index)
+      return
+    }
+    free[freeTop] = index
+    freeTop &+= 1
+  }
+
+  /// `release(index:)`'s other case, out of line: a marked chain head, or nothing.
+  @usableFromInline mutating func releaseMarked(_ index: UInt32) {
+    guard index & Self.chainMark != 0 else { return }
+    var head = PacketBuffer(index: index & ~Self.chainMark, offset: 0, length: 0)
+    head.flags = PacketBuffer.chained
+    release(head)
   }
 
   /// The rest of a chain; at most `count` steps, so even a corrupted table

@@ -18,12 +18,18 @@ extension NetQueuePair where RX: ConstructibleVirtqueue & ~Copyable, TX: Constru
     }
     var txLost = 0
     tx.restart { token in
-      pool.release(Self.buffer(token))
+      // A chain's token: all its buffers (see `reclaim`).
+      pool.release(index: UInt32(truncatingIfNeeded: token))
       txLost &+= 1
     }
     // Posted receive buffers held no frame: back to the pool, not a loss.
     rx.restart { token in pool.release(Self.buffer(token)) }
-    rxSkip = 0
+    // A frame half assembled when the device stopped: its buffers back, counted as lost.
+    if rxFollowing > 0 && !rxDropping {
+      pool.release(rxHead)
+      rxLost &+= 1
+    }
+    rxFollowing = 0
     rxStarved = false
     // As at set-up: polling, no interrupts asked for.
     rx.disableInterrupts()

@@ -123,6 +123,32 @@ final class ChainTests: XCTestCase {
     XCTAssertEqual(r.pool.available, start)
   }
 
+  /// Across a device reset (`restartAfterReset`) no buffer of a chain is lost:
+  /// a chain queued for transmission goes back whole (its token's
+  /// `BufferPool.chainMark`), and so does a frame half assembled on receive.
+  func testRestartReturnsEveryBufferOfChains() throws {
+    try restartChains(SplitVirtqueue.self, SplitDeviceRing.self)
+    try restartChains(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  func restartChains<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 16, features: [NetFeature.mrgRxbuf, VirtioFeature.indirectDesc], maxIndirect: 8)
+    let all = r.pool.available
+    r.pair.refill(&r.pool)
+    // Two of a frame's three buffers arrived when the device stopped.
+    XCTAssertEqual(r.dev.deliverMerged(testFrame(3, length: 3000), numBuffers: 3), 2)
+    r.dev.publishRX()
+    XCTAssertEqual(r.receive(), [], "\(Q.layout): an incomplete frame is held")
+    XCTAssertEqual(r.pair.assemblingBuffers(r.pool), 2)
+    // A chain queued for transmission that the device never took.
+    XCTAssertEqual(r.transmit([r.chain(testFrame(4, length: 3000), cuts: [1000, 1000, 1000])]), 1)
+    let lost = r.pair.restartAfterReset(&r.pool)
+    XCTAssertEqual(lost.txLost, 1, "\(Q.layout)")
+    XCTAssertEqual(lost.rxLost, 1, "\(Q.layout): the half-assembled frame counts as lost")
+    XCTAssertEqual(r.pair.assemblingBuffers(r.pool), 0)
+    XCTAssertEqual(r.pool.available, all, "\(Q.layout): every buffer of both chains is back in the pool")
+  }
+
   func testRingFullStopsBeforeAChainThatDoesNotFit() throws {
     var r = try SplitRig(size: 4, features: [])
     let packets = [r.packet(testFrame(0, length: 60)), r.chain(testFrame(1, length: 3000), cuts: [1000, 1000, 1000])]

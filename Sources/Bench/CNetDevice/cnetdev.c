@@ -41,6 +41,8 @@ struct cnet_dev {
    * rx_at is how much of the current frame is written (0: the next buffer starts one). */
   int mergeable;
   uint32_t rx_at;
+  /* The first buffer's virtio_net_hdr_v1 (num_buffers aside): zero, or a GSO header (cnet_dev_set_gso). */
+  uint8_t rx_hdr[HDR];
 };
 
 static void q_init(struct q *q, void *desc, void *driver, void *device, uint16_t size) {
@@ -62,6 +64,17 @@ cnet_dev *cnet_dev_new(int packed, void *rx_desc, void *rx_driver, void *rx_devi
 void cnet_dev_free(cnet_dev *d) { free(d); }
 void cnet_dev_set_mergeable(cnet_dev *d) { d->mergeable = 1; }
 
+void cnet_dev_set_gso(cnet_dev *d, uint8_t gso_type, uint16_t hdr_len, uint16_t gso_size, uint16_t csum_start,
+                      uint16_t csum_offset) {
+  /* §5.1.6: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (little-endian, as x86 stores them). */
+  d->rx_hdr[0] = 1; /* VIRTIO_NET_HDR_F_NEEDS_CSUM: a GSO packet's checksum is partial (§5.1.6.4.1) */
+  d->rx_hdr[1] = gso_type;
+  memcpy(d->rx_hdr + 2, &hdr_len, 2);
+  memcpy(d->rx_hdr + 4, &gso_size, 2);
+  memcpy(d->rx_hdr + 6, &csum_start, 2);
+  memcpy(d->rx_hdr + 8, &csum_offset, 2);
+}
+
 /* MRG_RXBUF: the next piece of the frame into an RX buffer of `cap` bytes; the first
  * piece after a header whose num_buffers counts the buffers the frame takes (every
  * posted buffer has the same size). Returns the bytes written. */
@@ -72,7 +85,7 @@ static inline uint32_t use_rx_merged(cnet_dev *d, uint64_t addr, uint32_t cap) {
     uint32_t first = cap - HDR;
     uint16_t nb = 1;
     if (d->frame_len > first) nb += (uint16_t)((d->frame_len - first + cap - 1) / cap);
-    memset(b, 0, HDR);
+    memcpy(b, d->rx_hdr, HDR);
     memcpy(b + 10, &nb, 2);
     off = HDR;
   }
@@ -99,15 +112,19 @@ static inline uint32_t use_buffer(const cnet_dev *d, uint64_t addr, int rx) {
   return HDR + d->frame_len;
 }
 
+/* The pass functions are compiled once per `mrg` (a constant): the one-buffer
+ * pass is the code it was before chains, so the driver's instruction counts
+ * are not charged for the chain mode (docs/PERFORMANCE.md). */
+#define PASS static inline __attribute__((always_inline)) uint32_t
+
 /* ---- split (§2.7): avail = flags, idx, ring[size], used_event; used = flags, idx, ring[size] {id, len}, avail_event */
-static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
+PASS split_pass_as(cnet_dev *d, struct q *q, int rx, const int mrg) {
   uint16_t *avail = q->driver;
   uint8_t *used = q->device;
   struct desc *table = q->desc;
   uint16_t idx = ld_acq16(&avail[1]);
   uint32_t n = 0;
-  /* Per pass, not per buffer: whether frames are spread, and the least an RX buffer must hold. */
-  const int mrg = rx && d->mergeable;
+  /* The least an RX buffer must hold. */
   const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   while (q->last_avail != idx) {
     uint16_t head = ld16(&avail[2 + (q->last_avail & q->mask)]);
@@ -129,10 +146,9 @@ static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
 }
 
 /* ---- packed (§2.8): descriptors in one ring, used in place with the wrap counters. */
-static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
+PASS packed_pass_as(cnet_dev *d, struct q *q, int rx, const int mrg) {
   struct pdesc *ring = q->desc;
   uint32_t n = 0;
-  const int mrg = rx && d->mergeable;
   const uint32_t need = mrg ? HDR + 1 : HDR + d->frame_len;
   for (;;) {
     struct pdesc *p = &ring[q->slot];
@@ -155,6 +171,13 @@ static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
     st16(&dev_ev[1], 2 /* RING_EVENT_FLAGS_DESC */);
   }
   return n;
+}
+
+static uint32_t split_pass(cnet_dev *d, struct q *q, int rx) {
+  return rx && d->mergeable ? split_pass_as(d, q, 1, 1) : split_pass_as(d, q, rx, 0);
+}
+static uint32_t packed_pass(cnet_dev *d, struct q *q, int rx) {
+  return rx && d->mergeable ? packed_pass_as(d, q, 1, 1) : packed_pass_as(d, q, rx, 0);
 }
 
 uint32_t cnet_dev_process(cnet_dev *d) {

@@ -7,6 +7,10 @@
 //   net-bench --single --layout split --burst 32 --packets N     one single-threaded run (callgrind)
 //   --chains (with --frame 4000, say): frames spread over 2 KiB buffers with MRG_RXBUF,
 //   forwarded as indirect descriptor chains
+//   --gso device|software (with --frame 4000 and --mss 1460, say): TCP/IPv4 frames handed over
+//   as GSO packets (GUEST_TSO4, NEEDS_CSUM) and sent on whole (HOST_TSO4) or cut in software
+//   --single exits 1 on any allocation in the measured loop (tools/test relies on it);
+//   --allocate-per-burst makes one per burst, to show that it does
 import BenchSupport
 import CAllocCounter
 import Glibc
@@ -18,19 +22,35 @@ let ringSize = args.intOption("--size", 256)
 let runs = args.intOption("--runs", 5)
 let packets = UInt64(args.intOption("--packets", 2_000_000))
 let frameLength = args.intOption("--frame", 64)
-let frame: [UInt8] = (0..<frameLength).map { UInt8(truncatingIfNeeded: $0) }
 let chains = args.contains("--chains")
 if chains && (frameLength <= 2048 - 64 || frameLength > 8 * 1996 - 12) {
   print("net-bench: --chains needs a --frame of 1985 to 15956 bytes (more than one 2 KiB buffer, at most an 8-entry indirect table)")
   exit(64)
 }
+let gsoWord = args.option("--gso", "")
+guard gsoWord.isEmpty || GSOMode(rawValue: gsoWord) != nil else {
+  print("net-bench: --gso must be device (HOST_TSO4: sent whole) or software (cut by the driver), got '\(gsoWord)'")
+  exit(64)
+}
+let gso = GSOMode(rawValue: gsoWord)
+let mss = args.intOption("--mss", 1460)
+if gso != nil && (frameLength <= TCPFrame.headerLength || frameLength > 8 * 1996 - 12 || mss > 1500 - 40) {
+  print("net-bench: --gso needs a --frame of 55 to 15956 bytes (TCP/IPv4 headers and some payload, at most an 8-entry indirect table) and an --mss of at most 1460")
+  exit(64)
+}
+let allocatePerBurst = args.contains("--allocate-per-burst")
+let frame: [UInt8] = gso != nil ? TCPFrame.make(length: frameLength) : (0..<frameLength).map { UInt8(truncatingIfNeeded: $0) }
 
 func run(_ layout: String, burst: Int, threaded: Bool) -> Result {
   switch layout {
   case "split":
-    forward(SplitVirtqueue.self, packed: false, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded, chains: chains)
+    forward(
+      SplitVirtqueue.self, packed: false, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded,
+      chains: chains, gso: gso, mss: mss, allocatePerBurst: allocatePerBurst)
   default:
-    forward(PackedVirtqueue.self, packed: true, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded, chains: chains)
+    forward(
+      PackedVirtqueue.self, packed: true, ringSize: ringSize, burst: burst, packets: packets, frame: frame, threaded: threaded,
+      chains: chains, gso: gso, mss: mss, allocatePerBurst: allocatePerBurst)
   }
 }
 
@@ -51,7 +71,8 @@ if args.contains("--single") {
     exit(64)
   }
   let r = run(layout, burst: args.intOption("--burst", 32), threaded: false)
-  print("single layout=\(layout) packets=\(r.counts.items) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
+  let segments = gso == .software ? " segments=\(r.txSegments)" : ""
+  print("single layout=\(layout)\(gso.map { " gso=\($0)" } ?? "") packets=\(r.counts.items)\(segments) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
   if r.counts.allocations > 0 {
     print("net-bench: the burst path allocated \(r.counts.allocations) times in \(r.counts.items) packets; it must not allocate at all")
   }
@@ -62,6 +83,7 @@ if args.contains("--single") {
 let threaded = args.option("--mode", "threaded") != "single"
 print(
   "net-bench: ring size \(ringSize), \(frameLength)-byte frames\(chains ? " (MRG_RXBUF chains of 2 KiB buffers)" : ""), \(packets) packets per run, median of \(runs) runs, "
+    + (gso.map { "TCP GSO packets (mss \(mss)) sent \($0 == .device ? "whole (HOST_TSO4)" : "cut in software"), " } ?? "")
     + (threaded ? "driver on CPU 0, device on CPU 1" : "driver and device alternating on one thread")
 )
 print("| burst | split Mpps | packed Mpps | doorbells/pkt split / packed | TX ring full split / packed | allocations/pkt split / packed |")

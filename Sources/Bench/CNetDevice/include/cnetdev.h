@@ -14,6 +14,10 @@ cnet_dev *cnet_dev_new(int packed, void *rx_desc, void *rx_driver, void *rx_devi
 /* MRG_RXBUF: frames larger than an RX buffer are spread over several (num_buffers in
  * the first one's header); TX chains must then be indirect (one slot each). */
 void cnet_dev_set_mergeable(cnet_dev *d);
+/* With MRG_RXBUF: each frame's first buffer carries this GSO header (§5.1.6: NEEDS_CSUM,
+ * gso_type, hdr_len, gso_size, csum_start, csum_offset) instead of a zero one. */
+void cnet_dev_set_gso(cnet_dev *d, uint8_t gso_type, uint16_t hdr_len, uint16_t gso_size, uint16_t csum_start,
+                      uint16_t csum_offset);
 void cnet_dev_free(cnet_dev *d);
 /* One pass: fill the available RX buffers, consume the available TX chains. Returns the work done. */
 uint32_t cnet_dev_process(cnet_dev *d);
