@@ -41,19 +41,7 @@ public struct UIOPCITransport: ~Copyable, VirtioPCIRegisterTransport {
   public let capabilities: VirtioPCICapabilities
   public let logger: Logger
 
-  init(
-    registers: consuming VirtioPCIRegisters, bars: consuming BARMappings, configFD: consuming OwnedFD, dma: consuming PhysicalDMAArena,
-    address: PCIAddress, deviceType: DeviceType, capabilities: VirtioPCICapabilities, logger: Logger
-  ) {
-    self.registers = registers
-    self.bars = bars
-    self.configFD = configFD
-    self.dma = dma
-    self.address = address
-    self.deviceType = deviceType
-    self.capabilities = capabilities
-    self.logger = logger
-  }
+  // Made by `open` through the memberwise initializer.
 
   deinit {
     // §4.1.4.3.2 / §2.4: the device stops using rings and buffers before the pages go.

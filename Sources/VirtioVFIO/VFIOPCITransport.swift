@@ -91,30 +91,7 @@ public struct VFIOPCITransport: ~Copyable, VirtioPCIRegisterTransport {
   public var configVector: UInt16 { registers.configVector }
   var common: MMIORegion { registers.common }
 
-  init(
-    interrupts: consuming MSIXInterrupts, removal: consuming OwnedFD?, removalFD: Int32, bars: consuming BARMappings, space: VFIODMASpace,
-    device: consuming VFIODevice,
-    group: consuming VFIOGroup, address: PCIAddress, deviceType: DeviceType,
-    capabilities: VirtioPCICapabilities, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo, msixVectorCount: Int,
-    logger: Logger, options: VFIOPCIOptions, registers: consuming VirtioPCIRegisters
-  ) {
-    self.interrupts = interrupts
-    self.removal = removal
-    self.removalFD = removalFD
-    self.bars = bars
-    self.space = space
-    self.device = device
-    self.group = group
-    self.address = address
-    self.deviceType = deviceType
-    self.capabilities = capabilities
-    self.iommuType = iommuType
-    self.iommuInfo = iommuInfo
-    self.msixVectorCount = msixVectorCount
-    self.logger = logger
-    self.options = options
-    self.registers = registers
-  }
+  // Made by `open` through the memberwise initializer.
 
   deinit {
     // Released after a removal request: the kernel reset the function when it took it back.
