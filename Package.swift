@@ -15,6 +15,18 @@ import PackageDescription
 // KernelBlock (io_uring through liburing, block ioctls), KernelPacket (AF_PACKET rings).
 let strict: [SwiftSetting] = [.enableExperimentalFeature("Lifetimes")]
 
+/// A public API (BlockIO, PacketIO), built alike: its device's driver over
+/// both transports (VFIO, vhost-user), and the kernel path through its shim.
+func ioLibrary(_ name: String, driver: String, kernelShim: String) -> Target {
+  .target(
+    name: name,
+    dependencies: [
+      .byName(name: driver), "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", .byName(name: kernelShim),
+      .product(name: "Logging", package: "swift-log"),
+    ],
+    swiftSettings: strict)
+}
+
 let package = Package(
   name: "swift-virtio",
   products: [
@@ -68,20 +80,8 @@ let package = Package(
     // The kernel block path's io_uring is liburing's (Debian: liburing-dev).
     .target(name: "CBlockSys", path: "Sources/Shims/KernelBlock", linkerSettings: [.linkedLibrary("uring")]),
     .target(name: "CPacketSys", path: "Sources/Shims/KernelPacket"),
-    .target(
-      name: "BlockIO",
-      dependencies: [
-        "VirtioBlk", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CBlockSys",
-        .product(name: "Logging", package: "swift-log"),
-      ],
-      swiftSettings: strict),
-    .target(
-      name: "PacketIO",
-      dependencies: [
-        "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSpec", "VirtioOS", "CPacketSys",
-        .product(name: "Logging", package: "swift-log"),
-      ],
-      swiftSettings: strict),
+    ioLibrary("BlockIO", driver: "VirtioBlk", kernelShim: "CBlockSys"),
+    ioLibrary("PacketIO", driver: "VirtioNet", kernelShim: "CPacketSys"),
     // The tools' shared command-line checks: overflow-, NaN- and unit-checked numbers, exit statuses.
     .target(
       name: "ToolSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -3,12 +3,13 @@ import VirtioSpec
 
 /// The chain a device ring is taking, written once for both layouts: its
 /// segments in a table allocated once (valid until the next chain), their
-/// byte counts, and the first driver bug the ring met (after which the ring
-/// takes nothing more).
+/// byte counts, the memory every address is translated through, and the
+/// first driver bug the ring met (after which the ring takes nothing more).
 struct ChainScratch: ~Copyable {
   let table: UnsafeMutablePointer<DeviceSegment>
   /// Most elements one chain may have.
   let limit: Int
+  let memory: SimIOMMU
   var count = 0
   var readable: UInt64 = 0
   var writable: UInt64 = 0
@@ -16,8 +17,9 @@ struct ChainScratch: ~Copyable {
   var handedOut = 0
   var driverBug: DriverBug? = nil
 
-  init(limit: Int) {
+  init(limit: Int, memory: SimIOMMU) {
     self.limit = limit
+    self.memory = memory
     // SAFETY: device-private scratch for one chain, freed in deinit.
     table = .allocate(capacity: limit)
   }
@@ -34,7 +36,7 @@ struct ChainScratch: ~Copyable {
   /// One buffer element: readable ones before writable ones (§2.7.4.2,
   /// §2.8.4), every byte translated, the chain within `limit` and 4 GiB.
   /// Recorded; or the bug that it is not.
-  mutating func add(addr: UInt64, len: UInt32, flags: UInt16, memory: SimIOMMU) -> DriverBug? {
+  mutating func add(addr: UInt64, len: UInt32, flags: UInt16) -> DriverBug? {
     guard count < limit else { return .chainTooLong(limit: limit) }
     let isWritable = flags & VirtqDescFlags.write != 0
     if !isWritable && writable > 0 { return .readableAfterWritable }

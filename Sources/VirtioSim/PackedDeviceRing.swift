@@ -18,10 +18,8 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   let ring: RingMemory
   let driverEvent: RingMemory
   let deviceEvent: RingMemory
-  let eventIdx: Bool
-  let indirect: Bool
-  let memory: SimIOMMU
-  public let maxChainLength: Int
+  /// EVENT_IDX and INDIRECT_DESC as negotiated.
+  let features: RingFeatures
   var chain: ChainScratch
   /// Slots each Buffer ID's chain took, to skip them when it is used (§2.8.7).
   let chainSlots: UnsafeMutablePointer<UInt16>
@@ -38,6 +36,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   var heldSlot = -1
   var heldFlags: UInt16 = 0
   public var driverBug: DriverBug? { chain.driverBug }
+  public var maxChainLength: Int { chain.limit }
 
   public init(
     size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
@@ -55,12 +54,9 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     self.ring = RingMemory(r)
     self.driverEvent = RingMemory(dr)
     self.deviceEvent = RingMemory(dv)
-    self.eventIdx = features.eventIdx
-    self.indirect = features.indirect
-    self.memory = memory
-    self.maxChainLength = limit
+    self.features = features
     // SAFETY: device-private tables, freed in deinit.
-    self.chain = ChainScratch(limit: limit)
+    self.chain = ChainScratch(limit: limit, memory: memory)
     self.chainSlots = .allocate(capacity: size)
     self.chainSlots.initialize(repeating: 1, count: size)
   }
@@ -93,7 +89,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     chain.start()
     if headFlags & VirtqDescFlags.indirect != 0 {
       // §2.8.19: one descriptor naming a table; only WRITE matters inside it.
-      guard indirect else { return fail(.indirectNotNegotiated) }
+      guard features.indirect else { return fail(.indirectNotNegotiated) }
       guard headFlags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
       let addr = ring.load(\PackedDesc.addr, at: headOff)
       let len = ring.load(\PackedDesc.len, at: headOff)
@@ -102,7 +98,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
       guard len >= descBytes, len % descBytes == 0 else { return fail(.badIndirectTableLength(len)) }
       let entries = Int(len / descBytes)
       guard entries <= maxChainLength else { return fail(.chainTooLong(limit: maxChainLength)) }
-      guard let t = memory.translate(addr, count: Int(len)) else {
+      guard let t = chain.memory.translate(addr, count: Int(len)) else {
         return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
       }
       // SAFETY: translated whole (`len` bytes), a multiple of the descriptor size.
@@ -111,7 +107,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
         let off = i &* MemoryLayout<PackedDesc>.stride
         let flags = table.load(\PackedDesc.flags, at: off)
         guard flags & VirtqDescFlags.indirect == 0 else { return fail(.nestedIndirect) }
-        if let bug = chain.add(addr: table.load(\PackedDesc.addr, at: off), len: table.load(\PackedDesc.len, at: off), flags: flags, memory: memory) {
+        if let bug = chain.add(addr: table.load(\PackedDesc.addr, at: off), len: table.load(\PackedDesc.len, at: off), flags: flags) {
           return fail(bug)
         }
       }
@@ -135,7 +131,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
       guard chain.count < maxChainLength, chain.count < size else {
         return fail(.chainTooLong(limit: min(maxChainLength, size)))
       }
-      if let bug = chain.add(addr: ring.load(\PackedDesc.addr, at: off), len: ring.load(\PackedDesc.len, at: off), flags: flags, memory: memory) {
+      if let bug = chain.add(addr: ring.load(\PackedDesc.addr, at: off), len: ring.load(\PackedDesc.len, at: off), flags: flags) {
         return fail(bug)
       }
       Self.advance(&slot, &wrap, by: 1, size: size)
@@ -206,7 +202,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
     ringFenceFull()
     let flags = driverEvent.load(\PackedDescEvent.flags, at: 0)
     if flags == PackedEventFlags.disable { return false }
-    if flags == PackedEventFlags.desc && eventIdx {
+    if flags == PackedEventFlags.desc && features.eventIdx {
       // §2.8.10: interrupt when the descriptor named by off_wrap is among those just used.
       let offWrap = driverEvent.load(\PackedDescEvent.offWrap, at: 0)
       return PackedDescEvent.needEvent(offWrap: offWrap, wrap: usedWrap, ringSize: size, new: usedSlot, count: written)
@@ -217,7 +213,7 @@ public struct PackedDeviceRing: ~Copyable, DeviceRing {
   // MARK: available-buffer notification suppression (§2.8.10)
 
   public mutating func enableNotifications() -> Bool {
-    if eventIdx {
+    if features.eventIdx {
       // Notify me when you make the descriptor at my next slot available.
       let offWrap = nextAvailSlot | (availWrap ? 1 << PackedEventFlags.wrapCounterShift : 0)
       deviceEvent.store(\PackedDescEvent.offWrap, at: 0, offWrap)

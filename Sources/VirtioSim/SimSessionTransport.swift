@@ -8,10 +8,12 @@ import VirtioSpec
 /// goes. What PacketIO and BlockIO are opened on in unit tests — the same
 /// session, ports, hosts and queues as over VFIO or vhost-user.
 public struct SimSessionTransport: ~Copyable, PolledSessionTransport {
+  /// Declared first: the device stops before its memory goes.
+  let thread: SimDeviceThread
+  /// The device side: behaviour, completion order, injected faults, counters.
+  public var device: SimDevice { thread.device }
   public let registers: SimTransport
   public var dma: SimDMA
-  /// The device side: behaviour, completion order, injected faults, counters.
-  public let device: SimDevice
   public let logger: Logger
   let interrupts: InterruptLedger
 
@@ -25,13 +27,10 @@ public struct SimSessionTransport: ~Copyable, PolledSessionTransport {
     offered.formUnion(FeatureSet(bit: VirtioFeature.version1))
     registers = SimTransport(deviceType: deviceType, deviceFeatures: offered, queueSizes: queueSizes, config: config)
     dma = try SimDMA(capacity: dmaBytes)
-    device = SimDevice(transport: registers, memory: dma.iommu, behaviour: behaviour)
     interrupts = InterruptLedger(queues: queueSizes.count)
     self.logger = logger
-    device.start()
+    thread = SimDeviceThread(transport: registers, memory: dma.iommu, behaviour: behaviour)
   }
-
-  deinit { device.stop() }
 
   // MARK: Transport: the registers'
 

@@ -19,11 +19,9 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   let used: RingMemory
   let usedEventOffset: Int
   let availEventOffset: Int
-  let eventIdx: Bool
-  let indirect: Bool
-  let memory: SimIOMMU
-  /// Most elements one chain may have (§2.7.5.3.1: not longer than the queue).
-  public let maxChainLength: Int
+  /// EVENT_IDX and INDIRECT_DESC as negotiated.
+  let features: RingFeatures
+  /// The chain being taken; its limit (`maxChainLength`) is not longer than the queue (§2.7.5.3.1).
   var chain: ChainScratch
 
   /// Next avail ring entry the device will take (free-running, mod 2^16).
@@ -34,6 +32,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   /// The used idx the driver saw at the last `publishUsed()`.
   public private(set) var publishedUsedIdx: UInt16 = 0
   public var driverBug: DriverBug? { chain.driverBug }
+  public var maxChainLength: Int { chain.limit }
 
   public init(
     size: Int, descIOVA: UInt64, driverIOVA: UInt64, deviceIOVA: UInt64, features: RingFeatures,
@@ -54,11 +53,8 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     self.used = RingMemory(u)
     self.usedEventOffset = layout.usedEventOffset
     self.availEventOffset = layout.availEventOffset
-    self.eventIdx = features.eventIdx
-    self.indirect = features.indirect
-    self.memory = memory
-    self.maxChainLength = limit
-    self.chain = ChainScratch(limit: limit)
+    self.features = features
+    self.chain = ChainScratch(limit: limit, memory: memory)
   }
 
   /// Chains the driver has published that the device has not taken yet.
@@ -105,12 +101,12 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
       let next = table.load(\VirtqDesc.next, at: off)
       if !inIndirect { direct &+= 1 }
       if flags & VirtqDescFlags.indirect != 0 {
-        guard indirect else { return fail(.indirectNotNegotiated) }
+        guard features.indirect else { return fail(.indirectNotNegotiated) }
         guard !inIndirect else { return fail(.nestedIndirect) }
         guard flags & VirtqDescFlags.next == 0 else { return fail(.indirectWithNext) }
         let descBytes = UInt32(MemoryLayout<VirtqDesc>.stride)
         guard len >= descBytes, len % descBytes == 0 else { return fail(.badIndirectTableLength(len)) }
-        guard let t = memory.translate(addr, count: Int(len)) else {
+        guard let t = chain.memory.translate(addr, count: Int(len)) else {
           return fail(.unknownAddress(area: .indirectTable, iova: addr, length: UInt64(len)))
         }
         // §2.7.5.3: the table's first descriptor is entry 0; `next` indexes the table.
@@ -122,7 +118,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
         inIndirect = true
         continue
       }
-      if let bug = chain.add(addr: addr, len: len, flags: flags, memory: memory) { return fail(bug) }
+      if let bug = chain.add(addr: addr, len: len, flags: flags) { return fail(bug) }
       if flags & VirtqDescFlags.next == 0 { break }
       guard Int(next) < tableSize else { return fail(.nextOutOfRange(next: next, tableSize: tableSize)) }
       index = next
@@ -165,7 +161,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
     // The idx store is visible before we read the driver's suppression state,
     // or a driver re-enabling interrupts could miss this update.
     ringFenceFull()
-    if eventIdx {
+    if features.eventIdx {
       // §2.7.7.2: interrupt when the new entries cross used_event.
       return virtqNeedEvent(eventIdx: avail.load16(usedEventOffset), new: new, old: old)
     }
@@ -176,7 +172,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   // MARK: available-buffer notification suppression (§2.7.10)
 
   public mutating func enableNotifications() -> Bool {
-    if eventIdx {
+    if features.eventIdx {
       // Notify me when you make entry `lastAvailIdx` available.
       used.store16(availEventOffset, lastAvailIdx)
     } else {
@@ -188,7 +184,7 @@ public struct SplitDeviceRing: ~Copyable, DeviceRing {
   }
 
   public mutating func disableNotifications() {
-    if eventIdx {
+    if features.eventIdx {
       // Park avail_event on an entry already made available: the driver's idx
       // will not reach it again for 2^16 entries.
       used.store16(availEventOffset, lastAvailIdx &- 1)

@@ -267,4 +267,22 @@ struct OpenProgress {
     logger.notice("open failed", metadata: ["step": "\(step)", "code": "\(e.code)", "reason": "\(e.message)"])
     return e
   }
+
+  /// What every open of a function shares (VFIO, uio): its log names the
+  /// function and the virtio device type sysfs reports, and a failure is
+  /// logged with the step it happened at before it is thrown.
+  static func open<T: ~Copyable>(
+    _ address: PCIAddress, logger base: Logger, sysfsRoot: String,
+    _ body: (PCIFunction, DeviceType, inout OpenProgress) throws(VirtioError) -> T
+  ) throws(VirtioError) -> T {
+    var progress = OpenProgress(address, logger: base)
+    do throws(VirtioError) {
+      let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
+      let type = try function.virtioDeviceType()
+      progress.logger[metadataKey: "device"] = "\(type)"
+      return try body(function, type, &progress)
+    } catch {
+      throw progress.failed(error)
+    }
+  }
 }

@@ -17,11 +17,7 @@ extension UIOPCITransport {
   public static func open(
     _ address: PCIAddress, options: UIOPCIOptions = UIOPCIOptions(), logger base: Logger = Logger(label: "virtio.uio"), sysfsRoot: String = "/sys"
   ) throws(VirtioError) -> UIOPCITransport {
-    var progress = OpenProgress(address, logger: base)
-    do throws(VirtioError) {
-      let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
-      let type = try function.virtioDeviceType()
-      progress.logger[metadataKey: "device"] = "\(type)"
+    try OpenProgress.open(address, logger: base, sysfsRoot: sysfsRoot) { (function, type, progress) throws(VirtioError) in
       if let group = function.iommuGroup {
         throw VirtioError(
           .invalidArgument,
@@ -39,7 +35,7 @@ extension UIOPCITransport {
       progress.step = "pci-config"
       let configPath = function.path + "/config"
       let configFD: OwnedFD
-      do {
+      do throws(SysError) {
         configFD = OwnedFD(adopting: try Sys.open(configPath, O_RDWR))
       } catch {
         throw VirtioError(.permissionDenied, "cannot open \(configPath) (\(error.reason)); the no-IOMMU path needs root", errno: error.errno)
@@ -75,7 +71,7 @@ extension UIOPCITransport {
       var bars = BARMappings()
       let needed = Set([caps.common!.bar, caps.notify!.bar, caps.isr!.bar, caps.device!.bar])
       for bar in needed.sorted() {
-        do {
+        do throws(SysError) {
           try bars.map(bar: bar, resourcePath: "\(function.path)/resource\(bar)")
         } catch {
           throw VirtioError(.transport, "\(address): cannot map BAR\(bar) through sysfs: \(error)", errno: error.errno)
@@ -94,8 +90,6 @@ extension UIOPCITransport {
       return UIOPCITransport(
         registers: regs, bars: bars, configFD: configFD, dma: PhysicalDMAArena(chunkSize: options.dmaChunkSize, logger: progress.logger),
         address: address, deviceType: type, capabilities: caps, logger: progress.logger)
-    } catch {
-      throw progress.failed(error)
     }
   }
 }

@@ -31,8 +31,8 @@ extension UIOPCITransport: PolledSessionTransport {
 
   /// The virtio reset only (§4.1.4.3.2): uio offers no function reset.
   public mutating func resetDevice() throws(VirtioError) -> Bool {
-    try regs.reset()
-    regs.clearVectors()
+    try registers.reset()
+    registers.clearVectors()
     return false
   }
 }

@@ -49,7 +49,7 @@ extension VFIOPCITransport {
       logger.error("config vector refused", metadata: ["step": "msix", "reason": "\(msg)"])
       throw VirtioError(.queueSetup, msg)
     }
-    regs.configVector = got
+    registers.configVector = got
   }
 
   /// Waits until MSI-X vector `vector` fires or the timeout passes (negative: forever).

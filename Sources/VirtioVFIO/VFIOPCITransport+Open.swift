@@ -24,11 +24,7 @@ extension VFIOPCITransport {
     _ address: PCIAddress, options: VFIOPCIOptions = VFIOPCIOptions(), logger base: Logger = Logger(label: "virtio.vfio"),
     sysfsRoot: String = "/sys", sharing shared: VFIODMASpace? = nil
   ) throws(VirtioError) -> VFIOPCITransport {
-    var progress = OpenProgress(address, logger: base)
-    do throws(VirtioError) {
-      let function = PCIFunction(address, sysfsRoot: sysfsRoot, logger: base)
-      let type = try function.virtioDeviceType()
-      progress.logger[metadataKey: "device"] = "\(type)"
+    try OpenProgress.open(address, logger: base, sysfsRoot: sysfsRoot) { (function, type, progress) throws(VirtioError) in
       progress.logger.info("opening through VFIO", metadata: ["driver": "\(function.driver ?? "none")"])
 
       let joined = try joinSpace(function, shared: shared, options: options, logger: progress.logger, step: &progress.step)
@@ -83,7 +79,7 @@ extension VFIOPCITransport {
       var bars = BARMappings()
       let needed = Set([caps.common!.bar, caps.notify!.bar, caps.isr!.bar, caps.device!.bar])
       for bar in needed.sorted() {
-        do {
+        do throws(SysError) {
           let region = try device.barRegion(bar)
           try bars.map(bar: bar, region: region, deviceFD: device.fd.raw)
           progress.logger.debug("BAR mapped", metadata: ["bar": "\(bar)", "size": "0x\(String(region.size, radix: 16))"])
@@ -112,7 +108,7 @@ extension VFIOPCITransport {
 
       progress.step = "interrupts"
       let interrupts: MSIXInterrupts
-      do {
+      do throws(SysError) {
         interrupts = try MSIXInterrupts(count: 0)
       } catch {
         throw VirtioError(.transport, "cannot create an epoll instance: \(error)", errno: error.errno)
@@ -135,8 +131,6 @@ extension VFIOPCITransport {
         interrupts: interrupts, removal: removal, removalFD: removalFD, bars: bars, space: space, device: device, group: group, address: address,
         deviceType: type, capabilities: caps, iommuType: space.iommuType, iommuInfo: space.iommuInfo, msixVectorCount: vectors, logger: progress.logger,
         options: options, registers: registers)
-    } catch {
-      throw progress.failed(error)
     }
   }
 
@@ -239,7 +233,7 @@ extension VFIOPCITransport {
       }
     }
     try reset()
-    regs.clearVectors()
+    registers.clearVectors()
     logger.info("reset", metadata: ["function_reset": "\(functionReset)"])
     return functionReset
   }

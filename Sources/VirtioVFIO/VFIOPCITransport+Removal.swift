@@ -48,7 +48,7 @@ extension VFIOPCITransport {
     }
     device.disableMSIX()
     bars.replaceWithInertMemory()
-    for i in 0..<regs.notifyCount { regs.notifyAddresses[i] = nil }
+    for i in 0..<registers.notifyCount { registers.notifyAddresses[i] = nil }
     let closed = device.releaseDeviceFile()
     logger.warning(
       "device removed: queues stopped, device released to the kernel",

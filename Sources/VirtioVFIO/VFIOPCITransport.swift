@@ -36,7 +36,7 @@ public struct VFIOPCIOptions: Sendable {
 ///
 /// Reference: virtio 1.2 §4.1 (Virtio Over PCI Bus); Linux:
 /// drivers/virtio/virtio_pci_modern_dev.c, drivers/vfio/pci/.
-public struct VFIOPCITransport: ~Copyable, Transport {
+public struct VFIOPCITransport: ~Copyable, VirtioPCIRegisterTransport {
   // Release order: Swift destroys stored properties in declaration order after
   // `deinit` has run. deinit resets the device (no more DMA, no interrupts) and
   // turns MSI-X off; then eventfds, BAR mappings, this transport's hold on the
@@ -84,37 +84,14 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   let options: VFIOPCIOptions
 
   /// The virtio-pci registers in the mapped BARs (written once, shared with `UIOPCITransport`).
-  @usableFromInline let regs: VirtioPCIRegisters
+  public let registers: VirtioPCIRegisters
   /// QEMU's VIRTIO_QUEUE_MAX.
   public static let queueTableCapacity = VirtioPCIRegisters.queueTableCapacity
   /// The vector the device accepted for config changes, or NO_VECTOR.
-  public var configVector: UInt16 { regs.configVector }
-  var common: MMIORegion { regs.common }
+  public var configVector: UInt16 { registers.configVector }
+  var common: MMIORegion { registers.common }
 
-  init(
-    interrupts: consuming MSIXInterrupts, removal: consuming OwnedFD?, removalFD: Int32, bars: consuming BARMappings, space: VFIODMASpace,
-    device: consuming VFIODevice,
-    group: consuming VFIOGroup, address: PCIAddress, deviceType: DeviceType,
-    capabilities: VirtioPCICapabilities, iommuType: VFIOIOMMUType, iommuInfo: VFIOIOMMUInfo, msixVectorCount: Int,
-    logger: Logger, options: VFIOPCIOptions, registers: consuming VirtioPCIRegisters
-  ) {
-    self.interrupts = interrupts
-    self.removal = removal
-    self.removalFD = removalFD
-    self.bars = bars
-    self.space = space
-    self.device = device
-    self.group = group
-    self.address = address
-    self.deviceType = deviceType
-    self.capabilities = capabilities
-    self.iommuType = iommuType
-    self.iommuInfo = iommuInfo
-    self.msixVectorCount = msixVectorCount
-    self.logger = logger
-    self.options = options
-    self.regs = registers
-  }
+  // Made by `open` through the memberwise initializer.
 
   deinit {
     // Released after a removal request: the kernel reset the function when it took it back.
@@ -124,7 +101,7 @@ public struct VFIOPCITransport: ~Copyable, Transport {
     }
     // §4.1.4.3.2 / §2.4: reset stops the device touching rings and buffers
     // before the DMA arena below unmaps them.
-    regs.quiesce()
+    registers.quiesce()
     device.disableMSIX()
     logger.info("closed", metadata: ["dma_mappings": "\(dma.mappingCount)", "dma_bytes": "\(dma.mappedBytes)"])
   }
@@ -132,47 +109,13 @@ public struct VFIOPCITransport: ~Copyable, Transport {
   /// Resets the device and releases everything (same as dropping the value).
   public consuming func close() {}
 
-  // MARK: Transport — status and features (§4.1.4.3)
-
-  public func readStatus() -> DeviceStatus { regs.readStatus() }
-  public func writeStatus(_ status: DeviceStatus) { regs.writeStatus(status) }
-  /// §4.1.4.3.2: write 0 to device_status, then wait until it reads back 0.
-  public func reset() throws(VirtioError) { try regs.reset() }
-  public func readDeviceFeatures(word index: Int) -> UInt32 { regs.readDeviceFeatures(word: index) }
-  public func writeDriverFeatures(word index: Int, _ value: UInt32) { regs.writeDriverFeatures(word: index, value) }
-  /// The feature set last written to the device.
-  public var driverFeatures: FeatureSet { regs.driverFeatures }
-
-  // MARK: Transport — queues (§4.1.5.1.3)
-
-  public var queueCount: Int { regs.queueCount }
-  public func maxQueueSize(_ index: Int) -> Int { regs.maxQueueSize(index) }
-  public mutating func configureQueue(_ index: Int, _ a: QueueAddresses) throws(VirtioError) { try regs.configureQueue(index, a) }
-  public mutating func enableQueue(_ index: Int) throws(VirtioError) { try regs.enableQueue(index) }
-
-  /// §4.1.5.2: the doorbell. Hot path: no allocation, no log, no throw.
-  @inlinable public func notify(queue index: Int, value: UInt32) { regs.notify(queue: index, value: value) }
-
-  /// The queue's doorbell as a plain value, for a queue owner on its own
-  /// thread (VirtioCore's `Doorbell`): a 16-bit write of the index, or a
-  /// 32-bit write with NOTIFICATION_DATA. `.none` until the queue is configured.
-  /// Valid while this transport lives (the BAR stays mapped).
-  public func doorbell(queue index: Int) -> Doorbell { regs.doorbell(queue: index) }
-
-  // MARK: Transport — device configuration (§4.1.4.6)
-
-  public func configGeneration() -> UInt8 { regs.configGeneration() }
-  public var configSize: Int { regs.deviceConfig.length }
-  public func readConfig8(_ offset: Int) -> UInt8 { regs.deviceConfig.read8(offset) }
-  public func readConfig16(_ offset: Int) -> UInt16 { regs.deviceConfig.read16(offset) }
-  public func readConfig32(_ offset: Int) -> UInt32 { regs.deviceConfig.read32(offset) }
-  public func writeConfig8(_ offset: Int, _ value: UInt8) { regs.deviceConfig.write8(offset, value) }
+  // Transport: the virtio-pci registers (VirtioPCIRegisterTransport).
 
   // MARK: more than the Transport protocol
 
   /// §4.1.4.5: ISR status (read clears it). Only meaningful without MSI-X.
-  public func readISR() -> UInt8 { regs.isrRegion.read8(0) }
+  public func readISR() -> UInt8 { registers.isrRegion.read8(0) }
 
   /// The vector the device accepted for queue `index` (nil: none).
-  public func vector(ofQueue index: Int) -> UInt16? { regs.vector(ofQueue: index) }
+  public func vector(ofQueue index: Int) -> UInt16? { registers.vector(ofQueue: index) }
 }

@@ -9,9 +9,10 @@ import VirtioSpec
 /// mapped BARs, and the driver-private tables the doorbell needs. Written
 /// once for every way a process reaches the BARs — VFIO (`VFIOPCITransport`)
 /// or sysfs `resourceN` under uio_pci_generic (`UIOPCITransport`); each
-/// transport forwards `Transport` to it and keeps only how it got there.
-@usableFromInline
-struct VirtioPCIRegisters: ~Copyable {
+/// transport keeps only how it got there (`VirtioPCIRegisterTransport`
+/// forwards `Transport` to this). Public only as an opaque value: its members
+/// stay inside this module.
+public struct VirtioPCIRegisters: ~Copyable {
   let address: PCIAddress
   let deviceType: DeviceType
   let capabilities: VirtioPCICapabilities

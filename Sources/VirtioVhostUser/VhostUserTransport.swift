@@ -143,24 +143,12 @@ public struct VhostUserTransport: ~Copyable, Transport {
       state.status = new
       return
     }
-    if status.contains(.featuresOK) && !old.contains(.featuresOK) {
-      do throws(VirtioError) {
-        try applyFeatures()
-      } catch {
-        state.lastError = error
-        new.remove(.featuresOK)
-        logger.error("FEATURES_OK refused", metadata: ["step": "features", "reason": "\(error.message)"])
-      }
+    if !take(.featuresOK, from: old, to: status, step: "features", "FEATURES_OK refused", { () throws(VirtioError) in try applyFeatures() }) {
+      new.remove(.featuresOK)
     }
-    if status.contains(.driverOK) && !old.contains(.driverOK) {
-      do throws(VirtioError) {
-        try enableStartedRings()
-      } catch {
-        state.lastError = error
-        new.remove(.driverOK)
-        new.insert(.deviceNeedsReset)
-        logger.error("DRIVER_OK failed", metadata: ["step": "driver-ok", "reason": "\(error.message)"])
-      }
+    if !take(.driverOK, from: old, to: status, step: "driver-ok", "DRIVER_OK failed", { () throws(VirtioError) in try enableStartedRings() }) {
+      new.remove(.driverOK)
+      new.insert(.deviceNeedsReset)
     }
     if status.contains(.failed) && !old.contains(.failed) { logger.warning("driver set FAILED") }
     if state.has(VhostUserProtocolFeature.status) && channel.isConnected {
@@ -168,6 +156,23 @@ public struct VhostUserTransport: ~Copyable, Transport {
     }
     state.status = new
     logger.debug("device_status ←", metadata: ["status": "\(new)"])
+  }
+
+  /// Carries out what a status bit the driver has just set asks of the
+  /// backend (§3.1.1); false when that failed: the error is kept for the
+  /// session (`lastError`) and logged, and the bit must not stick.
+  func take(
+    _ bit: DeviceStatus, from old: DeviceStatus, to status: DeviceStatus, step: String, _ what: String, _ action: () throws(VirtioError) -> Void
+  ) -> Bool {
+    guard status.contains(bit) && !old.contains(bit) else { return true }
+    do throws(VirtioError) {
+      try action()
+      return true
+    } catch {
+      state.lastError = error
+      logger.error("\(what)", metadata: ["step": "\(step)", "reason": "\(error.message)"])
+      return false
+    }
   }
 
   /// vhost-user has no reset register: stopping every started ring

@@ -159,8 +159,8 @@ final class KernelPathTests: XCTestCase {
     let dev = try BlockDevice.open(path)
     let a = Worker(try dev.makeQueue(0), try dev.makeBufferPool(count: 1, bufferSize: 4096), base: 0)
     let b = Worker(try dev.makeQueue(1), try dev.makeBufferPool(count: 1, bufferSize: 4096), base: 4 << 20)
-    a.start()
-    b.start()
+    try a.start()
+    try b.start()
     XCTAssertEqual(a.join(), 200)
     XCTAssertEqual(b.join(), 200)
     XCTAssertEqual(preadBytes(path, offset: 4096 * 5, count: 4096), [UInt8](repeating: 5, count: 4096))
@@ -315,7 +315,7 @@ final class Worker: @unchecked Sendable {
   var queue: BlockQueue?
   var pool: BlockBufferPool?
   let base: UInt64
-  var tid = pthread_t()
+  var thread: WorkerThread?
   var ok = 0
 
   init(_ q: consuming BlockQueue, _ p: consuming BlockBufferPool, base: UInt64) {
@@ -324,13 +324,8 @@ final class Worker: @unchecked Sendable {
     self.base = base
   }
 
-  func start() {
-    let ctx = Unmanaged.passRetained(self).toOpaque()
-    pthread_create(&tid, nil, { raw in
-      let me = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
-      me.run()
-      return nil
-    }, ctx)
+  func start() throws {
+    thread = try WorkerThread { self.run() }
   }
 
   func run() {
@@ -351,7 +346,7 @@ final class Worker: @unchecked Sendable {
   }
 
   func join() -> Int {
-    pthread_join(tid, nil)
+    thread.take()?.join()
     return ok
   }
 }

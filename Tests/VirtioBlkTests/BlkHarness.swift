@@ -9,11 +9,12 @@ import XCTest
 /// initialised through §3.1.1 with `BlockFeaturePolicy`, and one
 /// `BlockRequestQueue` per device queue. Stops the device when dropped.
 struct BlkRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
+  let thread: SimDeviceThread
+  var device: SimDevice { thread.device }
   var dma: SimDMA
   var q0: BlockRequestQueue<Q>
   var q1: BlockRequestQueue<Q>?
   let t: SimTransport
-  let device: SimDevice
   let disk: SimBlockDisk
   let config: BlockConfig
   let negotiated: FeatureSet
@@ -24,8 +25,7 @@ struct BlkRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     features extra: [Int] = [], config c: SimBlockConfig = SimBlockConfig(), queueSize: Int = 16, queueCount: Int = 1,
     maxIndirect: Int = 0, maxTransferBytes: Int = 1 << 20
   ) throws {
-    var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
-    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    let offered = FeatureSet.offered([VirtioFeature.version1] + extra, for: Q.layout)
     var t = SimTransport(
       deviceType: .block, deviceFeatures: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes)
     let accepted = try DeviceInit.begin(&t, policy: BlockFeaturePolicy.policy)
@@ -38,8 +38,7 @@ struct BlkRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     self.buffers = try dma.allocate(byteCount: 4 << 20, alignment: 4096)
     let disk = SimBlockDisk(sectors: Int(c.capacity))
     self.disk = disk
-    self.device = SimDevice(transport: t, memory: dma.iommu, behaviour: disk.behaviour)
-    device.start()
+    self.thread = SimDeviceThread(transport: t, memory: dma.iommu, behaviour: disk.behaviour)
     self.config = config
     self.negotiated = accepted
     self.dma = dma
@@ -47,8 +46,6 @@ struct BlkRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     self.q0 = first
     self.q1 = second
   }
-
-  deinit { device.stop() }
 
   static func make(
     _ i: Int, _ t: inout SimTransport, _ dma: inout SimDMA, _ size: Int, _ ring: RingFeatures, _ config: BlockConfig,

@@ -18,8 +18,7 @@ final class SimBlockDevice {
   init<Q: ConstructibleVirtqueue & ~Copyable>(
     _: Q.Type, features extra: [Int], config c: SimBlockConfig, queueSize: Int = 32, queueCount: Int = 1
   ) throws {
-    var offered = FeatureSet(bits: extra)
-    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    let offered = FeatureSet.offered(extra, for: Q.layout)
     let disk = SimBlockDisk(sectors: Int(c.capacity))
     let t = try SimSessionTransport(
       deviceType: .block, features: offered, queueSizes: Array(repeating: queueSize, count: queueCount), config: c.bytes,

@@ -66,8 +66,7 @@ final class BlockRecoveryTests: XCTestCase {
 
   func needsReset<Q: ConstructibleVirtqueue & ~Copyable>(_: Q.Type, resubmit: Bool) throws {
     let name = "\(Q.self) resubmit \(resubmit)"
-    var offered = FeatureSet(bits: [BlockFeature.flush])
-    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    let offered = FeatureSet.offered([BlockFeature.flush], for: Q.layout)
     var c = SimBlockConfig()
     c.capacity = 4096
     let disk = SimBlockDisk(sectors: Int(c.capacity))

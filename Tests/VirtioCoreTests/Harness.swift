@@ -91,13 +91,15 @@ extension Virtqueue where Self: ~Copyable {
 /// Asserts that `body` fails with a `VirtioError` and hands it to `check`
 /// (XCTAssertThrowsError, typed); `message` says what succeeding would mean.
 func assertFails<R>(
-  _ message: String, file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> R,
-  check: (VirtioError) -> Void = { _ in }
+  _ message: String, code: VirtioError.Code? = nil, mentioning words: [String] = [], file: StaticString = #filePath, line: UInt = #line,
+  _ body: () throws -> R, check: (VirtioError) -> Void = { _ in }
 ) {
   do {
     _ = try body()
     XCTFail(message, file: file, line: line)
   } catch let error as VirtioError {
+    if let code { XCTAssertEqual(error.code, code, error.message, file: file, line: line) }
+    for w in words { XCTAssertTrue(error.message.contains(w), "the message should name \(w): \(error.message)", file: file, line: line) }
     check(error)
   } catch {
     XCTFail("\(message): not a VirtioError: \(error)", file: file, line: line)

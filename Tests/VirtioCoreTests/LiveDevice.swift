@@ -8,10 +8,11 @@ import XCTest
 /// the full §3.1.1 sequence over `SimTransport`. Stops the device thread when
 /// it goes out of scope, whatever the test did.
 struct Live<Q: TestableQueue & ~Copyable>: ~Copyable {
+  let thread: SimDeviceThread
+  var device: SimDevice { thread.device }
   var dma: SimDMA
   var q: Q
   var t: SimTransport
-  let device: SimDevice
   let buffers: DMARegion
   let negotiated: FeatureSet
   var publishes = 0
@@ -20,8 +21,7 @@ struct Live<Q: TestableQueue & ~Copyable>: ~Copyable {
     size: Int, features extra: [Int] = [], behaviour: SimDevice.Behaviour = .echo, maxIndirect: Int = 0,
     configure: (SimDevice) -> Void = { _ in }
   ) throws {
-    var offered = FeatureSet(bits: [VirtioFeature.version1] + extra)
-    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    let offered = FeatureSet.offered([VirtioFeature.version1] + extra, for: Q.layout)
     var t = SimTransport(deviceType: .net, deviceFeatures: offered, queueSizes: [size])
     let accepted = try DeviceInit.begin(&t, policy: FeaturePolicy(required: offered))
     var dma = try SimDMA()
@@ -29,16 +29,12 @@ struct Live<Q: TestableQueue & ~Copyable>: ~Copyable {
     try t.enableQueue(0, q, msixVector: 0)
     try DeviceInit.finish(&t)
     self.buffers = try dma.allocate(byteCount: 1 << 20, alignment: 4096)
-    self.device = SimDevice(transport: t, memory: dma.iommu, behaviour: behaviour)
-    configure(device)
-    device.start()
+    self.thread = SimDeviceThread(transport: t, memory: dma.iommu, behaviour: behaviour, configure: configure)
     self.negotiated = accepted
     self.dma = dma
     self.q = q
     self.t = t
   }
-
-  deinit { device.stop() }
 
   func iova(_ slot: Int, _ slotBytes: Int = 256) -> UInt64 { buffers.iova + UInt64(slot * slotBytes % buffers.byteCount) }
   func pointer(_ slot: Int, _ slotBytes: Int = 256) -> UnsafeMutableRawPointer {

@@ -8,16 +8,16 @@ import XCTest
 /// A net device with a control queue, set up through §3.1.1 over SimTransport,
 /// with the simulated device thread answering control commands.
 struct ControlRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
+  let thread: SimDeviceThread
+  var device: SimDevice { thread.device }
   var dma: SimDMA
   var ctrl: NetControlQueue<Q>
   let t: SimTransport
-  let device: SimDevice
   let responder: ControlResponder
   let config: NetConfig
 
   init(offer extra: [Int] = [NetFeature.ctrlVQ, NetFeature.ctrlRx, NetFeature.mq], maxPairs: UInt16 = 4) throws {
-    var offered = FeatureSet(bits: [VirtioFeature.version1, VirtioFeature.eventIdx, NetFeature.mac, NetFeature.status] + extra)
-    if Q.layout == .packed { offered.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
+    let offered = FeatureSet.offered([VirtioFeature.version1, VirtioFeature.eventIdx, NetFeature.mac, NetFeature.status] + extra, for: Q.layout)
     let queues = 2 * Int(maxPairs) + 1
     var t = SimTransport(
       deviceType: .net, deviceFeatures: offered, queueSizes: Array(repeating: 64, count: queues),
@@ -34,17 +34,13 @@ struct ControlRig<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
     try DeviceInit.finish(&t)
     let responder = ControlResponder(queue: index)
     let ctrl = try NetControlQueue(queue: q, doorbell: t.doorbell(queue: index), features: accepted, memory: &dma)
-    let device = SimDevice(transport: t, memory: dma.iommu, behaviour: responder.behaviour)
-    device.start()
-    self.device = device
+    self.thread = SimDeviceThread(transport: t, memory: dma.iommu, behaviour: responder.behaviour)
     self.ctrl = ctrl
     self.responder = responder
     self.config = config
     self.t = t
     self.dma = dma
   }
-
-  deinit { device.stop() }
 }
 
 final class ControlQueueTests: XCTestCase {

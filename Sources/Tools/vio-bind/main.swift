@@ -90,16 +90,11 @@ struct Bind: ParsableCommand {
     help:
       "For a machine without an IOMMU: bind to vfio-pci in VFIO's no-IOMMU mode when the kernel's vfio has it (sets enable_unsafe_noiommu_mode=1; MSI-X kept), else to uio_pci_generic (polled); the tools then need --allow-no-iommu. The device can reach all memory: nothing contains a driver bug.")
   var noIOMMU = false
-  @Flag(help: "Log each step of the move.") var verbose = false
-  @Option(help: ArgumentHelp("Bind the functions listed in this file (one address per line) instead of arguments.", valueName: "file"))
-  var config: String?
-  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String] = []
-
-  func validate() throws { try checkSource(addresses, config: config) }
+  @OptionGroup var functions: FunctionSelection
 
   func run() throws {
-    try move(verbose: verbose, failure: "refused: ") {
-      if let config {
+    try functions.move(failure: "refused: ") {
+      if let config = functions.config {
         if noIOMMU { throw ValidationError("--no-iommu does not apply to --config: the listed functions go to vfio-pci") }
         let list = try BindConfig.load(path: config)
         if list.addresses.isEmpty { print("\(config): no functions listed; nothing to bind") }
@@ -115,8 +110,8 @@ struct Bind: ParsableCommand {
             "vio-bind: warning: binding to \(choice.driver) without an IOMMU: the device can read and write all memory; a driver bug is not contained\nvio-bind: \(choice.driver) because \(choice.reason)\n"
               .utf8))
       }
-      let previous = try binder.bind(addresses)
-      for a in addresses { print("\(a): bound to \(binder.targetDriver) (was \((previous[a] ?? nil) ?? "unbound"))") }
+      let previous = try binder.bind(functions.addresses)
+      for a in functions.addresses { print("\(a): bound to \(binder.targetDriver) (was \((previous[a] ?? nil) ?? "unbound"))") }
     }
   }
 }
@@ -125,22 +120,17 @@ struct Restore: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Hand functions back to their kernel driver and wait for the interface / block device.",
     discussion: "With --config, restores the listed functions that are on vfio-pci (vio-bind.service does this on stop).")
-  @Flag(help: "Log each step of the move.") var verbose = false
-  @Option(help: ArgumentHelp("Restore the functions listed in this file instead of arguments.", valueName: "file"))
-  var config: String?
-  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String] = []
-
-  func validate() throws { try checkSource(addresses, config: config) }
+  @OptionGroup var functions: FunctionSelection
 
   func run() throws {
-    try move(verbose: verbose, failure: "") {
-      if let config {
+    try functions.move(failure: "") {
+      if let config = functions.config {
         let list = try BindConfig.load(path: config)
         if list.addresses.isEmpty { print("\(config): no functions listed; nothing to restore") }
         for (a, r) in try Binder().restoreListed(list) { print("\(a): \(describe(r))") }
         return
       }
-      for (a, what) in try Binder().restore(addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
+      for (a, what) in try Binder().restore(functions.addresses).sorted(by: { $0.key < $1.key }) { print("\(a): back on \(what)") }
     }
   }
 }
@@ -181,20 +171,28 @@ func describe(_ r: Binder.ListedResult) -> String {
 }
 
 /// Addresses or --config, one of the two.
-func checkSource(_ addresses: [String], config: String?) throws {
-  if config != nil && !addresses.isEmpty { throw ValidationError("give PCI addresses or --config FILE, not both") }
-  if config == nil && addresses.isEmpty { throw ValidationError("give PCI addresses (DDDD:BB:DD.F) or --config FILE") }
-  try checkAddresses(addresses)
-}
+/// The functions `bind` and `restore` move: PCI addresses, or those a config file lists.
+struct FunctionSelection: ParsableArguments {
+  @Flag(help: "Log each step of the move.") var verbose = false
+  @Option(help: ArgumentHelp("Take the functions listed in this file (one address per line) instead of arguments.", valueName: "file"))
+  var config: String?
+  @Argument(help: "PCI addresses (DDDD:BB:DD.F).") var addresses: [String] = []
 
-/// Runs a bind or restore: logging as asked, a failure on stderr and exit 1.
-func move(verbose: Bool, failure prefix: String, _ body: () throws -> Void) throws {
-  setUpLogging(verbose: verbose)
-  do {
-    try body()
-  } catch {
-    FileHandle.standardError.write(Data("vio-bind: \(prefix)\(error)\n".utf8))
-    throw ExitCode(1)
+  func validate() throws {
+    if config != nil && !addresses.isEmpty { throw ValidationError("give PCI addresses or --config FILE, not both") }
+    if config == nil && addresses.isEmpty { throw ValidationError("give PCI addresses (DDDD:BB:DD.F) or --config FILE") }
+    try checkAddresses(addresses)
+  }
+
+  /// Runs a bind or restore: logging as asked, a failure on stderr and exit 1.
+  func move(failure prefix: String, _ body: () throws -> Void) throws {
+    setUpLogging(verbose: verbose)
+    do {
+      try body()
+    } catch {
+      FileHandle.standardError.write(Data("vio-bind: \(prefix)\(error)\n".utf8))
+      throw ExitCode(1)
+    }
   }
 }
 

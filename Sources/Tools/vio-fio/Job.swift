@@ -100,7 +100,7 @@ final class JobRunner: @unchecked Sendable {
   let result = JobResult()
   private var queue: BlockQueue?
   private var pool: BlockBufferPool?
-  private var thread = pthread_t()
+  private var thread: WorkerThread?
 
   init(spec: JobSpec, queue: consuming BlockQueue, pool: consuming BlockBufferPool) {
     self.spec = spec
@@ -109,16 +109,11 @@ final class JobRunner: @unchecked Sendable {
     self.pool = consume pool
   }
 
-  func start() {
-    let ctx = Unmanaged.passRetained(self).toOpaque()
-    pthread_create(&thread, nil, { raw in
-      let me = Unmanaged<JobRunner>.fromOpaque(raw!).takeRetainedValue()
-      me.run()
-      return nil
-    }, ctx)
+  func start() throws(SysError) {
+    thread = try WorkerThread { self.run() }
   }
 
-  func join() { pthread_join(thread, nil) }
+  func join() { thread.take()?.join() }
 
   private func run() {
     var q = queue.take()!

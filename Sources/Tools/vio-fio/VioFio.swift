@@ -107,7 +107,9 @@ struct VioFio: ParsableCommand {
         stopRequested.store(true, ordering: .relaxed)
       }
     }
-    for r in runners { r.start() }
+    for r in runners {
+      do throws(SysError) { try r.start() } catch { fail("job \(r.spec.index): cannot start its thread: \(error)") }
+    }
     watch(runners, device: device, board: board, exporter: exporter)
     for r in runners { r.join() }
     exporter?.update(Self.samples(runners, board: board, device: info.target))
