@@ -23,6 +23,12 @@ if [ -n "$FLA" ] && [ -n "$FLB" ] && bind_vfio $FLA && bind_vfio $FLB; then
   MULTI=01:00:5e:00:00:fb
   fwd_start net-filter --port pci:$FLA --port pci:$FLB --mode io --wait hybrid \
     --mac $OWN --mac-filter $UNI,$MULTI --vlan-filter 5 --test-only-clear-filters-after=200
+  # Both ports report the MAC they set (CTRL_MAC_ADDR_SET), not the device's first one.
+  if [ "$(grep -m1 'forwarding:' /tmp/net-filter.log | grep -o "mac $OWN" | wc -l)" -eq 2 ]; then
+    check_pass net-filter-mac "both ports: mac $OWN"
+  else
+    check_fail net-filter-mac "vio-fwd does not report mac $OWN on both ports: $(grep -m1 'forwarding:' /tmp/net-filter.log | grep -o 'mac [0-9a-f:]*' | tr '\n' ' ')"
+  fi
   # filtered_targets <true|false>: the eight flows; "filtered" marks those the device must drop.
   filtered_targets() {
     echo "[{\"mac\":\"52:54:00:12:34:61\",\"filtered\":$1},{\"mac\":\"01:00:5e:00:00:fc\",\"filtered\":$1},"\
