@@ -331,6 +331,7 @@ struct VioFwd: ParsableCommand {
     if let e = exporter?.server { Console.note("metrics: \(e.endpoint)") }
     var run = settings
     run.cpus = pinned
+    run.vlanFilter = steer.vlans ?? []
     let code = try Run(settings: run, metrics: exporter).execute(&group)
     if code != 0 { throw ExitCode(code) }
   }
@@ -340,8 +341,7 @@ struct VioFwd: ParsableCommand {
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
       idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
-      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive,
-      testOnlyClearFiltersAfter: testOnlyClearFiltersAfter, vlanFilter: (try? steering().vlans ?? []) ?? [])
+      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter)
   }
 }
 
