@@ -224,7 +224,7 @@ class FilterCheckTests(unittest.TestCase):
         untagged = struct.pack("=IIIHHHH", 0, 0, 0, 0, 0, 0, 0)
         self.assertEqual(netserver.with_vlan_tag(stripped, [(netserver.SOL_PACKET, netserver.PACKET_AUXDATA, untagged)]), stripped)
 
-    def run_check(self, deliver, rx_packets):
+    def run_check(self, deliver, rx_packets, features="MAC,CTRL_VQ,CTRL_RX,CTRL_VLAN,CTRL_MAC_ADDR,VERSION_1"):
         from guestbed import fwdtest
         ports = {"net1": self.Port(), "net2": self.Port()}
         runs = fwdtest.Runs()
@@ -235,7 +235,9 @@ class FilterCheckTests(unittest.TestCase):
         for p in runs.phases["flt"]:
             p.thread.join()
             ports["net2"].frames += [fr for f, _, fr in p.frames if deliver(p, f)]
-        line = "VIOFWD-JSON flt " + json.dumps({"dropped": 0, "ports": [{"rx_packets": rx_packets}, {}]})
+        a = {"rx_packets": rx_packets, "rx_errors": 0, "rx_dropped": 0,
+             "detail": "split ring; VFIO; features " + features}
+        line = "VIOFWD-JSON flt " + json.dumps({"dropped": 0, "ports": [a, {"tx_packets": rx_packets}]})
         ctx = hostchecks.BootContext("split", [], None, [line], None)
         ctx.traffic_runs = runs
         return hostchecks.run_requested(ctx, ["net-filter", "flt"])
@@ -254,6 +256,11 @@ class FilterCheckTests(unittest.TestCase):
         _, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 2, 40 + 40)
         self.assertFalse(ok)
         self.assertIn("the device let filtered frames through", why)
+
+    def test_filters_without_ctrl_vlan_fail(self):
+        _, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 2, 20 + 40, features="MAC,CTRL_VQ,CTRL_RX,VERSION_1")
+        self.assertFalse(ok)
+        self.assertIn("did not negotiate CTRL_VLAN, CTRL_MAC_ADDR", why)
 
     def test_not_arriving_after_clearing_fails(self):
         _, ok, why = self.run_check(lambda p, f: f >= 2, 20 + 20)

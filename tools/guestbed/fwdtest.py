@@ -354,12 +354,24 @@ def _net_filter(ctx, args):
             got = sum(1 for k in v.seen if k[0] == f)
             kinds.append(f"{t}{' (filtered)' if t.filtered else ''} {got}/{n}")
         parts.append(f"{p.name}: " + ", ".join(kinds))
-    ports = fwd.get("ports") or [{}]
-    rx = int(ports[0].get("rx_packets", -1))
+    ports = (fwd.get("ports") or []) + [{}, {}]
+    a, b = ports[0], ports[1]
+    rx = int(a.get("rx_packets", -1))
     if rx != expected:
         problems.append(f"vio-fwd received {rx} frames on port A, {expected} were to pass the filters: "
                         + ("the device let filtered frames through to vio-fwd" if rx > expected else "frames lost before vio-fwd"))
+    # Nothing refused or lost on the way: a frame vio-fwd itself threw away would hide here.
+    for k in ("rx_errors", "rx_dropped"):
+        if int(a.get(k, -1)) != 0:
+            problems.append(f"port A {k} {a.get(k)} (want 0)")
+    if int(b.get("tx_packets", -1)) != expected:
+        problems.append(f"port B sent {b.get('tx_packets')} frames, want {expected}")
     if int(fwd.get("dropped", 0)):
         problems.append(f"vio-fwd dropped {fwd.get('dropped')} frame(s)")
+    # The filters need these negotiated (§5.1.6.5.1-3); without CTRL_VLAN QEMU passes every VLAN.
+    features = a.get("detail", "").split("features ")[-1].split(",")
+    lacking = [f for f in ("CTRL_VQ", "CTRL_RX", "CTRL_VLAN", "CTRL_MAC_ADDR") if f not in features]
+    if any(p.filtered for p in phases) and lacking:
+        problems.append(f"port A did not negotiate {', '.join(lacking)} ({a.get('detail')})")
     detail = "; ".join(parts) + f"; vio-fwd received {rx} on port A = the frames that passed"
     return (not problems), ("; ".join(problems) + " [" + detail + "]" if problems else detail)
