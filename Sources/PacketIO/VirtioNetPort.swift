@@ -119,7 +119,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.board = ReconnectBoard(pairs: options.queues)
     self.taken = Array(repeating: false, count: options.queues)
     self.linkUp = config.linkUp
-    self.mac = config.mac
+    // The address set with CTRL_MAC_ADDR_SET (§5.1.6.5.2) is the device's from here on: announced, reported.
+    self.mac = options.macAddress ?? config.mac
     self.address = address
     self.logger = logger
     self.controlState = controlState
@@ -380,7 +381,8 @@ enum VirtioNetOpen {
     let addressing = t.dmaAddressing
     func info(_ transport: String) -> PortInfo {
       var i = PortInfo(
-        address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(transport); features \(names)", mac: config.mac,
+        address: port, path: path, detail: "\(packed ? "packed" : "split") ring; \(transport); features \(names)",
+        mac: options.macAddress ?? config.mac,
         mtu: config.mtu ?? 1500, queues: options.queues, rxRingSize: rxRing, txRingSize: txRing, linkUp: config.linkUp)
       i.dmaAddressing = addressing
       i.mergeableReceiveBuffers = features.contains(bit: NetFeature.mrgRxbuf)

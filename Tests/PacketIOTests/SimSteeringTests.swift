@@ -99,6 +99,8 @@ final class SimSteeringTests: XCTestCase {
         $0.macFilter = [unicast, multicast]
         $0.vlanFilter = [5, 300]
       })
+    // The port reports (and would announce) the MAC it set, not the device's first one.
+    XCTAssertEqual(rig.group.ports[0].mac, own)
     try rig.group.setVLAN(port: 0, 5, enabled: false)
     try rig.group.setMACFilter(port: 0, [])
     XCTAssertEqual(

@@ -183,6 +183,91 @@ class RSSCheckTests(unittest.TestCase):
         self.assertEqual(traffic.parse(fwdtest.untag(tagged), 7)[:3], (3, 1, True))
 
 
+class FilterCheckTests(unittest.TestCase):
+    """Issue 15's receive-filter check: tagged frames per target, and the
+    host check's verdict on what a device with filters let through."""
+
+    TARGETS = [{"mac": "52:54:00:12:34:61", "filtered": True}, {"mac": "02:00:00:00:0a:0a", "vlan": 7, "filtered": True},
+               {"mac": "02:00:00:00:0a:0a"}, {"mac": "02:00:00:00:0a:0a", "vlan": 5}]
+
+    class Port:
+        def __init__(self):
+            self.frames = []
+
+        def send(self, fr):
+            pass
+
+        def received(self, predicate):
+            return [f for f in self.frames if predicate(f)]
+
+    def test_tagged_frames(self):
+        from guestbed import traffic
+        t = traffic.Target("02:00:00:00:0a:0a", 5)
+        frames = traffic.plan(3, 42, targets=[traffic.Target(), t])
+        tagged = [fr for f, _, fr in frames if f == 1]
+        self.assertTrue(all(fr[:6] == bytes.fromhex("020000000a0a") for fr in tagged))
+        self.assertTrue(all(fr[12:18] == bytes.fromhex("810000050800") for fr in tagged))
+        self.assertGreaterEqual(min(len(fr) for fr in tagged), 66)
+        for f, s, fr in frames:
+            self.assertEqual(traffic.parse(fr, 3, {(f, s): fr})[:3], (f, s, True))
+        self.assertRaises(ValueError, traffic.Target, "02:00:00:00:0a", None)
+        self.assertRaises(ValueError, traffic.Target, None, 4096)
+
+    def test_tap_capture_puts_the_tag_back(self):
+        # The host's receive path moves a tag to PACKET_AUXDATA (seen on a veth pair: the data says 0x0800).
+        from guestbed import netserver, traffic
+        fr = traffic.frame(1, 0, 0, 100, traffic.Target("02:00:00:00:0a:0a", 5))
+        stripped = fr[:12] + fr[16:]
+        aux = struct.pack("=IIIHHHH", netserver.TP_STATUS_VLAN_VALID | netserver.TP_STATUS_VLAN_TPID_VALID, 0, 0, 0, 0, 5, 0x8100)
+        anc = [(netserver.SOL_PACKET, netserver.PACKET_AUXDATA, aux)]
+        self.assertEqual(netserver.with_vlan_tag(stripped, anc), fr)
+        untagged = struct.pack("=IIIHHHH", 0, 0, 0, 0, 0, 0, 0)
+        self.assertEqual(netserver.with_vlan_tag(stripped, [(netserver.SOL_PACKET, netserver.PACKET_AUXDATA, untagged)]), stripped)
+
+    def run_check(self, deliver, rx_packets, features="MAC,CTRL_VQ,CTRL_RX,CTRL_VLAN,CTRL_MAC_ADDR,VERSION_1"):
+        from guestbed import fwdtest
+        ports = {"net1": self.Port(), "net2": self.Port()}
+        runs = fwdtest.Runs()
+        for name, filtered in (("f1", True), ("f2", False)):
+            targets = [dict(t, filtered=t.get("filtered", False) and filtered) for t in self.TARGETS]
+            spec = {"from": "net1", "to": "net2", "count": 40, "rate": 0, "targets": targets}
+            self.assertIsNone(runs.handle("net-traffic", ["flt", name, json.dumps(spec)], ports, lambda _: None))
+        for p in runs.phases["flt"]:
+            p.thread.join()
+            ports["net2"].frames += [fr for f, _, fr in p.frames if deliver(p, f)]
+        a = {"rx_packets": rx_packets, "rx_errors": 0, "rx_dropped": 0,
+             "detail": "split ring; VFIO; features " + features}
+        line = "VIOFWD-JSON flt " + json.dumps({"dropped": 0, "ports": [a, {"tx_packets": rx_packets}]})
+        ctx = hostchecks.BootContext("split", [], None, [line], None)
+        ctx.traffic_runs = runs
+        return hostchecks.run_requested(ctx, ["net-filter", "flt"])
+
+    def test_filtered_frames_absent_passes(self):
+        name, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 2, 20 + 40)
+        self.assertEqual((name, ok), ("host-net-filter", True), why)
+        self.assertIn("52:54:00:12:34:61 (filtered) 0/10", why)
+
+    def test_a_filtered_frame_that_arrived_fails(self):
+        _, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 1, 20 + 40)
+        self.assertFalse(ok)
+        self.assertIn("should have been filtered", why)
+
+    def test_vio_fwd_receiving_filtered_frames_fails(self):
+        _, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 2, 40 + 40)
+        self.assertFalse(ok)
+        self.assertIn("the device let filtered frames through", why)
+
+    def test_filters_without_ctrl_vlan_fail(self):
+        _, ok, why = self.run_check(lambda p, f: p.name == "f2" or f >= 2, 20 + 40, features="MAC,CTRL_VQ,CTRL_RX,VERSION_1")
+        self.assertFalse(ok)
+        self.assertIn("did not negotiate CTRL_VLAN, CTRL_MAC_ADDR", why)
+
+    def test_not_arriving_after_clearing_fails(self):
+        _, ok, why = self.run_check(lambda p, f: f >= 2, 20 + 20)
+        self.assertFalse(ok)
+        self.assertIn("f2: 20 missing", why)
+
+
 class FrameServerTests(unittest.TestCase):
     def test_round_trip(self):
         srv = FrameServer().start()

@@ -82,7 +82,8 @@ FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset
                "--fsync", "--reconnect_timeout", "--test-only-needs-reset-after",
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
-               "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after"]
+               "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after",
+               "--test-only-clear-filters-after"]
 # List and text options (issue 15): cpulists, RSS tables and keys, MACs, VLANs.
 FWD_LISTS = ["--cpus", "--rss-table", "--vlan-filter", "--rss-key", "--rss-hash", "--mac", "--mac-filter"]
 LIST_VALUES = ["0", "0-1", "1,0", "0,0", "3-1", "1,", ",", "-", "0-99999999999999999999", "4095", "4096", "0-4095",

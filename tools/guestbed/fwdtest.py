@@ -6,7 +6,10 @@ The guest drives it with two host requests and one host check:
     HOSTREQ net-traffic <run> <phase> <json>
         start sending test frames (traffic.py) into one device's host side
         in the background; json: {"from": "net1", "to": "net2", "count": N,
-        "rate": R, "flows": F, "jumbo": true|false}
+        "rate": R, "flows": F, "jumbo": true|false}; "targets": [{"mac":
+        "aa:..", "vlan": V, "filtered": true}, ...] gives each flow its own
+        destination MAC and 802.1Q tag (one flow per target), and says which
+        flows the receiving device must drop (receive filters)
     HOSTREQ net-traffic-wait <run> <phase>
         wait (bounded) until the phase's frames arrived on the "to" side, or
         none came for a while; the guest's following lines wait for this
@@ -14,6 +17,11 @@ The guest drives it with two host requests and one host check:
         after poweroff: every phase of <run> arrived whole, once, in per-flow
         order, or each missing frame is one vio-fwd counted as dropped: the
         guest prints vio-fwd's --json summary as `VIOFWD-JSON <run> {...}`
+    HOSTCHECK net-filter <run>
+        after poweroff: the frames of flows marked "filtered" never arrived,
+        every other frame did (intact, once, in order, none dropped), and
+        vio-fwd's receive count on port A is exactly the latter: the device
+        dropped the filtered frames, not vio-fwd
 
 The devices' host sides (FrameServer / TapPort, netserver.py) come from
 boot.py, keyed by device id.
@@ -51,8 +59,10 @@ class Phase:
         if self.src not in ports or self.dst not in ports:
             raise ValueError(f"net-traffic: unknown device in {spec} (have {', '.join(sorted(ports))})")
         self.run_id = random.randrange(1, 2**31)
+        self.targets = [traffic.Target.from_json(t) for t in spec.get("targets", [])]
         self.frames = traffic.plan(self.run_id, int(spec.get("count", 1000)), int(spec.get("flows", 4)),
-                                   bool(spec.get("jumbo", False)))
+                                   bool(spec.get("jumbo", False)), self.targets or None)
+        self.filtered = {f for f, t in enumerate(self.targets) if t.filtered}
         self.rate = float(spec.get("rate", 1000))
         # vio-fwd --tag-rx with RSS: {"table": [...]}; frames come back with the source MAC rewritten.
         self.rss = spec.get("rss")
@@ -75,7 +85,7 @@ class Phase:
             self.error = f"sending: {e}"
 
     def verdict(self):
-        v = traffic.Verdict(self.run_id, self.frames)
+        v = traffic.Verdict(self.run_id, self.frames, self.filtered)
         for fr in self.inp.received(lambda f: True):
             v.feed(untag(fr) if self.rss else fr)
         return v
@@ -116,14 +126,16 @@ class Phase:
         return (len(times) - 1) / (times[-1] - times[0])
 
     def wait(self):
-        """Until every frame arrived, or — once some have — none came for
-        WAIT_IDLE_S after the sender finished (at most WAIT_MAX_S)."""
+        """Until every expected frame arrived (those of filtered flows are
+        not waited for), or — once some have — none came for WAIT_IDLE_S
+        after the sender finished (at most WAIT_MAX_S)."""
         self.thread.join(WAIT_MAX_S)
         deadline = time.monotonic() + WAIT_MAX_S
         last_count, last_change = 0, time.monotonic()
+        want = len(self.verdict().expected)
         while time.monotonic() < deadline:
             n = self.verdict().received
-            if n >= len(self.frames):
+            if n >= want:
                 return n
             if n != last_count:
                 last_count, last_change = n, time.monotonic()
@@ -176,7 +188,7 @@ class Runs:
                 if p is None:
                     return f"net-traffic-wait: no phase {run}/{name} was started"
                 n = p.wait()
-                note(f"net-traffic {run}/{name}: {n}/{len(p.frames)} frames arrived on {p.dst} "
+                note(f"net-traffic {run}/{name}: {n}/{len(p.verdict().expected)} expected frames arrived on {p.dst} "
                      f"({time.monotonic() - p.t0:.1f} s after the start)")
                 return None
         except (IndexError, ValueError, KeyError) as e:
@@ -306,3 +318,60 @@ def _net_rss(ctx, args):
             problems.append("the changed table moved no flow")
         parts.append(f"{moved} flow(s) moved with the table")
     return (not problems), ("; ".join(problems) if problems else "; ".join(parts) + "; every frame tagged with the predicted queue and hash")
+
+
+@hostchecks.hostcheck("net-filter", nargs=1)
+def _net_filter(ctx, args):
+    """Issue 15, MAC/VLAN receive filters: in every phase of the run, no frame
+    of a flow marked filtered arrived, every other frame did (intact, once,
+    in flow order, none missing), and vio-fwd's port A received exactly those
+    (its JSON): the device dropped the filtered frames, vio-fwd never saw
+    them. A phase without filtered flows (sent after the filters were
+    cleared) must arrive whole."""
+    run = args[0]
+    runs = getattr(ctx, "traffic_runs", None)
+    phases = runs.phases.get(run, []) if runs else []
+    if not phases:
+        return False, f"no traffic was sent for run {run}"
+    try:
+        fwd = _fwd_summary(ctx.console_lines, run)
+    except ValueError as e:
+        return False, f"VIOFWD-JSON {run}: not JSON ({e})"
+    if fwd is None:
+        return False, f"the guest printed no `VIOFWD-JSON {run} ...` line (vio-fwd's --json summary)"
+    problems, parts, expected = [], [], 0
+    for p in phases:
+        if p.error:
+            problems.append(f"{p.name}: {p.error}")
+        v = p.verdict()
+        ok, text = v.summary()
+        if not ok:
+            problems.append(f"{p.name}: {text}")
+        expected += len(v.expected)
+        kinds = []
+        for f, t in enumerate(p.targets):
+            n = sum(1 for fl, _, _ in p.frames if fl == f)
+            got = sum(1 for k in v.seen if k[0] == f)
+            kinds.append(f"{t}{' (filtered)' if t.filtered else ''} {got}/{n}")
+        parts.append(f"{p.name}: " + ", ".join(kinds))
+    ports = (fwd.get("ports") or []) + [{}, {}]
+    a, b = ports[0], ports[1]
+    rx = int(a.get("rx_packets", -1))
+    if rx != expected:
+        problems.append(f"vio-fwd received {rx} frames on port A, {expected} were to pass the filters: "
+                        + ("the device let filtered frames through to vio-fwd" if rx > expected else "frames lost before vio-fwd"))
+    # Nothing refused or lost on the way: a frame vio-fwd itself threw away would hide here.
+    for k in ("rx_errors", "rx_dropped"):
+        if int(a.get(k, -1)) != 0:
+            problems.append(f"port A {k} {a.get(k)} (want 0)")
+    if int(b.get("tx_packets", -1)) != expected:
+        problems.append(f"port B sent {b.get('tx_packets')} frames, want {expected}")
+    if int(fwd.get("dropped", 0)):
+        problems.append(f"vio-fwd dropped {fwd.get('dropped')} frame(s)")
+    # The filters need these negotiated (§5.1.6.5.1-3); without CTRL_VLAN QEMU passes every VLAN.
+    features = a.get("detail", "").split("features ")[-1].split(",")
+    lacking = [f for f in ("CTRL_VQ", "CTRL_RX", "CTRL_VLAN", "CTRL_MAC_ADDR") if f not in features]
+    if any(p.filtered for p in phases) and lacking:
+        problems.append(f"port A did not negotiate {', '.join(lacking)} ({a.get('detail')})")
+    detail = "; ".join(parts) + f"; vio-fwd received {rx} on port A = the frames that passed"
+    return (not problems), ("; ".join(problems) + " [" + detail + "]" if problems else detail)

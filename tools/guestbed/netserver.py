@@ -8,7 +8,10 @@ frame as a 4-byte big-endian length followed by the frame, both ways.
 TapPort sits behind `-netdev tap,queues=N` (multi-queue virtio-net needs a
 multi-queue netdev, which the stream netdev is not): QEMU creates the tap
 interface, the host captures and injects frames on it with an AF_PACKET
-socket. Needs root (CAP_NET_ADMIN) and /dev/net/tun.
+socket. Needs root (CAP_NET_ADMIN) and /dev/net/tun. The host's receive path
+takes the 802.1Q tag out of every tagged frame the guest sends (the tag is
+then only in PACKET_AUXDATA); TapPort puts it back, so frames are recorded
+as the guest sent them.
 
 Both offer the same interface:
 
@@ -179,6 +182,23 @@ PACKET_OUTGOING = 4
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_RCVBUFFORCE = 33
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+# struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
+_AUXDATA = struct.Struct("=IIIHHHH")
+
+
+def with_vlan_tag(frame, ancdata):
+    """The frame with the 802.1Q tag the kernel moved to PACKET_AUXDATA put
+    back after the MAC addresses (unchanged when there was none)."""
+    for level, kind, data in ancdata:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUXDATA.size:
+            status, _, _, _, _, tci, tpid = _AUXDATA.unpack_from(data)
+            if status & TP_STATUS_VLAN_VALID:
+                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                return frame[:12] + struct.pack(">HH", tpid, tci) + frame[12:]
+    return frame
 
 
 class TapPort(_FrameLog):
@@ -239,6 +259,7 @@ class TapPort(_FrameLog):
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
             sock.bind((self.ifname, 0))
+            sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             sock.settimeout(0.5)
             with self._cv:
                 self._sock = sock
@@ -251,14 +272,14 @@ class TapPort(_FrameLog):
             return
         while not self._closed:
             try:
-                frame, addr = sock.recvfrom(65536)
+                frame, anc, _, addr = sock.recvmsg(65536, socket.CMSG_SPACE(_AUXDATA.size))
             except socket.timeout:
                 self._count_drops(sock)
                 continue
             except OSError:
                 return          # the interface went away: QEMU has exited
             if addr[2] != PACKET_OUTGOING:       # not our own injections
-                self._record(frame)
+                self._record(with_vlan_tag(frame, anc))
 
     def tx_dropped(self):
         """Frames the tap dropped on their way to QEMU (its reader was too

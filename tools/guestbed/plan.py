@@ -268,6 +268,8 @@ def default_plan_body(programs=("vio-guest-check",)):
         _plan_file("fallback-legacy.sh").rstrip("\n"),
         # issue 18: DEVICE_NEEDS_RESET on a net port, recovered in-process.
         _plan_file("net-needs-reset.sh").rstrip("\n"),
+        # issue 15: MAC/VLAN receive filters, set at open and cleared at run time.
+        _plan_file("net-filters.sh").rstrip("\n"),
         'fi',
         'else',
         '  check_fail vio-fwd-present "/bin/vio-fwd is not in the initramfs"',

@@ -10,7 +10,8 @@ with a payload that starts
 
 followed by filler derived from (run, flow, seq). Frame sizes cycle through
 64 ... 1514 bytes (and jumbo sizes when the path's MTU allows); several flows
-are interleaved.
+are interleaved. A flow may have its own destination MAC and an 802.1Q tag
+(TPID 0x8100 before the IPv4 EtherType; `Target`), for receive-filter tests.
 
 Used by the guest test bed (host side of `HOSTREQ net-traffic`, see
 hostchecks.py) and by the host-only kernel-path test (Tests/net/veth-fwd):
@@ -35,6 +36,35 @@ JUMBO_SIZES = [1515, 2048, 4000, 8000, 9014]
 SRC_MAC = bytes.fromhex("020000000a01")
 DST_MAC = bytes.fromhex("020000000b02")
 ETH_P_ALL = 0x0003
+TPID_8021Q = 0x8100
+
+
+class Target:
+    """Where one flow's frames go: a destination MAC and an optional VLAN id
+    (the frame then carries an 802.1Q tag, priority 0). `filtered`: the test
+    expects the receiver's device to drop them (receive-filter tests)."""
+
+    def __init__(self, mac=None, vlan=None, filtered=False):
+        self.mac = bytes.fromhex(mac.replace(":", "")) if isinstance(mac, str) else (mac or DST_MAC)
+        if len(self.mac) != 6:
+            raise ValueError(f"target MAC {mac!r}: want 6 bytes, aa:bb:cc:dd:ee:ff")
+        if vlan is not None and not 0 <= int(vlan) <= 4095:
+            raise ValueError(f"target VLAN {vlan!r}: want 0 ... 4095")
+        self.vlan = None if vlan is None else int(vlan)
+        self.filtered = bool(filtered)
+
+    @classmethod
+    def from_json(cls, d):
+        return cls(d.get("mac"), d.get("vlan"), d.get("filtered", False))
+
+    def __str__(self):
+        mac = ":".join(f"{b:02x}" for b in self.mac)
+        return mac + (f" vlan {self.vlan}" if self.vlan is not None else "")
+
+
+def payload_offset(fr):
+    """Where the UDP payload starts: after an 802.1Q tag when the frame has one."""
+    return PAYLOAD_OFF + 4 if fr[12:14] == struct.pack(">H", TPID_8021Q) else PAYLOAD_OFF
 
 
 def _csum(data):
@@ -46,10 +76,11 @@ def _csum(data):
     return ~s & 0xFFFF
 
 
-def frame(run, flow, seq, length):
-    """One test frame of `length` bytes (>= 62)."""
-    assert MIN_FRAME <= length <= 65535
-    fill_len = length - PAYLOAD_OFF - HDR.size
+def frame(run, flow, seq, length, target=None):
+    """One test frame of `length` bytes (>= 62, >= 66 with a VLAN tag)."""
+    tag = b"" if target is None or target.vlan is None else struct.pack(">HH", TPID_8021Q, target.vlan)
+    assert MIN_FRAME + len(tag) <= length <= 65535
+    fill_len = length - PAYLOAD_OFF - len(tag) - HDR.size
     seed = (run * 2654435761 + flow * 40503 + seq * 97) & 0xFFFFFFFF
     filler = bytes(((seed >> (i % 24)) + i) & 0xFF for i in range(fill_len))
     crc = zlib.crc32(filler)
@@ -64,45 +95,56 @@ def frame(run, flow, seq, length):
     udp = struct.pack(">HHHH", sport, dport, udp_len, 0)
     c = _csum(pseudo + udp + payload) or 0xFFFF
     udp = struct.pack(">HHHH", sport, dport, udp_len, c)
-    return DST_MAC + SRC_MAC + b"\x08\x00" + ip + udp + payload
+    dst = DST_MAC if target is None else target.mac
+    return dst + SRC_MAC + tag + b"\x08\x00" + ip + udp + payload
 
 
-def plan(run, count, flows=4, jumbo=False):
+def plan(run, count, flows=4, jumbo=False, targets=None):
     """[(flow, seq, frame)] in send order: flows interleaved round-robin,
-    sizes cycling through SIZES (+ JUMBO_SIZES)."""
+    sizes cycling through SIZES (+ JUMBO_SIZES). `targets`: one Target per
+    flow (then flows = len(targets)); tagged frames are at least 66 bytes."""
+    if targets:
+        flows = len(targets)
     sizes = SIZES + (JUMBO_SIZES if jumbo else [])
     out = []
     next_seq = [0] * flows
     for i in range(count):
         f = i % flows
-        length = sizes[i % len(sizes)]
-        out.append((f, next_seq[f], frame(run, f, next_seq[f], length)))
+        t = targets[f] if targets else None
+        length = max(sizes[i % len(sizes)], MIN_FRAME + (4 if t is not None and t.vlan is not None else 0))
+        out.append((f, next_seq[f], frame(run, f, next_seq[f], length, t)))
         next_seq[f] += 1
     return out
 
 
-def parse(fr, run):
-    """(flow, seq, ok, reason) for a test frame of this run, None for others."""
-    if len(fr) < MIN_FRAME or fr[PAYLOAD_OFF:PAYLOAD_OFF + 4] != MAGIC:
+def parse(fr, run, sent=None):
+    """(flow, seq, ok, reason) for a test frame of this run, None for others.
+    `sent`: {(flow, seq): frame as sent}, to compare the headers with (else
+    they are compared with an untagged frame to DST_MAC)."""
+    off = payload_offset(fr)
+    if len(fr) < off + HDR.size or fr[off:off + 4] != MAGIC:
         return None
-    magic, r, flow, seq, length, crc = HDR.unpack_from(fr, PAYLOAD_OFF)
+    magic, r, flow, seq, length, crc = HDR.unpack_from(fr, off)
     if r != run:
         return None
     if length != len(fr):
         return flow, seq, False, f"length {len(fr)}, sent {length}"
-    if zlib.crc32(fr[PAYLOAD_OFF + HDR.size:]) != crc:
+    if zlib.crc32(fr[off + HDR.size:]) != crc:
         return flow, seq, False, "payload changed (CRC-32 mismatch)"
-    if frame(run, flow, seq, length) != fr:
-        return flow, seq, False, "headers changed"
+    want = sent.get((flow, seq)) if sent is not None else frame(run, flow, seq, length)
+    if want != fr:
+        return flow, seq, False, "headers changed" if want is not None else "never sent"
     return flow, seq, True, ""
 
 
 class Verdict:
     """What the receiver saw of one run."""
 
-    def __init__(self, run, sent):
+    def __init__(self, run, sent, absent_flows=()):
         self.run = run
         self.sent = sent                # [(flow, seq, frame)]
+        self.by_key = {(f, s): fr for f, s, fr in sent}
+        self.absent_flows = set(absent_flows)   # flows that must not arrive at all (filtered)
         self.seen = {}                  # (flow, seq) -> count
         self.last = {}                  # flow -> last seq
         self.corrupt = []
@@ -110,7 +152,7 @@ class Verdict:
         self.duplicates = []
 
     def feed(self, fr):
-        p = parse(fr, self.run)
+        p = parse(fr, self.run, self.by_key)
         if p is None:
             return False
         flow, seq, ok, reason = p
@@ -131,8 +173,18 @@ class Verdict:
         return len(self.seen)
 
     @property
+    def expected(self):
+        """The frames that should arrive (those of flows not in absent_flows)."""
+        return [(f, s) for f, s, _ in self.sent if f not in self.absent_flows]
+
+    @property
     def missing(self):
-        return [(f, s) for f, s, _ in self.sent if (f, s) not in self.seen]
+        return [(f, s) for f, s in self.expected if (f, s) not in self.seen]
+
+    @property
+    def unexpected(self):
+        """Frames of absent flows that arrived anyway."""
+        return sorted(k for k in self.seen if k[0] in self.absent_flows)
 
     def summary(self, explained_losses=0):
         """(ok, text): every frame arrived intact and once, per-flow order
@@ -146,6 +198,9 @@ class Verdict:
             problems.append(f"{len(self.duplicates)} duplicate(s) ({', '.join(self.duplicates[:3])})")
         if self.reordered:
             problems.append(f"{len(self.reordered)} out of order ({'; '.join(self.reordered[:3])})")
+        if self.unexpected:
+            problems.append(f"{len(self.unexpected)} frame(s) arrived that should have been filtered "
+                            f"({', '.join(f'flow {f} seq {s}' for f, s in self.unexpected[:3])})")
         if len(missing) > explained_losses:
             problems.append(f"{len(missing)} missing, only {explained_losses} counted as dropped by the forwarder "
                             f"(first missing: {', '.join(f'flow {f} seq {s}' for f, s in missing[:3])})")

@@ -64,6 +64,7 @@ struct Run {
     var linkEvents = [Int](repeating: 0, count: portCount)
     var exitCode: Int32 = 0
     var provoke = TestOnlyNeedsReset(after: s.testOnlyNeedsResetAfter)
+    var clearFilters = TestOnlyClearFilters(after: s.testOnlyClearFiltersAfter, vlans: s.vlanFilter)
     // A stats period of 0 means no live lines: the next one is never due.
     // (Both sums saturate: `start &+ UInt64.max` used to wrap to start - 1, a
     // live line on every pass of this loop.)
@@ -88,6 +89,7 @@ struct Run {
         // A removed port (hot-unplug) stops; the others carry on: not a reason to stop forwarding.
       }
       provoke.poll(&group)
+      clearFilters.poll(&group)
       let t = monotonicNanoseconds()
       activity.sample(at: t, packets: (0..<portCount).reduce(UInt64(0)) { $0 &+ Report.moved(group.stats(port: $1), s.mode) })
       metrics?.update(Self.samples(group, linkEvents))

@@ -153,6 +153,11 @@ struct VioFwd: ParsableCommand {
   /// DEVICE_NEEDS_RESET, and the port recovers in-process.
   @Option(name: .customLong("test-only-needs-reset-after"), help: .hidden)
   var testOnlyNeedsResetAfter: Int?
+  /// Test only (issue 15's filter test): once port 0 received N frames, the
+  /// ports' receive filters are cleared at run time (promiscuous on, MAC
+  /// table emptied, --vlan-filter's VLANs removed).
+  @Option(name: .customLong("test-only-clear-filters-after"), help: .hidden)
+  var testOnlyClearFiltersAfter: Int?
 
   /// Longest --duration and --stats-period: a year.
   static let maxNanoseconds: UInt64 = 365 * 86_400 * 1_000_000_000
@@ -197,6 +202,12 @@ struct VioFwd: ParsableCommand {
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
     try Numbers.check(txRetries, option: "--tx-retries", in: 0...Int(Int32.max))
     if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
+    if let n = testOnlyClearFiltersAfter {
+      try Numbers.check(n, option: "--test-only-clear-filters-after", in: 1...1_000_000_000)
+      guard macFilter != nil || vlanFilter != nil else {
+        throw ValidationError("--test-only-clear-filters-after needs filters to clear: give --mac-filter or --vlan-filter")
+      }
+    }
     guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical") }
   }
 
@@ -320,6 +331,7 @@ struct VioFwd: ParsableCommand {
     if let e = exporter?.server { Console.note("metrics: \(e.endpoint)") }
     var run = settings
     run.cpus = pinned
+    run.vlanFilter = steer.vlans ?? []
     let code = try Run(settings: run, metrics: exporter).execute(&group)
     if code != 0 { throw ExitCode(code) }
   }
@@ -329,7 +341,7 @@ struct VioFwd: ParsableCommand {
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
       idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
-      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive)
+      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter)
   }
 }
 
@@ -350,6 +362,9 @@ struct Settings: Sendable {
   var testOnlyNeedsResetAfter: Int? = nil
   /// --tag-rx: the source MAC of each forwarded frame says its queue and hash.
   var tagReceive = false
+  var testOnlyClearFiltersAfter: Int? = nil
+  /// --vlan-filter's VLAN ids (what --test-only-clear-filters-after removes).
+  var vlanFilter: [UInt16] = []
   /// Worker q's CPU (--cpus), or nil: not pinned.
   var cpus: [Int]? = nil
 }

@@ -119,15 +119,38 @@ else
   # the second table (each bucket flipped) moved the flows (HOSTCHECK net-rss).
   if [ "${GUESTBED_NET_RSS:-off}" = on ] && [ "$Q" -eq 2 ]; then
     rss_got() { _v=$(sed -n 's/^port0.rx_packets=//p' /tmp/rss.stats 2>/dev/null); [ "${_v:-0}" -ge "$1" ]; }
-    rss_run() {  # rss_run <phase> <table>
+    # pinned_cpus <pid>: the CPU of each of its threads pinned to one CPU
+    # (affinity from /proc/<pid>/task/*/status), sorted; a pinned thread
+    # that last ran elsewhere (stat field 39) is printed as <cpu>!<where>.
+    pinned_cpus() {
+      for _t in /proc/$1/task/*; do
+        _a=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' $_t/status)
+        case "$_a" in ''|*,*|*-*) continue ;; esac
+        _on=$(awk '{print $39}' $_t/stat)
+        [ "$_on" = "$_a" ] && echo "$_a" || echo "$_a!$_on"
+      done | sort | tr '\n' ' '
+    }
+    rss_run() {  # rss_run <phase> <table> [vio-fwd options]
       rm -f /tmp/rss.stats /tmp/rss.log
-      /bin/vio-fwd --port pci:$FA --port pci:$FB --mode io --queues 2 --rss --rss-hash udp4 --rss-table $2 --tag-rx \
-        --stats-period 1 --stats-file /tmp/rss.stats >/dev/null 2>/tmp/rss.log &
+      _ph=$1 _tab=$2; shift 2
+      /bin/vio-fwd --port pci:$FA --port pci:$FB --mode io --queues 2 --rss --rss-hash udp4 --rss-table $_tab --tag-rx \
+        --stats-period 1 --stats-file /tmp/rss.stats "$@" >/dev/null 2>/tmp/rss.log &
       _rss=$!
+      set -- $_ph $_tab "$@"
       if wait_until 120 grep -q "forwarding:" /tmp/rss.log; then
         check_pass net-rss-start-$1 "table $2: $(grep -m1 'forwarding:' /tmp/rss.log | cut -c1-120)"
       else
         check_fail net-rss-start-$1 "vio-fwd --rss did not start: $(tail -n3 /tmp/rss.log | tr '\n' ' ')"
+      fi
+      # --cpus 1,0 (issue 15): one worker pinned to each listed CPU, and running there;
+      # the main thread keeps the whole set. Read while the workers run (each
+      # pins itself as it starts: waited for).
+      if [ "$3" = --cpus ]; then
+        pins_are() { [ "$(pinned_cpus $_rss)" = "$1" ]; }
+        wait_until 30 pins_are "0 1 "
+        _pins=$(pinned_cpus $_rss)
+        [ "$_pins" = "0 1 " ] && check_pass net-fwd-cpus "workers pinned to CPUs: $_pins(--cpus $4; $(grep -o 'workers pinned to CPUs [0-9,]*' /tmp/rss.log))" \
+          || check_fail net-fwd-cpus "--cpus $4: threads pinned to '$_pins' (want one on 0 and one on 1, each running there)"
       fi
       hostreq net-traffic rss $1 "{\"from\":\"net1\",\"to\":\"net2\",\"count\":400,\"rate\":400,\"flows\":16,\"rss\":{\"table\":[$2]}}"
       wait_until 120 rss_got 400 || check_fail net-rss-received-$1 "vio-fwd received $(sed -n 's/^port0.rx_packets=//p' /tmp/rss.stats) of 400 frames"
@@ -138,7 +161,7 @@ else
       [ $_rc -eq 0 ] && check_pass net-rss-exit-$1 "$(grep -m1 'rxq' /tmp/rss.log | cut -c1-160)" \
         || check_fail net-rss-exit-$1 "vio-fwd exit status $_rc: $(tail -n3 /tmp/rss.log | tr '\n' ' ')"
     }
-    rss_run t1 0,1,1,0
+    rss_run t1 0,1,1,0 --cpus 1,0
     rss_run t2 1,0,0,1
     hostcheck net-rss rss
   fi
