@@ -19,20 +19,22 @@ public struct WorkerThread: ~Copyable {
 
   /// Starts `body` on a new thread, pinned to `cpu` when given (>= 0).
   public init(cpu: Int = -1, _ body: @escaping @Sendable () -> Void) throws(SysError) {
-    let start = ThreadStart(cpu: cpu, body: body)
+    let start = ThreadStart(body: body)
     // SAFETY: the +1 reference travels to the thread, which releases it (takeRetainedValue).
     let ctx = Unmanaged.passRetained(start).toOpaque()
     var h: UInt64 = 0
     let rc = vio_os_thread_start(
-      &h,
+      &h, Int32(clamping: cpu < 0 ? -1 : cpu),
       { raw in
         let s = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
-        _ = vio_os_pin_self(Int32(s.cpu))
         s.body()
         return nil
       }, ctx)
     guard rc == 0 else {
       Unmanaged<ThreadStart>.fromOpaque(ctx).release()
+      if cpu >= 0 {
+        throw SysError("pthread_create pinned to CPU \(cpu)", errno: -rc, advice: "pick a CPU this process may run on (taskset, cgroup cpuset), or do not pin")
+      }
       throw SysError("pthread_create", errno: -rc, advice: "use fewer queues or threads")
     }
     handle = h
@@ -56,10 +58,8 @@ public func allowedCPUs() throws(SysError) -> [Int] {
 }
 
 final class ThreadStart: @unchecked Sendable {
-  let cpu: Int
   let body: @Sendable () -> Void
-  init(cpu: Int, body: @escaping @Sendable () -> Void) {
-    self.cpu = cpu
+  init(body: @escaping @Sendable () -> Void) {
     self.body = body
   }
 }

@@ -132,4 +132,24 @@ final class OSLayerTests: XCTestCase {
     XCTAssertGreaterThanOrEqual(StopSignal.fd, 0)
     XCTAssertEqual(Poll.readable(StopSignal.fd, timeoutMilliseconds: 0), StopSignal.requested ? 1 : 0)
   }
+
+  func testPinnedWorkerRunsOnlyOnItsCPUAndABadCPUIsRefused() throws {
+    let cpu = try XCTUnwrap(try allowedCPUs().last)
+    let fd = try EventFD.create()
+    let raw = fd.raw
+    let thread = try WorkerThread(cpu: cpu) {
+      // The thread's own affinity mask (sched_getaffinity of the calling thread).
+      if (try? allowedCPUs()) == [cpu] { EventFD.signal(raw) }
+    }
+    thread.join()
+    XCTAssertEqual(EventFD.drain(raw), 1, "the worker's mask was exactly CPU \(cpu) from its first instruction")
+    // A CPU outside the cpu_set_t (and outside any mask) fails at start, with the CPU named.
+    do {
+      let t = try WorkerThread(cpu: 4096) {}
+      t.join()
+      XCTFail("a worker pinned to CPU 4096 started")
+    } catch {
+      XCTAssertTrue("\(error)".contains("CPU 4096"), "\(error)")
+    }
+  }
 }

@@ -143,23 +143,29 @@ void vio_os_request_stop(void) {
 
 /* ---- threads ---- */
 
-int vio_os_thread_start(uint64_t *handle, void *(*body)(void *), void *context) {
+int vio_os_thread_start(uint64_t *handle, int cpu, void *(*body)(void *), void *context) {
+  /* The affinity goes in the attributes, so a CPU the thread may not run on
+   * fails pthread_create here, where the caller can report it, rather than
+   * leaving an unpinned thread behind. */
+  pthread_attr_t attr;
+  int rc = pthread_attr_init(&attr);
+  if (rc) return -rc;
+  if (cpu >= CPU_SETSIZE) rc = EINVAL;
+  else if (cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    rc = pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+  }
   pthread_t t;
-  int rc = pthread_create(&t, NULL, body, context);
+  if (!rc) rc = pthread_create(&t, &attr, body, context);
+  pthread_attr_destroy(&attr);
   if (rc) return -rc;
   *handle = (uint64_t)t;
   return 0;
 }
 
 void vio_os_thread_join(uint64_t handle) { pthread_join((pthread_t)handle, NULL); }
-
-int vio_os_pin_self(int cpu) {
-  if (cpu < 0) return 0;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
 
 int vio_os_allowed_cpus(int *out, int max) {
   cpu_set_t set;

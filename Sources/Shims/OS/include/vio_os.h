@@ -58,10 +58,9 @@ int vio_os_stop_fd(void);
 
 /* ---- threads ---------------------------------------------------------------------- */
 /* Starts a joinable thread running body(context); 0 or -errno. */
-int vio_os_thread_start(uint64_t *handle, void *(*body)(void *), void *context);
+int vio_os_thread_start(uint64_t *handle, int cpu, void *(*body)(void *), void *context);
 void vio_os_thread_join(uint64_t handle);
 /* Pins the calling thread to `cpu` (no-op for cpu < 0); 0 or -errno. */
-int vio_os_pin_self(int cpu);
 /* The CPUs this process may run on (sched_getaffinity), ascending, at most
  * `max` into `out`; the count or -errno. */
 int vio_os_allowed_cpus(int *out, int max);
