@@ -21,8 +21,8 @@ import VirtioVhostUser
 /// releases the DMA memory their rings and buffers live in.
 public struct PortGroup: ~Copyable {
   let backends: [PortBackend]
-  /// What each port is, in the order given.
-  public let ports: [PortInfo]
+  /// What each port is, in the order given (`mac` follows `setMACAddress`).
+  public private(set) var ports: [PortInfo]
   public let queuesPerPort: Int
   /// Bytes per pool buffer: `PortOptions.bufferSize` (rounded up to 64), else
   /// headroom + the largest frame any port's MTU allows.
@@ -321,6 +321,7 @@ public struct PortGroup: ~Copyable {
   /// VIRTIO_NET_CTRL_MAC_ADDR_SET on `port` (§5.1.6.5.2; needs CTRL_MAC_ADDR).
   public mutating func setMACAddress(port: Int, _ mac: MACAddress) throws(VirtioError) {
     try virtioControl(port, "setting the MAC address").setMACAddress(mac)
+    ports[port].mac = mac
   }
 
   /// VIRTIO_NET_CTRL_RX_PROMISC on `port` (§5.1.6.5.1; needs CTRL_RX).

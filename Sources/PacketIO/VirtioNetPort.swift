@@ -75,8 +75,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var reconnects: UInt64 = 0
   /// The device was taken away (hot-unplug) and released.
   var removed = false
-  /// The port's MAC (config), for its gratuitous packet.
-  let mac: MACAddress?
+  /// The port's MAC (config, or the last one set), for its gratuitous packet (in `board` too, for the worker).
+  var mac: MACAddress?
   /// The config's status said ANNOUNCE at the last `check`.
   var announceAsked = false
   /// An announce request handed to the worker of pair 0, not yet acknowledged to the device.
@@ -117,6 +117,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.features = features
     self.pairs = options.queues
     self.board = ReconnectBoard(pairs: options.queues)
+    self.board.setAnnounceMAC(options.macAddress ?? config.mac)
     self.taken = Array(repeating: false, count: options.queues)
     self.linkUp = config.linkUp
     // The address set with CTRL_MAC_ADDR_SET (§5.1.6.5.2) is the device's from here on: announced, reported.
@@ -159,6 +160,9 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     try requireControl("setting the MAC address")
     try control?.setMACAddress(mac)
     controlState.macAddress = mac
+    // §5.1.6.5.2: the device's address from here on — announced and reported as such.
+    self.mac = mac
+    board.setAnnounceMAC(mac)
   }
 
   func setPromiscuous(_ on: Bool) throws(VirtioError) {
@@ -179,7 +183,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     let pair = NetQueuePair(
       rx: rx, tx: tx, rxDoorbell: session.transport.doorbell(queue: rxIndex), txDoorbell: session.transport.doorbell(queue: txIndex),
       features: features)
-    let port = VirtioPortQueue(pair: pair, control: board.control(pair: q), announceMAC: q == 0 ? mac : nil)
+    let port = VirtioPortQueue(pair: pair, control: board.control(pair: q), announces: q == 0)
     return (Q.wrap(box(port)), wakeFD(q))
   }
 

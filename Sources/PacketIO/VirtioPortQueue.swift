@@ -62,6 +62,17 @@ struct ReconnectBoard: ~Copyable {
   /// packet (§5.1.6.5.4); returns the request, which `announced` echoes once sent.
   func requestAnnounce() -> UInt32 { bump(Self.announceMask, by: 1 << 16) }
 
+  /// Main thread: the MAC the worker of pair 0 announces (§5.1.6.5.4), kept in
+  /// the request line (+16: bytes 0–3, +20: bytes 4–5 and a "set" bit) so a
+  /// MAC set at run time (CTRL_MAC_ADDR_SET) is the one announced next. Written
+  /// before `requestAnnounce`'s release store, which the worker acquires.
+  func setAnnounceMAC(_ mac: MACAddress?) {
+    guard let m = mac else { return vio_pkt_store_relaxed_u32(base + 20, 0) }
+    let b = m.bytes
+    vio_pkt_store_relaxed_u32(base + 16, UInt32(b.0) | UInt32(b.1) << 8 | UInt32(b.2) << 16 | UInt32(b.3) << 24)
+    vio_pkt_store_release_u32(base + 20, UInt32(b.4) | UInt32(b.5) << 8 | 1 << 16)
+  }
+
   /// Main thread: the last announce request pair `p`'s worker served.
   func announced(pair p: Int) -> UInt32 { vio_pkt_load_acquire_u32(control(pair: p).slot + 12) }
 
@@ -89,6 +100,19 @@ struct ReconnectControl: BitwiseCopyable {
     vio_pkt_store_release_u32(slot, epoch)
   }
 
+  /// Worker: the MAC to announce (`ReconnectBoard.setAnnounceMAC`), nil if the
+  /// port has none. Acquires the request word first: the announce request that
+  /// brought the worker here was published after the MAC.
+  var announceMAC: MACAddress? {
+    _ = vio_pkt_load_acquire_u32(request)
+    let high = vio_pkt_load_acquire_u32(request + 20)
+    guard high & (1 << 16) != 0 else { return nil }
+    let low = vio_pkt_load_relaxed_u32(request + 16)
+    return MACAddress((
+      UInt8(truncatingIfNeeded: low), UInt8(truncatingIfNeeded: low >> 8), UInt8(truncatingIfNeeded: low >> 16),
+      UInt8(truncatingIfNeeded: low >> 24), UInt8(truncatingIfNeeded: high), UInt8(truncatingIfNeeded: high >> 8)))
+  }
+
   /// Worker: the announce request `request` was served.
   func announced(_ request: UInt32) { vio_pkt_store_release_u32(slot + 12, request) }
 
@@ -114,13 +138,13 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   var parkedPhase: UInt32 = 0
   /// Test only: when this pair published an impossible avail index (monotonic ns), 0 if it did not.
   var provokedAt: UInt64 = 0
-  /// Pair 0 of a port with a MAC: the one that sends the port's gratuitous packet.
-  let announceMAC: MACAddress?
+  /// Pair 0: the one that sends the port's gratuitous packet (with the MAC the board holds).
+  let announces: Bool
 
-  init(pair: consuming NetQueuePair<Q, Q>, control: ReconnectControl, announceMAC: MACAddress? = nil) {
+  init(pair: consuming NetQueuePair<Q, Q>, control: ReconnectControl, announces: Bool = false) {
     self.pair = pair
     self.control = control
-    self.announceMAC = announceMAC
+    self.announces = announces
   }
 
   @inline(__always)
@@ -177,7 +201,7 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
   /// §5.1.6.5.4: the port's gratuitous RARP, queued like any frame (a full
   /// ring or an empty pool: counted in `txDropped`).
   mutating func announce(_ pool: inout BufferPool) {
-    guard let mac = announceMAC else { return }
+    guard announces, let mac = control.announceMAC else { return }
     guard var b = pool.allocate() else {
       pair.stats.txDropped &+= 1
       return

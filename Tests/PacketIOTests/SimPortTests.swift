@@ -186,6 +186,31 @@ final class SimPortTests: XCTestCase {
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "nothing more")
   }
 
+  /// A MAC set at run time (CTRL_MAC_ADDR_SET, §5.1.6.5.2) is the port's from
+  /// then on: `ports` reports it and the next announcement carries it.
+  func testAnnouncementAfterARunTimeMACChangeCarriesTheNewMAC() throws {
+    let rig = try Rig(packed: false, extra: [NetFeature.guestAnnounce, NetFeature.ctrlMACAddr]) { o in
+      o.macAddress = MACAddress((0x02, 0, 0, 0, 0x0A, 0x0A))  // negotiates CTRL_MAC_ADDR
+    }
+    XCTAssertEqual(rig.group.ports[0].mac, MACAddress((0x02, 0, 0, 0, 0x0A, 0x0A)))
+    var q = rig.group.takeQueue(port: 0, queue: 0)
+    var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
+    q.start(pool: &pool)
+    let new = MACAddress((0x02, 0, 0, 0, 0x0A, 0x0B))
+    try rig.group.setMACAddress(port: 0, new)
+    XCTAssertEqual(rig.group.ports[0].mac, new)
+    rig.registers.setConfig(NetSimConfig.bytes(status: NetStatus.linkUp | NetStatus.announce), at: 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.announce(port: 0)])
+    let deadline = Date().addingTimeInterval(10)
+    while rig.wire.transmitted().isEmpty && Date() < deadline { q.flush(pool: &pool) }
+    let sent = rig.wire.transmitted()
+    XCTAssertEqual(sent.count, 1, "one gratuitous packet")
+    if let f = sent.first {
+      XCTAssertEqual(Array(f[6..<12]), [0x02, 0, 0, 0, 0x0A, 0x0B], "from the MAC set at run time")
+      XCTAssertEqual(Array(f[22..<28]), [0x02, 0, 0, 0, 0x0A, 0x0B])
+    }
+  }
+
   /// A device that returns an id it was never given breaks the queue with a
   /// reason; the worker learns it from the queue, nothing traps.
   func testBrokenQueue() throws {
