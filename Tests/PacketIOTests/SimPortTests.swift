@@ -164,13 +164,7 @@ final class SimPortTests: XCTestCase {
     var pool = try rig.group.makeBufferPool(count: rig.group.poolSize(burst: 32))
     q.start(pool: &pool)
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
-    rig.registers.setConfig(NetSimConfig.bytes(status: NetStatus.linkUp | NetStatus.announce), at: 0)
-    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.announce(port: 0)])
-    let deadline = Date().addingTimeInterval(10)
-    while rig.wire.transmitted().isEmpty && Date() < deadline { q.flush(pool: &pool) }
-    let sent = rig.wire.transmitted()
-    XCTAssertEqual(sent.count, 1, "one gratuitous packet")
-    if let f = sent.first {
+    if let f = announced(rig, &q, &pool) {
       XCTAssertEqual(f.count, 60)
       XCTAssertEqual(Array(f[0..<6]), [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], "broadcast")
       XCTAssertEqual(Array(f[6..<12]), [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF], "from the port's MAC")
@@ -186,6 +180,18 @@ final class SimPortTests: XCTestCase {
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [], "nothing more")
   }
 
+  /// The device sets VIRTIO_NET_S_ANNOUNCE; the port reports it and pair 0's
+  /// worker sends one gratuitous packet, returned (nil, and a failure, if not one).
+  func announced(_ rig: Rig, _ q: inout PortQueue, _ pool: inout BufferPool) -> [UInt8]? {
+    rig.registers.setConfig(NetSimConfig.bytes(status: NetStatus.linkUp | NetStatus.announce), at: 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.announce(port: 0)])
+    let deadline = Date().addingTimeInterval(10)
+    while rig.wire.transmitted().isEmpty && Date() < deadline { q.flush(pool: &pool) }
+    let sent = rig.wire.transmitted()
+    XCTAssertEqual(sent.count, 1, "one gratuitous packet")
+    return sent.first
+  }
+
   /// A MAC set at run time (CTRL_MAC_ADDR_SET, §5.1.6.5.2) is the port's from
   /// then on: `ports` reports it and the next announcement carries it.
   func testAnnouncementAfterARunTimeMACChangeCarriesTheNewMAC() throws {
@@ -199,13 +205,7 @@ final class SimPortTests: XCTestCase {
     let new = MACAddress((0x02, 0, 0, 0, 0x0A, 0x0B))
     try rig.group.setMACAddress(port: 0, new)
     XCTAssertEqual(rig.group.ports[0].mac, new)
-    rig.registers.setConfig(NetSimConfig.bytes(status: NetStatus.linkUp | NetStatus.announce), at: 0)
-    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.announce(port: 0)])
-    let deadline = Date().addingTimeInterval(10)
-    while rig.wire.transmitted().isEmpty && Date() < deadline { q.flush(pool: &pool) }
-    let sent = rig.wire.transmitted()
-    XCTAssertEqual(sent.count, 1, "one gratuitous packet")
-    if let f = sent.first {
+    if let f = announced(rig, &q, &pool) {
       XCTAssertEqual(Array(f[6..<12]), [0x02, 0, 0, 0, 0x0A, 0x0B], "from the MAC set at run time")
       XCTAssertEqual(Array(f[22..<28]), [0x02, 0, 0, 0, 0x0A, 0x0B])
     }

@@ -224,19 +224,28 @@ def _accounting_problems(fwd):
     return out
 
 
-@hostchecks.hostcheck("net-traffic", nargs=1)
-def _net_traffic(ctx, args):
-    run = args[0]
+def _run_phases_and_summary(ctx, run):
+    """The traffic phases the host sent for `run` and vio-fwd's JSON summary of
+    it, or a reason the check cannot start: (phases, summary, why)."""
     runs = getattr(ctx, "traffic_runs", None)
     phases = runs.phases.get(run, []) if runs else []
     if not phases:
-        return False, f"no traffic was sent for run {run} (no HOSTREQ net-traffic {run} ...)"
+        return phases, None, f"no traffic was sent for run {run} (no HOSTREQ net-traffic {run} ...)"
     try:
         fwd = _fwd_summary(ctx.console_lines, run)
     except ValueError as e:
-        return False, f"VIOFWD-JSON {run}: not JSON ({e})"
+        return phases, None, f"VIOFWD-JSON {run}: not JSON ({e})"
     if fwd is None:
-        return False, f"the guest printed no `VIOFWD-JSON {run} ...` line (vio-fwd's --json summary)"
+        return phases, None, f"the guest printed no `VIOFWD-JSON {run} ...` line (vio-fwd's --json summary)"
+    return phases, fwd, None
+
+
+@hostchecks.hostcheck("net-traffic", nargs=1)
+def _net_traffic(ctx, args):
+    run = args[0]
+    phases, fwd, why = _run_phases_and_summary(ctx, run)
+    if why:
+        return False, why
     drops = int(fwd.get("dropped", 0))
     sent = missing = received = 0
     problems = []
@@ -329,16 +338,9 @@ def _net_filter(ctx, args):
     them. A phase without filtered flows (sent after the filters were
     cleared) must arrive whole."""
     run = args[0]
-    runs = getattr(ctx, "traffic_runs", None)
-    phases = runs.phases.get(run, []) if runs else []
-    if not phases:
-        return False, f"no traffic was sent for run {run}"
-    try:
-        fwd = _fwd_summary(ctx.console_lines, run)
-    except ValueError as e:
-        return False, f"VIOFWD-JSON {run}: not JSON ({e})"
-    if fwd is None:
-        return False, f"the guest printed no `VIOFWD-JSON {run} ...` line (vio-fwd's --json summary)"
+    phases, fwd, why = _run_phases_and_summary(ctx, run)
+    if why:
+        return False, why
     problems, parts, expected = [], [], 0
     for p in phases:
         if p.error:
