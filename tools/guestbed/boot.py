@@ -63,6 +63,7 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
         cmdline = cmdline.replace("intel_iommu=on iommu=pt ", "")
     return [
         QEMU, "-accel", "tcg", "-machine", "q35,kernel-irqchip=split",
+    ] + (["-cpu", variant.cpu] if variant.cpu else []) + [
         "-smp", str(smp), "-m", str(mem_mib),
         "-nodefaults", "-no-user-config", "-display", "none",
         "-serial", "stdio", "-monitor", "none", "-no-reboot",

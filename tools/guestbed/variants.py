@@ -20,6 +20,9 @@ A variant spec is a base name and optional `:key=value` modifiers:
                              what one sends the other receives (the side-by-side
                              benchmark, Tests/guest/plans/bench-side-by-side.sh;
                              the default plan's forwarding checks need it off)
+    split:cpu=max            QEMU -cpu max (TCG's default CPU model lacks
+                             SSE4.2, which Debian's DPDK needs: dpdk-testpmd
+                             dies of SIGILL without it)
     split:iommu=off          no vIOMMU (no intel-iommu device, no
                              intel_iommu=on): VFIO cannot work, and the
                              plan checks the fallback to the kernel drivers
@@ -29,6 +32,7 @@ Modifiers combine: `packed:event_idx=off:indirect=off:blk-qsize=128`.
 The spec string is the variant's name (the prefix of its check names).
 """
 
+import re
 from dataclasses import dataclass, field
 
 BASES = ("split", "packed")
@@ -78,6 +82,7 @@ class Variant:
     net_queues: int = None
     iommu: bool = True
     net_hub: bool = False
+    cpu: str = None                 # None: QEMU's default CPU model
     extra: dict = field(default_factory=dict)
 
     def _common(self):
@@ -152,6 +157,10 @@ def _apply(v, key, val):
         v.iommu = _onoff(key, val)
     elif key == "net-hub":
         v.net_hub = _onoff(key, val)
+    elif key == "cpu":
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", val):
+            raise VariantError(f"cpu={val}: expected a QEMU CPU model name such as max or host")
+        v.cpu = val
     else:
         raise VariantError(f"unknown variant modifier {key!r}")
 
