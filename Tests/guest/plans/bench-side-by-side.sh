@@ -43,7 +43,7 @@ rate_of() {
   else
     # vio-fwd live lines: "... port0 rx 0.1234 Mpps tx ... | port1 rx ..."
     awk '/ Mpps / {s = 0; for (i = 1; i < NF; i++) if ($i == "rx" && $(i+2) == "Mpps") s += $(i+1) * 1e6; print s}' "$2"
-  fi | awk '$1 > 0' | sed '1d;$d' | median
+  fi | if [ -n "${RAW:-}" ]; then cat; else awk '$1 > 0' | sed '1d;$d' | median; fi
 }
 # dpdk_totals <log>: "rx rx_dropped tx tx_dropped" from testpmd's accumulated forward statistics
 dpdk_totals() {
@@ -124,6 +124,9 @@ net_run() {
   fi
   # every frame sent is received, counted as dropped, or still in flight when the sender stopped
   inflight=$((sent - recv - rxdrop))
+  _log=/tmp/b-rx.log
+  [ $_m = io ] && _log=/tmp/b-io.log
+  echo "BENCH samples ring=$GUESTBED_RING mode=$_m who=$_w run=$_r pps: $(RAW=1 rate_of $_w $_log | tr '\n' ' ')"
   echo "BENCH net ring=$GUESTBED_RING mode=$_m who=$_w run=$_r pps=$rate sent=$sent not_sent=$notsent received=$recv rx_dropped=$rxdrop in_flight=$inflight"
   for _f in /tmp/b-*; do cp $_f /tmp/last-$_w-${_f#/tmp/b-}; done
   rm -f /tmp/b-*.log /tmp/b-*.json
@@ -160,6 +163,8 @@ esac
 # vio-fio JSON / fio JSON: read IOPS and p99 (ns)
 vio_iops() { sed -n 's/.*"read": {[^}]*"iops": \([0-9.]*\).*/\1/p' $1 | head -n1; }
 vio_p99() { sed -n 's/.*"99.000000": \([0-9]*\).*/\1/p' $1 | head -n1; }
+vio_p50() { sed -n 's/.*"50.000000": \([0-9]*\).*/\1/p' $1 | head -n1; }
+fio_p50() { grep -m1 '"50.000000" :' $1 | sed 's/.*: *\([0-9]*\).*/\1/'; }
 fio_iops() { grep -m1 '"iops" :' $1 | sed 's/[^0-9.]//g'; }
 fio_p99() { grep -m1 '"99.000000" :' $1 | sed 's/.*: *\([0-9]*\).*/\1/'; }
 kdev_ready() { [ -n "$(blk_kdev $BLK)" ]; }
@@ -168,7 +173,7 @@ blk_kdev() { ls /sys/bus/pci/devices/$1/virtio*/block/ 2>/dev/null | head -n1; }
 # matching /proc/interrupts lines (counts per CPU) and each IRQ's effective CPU; waits for pid
 irq_snapshot() {
   sleep $(((SECS + 1) / 2))
-  grep -E "$3" /proc/interrupts | while read -r n rest; do
+  [ $r = 1 ] && grep -E "$3" /proc/interrupts | while read -r n rest; do
     n=${n%:}
     echo "BENCH irqmap $1 pinned=$2 irq=$n effective_cpu=$(cat /proc/irq/$n/effective_affinity_list 2>/dev/null) affinity=$(cat /proc/irq/$n/smp_affinity_list 2>/dev/null) line=$(echo $rest | tr -s ' ')"
   done
@@ -183,8 +188,8 @@ vblk_load() {
   D=$(blk_kdev $BLK)
   [ $r = 1 ] && [ $qd = 1 ] && echo "BENCH blk device $BLK /dev/$D virtio_blk $* io_poll=$(cat /sys/block/$D/queue/io_poll 2>/dev/null) hw_queues=$(ls /sys/block/$D/mq 2>/dev/null | wc -l)"
 }
-blk_line() {  # blk_line <who> <qd> <run> <file> <iops> <p99>
-  echo "BENCH blk mode=$1 qd=$2 run=$3 iops=${5:-0} p99_ns=${6:-0}"
+blk_line() {  # blk_line <who> <qd> <run> <file> <iops> <p99> [p50]
+  echo "BENCH blk mode=$1 qd=$2 run=$3 iops=${5:-0} p99_ns=${6:-0} p50_ns=${7:-0}"
   [ -n "$5" ] || echo "BENCH note: blk $1 qd$2 run $3: no result: $(tail -n 3 $4 | tr '\n' ' ')"
 }
 
@@ -224,20 +229,27 @@ case ",$PARTS," in *,blk,*)
       r=$((r + 1))
     done
     # QD1 in interrupt mode: which CPU takes the queue's interrupt, and does it
-    # matter where the waiting thread runs? Each tool pinned to CPU 0, then 1;
-    # mid-run, the vector's /proc/interrupts line and its effective affinity.
-    for cpu in 0 1; do
-      bind_vfio $BLK
-      # shellcheck disable=SC2086
-      taskset -c $cpu vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts >/tmp/bb.out 2>&1 &
-      irq_snapshot vio-fio-irq $cpu "vfio-msix.*$BLK" $!
-      blk_line study-vio-fio-irq-cpu$cpu 1 1 /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)"
-      vblk_load
-      # shellcheck disable=SC2086
-      taskset -c $cpu fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=1 --output-format=json \
-        >/tmp/bb.out 2>&1 &
-      irq_snapshot kernel-irq $cpu "$(basename $(ls -d /sys/bus/pci/devices/$BLK/virtio* | head -n1))-" $!
-      blk_line study-kernel-irq-cpu$cpu 1 1 /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)"
+    # matter where the waiting thread runs? Each tool unpinned, pinned to CPU 0,
+    # to CPU 1, interleaved, RUNS times; in the first round, mid-run, the
+    # vectors' /proc/interrupts lines (counts per CPU) and effective CPUs.
+    r=1
+    while [ $r -le $RUNS ]; do
+      for pin in any 0 1; do
+        ts=""
+        [ $pin = any ] || ts="taskset -c $pin"
+        bind_vfio $BLK
+        # shellcheck disable=SC2086
+        $ts vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts >/tmp/bb.out 2>&1 &
+        irq_snapshot vio-fio-irq $pin "vfio-msix.*$BLK" $!
+        blk_line study-vio-fio-irq-pin$pin 1 $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+        vblk_load
+        # shellcheck disable=SC2086
+        $ts fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=1 --output-format=json \
+          >/tmp/bb.out 2>&1 &
+        irq_snapshot kernel-irq $pin "$(basename $(ls -d /sys/bus/pci/devices/$BLK/virtio* | head -n1))-req" $!
+        blk_line study-kernel-irq-pin$pin 1 $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
+      done
+      r=$((r + 1))
     done
     check_pass bench-blk "$RUNS run(s) per mode"
   fi
