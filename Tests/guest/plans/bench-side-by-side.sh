@@ -229,19 +229,24 @@ case ",$PARTS," in *,blk,*)
       r=$((r + 1))
     done
     # QD1 in interrupt mode: which CPU takes the queue's interrupt, and does it
-    # matter where the waiting thread runs? Each tool unpinned, pinned to CPU 0,
-    # to CPU 1, interleaved, RUNS times; in the first round, mid-run, the
-    # vectors' /proc/interrupts lines (counts per CPU) and effective CPUs.
+    # matter where the waiting thread runs? Each tool unpinned (vio-fio: its
+    # default, on the CPU its queue's interrupt goes to, and anywhere:
+    # --no-interrupt-cpu), pinned to CPU 0, to CPU 1 (taskset), interleaved,
+    # RUNS times; in the first round, mid-run, the vectors' /proc/interrupts
+    # lines (counts per CPU) and effective CPUs.
     r=1
     while [ $r -le $RUNS ]; do
-      for pin in any 0 1; do
+      for pin in follow any 0 1; do
         ts=""
-        [ $pin = any ] || ts="taskset -c $pin"
+        case $pin in follow) ;; any) ts="" ;; *) ts="taskset -c $pin" ;; esac
+        nofollow=""
+        [ $pin = any ] && nofollow=--no-interrupt-cpu
         bind_vfio $BLK
         # shellcheck disable=SC2086
-        $ts vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts >/tmp/bb.out 2>&1 &
+        $ts vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts $nofollow >/tmp/bb.out 2>&1 &
         irq_snapshot vio-fio-irq $pin "vfio-msix.*$BLK" $!
         blk_line study-vio-fio-irq-pin$pin 1 $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+        [ $pin = follow ] && continue  # the kernel has no such choice: its unpinned run is "any"
         vblk_load
         # shellcheck disable=SC2086
         $ts fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=1 --output-format=json \
