@@ -112,16 +112,19 @@ def _extra_net(nid, mac, variant, props):
             + variant.net_props() + list(props))
 
 
-# Variant net-hub=on: these two functions share a QEMU hub (one of their own),
-# so each receives what the other sends; QEMU holds a frame back while the
-# receiver has no buffer instead of dropping it. No host_mtu: the MTU of 1500
-# both drivers would pick for a plain NIC (the benchmark's like-for-like).
-HUB_DEVICES = ("net1", "net2")
-HUB_ID = 17
+# Variant net-pair=on: these two functions are joined back to back through a
+# unix stream socket inside QEMU (the first listens, the second connects), so
+# each receives what the other sends. Not a hub: a hub queues up to 10 000
+# frames for a receiver without buffers and then drops them, counted nowhere;
+# the socket holds the sender back instead. No host_mtu: the MTU of 1500 both
+# drivers would pick for a plain NIC (the benchmark's like for like).
+PAIR_DEVICES = ("net1", "net2")
 
 
-def _hub_net(nid, mac):
-    return (nid, f"hubport,id=n{nid},hubid={HUB_ID}", mac, [])
+def _pair_net(nid, mac, workdir):
+    path = os.path.join(workdir, "net-pair.sock")
+    server = "on" if nid == PAIR_DEVICES[0] else "off"
+    return (nid, f"stream,id=n{nid},server={server},addr.type=unix,addr.path={path}", mac, [])
 
 
 def _write_pcap(path, frames):
@@ -175,7 +178,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     try:
         server = net_port(variant, net_backend)
         for i, (nid, _, props) in enumerate(fwdtest.DEVICES):
-            if variant.net_hub and nid in HUB_DEVICES:
+            if variant.net_pair and nid in PAIR_DEVICES:
                 continue
             if "legacy" in props:
                 extra_ports[nid] = FrameServer().start()
@@ -193,7 +196,7 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
             tcp.close()
         return res
     traffic_runs = fwdtest.Runs()
-    extra_nets = [_hub_net(nid, mac) if variant.net_hub and nid in HUB_DEVICES
+    extra_nets = [_pair_net(nid, mac, workdir) if variant.net_pair and nid in PAIR_DEVICES
                   else (nid, extra_ports[nid].netdev_arg(f"n{nid}"), mac, props) for nid, mac, props in fwdtest.DEVICES]
     extra_nets += [(nid, tcp.netdev_arg(nid), mac, props) for nid, mac, props in tcptest.DEVICES]
     cmd = qemu_command(kernel, initrd, variant, server.netdev_arg(), disk,

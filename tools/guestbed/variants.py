@@ -15,9 +15,11 @@ A variant spec is a base name and optional `:key=value` modifiers:
     split:blk-queues=4       blk num-queues only (QEMU's default: one per vCPU)
     split:net-queues=2       net mq=on,vectors=2N+2,rss=on,hash=on and a 2-queue netdev
                              (needs the tap backend: see boot.py)
-    split:net-hub=on         net1 and net2 (fwdtest.DEVICES) joined back to back
-                             on a QEMU hub instead of their host-side servers:
-                             what one sends the other receives (the side-by-side
+    split:net-pair=on        net1 and net2 (fwdtest.DEVICES) joined back to back
+                             instead of to their host-side servers: a unix stream
+                             socket inside QEMU (one end listens, the other
+                             connects), so what one sends the other receives,
+                             with flow control, nothing dropped (the side-by-side
                              benchmark, Tests/guest/plans/bench-side-by-side.sh;
                              the default plan's forwarding checks need it off)
     split:cpu=max            QEMU -cpu max (TCG's default CPU model lacks
@@ -81,7 +83,7 @@ class Variant:
     blk_queues: int = None
     net_queues: int = None
     iommu: bool = True
-    net_hub: bool = False
+    net_pair: bool = False
     cpu: str = None                 # None: QEMU's default CPU model
     extra: dict = field(default_factory=dict)
 
@@ -124,7 +126,7 @@ class Variant:
             "GUESTBED_BLK_QUEUES": str(self.blk_queues or smp),
             "GUESTBED_IOMMU": "on" if self.iommu else "off",
             "GUESTBED_NET_RSS": "on" if (self.net_queues or 1) > 1 else "off",
-            "GUESTBED_NET_HUB": "on" if self.net_hub else "off",
+            "GUESTBED_NET_PAIR": "on" if self.net_pair else "off",
         }
         if self.blk_qsize:
             e["GUESTBED_BLK_QSIZE"] = str(self.blk_qsize)
@@ -155,8 +157,8 @@ def _apply(v, key, val):
         v.net_queues = _count(key, val, 1, 16)
     elif key == "iommu":
         v.iommu = _onoff(key, val)
-    elif key == "net-hub":
-        v.net_hub = _onoff(key, val)
+    elif key == "net-pair":
+        v.net_pair = _onoff(key, val)
     elif key == "cpu":
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", val):
             raise VariantError(f"cpu={val}: expected a QEMU CPU model name such as max or host")

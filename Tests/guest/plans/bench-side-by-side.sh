@@ -2,11 +2,12 @@
 # vfio-pci) vs vio-fwd on the SAME two virtio-net functions, and vio-fio vs
 # the kernel's virtio_blk + fio on one virtio-blk function. Numbers, not
 # checks of speed: not in any CI plan. Run it with tools/bench/guest-bench
-# (which boots the net-hub=on variants this needs, puts dpdk-testpmd and its
+# (which boots the net-pair=on variants this needs, puts dpdk-testpmd and its
 # PMD plugins in the initramfs, sets BENCH_* and prints the table).
 #
-# net1 and net2 share a QEMU hub (variant net-hub=on): what one sends, the
-# other receives; QEMU holds frames back while the receiver has no buffer.
+# net1 and net2 are joined back to back (variant net-pair=on: a unix stream
+# socket inside QEMU): what one sends, the other receives; a receiver without
+# buffers holds the sender back, nothing is dropped on the way.
 # Per run, interleaved (ABAB, who goes first alternates):
 #   txrx  one process sends 64 B frames on net1 (txonly, CPU 0), another
 #         counts them on net2 (rxonly, CPU 1); rate = the receiver's
@@ -15,7 +16,7 @@
 #         --tx-first); rate = both ports' receive rates summed
 # Rate: median of the tool's own per-second samples, zeros and the first and
 # last (partial) second dropped. Frames: sent, received, counted drops; what
-# is left is "in flight" when the sender stopped (its TX ring, the hub).
+# is left is "in flight" when the sender stopped (its TX ring, the socket).
 # Block (split boot only): 4 KiB random reads at QD1 and QD32, vio-fio over
 # VFIO (polling, --interrupts) vs fio (io_uring) on virtio_blk loaded with
 # poll_queues=1 (interrupts; --hipri: polled). Output: BENCH lines.
@@ -30,7 +31,7 @@ PMD_ARGS="--rxq=1 --txq=1 --rxd=256 --txd=256 --burst=32 --txpkts=64 --nb-cores=
 FWD_ARGS="--no-offloads --burst 32 --rxd 256 --txd 256 --pkt-size 64 --stats-period 1 --json"
 
 mkdir -p /var/run
-echo "BENCH config seconds=$SECS runs=$RUNS parts=$PARTS ring=$GUESTBED_RING hub=$GUESTBED_NET_HUB cpus=$(nproc)"
+echo "BENCH config seconds=$SECS runs=$RUNS parts=$PARTS ring=$GUESTBED_RING pair=$GUESTBED_NET_PAIR cpus=$(nproc)"
 echo "BENCH guest-load start $(cat /proc/loadavg)"
 
 # median of numbers on stdin (one per line), 0 when none
@@ -135,8 +136,8 @@ net_run() {
 case ",$PARTS," in *,net,*)
   NA=$(fwd_dev 52:54:00:12:34:61)
   NB=$(fwd_dev 52:54:00:12:34:62)
-  if [ -z "$NA" ] || [ -z "$NB" ] || [ "$GUESTBED_NET_HUB" != on ]; then
-    check_fail bench-net-devices "need net1/net2 joined on a hub (variant net-hub=on); got '$NA' '$NB' hub=$GUESTBED_NET_HUB"
+  if [ -z "$NA" ] || [ -z "$NB" ] || [ "$GUESTBED_NET_PAIR" != on ]; then
+    check_fail bench-net-devices "need net1/net2 joined back to back (variant net-pair=on); got '$NA' '$NB' pair=$GUESTBED_NET_PAIR"
   elif ! command -v dpdk-testpmd >/dev/null; then
     check_fail bench-net-testpmd "dpdk-testpmd is not in the initramfs (tools/bench/guest-bench adds it)"
   else
