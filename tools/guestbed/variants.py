@@ -16,9 +16,9 @@ A variant spec is a base name and optional `:key=value` modifiers:
     split:net-queues=2       net mq=on,vectors=2N+2,rss=on,hash=on and a 2-queue netdev
                              (needs the tap backend: see boot.py)
     split:net-pair=on        net1 and net2 (fwdtest.DEVICES) joined back to back
-                             instead of to their host-side servers: a unix stream
-                             socket inside QEMU (one end listens, the other
-                             connects), so what one sends the other receives,
+                             instead of to their host-side servers: a unix socket
+                             pair QEMU inherits (-netdev socket,fd=), so what
+                             one sends the other receives,
                              with flow control, nothing dropped (the side-by-side
                              benchmark, Tests/guest/plans/bench-side-by-side.sh;
                              the default plan's forwarding checks need it off)

@@ -5,8 +5,8 @@
 # (which boots the net-pair=on variants this needs, puts dpdk-testpmd and its
 # PMD plugins in the initramfs, sets BENCH_* and prints the table).
 #
-# net1 and net2 are joined back to back (variant net-pair=on: a unix stream
-# socket inside QEMU): what one sends, the other receives; a receiver without
+# net1 and net2 are joined back to back (variant net-pair=on: a unix socket
+# pair QEMU inherits, -netdev socket,fd=): what one sends, the other receives; a receiver without
 # buffers holds the sender back, nothing is dropped on the way.
 # Per run, interleaved (ABAB, who goes first alternates):
 #   txrx  one process sends 64 B frames on net1 (txonly, CPU 0), another
