@@ -73,6 +73,13 @@ public struct BlockDevice: ~Copyable {
   /// the removal request by itself.
   public func checkRemoved() -> Bool { driver.checkRemoved() }
 
+  /// The CPU the OS delivers queue `index`'s completion interrupt to (VFIO:
+  /// the vector's effective affinity; nil: no interrupt, or not known). A
+  /// thread that sleeps on the queue (`.interrupts`, `.hybrid`) and runs on
+  /// that CPU is woken without a second CPU being woken for it (in a TCG
+  /// guest that cross-CPU wakeup cost QD1 half its rate: docs/PERFORMANCE.md).
+  public func interruptCPU(queue index: Int) -> Int? { driver.interruptCPU(queue: index) }
+
   /// Closes this handle (the device closes when its queues and pools are gone too).
   public consuming func close() {}
 

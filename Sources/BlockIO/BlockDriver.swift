@@ -13,6 +13,13 @@ package protocol BlockDriver: AnyObject, Sendable {
   /// True once the device was removed (hot-unplug; virtio over VFIO): it is
   /// released and every queue reports `.deviceRemoved` at its next empty poll.
   func checkRemoved() -> Bool
+  /// The CPU queue `index`'s interrupt is delivered to (nil: none, or not known).
+  func interruptCPU(queue index: Int) -> Int?
+}
+
+extension BlockDriver {
+  /// Drivers without interrupts of their own (the kernel path: io_uring).
+  package func interruptCPU(queue index: Int) -> Int? { nil }
 }
 
 /// How to open a device.

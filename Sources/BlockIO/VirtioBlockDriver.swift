@@ -11,6 +11,7 @@ import VirtioSpec
 /// DMA memory, queues not yet handed out); the device is reset and released
 /// when the last queue, pool and `BlockDevice` referring to it are gone.
 final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout & ~Copyable>: BlockDriver, @unchecked Sendable {
+
   var session: VirtioSession<T, Q>
   let lock = DriverLock()
   private var config: BlockConfig
@@ -143,6 +144,8 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
       return currentInfo
     }
   }
+
+  func interruptCPU(queue index: Int) -> Int? { lock.withLock { session.transport.interruptCPU(queue: index) } }
 
   func checkRemoved() -> Bool {
     lock.withLock { () -> Bool in

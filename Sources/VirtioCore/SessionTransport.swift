@@ -62,6 +62,9 @@ public protocol SessionTransport: Transport & ~Copyable {
   var configInterruptEventFD: Int32? { get }
   /// Waits for queue `index`'s interrupt (control path and simple drivers).
   func waitForInterrupt(queue index: Int, timeoutMilliseconds: Int) -> InterruptWait
+  /// The CPU the OS delivers queue `index`'s interrupt to (nil: none, or not
+  /// known): a thread that sleeps on that interrupt wakes soonest there.
+  func interruptCPU(queue index: Int) -> Int?
 
   /// A reset as hard as the transport can make it (VFIO: function reset, then
   /// the virtio reset; vhost-user: the rings stop). True when more than the
@@ -97,6 +100,9 @@ extension SessionTransport where Self: ~Copyable {
 
   /// Transports whose device cannot come back: never gone in that sense.
   public func peerGone() -> Bool { false }
+
+  /// Transports that do not know where their interrupts go (vhost-user: eventfds from the backend).
+  public func interruptCPU(queue index: Int) -> Int? { nil }
 
   /// Transports without surprise removal (vhost-user: a hang-up is `peerGone`).
   public var removalEventFD: Int32? { nil }

@@ -48,6 +48,9 @@ public struct WorkerThread: ~Copyable {
   deinit { vio_os_thread_join(handle) }
 }
 
+/// Pins the calling thread to `cpu`; 0, or the errno (EINVAL: not a CPU this process may use).
+public func pinCurrentThread(toCPU cpu: Int) -> Int32 { -vio_os_pin_self(Int32(cpu)) }
+
 /// The CPUs this process may run on (its affinity mask: taskset, cgroup
 /// cpusets), ascending — what a CPU list for pinned workers must lie within.
 public func allowedCPUs() throws(SysError) -> [Int] {

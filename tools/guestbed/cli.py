@@ -100,6 +100,9 @@ def _parser():
     g.add_argument("--binary", action="append", default=[], metavar="PATH",
                    help="add a binary to the guest's /bin (repeatable; wins over a "
                    "built product of the same name)")
+    g.add_argument("--host-file", action="append", default=[], metavar="PATH",
+                   help="copy this host file to the same path in the guest, with the shared "
+                   "libraries it needs (repeatable; e.g. a plugin a --binary loads at run time)")
     g.add_argument("--deb", action="append", default=[], metavar="FILE",
                    help="unpack this Debian package into the guest's root (its files, "
                    "not its maintainer scripts), with the host's systemd-udevd to run "
@@ -195,7 +198,8 @@ def main(argv=None):
                 log(f"vfio no-IOMMU module unavailable: {e}")
         base, _ = initramfs.build_base(kernel, binaries, workdir,
                                        debs=[os.path.abspath(d) for d in a.deb],
-                                       noiommu_vfio=noiommu_vfio)
+                                       noiommu_vfio=noiommu_vfio,
+                                       host_files=[os.path.abspath(h) for h in a.host_file])
     except (SetupError, deps.DepsError, initramfs.InitramfsError,
             variants.VariantError, OSError) as e:
         print(f"guest-test: setup failed: {e}", flush=True)

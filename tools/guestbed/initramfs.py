@@ -255,11 +255,13 @@ NOIOMMU_VFIO = "lib/modules/noiommu/vfio.ko"
 
 
 def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MODULES, debs=(),
-               noiommu_vfio=None):
+               noiommu_vfio=None, host_files=()):
     """Stage and pack the base archive; returns (path, module load order).
     `debs`: Debian packages unpacked into it, with systemd-udevd (add_debs).
     `noiommu_vfio`: a vfio.ko built with CONFIG_VFIO_NOIOMMU (noiommu.py),
-    staged at NOIOMMU_VFIO."""
+    staged at NOIOMMU_VFIO. `host_files`: host files copied to the same path
+    in the guest with the shared libraries they need (e.g. the DPDK PMD
+    plugins dpdk-testpmd loads from its plugin directory)."""
     stage = os.path.join(workdir, "initramfs-base")
     if os.path.exists(stage):
         shutil.rmtree(stage)
@@ -297,6 +299,11 @@ def build_base(kernel, binaries, workdir, modules=MODULES, optional=OPTIONAL_MOD
             raise InitramfsError(f"binary {b} does not exist")
         _copy_file(b, os.path.join(stage, "bin", os.path.basename(b)), 0o755)
         libs.update(shared_libs(b))
+    for h in host_files:
+        if not os.path.isfile(h):
+            raise InitramfsError(f"host file {h} does not exist")
+        _copy_file(h, os.path.join(stage, h.lstrip("/")))
+        libs.update(shared_libs(h))
     for lib in sorted(libs):
         _copy_file(lib, os.path.join(stage, lib.lstrip("/")))
     _write(os.path.join(stage, "etc", "guestbed", "binaries"),

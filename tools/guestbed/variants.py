@@ -15,6 +15,16 @@ A variant spec is a base name and optional `:key=value` modifiers:
     split:blk-queues=4       blk num-queues only (QEMU's default: one per vCPU)
     split:net-queues=2       net mq=on,vectors=2N+2,rss=on,hash=on and a 2-queue netdev
                              (needs the tap backend: see boot.py)
+    split:net-pair=on        net1 and net2 (fwdtest.DEVICES) joined back to back
+                             instead of to their host-side servers: a unix socket
+                             pair QEMU inherits (-netdev socket,fd=), so what
+                             one sends the other receives,
+                             with flow control, nothing dropped (the side-by-side
+                             benchmark, Tests/guest/plans/bench-side-by-side.sh;
+                             the default plan's forwarding checks need it off)
+    split:cpu=max            QEMU -cpu max (TCG's default CPU model lacks
+                             SSE4.2, which Debian's DPDK needs: dpdk-testpmd
+                             dies of SIGILL without it)
     split:iommu=off          no vIOMMU (no intel-iommu device, no
                              intel_iommu=on): VFIO cannot work, and the
                              plan checks the fallback to the kernel drivers
@@ -24,6 +34,7 @@ Modifiers combine: `packed:event_idx=off:indirect=off:blk-qsize=128`.
 The spec string is the variant's name (the prefix of its check names).
 """
 
+import re
 from dataclasses import dataclass, field
 
 BASES = ("split", "packed")
@@ -72,6 +83,8 @@ class Variant:
     blk_queues: int = None
     net_queues: int = None
     iommu: bool = True
+    net_pair: bool = False
+    cpu: str = None                 # None: QEMU's default CPU model
     extra: dict = field(default_factory=dict)
 
     def _common(self):
@@ -113,6 +126,7 @@ class Variant:
             "GUESTBED_BLK_QUEUES": str(self.blk_queues or smp),
             "GUESTBED_IOMMU": "on" if self.iommu else "off",
             "GUESTBED_NET_RSS": "on" if (self.net_queues or 1) > 1 else "off",
+            "GUESTBED_NET_PAIR": "on" if self.net_pair else "off",
         }
         if self.blk_qsize:
             e["GUESTBED_BLK_QSIZE"] = str(self.blk_qsize)
@@ -143,6 +157,12 @@ def _apply(v, key, val):
         v.net_queues = _count(key, val, 1, 16)
     elif key == "iommu":
         v.iommu = _onoff(key, val)
+    elif key == "net-pair":
+        v.net_pair = _onoff(key, val)
+    elif key == "cpu":
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", val):
+            raise VariantError(f"cpu={val}: expected a QEMU CPU model name such as max or host")
+        v.cpu = val
     else:
         raise VariantError(f"unknown variant modifier {key!r}")
 

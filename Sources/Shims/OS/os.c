@@ -167,6 +167,14 @@ int vio_os_thread_start(uint64_t *handle, int cpu, void *(*body)(void *), void *
 
 void vio_os_thread_join(uint64_t handle) { pthread_join((pthread_t)handle, NULL); }
 
+int vio_os_pin_self(int cpu) {
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return -EINVAL;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return -pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
 int vio_os_allowed_cpus(int *out, int max) {
   cpu_set_t set;
   CPU_ZERO(&set);

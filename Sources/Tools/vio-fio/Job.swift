@@ -2,6 +2,7 @@ import BlockIO
 import Glibc
 import Histogram
 import Synchronization
+import VirtioOS
 
 /// What one job does: its range, its mix, its limits. Everything the job's
 /// thread needs, decided (and validated) before anything is submitted.
@@ -101,6 +102,8 @@ final class JobRunner: @unchecked Sendable {
   private var queue: BlockQueue?
   private var pool: BlockBufferPool?
   private var thread: WorkerThread?
+  /// Sleeping on interrupts: the CPU the queue's interrupt goes to, where the job's thread runs (nil: anywhere).
+  var interruptCPU: Int? = nil
 
   init(spec: JobSpec, queue: consuming BlockQueue, pool: consuming BlockBufferPool) {
     self.spec = spec
@@ -124,6 +127,15 @@ final class JobRunner: @unchecked Sendable {
       mode = .polling
     }
     q.setWaitMode(mode)
+    // Sleeping on the queue's interrupt: run on the CPU it is delivered to (as
+    // blk-mq's per-CPU queues do), so a completion wakes one CPU, not two.
+    if mode != .polling, let cpu = interruptCPU {
+      let e = pinCurrentThread(toCPU: cpu)
+      result.notes.append(
+        e == 0
+          ? "queue \(q.index): its interrupt is delivered to CPU \(cpu); the job runs there (--no-interrupt-cpu: anywhere)"
+          : "queue \(q.index): its interrupt is delivered to CPU \(cpu), which this process may not use (errno \(e)); the job runs where the scheduler puts it")
+    }
     // Buffers of plain writes carry a fixed, non-zero pattern.
     for i in 0..<pool.count {
       let b = pool.buffer(i)

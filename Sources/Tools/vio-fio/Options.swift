@@ -122,6 +122,11 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("hybrid"), help: "Poll for this many microseconds, then sleep on the interrupt.")
   var hybrid: Int?
 
+  @Flag(
+    name: .customLong("no-interrupt-cpu"),
+    help: "--interrupts/--hybrid: leave each job's thread where the scheduler puts it, instead of on the CPU its queue's interrupt is delivered to.")
+  var noInterruptCPU = false
+
   @Option(name: .customLong("queue_size"), help: "Device queue size (virtio ring / io_uring entries).")
   var queueSize = 256
 

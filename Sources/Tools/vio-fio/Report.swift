@@ -135,6 +135,11 @@ enum JSONReport {
       j.key("backend"); j.string(info.backend.rawValue)
       if let a = info.dmaAddressing { j.key("dma_addressing"); j.string(a.rawValue) }
       j.key("details"); j.string(info.details)
+      if !r.notes.isEmpty {
+        j.key("notes"); j.open("[")
+        for n in r.notes { j.string(n) }
+        j.close("]")
+      }
       if let f = info.fallback {
         j.key("fallback"); j.open("{")
         j.key("device"); j.string(f.kernelName)

@@ -92,7 +92,9 @@ struct VioFio: ParsableCommand {
       do {
         let q = try device.makeQueue(target.isUserspace ? spec.index : spec.index)
         let pool = try device.makeBufferPool(count: spec.depth, bufferSize: spec.blockSize)
+        let queueIndex = q.index
         let runner = JobRunner(spec: spec, queue: q, pool: pool)
+        if spec.waitMode != .polling && !o.noInterruptCPU { runner.interruptCPU = device.interruptCPU(queue: queueIndex) }
         if exporter != nil { runner.result.publishSlot = board.slot(runners.count) }
         runners.append(runner)
       } catch {

@@ -93,6 +93,10 @@ struct VioFwd: ParsableCommand {
   var wait: WaitMode = .poll
   @Option(name: .customLong("idle-polls"), help: "hybrid: empty polls in a row before sleeping.")
   var idlePolls: Int = 1024
+  @Flag(
+    name: .customLong("tx-first"),
+    help: "io/macswap: send one burst of --pkt-size frames out of every port before forwarding (as testpmd's tx_first), so two ports joined back to back keep frames circulating.")
+  var txFirst = false
   @Option(name: .customLong("tx-retries"), help: "Times to retry the unsent rest of a burst on a full TX ring before dropping it (counted).")
   var txRetries: Int = 64
   @Flag(
@@ -196,6 +200,9 @@ struct VioFwd: ParsableCommand {
       throw ValidationError("--burst \(burst) is larger than the rings (--rxd \(rxd), --txd \(txd)); a burst must fit in one ring")
     }
     try Numbers.check(pktSize, option: "--pkt-size", in: 60...(9216 + 18), what: "bytes")
+    if txFirst && mode != .io && mode != .macswap {
+      throw ValidationError("--tx-first seeds io or macswap forwarding; --mode \(mode.rawValue) does not forward (drop --tx-first, or use --mode io)")
+    }
     _ = try Numbers.duration(duration, option: "--duration", in: 0...Self.maxNanoseconds)
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
@@ -313,11 +320,11 @@ struct VioFwd: ParsableCommand {
       Console.error("--burst \(burst) is larger than port \(p.address)'s rings (RX \(p.rxRingSize), TX \(p.txRingSize)); use --burst \(p.maxBurst) or less")
       throw ExitCode(64)
     }
-    if mode == .txonly && pktSize > group.bufferSize - PortGroup.headroom {
+    if (mode == .txonly || txFirst) && pktSize > group.bufferSize - PortGroup.headroom {
       Console.error("--pkt-size \(pktSize) does not fit one buffer of \(group.bufferSize) bytes (txonly sends one-buffer frames); use a smaller --pkt-size or a larger --buffer-size")
       throw ExitCode(64)
     }
-    if mode == .txonly, let p = group.ports.first(where: { pktSize > PortOptions.frameBytes(mtu: $0.mtu) - 4 }) {
+    if mode == .txonly || txFirst, let p = group.ports.first(where: { pktSize > PortOptions.frameBytes(mtu: $0.mtu) - 4 }) {
       Console.error("--pkt-size \(pktSize) is larger than port \(p.address)'s MTU \(p.mtu) allows (\(p.mtu + 14)); use a smaller --pkt-size")
       throw ExitCode(64)
     }
@@ -341,7 +348,8 @@ struct VioFwd: ParsableCommand {
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
       idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
-      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter)
+      testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter,
+      txFirst: txFirst)
   }
 }
 
@@ -365,6 +373,8 @@ struct Settings: Sendable {
   var testOnlyClearFiltersAfter: Int? = nil
   /// --vlan-filter's VLAN ids (what --test-only-clear-filters-after removes).
   var vlanFilter: [UInt16] = []
+  /// --tx-first: one burst of template frames out of every port before forwarding starts.
+  var txFirst = false
   /// Worker q's CPU (--cpus), or nil: not pinned.
   var cpus: [Int]? = nil
 }

@@ -82,6 +82,15 @@ enum Forwarder {
     let sleepy = s.wait != .poll && queues.canSleep
     var idle = 0
     var seq: UInt64 = 0
+    // --tx-first (testpmd's tx_first): the seed of a loop through ports joined back to back,
+    // sent once every port's receive ring is filled, so the peer can take it.
+    if s.txFirst && (s.mode == .io || s.mode == .macswap) {
+      for p in 0..<ports {
+        let n = fill(burst, templates + p &* stride, templateLength[p], &pool, &seq)
+        if n > 0 { send(&queues, p, burst, n, &pool, retries: s.txRetries) }
+      }
+      for i in 0..<ports { queues[i].publishStats() }
+    }
     while !StopSignal.requested {
       r.loops &+= 1
       var moved = 0

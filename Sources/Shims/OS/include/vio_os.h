@@ -59,6 +59,8 @@ int vio_os_stop_fd(void);
 /* ---- threads ---------------------------------------------------------------------- */
 /* Starts a joinable thread running body(context); 0 or -errno. */
 int vio_os_thread_start(uint64_t *handle, int cpu, void *(*body)(void *), void *context);
+/* Pins the calling thread to `cpu`: 0, or -errno. */
+int vio_os_pin_self(int cpu);
 void vio_os_thread_join(uint64_t handle);
 /* Pins the calling thread to `cpu` (no-op for cpu < 0); 0 or -errno. */
 /* The CPUs this process may run on (sched_getaffinity), ascending, at most
