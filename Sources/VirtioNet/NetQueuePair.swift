@@ -59,6 +59,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let hashReport: Bool
   /// The last refill ran out of pool buffers (counted once per episode).
   @usableFromInline var rxStarved = false
+  /// Consecutive `transmit` calls that found the TX ring full, completed
+  /// nothing and posted nothing (`nudgeStalledTransmit`).
+  @usableFromInline var txStalledCalls: UInt32 = 0
+  /// After this many, the device is notified though it did not ask.
+  public static var stallNotifyCalls: UInt32 { 64 }
 
   /// §5.1.6: with VERSION_1 the header is virtio_net_hdr_v1 (12 bytes).
   public static var headerSize: Int { 12 }
@@ -364,7 +369,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// indirect when the ring has tables for it — and its buffers return to the
   /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
-    reclaim(&pool)
+    let reclaimed = reclaim(&pool)
     let count = burst.count
     // One branch per burst; each batch body has its header length as a constant (see `headerLength`).
     var run =
@@ -382,6 +387,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       stats.txErrors &+= 1
     } else if n < count {
       stats.txRingFull &+= UInt64(count &- n)
+      nudgeStalledTransmit(progress: reclaimed | n != 0)
     }
     stats.txPackets &+= UInt64(n)
     stats.txBytes &+= bytes
@@ -390,6 +396,30 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       stats.notifications &+= 1
     }
     return n
+  }
+
+  /// The TX ring is full: notify the device when it has completed nothing
+  /// for `stallNotifyCalls` calls in a row, though its event suppression did
+  /// not ask (§2.8.10 / §2.7.10: a notification the device did not ask for is
+  /// allowed). A device that re-enables notifications and then takes more
+  /// descriptors leaves its event offset behind what it has read: QEMU 7.2's
+  /// virtio-net after an asynchronous send completes, packed ring with
+  /// EVENT_IDX (its packed pop does not move off_wrap as the split pop moves
+  /// avail_event). The driver's next descriptors then never cross the event,
+  /// and a full ring waits for a doorbell that never comes. Counted in
+  /// `txStallNotifications`. Out of line: only a full ring comes here.
+  @inlinable @inline(never)
+  mutating func nudgeStalledTransmit(progress: Bool) {
+    guard !progress else {
+      txStalledCalls = 0
+      return
+    }
+    txStalledCalls &+= 1
+    guard txStalledCalls >= Self.stallNotifyCalls, tx.brokenReason == nil else { return }
+    txStalledCalls = 0
+    txDoorbell.ring(tx.notificationValue)
+    stats.notifications &+= 1
+    stats.txStallNotifications &+= 1
   }
 
   /// What a stretch of `transmit` posted.

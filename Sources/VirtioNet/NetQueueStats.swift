@@ -21,6 +21,9 @@
   public var txErrors: UInt64 = 0
   /// Doorbell writes (available-buffer notifications the device asked for).
   public var notifications: UInt64 = 0
+  /// Of those, doorbells the device did not ask for: the TX ring stayed full
+  /// with nothing completed (`NetQueuePair.nudgeStalledTransmit`).
+  public var txStallNotifications: UInt64 = 0
   /// Used-buffer interrupts taken (the queue's MSI-X eventfd fired while the
   /// owner slept on it). Counted by whoever waits: PacketIO.
   public var interrupts: UInt64 = 0
@@ -52,6 +55,7 @@
     [
       \.rxPackets, \.rxBytes, \.rxErrors, \.rxNoBuffers, \.txPackets, \.txBytes, \.txRingFull, \.txErrors, \.notifications,
       \.interrupts, \.txDropped, \.rxDropped, \.rxChains, \.txChains, \.rxGSO, \.txGSO, \.txSegmented, \.txSegments,
+      \.txStallNotifications,
     ]
   }
 

@@ -72,7 +72,7 @@ enum Report {
   static func fields(_ s: NetQueueStats) -> [(String, UInt64)] {
     [
       ("rx_packets", s.rxPackets), ("rx_bytes", s.rxBytes), ("tx_packets", s.txPackets), ("tx_bytes", s.txBytes),
-      ("tx_dropped", s.txDropped), ("tx_ring_full", s.txRingFull), ("tx_errors", s.txErrors), ("rx_errors", s.rxErrors),
+      ("tx_dropped", s.txDropped), ("tx_ring_full", s.txRingFull), ("tx_stall_notifications", s.txStallNotifications), ("tx_errors", s.txErrors), ("rx_errors", s.rxErrors),
       ("rx_no_buffers", s.rxNoBuffers), ("rx_dropped", s.rxDropped), ("notifications", s.notifications),
       ("interrupts", s.interrupts), ("rx_chains", s.rxChains), ("tx_chains", s.txChains),
       ("rx_gso", s.rxGSO), ("tx_gso", s.txGSO), ("tx_segmented", s.txSegmented), ("tx_segments", s.txSegments),
