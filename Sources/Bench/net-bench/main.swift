@@ -72,7 +72,8 @@ if args.contains("--single") {
   }
   let r = run(layout, burst: args.intOption("--burst", 32), threaded: false)
   let segments = gso == .software ? " segments=\(r.txSegments)" : ""
-  print("single layout=\(layout)\(gso.map { " gso=\($0)" } ?? "") packets=\(r.counts.items)\(segments) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
+  let shape = chains ? " chains frame=\(frameLength)" : (gso != nil ? " frame=\(frameLength)" : "")
+  print("single layout=\(layout)\(gso.map { " gso=\($0)" } ?? "")\(shape) packets=\(r.counts.items)\(segments) broken=\(r.counts.broken) allocations=\(r.counts.allocations) allocs/pkt=\(r.counts.allocationsPerItem)")
   if r.counts.allocations > 0 {
     print("net-bench: the burst path allocated \(r.counts.allocations) times in \(r.counts.items) packets; it must not allocate at all")
   }
