@@ -177,6 +177,10 @@ final class VirtioBlockDriver<T: SessionTransport & ~Copyable, Q: BlockIOLayout 
       }
       sched_yield()
     }
+    // Still in flight: its completion would reach the queue's user as one of
+    // theirs (tag 0). A device that does not answer GET_ID in the set-up time
+    // is not answering: the queue breaks with that reason instead.
+    if queue.brokenReason == nil { queue.markStalled() }
     return nil
   }
 }

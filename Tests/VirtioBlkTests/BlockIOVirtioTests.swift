@@ -32,6 +32,27 @@ final class SimBlockDevice {
 }
 
 final class BlockIOVirtioTests: XCTestCase {
+  /// GET_ID at open (§5.2.6) that does not complete within the set-up time:
+  /// queue 0 is handed out broken (stalled), so the late completion (tag 0)
+  /// never reaches its user as one of theirs.
+  func testGetIDNotAnsweredInTimeBreaksTheFirstQueue() throws {
+    let disk = SimBlockDisk(sectors: 2048)
+    let inner = disk.behaviour
+    let t = try SimSessionTransport(
+      deviceType: .block, features: FeatureSet.offered([], for: .split), queueSizes: [32], config: SimBlockConfig().bytes,
+      behaviour: .custom { queue, chain, segs in
+        // The request's type is the first le32 of its header (§5.2.6).
+        if segs.first.map({ $0.pointer.loadUnaligned(as: UInt32.self) }) == BlockRequestType.getID { usleep(300_000) }
+        guard case .custom(let f) = inner else { return 0 }
+        return f(queue, chain, segs)
+      })
+    var options = BlockOpenOptions()
+    options.setupTimeoutMilliseconds = 20
+    let device = try BlockDevice.open(transport: t, options: options)
+    let q = try device.makeQueue(0)
+    XCTAssertEqual(q.brokenReason, "\(BrokenReason.deviceStalled)")
+  }
+
   func testReadWriteThroughBlockIO() throws {
     try readWrite(SplitVirtqueue.self)
     try readWrite(PackedVirtqueue.self)

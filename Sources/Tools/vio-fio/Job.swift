@@ -194,6 +194,9 @@ struct IOLoop {
   let ops: UnsafeMutablePointer<BlockOperation>
   let freeSlots: UnsafeMutablePointer<Int>
   var freeCount: Int
+  /// The slots with a request in flight: a completion for any other tag is
+  /// refused (it would free a slot twice and write past `freeSlots`).
+  let busy: UnsafeMutablePointer<Bool>
   let completions: UnsafeMutableBufferPointer<BlockIOCompletion>
   var issued: UInt64 = 0
   /// An I/O the queue refused as full, to submit first next time.
@@ -225,6 +228,8 @@ struct IOLoop {
     freeSlots = .allocate(capacity: depth)
     for i in 0..<depth { freeSlots[i] = depth - 1 - i }
     freeCount = depth
+    busy = .allocate(capacity: depth)
+    busy.initialize(repeating: false, count: depth)
     completions = .allocate(capacity: depth)
     rng = spec.seed &* 0x9E37_79B9_7F4A_7C15 | 1
     let n = max(spec.blocks, 1)
@@ -239,6 +244,7 @@ struct IOLoop {
     starts.deallocate()
     ops.deallocate()
     freeSlots.deallocate()
+    busy.deallocate()
     completions.deallocate()
   }
 
@@ -318,6 +324,7 @@ struct IOLoop {
           break
         }
         freeCount &-= 1
+        busy[slot] = true
         offsets[slot] = io.offset
         starts[slot] = now
         ops[slot] = io.op
@@ -408,8 +415,14 @@ struct IOLoop {
       }
       return
     }
-    let slot = Int(c.tag)
-    guard slot >= 0 && slot < depth else { return }
+    let slot = Int(truncatingIfNeeded: c.tag)
+    guard c.tag < UInt64(depth), busy[slot] else {
+      if r.fatal == nil {
+        r.fatal = "a completion came for tag \(c.tag), which this job had not in flight: the queue's completions cannot be trusted; the job stops"
+      }
+      return
+    }
+    busy[slot] = false
     let offset = offsets[slot]
     let op = ops[slot]
     freeSlots[freeCount] = slot
