@@ -475,17 +475,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
           return nil
         }
         if txChecksum {
-          word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
-          word1 = UInt32(b.csumOffset)
+          (word0, word1) = Self.partialChecksumWords(b)
         } else {
           InternetChecksum.complete(data: base + Int(b.offset), length: Int(b.length), start: Int(b.csumStart), offset: Int(b.csumOffset))
         }
       }
-      // SAFETY: start >= 0 and start + headerLength <= offset: the header lies in the buffer's headroom.
-      (base + start).storeBytes(of: word0.littleEndian, as: UInt64.self)
-      (base + start).storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
-      // virtio_net_hdr_v1_hash: hash_value, hash_report and padding are the device's to fill; zero on transmit.
-      if hashReport { (base + start).storeBytes(of: UInt64(0), toByteOffset: 12, as: UInt64.self) }
+      // start >= 0 and start + headerLength <= offset (checked above): the header lies in the buffer's headroom.
+      Self.storeHeader(word0, word1, hashReport: hashReport, at: base + start)
       handed &+= 1
       lastLength = Int(b.length)
       bytes &+= UInt64(b.length)
@@ -536,16 +532,27 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @inlinable @inline(__always) static func writeHeader(
     _ b: PacketBuffer, at header: UnsafeMutableRawPointer, checksumOffload: Bool, hashReport: Bool
   ) {
-    var word0: UInt64 = 0
-    var word1: UInt32 = 0
-    if b.flags & PacketBuffer.needsChecksum != 0 && checksumOffload {
-      word0 = UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48
-      word1 = UInt32(b.csumOffset)
-    }
-    // SAFETY: the caller checked start >= 0 and start + headerLength <= offset: the header lies in the buffer's headroom.
+    let partial = b.flags & PacketBuffer.needsChecksum != 0 && checksumOffload
+    let (word0, word1) = partial ? partialChecksumWords(b) : (0, 0)
+    // The caller checked start >= 0 and start + headerLength <= offset: the header lies in the buffer's headroom.
+    storeHeader(word0, word1, hashReport: hashReport, at: header)
+  }
+
+  /// A partial checksum the device completes (§5.1.6.2): NEEDS_CSUM with
+  /// csum_start in word 0, csum_offset in word 1.
+  @inlinable @inline(__always) static func partialChecksumWords(_ b: PacketBuffer) -> (UInt64, UInt32) {
+    (UInt64(VirtioNetHdr.flagNeedsCsum) | UInt64(b.csumStart) << 48, UInt32(b.csumOffset))
+  }
+
+  /// Stores the header's two words at `header`, and with HASH_REPORT zeroes
+  /// virtio_net_hdr_v1_hash's hash_value, hash_report and padding (the
+  /// device's to fill). One place for the one-buffer loop and `writeHeader`.
+  @inlinable @inline(__always) static func storeHeader(
+    _ word0: UInt64, _ word1: UInt32, hashReport: Bool, at header: UnsafeMutableRawPointer
+  ) {
+    // SAFETY: the callers checked that the header (headerLength bytes) lies in the buffer's headroom.
     header.storeBytes(of: word0.littleEndian, as: UInt64.self)
     header.storeBytes(of: word1.littleEndian, toByteOffset: 8, as: UInt32.self)
-    // virtio_net_hdr_v1_hash: the device's to fill; zero on transmit.
     if hashReport { header.storeBytes(of: UInt64(0), toByteOffset: 12, as: UInt64.self) }
   }
 
