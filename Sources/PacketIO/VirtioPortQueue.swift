@@ -101,10 +101,9 @@ struct ReconnectControl: BitwiseCopyable {
   }
 
   /// Worker: the MAC to announce (`ReconnectBoard.setAnnounceMAC`), nil if the
-  /// port has none. Acquires the request word first: the announce request that
-  /// brought the worker here was published after the MAC.
+  /// port has none. The acquire of the word at +20 pairs with its release
+  /// store, which `setAnnounceMAC` makes after the word at +16.
   var announceMAC: MACAddress? {
-    _ = vio_pkt_load_acquire_u32(request)
     let high = vio_pkt_load_acquire_u32(request + 20)
     guard high & (1 << 16) != 0 else { return nil }
     let low = vio_pkt_load_relaxed_u32(request + 16)
