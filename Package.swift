@@ -106,7 +106,7 @@ let package = Package(
     .executableTarget(
       name: "vio-fio",
       dependencies: [
-        "BlockIO", "ToolSupport", "VioFioVerify", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "BlockIO", "CVirtioAtomics", "ToolSupport", "VioFioVerify", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fio"),

@@ -47,11 +47,12 @@ package protocol BlockRecoveryDriver: AnyObject, Sendable {
 extension VirtioBlockBackend where Q: ~Copyable {
   /// At most once a millisecond, from `wait`.
   mutating func checkDevice() {
-    guard let recovery, !recovering else { return }
+    // The clock before `recovery` is taken (a strong copy: retain and release).
+    guard !recovering, recovery != nil else { return }
     let now = monotonicNanoseconds()
     guard now &- lastCheck >= 1_000_000 else { return }
     lastCheck = now
-    recovery.checkDevice()
+    recovery?.checkDevice()
   }
 
   @usableFromInline mutating func recoverThenNext() -> BlockIOCompletion? {

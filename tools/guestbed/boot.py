@@ -96,6 +96,17 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
     ]
 
 
+def null_blk_args(variant):
+    """Variant blk-null=on: a virtio-blk function (serial vio-null) on QEMU's
+    null-co driver — reads return zeroes at once, writes are dropped, no file
+    and no thread pool behind it — so a benchmark sees the drivers' and the
+    device model's cost, not the host page cache's (blk0 is a raw file,
+    cache=writeback, aio=threads: QEMU's defaults)."""
+    return ["-blockdev", "driver=null-co,node-name=dnull,size=268435456,read-zeroes=on",
+            "-device", ",".join(["virtio-blk-pci", "id=blknull", "drive=dnull", "serial=vio-null",
+                                 "disable-legacy=on"] + _iommu_props(variant)[:1] + variant.blk_props())]
+
+
 def _iommu_props(variant):
     """ACCESS_PLATFORM (and ATS) only behind the vIOMMU: without one, the
     devices use physical addresses as they are (§6.1), which the no-IOMMU
@@ -217,6 +228,9 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
     # The hotplug root ports and their functions, after every other device (tools/guestbed/hotplug.py).
     cmd[cmd.index("-qmp"):cmd.index("-qmp")] = hotplug.MACHINE_ARGS + hotplug.qemu_args(
         workdir, extra_ports[hotplug.NET_ID].netdev_arg("n" + hotplug.NET_ID))
+    if variant.blk_null:
+        # Last of all, so every other function keeps its PCI address.
+        cmd[cmd.index("-qmp"):cmd.index("-qmp")] = null_blk_args(variant)
     with open(os.path.join(workdir, "qemu-cmd.sh"), "w") as f:
         f.write("#!/bin/sh\n# This boot's QEMU command line. To rerun it by hand, first start "
                 "the host side of the net device:\n#   " + server.manual_hint() + "\n"

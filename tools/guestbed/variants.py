@@ -25,6 +25,11 @@ A variant spec is a base name and optional `:key=value` modifiers:
     split:cpu=max            QEMU -cpu max (TCG's default CPU model lacks
                              SSE4.2, which Debian's DPDK needs: dpdk-testpmd
                              dies of SIGILL without it)
+    split:blk-null=on        one more virtio-blk function (serial vio-null) on
+                             QEMU's null-co driver (read-zeroes=on, 256 MiB,
+                             no file, no thread pool): a fast device for
+                             the side-by-side benchmark, so the drivers'
+                             cost is not hidden behind blk0's file backend
     split:iommu=off          no vIOMMU (no intel-iommu device, no
                              intel_iommu=on): VFIO cannot work, and the
                              plan checks the fallback to the kernel drivers
@@ -85,6 +90,7 @@ class Variant:
     iommu: bool = True
     net_pair: bool = False
     cpu: str = None                 # None: QEMU's default CPU model
+    blk_null: bool = False          # one more virtio-blk function on null-co (boot.NULL_BLK_ARGS)
     extra: dict = field(default_factory=dict)
 
     def _common(self):
@@ -127,6 +133,7 @@ class Variant:
             "GUESTBED_IOMMU": "on" if self.iommu else "off",
             "GUESTBED_NET_RSS": "on" if (self.net_queues or 1) > 1 else "off",
             "GUESTBED_NET_PAIR": "on" if self.net_pair else "off",
+            "GUESTBED_BLK_NULL": "on" if self.blk_null else "off",
         }
         if self.blk_qsize:
             e["GUESTBED_BLK_QSIZE"] = str(self.blk_qsize)
@@ -159,6 +166,8 @@ def _apply(v, key, val):
         v.iommu = _onoff(key, val)
     elif key == "net-pair":
         v.net_pair = _onoff(key, val)
+    elif key == "blk-null":
+        v.blk_null = _onoff(key, val)
     elif key == "cpu":
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", val):
             raise VariantError(f"cpu={val}: expected a QEMU CPU model name such as max or host")

@@ -122,6 +122,11 @@ struct Options: ParsableArguments {
   @Option(name: .customLong("hybrid"), help: "Poll for this many microseconds, then sleep on the interrupt.")
   var hybrid: Int?
 
+  @Option(
+    name: .customLong("idle-pause"),
+    help: "Polling: PAUSE instructions after a poll that found nothing (0: none). A spin-wait hint; under QEMU's TCG each one also lets the emulator's device threads run.")
+  var idlePause = 1
+
   @Flag(
     name: .customLong("no-interrupt-cpu"),
     help: "--interrupts/--hybrid: leave each job's thread where the scheduler puts it, instead of on the CPU its queue's interrupt is delivered to.")
@@ -189,6 +194,7 @@ struct Options: ParsableArguments {
     }
     if let h = hybrid { try Numbers.check(h, option: "--hybrid", in: 0...1_000_000, what: "microseconds") }
     if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
+    try Numbers.check(idlePause, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions")
     try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
     try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")

@@ -19,7 +19,9 @@
 # is left is "in flight" when the sender stopped (its TX ring, the socket).
 # Block (split boot only): 4 KiB random reads at QD1 and QD32, vio-fio over
 # VFIO (polling, --interrupts) vs fio (io_uring) on virtio_blk loaded with
-# poll_queues=1 (interrupts; --hipri: polled). Output: BENCH lines.
+# poll_queues=1 (interrupts; --hipri: polled), on blk0 (a raw file on the
+# host) and, with variant blk-null=on, on a null-co function (serial
+# vio-null: no file behind it). Output: BENCH lines.
 SECS=${BENCH_SECONDS:-3}
 RUNS=${BENCH_RUNS:-3}
 PARTS=${BENCH_PARTS:-net,blk}
@@ -190,73 +192,108 @@ vblk_load() {
   [ $r = 1 ] && [ $qd = 1 ] && echo "BENCH blk device $BLK /dev/$D virtio_blk $* io_poll=$(cat /sys/block/$D/queue/io_poll 2>/dev/null) hw_queues=$(ls /sys/block/$D/mq 2>/dev/null | wc -l)"
 }
 blk_line() {  # blk_line <who> <qd> <run> <file> <iops> <p99> [p50]
-  echo "BENCH blk mode=$1 qd=$2 run=$3 iops=${5:-0} p99_ns=${6:-0} p50_ns=${7:-0}"
+  echo "BENCH blk dev=${_dev:-file} mode=$1 qd=$2 run=$3 iops=${5:-0} p99_ns=${6:-0} p50_ns=${7:-0}"
   [ -n "$5" ] || echo "BENCH note: blk $1 qd$2 run $3: no result: $(tail -n 3 $4 | tr '\n' ' ')"
 }
 
+# blk_bench <dev label>: the side-by-side rounds on $BLK (label file: blk0,
+# a raw file on the host; null: QEMU's null-co, variant blk-null=on)
+blk_bench() {
+  _dev=$1
+  echo "BENCH features kernel-blk dev=$_dev $(virtio_features $BLK)"
+  r=1 qd=1
+  JOB="--rw=randread --bs=4k --runtime=$SECS --time_based --offset=32m --size=8m"
+  while [ $r -le $RUNS ]; do
+    for qd in 1 32; do
+      bind_vfio $BLK || echo "BENCH note: $BLK not on vfio-pci"
+      for m in poll irq; do
+        # shellcheck disable=SC2086
+        timeout 120 vio-fio --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json $([ $m = irq ] && echo --interrupts) \
+          >/tmp/bb.out 2>&1
+        blk_line vio-fio-$m $qd $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+        [ $r = 1 ] && [ $qd = 1 ] && [ $m = irq ] && grep -m1 -o '"details": *"[^"]*"' /tmp/bb.out | sed "s/^/BENCH features dev=$_dev vio-fio /"
+        [ $m = irq ] && grep -o '"interrupts": *[0-9]*' /tmp/bb.out | head -n1 | sed "s/^/BENCH blk dev=$_dev vio-fio-irq qd=$qd run=$r /"
+      done
+      # The spin-wait hint's effect, in the same run: polling without PAUSE
+      # shellcheck disable=SC2086
+      timeout 120 vio-fio --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json --idle-pause 0 >/tmp/bb.out 2>&1
+      blk_line vio-fio-nopause-poll $qd $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+      # guest-bench --baseline-vio-fio: an older vio-fio, polling, in the same run
+      if command -v vio-fio-before >/dev/null; then
+        # shellcheck disable=SC2086
+        timeout 120 vio-fio-before --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json >/tmp/bb.out 2>&1
+        blk_line vio-fio-before-poll $qd $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+      fi
+      # The kernel as users get it (a queue and vector per vCPU), then with a
+      # poll queue for --hipri (virtio_blk poll_queues=1).
+      for m in irq poll; do
+        if [ $m = irq ]; then vblk_load; else vblk_load poll_queues=1; fi
+        # Batched like vio-fio at QD32 (one io_uring_enter per batch).
+        # shellcheck disable=SC2086
+        timeout 120 fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=$qd \
+          --iodepth_batch_submit=$qd --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=$qd \
+          $([ $m = poll ] && echo --hipri) --output-format=json >/tmp/bb.out 2>&1
+        blk_line kernel-$m $qd $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
+      done
+    done
+    r=$((r + 1))
+  done
+}
+
+# blk_study: QD1 in interrupt mode on $BLK: which CPU takes the queue's
+# interrupt, and does it matter where the waiting thread runs? Each tool
+# unpinned (vio-fio: its default, on the CPU its queue's interrupt goes to,
+# and anywhere: --no-interrupt-cpu), pinned to CPU 0, to CPU 1 (taskset),
+# interleaved, RUNS times; in the first round, mid-run, the vectors'
+# /proc/interrupts lines (counts per CPU) and effective CPUs.
+blk_study() {
+  r=1
+  while [ $r -le $RUNS ]; do
+    for pin in follow any 0 1; do
+      ts=""
+      case $pin in follow) ;; any) ts="" ;; *) ts="taskset -c $pin" ;; esac
+      nofollow=""
+      [ $pin = any ] && nofollow=--no-interrupt-cpu
+      bind_vfio $BLK
+      # shellcheck disable=SC2086
+      $ts vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts $nofollow >/tmp/bb.out 2>&1 &
+      irq_snapshot vio-fio-irq $pin "vfio-msix.*$BLK" $!
+      blk_line study-vio-fio-irq-pin$pin 1 $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+      [ $pin = follow ] && continue  # the kernel has no such choice: its unpinned run is "any"
+      vblk_load
+      # shellcheck disable=SC2086
+      $ts fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=1 --output-format=json \
+        >/tmp/bb.out 2>&1 &
+      irq_snapshot kernel-irq $pin "$(basename $(ls -d /sys/bus/pci/devices/$BLK/virtio* | head -n1))-req" $!
+      blk_line study-kernel-irq-pin$pin 1 $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
+    done
+    r=$((r + 1))
+  done
+}
+
 case ",$PARTS," in *,blk,*)
+  # The guest's clock: vio-fio and fio read it per I/O (a vDSO read with tsc,
+  # a system call and an emulated device read with hpet or acpi_pm).
+  _cs=/sys/devices/system/clocksource/clocksource0
+  echo "BENCH clocksource current=$(cat $_cs/current_clocksource 2>/dev/null) available=$(cat $_cs/available_clocksource 2>/dev/null | tr ' ' ',')"
+  NULLBLK=$(blk_by_serial vio-null)
   BLK=$(find_virtio 0x1042 | head -n1)
   if [ "$GUESTBED_RING" != split ]; then
     echo "BENCH note: block part in the split boot only"
   elif [ -z "$BLK" ]; then
     check_fail bench-blk-device "no virtio-blk function"
   else
-    echo "BENCH features kernel-blk $(virtio_features $BLK)"
-    r=1 qd=1
-    JOB="--rw=randread --bs=4k --runtime=$SECS --time_based --offset=32m --size=8m"
-    while [ $r -le $RUNS ]; do
-      for qd in 1 32; do
-        bind_vfio $BLK || echo "BENCH note: $BLK not on vfio-pci"
-        for m in poll irq; do
-          # shellcheck disable=SC2086
-          timeout 120 vio-fio --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json $([ $m = irq ] && echo --interrupts) \
-            >/tmp/bb.out 2>&1
-          blk_line vio-fio-$m $qd $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)"
-          [ $r = 1 ] && [ $qd = 1 ] && [ $m = irq ] && grep -m1 -o '"details": *"[^"]*"' /tmp/bb.out | sed 's/^/BENCH features vio-fio /'
-          [ $m = irq ] && grep -o '"interrupts": *[0-9]*' /tmp/bb.out | head -n1 | sed "s/^/BENCH blk vio-fio-irq qd=$qd run=$r /"
-        done
-        # The kernel as users get it (a queue and vector per vCPU), then with a
-        # poll queue for --hipri (virtio_blk poll_queues=1).
-        for m in irq poll; do
-          if [ $m = irq ]; then vblk_load; else vblk_load poll_queues=1; fi
-          # Batched like vio-fio at QD32 (one io_uring_enter per batch).
-          # shellcheck disable=SC2086
-          timeout 120 fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=$qd \
-            --iodepth_batch_submit=$qd --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=$qd \
-            $([ $m = poll ] && echo --hipri) --output-format=json >/tmp/bb.out 2>&1
-          blk_line kernel-$m $qd $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)"
-        done
-      done
-      r=$((r + 1))
-    done
-    # QD1 in interrupt mode: which CPU takes the queue's interrupt, and does it
-    # matter where the waiting thread runs? Each tool unpinned (vio-fio: its
-    # default, on the CPU its queue's interrupt goes to, and anywhere:
-    # --no-interrupt-cpu), pinned to CPU 0, to CPU 1 (taskset), interleaved,
-    # RUNS times; in the first round, mid-run, the vectors' /proc/interrupts
-    # lines (counts per CPU) and effective CPUs.
-    r=1
-    while [ $r -le $RUNS ]; do
-      for pin in follow any 0 1; do
-        ts=""
-        case $pin in follow) ;; any) ts="" ;; *) ts="taskset -c $pin" ;; esac
-        nofollow=""
-        [ $pin = any ] && nofollow=--no-interrupt-cpu
-        bind_vfio $BLK
-        # shellcheck disable=SC2086
-        $ts vio-fio --filename=pci:$BLK $JOB --iodepth=1 --output-format=json --interrupts $nofollow >/tmp/bb.out 2>&1 &
-        irq_snapshot vio-fio-irq $pin "vfio-msix.*$BLK" $!
-        blk_line study-vio-fio-irq-pin$pin 1 $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
-        [ $pin = follow ] && continue  # the kernel has no such choice: its unpinned run is "any"
-        vblk_load
-        # shellcheck disable=SC2086
-        $ts fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=1 --output-format=json \
-          >/tmp/bb.out 2>&1 &
-        irq_snapshot kernel-irq $pin "$(basename $(ls -d /sys/bus/pci/devices/$BLK/virtio* | head -n1))-req" $!
-        blk_line study-kernel-irq-pin$pin 1 $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
-      done
-      r=$((r + 1))
-    done
+    BLK_FILE=$BLK
+    blk_bench file
+    [ "${BENCH_STUDY:-on}" = on ] && blk_study
+    if [ -n "$NULLBLK" ]; then
+      bind_kernel $BLK_FILE
+      BLK=$NULLBLK
+      blk_bench null
+      bind_kernel $BLK
+    elif [ "$GUESTBED_BLK_NULL" = on ]; then
+      check_fail bench-blk-null "variant blk-null=on but no virtio-blk function with serial vio-null"
+    fi
     check_pass bench-blk "$RUNS run(s) per mode"
   fi
   ;;
