@@ -44,9 +44,23 @@ class VariantTests(unittest.TestCase):
         self.assertEqual(vs[0].event_idx, False)
         self.assertEqual(vs[1].event_idx, True)
 
+    def test_blk_null_adds_a_null_co_function_behind_the_iommu(self):
+        v = variants.parse("split:blk-null=on")
+        self.assertEqual(v.env(2)["GUESTBED_BLK_NULL"], "on")
+        self.assertEqual(variants.parse("split").env(2)["GUESTBED_BLK_NULL"], "off")
+        args = boot.null_blk_args(v)
+        self.assertIn("driver=null-co", args[args.index("-blockdev") + 1])
+        self.assertIn("read-zeroes=on", args[args.index("-blockdev") + 1])
+        dev = args[args.index("-device") + 1].split(",")
+        self.assertEqual(dev[0], "virtio-blk-pci")
+        self.assertIn("serial=vio-null", dev)
+        self.assertIn("iommu_platform=on", dev)
+        # Without a vIOMMU the function offers no ACCESS_PLATFORM, as blk0.
+        self.assertNotIn("iommu_platform=on", boot.null_blk_args(variants.parse("split:blk-null=on:iommu=off"))[3])
+
     def test_rejects_bad_specs(self):
         for bad in ("ring", "split:qsize=100", "split:net-qsize=128", "split:foo=1",
-                    "split:event_idx=maybe", "split:mq", "split,split"):
+                    "split:event_idx=maybe", "split:mq", "split,split", "split:blk-null=maybe"):
             with self.assertRaises(variants.VariantError, msg=bad):
                 variants.parse_list(bad)
 
