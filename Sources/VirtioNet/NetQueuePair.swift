@@ -42,6 +42,8 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let txReclaimBelow: Int
   /// Packets per TX doorbell (1: every call that posts; `NetQueuePolicy`).
   @usableFromInline let txKickBatch: Int
+  /// Either of the two above is not the default: `transmit` takes its paced copy.
+  @usableFromInline let txPaced: Bool
   /// txKickBatch > 1: packets published since the last TX doorbell, and whether the device asked for one since.
   @usableFromInline var txUnkicked: Int = 0
   @usableFromInline var txKickOwed = false
@@ -100,6 +102,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.refillBatch = policy.refillThreshold(ringSize: self.rx.size)
     self.txReclaimBelow = policy.reclaimBelow(ringSize: self.tx.size)
     self.txKickBatch = policy.kickBatch(ringSize: self.tx.size)
+    self.txPaced = txReclaimBelow != Int.max || txKickBatch != 1
     self.policy = policy
     self.hashReport = features.contains(bit: NetFeature.hashReport)
     self.headerLength = hashReport ? VirtioNetHdrHash.size : Self.headerSize
@@ -383,8 +386,21 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// indirect when the ring has tables for it — and its buffers return to the
   /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
-    // `NetQueuePolicy.txReclaimBelow`: Int.max by default, so every call reclaims.
-    let reclaimed = tx.freeCount < txReclaimBelow ? reclaim(&pool) : 0
+    // One test per burst for a non-default `NetQueuePolicy` (reclaim cadence,
+    // kick batch): the default's body stays as it was, the paced one is a copy out of line.
+    if _slowPath(txPaced) { return transmitPaced(burst, pool: &pool) }
+    return transmit(burst, pool: &pool, paced: false)
+  }
+
+  @inlinable @inline(never)
+  mutating func transmitPaced(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
+    transmit(burst, pool: &pool, paced: true)
+  }
+
+  @inlinable @inline(__always)
+  mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool, paced: Bool) -> Int {
+    // `NetQueuePolicy.txReclaimBelow` (paced only: by default every call reclaims).
+    let reclaimed = !paced || tx.freeCount < txReclaimBelow ? reclaim(&pool) : 0
     let count = burst.count
     // One branch per burst; each batch body has its header length as a constant (see `headerLength`).
     var run =
@@ -406,7 +422,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     stats.txPackets &+= UInt64(n)
     stats.txBytes &+= bytes
-    if _slowPath(txKickBatch != 1) {
+    if paced && txKickBatch != 1 {
       kickBatched(posted: n)
     } else if n > 0 && tx.publish() {
       // §2.7.13.3 / §2.8.21.1: publish, then notify only when the device asked (EVENT_IDX / NO_NOTIFY).
