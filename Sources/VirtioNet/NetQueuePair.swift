@@ -47,7 +47,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// txKickBatch > 1: packets published since the last TX doorbell, and whether the device asked for one since.
   @usableFromInline var txUnkicked: Int = 0
   @usableFromInline var txKickOwed = false
-  /// The policy the pair was made with (clamped values above).
+  /// The policy the pair was made with, as given (the fields above hold its values clamped to the rings).
   public let policy: NetQueuePolicy
   /// MRG_RXBUF: buffers of the current multi-buffer frame still to come —
   /// skipped when `rxDropping` (the frame was dropped), else joined to it.
