@@ -65,6 +65,15 @@ public struct PortOptions: Sendable {
   /// received packet's hash in `BufferPool.receiveHash`); a port whose device
   /// lacks RSS fails to open with a message. nil: neither is asked for.
   public var rss: RSSConfig? = nil
+  /// Negotiate VIRTIO_F_EVENT_IDX (§2.7.7.2, §2.7.10, §2.8.10): the device
+  /// says at which index it next wants a doorbell and the driver at which it
+  /// next wants an interrupt. false: flags only (NO_NOTIFY / NO_INTERRUPT).
+  /// For devices where the index costs more than it saves (measure first:
+  /// docs/PERFORMANCE.md, "Issue 17").
+  public var eventIndex: Bool = true
+  /// Refill, reclaim and doorbell pacing of every queue pair (`NetQueuePolicy`;
+  /// the default is the measured one). Virtio ports only.
+  public var queuePolicy = NetQueuePolicy()
   /// VIRTIO_NET_CTRL_MAC_ADDR_SET (needs CTRL_MAC_ADDR): the address the device filters unicast frames for.
   public var macAddress: MACAddress? = nil
   /// VIRTIO_NET_CTRL_MAC_TABLE_SET (needs CTRL_RX): addresses received besides
@@ -94,6 +103,7 @@ public struct PortOptions: Sendable {
     // Without checksum offload the dependencies drop TSO too; said here for the reader.
     if !segmentationOffload || !checksumOffload { p.wanted.remove(FeatureSet(bits: NetFeaturePolicy.segmentation)) }
     if !mergeableReceiveBuffers { p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf)) }
+    if !eventIndex { p.wanted.remove(FeatureSet(bit: VirtioFeature.eventIdx)) }
     // Opt-in: HASH_REPORT widens every header to 20 bytes, and CTRL_VLAN makes
     // the device drop tagged frames of VLANs not added (§5.1.6.5.3).
     if rss != nil {

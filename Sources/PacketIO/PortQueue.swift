@@ -79,8 +79,9 @@ public struct PortQueue: ~Copyable {
     }
   }
 
-  /// Returns finished TX buffers to the pool (virtio) / re-kicks a TX ring the
-  /// kernel could not empty (kernel). For idle loops.
+  /// Returns finished TX buffers to the pool and rings a doorbell a TX kick
+  /// batch held back (virtio, `NetQueuePolicy.txKickBatch`) / re-kicks a TX
+  /// ring the kernel could not empty (kernel). For idle loops.
   public mutating func flush(pool: inout BufferPool) {
     switch backend {
     case .split(let p): p.pointee.flush(pool: &pool)

@@ -64,6 +64,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var control: NetControlQueue<Q>?
   let hasControl: Bool
   let features: FeatureSet
+  /// Refill, reclaim and doorbell pacing of every queue pair (`PortOptions.queuePolicy`).
+  let queuePolicy: NetQueuePolicy
   let pairs: Int
   let board: ReconnectBoard
   var taken: [Bool]
@@ -115,6 +117,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     self.hasControl = config.controlQueue(features: features) != nil
     self.control = control
     self.features = features
+    self.queuePolicy = options.queuePolicy
     self.pairs = options.queues
     self.board = ReconnectBoard(pairs: options.queues)
     self.board.setAnnounceMAC(options.macAddress ?? config.mac)
@@ -182,7 +185,7 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
     let tx = session.takeQueue(txIndex)
     let pair = NetQueuePair(
       rx: rx, tx: tx, rxDoorbell: session.transport.doorbell(queue: rxIndex), txDoorbell: session.transport.doorbell(queue: txIndex),
-      features: features)
+      features: features, policy: queuePolicy)
     let port = VirtioPortQueue(pair: pair, control: board.control(pair: q), announces: q == 0)
     return (Q.wrap(box(port)), wakeFD(q))
   }

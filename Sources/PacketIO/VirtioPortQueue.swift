@@ -176,6 +176,8 @@ struct VirtioPortQueue<Q: ConstructibleVirtqueue & ~Copyable>: ~Copyable {
       serve(r, &pool, receiveRingEmpty: false)
     }
     pair.reclaim(&pool)
+    // A doorbell NetQueuePolicy.txKickBatch held back goes out when the loop goes idle.
+    pair.flushTransmit()
   }
 
   /// What the main thread asked since the last request served: the device

@@ -36,8 +36,19 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   @usableFromInline let txECN: Bool
   /// MRG_RXBUF: the hdr_len of the GSO frame being assembled, checked against its whole length.
   @usableFromInline var rxHeaderHint: Int = 0
-  /// Refill the RX ring once this many slots are free (one doorbell per batch).
+  /// Refill the RX ring once this many slots are free (one doorbell per batch; `NetQueuePolicy`).
   @usableFromInline let refillBatch: Int
+  /// `transmit` reclaims only below this many free TX slots (Int.max: every call; `NetQueuePolicy`).
+  @usableFromInline let txReclaimBelow: Int
+  /// Packets per TX doorbell (1: every call that posts; `NetQueuePolicy`).
+  @usableFromInline let txKickBatch: Int
+  /// Either of the two above is not the default: `transmit` takes its paced copy.
+  @usableFromInline let txPaced: Bool
+  /// txKickBatch > 1: packets published since the last TX doorbell, and whether the device asked for one since.
+  @usableFromInline var txUnkicked: Int = 0
+  @usableFromInline var txKickOwed = false
+  /// The policy the pair was made with, as given (the fields above hold its values clamped to the rings).
+  public let policy: NetQueuePolicy
   /// MRG_RXBUF: buffers of the current multi-buffer frame still to come —
   /// skipped when `rxDropping` (the frame was dropped), else joined to it.
   /// One field, so the one-buffer path makes one test.
@@ -69,9 +80,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   public static var headerSize: Int { 12 }
 
   /// A pair over two configured queues. Interrupts start disabled on both
-  /// (polling); `armReceiveInterrupt` asks for the next RX one.
+  /// (polling); `armReceiveInterrupt` asks for the next RX one. `policy`:
+  /// refill, reclaim and doorbell pacing (`NetQueuePolicy`; the default is the measured one).
   public init(
-    rx: consuming RX, tx: consuming TX, rxDoorbell: Doorbell, txDoorbell: Doorbell, features: FeatureSet
+    rx: consuming RX, tx: consuming TX, rxDoorbell: Doorbell, txDoorbell: Doorbell, features: FeatureSet,
+    policy: NetQueuePolicy = .standard
   ) {
     self.rx = rx
     self.tx = tx
@@ -86,7 +99,11 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     self.rxECN = offloads.rxECN
     self.txGSOMask = offloads.txGSOMask
     self.txECN = offloads.txECN
-    self.refillBatch = max(1, min(32, self.rx.size / 8))
+    self.refillBatch = policy.refillThreshold(ringSize: self.rx.size)
+    self.txReclaimBelow = policy.reclaimBelow(ringSize: self.tx.size)
+    self.txKickBatch = policy.kickBatch(ringSize: self.tx.size)
+    self.txPaced = txReclaimBelow != Int.max || txKickBatch != 1
+    self.policy = policy
     self.hashReport = features.contains(bit: NetFeature.hashReport)
     self.headerLength = hashReport ? VirtioNetHdrHash.size : Self.headerSize
     self.rx.disableInterrupts()
@@ -369,7 +386,21 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
   /// indirect when the ring has tables for it — and its buffers return to the
   /// pool together when the device is done with it.
   @inlinable public mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
-    let reclaimed = reclaim(&pool)
+    // One test per burst for a non-default `NetQueuePolicy` (reclaim cadence,
+    // kick batch): the default's body stays as it was, the paced one is a copy out of line.
+    if _slowPath(txPaced) { return transmitPaced(burst, pool: &pool) }
+    return transmit(burst, pool: &pool, paced: false)
+  }
+
+  @inlinable @inline(never)
+  mutating func transmitPaced(_ burst: Span<PacketBuffer>, pool: inout BufferPool) -> Int {
+    transmit(burst, pool: &pool, paced: true)
+  }
+
+  @inlinable @inline(__always)
+  mutating func transmit(_ burst: Span<PacketBuffer>, pool: inout BufferPool, paced: Bool) -> Int {
+    // `NetQueuePolicy.txReclaimBelow` (paced only: by default every call reclaims).
+    let reclaimed = !paced || tx.freeCount < txReclaimBelow ? reclaim(&pool) : 0
     let count = burst.count
     // One branch per burst; each batch body has its header length as a constant (see `headerLength`).
     var run =
@@ -391,11 +422,42 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     stats.txPackets &+= UInt64(n)
     stats.txBytes &+= bytes
-    if n > 0 && tx.publish() {
+    if paced && txKickBatch != 1 {
+      kickBatched(posted: n)
+    } else if n > 0 && tx.publish() {
+      // §2.7.13.3 / §2.8.21.1: publish, then notify only when the device asked (EVENT_IDX / NO_NOTIFY).
       txDoorbell.ring(tx.notificationValue)
       stats.notifications &+= 1
     }
     return n
+  }
+
+  /// `NetQueuePolicy.txKickBatch` > 1: publishes what this call posted at
+  /// once (a polling device sees it), but rings a doorbell the device asked
+  /// for only once `txKickBatch` packets went out since the last one, or
+  /// when this call posted nothing or left the ring full (the caller stopped
+  /// or waits for the device: a kick owed must not wait longer). A kick asked
+  /// for once stays owed (EVENT_IDX: a later publish may not cross the event
+  /// again). Out of line: the default policy never comes here.
+  @inlinable @inline(never)
+  mutating func kickBatched(posted n: Int) {
+    if n > 0 {
+      if tx.publish() { txKickOwed = true }
+      txUnkicked &+= n
+    }
+    guard txKickOwed, n == 0 || txUnkicked >= txKickBatch || tx.freeCount == 0 else { return }
+    flushTransmit()
+  }
+
+  /// Rings a TX doorbell the device asked for and `txKickBatch` held back
+  /// (nothing otherwise). Call it when a burst of sends ends, with a kick
+  /// batch above 1; `transmit` of an empty burst does the same.
+  @inlinable public mutating func flushTransmit() {
+    txUnkicked = 0
+    guard txKickOwed else { return }
+    txKickOwed = false
+    txDoorbell.ring(tx.notificationValue)
+    stats.notifications &+= 1
   }
 
   /// The TX ring is full: notify the device when it has completed nothing

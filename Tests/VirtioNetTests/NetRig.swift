@@ -15,7 +15,10 @@ struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>:
   /// Counts the doorbells (queue 0: RX, 1: TX).
   let bell: SimTransport
 
-  init(size: Int, features: [Int] = [VirtioFeature.eventIdx], poolCount: Int = 512, bufferSize: Int = 2048, maxIndirect: Int = 0) throws {
+  init(
+    size: Int, features: [Int] = [VirtioFeature.eventIdx], poolCount: Int = 512, bufferSize: Int = 2048, maxIndirect: Int = 0,
+    policy: NetQueuePolicy = .standard
+  ) throws {
     var f = FeatureSet(bits: [VirtioFeature.version1] + features)
     if Q.layout == .packed { f.formUnion(FeatureSet(bit: VirtioFeature.ringPacked)) }
     let ring = RingFeatures(negotiated: f)
@@ -25,7 +28,7 @@ struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>:
     let bell = SimTransport(deviceFeatures: f, queueSizes: [size, size])
     let dev = try NetDeviceSide<D>(rx: rx, tx: tx, features: ring, memory: dma.iommu)
     let pool = try BufferPool(count: poolCount, bufferSize: bufferSize, headroom: 64, memory: &dma)
-    pair = NetQueuePair(rx: rx, tx: tx, rxDoorbell: bell.doorbell(queue: 0), txDoorbell: bell.doorbell(queue: 1), features: f)
+    pair = NetQueuePair(rx: rx, tx: tx, rxDoorbell: bell.doorbell(queue: 0), txDoorbell: bell.doorbell(queue: 1), features: f, policy: policy)
     self.dev = dev
     self.pool = pool
     self.bell = bell

@@ -83,7 +83,7 @@ FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
                "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after",
-               "--test-only-clear-filters-after"]
+               "--test-only-clear-filters-after", "--rx-refill", "--tx-reclaim-below", "--tx-kick-batch"]
 # List and text options (issue 15): cpulists, RSS tables and keys, MACs, VLANs.
 FWD_LISTS = ["--cpus", "--rss-table", "--vlan-filter", "--rss-key", "--rss-hash", "--mac", "--mac-filter"]
 LIST_VALUES = ["0", "0-1", "1,0", "0,0", "3-1", "1,", ",", "-", "0-99999999999999999999", "4095", "4096", "0-4095",
@@ -141,7 +141,7 @@ def fwd_cases(rng, n, notsock):
             args += [rng.choice(FWD_LISTS), rng.choice(LIST_VALUES + [random_number(rng)])]
         if rng.random() < 0.2:
             args.append(rng.choice(["--json", "--mode=txonly", "--mode=sideways", "--wait=hybrid", "--ring=packed", "--no-fallback",
-                                    "--log-level=loud"]))
+                                    "--log-level=loud", "--no-event-idx"]))
         cases.append(Case("vio-fwd", args, True))
     return cases
 
@@ -165,7 +165,18 @@ def fwd_open_cases(rng, n):
         args = ["--port", "d0", "--mode", "rxonly", "--duration", d, "--stats-period", p]
         if rng.random() < 0.3:
             args += [rng.choice(["--burst", "--rxd", "--txd", "--idle-polls", "--tx-retries"]), rng.choice(["32", "64"])]
-        c = Case("vio-fwd", args, not (d in GOOD_DURATIONS and p in GOOD_PERIODS))
+        # NetQueuePolicy's knobs (issue 17): 1 ... the ring they pace, anything else refused.
+        policy_ok = True
+        if rng.random() < 0.4:
+            opt = rng.choice(["--rx-refill", "--tx-reclaim-below", "--tx-kick-batch"])
+            ring = int(args[args.index("--rxd" if opt == "--rx-refill" else "--txd") + 1]) \
+                if ("--rxd" if opt == "--rx-refill" else "--txd") in args else 256
+            v = rng.choice(["1", "8", "32", "256", "0", "-1", "257", "65536", "x", "1e400", ""])
+            args += [opt, v]
+            policy_ok = v.isdigit() and 1 <= int(v) <= ring
+        if rng.random() < 0.2:
+            args.append("--no-event-idx")
+        c = Case("vio-fwd", args, not (d in GOOD_DURATIONS and p in GOOD_PERIODS and policy_ok))
         c.netns = True
         cases.append(c)
     return cases

@@ -122,6 +122,22 @@ struct VioFwd: ParsableCommand {
     name: .customLong("no-mrg-rxbuf"),
     help: "Do not negotiate VIRTIO_NET_F_MRG_RXBUF: every received frame must fit one buffer (then --buffer-size must hold the largest frame).")
   var noMergeableBuffers = false
+  @Flag(
+    name: .customLong("no-event-idx"),
+    help: "Do not negotiate VIRTIO_F_EVENT_IDX: doorbells and interrupts are suppressed by flags only (measure first: docs/PERFORMANCE.md, issue 17).")
+  var noEventIndex = false
+  @Option(
+    name: .customLong("rx-refill"),
+    help: "Refill a receive ring once this many of its slots are free (1 ... --rxd; default: an eighth of the ring, at most 32).")
+  var rxRefill: Int?
+  @Option(
+    name: .customLong("tx-reclaim-below"),
+    help: "Reclaim sent buffers only when fewer than this many transmit slots are free (1 ... --txd; default: on every transmit).")
+  var txReclaimBelow: Int?
+  @Option(
+    name: .customLong("tx-kick-batch"),
+    help: "Ring a transmit doorbell the device asked for only every this many packets, or when the ring fills or the loop goes idle (1 ... --txd; default 1: every burst).")
+  var txKickBatch: Int = 1
   @Option(
     name: .customLong("buffer-size"),
     help: "Bytes per packet buffer (256 ... 65536); default: room for the largest frame the MTUs allow. Smaller: larger frames arrive and leave as chains of buffers (MRG_RXBUF).")
@@ -207,6 +223,9 @@ struct VioFwd: ParsableCommand {
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
+    if let n = rxRefill { try Numbers.check(n, option: "--rx-refill", in: 1...rxd, what: "free slots (at most --rxd)") }
+    if let n = txReclaimBelow { try Numbers.check(n, option: "--tx-reclaim-below", in: 1...txd, what: "free slots (at most --txd)") }
+    try Numbers.check(txKickBatch, option: "--tx-kick-batch", in: 1...txd, what: "packets (at most --txd)")
     try Numbers.check(txRetries, option: "--tx-retries", in: 0...Int(Int32.max))
     if let n = testOnlyNeedsResetAfter { try Numbers.check(n, option: "--test-only-needs-reset-after", in: 1...1_000_000_000) }
     if let n = testOnlyClearFiltersAfter {
@@ -304,6 +323,8 @@ struct VioFwd: ParsableCommand {
     options.segmentationOffload = !noTSO && !noOffloads
     options.mergeableReceiveBuffers = !noMergeableBuffers
     options.bufferSize = bufferSize
+    options.eventIndex = !noEventIndex
+    options.queuePolicy = NetQueuePolicy(rxRefillThreshold: rxRefill, txReclaimBelow: txReclaimBelow, txKickBatch: txKickBatch)
     options.ringLayout = ring == .split ? .split : ring == .packed ? .packed : nil
     options.logger = Logger(label: "vio-fwd")
     let addresses = ports.map { try! PortAddress(parsing: $0) }  // validated above

@@ -1,3 +1,4 @@
+import VirtioNet
 import VirtioVhostUser
 
 /// `vio-vhost-check <command> --socket PATH [options]`; see `usage`.
@@ -24,6 +25,10 @@ struct Arguments {
   var verbose = false
   /// Feature bits not to negotiate (--without event-idx,in-order,...), for benchmarking their cost.
   var without: [Int] = []
+  /// bench-net / net: refill, reclaim and doorbell pacing (--rx-refill, --tx-reclaim-below, --tx-kick-batch).
+  var policy = NetQueuePolicy()
+  /// bench-net: bytes per pool buffer, also their stride (--buffer-size; 2048 by default).
+  var bufferSize = 2048
 
   static let usage = """
     usage: vio-vhost-check <command> --socket PATH [--server] [options]
@@ -35,6 +40,8 @@ struct Arguments {
     options: --layout split|packed  --frames N  --frame-size B  --burst N  --queue-size N  --timeout-ms MS
              --reconnect-timeout-ms MS  --blocks N  --block-size B  --seed N  --mode M  --seconds S  --qd N
              --memory-mib N  --pages huge|small  --idle-pause N  --without event-idx,indirect,in-order,mrg-rxbuf,csum  --verbose
+             --rx-refill N  --tx-reclaim-below N  --tx-kick-batch N (NetQueuePolicy, 1 ... --queue-size)
+             --buffer-size B (bench-net: pool buffer size and stride, 2048 ... 4096)
     """
 
   init(_ argv: [String]) throws(UsageError) {
@@ -70,6 +77,10 @@ struct Arguments {
       case "--seed": seed = UInt64(try int(a))
       case "--mode": mode = try value(a)
       case "--idle-pause": idlePause = try int(a)
+      case "--rx-refill": policy.rxRefillThreshold = try int(a)
+      case "--tx-reclaim-below": policy.txReclaimBelow = try int(a)
+      case "--tx-kick-batch": policy.txKickBatch = try int(a)
+      case "--buffer-size": bufferSize = try int(a)
       case "--seconds":
         let v = try value(a)
         guard let s = Double(v), s > 0 else { throw UsageError("--seconds takes a positive number") }
@@ -97,6 +108,10 @@ struct Arguments {
     guard let s = socket else { throw UsageError("--socket PATH is required") }
     endpoint = server ? .server(s) : .client(s)
     guard frameSize >= 60, frameSize <= 1514 else { throw UsageError("--frame-size is 60...1514") }
+    for (name, v) in [("--rx-refill", policy.rxRefillThreshold), ("--tx-reclaim-below", policy.txReclaimBelow), ("--tx-kick-batch", policy.txKickBatch)] {
+      if let v, v < 1 || v > queueSize { throw UsageError("\(name) is 1...\(queueSize) (the ring size, --queue-size)") }
+    }
+    guard bufferSize >= 2048, bufferSize <= 4096 else { throw UsageError("--buffer-size is 2048...4096") }
   }
 }
 

@@ -1,0 +1,150 @@
+import VirtioCore
+import VirtioNet
+import VirtioNetSim
+import VirtioSim
+import VirtioSpec
+import XCTest
+
+/// `NetQueuePolicy` (issue 17): each knob's effect on doorbells and on when
+/// buffers come back, against the simulated device of both ring layouts.
+/// Without EVENT_IDX the device never sets NO_NOTIFY here, so every publish
+/// asks for a doorbell and the counts below are exact.
+final class QueuePolicyTests: XCTestCase {
+  func testClampsToTheRing() {
+    XCTAssertEqual(NetQueuePolicy().refillThreshold(ringSize: 256), 32)
+    XCTAssertEqual(NetQueuePolicy().refillThreshold(ringSize: 16), 2)
+    XCTAssertEqual(NetQueuePolicy().refillThreshold(ringSize: 4), 1)
+    XCTAssertEqual(NetQueuePolicy(rxRefillThreshold: 0).refillThreshold(ringSize: 64), 1)
+    XCTAssertEqual(NetQueuePolicy(rxRefillThreshold: 1000).refillThreshold(ringSize: 64), 64)
+    XCTAssertEqual(NetQueuePolicy().reclaimBelow(ringSize: 64), Int.max, "default: every call")
+    XCTAssertEqual(NetQueuePolicy(txReclaimBelow: -5).reclaimBelow(ringSize: 64), 1, "a full ring is always reclaimed")
+    XCTAssertEqual(NetQueuePolicy(txReclaimBelow: 500).reclaimBelow(ringSize: 64), 64)
+    XCTAssertEqual(NetQueuePolicy(txKickBatch: 0).kickBatch(ringSize: 64), 1)
+    XCTAssertEqual(NetQueuePolicy(txKickBatch: Int.max).kickBatch(ringSize: 64), 64)
+    XCTAssertEqual(NetQueuePolicy().summary, "default")
+    XCTAssertEqual(NetQueuePolicy(rxRefillThreshold: 8, txKickBatch: 4).summary, "rx-refill=8 tx-kick-batch=4")
+  }
+
+  func testRefillThresholdSetsRefillDoorbells() throws {
+    for (threshold, doorbells, inFlight) in [(nil, 6, 64), (16, 3, 64), (1, 48, 64), (20, 2, 56), (48, 1, 64)] as [(Int?, Int, Int)] {
+      try refillDoorbells(SplitVirtqueue.self, SplitDeviceRing.self, threshold: threshold, doorbells: doorbells, inFlight: inFlight)
+      try refillDoorbells(PackedVirtqueue.self, PackedDeviceRing.self, threshold: threshold, doorbells: doorbells, inFlight: inFlight)
+    }
+  }
+
+  /// 48 frames one at a time through a 64-slot ring: one refill (one publish,
+  /// one doorbell) each time `threshold` slots are free (default: 64 / 8 = 8).
+  func refillDoorbells<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(
+    _: Q.Type, _: D.Type, threshold: Int?, doorbells: Int, inFlight: Int
+  ) throws {
+    var r = try NetRig<Q, D>(size: 64, features: [], policy: NetQueuePolicy(rxRefillThreshold: threshold))
+    XCTAssertEqual(r.pair.refill(&r.pool), 64)
+    let first = r.bell.notifications(queue: 0)
+    XCTAssertEqual(first, 1)
+    for i in 0..<48 {
+      XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64)))
+      r.dev.publishRX()
+      let got = r.receive(max: 8)
+      XCTAssertEqual(got.count, 1)
+      for b in got { r.pool.release(b) }
+    }
+    let label = "\(Q.layout) threshold \(threshold.map(String.init) ?? "default")"
+    XCTAssertEqual(r.bell.notifications(queue: 0) - first, doorbells, label)
+    XCTAssertEqual(r.pair.rx.inFlight, inFlight, label + ": slots left free below the threshold")
+    XCTAssertEqual(r.pair.stats.rxPackets, 48)
+  }
+
+  func testReclaimBelowDefersReclaim() throws {
+    try reclaimCadence(SplitVirtqueue.self, SplitDeviceRing.self)
+    try reclaimCadence(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  /// 16-slot ring, reclaim below 4 free: finished buffers stay out of the
+  /// pool until a call finds fewer than 4 slots free; the default takes them
+  /// back on the next call.
+  func reclaimCadence<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 16, policy: NetQueuePolicy(txReclaimBelow: 4))
+    var d = try NetRig<Q, D>(size: 16)
+    XCTAssertEqual(r.send(0..<8), 8)
+    XCTAssertEqual(d.send(0..<8), 8)
+    XCTAssertEqual(r.dev.collectTX(), 8)
+    XCTAssertEqual(d.dev.collectTX(), 8)
+    XCTAssertEqual(r.send(8..<9), 1)
+    XCTAssertEqual(d.send(8..<9), 1)
+    // 8 free slots: the policy rig keeps its 8 finished buffers out; the default took them back.
+    XCTAssertEqual(r.pool.available, 512 - 9, "\(Q.layout): not reclaimed with 8 free")
+    XCTAssertEqual(d.pool.available, 512 - 1, "\(Q.layout): default, reclaimed on the next call")
+    // 8 finished + 1 in flight: 7 free. Fill to 3 free, then the next call reclaims.
+    XCTAssertEqual(r.send(9..<13), 4)
+    XCTAssertEqual(r.pool.available, 512 - 13, "\(Q.layout): 3 free after this call, not reclaimed yet")
+    XCTAssertEqual(r.dev.collectTX(), 5)
+    XCTAssertEqual(r.send(13..<14), 1)
+    XCTAssertEqual(r.pool.available, 512 - 1, "\(Q.layout): fewer than 4 free: all 13 finished came back")
+    XCTAssertEqual(r.pair.policy, NetQueuePolicy(txReclaimBelow: 4))
+  }
+
+  func testKickBatchHoldsDoorbellsUntilBatchOrIdle() throws {
+    try kickBatch(SplitVirtqueue.self, SplitDeviceRing.self)
+    try kickBatch(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  /// Kick batch 8 on a 64-slot ring: three calls of 3 packets ring once (at
+  /// the 9th packet), though the device sees every packet as soon as it is
+  /// published; an empty call or `flushTransmit` rings what is owed, once.
+  func kickBatch<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 64, features: [], policy: NetQueuePolicy(txKickBatch: 8))
+    var frames: [[UInt8]] = []
+    XCTAssertEqual(r.send(0..<3), 3)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 0, "\(Q.layout): 3 < 8, held back")
+    XCTAssertEqual(r.dev.collectTX { _, f in frames.append(f) }, 3, "\(Q.layout): published at once")
+    XCTAssertEqual(r.send(3..<6), 3)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 0)
+    XCTAssertEqual(r.send(6..<9), 3)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 1, "\(Q.layout): 9 >= 8, one doorbell")
+    XCTAssertEqual(r.send(9..<12), 3)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 1)
+    XCTAssertEqual(r.transmit([]), 0)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 2, "\(Q.layout): an empty call rings what is owed")
+    XCTAssertEqual(r.transmit([]), 0)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 2, "\(Q.layout): nothing owed, nothing rung")
+    XCTAssertEqual(r.send(12..<15), 3)
+    r.pair.flushTransmit()
+    XCTAssertEqual(r.bell.notifications(queue: 1), 3, "\(Q.layout): flushTransmit rings what is owed")
+    r.dev.collectTX { _, f in frames.append(f) }
+    XCTAssertEqual(frames, (0..<15).map { testFrame($0, length: 80) })
+    XCTAssertEqual(r.pair.stats.notifications, UInt64(r.bell.notifications(queue: 0) + 3))
+
+    // The default rings on every call that posts.
+    var d = try NetRig<Q, D>(size: 64, features: [])
+    for i in 0..<3 { XCTAssertEqual(d.send(i..<i + 1), 1) }
+    XCTAssertEqual(d.bell.notifications(queue: 1), 3, "\(Q.layout): default, one per call")
+  }
+
+  func testKickBatchWithEventIndexKeepsAnOwedKick() throws {
+    try owedKick(SplitVirtqueue.self, SplitDeviceRing.self)
+    try owedKick(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  /// EVENT_IDX: the device asks for one doorbell when the driver crosses its
+  /// event; a later publish does not cross it again. The held-back kick must
+  /// still go out (else the device would wait forever), exactly once.
+  func owedKick<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 64, features: [VirtioFeature.eventIdx], policy: NetQueuePolicy(txKickBatch: 32))
+    XCTAssertEqual(r.send(0..<1), 1)
+    XCTAssertEqual(r.send(1..<2), 1)
+    XCTAssertEqual(r.bell.notifications(queue: 1), 0, "\(Q.layout): held back")
+    r.pair.flushTransmit()
+    XCTAssertEqual(r.bell.notifications(queue: 1), 1, "\(Q.layout): the kick asked for at the first packet went out")
+    XCTAssertEqual(r.dev.collectTX(), 2)
+    XCTAssertNil(r.dev.driverBug)
+  }
+}
+
+extension NetRig where Q: ~Copyable, D: ~Copyable {
+  /// Transmits the 80-byte test frames `seqs` in one call; returns how many went.
+  mutating func send(_ seqs: Range<Int>) -> Int {
+    var packets: [PacketBuffer] = []
+    for i in seqs { packets.append(packet(testFrame(i, length: 80))) }
+    return transmit(packets)
+  }
+}
