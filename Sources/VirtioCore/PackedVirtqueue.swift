@@ -146,23 +146,41 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard !isBrokenFast else { return 0 }
     // Every chain holds a slot and an ID; freeIDCount >= freeSlots, checked anyway.
     let limit = min(count, freeSlots, freeIDCount)
+    // The ring position, the wrap's AVAIL/USED bits and the ID FIFO's head in
+    // locals, stored back once: as fields they were reloaded and stored per
+    // buffer, since the closure's stores (a header, a pool) might alias `self`.
+    let ring = self.ring
+    let chains = self.chains
+    let freeIDs = self.freeIDs
+    let size = self.size
+    var slot = Int(nextAvail)
+    var wrapFlags = availFlags
+    var idHead = freeIDHead
     var added = 0
     while added < limit, let buffer = next() {
       let segment = buffer.segment
       guard segment.length > 0 else { break }
-      let id = freeIDs[freeIDHead]
-      freeIDHead = freeIDHead &+ 1 == size ? 0 : freeIDHead &+ 1
+      let id = freeIDs[idHead]
+      idHead = idHead &+ 1 == size ? 0 : idHead &+ 1
       // §2.8.21.1: each descriptor's flags last, with release.
       ring.storeReleasingFlags(
         PackedDesc(
           addr: segment.address, len: segment.length, id: id,
-          flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | availFlags),
-        at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
-      advanceAvail()
+          flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | wrapFlags),
+        at: slot &* MemoryLayout<PackedDesc>.stride)
+      slot &+= 1
+      if slot == size {
+        // §2.8.1: past the last slot the Driver Ring Wrap Counter flips, and with it AVAIL/USED.
+        slot = 0
+        wrapFlags ^= VirtqDescFlags.avail | VirtqDescFlags.used
+      }
       chains[Int(id)] = ChainState(
         token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
       added &+= 1
     }
+    nextAvail = UInt16(truncatingIfNeeded: slot)
+    availWrap = wrapFlags & VirtqDescFlags.avail != 0
+    freeIDHead = idHead
     freeIDCount &-= added
     freeSlots &-= added
     chainsInFlight &+= added
