@@ -32,7 +32,9 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// Ring slots made available since the last publish (event index math counts slots).
   @usableFromInline var slotsSincePublish: Int = 0
   @usableFromInline var chainsInFlight: Int = 0
-  @usableFromInline var interruptsOn: Bool = true
+  /// Interrupts wanted with EVENT_IDX: each used buffer moves the driver
+  /// event offset (§2.8.10). One flag, one test per buffer.
+  @usableFromInline var movesDriverEvent: Bool
   @usableFromInline var oldestID: UInt16 = 0
   @usableFromInline var batchEnd: Int32 = -1
   @usableFromInline var batchEndLength: UInt32 = 0
@@ -66,6 +68,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     self.freeIDs = ids
     self.freeIDCount = size
     self.freeSlots = size
+    self.movesDriverEvent = features.eventIdx
     if features.eventIdx {
       // §2.8.10: start as split does with used_event 0 — interrupt at the first
       // used descriptor (slot 0, wrap 1), not after every one (ENABLE).
@@ -274,16 +277,13 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     let slot = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     // Acquire: the id and length are read after the flags that publish them.
     let flags = ring.loadAcquire(\PackedDesc.flags, at: slot)
-    let avail = flags & VirtqDescFlags.avail != 0
-    let used = flags & VirtqDescFlags.used != 0
-    if avail != used {
-      // Still the driver's descriptor (AVAIL = wrap, USED = !wrap): not used yet.
-      if avail == usedWrap { return .empty }
-      broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
-      return .broken
-    }
-    // §2.8.1: used iff AVAIL == USED == the device wrap counter.
-    guard used == usedWrap else {
+    // §2.8.1: used iff AVAIL == USED == the device wrap counter; still the
+    // driver's (not used yet) iff AVAIL == wrap and USED == !wrap; anything
+    // else the device could not have written. Both bits compared at once.
+    let bits = VirtqDescFlags.avail | VirtqDescFlags.used
+    let usedBits = usedWrap ? bits : 0
+    if flags & bits != usedBits {
+      if flags & bits == usedBits ^ VirtqDescFlags.used { return .empty }
       broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
       return .broken
     }
@@ -354,7 +354,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     freeIDCount &+= 1
     chainsInFlight &-= 1
     oldestID = id &+ 1 == UInt16(truncatingIfNeeded: size) ? 0 : id &+ 1
-    if interruptsOn && features.eventIdx { writeDriverEvent() }
+    if movesDriverEvent { writeDriverEvent() }
     return UsedBuffer(token: state.token, length: length)
   }
 
@@ -367,12 +367,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   // MARK: interrupt suppression (§2.8.10)
 
   public mutating func disableInterrupts() {
-    interruptsOn = false
+    movesDriverEvent = false
     ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.disable)
   }
 
   public mutating func enableInterrupts() -> Bool {
-    interruptsOn = true
+    movesDriverEvent = features.eventIdx
     if features.eventIdx {
       writeDriverEvent()
       ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
