@@ -348,9 +348,14 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     }
     usedSlot = UInt16(truncatingIfNeeded: next)
     freeSlots &+= Int(state.count)
-    var tail = freeIDHead &+ freeIDCount
-    if tail >= size { tail &-= size }
-    freeIDs[tail] = id
+    // With IN_ORDER every buffer completes in the order its ID left the FIFO
+    // (nextUsed turns any other ID into a batch ending there), so the FIFO
+    // stays 0, 1, 2, … and the place the ID goes back to already holds it.
+    if !features.inOrder {
+      var tail = freeIDHead &+ freeIDCount
+      if tail >= size { tail &-= size }
+      freeIDs[tail] = id
+    }
     freeIDCount &+= 1
     chainsInFlight &-= 1
     oldestID = id &+ 1 == UInt16(truncatingIfNeeded: size) ? 0 : id &+ 1
