@@ -120,17 +120,13 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let start = pool.headroom &- headerLength
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
-    var handed = 0
-    var last = PacketBuffer(index: 0, offset: 0, length: 0)
-    let posted = rx.add(upTo: want) {
+    // The ring refuses a 0-byte buffer (this pool's shape never gives one):
+    // none is asked for then, so every buffer handed over is posted.
+    let posted = rx.add(upTo: length > 0 ? want : 0) {
       guard var b = pool.allocate() else { return nil }
       b.offset = offset
-      handed &+= 1
-      last = b
       return (.writable(pool.iova(b) &+ UInt64(start), length), Self.token(b))
     }
-    // Not posted (a 0-byte buffer, which this pool's shape never gives): back to the pool.
-    if handed > posted { pool.release(last) }
     if posted < want && pool.available == 0 {
       if !rxStarved { stats.rxNoBuffers &+= 1 }
       rxStarved = true
