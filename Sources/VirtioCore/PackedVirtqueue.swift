@@ -27,8 +27,15 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// §2.8.1: the driver's Driver Ring Wrap Counter, starts at 1.
   @usableFromInline var availWrap: Bool = true
   @usableFromInline var usedSlot: UInt16 = 0
+  /// AVAIL | USED as a used descriptor of the current device lap has them
+  /// (§2.8.1: both equal to the Device Ring Wrap Counter): stored as the
+  /// bits, so a poll compares its flags with one field.
+  @usableFromInline var usedFlags: UInt16 = VirtqDescFlags.avail | VirtqDescFlags.used
   /// §2.8.1: the driver's copy of the Device Ring Wrap Counter, starts at 1.
-  @usableFromInline var usedWrap: Bool = true
+  @inlinable var usedWrap: Bool {
+    get { usedFlags != 0 }
+    set { usedFlags = newValue ? VirtqDescFlags.avail | VirtqDescFlags.used : 0 }
+  }
   /// Ring slots made available since the last publish (event index math counts slots).
   @usableFromInline var slotsSincePublish: Int = 0
   @usableFromInline var chainsInFlight: Int = 0
@@ -36,14 +43,20 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// event offset (§2.8.10). One flag, one test per buffer.
   @usableFromInline var movesDriverEvent: Bool
   @usableFromInline var oldestID: UInt16 = 0
-  @usableFromInline var batchEnd: Int32 = -1
+  @usableFromInline var batchEnd: Int32 = -1 {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
   @usableFromInline var batchEndLength: UInt32 = 0
   @usableFromInline var broken: BrokenReason? = nil {
     didSet { isBrokenFast = broken != nil }
   }
   /// `broken != nil`, as a plain flag for the hot path (the optional enum with
   /// payloads costs a tag decode per test).
-  @usableFromInline var isBrokenFast = false
+  @usableFromInline var isBrokenFast = false {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
+  /// Broken, or an IN_ORDER batch pending: one test on a poll's usual path (an empty one above all).
+  @usableFromInline var needsSlowPoll = false
 
   public init<A: DMAAllocator & ~Copyable>(
     index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int = 0
@@ -271,8 +284,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   // MARK: used buffers (§2.8.22 "Receiving Used Buffers From The Device")
 
   @inlinable @inline(__always) public mutating func nextUsed() -> PollResult {
-    if isBrokenFast { return .broken }
-    if batchEnd >= 0 { return nextInBatch() }
+    if needsSlowPoll { return isBrokenFast ? .broken : nextInBatch() }
     if chainsInFlight == 0 { return .empty }
     let slot = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     // Acquire: the id and length are read after the flags that publish them.
@@ -280,10 +292,9 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     // §2.8.1: used iff AVAIL == USED == the device wrap counter; still the
     // driver's (not used yet) iff AVAIL == wrap and USED == !wrap; anything
     // else the device could not have written. Both bits compared at once.
-    let bits = VirtqDescFlags.avail | VirtqDescFlags.used
-    let usedBits = usedWrap ? bits : 0
-    if flags & bits != usedBits {
-      if flags & bits == usedBits ^ VirtqDescFlags.used { return .empty }
+    let bits = flags & (VirtqDescFlags.avail | VirtqDescFlags.used)
+    if bits != usedFlags {
+      if bits == usedFlags ^ VirtqDescFlags.used { return .empty }
       broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
       return .broken
     }
@@ -344,7 +355,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     var next = Int(usedSlot) &+ Int(state.count)
     if next >= size {
       next &-= size
-      usedWrap.toggle()
+      usedFlags ^= VirtqDescFlags.avail | VirtqDescFlags.used
     }
     usedSlot = UInt16(truncatingIfNeeded: next)
     freeSlots &+= Int(state.count)
@@ -389,8 +400,6 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     if batchEnd >= 0 { return true }
     if chainsInFlight == 0 { return false }
     let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
-    let avail = flags & VirtqDescFlags.avail != 0
-    let used = flags & VirtqDescFlags.used != 0
-    return avail == used && used == usedWrap
+    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
   }
 }
