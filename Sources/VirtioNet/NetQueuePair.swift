@@ -120,12 +120,16 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let start = pool.headroom &- headerLength
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
-    // The ring refuses a 0-byte buffer (this pool's shape never gives one):
-    // none is asked for then, so every buffer handed over is posted.
-    let posted = rx.add(upTo: length > 0 ? want : 0) {
+    // A pool whose headroom cannot hold the header, or whose buffers would
+    // be 0 bytes (the ring refuses those), gets none asked for: nothing
+    // traps, and every buffer handed over is posted. `start` is converted
+    // once here, not checked per buffer.
+    let fits = start >= 0 && length > 0
+    let startOffset = UInt64(truncatingIfNeeded: start)
+    let posted = rx.add(upTo: fits ? want : 0) {
       guard var b = pool.allocate() else { return nil }
       b.offset = offset
-      return (.writable(pool.iova(b) &+ UInt64(start), length), Self.token(b))
+      return (.writable(pool.iova(b) &+ startOffset, length), Self.token(b))
     }
     if posted < want && pool.available == 0 {
       if !rxStarved { stats.rxNoBuffers &+= 1 }
