@@ -173,26 +173,38 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     var wrapFlags = availFlags
     var idHead = freeIDHead
     var added = 0
-    while added < limit, let buffer = next() {
-      let segment = buffer.segment
-      guard segment.length > 0 else { break }
-      let id = freeIDs[idHead]
-      idHead = idHead &+ 1 == size ? 0 : idHead &+ 1
-      // §2.8.21.1: each descriptor's flags last, with release.
-      ring.storeReleasingFlags(
-        PackedDesc(
-          addr: segment.address, len: segment.length, id: id,
-          flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | wrapFlags),
-        at: slot &* MemoryLayout<PackedDesc>.stride)
-      slot &+= 1
+    var stopped = false
+    while added < limit && !stopped {
+      // A run of buffers up to where the ring position or the ID FIFO's head
+      // wraps: inside it neither is tested per buffer (both move by one per buffer).
+      let run = min(limit &- added, size &- slot, size &- idHead)
+      var k = 0
+      while k < run {
+        guard let buffer = next(), buffer.segment.length > 0 else {
+          stopped = true
+          break
+        }
+        let segment = buffer.segment
+        let id = freeIDs[idHead &+ k]
+        // §2.8.21.1: each descriptor's flags last, with release.
+        ring.storeReleasingFlags(
+          PackedDesc(
+            addr: segment.address, len: segment.length, id: id,
+            flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | wrapFlags),
+          at: (slot &+ k) &* MemoryLayout<PackedDesc>.stride)
+        chains[Int(id)] = ChainState(
+          token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
+        k &+= 1
+      }
+      added &+= k
+      slot &+= k
+      idHead &+= k
       if slot == size {
         // §2.8.1: past the last slot the Driver Ring Wrap Counter flips, and with it AVAIL/USED.
         slot = 0
         wrapFlags ^= VirtqDescFlags.avail | VirtqDescFlags.used
       }
-      chains[Int(id)] = ChainState(
-        token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
-      added &+= 1
+      if idHead == size { idHead = 0 }
     }
     nextAvail = UInt16(truncatingIfNeeded: slot)
     availWrap = wrapFlags & VirtqDescFlags.avail != 0
