@@ -221,7 +221,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
     if hashReport { b.flags = PacketBuffer.hashReported }
     guard rxChecksum else { return true }
-    let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+    // flags and gso_type in one load: with neither set (most frames) there is nothing more to read.
+    let flagsAndGSO = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+    if flagsAndGSO == 0 { return true }
+    let flags = UInt8(truncatingIfNeeded: flagsAndGSO)
     // DATA_VALID — the device checked it; NEEDS_CSUM — only a partial
     // checksum, complete it from csum_start (kept as metadata).
     if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
@@ -235,7 +238,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       b.csumOffset = offset
     }
     // A large TCP segment (GUEST_TSO4/6), checked out of line; a chain's is counted when complete.
-    if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
+    if _slowPath(flagsAndGSO >> 8 != 0) {
       guard readSegmentation(&b, header: header, frameLength: frameLength) else { return false }
       if frameLength != nil { stats.rxGSO &+= 1 }
     }
