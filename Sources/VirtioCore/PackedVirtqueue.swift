@@ -27,21 +27,36 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   /// §2.8.1: the driver's Driver Ring Wrap Counter, starts at 1.
   @usableFromInline var availWrap: Bool = true
   @usableFromInline var usedSlot: UInt16 = 0
+  /// AVAIL | USED as a used descriptor of the current device lap has them
+  /// (§2.8.1: both equal to the Device Ring Wrap Counter): stored as the
+  /// bits, so a poll compares its flags with one field.
+  @usableFromInline var usedFlags: UInt16 = VirtqDescFlags.avail | VirtqDescFlags.used
   /// §2.8.1: the driver's copy of the Device Ring Wrap Counter, starts at 1.
-  @usableFromInline var usedWrap: Bool = true
+  @inlinable var usedWrap: Bool {
+    get { usedFlags != 0 }
+    set { usedFlags = newValue ? VirtqDescFlags.avail | VirtqDescFlags.used : 0 }
+  }
   /// Ring slots made available since the last publish (event index math counts slots).
   @usableFromInline var slotsSincePublish: Int = 0
   @usableFromInline var chainsInFlight: Int = 0
-  @usableFromInline var interruptsOn: Bool = true
+  /// Interrupts wanted with EVENT_IDX: each used buffer moves the driver
+  /// event offset (§2.8.10). One flag, one test per buffer.
+  @usableFromInline var movesDriverEvent: Bool
   @usableFromInline var oldestID: UInt16 = 0
-  @usableFromInline var batchEnd: Int32 = -1
+  @usableFromInline var batchEnd: Int32 = -1 {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
   @usableFromInline var batchEndLength: UInt32 = 0
   @usableFromInline var broken: BrokenReason? = nil {
     didSet { isBrokenFast = broken != nil }
   }
   /// `broken != nil`, as a plain flag for the hot path (the optional enum with
   /// payloads costs a tag decode per test).
-  @usableFromInline var isBrokenFast = false
+  @usableFromInline var isBrokenFast = false {
+    didSet { needsSlowPoll = isBrokenFast || batchEnd >= 0 }
+  }
+  /// Broken, or an IN_ORDER batch pending: one test on a poll's usual path (an empty one above all).
+  @usableFromInline var needsSlowPoll = false
 
   public init<A: DMAAllocator & ~Copyable>(
     index: UInt16, size: Int, features: RingFeatures, memory: inout A, maxIndirect: Int = 0
@@ -66,6 +81,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     self.freeIDs = ids
     self.freeIDCount = size
     self.freeSlots = size
+    self.movesDriverEvent = features.eventIdx
     if features.eventIdx {
       // §2.8.10: start as split does with used_event 0 — interrupt at the first
       // used descriptor (slot 0, wrap 1), not after every one (ENABLE).
@@ -146,23 +162,53 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     guard !isBrokenFast else { return 0 }
     // Every chain holds a slot and an ID; freeIDCount >= freeSlots, checked anyway.
     let limit = min(count, freeSlots, freeIDCount)
+    // The ring position, the wrap's AVAIL/USED bits and the ID FIFO's head in
+    // locals, stored back once: as fields they were reloaded and stored per
+    // buffer, since the closure's stores (a header, a pool) might alias `self`.
+    let ring = self.ring
+    let chains = self.chains
+    let freeIDs = self.freeIDs
+    let size = self.size
+    var slot = Int(nextAvail)
+    var wrapFlags = availFlags
+    var idHead = freeIDHead
     var added = 0
-    while added < limit, let buffer = next() {
-      let segment = buffer.segment
-      guard segment.length > 0 else { break }
-      let id = freeIDs[freeIDHead]
-      freeIDHead = freeIDHead &+ 1 == size ? 0 : freeIDHead &+ 1
-      // §2.8.21.1: each descriptor's flags last, with release.
-      ring.storeReleasingFlags(
-        PackedDesc(
-          addr: segment.address, len: segment.length, id: id,
-          flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | availFlags),
-        at: Int(nextAvail) &* MemoryLayout<PackedDesc>.stride)
-      advanceAvail()
-      chains[Int(id)] = ChainState(
-        token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
-      added &+= 1
+    var stopped = false
+    while added < limit && !stopped {
+      // A run of buffers up to where the ring position or the ID FIFO's head
+      // wraps: inside it neither is tested per buffer (both move by one per buffer).
+      let run = min(limit &- added, size &- slot, size &- idHead)
+      var k = 0
+      while k < run {
+        guard let buffer = next(), buffer.segment.length > 0 else {
+          stopped = true
+          break
+        }
+        let segment = buffer.segment
+        let id = freeIDs[idHead &+ k]
+        // §2.8.21.1: each descriptor's flags last, with release.
+        ring.storeReleasingFlags(
+          PackedDesc(
+            addr: segment.address, len: segment.length, id: id,
+            flags: (segment.deviceWritable ? VirtqDescFlags.write : 0) | wrapFlags),
+          at: (slot &+ k) &* MemoryLayout<PackedDesc>.stride)
+        chains[Int(id)] = ChainState(
+          token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
+        k &+= 1
+      }
+      added &+= k
+      slot &+= k
+      idHead &+= k
+      if slot == size {
+        // §2.8.1: past the last slot the Driver Ring Wrap Counter flips, and with it AVAIL/USED.
+        slot = 0
+        wrapFlags ^= VirtqDescFlags.avail | VirtqDescFlags.used
+      }
+      if idHead == size { idHead = 0 }
     }
+    nextAvail = UInt16(truncatingIfNeeded: slot)
+    availWrap = wrapFlags & VirtqDescFlags.avail != 0
+    freeIDHead = idHead
     freeIDCount &-= added
     freeSlots &-= added
     chainsInFlight &+= added
@@ -250,22 +296,17 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   // MARK: used buffers (§2.8.22 "Receiving Used Buffers From The Device")
 
   @inlinable @inline(__always) public mutating func nextUsed() -> PollResult {
-    if isBrokenFast { return .broken }
-    if batchEnd >= 0 { return nextInBatch() }
+    if needsSlowPoll { return isBrokenFast ? .broken : nextInBatch() }
     if chainsInFlight == 0 { return .empty }
     let slot = Int(usedSlot) &* MemoryLayout<PackedDesc>.stride
     // Acquire: the id and length are read after the flags that publish them.
     let flags = ring.loadAcquire(\PackedDesc.flags, at: slot)
-    let avail = flags & VirtqDescFlags.avail != 0
-    let used = flags & VirtqDescFlags.used != 0
-    if avail != used {
-      // Still the driver's descriptor (AVAIL = wrap, USED = !wrap): not used yet.
-      if avail == usedWrap { return .empty }
-      broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
-      return .broken
-    }
-    // §2.8.1: used iff AVAIL == USED == the device wrap counter.
-    guard used == usedWrap else {
+    // §2.8.1: used iff AVAIL == USED == the device wrap counter; still the
+    // driver's (not used yet) iff AVAIL == wrap and USED == !wrap; anything
+    // else the device could not have written. Both bits compared at once.
+    let bits = flags & (VirtqDescFlags.avail | VirtqDescFlags.used)
+    if bits != usedFlags {
+      if bits == usedFlags ^ VirtqDescFlags.used { return .empty }
       broken = .packedBadWrapState(slot: Int(usedSlot), flags: flags, expectedWrap: usedWrap)
       return .broken
     }
@@ -299,6 +340,11 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     return .used(complete(id, length: len))
   }
 
+  /// `nextUsed`, always inlined: the protocol's default was a call per
+  /// reclaimed TX buffer, its result returned through memory. The length of a
+  /// used descriptor is read anyway (one load), so nothing is skipped here.
+  @inlinable @inline(__always) public mutating func nextCompleted() -> PollResult { nextUsed() }
+
   // Always inlined: with IN_ORDER (DPDK's vhost, packed) most buffers complete through here.
   @inlinable @inline(__always) mutating func nextInBatch() -> PollResult {
     let id = oldestID
@@ -321,17 +367,22 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     var next = Int(usedSlot) &+ Int(state.count)
     if next >= size {
       next &-= size
-      usedWrap.toggle()
+      usedFlags ^= VirtqDescFlags.avail | VirtqDescFlags.used
     }
     usedSlot = UInt16(truncatingIfNeeded: next)
     freeSlots &+= Int(state.count)
-    var tail = freeIDHead &+ freeIDCount
-    if tail >= size { tail &-= size }
-    freeIDs[tail] = id
+    // With IN_ORDER every buffer completes in the order its ID left the FIFO
+    // (nextUsed turns any other ID into a batch ending there), so the FIFO
+    // stays 0, 1, 2, … and the place the ID goes back to already holds it.
+    if !features.inOrder {
+      var tail = freeIDHead &+ freeIDCount
+      if tail >= size { tail &-= size }
+      freeIDs[tail] = id
+    }
     freeIDCount &+= 1
     chainsInFlight &-= 1
     oldestID = id &+ 1 == UInt16(truncatingIfNeeded: size) ? 0 : id &+ 1
-    if interruptsOn && features.eventIdx { writeDriverEvent() }
+    if movesDriverEvent { writeDriverEvent() }
     return UsedBuffer(token: state.token, length: length)
   }
 
@@ -344,12 +395,12 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   // MARK: interrupt suppression (§2.8.10)
 
   public mutating func disableInterrupts() {
-    interruptsOn = false
+    movesDriverEvent = false
     ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.disable)
   }
 
   public mutating func enableInterrupts() -> Bool {
-    interruptsOn = true
+    movesDriverEvent = features.eventIdx
     if features.eventIdx {
       writeDriverEvent()
       ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
@@ -361,8 +412,6 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     if batchEnd >= 0 { return true }
     if chainsInFlight == 0 { return false }
     let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
-    let avail = flags & VirtqDescFlags.avail != 0
-    let used = flags & VirtqDescFlags.used != 0
-    return avail == used && used == usedWrap
+    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
   }
 }

@@ -76,7 +76,7 @@ extension PackedVirtqueue {
     usedWrap = true
     slotsSincePublish = 0
     chainsInFlight = 0
-    interruptsOn = true
+    movesDriverEvent = features.eventIdx
     oldestID = 0
     batchEnd = -1
     batchEndLength = 0

@@ -137,17 +137,17 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     let start = pool.headroom &- headerLength
     let length = UInt32(truncatingIfNeeded: pool.bufferSize &- start)
     // A buffer is taken from the pool only when the ring has room for it.
-    var handed = 0
-    var last = PacketBuffer(index: 0, offset: 0, length: 0)
-    let posted = rx.add(upTo: want) {
+    // A pool whose headroom cannot hold the header, or whose buffers would
+    // be 0 bytes (the ring refuses those), gets none asked for: nothing
+    // traps, and every buffer handed over is posted. `start` is converted
+    // once here, not checked per buffer.
+    let fits = start >= 0 && length > 0
+    let startOffset = UInt64(truncatingIfNeeded: start)
+    let posted = rx.add(upTo: fits ? want : 0) {
       guard var b = pool.allocate() else { return nil }
       b.offset = offset
-      handed &+= 1
-      last = b
-      return (.writable(pool.iova(b) &+ UInt64(start), length), Self.token(b))
+      return (.writable(pool.iova(b) &+ startOffset, length), Self.token(b))
     }
-    // Not posted (a 0-byte buffer, which this pool's shape never gives): back to the pool.
-    if handed > posted { pool.release(last) }
     if posted < want && pool.available == 0 {
       if !rxStarved { stats.rxNoBuffers &+= 1 }
       rxStarved = true
@@ -238,7 +238,10 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // §5.1.6.4.3: hash_value / hash_report stay in the headroom, read only when asked for.
     if hashReport { b.flags = PacketBuffer.hashReported }
     guard rxChecksum else { return true }
-    let flags = header.load(fromByteOffset: 0, as: UInt8.self)
+    // flags and gso_type in one load: with neither set (most frames) there is nothing more to read.
+    let flagsAndGSO = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+    if flagsAndGSO == 0 { return true }
+    let flags = UInt8(truncatingIfNeeded: flagsAndGSO)
     // DATA_VALID — the device checked it; NEEDS_CSUM — only a partial
     // checksum, complete it from csum_start (kept as metadata).
     if flags & VirtioNetHdr.flagDataValid != 0 { b.flags |= PacketBuffer.checksumValid }
@@ -252,7 +255,7 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
       b.csumOffset = offset
     }
     // A large TCP segment (GUEST_TSO4/6), checked out of line; a chain's is counted when complete.
-    if _slowPath(header.load(fromByteOffset: 1, as: UInt8.self) != 0) {
+    if _slowPath(flagsAndGSO >> 8 != 0) {
       guard readSegmentation(&b, header: header, frameLength: frameLength) else { return false }
       if frameLength != nil { stats.rxGSO &+= 1 }
     }

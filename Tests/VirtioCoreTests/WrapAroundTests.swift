@@ -21,12 +21,23 @@ final class WrapAroundTests: XCTestCase {
     try run(PackedRig.self, size: 100, maxChain: 4)
   }
 
+  /// `add(upTo:)` between chains, so its runs start at every ring position
+  /// and ID-FIFO head (a chain moves the one by more than the other) and end
+  /// at a wrap, at a full ring, or when the caller stops (nil or a 0-byte buffer).
+  func testBatchAddsAcrossWraps() throws {
+    try run(SplitRig.self, size: 8, maxChain: 3, batchAdds: true)
+    try run(PackedRig.self, size: 7, maxChain: 3, batchAdds: true)
+    try run(PackedRig.self, size: 100, maxChain: 2, batchAdds: true)
+  }
+
   /// Runs `total` buffers in random batches (and random chain lengths) through
-  /// a ring of `size`, checking every token and length in order.
+  /// a ring of `size`, checking every token and length in order; with
+  /// `batchAdds`, about half the batches go through `add(upTo:)`.
   func run<Q: TestableQueue & ~Copyable, D: DeviceRing & ~Copyable>(
-    _: Rig<Q, D>.Type, size: Int, maxChain: Int
+    _: Rig<Q, D>.Type, size: Int, maxChain: Int, batchAdds: Bool = false
   ) throws {
     var r = try Rig<Q, D>(size: size, slots: 64, slotBytes: 64)
+    let iovas = (0..<64).map { r.iova($0) }
     var rng = SplitMix64(seed: UInt64(size * 31 + maxChain))
     var next: UInt64 = 0  // next token to add
     var expect: UInt64 = 0  // next token to come back
@@ -37,6 +48,25 @@ final class WrapAroundTests: XCTestCase {
       let want = rng.inRange(1...size)
       var added = 0
       while added < want && next < UInt64(Self.total) {
+        if batchAdds && rng.inRange(0...1) == 0 {
+          // Hands `stop` one-segment buffers, then nil or a 0-byte one (left unposted).
+          let stop = rng.inRange(0...(want - added))
+          let zeroStop = rng.inRange(0...1) == 0
+          let first = next
+          var handed = 0
+          let n = r.q.add(upTo: want - added) {
+            let t = first + UInt64(handed)
+            guard handed < stop, t < UInt64(Self.total) else { return zeroStop ? (.writable(iovas[0], 0), 0) : nil }
+            handed += 1
+            return (.writable(iovas[Int(t % 64)], UInt32(1 + t % 64)), t)
+          }
+          XCTAssertLessThanOrEqual(n, handed)
+          for t in first..<first + UInt64(n) { expectedLength[Int(t)] = UInt32(t % 64) }
+          next += UInt64(n)
+          added += n
+          if n < stop || n == 0 { break }
+          continue
+        }
         let n = rng.inRange(1...maxChain)
         var segs: [BufferSegment] = []
         for k in 0..<n {
