@@ -93,8 +93,8 @@ tool_start() {
     for _p in "$@"; do _a="$_a --port pci:$_p"; done
     _extra=""
     [ $_role = io ] && _extra="--tx-first"
-    # guest-bench --fwd-rx-args: options for vio-fwd's receiving side only (e.g. --wait hybrid)
-    [ $_role = rxonly ] && _extra="${BENCH_FWD_RX_ARGS:-}"
+    # alt (guest-bench --fwd-rx-args): vio-fwd whose receiving side takes those options (e.g. --wait hybrid)
+    [ $_who = alt ] && [ $_role = rxonly ] && _extra="${BENCH_FWD_RX_ARGS:-}"
     # shellcheck disable=SC2086
     taskset -c $_cpu vio-fwd $_a --mode $_role $_extra --cpus $_cpu $FWD_ARGS >/tmp/b-$_tag.json 2>/tmp/b-$_tag.log &
     _pid=$!
@@ -116,7 +116,7 @@ net_run() {
     stop $PID_rx
     rate=$(rate_of $_w /tmp/b-rx.log)
     # what the receiving side ran with (shows --fwd-rx-args took effect)
-    [ $_w = ours ] && [ $_r = 1 ] && echo "BENCH receiver $(grep -m1 'forwarding:' /tmp/b-rx.log)"
+    [ $_w = alt ] && [ $_r = 1 ] && echo "BENCH receiver alt $(grep -m1 'forwarding:' /tmp/b-rx.log)"
     set -- $(totals_of $_w tx)
     sent=$3 notsent=$4
     set -- $(totals_of $_w rx)
@@ -153,6 +153,11 @@ case ",$PARTS," in *,net,*)
       while [ $r -le $RUNS ]; do
         order="dpdk ours"
         [ $((r % 2)) = 0 ] && order="ours dpdk"
+        # --fwd-rx-args: a third contender in txrx, alternating ends of the order
+        if [ -n "${BENCH_FWD_RX_ARGS:-}" ] && [ $mode = txrx ]; then
+          order="dpdk ours alt"
+          [ $((r % 2)) = 0 ] && order="alt ours dpdk"
+        fi
         for who in $order; do net_run $who $mode $r; done
         r=$((r + 1))
       done
