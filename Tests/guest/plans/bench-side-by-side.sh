@@ -95,6 +95,7 @@ tool_start() {
     [ $_role = io ] && _extra="--tx-first"
     # alt (guest-bench --fwd-rx-args): vio-fwd whose receiving side takes those options (e.g. --wait hybrid)
     [ $_who = alt ] && [ $_role = rxonly ] && _extra="${BENCH_FWD_RX_ARGS:-}"
+    [ $_who = alt ] && [ $_role = io ] && _extra="$_extra ${BENCH_FWD_RX_ARGS:-}"
     # shellcheck disable=SC2086
     taskset -c $_cpu vio-fwd $_a --mode $_role $_extra --cpus $_cpu $FWD_ARGS >/tmp/b-$_tag.json 2>/tmp/b-$_tag.log &
     _pid=$!
@@ -153,8 +154,8 @@ case ",$PARTS," in *,net,*)
       while [ $r -le $RUNS ]; do
         order="dpdk ours"
         [ $((r % 2)) = 0 ] && order="ours dpdk"
-        # --fwd-rx-args: a third contender in txrx, alternating ends of the order
-        if [ -n "${BENCH_FWD_RX_ARGS:-}" ] && [ $mode = txrx ]; then
+        # --fwd-rx-args: a third contender (txrx: its receiver; io: the forwarder), alternating ends of the order
+        if [ -n "${BENCH_FWD_RX_ARGS:-}" ]; then
           order="dpdk ours alt"
           [ $((r % 2)) = 0 ] && order="alt ours dpdk"
         fi
