@@ -22,6 +22,13 @@ public typealias BlockSubmitResult = VirtioBlk.BlockSubmitResult
   /// posts such requests again once the device is back instead.
   case deviceLost
 
+  /// `self == .ok` without the synthesized `==`, which is a call across modules
+  /// (the enum has payloads); for completion loops.
+  @inlinable public var isOK: Bool {
+    if case .ok = self { return true }
+    return false
+  }
+
   @inlinable init(_ s: VirtioBlk.BlockStatus) {
     switch s {
     case .ok: self = .ok

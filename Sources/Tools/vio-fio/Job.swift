@@ -458,10 +458,7 @@ struct IOLoop {
     freeSlots[freeCount] = slot
     freeCount &+= 1
     let latency = now &- starts[slot]
-    // A pattern, not `!=`: BlockIOStatus's synthesized == is a call across modules.
-    let ok: Bool
-    if case .ok = c.status { ok = true } else { ok = false }
-    if !ok {
+    if !c.status.isOK {
       if c.status == .deviceLost && r.fatal == nil {
         r.fatal =
           "the device went away (a vhost-user backend that hung up?) with \(op) at offset \(offset) in flight: it failed as device lost and may or may not have been written; run with --recover=resubmit to post such requests again once the device is back"
