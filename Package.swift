@@ -113,7 +113,7 @@ let package = Package(
     .executableTarget(
       name: "vio-fwd",
       dependencies: [
-        "PacketIO", "ToolSupport", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "CVirtioAtomics", "PacketIO", "ToolSupport", "VioMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/Tools/vio-fwd"),

@@ -83,7 +83,7 @@ FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset
                "--verify_pattern", "--metrics-port", "--metrics-linger"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
                "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after",
-               "--test-only-clear-filters-after", "--rx-refill", "--tx-reclaim-below", "--tx-kick-batch"]
+               "--test-only-clear-filters-after", "--rx-refill", "--tx-reclaim-below", "--tx-kick-batch", "--idle-pause"]
 # List and text options (issue 15): cpulists, RSS tables and keys, MACs, VLANs.
 FWD_LISTS = ["--cpus", "--rss-table", "--vlan-filter", "--rss-key", "--rss-hash", "--mac", "--mac-filter"]
 LIST_VALUES = ["0", "0-1", "1,0", "0,0", "3-1", "1,", ",", "-", "0-99999999999999999999", "4095", "4096", "0-4095",
@@ -176,6 +176,10 @@ def fwd_open_cases(rng, n):
             policy_ok = v.isdigit() and 1 <= int(v) <= ring
         if rng.random() < 0.2:
             args.append("--no-event-idx")
+        if rng.random() < 0.2:
+            v = rng.choice(["0", "1", "1000", "1001", "-1", "x", ""])
+            args += ["--idle-pause", v]
+            policy_ok = policy_ok and v.isdigit() and int(v) <= 1000
         c = Case("vio-fwd", args, not (d in GOOD_DURATIONS and p in GOOD_PERIODS and policy_ok))
         c.netns = True
         cases.append(c)

@@ -93,6 +93,10 @@ struct VioFwd: ParsableCommand {
   var wait: WaitMode = .poll
   @Option(name: .customLong("idle-polls"), help: "hybrid: empty polls in a row before sleeping.")
   var idlePolls: Int = 1024
+  @Option(
+    name: .customLong("idle-pause"),
+    help: "PAUSE instructions after a round that moved nothing (0 ... 1000; default 0). A spin-wait hint; under QEMU's TCG each one also lets the emulator's device thread take its lock.")
+  var idlePause: Int = 0
   @Flag(
     name: .customLong("tx-first"),
     help: "io/macswap: send one burst of --pkt-size frames out of every port before forwarding (as testpmd's tx_first), so two ports joined back to back keep frames circulating.")
@@ -223,6 +227,7 @@ struct VioFwd: ParsableCommand {
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
+    try Numbers.check(idlePause, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions")
     if let n = rxRefill { try Numbers.check(n, option: "--rx-refill", in: 1...rxd, what: "free slots (at most --rxd)") }
     if let n = txReclaimBelow { try Numbers.check(n, option: "--tx-reclaim-below", in: 1...txd, what: "free slots (at most --txd)") }
     try Numbers.check(txKickBatch, option: "--tx-kick-batch", in: 1...txd, what: "packets (at most --txd)")
@@ -368,7 +373,7 @@ struct VioFwd: ParsableCommand {
     Settings(
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
-      idlePolls: wait == .interrupt ? 1 : idlePolls, txRetries: txRetries, statsFile: statsFile,
+      idlePolls: wait == .interrupt ? 1 : idlePolls, idlePauses: idlePause, txRetries: txRetries, statsFile: statsFile,
       testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter,
       txFirst: txFirst)
   }
@@ -386,6 +391,8 @@ struct Settings: Sendable {
   var json: Bool
   var wait: WaitMode
   var idlePolls: Int
+  /// --idle-pause: PAUSE instructions after a round that moved nothing.
+  var idlePauses: Int = 0
   var txRetries: Int
   var statsFile: String?
   var testOnlyNeedsResetAfter: Int? = nil

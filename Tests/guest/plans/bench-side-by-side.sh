@@ -96,6 +96,8 @@ tool_start() {
     # alt (guest-bench --fwd-rx-args): vio-fwd whose receiving side takes those options (e.g. --wait hybrid)
     [ $_who = alt ] && [ $_role = rxonly ] && _extra="${BENCH_FWD_RX_ARGS:-}"
     [ $_who = alt ] && [ $_role = io ] && _extra="$_extra ${BENCH_FWD_RX_ARGS:-}"
+    # a --contender of guest-bench: its options on every vio-fwd process it runs
+    case " ${BENCH_CONTENDERS:-} " in *" $_who "*) eval "_extra=\"\$_extra \${BENCH_C_$_who}\"" ;; esac
     # shellcheck disable=SC2086
     taskset -c $_cpu vio-fwd $_a --mode $_role $_extra --cpus $_cpu $FWD_ARGS >/tmp/b-$_tag.json 2>/tmp/b-$_tag.log &
     _pid=$!
@@ -159,6 +161,13 @@ case ",$PARTS," in *,net,*)
           order="dpdk ours alt"
           [ $((r % 2)) = 0 ] && order="alt ours dpdk"
         fi
+        # guest-bench --contender: every contender in every run, the order rotated by one place per run
+        if [ -n "${BENCH_CONTENDERS:-}" ]; then
+          set -- $order $BENCH_CONTENDERS
+          _i=1
+          while [ $_i -lt $r ]; do _f=$1; shift; set -- "$@" $_f; _i=$((_i + 1)); done
+          order="$*"
+        fi
         for who in $order; do net_run $who $mode $r; done
         r=$((r + 1))
       done
@@ -166,6 +175,7 @@ case ",$PARTS," in *,net,*)
     # The negotiated features of both sides (the last run's logs).
     echo "BENCH features dpdk $(grep -h -e 'negotiate =' -e 'using .* path' /tmp/last-dpdk-io.log | sed 's/^[^:]*: //' | sort -u | tr '\n' ';')"
     echo "BENCH features ours $(grep -o '"detail":"[^"]*"' /tmp/last-ours-io.json | head -n1)"
+    for _c in ${BENCH_CONTENDERS:-}; do eval "echo \"BENCH contender $_c: vio-fwd \${BENCH_C_$_c}\""; done
     check_pass bench-net "$GUESTBED_RING: $RUNS run(s) per mode and tool"
     bind_kernel $NA
     bind_kernel $NB
