@@ -41,6 +41,11 @@ static inline void vio_cpu_relax(void) {
   __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
+/* n pause hints (n <= 0: none): the idle step of the tools' polling loops
+   (vio-fio, vio-fwd --idle-pause, bench-net --idle-pause). */
+static inline void vio_cpu_relax_times(long n) {
+  for (long k = 0; k < n; k++) vio_cpu_relax();
+}
 
 /* Device registers (uncached MMIO in a mapped BAR): one volatile access each, never
  * split or merged by the compiler. The "memory" clobbers keep ring stores ahead of

@@ -385,11 +385,7 @@ struct IOLoop {
           // QEMU's TCG a PAUSE ends the vCPU's run of translated code and
           // passes through the emulator's big lock, so QEMU's main loop — which
           // carries out the request we wait for — gets the lock and a host CPU.
-          var k = 0
-          while k < spec.idlePauses {
-            vio_cpu_relax()
-            k &+= 1
-          }
+          vio_cpu_relax_times(spec.idlePauses)
         }
         if emptyPolls < checkEvery { continue }
       }

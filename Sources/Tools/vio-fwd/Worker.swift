@@ -127,11 +127,7 @@ enum Forwarder {
       // --idle-pause: the spin-wait hint (see vio-fio's). Under QEMU's TCG a PAUSE
       // ends the vCPU's run of translated code, so the device model, which is
       // what this loop waits for, gets the emulator's lock sooner.
-      var k = 0
-      while k < s.idlePauses {
-        vio_cpu_relax()
-        k &+= 1
-      }
+      vio_cpu_relax_times(s.idlePauses)
       // Idle: counters change only now and then (a refill, a kick); publish them every 64 empty rounds,
       // and re-kick what a failed kick left (kernel path: frames would wait for the next burst, or the stop).
       if idle & 63 == 0 {

@@ -61,11 +61,7 @@ struct NetBenchBody: VirtioSessionBody {
             // A doorbell a kick batch held back goes now: the loop waits for the device.
             pair.flushTransmit()
             idle &+= 1
-            var k = 0
-            while k < pauses {
-              vio_cpu_relax()
-              k &+= 1
-            }
+            vio_cpu_relax_times(pauses)
             continue
           }
         }
@@ -96,11 +92,7 @@ struct NetBenchBody: VirtioSessionBody {
         }
         if got == 0 {
           idle &+= 1
-          var k = 0
-          while k < pauses {
-            vio_cpu_relax()
-            k &+= 1
-          }
+          vio_cpu_relax_times(pauses)
         }
         packets &+= UInt64(got)
         iterations &+= 1
