@@ -47,6 +47,8 @@ public struct BlockQueue: ~Copyable {
   /// When the queue first refused a request as full (0: it has not since it last took one).
   @usableFromInline var fullSince: UInt64 = 0
   public private(set) var waitMode: BlockWaitMode = .polling
+  /// `setCompletionBatch`.
+  public private(set) var completionBatch = 1
   /// Keeps the device (its transport, DMA memory or file) alive while the queue lives.
   let owner: AnyObject
 
@@ -227,6 +229,22 @@ public struct BlockQueue: ~Copyable {
     case .split(let p): p.pointee.setInterrupts(mode != .polling)
     case .packed(let p): p.pointee.setInterrupts(mode != .polling)
     case .kernel: break
+    }
+  }
+
+  /// How many of the requests in flight a wait in interrupt or hybrid mode
+  /// sleeps for (default 1: the first completion; clamped to those in
+  /// flight, so a wait always ends). More means fewer wake-ups at depth:
+  /// virtio asks the device for one interrupt per batch (the used-event index,
+  /// §2.7.10 / §2.8.10; without EVENT_IDX, per completion as before), the
+  /// kernel path waits in io_uring_enter for that many (fio's
+  /// `iodepth_batch_complete_min`). Completions that come sooner wait for the batch.
+  public mutating func setCompletionBatch(_ count: Int) {
+    completionBatch = max(count, 1)
+    switch backend {
+    case .split(let p): p.pointee.completionBatch = completionBatch
+    case .packed(let p): p.pointee.completionBatch = completionBatch
+    case .kernel(let p): p.pointee.completionBatch = completionBatch
     }
   }
 

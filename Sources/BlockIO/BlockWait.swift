@@ -7,6 +7,9 @@ protocol SpinnableBackend: ~Copyable {
   var stash: BlockIOCompletion? { get set }
   /// The queue stopped trusting its device.
   var isBroken: Bool { get }
+  /// How many of the requests in flight a sleep waits for (1: the first;
+  /// clamped to those in flight): `BlockQueue.setCompletionBatch`.
+  var completionBatch: Int { get set }
   /// A completion can be polled now: no need to wait.
   var readyWithoutWaiting: Bool { get }
   mutating func next() -> BlockIOCompletion?

@@ -24,6 +24,7 @@ import VirtioBlk
   @usableFromInline var notifications: UInt64 = 0
   @usableFromInline var interrupts: UInt64 = 0
   @usableFromInline var stash: BlockIOCompletion? = nil
+  var completionBatch = 1
 
   init(fd: Int32, depth: Int, info: BlockDeviceInfo) throws(VirtioError) {
     let ring = UnsafeMutablePointer<vio_uring>.allocate(capacity: 1)
@@ -153,7 +154,8 @@ import VirtioBlk
     guard inFlight > 0 else { return .ready }
     interrupts &+= 1
     let ns = Int64(max(timeoutMilliseconds, 1)) * 1_000_000
-    let r = vio_uring_wait(ring, ns)
+    // io_uring_enter's min_complete: one wake-up for the batch.
+    let r = vio_uring_wait(ring, ns, UInt32(min(max(completionBatch, 1), inFlight)))
     if r == -ETIME { return vio_uring_cq_ready(ring) > 0 ? .ready : .timedOut }
     if r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY { return .failed(errno: -r) }
     return .ready

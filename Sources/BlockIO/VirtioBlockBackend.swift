@@ -21,6 +21,7 @@ import VirtioOS
   let waiter: Int32
   /// Sleeps that an interrupt ended.
   @usableFromInline var wakeups: UInt64 = 0
+  var completionBatch = 1
   // Recovery after the device went away (DeviceRecovery.swift); none on the
   // hot path but the relaxed load of `geometry.generation` when a poll finds nothing.
   /// The driver that reconnects the device (nil: a device that cannot come back).
@@ -130,12 +131,13 @@ import VirtioOS
     if on { _ = requests.queue.enableInterrupts() } else { requests.queue.disableInterrupts() }
   }
 
-  /// §2.7.7.2 / §2.8.10: ask for an interrupt, look once more (a used buffer may
-  /// have raced the request), then sleep on the eventfd.
+  /// §2.7.7.2 / §2.8.10: ask for an interrupt (after `completionBatch` used
+  /// buffers: §2.7.10 / §2.8.10's event index), look once more (a used buffer
+  /// may have raced the request), then sleep on the eventfd.
   mutating func sleep(_ timeoutMilliseconds: Int) -> BlockWaitResult {
     guard eventFD >= 0 else { return .ready }
     interruptsOn = true
-    if requests.queue.enableInterrupts() { return .ready }
+    if requests.queue.enableInterrupts(afterUsed: completionBatch) { return .ready }
     // Edge-triggered: an interrupt that fired after enableInterrupts but before
     // this call is already queued on the epoll instance and ends the wait at once.
     var token: UInt64 = 0

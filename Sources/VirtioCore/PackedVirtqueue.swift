@@ -414,4 +414,29 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
     return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
   }
+
+  public mutating func enableInterrupts(afterUsed count: Int) -> Bool {
+    let n = min(max(count, 1), chainsInFlight)
+    guard n > 1, features.eventIdx, batchEnd < 0 else { return enableInterrupts() }
+    // §2.8.10: the device interrupts when it writes a used descriptor at or
+    // past the event offset. The device skips a whole chain per used buffer
+    // (§2.8.7), so n buffers from here lie (n - 1) average chain lengths on:
+    // less than the slots in flight, so the device gets there.
+    let slotsInFlight = size &- freeSlots
+    var offset = Int(usedSlot) &+ (n &- 1) &* slotsInFlight / chainsInFlight
+    var wrap = usedWrap
+    if offset >= size {
+      offset &-= size
+      wrap.toggle()
+    }
+    movesDriverEvent = true
+    ring.store(\PackedDescEvent.offWrap, at: driverEventOffset,
+               UInt16(truncatingIfNeeded: offset) | (wrap ? 1 << PackedEventFlags.wrapCounterShift : 0))
+    ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
+    ringFenceFull()
+    // Whether n are used would take a walk over the chains; a used buffer at
+    // the slot polled next says poll first (it may be all of them).
+    let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
+    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
+  }
 }

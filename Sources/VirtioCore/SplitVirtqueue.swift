@@ -413,4 +413,18 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     ringFenceFull()
     return batchEnd >= 0 || ring.loadAcquire(\VirtqUsed.idx, at: usedBase) != lastUsed
   }
+
+  public mutating func enableInterrupts(afterUsed count: Int) -> Bool {
+    let n = min(max(count, 1), chainsInFlight)
+    guard n > 1, features.eventIdx, batchEnd < 0 else { return enableInterrupts() }
+    // §2.7.10: the device interrupts when used idx passes used_event, so
+    // lastUsed + n - 1 asks for the interrupt at the n-th buffer from here;
+    // n ≤ chains in flight, so the device gets there. Consuming moves it back
+    // to "every buffer" (movesUsedEvent) until the next wait arms it again.
+    movesUsedEvent = true
+    ring.store16(usedEventOffset, lastUsed &+ UInt16(truncatingIfNeeded: n &- 1))
+    ringFenceFull()
+    // Fewer than n used so far: the device has not passed the event and will.
+    return ring.loadAcquire(\VirtqUsed.idx, at: usedBase) &- lastUsed >= UInt16(truncatingIfNeeded: n)
+  }
 }

@@ -186,6 +186,12 @@ public protocol Virtqueue: ~Copyable {
   /// Asks the device to interrupt for the next used buffer; returns true when
   /// used buffers are already pending (poll again before sleeping).
   mutating func enableInterrupts() -> Bool
+  /// Asks the device to interrupt once about `count` more buffers are used
+  /// (clamped to 1...inFlight, so the interrupt always comes): one interrupt
+  /// per batch of completions instead of one per completion. Without
+  /// EVENT_IDX this is `enableInterrupts()`. Returns true when the caller
+  /// must poll before sleeping (the point may have passed already).
+  mutating func enableInterrupts(afterUsed count: Int) -> Bool
   /// Marks the queue broken for a reason found outside the ring (e.g. DEVICE_NEEDS_RESET).
   mutating func markBroken(_ reason: BrokenReason)
 }

@@ -42,6 +42,11 @@ run write-verify 0 --rw=write --bs=4k --size=4m --iodepth=16 --verify=crc32c --e
   expect write-verify "verify: 1024 blocks ok, 0 bad" "flushes=1"
 run reverify 0 --rw=randread --bs=4k --size=4m --iodepth=32 --verify=crc32c --interrupts &&
   expect reverify "verify: 1024 blocks ok, 0 bad"
+# io_uring_enter waiting for 16 completions at a time; the tail (fewer than 16 in flight) still ends.
+run reverify-batched 0 --rw=randread --bs=4k --size=4m --iodepth=32 --verify=crc32c --interrupts --iodepth_batch_complete_min=16 &&
+  expect reverify-batched "verify: 1024 blocks ok, 0 bad"
+run batch-past-depth 64 --rw=read --bs=4k --size=4m --iodepth=8 --interrupts --iodepth_batch_complete_min=9 &&
+  expect batch-past-depth "--iodepth_batch_complete_min=9: want 1 to 8"
 printf 'X' | dd of="$img" bs=1 seek=$((3 * 4096 + 77)) conv=notrunc status=none
 run detects-corruption 1 --rw=read --bs=4k --size=4m --verify=crc32c &&
   expect detects-corruption "verify: 1023 blocks ok, 1 bad" "bad block at offset 12288"

@@ -80,7 +80,7 @@ class Case:
 FIO_NUMERIC = ["--bs", "--iodepth", "--numjobs", "--size", "--offset", "--offset_increment", "--runtime", "--rwmixread",
                "--randseed", "--hybrid", "--queue_size", "--stall_timeout", "--do_verify", "--direct", "--end_fsync",
                "--fsync", "--reconnect_timeout", "--test-only-needs-reset-after",
-               "--verify_pattern", "--metrics-port", "--metrics-linger"]
+               "--verify_pattern", "--metrics-port", "--metrics-linger", "--iodepth_batch_complete_min"]
 FWD_NUMERIC = ["--queues", "--burst", "--rxd", "--txd", "--pkt-size", "--duration", "--stats-period", "--idle-polls",
                "--tx-retries", "--metrics-port", "--metrics-linger", "--test-only-needs-reset-after",
                "--test-only-clear-filters-after", "--rx-refill", "--tx-reclaim-below", "--tx-kick-batch", "--idle-pause"]
@@ -315,7 +315,8 @@ def main():
         t["exits"][rc] = t["exits"].get(rc, 0) + 1
         if why:
             failed += 1
-            print("CHECK FAIL cli-fuzz: %s: %s" % (case.line(), why))
+            tail = " / ".join(err.strip().splitlines()[-2:])[-300:] if err else ""
+            print("CHECK FAIL cli-fuzz: %s: %s%s" % (case.line(), why, " (stderr: %s)" % tail if tail else ""))
     for tool, t in sorted(per_tool.items()):
         exits = ", ".join("exit %s x%d" % (k, v) for k, v in sorted(t["exits"].items(), key=lambda kv: str(kv[0])))
         bad = sum(1 for c, rc, e, o in results if c.tool == tool and judge(c, rc, e, o))

@@ -46,11 +46,12 @@ void vio_uring_exit(vio_uring *r) {
 
 int vio_uring_register_file(vio_uring *r, int fd) { return io_uring_register_files(&r->ring, &fd, 1); }
 
-int vio_uring_wait(vio_uring *r, int64_t timeout_ns) {
+int vio_uring_wait(vio_uring *r, int64_t timeout_ns, unsigned wait_nr) {
   struct io_uring_cqe *c = 0;
   struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
-  /* Waits with IORING_ENTER_EXT_ARG where the kernel has it; leaves the CQE for vio_uring_peek. */
-  return io_uring_wait_cqe_timeout(&r->ring, &c, &ts);
+  /* Waits for wait_nr completions (io_uring_enter's min_complete) with
+     IORING_ENTER_EXT_ARG where the kernel has it; leaves the CQEs for vio_uring_peek. */
+  return io_uring_wait_cqes(&r->ring, &c, wait_nr ? wait_nr : 1, &ts, 0);
 }
 
 /* ---- block devices ------------------------------------------------------------- */

@@ -30,6 +30,8 @@ struct JobSpec: Sendable {
   var testOnlyNeedsResetAfter: Int?
   var seed: UInt64
   var waitMode: BlockWaitMode
+  /// --iodepth_batch_complete_min: completions a sleep waits for.
+  var completionBatch: Int
   /// Polling: PAUSE instructions after an empty poll (--idle-pause).
   var idlePauses: Int
   var stallNanoseconds: UInt64
@@ -133,6 +135,7 @@ final class JobRunner: @unchecked Sendable {
       mode = .polling
     }
     q.setWaitMode(mode)
+    q.setCompletionBatch(spec.completionBatch)
     // Sleeping on the queue's interrupt: run on the CPU it is delivered to (as
     // blk-mq's per-CPU queues do), so a completion wakes one CPU, not two.
     if mode != .polling, let cpu = interruptCPU {

@@ -123,6 +123,11 @@ struct Options: ParsableArguments {
   var hybrid: Int?
 
   @Option(
+    name: .customLong("iodepth_batch_complete_min"),
+    help: "--interrupts/--hybrid: sleep until this many of the requests in flight have completed (fio's option; default 1). The device is asked for one interrupt per batch (virtio's used-event index); the kernel path waits in io_uring_enter for as many. Polling takes what is there.")
+  var completionBatch = 1
+
+  @Option(
     name: .customLong("idle-pause"),
     help: "Polling: PAUSE instructions after a poll that found nothing (0: none). A spin-wait hint; under QEMU's TCG each one also lets the emulator's device threads run.")
   var idlePause = 1
@@ -195,6 +200,7 @@ struct Options: ParsableArguments {
     if let h = hybrid { try Numbers.check(h, option: "--hybrid", in: 0...1_000_000, what: "microseconds") }
     if interrupts && hybrid != nil { throw ValidationError("give --interrupts or --hybrid, not both") }
     try Numbers.check(idlePause, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions")
+    try Numbers.check(completionBatch, option: "--iodepth_batch_complete_min", in: 1...iodepth, what: "completions (at most --iodepth)")
     try Numbers.check(queueSize, option: "--queue_size", in: 4...32768)
     try Numbers.check(stallTimeout, option: "--stall_timeout", in: 1...Self.maxSeconds, what: "seconds")
     try Numbers.check(reconnectTimeout, option: "--reconnect_timeout", in: 1...86_400, what: "seconds")

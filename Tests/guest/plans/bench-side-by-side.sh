@@ -234,6 +234,15 @@ blk_bench() {
         [ $r = 1 ] && [ $qd = 1 ] && [ $m = irq ] && grep -m1 -o '"details": *"[^"]*"' /tmp/bb.out | sed "s/^/BENCH features dev=$_dev vio-fio /"
         [ $m = irq ] && grep -o '"interrupts": *[0-9]*' /tmp/bb.out | head -n1 | sed "s/^/BENCH blk dev=$_dev vio-fio-irq qd=$qd run=$r /"
       done
+      # At depth: one interrupt per half the depth (--iodepth_batch_complete_min,
+      # the used-event index), beside the kernel + fio with the same option below.
+      if [ $qd -gt 1 ]; then
+        # shellcheck disable=SC2086
+        timeout 120 vio-fio --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json --interrupts \
+          --iodepth_batch_complete_min=$((qd / 2)) >/tmp/bb.out 2>&1
+        blk_line vio-fio-irqb $qd $r /tmp/bb.out "$(vio_iops /tmp/bb.out)" "$(vio_p99 /tmp/bb.out)" "$(vio_p50 /tmp/bb.out)"
+        grep -o '"interrupts": *[0-9]*' /tmp/bb.out | head -n1 | sed "s/^/BENCH blk dev=$_dev vio-fio-irqb qd=$qd run=$r /"
+      fi
       # The spin-wait hint's effect, in the same run: polling without PAUSE
       # shellcheck disable=SC2086
       timeout 120 vio-fio --filename=pci:$BLK $JOB --iodepth=$qd --output-format=json --idle-pause 0 >/tmp/bb.out 2>&1
@@ -254,6 +263,13 @@ blk_bench() {
           --iodepth_batch_submit=$qd --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=$qd \
           $([ $m = poll ] && echo --hipri) --output-format=json >/tmp/bb.out 2>&1
         blk_line kernel-$m $qd $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
+        if [ $m = irq ] && [ $qd -gt 1 ]; then
+          # shellcheck disable=SC2086
+          timeout 120 fio --name=k --filename=/dev/$D --ioengine=io_uring --direct=1 $JOB --iodepth=$qd \
+            --iodepth_batch_submit=$qd --iodepth_batch_complete_min=$((qd / 2)) --iodepth_batch_complete_max=$qd \
+            --output-format=json >/tmp/bb.out 2>&1
+          blk_line kernel-irqb $qd $r /tmp/bb.out "$(fio_iops /tmp/bb.out)" "$(fio_p99 /tmp/bb.out)" "$(fio_p50 /tmp/bb.out)"
+        fi
       done
     done
     r=$((r + 1))

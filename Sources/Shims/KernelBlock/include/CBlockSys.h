@@ -88,8 +88,9 @@ static inline int vio_uring_peek(vio_uring *r, uint64_t *user_data, int32_t *res
 /* Completions ready. */
 static inline unsigned vio_uring_cq_ready(const vio_uring *r) { return io_uring_cq_ready(&r->ring); }
 
-/* Sleeps until a completion is ready or `timeout_ns` passed. 0, -ETIME, or -errno. */
-int vio_uring_wait(vio_uring *r, int64_t timeout_ns);
+/* Sleeps until `wait_nr` completions are ready (0 counts as 1) or `timeout_ns`
+   passed. 0, -ETIME, or -errno. */
+int vio_uring_wait(vio_uring *r, int64_t timeout_ns, unsigned wait_nr);
 
 static const uint8_t VIO_IORING_OP_READ = IORING_OP_READ;
 static const uint8_t VIO_IORING_OP_WRITE = IORING_OP_WRITE;
