@@ -387,9 +387,17 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   }
 
   /// §2.8.10: driver event suppression = "interrupt me at the slot I poll next".
-  @inlinable func writeDriverEvent() {
-    let offWrap = usedSlot | (usedWrap ? 1 << PackedEventFlags.wrapCounterShift : 0)
-    ring.store(\PackedDescEvent.offWrap, at: driverEventOffset, offWrap)
+  @inlinable func writeDriverEvent() { writeDriverEvent(slot: usedSlot, wrap: usedWrap) }
+
+  /// §2.8.10: the driver event's off_wrap: a slot and the wrap counter it is for.
+  @inlinable @inline(__always) func writeDriverEvent(slot: UInt16, wrap: Bool) {
+    ring.store(\PackedDescEvent.offWrap, at: driverEventOffset, slot | (wrap ? 1 << PackedEventFlags.wrapCounterShift : 0))
+  }
+
+  /// A used buffer waits at the slot polled next (read after the event was written and fenced).
+  @inlinable func usedBufferWaiting() -> Bool {
+    let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
+    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
   }
 
   // MARK: interrupt suppression (§2.8.10)
@@ -411,8 +419,7 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
     ringFenceFull()
     if batchEnd >= 0 { return true }
     if chainsInFlight == 0 { return false }
-    let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
-    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
+    return usedBufferWaiting()
   }
 
   public mutating func enableInterrupts(afterUsed count: Int) -> Bool {
@@ -430,13 +437,11 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
       wrap.toggle()
     }
     movesDriverEvent = true
-    ring.store(\PackedDescEvent.offWrap, at: driverEventOffset,
-               UInt16(truncatingIfNeeded: offset) | (wrap ? 1 << PackedEventFlags.wrapCounterShift : 0))
+    writeDriverEvent(slot: UInt16(truncatingIfNeeded: offset), wrap: wrap)
     ring.store(\PackedDescEvent.flags, at: driverEventOffset, PackedEventFlags.desc)
     ringFenceFull()
     // Whether n are used would take a walk over the chains; a used buffer at
     // the slot polled next says poll first (it may be all of them).
-    let flags = ring.loadAcquire(\PackedDesc.flags, at: Int(usedSlot) &* MemoryLayout<PackedDesc>.stride)
-    return flags & (VirtqDescFlags.avail | VirtqDescFlags.used) == usedFlags
+    return usedBufferWaiting()
   }
 }

@@ -177,7 +177,7 @@ struct VioFio: ParsableCommand {
         blockSize: bs, depth: depth, timeBased: o.timeBased, runtimeNanoseconds: o.runtime.flatMap(Units.duration) ?? 0,
         verify: o.verify, pattern: o.verifyPattern.flatMap(o.parsePattern) ?? 0, readBack: o.doVerify == 1,
         endFsync: o.endFsync == 1, fsyncEvery: o.fsync, testOnlyNeedsResetAfter: i == 0 ? o.testOnlyNeedsResetAfter : nil, seed: o.randseed &+ UInt64(i), waitMode: o.waitMode,
-        completionBatch: min(o.completionBatch, depth), idlePauses: o.idlePause, stallNanoseconds: UInt64(o.stallTimeout) * 1_000_000_000)
+        completionBatch: o.completionBatch, idlePauses: o.idlePause, stallNanoseconds: UInt64(o.stallTimeout) * 1_000_000_000)
     }
   }
 
