@@ -367,7 +367,64 @@ class FaultTests(unittest.TestCase):
             out, qmp_sock, mig_sock = migration.destination_command(cmd, d)
             self.assertEqual(out[:3], cmd[:3])
             self.assertEqual(out[4], f"unix:{qmp_sock},server=on,wait=off")
-            self.assertEqual(out[-2:], ["-incoming", f"unix:{mig_sock}"])
+            self.assertEqual(out[-3:], ["-S", "-incoming", f"unix:{mig_sock}"])
+
+    def test_move_mode(self):
+        tcg = ["qemu", "-accel", "tcg", "-m", "1024"]
+        v72, v90 = {"qemu": {"major": 7, "minor": 2, "micro": 22}}, {"qemu": {"major": 9, "minor": 0, "micro": 0}}
+        old = os.environ.pop("GUESTBED_MIGRATE", None)
+        try:
+            self.assertEqual(migration.move_mode(tcg, v72), "stopped", "TCG before 9.0 loses writes in a live move")
+            self.assertEqual(migration.move_mode(["qemu", "-accel", "tcg,thread=single"], v72), "stopped")
+            self.assertEqual(migration.move_mode(tcg, v90), "live")
+            self.assertEqual(migration.move_mode(["qemu", "-accel", "kvm"], v72), "live")
+            os.environ["GUESTBED_MIGRATE"] = "live"
+            self.assertEqual(migration.move_mode(tcg, v72), "live")
+        finally:
+            os.environ.pop("GUESTBED_MIGRATE", None)
+            if old is not None:
+                os.environ["GUESTBED_MIGRATE"] = old
+
+    def test_ram_ranges(self):
+        self.assertEqual(migration.ram_ranges(1024), [(0, 1 << 30)])
+        self.assertEqual(migration.ram_ranges(2815), [(0, 2815 << 20)])
+        # q35 keeps 2 GiB below 4 GiB from 2.75 GiB on; the rest starts at 4 GiB
+        self.assertEqual(migration.ram_ranges(2816), [(0, 2 << 30), (4 << 30, 768 << 20)])
+        self.assertEqual(migration.ram_ranges(4096), [(0, 2 << 30), (4 << 30, 2 << 30)])
+
+    def test_compare_ram(self):
+        class FakeQMP:
+            """pmemsave writes this side's RAM image; the destination is paused."""
+            def __init__(self, ram):
+                self.ram = ram
+
+            def execute(self, cmd, **args):
+                if cmd == "query-status":
+                    return {"status": "paused"}
+                assert cmd == "pmemsave", cmd
+                with open(args["filename"], "wb") as f:
+                    f.write(self.ram[args["val"]:args["val"] + args["size"]])
+                return {}
+
+        mib = 2
+        src = bytearray(os.urandom(mib << 20))
+        src[0x1ff000:0x1ff004] = bytes(4)
+        with tempfile.TemporaryDirectory() as d:
+            cmd = ["qemu", "-m", str(mib)]
+            ok, why = migration.compare_ram(cmd, d, FakeQMP(bytes(src)), FakeQMP(bytes(src)))
+            self.assertTrue(ok, why)
+            self.assertIn("all 512 pages", why)
+            dst = bytearray(src)
+            dst[0x1234] ^= 1                   # page 1
+            dst[0x1ff000:0x1ff004] = b"lost"   # the last page
+            ok, why = migration.compare_ram(cmd, d, FakeQMP(bytes(src)), FakeQMP(bytes(dst)))
+            self.assertFalse(ok)
+            self.assertIn("2 of 512 pages", why)
+            self.assertIn("(5 bytes;", why)
+            self.assertIn("0x1000, 0x1ff000", why)
+            with open(os.path.join(d, "ram-diff", "0x1ff000.dst"), "rb") as f:
+                self.assertEqual(f.read(4), b"lost")
+            self.assertEqual(sorted(os.listdir(d)), ["ram-diff"], "the RAM images are removed")
 
     def test_rarp_count(self):
         mac = bytes.fromhex("525400123461")

@@ -327,6 +327,8 @@ def boot(variant, kernel, initrd, workdir, timeout_s=600, mem_mib=1024,
                     source = proc
                     proc, qmp = migration.migrate(cmd, workdir, qmp, lambda s: _Console(s, console.lines), note, moved)
                     source_eofs_to_skip = 1
+                    if moved.ram:
+                        res.checks.append(("host-migrate-ram",) + tuple(moved.ram))
                     try:
                         source.wait(timeout=30)
                     except subprocess.TimeoutExpired:

@@ -1,5 +1,7 @@
 # Live migration (issue 18): the guest moves to a second QEMU on this host
-# (tools/guestbed/migration.py) while vio-fwd forwards net1 -> net2 over VFIO
+# (tools/guestbed/migration.py; stop-and-copy under TCG before QEMU 9.0,
+# whose live moves lose guest writes, docs/TESTING.md; the host compares
+# the guest's RAM on both sides) while vio-fwd forwards net1 -> net2 over VFIO
 # and vio-fio writes with verification to blkhp (serial vio-hotplug,
 # hotplug.img at 16 MiB+). The host's frames go before the move (p1) and
 # after it (p2; the host handles the requests in order, so p2 starts once
