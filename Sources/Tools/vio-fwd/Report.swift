@@ -161,7 +161,7 @@ enum Report {
         kv.append("\"queues\":[\(qs.joined(separator: ","))]")
         ps.append("{" + kv.joined(separator: ",") + "}")
       }
-      return "{\"mode\":\(q(settings.mode.rawValue)),\"wait\":\(q(settings.wait.rawValue)),\"burst\":\(settings.burst),"
+      return "{\"mode\":\(q(settings.mode.rawValue)),\"wait\":\(q(settings.wait.rawValue)),\"idle_pause\":\(settings.idlePauses),\"burst\":\(settings.burst),"
         + "\"elapsed_s\":\(Report.fmt(elapsed, 3)),\"forwarded\":\(forwarded),\"dropped\":\(dropped),"
         + "\"active_s\":\(Report.fmt(activeSeconds, 3)),\"rate_pps\":\(Report.fmt(ratePPS, 0)),\"peak_pps\":\(Report.fmt(peakPPS, 0)),"
         + "\"cpu_ns\":\(cpuNanoseconds),\"cpu_ns_per_packet\":\(Report.fmt(cpuPerPacket, 1)),\"sleeps\":\(sleeps),"

@@ -55,7 +55,7 @@ struct Run {
       if let f = p.fallback { Console.note("port \(i) \(p.address): kernel path (\(f.kernelName)) because \(f.summary): \(f.message)") }
     }
     Console.note(
-      "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue)"
+      "forwarding: mode \(s.mode.rawValue), \(portCount) port(s) x \(group.queuesPerPort) queue(s), burst \(s.burst), wait \(s.wait.rawValue)\(s.idlePauses > 0 ? ", idle pause \(s.idlePauses)" : "")"
         + (s.cpus.map { "; workers pinned to CPUs \($0.map(String.init).joined(separator: ","))" } ?? "") + "; "
         + desc.joined(separator: "; "))
 

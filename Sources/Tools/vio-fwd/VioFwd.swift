@@ -95,8 +95,8 @@ struct VioFwd: ParsableCommand {
   var idlePolls: Int = 1024
   @Option(
     name: .customLong("idle-pause"),
-    help: "PAUSE instructions after a round that moved nothing (0 ... 1000; default 0). A spin-wait hint; under QEMU's TCG each one also lets the emulator's device thread take its lock.")
-  var idlePause: Int = 0
+    help: "PAUSE instructions after a round that moved nothing (0 ... 1000; default 1 for rxonly, which forwards nothing a pause could delay, 0 otherwise). A spin-wait hint; under QEMU's TCG each one also lets the emulator's device thread take its lock.")
+  var idlePause: Int?
   @Flag(
     name: .customLong("tx-first"),
     help: "io/macswap: send one burst of --pkt-size frames out of every port before forwarding (as testpmd's tx_first), so two ports joined back to back keep frames circulating.")
@@ -227,7 +227,7 @@ struct VioFwd: ParsableCommand {
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
-    try Numbers.check(idlePause, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions")
+    if let n = idlePause { try Numbers.check(n, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions") }
     if let n = rxRefill { try Numbers.check(n, option: "--rx-refill", in: 1...rxd, what: "free slots (at most --rxd)") }
     if let n = txReclaimBelow { try Numbers.check(n, option: "--tx-reclaim-below", in: 1...txd, what: "free slots (at most --txd)") }
     try Numbers.check(txKickBatch, option: "--tx-kick-batch", in: 1...txd, what: "packets (at most --txd)")
@@ -369,11 +369,19 @@ struct VioFwd: ParsableCommand {
     if code != 0 { throw ExitCode(code) }
   }
 
+  /// A receive-only sink pauses after an empty round: no frame waits on it
+  /// (a few dozen cycles on hardware), and under TCG it gives the device
+  /// model the CPU (in-guest txonly -> rxonly, paired against --idle-pause 0:
+  /// 1.28x split, 1.42x packed, 7 of 7 runs each; docs/PERFORMANCE.md). A
+  /// forwarder does not: the pause lengthens every frame's round trip (io:
+  /// 0.90x split, 0.98x packed in the notification study).
+  static func defaultIdlePauses(_ mode: Mode) -> Int { mode == .rxonly ? 1 : 0 }
+
   var settings: Settings {
     Settings(
       mode: mode, burst: burst, pktSize: pktSize, durationNanoseconds: Numbers.duration(duration) ?? 0,
       statsPeriodNanoseconds: Numbers.duration(statsPeriod) ?? 0, json: json, wait: wait,
-      idlePolls: wait == .interrupt ? 1 : idlePolls, idlePauses: idlePause, txRetries: txRetries, statsFile: statsFile,
+      idlePolls: wait == .interrupt ? 1 : idlePolls, idlePauses: idlePause ?? Self.defaultIdlePauses(mode), txRetries: txRetries, statsFile: statsFile,
       testOnlyNeedsResetAfter: testOnlyNeedsResetAfter, tagReceive: tagReceive, testOnlyClearFiltersAfter: testOnlyClearFiltersAfter,
       txFirst: txFirst)
   }
