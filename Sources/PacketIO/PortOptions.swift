@@ -51,8 +51,13 @@ public struct PortOptions: Sendable {
   public var segmentationOffload: Bool = true
   /// Negotiate VIRTIO_NET_F_MRG_RXBUF (§5.1.6.4): the device may spread a
   /// frame over several receive buffers, which arrive as one chained
-  /// `PacketBuffer`. Needed for buffers smaller than the largest frame.
-  public var mergeableReceiveBuffers: Bool = true
+  /// `PacketBuffer`. Nil (the default): where it is needed — with receive
+  /// segmentation offload (GUEST_TSO4/6, whose 64 KiB segments arrive as
+  /// chains) or a `bufferSize` set (smaller buffers than a frame); otherwise
+  /// every frame fits one buffer and the device is spared the feature's work
+  /// per frame. true: whenever offered. false: never (every frame must fit
+  /// one buffer; no GUEST_TSO either).
+  public var mergeableReceiveBuffers: Bool? = nil
   /// Bytes per pool buffer. Nil: headroom + the largest frame any port's MTU
   /// allows, so every frame fits one buffer. Smaller (at least 256, e.g.
   /// 2048 for a 9000-byte MTU) needs MRG_RXBUF on every virtio port: larger
@@ -102,7 +107,13 @@ public struct PortOptions: Sendable {
     if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
     // Without checksum offload the dependencies drop TSO too; said here for the reader.
     if !segmentationOffload || !checksumOffload { p.wanted.remove(FeatureSet(bits: NetFeaturePolicy.segmentation)) }
-    if !mergeableReceiveBuffers { p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf)) }
+    switch mergeableReceiveBuffers {
+    case false?: p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf))
+    case true?: p.dependencies.removeAll { $0 == NetFeaturePolicy.mergeableOnlyForSegmentation }
+    case nil:
+      // Buffers smaller than a frame may need chains whatever the offloads.
+      if bufferSize != nil { p.dependencies.removeAll { $0 == NetFeaturePolicy.mergeableOnlyForSegmentation } }
+    }
     if !eventIndex { p.wanted.remove(FeatureSet(bit: VirtioFeature.eventIdx)) }
     // Opt-in: HASH_REPORT widens every header to 20 bytes, and CTRL_VLAN makes
     // the device drop tagged frames of VLANs not added (§5.1.6.5.3).

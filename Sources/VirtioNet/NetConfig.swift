@@ -3,10 +3,11 @@ import VirtioSpec
 
 /// What the driver asks of a virtio-net device — §5.1.3. Only VERSION_1 is
 /// required (a legacy-only device goes to the kernel path); everything else
-/// is used when offered: MRG_RXBUF (frames larger than a buffer arrive as
-/// chains), checksum and TCP segmentation offload both ways (GUEST_TSO only
-/// with MRG_RXBUF: `dependencies`). PacketIO's `PortOptions` can leave any
-/// of these out.
+/// is used when offered: checksum and TCP segmentation offload both ways
+/// (GUEST_TSO only with MRG_RXBUF: `dependencies`), and MRG_RXBUF (frames
+/// larger than a buffer arrive as chains) where it is needed: by default only
+/// with GUEST_TSO4/6 (`mergeableOnlyForSegmentation`). PacketIO's
+/// `PortOptions` can leave any of these out, or ask for MRG_RXBUF always.
 public enum NetFeaturePolicy {
   public static let required = FeatureSet(bits: [VirtioFeature.version1])
   public static let wanted = FeatureSet(bits: [
@@ -32,7 +33,19 @@ public enum NetFeaturePolicy {
     FeatureDependency(NetFeature.hostTSO6, requiresAny: [NetFeature.csum]),
     FeatureDependency(NetFeature.hostECN, requiresAny: [NetFeature.hostTSO4, NetFeature.hostTSO6]),
   ]
-  public static var policy: FeaturePolicy { FeaturePolicy(required: required, wanted: wanted, dependencies: dependencies) }
+  /// MRG_RXBUF only with receive segmentation (not a spec prerequisite: a
+  /// choice). Buffers hold a whole frame of the MTU by default, so without
+  /// GUEST_TSO the feature buys nothing, and it costs the device work per
+  /// frame: with it a device checks that the ring holds enough bytes before
+  /// each frame (QEMU walks the descriptors for that) and writes num_buffers
+  /// (§5.1.6.4). Measured on QEMU's virtio-net in a TCG guest: io forwarding
+  /// 1.06× without it (docs/PERFORMANCE.md). Left out of the policy by
+  /// `PortOptions` when buffers are smaller than a frame or the user asks.
+  public static let mergeableOnlyForSegmentation = FeatureDependency(
+    NetFeature.mrgRxbuf, requiresAny: [NetFeature.guestTSO4, NetFeature.guestTSO6])
+  public static var policy: FeaturePolicy {
+    FeaturePolicy(required: required, wanted: wanted, dependencies: dependencies + [mergeableOnlyForSegmentation])
+  }
 }
 
 /// The offloads a port negotiated (§5.1.3), as the queue pair uses them:

@@ -58,6 +58,21 @@ class VariantTests(unittest.TestCase):
         # Without a vIOMMU the function offers no ACCESS_PLATFORM, as blk0.
         self.assertNotIn("iommu_platform=on", boot.null_blk_args(variants.parse("split:blk-null=on:iommu=off"))[3])
 
+    def test_extra_qemu_args_come_last(self):
+        class K:
+            vmlinuz = "/k"
+        old = os.environ.get("GUESTBED_QEMU_EXTRA")
+        try:
+            os.environ["GUESTBED_QEMU_EXTRA"] = "-name debug-threads=on -trace 'virtio_queue_notify'"
+            cmd = boot.qemu_command(K(), "/i", variants.parse("split"), "user,id=n0", "/d", "/q.sock")
+            self.assertEqual(cmd[-4:], ["-name", "debug-threads=on", "-trace", "virtio_queue_notify"])
+            del os.environ["GUESTBED_QEMU_EXTRA"]
+            cmd = boot.qemu_command(K(), "/i", variants.parse("split"), "user,id=n0", "/d", "/q.sock")
+            self.assertEqual(cmd[-2:], ["-qmp", "unix:/q.sock,server=on,wait=off"])
+        finally:
+            if old is not None:
+                os.environ["GUESTBED_QEMU_EXTRA"] = old
+
     def test_rejects_bad_specs(self):
         for bad in ("ring", "split:qsize=100", "split:net-qsize=128", "split:foo=1",
                     "split:event_idx=maybe", "split:mq", "split,split", "split:blk-null=maybe"):

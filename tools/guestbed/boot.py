@@ -93,7 +93,14 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
             "-device", ",".join(_extra_net(nid, mac, variant, props)))
     ] + [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
-    ]
+    ] + extra_qemu_args()
+
+
+def extra_qemu_args():
+    """GUESTBED_QEMU_EXTRA: more QEMU arguments, shell-split, last on the
+    line — a diagnostic knob (e.g. "-trace virtio_queue_notify -D /tmp/t.log
+    -msg timestamp=on" to count the drivers' notifications); no plan needs it."""
+    return shlex.split(os.environ.get("GUESTBED_QEMU_EXTRA", ""))
 
 
 def null_blk_args(variant):

@@ -101,6 +101,10 @@ enum Report {
     var events: [String]
     var cpuNanoseconds: UInt64
     var sleeps: UInt64
+    /// Polling rounds of every worker (a pass over its ports), and those that
+    /// moved a frame: how busy the workers were, and frames per busy round.
+    var rounds: UInt64
+    var busyRounds: UInt64
     /// Seconds during which packets moved, and the best rate over one sample.
     var activeSeconds: Double
     var peakPPS: Double
@@ -135,6 +139,10 @@ enum Report {
       let mpps = Double(forwarded) / max(elapsed, 1e-9) / 1e6
       out.append(
         "  total: \(forwarded) pkts out, \(dropped) dropped, \(Report.fmt(mpps, 4)) Mpps average (\(Report.fmt(ratePPS / 1e6, 4)) Mpps over the \(Report.fmt(activeSeconds, 1)) s traffic flowed, peak \(Report.fmt(peakPPS / 1e6, 4))), worker CPU \(Report.fmt(Double(cpuNanoseconds) / 1e9, 3)) s = \(Report.fmt(cpuPerPacket, 0)) ns/pkt, \(sleeps) sleeps")
+      let share = rounds == 0 ? 0 : Double(busyRounds) / Double(rounds) * 100
+      let perRound = busyRounds == 0 ? 0 : Double(forwarded) / Double(busyRounds)
+      out.append(
+        "  polling: \(rounds) rounds, \(busyRounds) moved frames (\(Report.fmt(share, 1)) %), \(Report.fmt(perRound, 1)) frames out per such round")
       return out
     }
 
@@ -165,6 +173,7 @@ enum Report {
         + "\"elapsed_s\":\(Report.fmt(elapsed, 3)),\"forwarded\":\(forwarded),\"dropped\":\(dropped),"
         + "\"active_s\":\(Report.fmt(activeSeconds, 3)),\"rate_pps\":\(Report.fmt(ratePPS, 0)),\"peak_pps\":\(Report.fmt(peakPPS, 0)),"
         + "\"cpu_ns\":\(cpuNanoseconds),\"cpu_ns_per_packet\":\(Report.fmt(cpuPerPacket, 1)),\"sleeps\":\(sleeps),"
+        + "\"rounds\":\(rounds),\"busy_rounds\":\(busyRounds),"
         + "\"cpus\":[\((settings.cpus ?? []).map(String.init).joined(separator: ","))],"
         + "\"events\":[\(events.map(q).joined(separator: ","))],\"ports\":[\(ps.joined(separator: ","))]}"
     }

@@ -124,8 +124,12 @@ struct VioFwd: ParsableCommand {
   var noOffloads = false
   @Flag(
     name: .customLong("no-mrg-rxbuf"),
-    help: "Do not negotiate VIRTIO_NET_F_MRG_RXBUF: every received frame must fit one buffer (then --buffer-size must hold the largest frame).")
+    help: "Do not negotiate VIRTIO_NET_F_MRG_RXBUF: every received frame must fit one buffer (then --buffer-size must hold the largest frame; no GUEST_TSO either).")
   var noMergeableBuffers = false
+  @Flag(
+    name: .customLong("mrg-rxbuf"),
+    help: "Negotiate VIRTIO_NET_F_MRG_RXBUF whenever offered. Default: only where needed (receive TSO, or --buffer-size given), since it costs the device work per frame.")
+  var mergeableBuffers = false
   @Flag(
     name: .customLong("no-event-idx"),
     help: "Do not negotiate VIRTIO_F_EVENT_IDX: doorbells and interrupts are suppressed by flags only (measure first: docs/PERFORMANCE.md, issue 17).")
@@ -226,6 +230,9 @@ struct VioFwd: ParsableCommand {
     _ = try Numbers.duration(duration, option: "--duration", in: 0...Self.maxNanoseconds)
     _ = try Numbers.duration(statsPeriod, option: "--stats-period", in: 0...Self.maxNanoseconds)
     if let b = bufferSize { try Numbers.check(b, option: "--buffer-size", in: 256...65536, what: "bytes") }
+    if mergeableBuffers && noMergeableBuffers {
+      throw ValidationError("--mrg-rxbuf and --no-mrg-rxbuf contradict each other; give one (or neither: MRG_RXBUF where it is needed)")
+    }
     try Numbers.check(idlePolls, option: "--idle-polls", in: 1...Int(Int32.max))
     if let n = idlePause { try Numbers.check(n, option: "--idle-pause", in: 0...1000, what: "PAUSE instructions") }
     if let n = rxRefill { try Numbers.check(n, option: "--rx-refill", in: 1...rxd, what: "free slots (at most --rxd)") }
@@ -326,7 +333,7 @@ struct VioFwd: ParsableCommand {
     options.allowNoIOMMU = allowNoIOMMU
     options.checksumOffload = !noCsumOffload && !noOffloads
     options.segmentationOffload = !noTSO && !noOffloads
-    options.mergeableReceiveBuffers = !noMergeableBuffers
+    options.mergeableReceiveBuffers = noMergeableBuffers ? false : (mergeableBuffers ? true : nil)
     options.bufferSize = bufferSize
     options.eventIndex = !noEventIndex
     options.queuePolicy = NetQueuePolicy(rxRefillThreshold: rxRefill, txReclaimBelow: txReclaimBelow, txKickBatch: txKickBatch)

@@ -16,7 +16,9 @@ struct WorkerPlan: Sendable {
 /// What a worker reports when it ends.
 struct WorkerResult: Sendable {
   var cpuNanoseconds: UInt64 = 0
+  /// Polling rounds (one pass over every port), and those that moved a frame.
   var loops: UInt64 = 0
+  var busyLoops: UInt64 = 0
   var sleeps: UInt64 = 0
   var broken: [String] = []
 }
@@ -119,6 +121,7 @@ enum Forwarder {
         }
       }
       if moved > 0 {
+        r.busyLoops &+= 1
         for i in 0..<ports { queues[i].publishStats() }
         idle = 0
         continue

@@ -25,6 +25,7 @@
 SECS=${BENCH_SECONDS:-3}
 RUNS=${BENCH_RUNS:-3}
 PARTS=${BENCH_PARTS:-net,blk}
+MODES=${BENCH_MODES:-txrx io}
 PMD_LOG="--log-level=pmd.net.virtio.init:debug"
 # Like for like: 256 descriptors, burst 32, 64 B frames, one queue pair; no
 # checksum or segmentation offload (testpmd asks the PMD for none, so it
@@ -138,6 +139,15 @@ net_run() {
   [ $_m = io ] && _log=/tmp/b-io.log
   echo "BENCH samples ring=$GUESTBED_RING mode=$_m who=$_w run=$_r pps: $(RAW=1 rate_of $_w $_log | tr '\n' ' ')"
   echo "BENCH net ring=$GUESTBED_RING mode=$_m who=$_w run=$_r pps=$rate sent=$sent not_sent=$notsent received=$recv rx_dropped=$rxdrop in_flight=$inflight"
+  # vio-fwd's polling rounds (those that moved frames) and doorbells, all ports: how
+  # busy the loop was and how it batched for the device (testpmd counts neither)
+  if [ $_w != dpdk ]; then
+    _j=/tmp/b-rx.json
+    [ $_m = io ] && _j=/tmp/b-io.json
+    _rounds=$(sed -n 's/.*"rounds":\([0-9]*\),"busy_rounds":\([0-9]*\).*/rounds=\1 busy_rounds=\2/p' $_j)
+    _kicks=$(sed 's/"queues":\[[^]]*\]//g' $_j | tr ',' '\n' | awk -F: '/"notifications"/ {n += $2} END {print n + 0}')
+    echo "BENCH poll ring=$GUESTBED_RING mode=$_m who=$_w run=$_r ${_rounds:-rounds=0 busy_rounds=0} kicks=$_kicks"
+  fi
   for _f in /tmp/b-*; do cp $_f /tmp/last-$_w-${_f#/tmp/b-}; done
   rm -f /tmp/b-*.log /tmp/b-*.json
 }
@@ -151,7 +161,7 @@ case ",$PARTS," in *,net,*)
     check_fail bench-net-testpmd "dpdk-testpmd is not in the initramfs (tools/bench/guest-bench adds it)"
   else
     bind_vfio $NA && bind_vfio $NB || check_fail bench-net-bind "$(pci_driver $NA) $(pci_driver $NB)"
-    for mode in txrx io; do
+    for mode in $MODES; do
       r=1
       while [ $r -le $RUNS ]; do
         order="dpdk ours"
@@ -173,8 +183,8 @@ case ",$PARTS," in *,net,*)
       done
     done
     # The negotiated features of both sides (the last run's logs).
-    echo "BENCH features dpdk $(grep -h -e 'negotiate =' -e 'using .* path' /tmp/last-dpdk-io.log | sed 's/^[^:]*: //' | sort -u | tr '\n' ';')"
-    echo "BENCH features ours $(grep -o '"detail":"[^"]*"' /tmp/last-ours-io.json | head -n1)"
+    echo "BENCH features dpdk $(grep -h -e 'negotiate =' -e 'using .* path' /tmp/last-dpdk-*.log 2>/dev/null | sed 's/^[^:]*: //' | sort -u | tr '\n' ';')"
+    echo "BENCH features ours $(grep -o '"detail":"[^"]*"' /tmp/last-ours-*.json 2>/dev/null | head -n1)"
     for _c in ${BENCH_CONTENDERS:-}; do eval "echo \"BENCH contender $_c: vio-fwd \${BENCH_C_$_c}\""; done
     check_pass bench-net "$GUESTBED_RING: $RUNS run(s) per mode and tool"
     bind_kernel $NA

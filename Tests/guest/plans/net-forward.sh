@@ -83,7 +83,7 @@ else
   echo "VIOFWD-JSON fwd $(cat /tmp/fwd.json)"
   hostcheck net-traffic fwd
   if [ "$GUESTBED_RING" = packed ] && [ "$Q" -gt 1 ]; then
-    # MRG_RXBUF (negotiated by default) with buffers smaller than a jumbo
+    # MRG_RXBUF (negotiated since a buffer size is given) with buffers smaller than a jumbo
     # frame: the device spreads each large frame over several buffers, vio-fwd
     # forwards the chain as is; the host checks every frame's bytes and order.
     rm -f /tmp/fwd.stats /tmp/fwd.json /tmp/fwd.log
