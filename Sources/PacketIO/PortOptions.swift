@@ -107,12 +107,11 @@ public struct PortOptions: Sendable {
     if !checksumOffload { p.wanted.remove(FeatureSet(bits: [NetFeature.csum, NetFeature.guestCsum])) }
     // Without checksum offload the dependencies drop TSO too; said here for the reader.
     if !segmentationOffload || !checksumOffload { p.wanted.remove(FeatureSet(bits: NetFeaturePolicy.segmentation)) }
-    switch mergeableReceiveBuffers {
-    case false?: p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf))
-    case true?: p.dependencies.removeAll { $0 == NetFeaturePolicy.mergeableOnlyForSegmentation }
-    case nil:
-      // Buffers smaller than a frame may need chains whatever the offloads.
-      if bufferSize != nil { p.dependencies.removeAll { $0 == NetFeaturePolicy.mergeableOnlyForSegmentation } }
+    if mergeableReceiveBuffers == false {
+      p.wanted.remove(FeatureSet(bit: NetFeature.mrgRxbuf))
+    } else if mergeableReceiveBuffers == true || bufferSize != nil {
+      // Asked for, or buffers that may be smaller than a frame: chains whatever the offloads.
+      p.dependencies.removeAll { $0 == NetFeaturePolicy.mergeableOnlyForSegmentation }
     }
     if !eventIndex { p.wanted.remove(FeatureSet(bit: VirtioFeature.eventIdx)) }
     // Opt-in: HASH_REPORT widens every header to 20 bytes, and CTRL_VLAN makes

@@ -119,7 +119,7 @@ struct Run {
       recoveries: (0..<portCount).map { group.recoveries(port: $0) }, failed: (0..<portCount).map { group.isFailed(port: $0) },
       events: events,
       cpuNanoseconds: results.reduce(0) { $0 &+ $1.cpuNanoseconds }, sleeps: results.reduce(0) { $0 &+ $1.sleeps },
-      rounds: results.reduce(0) { $0 &+ $1.loops }, busyRounds: results.reduce(0) { $0 &+ $1.busyLoops },
+      rounds: results.reduce(0) { $0 &+ $1.rounds }, busyRounds: results.reduce(0) { $0 &+ $1.busyRounds },
       activeSeconds: activity.activeSeconds, peakPPS: activity.peak, kernelTxDropped: interfaceDrops.sinceStart())
     // The exporter's last values are the summary's (the workers are joined).
     metrics?.update(Self.samples(group, linkEvents))

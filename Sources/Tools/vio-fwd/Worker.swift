@@ -17,8 +17,8 @@ struct WorkerPlan: Sendable {
 struct WorkerResult: Sendable {
   var cpuNanoseconds: UInt64 = 0
   /// Polling rounds (one pass over every port), and those that moved a frame.
-  var loops: UInt64 = 0
-  var busyLoops: UInt64 = 0
+  var rounds: UInt64 = 0
+  var busyRounds: UInt64 = 0
   var sleeps: UInt64 = 0
   var broken: [String] = []
 }
@@ -95,7 +95,7 @@ enum Forwarder {
       for i in 0..<ports { queues[i].publishStats() }
     }
     while !StopSignal.requested {
-      r.loops &+= 1
+      r.rounds &+= 1
       var moved = 0
       for p in 0..<ports {
         switch s.mode {
@@ -121,7 +121,7 @@ enum Forwarder {
         }
       }
       if moved > 0 {
-        r.busyLoops &+= 1
+        r.busyRounds &+= 1
         for i in 0..<ports { queues[i].publishStats() }
         idle = 0
         continue

@@ -56,10 +56,12 @@ dpdk_totals() {
        a && /TX-packets:/ {tx = $2; txd = $4; a = 0}
        END {print rx + 0, rxd + 0, tx + 0, txd + 0}' "$1"
 }
-# fwd_totals <json>: the same four from vio-fwd's --json summary, every port
-# summed (the per-queue entries repeat the ports' counters: left out).
+# fwd_port_fields <json>: vio-fwd's --json summary one "key":value per line, the
+# per-queue entries (which repeat the ports' counters) left out
+fwd_port_fields() { sed 's/"queues":\[[^]]*\]//g' "$1" | tr ',' '\n'; }
+# fwd_totals <json>: the same four from vio-fwd's --json summary, every port summed.
 fwd_totals() {
-  sed 's/"queues":\[[^]]*\]//g' "$1" | tr ',' '\n' | awk -F: '/"rx_packets"/ {rx += $2} /"rx_dropped"/ {rxd += $2} /"rx_errors"/ {rxd += $2}
+  fwd_port_fields "$1" | awk -F: '/"rx_packets"/ {rx += $2} /"rx_dropped"/ {rxd += $2} /"rx_errors"/ {rxd += $2}
     /"tx_packets"/ {tx += $2} /"tx_dropped"/ {txd += $2} END {print rx + 0, rxd + 0, tx + 0, txd + 0}'
 }
 started() { grep -q "$2" "$1" 2>/dev/null; }
@@ -145,7 +147,7 @@ net_run() {
     _j=/tmp/b-rx.json
     [ $_m = io ] && _j=/tmp/b-io.json
     _rounds=$(sed -n 's/.*"rounds":\([0-9]*\),"busy_rounds":\([0-9]*\).*/rounds=\1 busy_rounds=\2/p' $_j)
-    _kicks=$(sed 's/"queues":\[[^]]*\]//g' $_j | tr ',' '\n' | awk -F: '/"notifications"/ {n += $2} END {print n + 0}')
+    _kicks=$(fwd_port_fields $_j | awk -F: '/"notifications"/ {n += $2} END {print n + 0}')
     echo "BENCH poll ring=$GUESTBED_RING mode=$_m who=$_w run=$_r ${_rounds:-rounds=0 busy_rounds=0} kicks=$_kicks"
   fi
   for _f in /tmp/b-*; do cp $_f /tmp/last-$_w-${_f#/tmp/b-}; done
