@@ -72,9 +72,20 @@
 /// (the most recently freed buffer is the one still in cache). Owned by one
 /// thread; every queue that thread drives takes from and returns to it, so a
 /// buffer received on one port can be transmitted on another as is.
+///
+/// Buffers lie an odd number of cache lines apart by default (2048-byte
+/// buffers 2112 bytes apart): at a power-of-two stride the first lines of
+/// every buffer — header and frame start, the lines both the driver and the
+/// device touch per packet — fall into the same few cache sets, and a burst
+/// of them evicts itself, on our side and in the device's (a vhost-user
+/// backend's) core. An odd stride spreads them over every set.
 public struct BufferPool: ~Copyable {
   public let region: DMARegion
+  /// Usable bytes per buffer (the size asked for, rounded up to 64).
   public let bufferSize: Int
+  /// Bytes from one buffer's start to the next: `bufferSize`, plus one cache
+  /// line where that is an even number of lines (unless given).
+  public let stride: Int
   public let count: Int
   /// Bytes kept free in front of the data, room for a device header (e.g. virtio_net_hdr).
   public let headroom: Int
@@ -84,17 +95,25 @@ public struct BufferPool: ~Copyable {
   @usableFromInline let links: UnsafeMutablePointer<PacketBuffer>
   @usableFromInline static var endOfChain: UInt32 { UInt32.max }
 
-  /// `count` buffers of `bufferSize` bytes (rounded up to 64), from `memory`.
+  /// `count` buffers of `bufferSize` bytes (rounded up to 64), from `memory`,
+  /// `stride` bytes apart (a multiple of 64, at least the rounded size; nil:
+  /// an odd number of cache lines, see above).
   public init<A: DMAAllocator & ~Copyable>(
-    count: Int, bufferSize: Int, headroom: Int = 64, memory: inout A
+    count: Int, bufferSize: Int, headroom: Int = 64, stride: Int? = nil, memory: inout A
   ) throws(VirtioError) {
     guard count > 0, count <= Int(Self.chainMark), bufferSize > headroom, bufferSize <= Int(UInt16.max) + 1 else {
       throw VirtioError(.invalidArgument, "buffer pool: \(count) buffers of \(bufferSize) bytes (headroom \(headroom)) is not a usable shape")
     }
     let size = (bufferSize + 63) & ~63
-    let region = try memory.allocate(byteCount: size * count, alignment: 4096)
+    let step = stride ?? Self.oddLineStride(size)
+    let total = step.multipliedReportingOverflow(by: count)
+    guard step >= size, step & 63 == 0, !total.overflow else {
+      throw VirtioError(.invalidArgument, "buffer pool: a stride of \(step) bytes for \(count) buffers of \(size) bytes; use a multiple of 64 of at least \(size), or leave it unset")
+    }
+    let region = try memory.allocate(byteCount: total.partialValue, alignment: 4096)
     self.region = region
     self.bufferSize = size
+    self.stride = step
     self.count = count
     self.headroom = headroom
     // SAFETY: a driver-private stack of `count` indices, freed in deinit.
@@ -112,6 +131,11 @@ public struct BufferPool: ~Copyable {
   }
 
   public var available: Int { freeTop }
+
+  /// `size` (a multiple of 64) if that is an odd number of cache lines, else one line more.
+  public static func oddLineStride(_ size: Int) -> Int {
+    (size >> 6) & 1 == 1 ? size : size + 64
+  }
 
   /// A fresh buffer with its data starting after the headroom, or nil when empty.
   @inlinable public mutating func allocate() -> PacketBuffer? {
@@ -206,10 +230,10 @@ public struct BufferPool: ~Copyable {
 
   /// Where buffer `index` starts, for the driver and for the device.
   @inlinable public func pointer(_ b: PacketBuffer) -> UnsafeMutableRawPointer {
-    region.pointer + Int(b.index) &* bufferSize
+    region.pointer + Int(b.index) &* stride
   }
   @inlinable public func iova(_ b: PacketBuffer) -> UInt64 {
-    region.iova &+ UInt64(b.index) &* UInt64(bufferSize)
+    region.iova &+ UInt64(b.index) &* UInt64(stride)
   }
 
   /// The packet's bytes, for reading or writing in place.

@@ -69,6 +69,11 @@ class VariantTests(unittest.TestCase):
             del os.environ["GUESTBED_QEMU_EXTRA"]
             cmd = boot.qemu_command(K(), "/i", variants.parse("split"), "user,id=n0", "/d", "/q.sock")
             self.assertEqual(cmd[-2:], ["-qmp", "unix:/q.sock,server=on,wait=off"])
+            # An open quote: a message naming the variable, not shlex's traceback.
+            os.environ["GUESTBED_QEMU_EXTRA"] = "-trace 'virtio_queue_notify"
+            with self.assertRaisesRegex(ValueError, "GUESTBED_QEMU_EXTRA=.*does not split"):
+                boot.extra_qemu_args()
+            del os.environ["GUESTBED_QEMU_EXTRA"]
         finally:
             if old is not None:
                 os.environ["GUESTBED_QEMU_EXTRA"] = old

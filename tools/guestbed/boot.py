@@ -99,8 +99,14 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
 def extra_qemu_args():
     """GUESTBED_QEMU_EXTRA: more QEMU arguments, shell-split, last on the
     line — a diagnostic knob (e.g. "-trace virtio_queue_notify -D /tmp/t.log
-    -msg timestamp=on" to count the drivers' notifications); no plan needs it."""
-    return shlex.split(os.environ.get("GUESTBED_QEMU_EXTRA", ""))
+    -msg timestamp=on" to count the drivers' notifications); no plan needs it.
+    ValueError, with what to fix, when the value does not split (an open quote)."""
+    value = os.environ.get("GUESTBED_QEMU_EXTRA", "")
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise ValueError(f"GUESTBED_QEMU_EXTRA={value!r} does not split into arguments ({e}): "
+                         "quote it as a shell command line would be") from None
 
 
 def null_blk_args(variant):

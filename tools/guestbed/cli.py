@@ -163,6 +163,10 @@ def main(argv=None):
     workdir = a.workdir or tempfile.mkdtemp(prefix="guest-test-")
     os.makedirs(workdir, exist_ok=True)
     try:
+        try:
+            bootmod.extra_qemu_args()  # a malformed diagnostic knob stops here, not at the first boot
+        except ValueError as e:
+            raise SetupError(str(e)) from None
         vlist = variants.parse_list(a.variants or [DEFAULT_VARIANTS], _variant_defaults(a))
         if a.net_backend == "stream":
             for v in vlist:

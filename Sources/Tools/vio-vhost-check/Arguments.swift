@@ -27,8 +27,10 @@ struct Arguments {
   var without: [Int] = []
   /// bench-net / net: refill, reclaim and doorbell pacing (--rx-refill, --tx-reclaim-below, --tx-kick-batch).
   var policy = NetQueuePolicy()
-  /// bench-net: bytes per pool buffer, also their stride (--buffer-size; 2048 by default).
+  /// bench-net: bytes per pool buffer (--buffer-size; 2048 by default) and from
+  /// one buffer to the next (--buffer-stride; nil: the pool's odd-line default).
   var bufferSize = 2048
+  var bufferStride: Int? = nil
 
   static let usage = """
     usage: vio-vhost-check <command> --socket PATH [--server] [options]
@@ -41,7 +43,9 @@ struct Arguments {
              --reconnect-timeout-ms MS  --blocks N  --block-size B  --seed N  --mode M  --seconds S  --qd N
              --memory-mib N  --pages huge|small  --idle-pause N  --without event-idx,indirect,in-order,mrg-rxbuf,csum  --verbose
              --rx-refill N  --tx-reclaim-below N  --tx-kick-batch N (NetQueuePolicy, 1 ... --queue-size)
-             --buffer-size B (bench-net: pool buffer size and stride, 2048 ... 4096)
+             --buffer-size B (bench-net: pool buffer size, 2048 ... 4096)
+             --buffer-stride B (bench-net: bytes between buffers, a multiple of 64 from the size to 8192;
+                                default: an odd number of cache lines, 2112 for 2048-byte buffers)
     """
 
   init(_ argv: [String]) throws(UsageError) {
@@ -81,6 +85,7 @@ struct Arguments {
       case "--tx-reclaim-below": policy.txReclaimBelow = try int(a)
       case "--tx-kick-batch": policy.txKickBatch = try int(a)
       case "--buffer-size": bufferSize = try int(a)
+      case "--buffer-stride": bufferStride = try int(a)
       case "--seconds":
         let v = try value(a)
         guard let s = Double(v), s > 0 else { throw UsageError("--seconds takes a positive number") }
@@ -112,6 +117,9 @@ struct Arguments {
       if let v, v < 1 || v > queueSize { throw UsageError("\(name) is 1...\(queueSize) (the ring size, --queue-size)") }
     }
     guard bufferSize >= 2048, bufferSize <= 4096 else { throw UsageError("--buffer-size is 2048...4096") }
+    if let t = bufferStride, t < (bufferSize + 63) & ~63 || t > 8192 || t % 64 != 0 {
+      throw UsageError("--buffer-stride is a multiple of 64 from the buffer size (\((bufferSize + 63) & ~63)) to 8192")
+    }
   }
 }
 

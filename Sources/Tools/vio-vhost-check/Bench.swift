@@ -25,7 +25,8 @@ struct NetBenchBody: VirtioSessionBody {
   @_specialize(where Q == SplitVirtqueue)
   @_specialize(where Q == PackedVirtqueue)
   mutating func run<Q: ConstructibleVirtqueue & ~Copyable>(_ s: inout VhostUserSession<Q>) throws(VirtioError) {
-    var pool = try BufferPool(count: 4 * args.queueSize + 1024, bufferSize: args.bufferSize, headroom: 64, memory: &s.transport.dma)
+    var pool = try BufferPool(
+      count: 4 * args.queueSize + 1024, bufferSize: args.bufferSize, headroom: 64, stride: args.bufferStride, memory: &s.transport.dma)
     var pair = NetQueuePair(
       rx: s.takeQueue(0), tx: s.takeQueue(1), rxDoorbell: s.transport.doorbell(queue: 0), txDoorbell: s.transport.doorbell(queue: 1),
       features: s.features, policy: args.policy)
@@ -136,7 +137,7 @@ struct NetBenchBody: VirtioSessionBody {
       "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)", "idle": "\(idle)",
       "seconds": String(format3(seconds)), "mpps": format3(mpps), "tx_ring_full": "\(st.txRingFull)", "rx_no_buffers": "\(st.rxNoBuffers)",
       "notifications": "\(st.notifications)", "allocations": "\(allocs)", "policy": args.policy.summary.split(separator: " ").joined(separator: ","),
-      "buffer_size": "\(args.bufferSize)",
+      "buffer_size": "\(args.bufferSize)", "buffer_stride": "\(pool.stride)",
     ])
     report.check("bench-net", packets > 0 && pair.brokenReason == nil, "\(args.mode) \(s.layout): \(format3(mpps)) Mpps over \(format3(seconds)) s")
     report.check("bench-net-allocations", allocs == 0, "\(allocs) heap allocations in the loop (\(packets) packets)")
