@@ -163,7 +163,9 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
 
   /// Takes up to `burst.count` received packets into `burst`; returns how many.
   /// The caller owns them (transmit them or release them to the pool). Refills
-  /// the ring in batches. With MRG_RXBUF a frame may span several buffers: it
+  /// the ring in batches, first thing in a call: the slots an earlier call
+  /// emptied, so a burst just taken reaches the caller before any descriptor
+  /// is rewritten. With MRG_RXBUF a frame may span several buffers: it
   /// comes out as one chained handle (`PacketBuffer.isChained`), its buffers
   /// linked in the pool in the order the device used them (no copy).
   @inlinable public mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool) -> Int {
@@ -175,6 +177,12 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
 
   @inlinable @inline(__always)
   mutating func receive(into burst: inout MutableSpan<PacketBuffer>, pool: inout BufferPool, headerLength: Int, hashReport: Bool) -> Int {
+    // The refill for the slots earlier calls emptied comes first, not after
+    // the frames this call takes: a forwarder then sends a burst on as soon
+    // as it arrives, and rewrites receive descriptors while the device
+    // works on it (issue 17: loopback through DPDK's vhost, split ring,
+    // 1.13× paired; docs/PERFORMANCE.md "Refill first").
+    if rx.freeCount >= refillBatch { refill(&pool) }
     let capacity = burst.count
     var n = 0
     while n < capacity {
@@ -223,7 +231,6 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     }
     // An empty poll (most polls of an idle port) stores nothing.
     if n > 0 { stats.rxPackets &+= UInt64(n) }
-    if rx.freeCount >= refillBatch { refill(&pool) }
     return n
   }
 

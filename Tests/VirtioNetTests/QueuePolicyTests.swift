@@ -32,8 +32,9 @@ final class QueuePolicyTests: XCTestCase {
     }
   }
 
-  /// 48 frames one at a time through a 64-slot ring: one refill (one publish,
-  /// one doorbell) each time `threshold` slots are free (default: 64 / 8 = 8).
+  /// 48 frames one at a time through a 64-slot ring, an empty receive after
+  /// each (a port that idles between frames): one refill (one publish, one
+  /// doorbell) each time `threshold` slots are free (default: 64 / 8 = 8).
   func refillDoorbells<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(
     _: Q.Type, _: D.Type, threshold: Int?, doorbells: Int, inFlight: Int
   ) throws {
@@ -47,11 +48,41 @@ final class QueuePolicyTests: XCTestCase {
       let got = r.receive(max: 8)
       XCTAssertEqual(got.count, 1)
       for b in got { r.pool.release(b) }
+      XCTAssertEqual(r.receive(max: 8).count, 0)
     }
     let label = "\(Q.layout) threshold \(threshold.map(String.init) ?? "default")"
     XCTAssertEqual(r.bell.notifications(queue: 0) - first, doorbells, label)
     XCTAssertEqual(r.pair.rx.inFlight, inFlight, label + ": slots left free below the threshold")
     XCTAssertEqual(r.pair.stats.rxPackets, 48)
+  }
+
+  func testReceiveRefillsBeforeItTakesFrames() throws {
+    try refillFirst(SplitVirtqueue.self, SplitDeviceRing.self)
+    try refillFirst(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  /// A receive refills the slots earlier calls emptied before it takes new
+  /// frames, never the ones it empties itself: the caller (a forwarder's
+  /// transmit) gets a burst before any receive descriptor is rewritten.
+  func refillFirst<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 64, features: [], policy: .standard)
+    XCTAssertEqual(r.pair.refill(&r.pool), 64)
+    let bells = r.bell.notifications(queue: 0)
+    for i in 0..<8 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
+    r.dev.publishRX()
+    for b in r.receive(max: 8) { r.pool.release(b) }
+    XCTAssertEqual(r.pair.rx.inFlight, 56, "\(Q.layout): the call that took 8 frames refilled nothing")
+    XCTAssertEqual(r.bell.notifications(queue: 0), bells)
+    for i in 8..<16 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
+    r.dev.publishRX()
+    let got = r.receive(max: 8)
+    XCTAssertEqual(got.map { r.bytes($0) }, (8..<16).map { testFrame($0, length: 64) }, "\(Q.layout): frames in order")
+    for b in got { r.pool.release(b) }
+    XCTAssertEqual(r.pair.rx.inFlight, 56, "\(Q.layout): the next call refilled the first 8 slots, then took 8")
+    XCTAssertEqual(r.bell.notifications(queue: 0), bells + 1)
+    XCTAssertEqual(r.receive(max: 8).count, 0)
+    XCTAssertEqual(r.pair.rx.inFlight, 64, "\(Q.layout): an empty receive refills the rest")
+    XCTAssertEqual(r.bell.notifications(queue: 0), bells + 2)
   }
 
   func testReclaimBelowDefersReclaim() throws {

@@ -134,7 +134,7 @@ struct NetBenchBody: VirtioSessionBody {
     let mpps = Double(packets) / seconds / 1e6
     let st = pair.stats
     report.result([
-      "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)", "idle": "\(idle)",
+      "bench": "net", "mode": args.mode, "layout": "\(s.layout)", "frame": "\(size)", "packets": "\(packets)", "idle": "\(idle)", "iterations": "\(iterations)",
       "seconds": String(format3(seconds)), "mpps": format3(mpps), "tx_ring_full": "\(st.txRingFull)", "rx_no_buffers": "\(st.rxNoBuffers)",
       "notifications": "\(st.notifications)", "allocations": "\(allocs)", "policy": args.policy.summary.split(separator: " ").joined(separator: ","),
       "buffer_size": "\(args.bufferSize)", "buffer_stride": "\(pool.stride)",
