@@ -144,7 +144,7 @@ public struct PortGroup: ~Copyable {
     self.backends = backends
     self.ports = infos
     self.queuesPerPort = options.queues
-    self.bufferSize = options.bufferSize.map { ($0 + 63) & ~63 } ?? max(2048, (Self.headroom + frame + 63) & ~63)
+    self.bufferSize = options.bufferSize.map(BufferPool.roundedSize) ?? max(2048, BufferPool.roundedSize(Self.headroom + frame))
     self.board = StatsBoard(slots: slots)
     self.host = ProcessMemory()
     self.space = space

@@ -99,7 +99,7 @@ extension VirtioNetOpen {
     let rings = vhostPorts * 2 * options.queues * perQueue
     // A kernel port's MTU may be up to a jumbo frame: size buffers for it.
     let frame = addresses.allSatisfy(\.isVhostUser) ? PortOptions.frameBytes(mtu: 1500) : PortOptions.maxFrameBytes
-    let buffer = max(2048, (PortGroup.headroom + frame + 63) & ~63)
+    let buffer = max(2048, BufferPool.roundedSize(PortGroup.headroom + frame))
     let burst = min(options.rxDescriptors, options.txDescriptors, 1024)
     let perPool = addresses.count * (options.rxDescriptors + options.txDescriptors + 4 * burst) + 256
     return rings + options.queues * perPool * buffer + (2 << 20)

@@ -104,7 +104,7 @@ public struct BufferPool: ~Copyable {
     guard count > 0, count <= Int(Self.chainMark), bufferSize > headroom, bufferSize <= Int(UInt16.max) + 1 else {
       throw VirtioError(.invalidArgument, "buffer pool: \(count) buffers of \(bufferSize) bytes (headroom \(headroom)) is not a usable shape")
     }
-    let size = (bufferSize + 63) & ~63
+    let size = Self.roundedSize(bufferSize)
     let step = stride ?? Self.oddLineStride(size)
     let total = step.multipliedReportingOverflow(by: count)
     guard step >= size, step & 63 == 0, !total.overflow else {
@@ -131,6 +131,9 @@ public struct BufferPool: ~Copyable {
   }
 
   public var available: Int { freeTop }
+
+  /// The usable size a pool makes of `bufferSize`: rounded up to a whole cache line.
+  public static func roundedSize(_ bufferSize: Int) -> Int { (bufferSize + 63) & ~63 }
 
   /// `size` (a multiple of 64) if that is an odd number of cache lines, else one line more.
   public static func oddLineStride(_ size: Int) -> Int {

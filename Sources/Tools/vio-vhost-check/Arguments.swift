@@ -1,3 +1,4 @@
+import VirtioCore
 import VirtioNet
 import VirtioVhostUser
 
@@ -117,7 +118,7 @@ struct Arguments {
       if let v, v < 1 || v > queueSize { throw UsageError("\(name) is 1...\(queueSize) (the ring size, --queue-size)") }
     }
     guard bufferSize >= 2048, bufferSize <= 4096 else { throw UsageError("--buffer-size is 2048...4096") }
-    let rounded = (bufferSize + 63) & ~63  // what the pool makes of the size
+    let rounded = BufferPool.roundedSize(bufferSize)
     if let t = bufferStride, t < rounded || t > 8192 || t % 64 != 0 {
       throw UsageError("--buffer-stride is a multiple of 64 from the buffer size (\(rounded)) to 8192")
     }
