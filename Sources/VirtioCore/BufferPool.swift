@@ -147,6 +147,37 @@ public struct BufferPool: ~Copyable {
     return PacketBuffer(index: free[freeTop], offset: UInt16(truncatingIfNeeded: headroom), length: 0)
   }
 
+  /// Takes up to `n` buffers off the free stack as one block and returns how
+  /// many: `blockBuffer(i)` names the `i`-th, in the order they were released
+  /// (the stack's top `n`, bottom first, where `allocate` pops top first).
+  /// A receive refill takes its buffers so: a consumer that releases a burst
+  /// in order gives each ring slot back the buffer it held, and the ring's
+  /// descriptors need no rewrite (`SplitVirtqueue`). `endBlock` puts back what
+  /// the caller did not use; nothing else may allocate or release in between.
+  @inlinable package mutating func takeBlock(upTo n: Int) -> Int {
+    let taken = min(max(n, 0), freeTop)
+    freeTop &-= taken
+    return taken
+  }
+
+  /// Buffer `i` of the block `takeBlock` just took (`i` below what it returned).
+  @inlinable package func blockBuffer(_ i: Int) -> PacketBuffer {
+    // SAFETY: i < taken, so freeTop + i lies in the block just above the stack, inside `free`.
+    PacketBuffer(index: free[freeTop &+ i], offset: UInt16(truncatingIfNeeded: headroom), length: 0)
+  }
+
+  /// Ends a block of `taken` buffers of which the first `used` were kept:
+  /// the rest go back on the stack, in their order.
+  @inlinable package mutating func endBlock(used: Int, taken: Int) {
+    guard used < taken else { return }
+    var i = 0
+    while used &+ i < taken {
+      free[freeTop &+ i] = free[freeTop &+ used &+ i]
+      i &+= 1
+    }
+    freeTop &+= i
+  }
+
   /// Returns a buffer — with a chained handle, it and every segment after it.
   /// A handle whose index is not from this pool is ignored rather than
   /// corrupting the stack.

@@ -103,6 +103,8 @@ public struct PackedVirtqueue: ~Copyable, Virtqueue {
   public var freeCount: Int { freeSlots }
   public var inFlight: Int { chainsInFlight }
   public var brokenReason: BrokenReason? { broken }
+  /// Every post writes the slot: its AVAIL/USED flags change lap after lap (§2.8.1).
+  public static var keepsReusedSlotsUnwritten: Bool { false }
 
   public mutating func markBroken(_ reason: BrokenReason) {
     if broken == nil { broken = reason }

@@ -72,6 +72,25 @@ import VirtioSpec
     store(\VirtqDesc.flags, at: start, d.flags)
     store(\VirtqDesc.next, at: start, d.next)
   }
+  /// A split descriptor (§2.7.5) stored only where it differs from what the
+  /// table holds, as two words: addr, and len, flags and next, which fill
+  /// the descriptor's second 8 bytes in that order (both little-endian, so
+  /// the word's bytes are the fields' bytes). A receive ring refilled with
+  /// the buffers it just returned, slot for slot, then rewrites nothing,
+  /// and the table's lines stay shared with the device instead of moving to
+  /// the driver and back. Relaxed, as `store(_:at:)`: the avail idx store
+  /// (release) publishes it. Only the driver writes the table, so what the
+  /// loads see is the driver's last store (or, from a device that wrote
+  /// there anyway, something that differs and is overwritten).
+  @inlinable @inline(__always) package func storeIfChanged(_ d: VirtqDesc, at start: Int) {
+    let tail = UInt64(d.len) | UInt64(d.flags) << 32 | UInt64(d.next) << 48
+    let addr = address(\VirtqDesc.addr, start)
+    let rest = address(\VirtqDesc.len, start)
+    if UInt64(littleEndian: vio_load_relaxed_u64(addr)) != d.addr || UInt64(littleEndian: vio_load_relaxed_u64(rest)) != tail {
+      vio_store_relaxed_u64(addr, d.addr.littleEndian)
+      vio_store_relaxed_u64(rest, tail.littleEndian)
+    }
+  }
   /// A packed descriptor (§2.8.13), every field relaxed: one in an indirect
   /// table, or behind a chain's head, which publishes it later.
   @inlinable @inline(__always) package func store(_ d: PackedDesc, at start: Int) {

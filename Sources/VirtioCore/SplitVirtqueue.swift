@@ -122,6 +122,8 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
   public var freeCount: Int { numFree }
   public var inFlight: Int { chainsInFlight }
   public var brokenReason: BrokenReason? { broken }
+  /// The descriptor (`RingMemory.storeIfChanged`) and avail entry (`storeAvailEntry`) are stored only where they differ.
+  public static var keepsReusedSlotsUnwritten: Bool { true }
 
   public mutating func markBroken(_ reason: BrokenReason) {
     if broken == nil { broken = reason }
@@ -136,7 +138,7 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
     guard numFree > 0 else { return .ringFull }
     let head = freeHead
     // §2.7.13.1: place the buffer in a free descriptor.
-    ring.store(
+    ring.storeIfChanged(
       VirtqDesc(
         addr: segment.address, len: segment.length, flags: segment.deviceWritable ? VirtqDescFlags.write : 0,
         next: 0),
@@ -166,14 +168,14 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
       guard segment.length > 0 else { break }
       let head = freeHead
       // §2.7.13.1: each buffer in a free descriptor, §2.7.13.2: its head in the avail ring.
-      ring.store(
+      ring.storeIfChanged(
         VirtqDesc(
           addr: segment.address, len: segment.length, flags: segment.deviceWritable ? VirtqDescFlags.write : 0, next: 0),
         at: Int(head) &* MemoryLayout<VirtqDesc>.stride)
       freeHead = nextFree[Int(head)]
       chains[Int(head)] = ChainState(
         token: buffer.token, writable: segment.deviceWritable ? segment.length : 0, count: 1, inFlight: true)
-      ring.store16(availRingOffset &+ Int(availIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride, head)
+      storeAvailEntry(head)
       availIdx &+= 1
       added &+= 1
     }
@@ -235,9 +237,20 @@ public struct SplitVirtqueue: ~Copyable, Virtqueue {
 
   /// §2.7.13.2: put the head into the next avail ring entry (the index is published later).
   @inlinable mutating func pushAvail(_ head: UInt16) {
-    ring.store16(availRingOffset &+ Int(availIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride, head)
+    storeAvailEntry(head)
     availIdx &+= 1
     chainsInFlight &+= 1
+  }
+
+  /// §2.7.13.2: the avail ring entry at `availIdx` gets `head`, stored only
+  /// where it differs. With IN_ORDER and one-descriptor buffers each slot's
+  /// head repeats lap after lap (the free list runs in ring order), so the
+  /// entry lines are never rewritten and stay shared in the device's cache,
+  /// instead of moving to the driver and back once per 32 buffers.
+  /// Only the driver writes the avail ring; either way the entry holds `head`.
+  @inlinable @inline(__always) mutating func storeAvailEntry(_ head: UInt16) {
+    let offset = availRingOffset &+ Int(availIdx & mask) &* MemoryLayout<SplitRingLayout.AvailEntry>.stride
+    if ring.load16(offset) != head { ring.store16(offset, head) }
   }
 
   /// §2.7.13.3–4: publish the avail index, then decide whether to notify.

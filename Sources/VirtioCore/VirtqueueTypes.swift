@@ -157,6 +157,12 @@ public protocol Virtqueue: ~Copyable {
   /// Chains the device holds.
   var inFlight: Int { get }
   var brokenReason: BrokenReason? { get }
+  /// A buffer posted again into the slot it last held leaves the ring's
+  /// shared memory as it was (split: the descriptor and the avail entry are
+  /// compared before they are stored), so a refill should give each slot its
+  /// own buffer back (`BufferPool.takeBlock`). Packed: false (a slot's flags
+  /// change every lap, so its line is written whatever it holds).
+  static var keepsReusedSlotsUnwritten: Bool { get }
 
   /// IOVAs to give the transport: descriptor area, driver area, device area.
   var areas: RingAreas { get }

@@ -143,10 +143,29 @@ public struct NetQueuePair<RX: Virtqueue & ~Copyable, TX: Virtqueue & ~Copyable>
     // once here, not checked per buffer.
     let fits = start >= 0 && length > 0
     let startOffset = UInt64(truncatingIfNeeded: start)
-    let posted = rx.add(upTo: fits ? want : 0) {
-      guard var b = pool.allocate() else { return nil }
-      b.offset = offset
-      return (.writable(pool.iova(b) &+ startOffset, length), Self.token(b))
+    let posted: Int
+    if RX.keepsReusedSlotsUnwritten {
+      // Split: the buffers come off the pool as one block in the order they
+      // were released, so a burst its consumer released in order goes back
+      // into the slots it came from and the ring rewrites none of their
+      // descriptors (`BufferPool.takeBlock`). Packed writes every slot
+      // anyway, and measured slower so: it pops the stack as ever.
+      let taken = pool.takeBlock(upTo: fits ? want : 0)
+      var next = 0
+      posted = rx.add(upTo: taken) {
+        guard next < taken else { return nil }
+        var b = pool.blockBuffer(next)
+        next &+= 1
+        b.offset = offset
+        return (.writable(pool.iova(b) &+ startOffset, length), Self.token(b))
+      }
+      pool.endBlock(used: posted, taken: taken)
+    } else {
+      posted = rx.add(upTo: fits ? want : 0) {
+        guard var b = pool.allocate() else { return nil }
+        b.offset = offset
+        return (.writable(pool.iova(b) &+ startOffset, length), Self.token(b))
+      }
     }
     if posted < want && pool.available == 0 {
       if !rxStarved { stats.rxNoBuffers &+= 1 }

@@ -112,6 +112,34 @@ final class RingBasicsTests: XCTestCase {
     XCTAssertNil(r.d.driverBug)
   }
 
+  /// The split ring stores an avail entry only where it differs from the
+  /// head it must hold (so a lap that repeats the heads leaves the lines
+  /// alone): an entry holding anything else is overwritten, whether the
+  /// buffer comes through `add` or `add(upTo:)`, lap after lap.
+  func testSplitAvailEntriesAreRewrittenWhereStale() throws {
+    var r = try SplitRig(size: 8, features: RingFeatures(inOrder: true))
+    let entries = try XCTUnwrap(r.dma.iommu.translate(r.q.driverAreaIOVA + UInt64(SplitRingLayout.availRingOffset), count: 16))
+    let iovas = (0..<8).map { r.iova($0) }
+    for lap in 0..<3 {
+      // Stale entries: every other slot names the wrong head (one the ring holds too).
+      for slot in stride(from: lap % 2, to: 8, by: 2) { entries.storeBytes(of: UInt16((slot + 3) % 8), toByteOffset: 2 * slot, as: UInt16.self) }
+      for i in 0..<4 { XCTAssertEqual(r.q.add(.writable(iovas[i], 32), token: UInt64(i)), .added) }
+      var handed = 4
+      XCTAssertEqual(r.q.add(upTo: 4) { defer { handed += 1 }; return (.writable(iovas[handed], 32), UInt64(handed)) }, 4)
+      XCTAssertTrue(r.q.publish() || lap > 0)
+      for i in 0..<8 {
+        XCTAssertEqual(entries.load(fromByteOffset: 2 * i, as: UInt16.self), UInt16(i), "lap \(lap): avail entry \(i)")
+        let c = try XCTUnwrap(r.d.nextAvail(), "lap \(lap): buffer \(i) not available")
+        XCTAssertEqual(r.d.segment(0).iova, iovas[i], "lap \(lap): the device found buffer \(i) under the wrong head")
+        r.d.pushUsed(c, len: 0)
+      }
+      _ = r.d.publishUsed()
+      for i in 0..<8 { XCTAssertEqual(r.q.nextUsed(), .used(UsedBuffer(token: UInt64(i), length: 0)), "lap \(lap)") }
+    }
+    XCTAssertNil(r.q.brokenReason)
+    XCTAssertNil(r.d.driverBug)
+  }
+
   func testChains() throws {
     try chains(SplitRig.self)
     try chains(PackedRig.self)

@@ -43,6 +43,29 @@ final class BufferPoolLayoutTests: XCTestCase {
     XCTAssertEqual(sets(packed), 2, "the power-of-two layout this default replaces")
   }
 
+  /// A block comes off the top of the free stack in the order its buffers
+  /// were released (`allocate` pops the other way); what is not used goes
+  /// back in its order; a block never takes more than the pool holds.
+  func testBlockTakesTheTopInReleaseOrder() throws {
+    var dma = try SimDMA()
+    var pool = try BufferPool(count: 6, bufferSize: 2048, headroom: 64, memory: &dma)
+    var out: [PacketBuffer] = []
+    while let b = pool.allocate() { out.append(b) }
+    for i in [2, 0, 5, 3] { pool.release(out[i]) }
+    XCTAssertEqual(pool.takeBlock(upTo: 3), 3)
+    XCTAssertEqual((0..<3).map { pool.blockBuffer($0).index }, [out[0].index, out[5].index, out[3].index])
+    XCTAssertEqual(pool.blockBuffer(0).offset, 64)
+    pool.endBlock(used: 1, taken: 3)
+    XCTAssertEqual(pool.available, 3)
+    XCTAssertEqual((0..<3).compactMap { _ in pool.allocate()?.index }, [out[3].index, out[5].index, out[2].index])
+    for i in [1, 4] { pool.release(out[i]) }
+    XCTAssertEqual(pool.takeBlock(upTo: 10), 2, "no more than the pool holds")
+    pool.endBlock(used: 2, taken: 2)
+    XCTAssertEqual(pool.available, 0)
+    XCTAssertEqual(pool.takeBlock(upTo: -1), 0)
+    XCTAssertNil(pool.allocate())
+  }
+
   func testBadStridesAreRefused() throws {
     var dma = try SimDMA()
     // The error a pool of `count` 2048-byte buffers `stride` bytes apart is refused with, or nil.
