@@ -96,6 +96,33 @@ final class QueuePolicyTests: XCTestCase {
     XCTAssertEqual(packed.second, packed.first.reversed(), "packed: a refill pops the stack, reversing each burst (measured faster there: PERFORMANCE.md)")
   }
 
+  /// A refill into a broken receive ring posts nothing and every buffer it
+  /// took off the pool goes back: none is lost, and the pool hands them out
+  /// again in the order it would have.
+  func testRefillIntoABrokenRingLosesNoBuffer() throws {
+    try brokenRefill(SplitVirtqueue.self, SplitDeviceRing.self)
+    try brokenRefill(PackedVirtqueue.self, PackedDeviceRing.self)
+  }
+
+  func brokenRefill<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
+    var r = try NetRig<Q, D>(size: 64, features: [], policy: .standard)
+    XCTAssertEqual(r.pair.refill(&r.pool), 64)
+    for i in 0..<8 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
+    r.dev.publishRX()
+    for b in r.receive(max: 8) { r.pool.release(b) }
+    let available = r.pool.available
+    var before: [UInt32] = []
+    for _ in 0..<8 { before.append(try XCTUnwrap(r.pool.allocate()).index) }
+    for b in before.reversed() { r.pool.release(PacketBuffer(index: b, offset: 0, length: 0)) }
+    r.pair.rx.markBroken(.deviceStalled)
+    XCTAssertEqual(r.pair.refill(&r.pool), 0, "\(Q.layout): a broken ring takes no buffer")
+    XCTAssertEqual(r.receive(max: 8).count, 0)
+    XCTAssertEqual(r.pool.available, available, "\(Q.layout): buffers lost in a refill the ring refused")
+    var after: [UInt32] = []
+    for _ in 0..<8 { after.append(try XCTUnwrap(r.pool.allocate()).index) }
+    XCTAssertEqual(after, before, "\(Q.layout): the pool's order changed")
+  }
+
   /// The buffer indices the first 8 slots held on two laps round a
   /// 64-slot ring, every burst of 8 released in the order it came.
   func slotBuffersOverTwoLaps<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(
