@@ -123,6 +123,7 @@ struct NetBenchBody: VirtioSessionBody {
           pair.reclaim(&pool)
           pair.flushTransmit()
           idle &+= 1
+          vio_cpu_relax_times(pauses)
         }
         packets &+= UInt64(got)
         iterations &+= 1
