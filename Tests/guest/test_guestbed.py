@@ -324,9 +324,10 @@ class FrameServerTests(unittest.TestCase):
             srv.close()
 
 
-def fake_qemu(test, answer):
-    """A QMP server on a fresh socket: the greeting, then answer(cmd, f)
-    for each command. Returns the socket's path and the server thread."""
+def fake_qemu(test, answer, before=b""):
+    """A QMP server on a fresh socket: `before` (raw lines), the greeting,
+    then answer(cmd, f) for each command. Returns the socket's path and the
+    server thread."""
     tmp = tempfile.TemporaryDirectory()
     test.addCleanup(tmp.cleanup)
     path = os.path.join(tmp.name, "qmp.sock")
@@ -337,7 +338,7 @@ def fake_qemu(test, answer):
     def serve():
         conn, _ = ls.accept()
         f = conn.makefile("rwb")
-        f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+        f.write(before + b'{"QMP": {"version": {}, "capabilities": []}}\n')
         f.flush()
         for line in f:
             answer(json.loads(line), f)
@@ -375,6 +376,23 @@ class QMPTests(unittest.TestCase):
         self.assertEqual(seen[0], {"execute": "qmp_capabilities"})
         self.assertEqual(seen[2], {"execute": "set_link",
                                    "arguments": {"name": "net0", "up": False}})
+
+
+    def test_event_ahead_of_the_greeting_is_kept(self):
+        # What QEMU 7.2 sent a reconnecting client in a CI run: an event first.
+        path, t = fake_qemu(self, lambda cmd, f: f.write(b'{"return": {}}\n'), before=(
+            b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "NETDEV_STREAM_CONNECTED",'
+            b' "data": {"netdev-id": "nnet3"}}\n'))
+        with QMP(path, timeout=5) as q:
+            self.assertIn("QMP", q.greeting)
+            self.assertEqual([e["event"] for e in q.events], ["NETDEV_STREAM_CONNECTED"])
+            self.assertEqual(q.wait_event("NETDEV_STREAM_CONNECTED", timeout=0.1)["data"]["netdev-id"], "nnet3")
+        t.join(5)
+
+    def test_anything_else_ahead_of_the_greeting_is_refused(self):
+        path, t = fake_qemu(self, lambda cmd, f: f.write(b'{"return": {}}\n'), before=b'{"return": {}}\n')
+        with self.assertRaisesRegex(RuntimeError, "not a QMP greeting"):
+            QMP(path, timeout=5)
 
 
 class FaultTests(unittest.TestCase):

@@ -37,7 +37,15 @@ class QMP:
                     raise
                 time.sleep(0.1)
         self._sock.settimeout(timeout)
-        self.greeting = self._read()
+        # QEMU 7.2 can send an event ahead of the greeting on a monitor a
+        # client used before (an event emitted between the accept and the
+        # new session's reset still sees the old session's capabilities):
+        # kept with the others, and the next message must be the greeting.
+        msg = self._read()
+        while "event" in msg:
+            self.events.append(msg)
+            msg = self._read()
+        self.greeting = msg
         if "QMP" not in self.greeting:
             raise RuntimeError(f"not a QMP greeting: {self.greeting}")
         self.execute("qmp_capabilities")
