@@ -43,6 +43,12 @@ struct NetRig<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>:
     return Array(storage[0..<n])
   }
 
+  /// The device delivers `testFrame(seq, length:)` for each of `seqs` to RX, then publishes them.
+  mutating func deliverFrames(_ seqs: Range<Int>, length: Int = 64, file: StaticString = #filePath, line: UInt = #line) {
+    for i in seqs { XCTAssertTrue(dev.deliver(testFrame(i, length: length)), "frame \(i)", file: file, line: line) }
+    dev.publishRX()
+  }
+
   mutating func transmit(_ packets: [PacketBuffer]) -> Int {
     pair.transmit(packets.span, pool: &pool)
   }

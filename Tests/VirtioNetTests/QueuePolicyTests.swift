@@ -43,8 +43,7 @@ final class QueuePolicyTests: XCTestCase {
     let first = r.bell.notifications(queue: 0)
     XCTAssertEqual(first, 1)
     for i in 0..<48 {
-      XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64)))
-      r.dev.publishRX()
+      r.deliverFrames(i..<i + 1)
       let got = r.receive(max: 8)
       XCTAssertEqual(got.count, 1)
       for b in got { r.pool.release(b) }
@@ -68,13 +67,11 @@ final class QueuePolicyTests: XCTestCase {
     var r = try NetRig<Q, D>(size: 64, features: [], policy: .standard)
     XCTAssertEqual(r.pair.refill(&r.pool), 64)
     let bells = r.bell.notifications(queue: 0)
-    for i in 0..<8 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
-    r.dev.publishRX()
+    r.deliverFrames(0..<8)
     for b in r.receive(max: 8) { r.pool.release(b) }
     XCTAssertEqual(r.pair.rx.inFlight, 56, "\(Q.layout): the call that took 8 frames refilled nothing")
     XCTAssertEqual(r.bell.notifications(queue: 0), bells)
-    for i in 8..<16 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
-    r.dev.publishRX()
+    r.deliverFrames(8..<16)
     let got = r.receive(max: 8)
     XCTAssertEqual(got.map { r.bytes($0) }, (8..<16).map { testFrame($0, length: 64) }, "\(Q.layout): frames in order")
     for b in got { r.pool.release(b) }
@@ -107,8 +104,7 @@ final class QueuePolicyTests: XCTestCase {
   func brokenRefill<Q: ConstructibleVirtqueue & ~Copyable, D: DeviceRing & ~Copyable>(_: Q.Type, _: D.Type) throws {
     var r = try NetRig<Q, D>(size: 64, features: [], policy: .standard)
     XCTAssertEqual(r.pair.refill(&r.pool), 64)
-    for i in 0..<8 { XCTAssertTrue(r.dev.deliver(testFrame(i, length: 64))) }
-    r.dev.publishRX()
+    r.deliverFrames(0..<8)
     for b in r.receive(max: 8) { r.pool.release(b) }
     let available = r.pool.available
     var before: [UInt32] = []
@@ -134,10 +130,10 @@ final class QueuePolicyTests: XCTestCase {
     for lap in 0..<2 {
       var indices: [UInt32] = []
       for burst in 0..<8 {
-        for i in 0..<8 { XCTAssertTrue(r.dev.deliver(testFrame(lap * 64 + burst * 8 + i, length: 64))) }
-        r.dev.publishRX()
+        let first = lap * 64 + burst * 8
+        r.deliverFrames(first..<first + 8)
         let got = r.receive(max: 8)
-        XCTAssertEqual(got.map { r.bytes($0) }, (0..<8).map { testFrame(lap * 64 + burst * 8 + $0, length: 64) }, "\(Q.layout) lap \(lap)")
+        XCTAssertEqual(got.map { r.bytes($0) }, (first..<first + 8).map { testFrame($0, length: 64) }, "\(Q.layout) lap \(lap)")
         indices += got.map(\.index)
         for b in got { r.pool.release(b) }
       }
