@@ -180,7 +180,7 @@ let package = Package(
     .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioSpec", "VirtioSim"]),
     .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "VirtioNetSim", "VirtioSim", "VirtioCore", "VirtioSpec"]),
     .testTarget(
-      name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioSim", "VirtioNetSim"]),
+      name: "PacketIOTests", dependencies: ["PacketIO", "VirtioNet", "VirtioVFIO", "VirtioVhostUser", "VirtioCore", "VirtioOS", "VirtioSim", "VirtioNetSim"]),
     // VFIO transport without hardware: capability walk, setup errors on fake sysfs, MSI-X eventfds.
     .testTarget(name: "VirtioVFIOTests", dependencies: ["VirtioVFIO", "VirtioOS", "VirtioCore", "VirtioSpec"]),
     // The OS layer without hardware: eventfd, epoll, poll, owned fds, errors, files, clock, threads.

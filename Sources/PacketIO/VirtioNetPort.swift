@@ -81,6 +81,8 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   var mac: MACAddress?
   /// The config's status said ANNOUNCE at the last `check`.
   var announceAsked = false
+  /// When `check` last read the config (with a configuration-change vector).
+  var lastConfigRead: UInt64 = 0
   /// An announce request handed to the worker of pair 0, not yet acknowledged to the device.
   var announcePending: UInt32? = nil
   var announcements: UInt64 = 0
@@ -244,10 +246,11 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
   /// Main thread, every poll. A device that went away and may come back (a
   /// vhost-user backend hung up): link down, the workers asked for their ring
   /// positions; once all reported, one reconnect attempt per call (at most
-  /// `attemptMilliseconds`), then link up. Otherwise, after a
-  /// configuration-change interrupt (or on a timer): §2.1.2
+  /// `attemptMilliseconds`), then link up. Otherwise §2.1.2
   /// DEVICE_NEEDS_RESET (recovered in-process, NetRecovery.swift), and the
-  /// link from the config (§5.1.4, re-read until config_generation is stable).
+  /// link (§5.1.4 status): read on every call without a configuration-change
+  /// vector; with one, after its interrupt and at least every
+  /// `configRereadNanoseconds` (an interrupt lost costs that much staleness).
   func check() -> (linkUp: Bool, needsReset: Bool) {
     if recovery.failed != nil || recovery.phase != 0 {
       // Drained, or the group's poll would wake at once until the recovery ends.
@@ -255,14 +258,27 @@ final class VirtioNetPort<T: SessionTransport & ~Copyable, Q: NetLayout & ~Copya
       return recovery.failed != nil ? (false, false) : continueRecovery()
     }
     if reconnecting || session.peerGone() { return resume() }
-    if let fd = configEventFD { configInterrupts &+= EventFD.drain(fd) }
+    var changed = true
+    if let fd = configEventFD {
+      let fired = EventFD.drain(fd)
+      configInterrupts &+= fired
+      let now = monotonicNanoseconds()
+      changed = fired > 0 || now &- lastConfigRead >= Self.configRereadNanoseconds
+      if changed { lastConfigRead = now }
+    }
     if Self.asksForReset(session.transport.readStatus()) { return beginRecovery() }
-    if let c = try? NetConfig(reading: session.transport, features: features) {
-      linkUp = c.linkUp
-      announceAsked = c.announce
+    // Each config read is a trip to the device model (a VM exit; under TCG,
+    // QEMU's big lock, which stalls this vCPU while QEMU moves frames).
+    if changed, let status = NetConfig.readStatus(session.transport, features: features) {
+      linkUp = status & NetStatus.linkUp != 0
+      announceAsked = status & NetStatus.announce != 0
     }
     return (linkUp, false)
   }
+
+  /// With a configuration-change vector: the longest the link goes without
+  /// a config read when no interrupt comes.
+  static var configRereadNanoseconds: UInt64 { 1_000_000_000 }
 
   /// §5.1.6.5.4 "Gratuitous Packet Sending": the device sets
   /// VIRTIO_NET_S_ANNOUNCE (and raises the config interrupt) when the guest

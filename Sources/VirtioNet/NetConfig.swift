@@ -168,6 +168,19 @@ public struct NetConfig: Sendable, Equatable {
     }
   }
 
+  /// §5.1.4: the status field alone (link, ANNOUNCE), what a link check
+  /// needs: one 16-bit read, atomic as it stands (§2.5.1 asks for the
+  /// generation loop across fields and fields over 32 bits), where the whole
+  /// config is a dozen. Without the STATUS feature (or a structure too short
+  /// for the field) the link is up (§5.1.4.2); nil for a device that answers
+  /// all-ones (gone: the removal check decides).
+  public static func readStatus<T: Transport & ~Copyable>(_ transport: borrowing T, features f: FeatureSet) -> UInt16? {
+    let offset = VirtioNetConfig.Offset.status
+    guard f.contains(bit: NetFeature.status), offset + 2 <= transport.configSize else { return NetStatus.linkUp }
+    let status = transport.readConfig16(offset)
+    return status == 0xFFFF ? nil : status
+  }
+
   public init(mac: MACAddress?, linkUp: Bool, announce: Bool, maxQueuePairs: Int, mtu: Int?) {
     self.mac = mac
     self.linkUp = linkUp

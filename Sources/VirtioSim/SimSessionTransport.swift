@@ -70,6 +70,9 @@ public struct SimSessionTransport: ~Copyable, PolledSessionTransport {
   // Interrupts are counted by the device thread, not delivered: queues poll
   // (PolledSessionTransport); `waitForInterrupt` below waits for the count.
 
+  /// The configuration-change interrupt, when the test gave the device one (`SimTransport.attachConfigInterrupt`).
+  public var configInterruptEventFD: Int32? { registers.configInterruptEventFD }
+
   /// Surprise removal as VFIO reports it: `registers.removedByBus` stands for the device-request interrupt.
   public func deviceRemoved() -> Bool { registers.removedByBus }
   public mutating func releaseRemovedDevice() { registers.noteRelease() }

@@ -65,6 +65,18 @@ final class SimDeviceCore: @unchecked Sendable {
     for c in doorbellContexts.values { c.deallocate() }
   }
 
+  /// The configuration-change interrupt (§2.3: the device notifies the
+  /// driver when its config changes): an eventfd the test owns, as VFIO's
+  /// MSI-X config vector; -1: none.
+  var configChangeFD: Int32 = -1
+
+  /// With the lock held: the config or DEVICE_NEEDS_RESET changed (§2.1.2, §2.3).
+  func notifyConfigChange() {
+    guard configChangeFD >= 0 else { return }
+    var one: UInt64 = 1
+    _ = write(configChangeFD, &one, 8)
+  }
+
   /// Bumped on every change the device thread reacts to (status, queues, doorbells, stop).
   var changes: UInt64 = 0
 
@@ -375,14 +387,27 @@ extension SimTransport {
       precondition(offset >= 0 && offset + bytes.count <= c.config.count, "config update out of range")
       for (i, b) in bytes.enumerated() { c.config[offset + i] = b }
       c.generation &+= 1
+      c.notifyConfigChange()
     }
   }
+
+  /// Gives the device a configuration-change interrupt: `eventFD` (the
+  /// caller's, open while the device lives), signalled as VFIO's MSI-X config
+  /// vector is, by `setConfig` and `setDeviceNeedsReset`. Without one a driver
+  /// has to poll the config.
+  public func attachConfigInterrupt(eventFD: Int32) {
+    locked { $0.configChangeFD = eventFD }
+  }
+
+  /// The configuration-change interrupt's eventfd (`attachConfigInterrupt`), nil without one.
+  public var configInterruptEventFD: Int32? { locked { $0.configChangeFD >= 0 ? $0.configChangeFD : nil } }
 
   /// Device side: sets DEVICE_NEEDS_RESET (§2.1.2).
   public func setDeviceNeedsReset() {
     locked { c in
       c.status |= DeviceStatus.deviceNeedsReset.rawValue
       c.changed()
+      c.notifyConfigChange()
     }
   }
 }

@@ -2,6 +2,7 @@ import Glibc
 import PacketIO
 import VirtioSpec
 import VirtioNetSim
+@testable import VirtioOS
 import VirtioSim
 import XCTest
 
@@ -20,7 +21,7 @@ final class SimPortTests: XCTestCase {
 
     init(
       packed: Bool, pairs: Int = 1, queues: Int = 1, extra: [Int] = [], hashReport: Bool = false,
-      options configure: (inout PortOptions) -> Void = { _ in }
+      configInterrupt: Int32? = nil, options configure: (inout PortOptions) -> Void = { _ in }
     ) throws {
       var features = FeatureSet(bits: [NetFeature.mac, NetFeature.status, NetFeature.ctrlVQ, NetFeature.ctrlRx, VirtioFeature.eventIdx] + extra)
       if pairs > 1 { features.formUnion(FeatureSet(bit: NetFeature.mq)) }
@@ -30,6 +31,7 @@ final class SimPortTests: XCTestCase {
         deviceType: .net, features: features, queueSizes: Array(repeating: 64, count: 2 * pairs) + [64],
         config: NetSimConfig.bytes(maxPairs: UInt16(pairs)), behaviour: wire.behaviour)
       wire.attach(t.device)
+      if let fd = configInterrupt { t.registers.attachConfigInterrupt(eventFD: fd) }
       device = t.device
       registers = t.registers
       var options = PortOptions()
@@ -123,6 +125,31 @@ final class SimPortTests: XCTestCase {
     rig.registers.setDeviceNeedsReset()
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
     // No queue was taken: nothing to wait for, the device is set up again at the next poll.
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.recovered(port: 0, lostTx: 0, lostRx: 0), .linkUp(port: 0)])
+  }
+
+  /// With a configuration-change interrupt (VFIO's MSI-X config vector; here
+  /// the simulator's eventfd) the link check reads the config only after it
+  /// fires (or once per `configRereadNanoseconds`), and then the status field
+  /// alone: every config read is a trip to the device model (a VM exit, or
+  /// under TCG QEMU's big lock, which stalls the polling vCPU). Without one it
+  /// reads on every poll (testLinkAndResetEvents).
+  func testConfigIsReadWhenItsInterruptFires() throws {
+    let interrupt = try EventFD.create()
+    let rig = try Rig(packed: false, configInterrupt: interrupt.raw)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [])
+    let before = rig.registers.configReadCount
+    for _ in 0..<5 { XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), []) }
+    XCTAssertEqual(rig.registers.configReadCount, before, "no interrupt: no config read")
+    rig.registers.setConfig(NetSimConfig.bytes(status: 0), at: 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.linkDown(port: 0)])
+    XCTAssertEqual(rig.registers.configReadCount - before, 1, "the status field alone")
+    XCTAssertEqual(rig.group.configInterrupts(port: 0), 1)
+    rig.registers.setConfig(NetSimConfig.bytes(), at: 0)
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.linkUp(port: 0)])
+    // DEVICE_NEEDS_RESET comes with the interrupt too; device_status is read on every poll regardless.
+    rig.registers.setDeviceNeedsReset()
+    XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.needsReset(port: 0), .linkDown(port: 0)])
     XCTAssertEqual(rig.group.pollEvents(timeoutMilliseconds: 0), [.recovered(port: 0, lostTx: 0, lostRx: 0), .linkUp(port: 0)])
   }
 

@@ -130,6 +130,32 @@ final class ControlQueueTests: XCTestCase {
     XCTAssertNil(c.controlQueue(features: accepted))
   }
 
+  func testStatusAloneIsOneConfigRead() throws {
+    let status = FeatureSet(bits: [VirtioFeature.version1, NetFeature.mac, NetFeature.status])
+    var t = SimTransport(
+      deviceType: .net, deviceFeatures: status, queueSizes: [64, 64],
+      config: NetSimConfig.bytes(mac: [2, 0, 0, 0, 0, 9], status: NetStatus.announce))
+    let accepted = try DeviceInit.begin(&t, policy: NetFeaturePolicy.policy)
+    let before = t.configReadCount
+    XCTAssertEqual(NetConfig.readStatus(t, features: accepted), NetStatus.announce, "link down, ANNOUNCE asked")
+    XCTAssertEqual(t.configReadCount - before, 1, "the link check reads the status field, not the MAC and the rest")
+    _ = try NetConfig(reading: t, features: accepted)
+    XCTAssertGreaterThan(t.configReadCount - before, 5, "the whole config is many reads: what the check avoids")
+
+    var plain = SimTransport(
+      deviceType: .net, deviceFeatures: FeatureSet(bits: [VirtioFeature.version1]), queueSizes: [64, 64],
+      config: NetSimConfig.bytes(status: 0))
+    let none = try DeviceInit.begin(&plain, policy: NetFeaturePolicy.policy)
+    let plainBefore = plain.configReadCount
+    XCTAssertEqual(NetConfig.readStatus(plain, features: none), NetStatus.linkUp, "§5.1.4.2: without STATUS the link is up")
+    XCTAssertEqual(plain.configReadCount, plainBefore, "nothing read without the feature")
+
+    var gone = SimTransport(
+      deviceType: .net, deviceFeatures: status, queueSizes: [64, 64], config: NetSimConfig.bytes(status: 0xFFFF))
+    let f = try DeviceInit.begin(&gone, policy: NetFeaturePolicy.policy)
+    XCTAssertNil(NetConfig.readStatus(gone, features: f), "all-ones is no status: the removal check decides")
+  }
+
   func testConfigWithFeatures() throws {
     var t = SimTransport(
       deviceType: .net,
