@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
 
-from guestbed import boot, hostchecks, hotplug, initramfs, migration, plan, tcptest, variants  # noqa: E402
+from guestbed import boot, devicework, hostchecks, hotplug, initramfs, migration, plan, tcptest, variants  # noqa: E402
 from guestbed.netserver import FrameServer, ethernet_frame  # noqa: E402
 from guestbed.qmp import QMP, QMPError  # noqa: E402
 
@@ -572,6 +572,74 @@ class TcpVerdictTests(unittest.TestCase):
         self.assertIn("vhost=off", arg)
         self.assertNotEqual(bed.tap["net4"], bed.tap["net5"])
         self.assertTrue(all(len(t) <= 15 for t in bed.tap.values()), "IFNAMSIZ")
+
+
+class DeviceWorkTests(unittest.TestCase):
+    """tools/bench/guest-trace's counting (guestbed.devicework) on a made-up trace."""
+
+    @staticmethod
+    def run_lines(t0, frames, ring_hits, buffer_pages, doorbell_every, mmio=0):
+        """One tool's run: per frame two pops, `ring_hits` translations on one
+        ring page, one map of a buffer page (cycling over `buffer_pages`)."""
+        out, t = [], t0
+        for f in range(frames):
+            for _ in range(2):
+                t += 1e-5
+                out.append(f"1@{t:.6f}:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 0")
+            for _ in range(ring_hits):
+                out.append(f"1@{t:.6f}:vtd_iotlb_page_hit IOTLB page hit sid 0x20 iova 0x200004 slpte 0x83 domain 0x3")
+            page = 0x400000 + (f % buffer_pages) * 0x1000
+            out.append(f"1@{t:.6f}:vtd_iotlb_page_hit IOTLB page hit sid 0x28 iova {page:#x} slpte 0x83 domain 0x3")
+            if f % doorbell_every == 0:
+                out.append(f"1@{t:.6f}:virtio_queue_notify vdev 0x1 n 1 vq 0x2")
+                out.append(f"1@{t:.6f}:memory_region_ops_write cpu 1 mr 0x3 addr 0xfea0d000 value 0x1 size 2 "
+                           "name 'virtio-pci-notify-virtio-net'")
+        for _ in range(mmio):
+            out.insert(10, f"1@{t0:.6f}:memory_region_ops_read cpu 1 mr 0x3 addr 0xfea0c014 value 0xf size 1 "
+                           "name 'virtio-pci-common-virtio-net'")
+        return out
+
+    def console(self, *sent):
+        who = ["dpdk", "ours", "ours", "dpdk"]
+        return [f"[  9.1] BENCH net ring=packed mode=io who={who[i]} run={i // 2 + 1} pps=1 sent={n} not_sent=0 "
+                f"received={n} rx_dropped=0 in_flight=0" for i, n in enumerate(sent)]
+
+    def test_counts_per_frame_by_run(self):
+        boot_noise = ["1@5.000000:virtqueue_pop vq 0x1 elem 0x2 in_num 1 out_num 0",
+                      "1@5.000001:vtd_iotlb_page_hit IOTLB page hit sid 0x20 iova 0x900000 slpte 0x83 domain 0x3"]
+        trace = (boot_noise + self.run_lines(10.0, 2000, 30, 500, 25)
+                 + self.run_lines(20.0, 1000, 26, 500, 50, mmio=40))
+        rows = [devicework.per_frame(s, r) for s, r in
+                devicework.match(devicework.stretches(trace), devicework.bench_runs(self.console(2000, 1000)))]
+        self.assertEqual([(p.who, p.frames) for p in rows], [("dpdk", 2000), ("ours", 1000)])
+        self.assertAlmostEqual(rows[0].translations, 31.0)
+        self.assertAlmostEqual(rows[0].ring, 30.0, msg="one page hit every frame is a ring page")
+        self.assertAlmostEqual(rows[0].buffers, 1.0, msg="500 buffer pages, each hit 4 times in 2000 frames")
+        self.assertAlmostEqual(rows[1].ring, 26.0)
+        self.assertAlmostEqual(rows[0].doorbells, 0.04)
+        self.assertAlmostEqual(rows[1].doorbells, 0.02)
+        self.assertEqual(rows[0].mmio, 0.0, "the doorbell region is not counted as MMIO")
+        self.assertAlmostEqual(rows[1].mmio, 0.04)
+        out = __import__("io").StringIO()
+        med = devicework.report(rows, out)
+        self.assertAlmostEqual(med["dpdk"]["translations"] / med["ours"]["translations"], 31 / 27)
+        self.assertIn("testpmd / ours: 1.148", out.getvalue())
+
+    def test_runs_that_do_not_line_up_are_refused(self):
+        trace = self.run_lines(10.0, 2000, 3, 50, 25) + self.run_lines(20.0, 1000, 3, 50, 25)
+        with self.assertRaisesRegex(devicework.TraceError, "2 stretches .* for 3 runs"):
+            devicework.match(devicework.stretches(trace), devicework.bench_runs(self.console(2000, 1000, 5)))
+        with self.assertRaisesRegex(devicework.TraceError, "3000 frames sent but 2000 buffers popped"):
+            devicework.match(devicework.stretches(trace), devicework.bench_runs(self.console(2000, 3000)))
+
+    def test_a_pause_splits_runs_and_events_in_it_are_dropped(self):
+        a = self.run_lines(10.0, 600, 2, 50, 10)
+        gap = ["1@10.500000:memory_region_ops_read cpu 1 mr 0x3 addr 0xfea0c014 value 0xf size 1 "
+               "name 'virtio-pci-common-virtio-net'"]
+        b = self.run_lines(11.0, 600, 2, 50, 10)
+        found = devicework.stretches(a + gap + b)
+        self.assertEqual([s.pops for s in found], [1200, 1200])
+        self.assertEqual(sum(sum(s.mmio.values()) for s in found), 0, "between runs: neither run's")
 
 
 if __name__ == "__main__":

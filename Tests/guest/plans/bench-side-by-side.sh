@@ -101,8 +101,11 @@ tool_start() {
     [ $_who = alt ] && [ $_role = io ] && _extra="$_extra ${BENCH_FWD_RX_ARGS:-}"
     # a --contender of guest-bench: its options on every vio-fwd process it runs
     case " ${BENCH_CONTENDERS:-} " in *" $_who "*) eval "_extra=\"\$_extra \${BENCH_C_$_who}\"" ;; esac
+    # guest-bench --baseline-vio-fwd: the contender "before" is that binary
+    _bin=vio-fwd
+    [ $_who = before ] && _bin=vio-fwd-before
     # shellcheck disable=SC2086
-    taskset -c $_cpu vio-fwd $_a --mode $_role $_extra --cpus $_cpu $FWD_ARGS >/tmp/b-$_tag.json 2>/tmp/b-$_tag.log &
+    taskset -c $_cpu $_bin $_a --mode $_role $_extra --cpus $_cpu $FWD_ARGS >/tmp/b-$_tag.json 2>/tmp/b-$_tag.log &
     _pid=$!
     wait_until 120 started /tmp/b-$_tag.log "forwarding:" || echo "BENCH note: $_tag: vio-fwd did not start: $(tail -n 5 /tmp/b-$_tag.log | tr '\n' ' ')"
   fi
