@@ -2,7 +2,7 @@ import Glibc
 import PacketIO
 import VirtioSpec
 import VirtioNetSim
-@testable import VirtioOS
+import VirtioOS
 import VirtioSim
 import XCTest
 
