@@ -622,8 +622,8 @@ class DeviceWorkTests(unittest.TestCase):
         self.assertAlmostEqual(rows[1].mmio, 0.04)
         out = __import__("io").StringIO()
         med = devicework.report(rows, out)
-        self.assertAlmostEqual(med["dpdk"]["translations"] / med["ours"]["translations"], 31 / 27)
-        self.assertIn("testpmd / ours: 1.148", out.getvalue())
+        self.assertAlmostEqual(med[("io", "dpdk")]["translations"] / med[("io", "ours")]["translations"], 31 / 27)
+        self.assertIn("io: translations per frame, testpmd / ours: 1.148", out.getvalue())
 
     def test_runs_that_do_not_line_up_are_refused(self):
         trace = self.run_lines(10.0, 2000, 3, 50, 25) + self.run_lines(20.0, 1000, 3, 50, 25)

@@ -128,6 +128,7 @@ def match(found, runs):
 
 @dataclass
 class PerFrame:
+    mode: str
     who: str
     run: str
     frames: int
@@ -146,25 +147,27 @@ def per_frame(s, r):
     ring = [v / frames for v in s.pages.values() if v / frames >= RING_PAGE_SHARE]
     total = sum(s.pages.values()) / frames
     return PerFrame(
-        who=r.get("who", "?"), run=r.get("run", "?"), frames=int(frames), translations=total,
+        mode=r.get("mode", "?"), who=r.get("who", "?"), run=r.get("run", "?"), frames=int(frames), translations=total,
         ring=sum(ring), buffers=total - sum(ring), walks=s.walks / frames, doorbells=s.doorbells / frames,
         interrupts=s.interrupts / frames, mmio=sum(s.mmio.values()) / frames, ring_pages=sorted(ring, reverse=True))
 
 
 def report(rows, out=sys.stdout):
     cols = ("translations", "ring", "buffers", "walks", "doorbells", "interrupts", "mmio")
-    print(f"{'who':6} {'run':>3} {'frames':>8} " + " ".join(f"{c:>12}" for c in cols) + "  ring pages", file=out)
+    print(f"{'mode':5} {'who':6} {'run':>3} {'frames':>8} " + " ".join(f"{c:>12}" for c in cols) + "  ring pages",
+          file=out)
     for p in rows:
-        print(f"{p.who:6} {p.run:>3} {p.frames:8d} " + " ".join(f"{getattr(p, c):12.4f}" for c in cols)
+        print(f"{p.mode:5} {p.who:6} {p.run:>3} {p.frames:8d} " + " ".join(f"{getattr(p, c):12.4f}" for c in cols)
               + "  " + " ".join(f"{v:.2f}" for v in p.ring_pages), file=out)
     med = {}
-    for who in sorted({p.who for p in rows}):
-        mine = [p for p in rows if p.who == who]
-        med[who] = {c: statistics.median(getattr(p, c) for p in mine) for c in cols}
-        print(f"{who:6} med {'':8} " + " ".join(f"{med[who][c]:12.4f}" for c in cols), file=out)
-    if "ours" in med and "dpdk" in med and med["ours"]["translations"] > 0:
-        print(f"translations per frame, testpmd / ours: {med['dpdk']['translations'] / med['ours']['translations']:.3f}",
-              file=out)
+    for mode in sorted({p.mode for p in rows}):
+        for who in sorted({p.who for p in rows if p.mode == mode}):
+            mine = [p for p in rows if p.mode == mode and p.who == who]
+            med[(mode, who)] = {c: statistics.median(getattr(p, c) for p in mine) for c in cols}
+            print(f"{mode:5} {who:6} med {'':8} " + " ".join(f"{med[(mode, who)][c]:12.4f}" for c in cols), file=out)
+        o, d = med.get((mode, "ours")), med.get((mode, "dpdk"))
+        if o and d and o["translations"] > 0:
+            print(f"{mode}: translations per frame, testpmd / ours: {d['translations'] / o['translations']:.3f}", file=out)
     return med
 
 
