@@ -53,8 +53,6 @@ class TraceError(ValueError):
 
 @dataclass
 class Stretch:
-    start: float
-    end: float
     pops: int = 0
     pages: Counter = field(default_factory=Counter)  # (sid, iova >> 12) -> translations
     walks: int = 0
@@ -75,10 +73,10 @@ def stretches(lines, gap=GAP_S):
         t, ev, rest = float(m.group(1)), m.group(2), m.group(3)
         if ev == "virtqueue_pop":
             if last_pop is None or t - last_pop > gap:
-                cur = Stretch(t, t)
+                cur = Stretch()
                 found.append(cur)
             cur.pops += 1
-            cur.end = last_pop = t
+            last_pop = t
         elif cur is not None and t - last_pop <= gap:
             _count(cur, ev, rest)
     return found
@@ -145,10 +143,10 @@ class PerFrame:
 def per_frame(s, r):
     frames = s.pops / POPS_PER_FRAME
     ring = [v / frames for v in s.pages.values() if v / frames >= RING_PAGE_SHARE]
-    total = sum(s.pages.values()) / frames
+    total, on_rings = sum(s.pages.values()) / frames, sum(ring)
     return PerFrame(
         mode=r.get("mode", "?"), who=r.get("who", "?"), run=r.get("run", "?"), frames=int(frames), translations=total,
-        ring=sum(ring), buffers=total - sum(ring), walks=s.walks / frames, doorbells=s.doorbells / frames,
+        ring=on_rings, buffers=total - on_rings, walks=s.walks / frames, doorbells=s.doorbells / frames,
         interrupts=s.interrupts / frames, mmio=sum(s.mmio.values()) / frames, ring_pages=sorted(ring, reverse=True))
 
 
