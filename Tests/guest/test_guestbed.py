@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -78,6 +79,24 @@ class VariantTests(unittest.TestCase):
             if old is not None:
                 os.environ["GUESTBED_QEMU_EXTRA"] = old
 
+    def test_guestbed_qemu_picks_the_binary(self):
+        class K:
+            vmlinuz = "/k"
+        old = os.environ.pop("GUESTBED_QEMU", None)
+        try:
+            cmd = boot.qemu_command(K(), "/i", variants.parse("split"), "user,id=n0", "/d", "/q.sock")
+            self.assertEqual(cmd[0], "qemu-system-x86_64")
+            os.environ["GUESTBED_QEMU"] = "/opt/q10/bin/qemu-system-x86_64"
+            cmd = boot.qemu_command(K(), "/i", variants.parse("split"), "user,id=n0", "/d", "/q.sock")
+            self.assertEqual(cmd[0], "/opt/q10/bin/qemu-system-x86_64")
+            self.assertEqual(cmd[1:3], ["-accel", "tcg"])
+            os.environ["GUESTBED_QEMU"] = ""     # set but empty: Debian's
+            self.assertEqual(boot.qemu_binary(), "qemu-system-x86_64")
+        finally:
+            os.environ.pop("GUESTBED_QEMU", None)
+            if old is not None:
+                os.environ["GUESTBED_QEMU"] = old
+
     def test_rejects_bad_specs(self):
         for bad in ("ring", "split:qsize=100", "split:net-qsize=128", "split:foo=1",
                     "split:event_idx=maybe", "split:mq", "split,split", "split:blk-null=maybe"):
@@ -114,6 +133,28 @@ class PlanTests(unittest.TestCase):
         self.assertIn('/bin/vio-guest-check --net "$NET" --blk "$BLK"', body)
         self.assertIn("find_virtio 0x1041", body)
         self.assertIn("find_virtio 0x1042", body)
+
+    def test_wait_until_keeps_a_deadline_not_a_poll_count(self):
+        # The guest library in sh, with the clock and usleep replaced: each
+        # poll reads the clock once and the clock moves 1 s per read, so a
+        # 5-s wait for a command that never succeeds polls 5 times and fails;
+        # one that succeeds on its third try returns 0 after three polls.
+        script = plan.guest_library() + r'''
+usleep() { :; }
+# (a file: wait_until reads the clock in a subshell)
+echo 100 >"$CLOCK"
+uptime_s() { read -r _c <"$CLOCK"; _c=$((_c + 1)); echo $_c >"$CLOCK"; echo $_c; }
+_tries=0
+never() { _tries=$((_tries + 1)); return 1; }
+wait_until 5 never; echo "never rc=$? tries=$_tries"
+_tries=0
+third() { _tries=$((_tries + 1)); [ $_tries -ge 3 ]; }
+wait_until 5 third; echo "third rc=$? tries=$_tries"
+'''
+        with tempfile.TemporaryDirectory() as d:
+            out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                                 env={**os.environ, "CLOCK": os.path.join(d, "clock")})
+        self.assertEqual(out.stdout.splitlines()[-2:], ["never rc=1 tries=5", "third rc=0 tries=3"], out.stderr)
 
     def test_env_file_quotes(self):
         self.assertEqual(plan.env_file({"B": "x y", "A": "it's"}),
@@ -493,6 +534,13 @@ class FaultTests(unittest.TestCase):
             args = hotplug.qemu_args(d, "stream,id=nnethp")
             self.assertLess(args.index("pcie-root-port,id=rpnethp,chassis=41,slot=41"),
                             args.index(next(a for a in args if a.startswith("virtio-net-pci,id=nethp"))))
+        # QMP gets JSON booleans (QEMU 10 refuses "on" for a bool), the command line on/off.
+        self.assertIs(props["nethp"]["ats"], True)
+        self.assertIs(props["blkhp"]["iommu_platform"], True)
+        net = next(a for a in args if a.startswith("virtio-net-pci,id=nethp")).split(",")
+        self.assertIn("ats=on", net)
+        self.assertIn("iommu_platform=on", net)
+        self.assertIn("disable-legacy=on", net)
 
     def test_wait_event(self):
         def answer(cmd, f):

@@ -28,6 +28,13 @@ from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
 QEMU = "qemu-system-x86_64"
+
+
+def qemu_binary():
+    """GUESTBED_QEMU: the QEMU to boot instead of Debian's (a path; e.g. the
+    wrapper tools/guestbed/fetch-qemu writes for the backports suite's newer
+    QEMU), so a result can be checked on another device model."""
+    return os.environ.get("GUESTBED_QEMU") or QEMU
 KERNEL_CMDLINE = "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"
 NET_MAC = "52:54:00:12:34:56"
 
@@ -63,7 +70,7 @@ def qemu_command(kernel, initrd, variant, netdev, disk, qmp_sock,
     if not variant.iommu:
         cmdline = cmdline.replace("intel_iommu=on iommu=pt ", "")
     return [
-        QEMU, "-accel", "tcg", "-machine", "q35,kernel-irqchip=split",
+        qemu_binary(), "-accel", "tcg", "-machine", "q35,kernel-irqchip=split",
     ] + (["-cpu", variant.cpu] if variant.cpu else []) + [
         "-smp", str(smp), "-m", str(mem_mib),
         "-nodefaults", "-no-user-config", "-display", "none",

@@ -44,19 +44,22 @@ MACHINE_ARGS = ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
 
 
 def device_props():
-    """device_add properties of each hotplug function, as at boot."""
+    """device_add properties of each hotplug function, as at boot. Boolean
+    properties are JSON booleans: QMP checks their type (QEMU 10 refuses
+    "on" for a bool; disable-legacy is an on/off/auto string)."""
     return {
         NET_ID: {"driver": "virtio-net-pci", "id": NET_ID, "netdev": "n" + NET_ID, "mac": NET_MAC, "bus": "rp" + NET_ID,
-                 "disable-legacy": "on", "iommu_platform": "on", "ats": "on", "romfile": ""},
+                 "disable-legacy": "on", "iommu_platform": True, "ats": True, "romfile": ""},
         BLK_ID: {"driver": "virtio-blk-pci", "id": BLK_ID, "drive": "d" + BLK_ID, "serial": BLK_SERIAL, "bus": "rp" + BLK_ID,
-                 "disable-legacy": "on", "iommu_platform": "on"},
+                 "disable-legacy": "on", "iommu_platform": True},
     }
 
 
 def _device_arg(props):
+    """The -device value of the same properties (booleans as on/off)."""
     p = dict(props)
     out = [p.pop("driver")]
-    out += [f"{k}={v}" for k, v in p.items()]
+    out += [f"{k}={({True: 'on', False: 'off'}[v] if isinstance(v, bool) else v)}" for k, v in p.items()]
     return ",".join(out)
 
 

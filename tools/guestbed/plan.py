@@ -197,16 +197,20 @@ run_program() {
   return $_rc
 }
 
-# wait_until <seconds> <command...>: poll every 0.1 s until the command succeeds
-# (its counter is _wu: fwd_start's tag is in _tag)
+# wait_until <seconds> <command...>: poll every 0.1 s until the command
+# succeeds, for that many seconds of the guest's clock (not a count of polls:
+# under TCG a poll that runs a few programs takes far longer than 0.1 s, and a
+# count would stretch a 120-s wait past the boot's timeout). The deadline
+# variable is _wu (fwd_start's tag is in _tag).
 wait_until() {
-  _wu=$(( $1 * 10 )); shift
-  while [ $_wu -gt 0 ]; do
+  _wu=$(( $(uptime_s) + $1 )); shift
+  while :; do
     "$@" && return 0
-    usleep 100000; _wu=$((_wu - 1))
+    [ "$(uptime_s)" -lt "$_wu" ] || return 1
+    usleep 100000
   done
-  return 1
 }
+uptime_s() { read -r _up _ </proc/uptime; echo "${_up%%.*}"; }
 """
 
 
