@@ -28,6 +28,8 @@ from .netserver import FrameServer, TapPort
 from .qmp import QMP, QMPError
 
 QEMU = "qemu-system-x86_64"
+KERNEL_CMDLINE = "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"
+NET_MAC = "52:54:00:12:34:56"
 
 
 def qemu_binary():
@@ -35,8 +37,7 @@ def qemu_binary():
     wrapper tools/guestbed/fetch-qemu writes for the backports suite's newer
     QEMU), so a result can be checked on another device model."""
     return os.environ.get("GUESTBED_QEMU") or QEMU
-KERNEL_CMDLINE = "console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet"
-NET_MAC = "52:54:00:12:34:56"
+
 
 _CHECK_RE = re.compile(r"(?:^|[^A-Z])CHECK (PASS|FAIL) ([^\s:]+)(?::\s*(.*))?")
 _HOSTCHECK_RE = re.compile(r"HOSTCHECK\s+(.*)$")

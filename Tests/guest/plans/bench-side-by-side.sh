@@ -222,7 +222,7 @@ irq_snapshot() {
 vblk_load() {
   bind_vfio $BLK
   rmmod virtio_blk && insmod /lib/modules/virtio_blk.ko "$@" || echo "BENCH note: could not reload virtio_blk $*"
-  bind_kernel $BLK && wait_until 20 kdev_ready || echo "BENCH note: $BLK not back on virtio_blk"
+  bind_kernel $BLK && wait_until 60 kdev_ready || echo "BENCH note: $BLK not back on virtio_blk"
   D=$(blk_kdev $BLK)
   [ $r = 1 ] && [ $qd = 1 ] && echo "BENCH blk device $BLK /dev/$D virtio_blk $* io_poll=$(cat /sys/block/$D/queue/io_poll 2>/dev/null) hw_queues=$(ls /sys/block/$D/mq 2>/dev/null | wc -l)"
 }

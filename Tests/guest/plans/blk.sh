@@ -87,7 +87,7 @@ hostcheck blk-verify $((8 * MIB)) $((4 * MIB)) $MIB bigblocks
 
 # 3. A block changed behind vio-fio's back (through the kernel) is reported.
 fio_run blk-fio-victim 0 --filename=$T --rw=write --bs=4k --offset=12m --size=256k --verify=crc32c --do_verify=0
-if bind_kernel $BLK && wait_until 10 has_kdev $BLK; then
+if bind_kernel $BLK && wait_until 60 has_kdev $BLK; then
   printf 'CORRUPTED' | dd of=/dev/$(blk_kdev $BLK) bs=1 seek=$((12 * MIB + 8192 + 100)) conv=notrunc,fsync 2>/dev/null
   bind_vfio $BLK
   fio_run blk-fio-detects-corruption 1 --filename=$T --rw=read --bs=4k --offset=12m --size=256k --verify=crc32c &&
@@ -206,7 +206,7 @@ if [ "$GUESTBED_VARIANT" = split ]; then
           "$(sed -n 's/.*"99.000000": \([0-9]*\).*/\1/p' /tmp/$c.out)"
     done
   done
-  if bind_kernel $BLK && wait_until 10 has_kdev $BLK; then
+  if bind_kernel $BLK && wait_until 60 has_kdev $BLK; then
     D=/dev/$(blk_kdev $BLK)
     for qd in 1 32; do
       c=blk-perf-kernel-qd$qd

@@ -54,15 +54,15 @@ mac=$(tr -d ':' < /sys/class/net/$IF/address)
 rx0=$(cat /sys/class/net/$IF/statistics/rx_packets)
 hostreq net-send "${mac}525400abcdef88b5$(hexof guestbed-host-to-guest)0000000000000000000000000000" 3
 rx_grew() { [ $(cat /sys/class/net/$IF/statistics/rx_packets) -ge $((rx0 + 3)) ]; }
-wait_until 30 rx_grew && check_pass smoke-net-host-to-guest \
+wait_until 60 rx_grew && check_pass smoke-net-host-to-guest \
   || check_fail smoke-net-host-to-guest "rx_packets $rx0 -> $(cat /sys/class/net/$IF/statistics/rx_packets), expected +3"
 
 # --- QMP from the guest: link down and up again, seen as carrier changes.
 hostreq qmp set_link '{"name":"net0","up":false}'
 carrier() { [ "$(cat /sys/class/net/$IF/carrier 2>/dev/null)" = "$1" ]; }
-wait_until 30 carrier 0 && check_pass smoke-qmp-link-down || check_fail smoke-qmp-link-down "carrier stayed up"
+wait_until 60 carrier 0 && check_pass smoke-qmp-link-down || check_fail smoke-qmp-link-down "carrier stayed up"
 hostreq qmp set_link '{"name":"net0","up":true}'
-wait_until 30 carrier 1 && check_pass smoke-qmp-link-up || check_fail smoke-qmp-link-up "carrier stayed down"
+wait_until 60 carrier 1 && check_pass smoke-qmp-link-up || check_fail smoke-qmp-link-up "carrier stayed down"
 
 # --- blk: the image's initial pattern, then a write the host verifies.
 got=$(dd if=/dev/$DEV bs=512 skip=5 count=1 2>/dev/null | head -c 16 | hexdump -v -e '/1 "%02x"')

@@ -39,7 +39,7 @@ if [ -n "$FLA" ] && [ -n "$FLB" ] && bind_vfio $FLA && bind_vfio $FLB; then
   hostreq net-traffic net-filter f1 "{\"from\":\"net1\",\"to\":\"net2\",\"count\":400,\"rate\":400,\"targets\":$(filtered_targets true)}"
   wait_until 120 fwd_has_rx net-filter 200 || check_fail net-filter-received "vio-fwd received $(fwd_rx net-filter) of the 200 frames that pass"
   hostreq net-traffic-wait net-filter f1
-  if wait_until 30 grep -q "receive filters cleared" /tmp/net-filter.log; then
+  if wait_until 60 grep -q "receive filters cleared" /tmp/net-filter.log; then
     check_pass net-filter-cleared "$(grep -m1 'receive filters cleared' /tmp/net-filter.log | cut -c1-200)"
   else
     check_fail net-filter-cleared "vio-fwd did not clear its filters: $(tail -n3 /tmp/net-filter.log | tr '\n' ' ')"

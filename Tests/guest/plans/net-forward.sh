@@ -147,7 +147,7 @@ else
       # pins itself as it starts: waited for).
       if [ "$3" = --cpus ]; then
         pins_are() { [ "$(pinned_cpus $_rss)" = "$1" ]; }
-        wait_until 30 pins_are "0 1 "
+        wait_until 60 pins_are "0 1 "
         _pins=$(pinned_cpus $_rss)
         [ "$_pins" = "0 1 " ] && check_pass net-fwd-cpus "workers pinned to CPUs: $_pins(--cpus $4; $(grep -o 'workers pinned to CPUs [0-9,]*' /tmp/rss.log))" \
           || check_fail net-fwd-cpus "--cpus $4: threads pinned to '$_pins' (want one on 0 and one on 1, each running there)"

@@ -83,7 +83,7 @@ else
   IB=$(ifname_of $FB)
   ip link set $IA mtu 1500 up
   ip link set $IB mtu 1500 up
-  wait_until 10 grep -q 1 /sys/class/net/$IB/carrier
+  wait_until 60 grep -q 1 /sys/class/net/$IB/carrier
   check_pass perf-devices "$FA ($IA) -> $FB ($IB)"
   perf_run kernel --port $IA --port $IB
   ip link set $IA down
