@@ -149,7 +149,7 @@ public struct NetConfig: Sendable, Equatable {
             t.readConfig8(O.mac + 4), t.readConfig8(O.mac + 5)
           ))
       }
-      let status = has(NetFeature.status, O.status, 2) ? t.readConfig16(O.status) : NetStatus.linkUp
+      let status = NetConfig.statusField(t, features: f)
       // §5.1.4: max_virtqueue_pairs exists with MQ or RSS; the key size and hash types with RSS or HASH_REPORT.
       let pairsBit = f.contains(bit: NetFeature.mq) ? NetFeature.mq : NetFeature.rss
       let hashBit = f.contains(bit: NetFeature.rss) ? NetFeature.rss : NetFeature.hashReport
@@ -175,10 +175,16 @@ public struct NetConfig: Sendable, Equatable {
   /// for the field) the link is up (§5.1.4.2); nil for a device that answers
   /// all-ones (gone: the removal check decides).
   public static func readStatus<T: Transport & ~Copyable>(_ transport: borrowing T, features f: FeatureSet) -> UInt16? {
+    let status = statusField(transport, features: f)
+    return status == 0xFFFF ? nil : status
+  }
+
+  /// The status field as read (one 16-bit read), or link up where the
+  /// feature or the field is absent (§5.1.4.2, §4.1.4.6).
+  static func statusField<T: Transport & ~Copyable>(_ transport: borrowing T, features f: FeatureSet) -> UInt16 {
     let offset = VirtioNetConfig.Offset.status
     guard f.contains(bit: NetFeature.status), offset + 2 <= transport.configSize else { return NetStatus.linkUp }
-    let status = transport.readConfig16(offset)
-    return status == 0xFFFF ? nil : status
+    return transport.readConfig16(offset)
   }
 
   public init(mac: MACAddress?, linkUp: Bool, announce: Bool, maxQueuePairs: Int, mtu: Int?) {
